@@ -1,0 +1,44 @@
+"""pytorch_accelerated.trainer: the training loop, its hooks and callback protocol.
+
+Everything in ``__all__`` is the public interface that plug-in packages build on; anything
+else (private modules, names starting with an underscore) may change without notice.
+"""
+
+from .callbacks import TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
+from .checkpointing import CheckpointError
+from .default_callbacks import (
+    DEFAULT_CALLBACKS,
+    MoveModulesToDeviceCallback,
+    PrintMetricsCallback,
+    ProgressBarCallback,
+    TerminateOnNaNCallback,
+    format_metric_value,
+)
+from .run_config import TrainerPlaceholderValues, TrainerRunConfig
+from .run_history import InMemoryRunHistory, RunHistory
+from .seeding import seed_everything
+from .trainer import Trainer
+from . import testing  # noqa: E402  (the test kit for callback authors)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Trainer",
+    "TrainerCallback",
+    "CallbackHandler",
+    "StopTrainingError",
+    "TRAINER_EVENTS",
+    "TrainerPlaceholderValues",
+    "TrainerRunConfig",
+    "RunHistory",
+    "InMemoryRunHistory",
+    "CheckpointError",
+    "DEFAULT_CALLBACKS",
+    "MoveModulesToDeviceCallback",
+    "TerminateOnNaNCallback",
+    "PrintMetricsCallback",
+    "ProgressBarCallback",
+    "format_metric_value",
+    "seed_everything",
+    "testing",
+]

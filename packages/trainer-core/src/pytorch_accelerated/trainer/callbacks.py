@@ -1,0 +1,140 @@
+"""The callback protocol: :class:`TrainerCallback`, :class:`CallbackHandler` and :class:`StopTrainingError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+class StopTrainingError(Exception):
+    """Raise from a hook or a callback to end the training run cleanly.
+
+    The trainer catches it, fires ``on_stop_training_error`` and then the usual end-of-run
+    hook and events, so checkpoints and logs are still written.
+    """
+
+
+class TrainerCallback:
+    """Base class for callbacks: override only the events you need.
+
+    Every event receives the trainer first; events that carry data receive it as keyword
+    arguments, so an override may accept ``**kwargs`` to stay compatible with future additions.
+    Each event runs after the trainer hook of the same stage, and callbacks run in list order.
+
+    A callback with state that must survive a checkpoint overrides :meth:`state_dict` and
+    :meth:`load_state_dict`; the values must be tensors, numbers, strings, booleans, ``None``,
+    or lists, tuples and dicts of these.
+    """
+
+    def on_init_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_training_run_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_train_epoch_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_train_step_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_train_step_end(self, trainer: Trainer, batch, batch_output: dict, **kwargs): ...
+
+    def on_before_optimizer_step(self, trainer: Trainer, optimizer, **kwargs): ...
+
+    def on_optimizer_step_end(self, trainer: Trainer, optimizer, **kwargs): ...
+
+    def on_train_epoch_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_eval_epoch_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_eval_step_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_eval_step_end(self, trainer: Trainer, batch, batch_output: dict, **kwargs): ...
+
+    def on_eval_epoch_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_training_run_epoch_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_training_run_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_evaluation_run_start(self, trainer: Trainer, **kwargs): ...
+
+    def on_evaluation_run_end(self, trainer: Trainer, **kwargs): ...
+
+    def on_stop_training_error(self, trainer: Trainer, stop_training_error: StopTrainingError, **kwargs): ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's state to store in a checkpoint (empty by default)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict`."""
+
+
+#: The events the trainer itself fires (``on_init_end`` first, then in the order a run reaches them).
+TRAINER_EVENTS: tuple[str, ...] = (
+    "on_init_end",
+    "on_training_run_start",
+    "on_train_epoch_start",
+    "on_train_step_start",
+    "on_train_step_end",
+    "on_before_optimizer_step",
+    "on_optimizer_step_end",
+    "on_train_epoch_end",
+    "on_eval_epoch_start",
+    "on_eval_step_start",
+    "on_eval_step_end",
+    "on_eval_epoch_end",
+    "on_training_run_epoch_end",
+    "on_training_run_end",
+    "on_evaluation_run_start",
+    "on_evaluation_run_end",
+    "on_stop_training_error",
+)
+
+
+class CallbackHandler:
+    """Holds the trainer's callbacks and calls an event on each of them, in order.
+
+    Errors raised inside a callback propagate: they are never swallowed.
+    """
+
+    def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()):
+        self.callbacks: list[TrainerCallback] = []
+        for callback in callbacks:
+            self.add_callback(callback)
+
+    def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
+        """Append a callback instance, or a callback class (instantiated with no arguments)."""
+        if isinstance(callback, type):
+            callback = callback()
+        if not isinstance(callback, TrainerCallback):
+            raise TypeError(
+                f"{callback!r} is not a TrainerCallback: subclass "
+                "pytorch_accelerated.trainer.TrainerCallback and pass an instance or the class."
+            )
+        self.callbacks.append(callback)
+        return callback
+
+    def remove_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
+        """Remove a callback instance, or every callback of the given class."""
+        if isinstance(callback, type):
+            self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, callback)]
+        else:
+            self.callbacks.remove(callback)
+
+    def get_callback(self, callback_class: type[TrainerCallback]) -> TrainerCallback | None:
+        """The first callback that is an instance of ``callback_class``, or None."""
+        return next((cb for cb in self.callbacks if isinstance(cb, callback_class)), None)
+
+    def call_event(self, event: str, *args, **kwargs) -> None:
+        """Call ``event`` on every callback that defines it; custom event names are allowed."""
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(*args, **kwargs)
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+    def __len__(self) -> int:
+        return len(self.callbacks)

@@ -1,0 +1,190 @@
+"""The callbacks a Trainer uses unless told otherwise: without them the loop is hard to use."""
+
+from __future__ import annotations
+
+import math
+from numbers import Number
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from .callbacks import StopTrainingError, TrainerCallback
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+class MoveModulesToDeviceCallback(TrainerCallback):
+    """Moves every ``nn.Module`` attribute of the trainer other than the model (a loss with
+    weights, a metric) to the trainer's device; the model itself is placed by accelerate."""
+
+    def _move_modules(self, trainer: Trainer) -> None:
+        for name, value in vars(trainer).items():
+            if isinstance(value, torch.nn.Module) and name != "model":
+                value.to(trainer.device)
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self._move_modules(trainer)
+
+    def on_evaluation_run_start(self, trainer, **kwargs):
+        self._move_modules(trainer)
+
+
+class TerminateOnNaNCallback(TrainerCallback):
+    """Stops training, on every process, once the training loss is NaN or infinite.
+
+    The check is kept on the device and read every ``check_every_n_steps`` steps and at the end
+    of each epoch, so it does not force a host-device synchronisation per step. The default
+    reads every step on the CPU, where reading costs nothing, and every 50 steps elsewhere.
+    """
+
+    def __init__(self, check_every_n_steps: int | None = None):
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1 or None, got {check_every_n_steps}")
+        self.check_every_n_steps = check_every_n_steps
+        self._found_non_finite: torch.Tensor | None = None
+        self._steps_since_check = 0
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self._found_non_finite = torch.zeros((), dtype=torch.bool, device=trainer.device)
+        self._steps_since_check = 0
+
+    def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
+        loss = batch_output["loss"].detach()
+        self._found_non_finite |= ~torch.isfinite(loss).all()
+        self._steps_since_check += 1
+        interval = self.check_every_n_steps or (1 if trainer.device.type == "cpu" else 50)
+        if self._steps_since_check >= interval:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        self._steps_since_check = 0
+        if trainer.any_process(self._found_non_finite):
+            raise StopTrainingError(
+                f"The training loss became NaN or infinite (at or before update step "
+                f"{trainer.completed_update_steps} of the run, epoch {trainer.run_history.current_epoch}). "
+                "Lower the learning rate, clip gradients (train(..., gradient_clip_norm=1.0)), "
+                "check the inputs for NaNs, or remove TerminateOnNaNCallback to keep going."
+            )
+
+
+class ProgressBarCallback(TrainerCallback):
+    """One tqdm progress bar per training and per evaluation epoch, on the main process only."""
+
+    def __init__(self):
+        self._bar: tqdm | None = None
+
+    def _open(self, trainer: Trainer, total: int | None, description: str) -> None:
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            disable=not trainer.is_local_process_zero,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def _advance(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self._open(trainer, _length_or_none(trainer.train_dataloader), f"epoch {trainer.run_history.current_epoch} train")
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self._advance()
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        self._close()
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self._open(trainer, _length_or_none(trainer.eval_dataloader), "eval")
+
+    def on_eval_step_end(self, trainer, **kwargs):
+        self._advance()
+
+    def on_eval_epoch_end(self, trainer, **kwargs):
+        self._close()
+
+    def on_stop_training_error(self, trainer, **kwargs):
+        self._close()
+
+
+class PrintMetricsCallback(TrainerCallback):
+    """Prints, on the main process, one line per epoch with the metrics recorded during it,
+    and the metrics of each ``evaluate`` run."""
+
+    def __init__(self):
+        self._printed_counts: dict[str, int] = {}
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self._printed_counts = {}
+        config = trainer.run_config
+        trainer.print(
+            f"Starting training run: {config.num_epochs} epoch(s), {config.num_training_steps} update step(s), "
+            f"{config.num_processes} process(es) on {trainer.device.type}, mixed precision: {config.mixed_precision}"
+        )
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        trainer.print(f"epoch {trainer.run_history.current_epoch}: {self._new_metrics_line(trainer)}")
+
+    def on_evaluation_run_start(self, trainer, **kwargs):
+        self._new_metrics_line(trainer)
+
+    def on_evaluation_run_end(self, trainer, **kwargs):
+        trainer.print(f"evaluation: {self._new_metrics_line(trainer)}")
+
+    def on_stop_training_error(self, trainer, stop_training_error, **kwargs):
+        trainer.print(f"Training stopped early: {stop_training_error}")
+
+    def on_training_run_end(self, trainer, **kwargs):
+        trainer.print("Finished training run")
+
+    def _new_metrics_line(self, trainer: Trainer) -> str:
+        """The metrics written since this was last called, formatted, and mark them as shown."""
+        history = trainer.run_history
+        parts = []
+        for name in history.get_metric_names():
+            count = len(history.get_metric_values(name))
+            if count > self._printed_counts.get(name, 0):
+                parts.append(f"{name}: {format_metric_value(history.get_latest_metric(name))}")
+            self._printed_counts[name] = count
+        return " | ".join(parts) if parts else "(no metrics)"
+
+
+def format_metric_value(value) -> str:
+    """A short, readable rendering of a metric value (float, int, scalar tensor or other)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Number):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value == 0 or not math.isfinite(value) or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"
+    return f"{value:.4e}"
+
+
+def _length_or_none(dataloader) -> int | None:
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
+DEFAULT_CALLBACKS: tuple[type[TrainerCallback], ...] = (
+    MoveModulesToDeviceCallback,
+    TerminateOnNaNCallback,
+    PrintMetricsCallback,
+    ProgressBarCallback,
+)
+"""The callbacks a Trainer gets by default (classes: each Trainer makes its own instances).
+Pass ``callbacks=()`` for none, or your own list, e.g. ``(*DEFAULT_CALLBACKS, MyCallback())``."""

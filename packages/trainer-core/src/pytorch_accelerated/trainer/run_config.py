@@ -1,0 +1,74 @@
+"""A training run's settings (:class:`TrainerRunConfig`) and the placeholders that refer to them."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class TrainerRunConfig:
+    """The settings of the current run, as ``trainer.run_config``, computed once ``train`` starts.
+
+    Lengths and step counts are per process: with a dataset of 1000 samples, batch size 10 and
+    two processes, ``train_dataloader_len`` is 50.
+    """
+
+    num_epochs: int
+    train_per_device_batch_size: int
+    eval_per_device_batch_size: int | None
+    train_dataloader_len: int
+    eval_dataloader_len: int | None
+    gradient_accumulation_steps: int
+    num_update_steps_per_epoch: int
+    max_num_train_steps: int | None
+    num_training_steps: int
+    gradient_clip_value: float | None
+    gradient_clip_norm: float | None
+    num_processes: int
+    is_local_process_zero: bool
+    is_world_process_zero: bool
+    mixed_precision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainerPlaceholderValues(Enum):
+    """Stand-ins for values known only once ``train`` starts, for ``create_scheduler_fn``.
+
+    Example::
+
+        create_scheduler_fn = functools.partial(
+            torch.optim.lr_scheduler.OneCycleLR,
+            max_lr=0.01,
+            epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+            steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+        )
+    """
+
+    NUM_EPOCHS = "num_epochs"
+    NUM_UPDATE_STEPS_PER_EPOCH = "num_update_steps_per_epoch"
+    NUM_TRAINING_STEPS = "num_training_steps"
+    TRAIN_DATALOADER_LEN = "train_dataloader_len"
+    EVAL_DATALOADER_LEN = "eval_dataloader_len"
+    TRAIN_PER_DEVICE_BATCH_SIZE = "train_per_device_batch_size"
+    EVAL_PER_DEVICE_BATCH_SIZE = "eval_per_device_batch_size"
+    GRADIENT_ACCUMULATION_STEPS = "gradient_accumulation_steps"
+
+    @classmethod
+    def fill(cls, fn: Callable, run_config: TrainerRunConfig) -> Callable:
+        """Replace every placeholder in a ``functools.partial``'s arguments with its value."""
+        if not isinstance(fn, functools.partial):
+            return fn
+
+        def resolve(value):
+            return getattr(run_config, value.value) if isinstance(value, cls) else value
+
+        return functools.partial(
+            fn.func,
+            *(resolve(arg) for arg in fn.args),
+            **{key: resolve(value) for key, value in fn.keywords.items()},
+        )

@@ -1,0 +1,669 @@
+"""The :class:`Trainer`: a training loop made of overridable hooks, on top of HuggingFace accelerate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any, Callable, Iterable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object, send_to_device
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
+from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
+from .default_callbacks import DEFAULT_CALLBACKS
+from .run_config import TrainerPlaceholderValues, TrainerRunConfig
+from .run_history import InMemoryRunHistory, RunHistory
+
+_CHECKPOINT_MODEL_KEY = "model_state_dict"
+_CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
+_CHECKPOINT_SCHEDULER_KEY = "scheduler_state_dict"
+_RESERVED_CHECKPOINT_KEYS = (_CHECKPOINT_MODEL_KEY, _CHECKPOINT_OPTIMIZER_KEY, _CHECKPOINT_SCHEDULER_KEY)
+_BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
+
+
+class Trainer:
+    """Trains a model with a loss and an optimizer on one or many devices.
+
+    The loop (see :meth:`train`) is a sequence of hooks that a subclass may override; after each
+    hook, the callback event of the same stage runs on every callback, in order.
+
+    Args:
+        model: the ``nn.Module`` to train (plain, or compiled with ``torch.compile``).
+        loss_func: called as ``loss_func(model_outputs, targets)``; ``None`` takes the loss from
+            the model's output (``outputs["loss"]`` or ``outputs.loss``), as transformers models return.
+        optimizer: an optimizer over the model's parameters.
+        callbacks: callback instances or classes, run in this order; ``()`` for none.
+        run_history: where metrics are recorded; an :class:`InMemoryRunHistory` by default.
+        accelerator_kwargs: keyword arguments for ``accelerate.Accelerator`` (``mixed_precision``,
+            ``project_dir``, ``kwargs_handlers``, ``cpu``, ...). Override :meth:`create_accelerator`
+            for full control.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_func: Callable | None,
+        optimizer: torch.optim.Optimizer,
+        callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = DEFAULT_CALLBACKS,
+        run_history: RunHistory | None = None,
+        accelerator_kwargs: dict[str, Any] | None = None,
+    ):
+        self.model = model
+        self.loss_func = loss_func
+        self.optimizer = optimizer
+        self.callback_handler = CallbackHandler(callbacks)
+        self.run_history = run_history if run_history is not None else InMemoryRunHistory()
+        self.accelerator_kwargs = dict(accelerator_kwargs or {})
+        if "gradient_accumulation_steps" in self.accelerator_kwargs:
+            raise ValueError(
+                "Pass gradient_accumulation_steps to Trainer.train(), not in accelerator_kwargs: "
+                "the trainer accumulates gradients itself so that logged losses stay true."
+            )
+        self.accelerator: Accelerator = self.create_accelerator()
+        self.scheduler = None
+        self.collate_fn: Callable | None = None
+        self.train_dataset: Dataset | None = None
+        self.eval_dataset: Dataset | None = None
+        self.train_dataloader: DataLoader | None = None
+        self.eval_dataloader: DataLoader | None = None
+        self.run_config: TrainerRunConfig | None = None
+        self.create_scheduler_fn: Callable | None = None
+        self.completed_update_steps = 0
+        self.optimizer_step_was_skipped = False
+        self._prepared_model: torch.nn.Module | None = None
+        self.callback_handler.call_event("on_init_end", self)
+
+    # ------------------------------------------------------------------ facts about the run
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_world_process_zero(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def is_local_process_zero(self) -> bool:
+        return self.accelerator.is_local_main_process
+
+    # ------------------------------------------------------------------ the training run
+
+    def train(
+        self,
+        train_dataset: Dataset,
+        num_epochs: int,
+        eval_dataset: Dataset | None = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: int = 1,
+        gradient_clip_value: float | None = None,
+        gradient_clip_norm: float | None = None,
+        create_scheduler_fn: Callable | None = None,
+        collate_fn: Callable | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+    ) -> RunHistory:
+        """Train for ``num_epochs`` epochs or ``max_num_train_steps`` optimizer updates, whichever
+        comes first, evaluating on ``eval_dataset`` after each epoch. Returns the run history.
+
+        ``per_device_batch_size`` is per process; one optimizer update uses
+        ``per_device_batch_size * gradient_accumulation_steps * num_processes`` samples.
+        ``create_scheduler_fn`` builds the scheduler from the optimizer; use
+        ``functools.partial`` with :class:`TrainerPlaceholderValues` for sizes known only now.
+        The scheduler steps once per optimizer update, and not when the update was skipped.
+        """
+        _check_positive_int("num_epochs", num_epochs)
+        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        _check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
+        if max_num_train_steps is not None:
+            _check_positive_int("max_num_train_steps", max_num_train_steps)
+        if gradient_clip_value is not None and gradient_clip_norm is not None:
+            raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
+
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.collate_fn = collate_fn
+        self.create_scheduler_fn = create_scheduler_fn
+        if reset_run_history:
+            self.run_history.reset()
+
+        self._prepare_model_and_optimizer()
+        self.train_dataloader = self._prepare_dataloader(
+            self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
+        )
+        self.eval_dataloader = None
+        if eval_dataset is not None:
+            self.eval_dataloader = self._prepare_dataloader(
+                self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs), train=False
+            )
+        self.run_config = self._create_run_config(
+            num_epochs,
+            per_device_batch_size,
+            max_num_train_steps,
+            gradient_accumulation_steps,
+            gradient_clip_value,
+            gradient_clip_norm,
+        )
+        self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
+        self.completed_update_steps = 0
+        self._run_training()
+        return self.run_history
+
+    def _run_training(self) -> None:
+        try:
+            self.training_run_start()
+            self.callback_handler.call_event("on_training_run_start", self)
+            for _ in range(self.run_config.num_epochs):
+                self._run_train_epoch()
+                if self.eval_dataloader is not None:
+                    self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+                self.training_run_epoch_end()
+                self.callback_handler.call_event("on_training_run_epoch_end", self)
+                self.run_history.increment_epoch()
+                if self._reached_max_train_steps():
+                    break
+        except StopTrainingError as error:
+            self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+        self.training_run_end()
+        self.callback_handler.call_event("on_training_run_end", self)
+
+    def _run_train_epoch(self) -> None:
+        self.train_epoch_start()
+        self.callback_handler.call_event("on_train_epoch_start", self)
+        loss_tracker = _RunningLoss(self.device)
+        num_batches = _length_or_none(self.train_dataloader)
+        accumulation_steps = self.run_config.gradient_accumulation_steps
+        for step, batch in enumerate(self.train_dataloader):
+            window_start = step - step % accumulation_steps
+            window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
+            is_update_step = step - window_start + 1 == window_size
+            self.callback_handler.call_event("on_train_step_start", self)
+            with nullcontext() if is_update_step else self.accelerator.no_sync(self.model):
+                batch_output = self.calculate_train_batch_loss(batch)
+                _check_batch_output(batch_output, "calculate_train_batch_loss")
+                loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+                self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
+                loss = batch_output["loss"]
+                self.backward_step(loss / window_size if window_size > 1 else loss)
+            if is_update_step:
+                self._update_parameters()
+                if self._reached_max_train_steps():
+                    break
+        self.run_history.update_metric("train_loss_epoch", loss_tracker.compute(self.accelerator))
+        self.train_epoch_end()
+        self.callback_handler.call_event("on_train_epoch_end", self)
+
+    def _update_parameters(self) -> None:
+        self.clip_gradients()
+        self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
+        self.optimizer_step()
+        self.optimizer_step_was_skipped = self.accelerator.optimizer_step_was_skipped
+        if self.scheduler is not None and not self.optimizer_step_was_skipped:
+            self.scheduler_step()
+        self.optimizer_zero_grad()
+        self.completed_update_steps += 1
+        self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
+
+    def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
+        self.eval_epoch_start()
+        self.callback_handler.call_event("on_eval_epoch_start", self)
+        loss_tracker = _RunningLoss(self.device)
+        with torch.no_grad():
+            for batch in dataloader:
+                self.callback_handler.call_event("on_eval_step_start", self)
+                batch_output = self.calculate_eval_batch_loss(batch)
+                _check_batch_output(batch_output, "calculate_eval_batch_loss")
+                loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+                self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+        self.run_history.update_metric(loss_metric_name, loss_tracker.compute(self.accelerator))
+        self.eval_epoch_end()
+        self.callback_handler.call_event("on_eval_epoch_end", self)
+
+    def _reached_max_train_steps(self) -> bool:
+        max_steps = self.run_config.max_num_train_steps
+        return max_steps is not None and self.completed_update_steps >= max_steps
+
+    # ------------------------------------------------------------------ evaluation and prediction
+
+    def evaluate(
+        self,
+        dataset: Dataset | None = None,
+        per_device_batch_size: int | None = None,
+        dataloader_kwargs: dict[str, Any] | None = None,
+        collate_fn: Callable | None = None,
+    ) -> dict[str, Any]:
+        """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
+        ``evaluation_loss`` and return the metrics recorded during it, by name. Every sample counts
+        exactly once, also on several processes."""
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
+        if collate_fn is not None:
+            self.collate_fn = collate_fn
+        batch_size = per_device_batch_size or (self.run_config.eval_per_device_batch_size if self.run_config else 8)
+        _check_positive_int("per_device_batch_size", batch_size)
+        self._prepare_model_and_optimizer()
+        self.eval_dataset = dataset
+        self.eval_dataloader = self._prepare_dataloader(
+            self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
+        )
+        counts_before = {name: len(self.run_history.get_metric_values(name)) for name in self.run_history.get_metric_names()}
+        try:
+            self.evaluation_run_start()
+            self.callback_handler.call_event("on_evaluation_run_start", self)
+            self._run_eval_epoch(self.eval_dataloader, "evaluation_loss")
+        except StopTrainingError as error:
+            self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+        self.evaluation_run_end()
+        self.callback_handler.call_event("on_evaluation_run_end", self)
+        return {
+            name: self.run_history.get_latest_metric(name)
+            for name in self.run_history.get_metric_names()
+            if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
+        }
+
+    def predict(
+        self,
+        dataset: Dataset,
+        per_device_batch_size: int = 8,
+        collate_fn: Callable | None = None,
+        dataloader_kwargs: dict[str, Any] | None = None,
+    ):
+        """The model's outputs for every sample of ``dataset``, exactly once and in dataset order,
+        concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
+        On several processes, each predicts a contiguous share and every process gets the result."""
+        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        self._prepare_model_and_optimizer()
+        share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
+        kwargs = {"shuffle": False, "collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
+        if kwargs.get("shuffle"):
+            raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
+        dataloader = DataLoader(Subset(dataset, share), batch_size=per_device_batch_size, **kwargs)
+        self.model.eval()
+        outputs = []
+        with torch.no_grad():
+            for batch in dataloader:
+                batch_predictions = self.calculate_batch_predictions(send_to_device(batch, self.device))
+                outputs.append(send_to_device(_detach(batch_predictions), "cpu"))
+        local = _concatenate(outputs) if outputs else None
+        if self.num_processes == 1:
+            return local
+        shares = [part for part in gather_object([local]) if part is not None]
+        return _concatenate(shares)
+
+    # ------------------------------------------------------------------ hooks: creation
+
+    def create_accelerator(self) -> Accelerator:
+        """The ``accelerate.Accelerator`` that runs everything; built from ``accelerator_kwargs``."""
+        return Accelerator(**self.accelerator_kwargs)
+
+    def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
+        """A DataLoader over ``self.train_dataset`` (shuffled); the trainer shards it across processes."""
+        kwargs = {
+            "shuffle": True,
+            "pin_memory": self.device.type == "cuda",
+            "collate_fn": self.collate_fn,
+            **(dataloader_kwargs or {}),
+        }
+        return DataLoader(self.train_dataset, batch_size=batch_size, **kwargs)
+
+    def create_eval_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
+        """A DataLoader over ``self.eval_dataset`` (in order); the trainer shards it without padding."""
+        kwargs = {
+            "shuffle": False,
+            "pin_memory": self.device.type == "cuda",
+            "collate_fn": self.collate_fn,
+            **(dataloader_kwargs or {}),
+        }
+        return DataLoader(self.eval_dataset, batch_size=batch_size, **kwargs)
+
+    def create_scheduler(self):
+        """The learning-rate scheduler: ``create_scheduler_fn(optimizer)`` with placeholders filled."""
+        scheduler_fn = TrainerPlaceholderValues.fill(self.create_scheduler_fn, self.run_config)
+        return scheduler_fn(self.optimizer)
+
+    # ------------------------------------------------------------------ hooks: the run
+
+    def training_run_start(self) -> None:
+        """Called once before the first epoch."""
+
+    def train_epoch_start(self) -> None:
+        """Called at the start of each training epoch: puts the model in training mode."""
+        self.model.train()
+
+    def calculate_train_batch_loss(self, batch) -> dict[str, Any]:
+        """The loss of one training batch: a dict with ``loss``, ``model_outputs`` and
+        ``batch_size``; any other key reaches ``on_train_step_end`` unchanged."""
+        return self._forward_and_loss(batch)
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
+        self.accelerator.backward(loss)
+
+    def clip_gradients(self) -> None:
+        """Clip the gradients once per optimizer update, by value or norm as configured."""
+        if self.run_config.gradient_clip_norm is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.run_config.gradient_clip_norm)
+        elif self.run_config.gradient_clip_value is not None:
+            self.accelerator.clip_grad_value_(self.model.parameters(), self.run_config.gradient_clip_value)
+
+    def optimizer_step(self) -> None:
+        """Update the parameters."""
+        self.optimizer.step()
+
+    def scheduler_step(self) -> None:
+        """Advance the scheduler by one optimizer update."""
+        self.scheduler.step()
+
+    def optimizer_zero_grad(self) -> None:
+        """Reset the gradients for the next accumulation window."""
+        self.optimizer.zero_grad()
+
+    def train_epoch_end(self) -> None:
+        """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
+
+    def eval_epoch_start(self) -> None:
+        """Called at the start of each evaluation epoch: puts the model in evaluation mode."""
+        self.model.eval()
+
+    def calculate_eval_batch_loss(self, batch) -> dict[str, Any]:
+        """The loss of one evaluation batch (run under ``torch.no_grad``); same contract as
+        :meth:`calculate_train_batch_loss`."""
+        return self._forward_and_loss(batch)
+
+    def eval_epoch_end(self) -> None:
+        """Called after each evaluation epoch, once its loss is recorded."""
+
+    def training_run_epoch_end(self) -> None:
+        """Called after each epoch's training and evaluation."""
+
+    def training_run_end(self) -> None:
+        """Called once at the end of the run, also when it was stopped early."""
+
+    def evaluation_run_start(self) -> None:
+        """Called when :meth:`evaluate` starts."""
+
+    def evaluation_run_end(self) -> None:
+        """Called when :meth:`evaluate` ends."""
+
+    def calculate_batch_predictions(self, batch):
+        """The model's outputs for one batch in :meth:`predict` (inputs: ``batch[0]``, or the whole
+        batch when it is a dict or a tensor)."""
+        return self.model(**batch) if isinstance(batch, Mapping) else self.model(_model_inputs(batch))
+
+    def _forward_and_loss(self, batch) -> dict[str, Any]:
+        if isinstance(batch, Mapping):
+            model_outputs = self.model(**batch)
+            targets = batch.get("labels")
+        else:
+            model_outputs = self.model(_model_inputs(batch))
+            targets = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        if self.loss_func is None:
+            loss = _loss_from_model_outputs(model_outputs)
+        else:
+            loss = self.loss_func(model_outputs, targets)
+        return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(
+        self,
+        save_path,
+        checkpoint_kwargs: dict[str, Any] | None = None,
+        save_optimizer: bool = True,
+        save_scheduler: bool = True,
+    ) -> None:
+        """Save the model weights (without DDP or ``torch.compile`` wrappers), the optimizer and
+        scheduler state, and ``checkpoint_kwargs`` (plain data only) to one file, atomically, from
+        the main process. Call it on every process."""
+        extra = dict(checkpoint_kwargs or {})
+        clashing = sorted(set(extra) & set(_RESERVED_CHECKPOINT_KEYS))
+        if clashing:
+            raise CheckpointError(f"checkpoint_kwargs may not use the reserved keys {clashing}; rename them.")
+        check_plain_data(extra, "checkpoint_kwargs")
+        checkpoint = {_CHECKPOINT_MODEL_KEY: self._model_state_dict(), **extra}
+        if save_optimizer:
+            checkpoint[_CHECKPOINT_OPTIMIZER_KEY] = self.optimizer.state_dict()
+        if save_scheduler and self.scheduler is not None:
+            checkpoint[_CHECKPOINT_SCHEDULER_KEY] = self.scheduler.state_dict()
+        if self.is_world_process_zero:
+            atomic_torch_save(checkpoint, save_path)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
+        """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
+        unpickled) and return its extra keys."""
+        checkpoint = safe_torch_load(checkpoint_path)
+        if _CHECKPOINT_MODEL_KEY not in checkpoint:
+            raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {_CHECKPOINT_MODEL_KEY!r}.")
+        self._load_model_state_dict(checkpoint[_CHECKPOINT_MODEL_KEY], checkpoint_path)
+        if load_optimizer and _CHECKPOINT_OPTIMIZER_KEY in checkpoint:
+            self.optimizer.load_state_dict(checkpoint[_CHECKPOINT_OPTIMIZER_KEY])
+        if load_scheduler and _CHECKPOINT_SCHEDULER_KEY in checkpoint:
+            if self.scheduler is None:
+                raise CheckpointError(
+                    f"{str(checkpoint_path)!r} holds a scheduler state but the trainer has no scheduler; "
+                    "pass load_scheduler=False or create the scheduler first."
+                )
+            self.scheduler.load_state_dict(checkpoint[_CHECKPOINT_SCHEDULER_KEY])
+        return {key: value for key, value in checkpoint.items() if key not in _RESERVED_CHECKPOINT_KEYS}
+
+    def _model_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            return self.accelerator.get_state_dict(self.model)
+        return self.get_model(keep_torch_compile=False).state_dict()
+
+    def _load_model_state_dict(self, state_dict, checkpoint_path) -> None:
+        model = self.get_model(keep_torch_compile=False)
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"The weights in {str(checkpoint_path)!r} do not fit this model: {error}"
+            ) from error
+
+    # ------------------------------------------------------------------ helpers for users and callbacks
+
+    def get_model(self, keep_torch_compile: bool = True) -> torch.nn.Module:
+        """The model without the wrappers added for distributed training (and, if asked, without
+        the ``torch.compile`` wrapper)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=keep_torch_compile)
+
+    def print(self, *args, **kwargs) -> None:
+        """``print`` on the main process of each node only."""
+        self.accelerator.print(*args, **kwargs)
+
+    def gather(self, tensor):
+        """Concatenate ``tensor`` (or nested tensors) from every process along the first dimension."""
+        return self.accelerator.gather(tensor)
+
+    def gather_for_metrics(self, data):
+        """Like :meth:`gather`, for the training dataloader's batches, dropping padded duplicates."""
+        return self.accelerator.gather_for_metrics(data)
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """Reduce ``tensor`` over every process (``"sum"`` or ``"mean"``)."""
+        return self.accelerator.reduce(tensor, reduction)
+
+    def any_process(self, flag: bool | torch.Tensor) -> bool:
+        """True on every process if ``flag`` is true on any: lets a callback that decides on one
+        process stop all of them together (call it on every process at the same point)."""
+        value = torch.as_tensor(flag, device=self.device).to(torch.float32).reshape(())
+        if self.num_processes > 1:
+            value = self.accelerator.reduce(value, "sum")
+        return bool(value.item() > 0)
+
+    def wait_for_everyone(self) -> None:
+        """Block until every process reaches this point."""
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_model_and_optimizer(self) -> None:
+        if self._prepared_model is not None and self.model is self._prepared_model:
+            return
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self._prepared_model = self.model
+
+    def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
+        # Evaluation shards without padding, so that every sample counts exactly once; training
+        # pads the last batches so that every process runs the same number of steps.
+        even_batches = self.accelerator.even_batches
+        self.accelerator.even_batches = train
+        try:
+            return self.accelerator.prepare(dataloader)
+        finally:
+            self.accelerator.even_batches = even_batches
+
+    def _create_run_config(
+        self, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
+    ) -> TrainerRunConfig:
+        train_len = _length_or_none(self.train_dataloader)
+        if train_len is None:
+            raise ValueError(
+                "The training dataloader has no length (an IterableDataset without __len__): "
+                "give the dataset a __len__ so that epochs and schedules can be sized."
+            )
+        if train_len == 0:
+            raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
+        updates_per_epoch = math.ceil(train_len / accumulation_steps)
+        if max_num_train_steps is not None:
+            num_epochs = min(num_epochs, math.ceil(max_num_train_steps / updates_per_epoch))
+            num_training_steps = min(max_num_train_steps, num_epochs * updates_per_epoch)
+        else:
+            num_training_steps = num_epochs * updates_per_epoch
+        return TrainerRunConfig(
+            num_epochs=num_epochs,
+            train_per_device_batch_size=batch_size,
+            eval_per_device_batch_size=batch_size if self.eval_dataloader is not None else None,
+            train_dataloader_len=train_len,
+            eval_dataloader_len=_length_or_none(self.eval_dataloader) if self.eval_dataloader is not None else None,
+            gradient_accumulation_steps=accumulation_steps,
+            num_update_steps_per_epoch=updates_per_epoch,
+            max_num_train_steps=max_num_train_steps,
+            num_training_steps=num_training_steps,
+            gradient_clip_value=clip_value,
+            gradient_clip_norm=clip_norm,
+            num_processes=self.num_processes,
+            is_local_process_zero=self.is_local_process_zero,
+            is_world_process_zero=self.is_world_process_zero,
+            mixed_precision=str(self.accelerator.mixed_precision),
+        )
+
+
+class _RunningLoss:
+    """A sample-weighted running mean kept on the device; read (and reduced) once per epoch."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float32, device=device)
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, batch_size: int) -> None:
+        self.total += loss.detach().float() * batch_size
+        self.count += batch_size
+
+    def compute(self, accelerator: Accelerator) -> float:
+        totals = torch.stack([self.total, torch.tensor(float(self.count), device=self.total.device)])
+        if accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, "sum")
+        total, count = totals.tolist()
+        return total / count if count else math.nan
+
+
+def _accumulation_window_size(window_start: int, accumulation_steps: int, num_batches: int | None) -> int:
+    """How many batches the accumulation window starting at ``window_start`` holds: shorter at the
+    end of an epoch whose length the accumulation steps do not divide."""
+    if num_batches is None:
+        return accumulation_steps
+    return min(accumulation_steps, num_batches - window_start)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_batch_output(batch_output, hook_name: str) -> None:
+    if not isinstance(batch_output, Mapping) or any(key not in batch_output for key in _BATCH_OUTPUT_KEYS):
+        found = sorted(batch_output) if isinstance(batch_output, Mapping) else type(batch_output).__name__
+        raise TypeError(
+            f"{hook_name} must return a dict with the keys {list(_BATCH_OUTPUT_KEYS)}; it returned {found}."
+        )
+
+
+def _model_inputs(batch):
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.size(0)
+    items = batch.values() if isinstance(batch, Mapping) else batch
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.dim() > 0:
+            return item.size(0)
+        if isinstance(item, (list, tuple)):
+            return len(item)
+    raise TypeError(
+        "Cannot tell this batch's size: override calculate_train_batch_loss / calculate_eval_batch_loss "
+        "and return 'batch_size' yourself."
+    )
+
+
+def _loss_from_model_outputs(model_outputs) -> torch.Tensor:
+    if isinstance(model_outputs, Mapping) and "loss" in model_outputs:
+        return model_outputs["loss"]
+    loss = getattr(model_outputs, "loss", None)
+    if loss is None:
+        raise ValueError(
+            "loss_func is None, so the loss must come from the model's output, but it has no 'loss'. "
+            "Pass labels in the batch (as the model expects) or give the Trainer a loss_func."
+        )
+    return loss
+
+
+def _length_or_none(dataloader) -> int | None:
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
+def _contiguous_share(length: int, process_index: int, num_processes: int) -> range:
+    per_process, remainder = divmod(length, num_processes)
+    start = process_index * per_process + min(process_index, remainder)
+    return range(start, start + per_process + (1 if process_index < remainder else 0))
+
+
+def _detach(outputs):
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach()
+    if isinstance(outputs, Mapping):
+        return {key: _detach(value) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_detach(value) for value in outputs)
+    return outputs
+
+
+def _concatenate(parts: list):
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([part if part.dim() else part.reshape(1) for part in parts])
+    if isinstance(first, Mapping):
+        return {key: _concatenate([part[key] for part in parts]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_concatenate(list(items)) for items in zip(*parts))
+    raise TypeError(
+        f"predict() can concatenate tensors and dicts/tuples of tensors, not {type(first).__name__}; "
+        "override calculate_batch_predictions to return tensors."
+    )
