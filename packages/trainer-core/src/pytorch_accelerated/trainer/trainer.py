@@ -250,7 +250,7 @@ class Trainer:
             raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
         if collate_fn is not None:
             self.collate_fn = collate_fn
-        batch_size = per_device_batch_size or (self.run_config.eval_per_device_batch_size if self.run_config else 8)
+        batch_size = per_device_batch_size or self._default_eval_batch_size()
         _check_positive_int("per_device_batch_size", batch_size)
         self._prepare_model_and_optimizer()
         self.eval_dataset = dataset
@@ -524,6 +524,11 @@ class Trainer:
             return self.accelerator.prepare(dataloader)
         finally:
             self.accelerator.even_batches = even_batches
+
+    def _default_eval_batch_size(self) -> int:
+        if self.run_config is None:
+            return 8
+        return self.run_config.eval_per_device_batch_size or self.run_config.train_per_device_batch_size
 
     def _create_run_config(
         self, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm

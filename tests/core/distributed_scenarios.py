@@ -1,0 +1,403 @@
+"""Multi-process training scenarios, checked by ``tests/core/test_distributed.py``.
+
+Run on every process of a launch, e.g.::
+
+    python -m torch.distributed.run --nproc_per_node 2 --master_port 29511 \\
+        tests/core/distributed_scenarios.py uneven_eval,max_steps /tmp/out
+
+The first argument is a comma-separated list of scenarios, run in that order in one launch; the
+second is the folder where each process writes ``<scenario>_rank<r>.json``. Every Trainer runs on
+the CPU (gloo). A scenario that raises writes ``{"error": <traceback>}`` as its result and ends
+the process with exit status 1, so that the launcher stops the others instead of leaving them
+waiting in a collective; scenarios listed after it do not run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from accelerate.utils import InitProcessGroupKwargs
+from torch.utils.data import TensorDataset
+
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+
+# A collective that one process never joins fails after this long instead of hanging.
+COLLECTIVE_TIMEOUT_S = 60
+
+# Sizes the test module recomputes its expectations from.
+UNEVEN_EVAL = {"train_samples": 64, "eval_samples": 37, "batch_size": 4, "evaluate_batch_size": 6, "tiny_eval_samples": 3}
+PLACEHOLDERS = {"train_samples": 50, "batch_size": 4, "accumulation": 3, "num_epochs": 3, "max_lr": 0.5}
+MAX_STEPS = {"train_samples": 40, "batch_size": 4, "accumulation": 2, "num_epochs": 10, "max_steps": 5}
+PREDICT = {"num_samples": 23, "num_features": 4, "batch_size": 5}
+STOP = {"num_epochs": 6, "stop_epoch": 2, "stop_step": 3}
+ACCUMULATION = {"train_samples": 32, "num_epochs": 2, "lr": 0.1}
+MODEL_FILE = "uneven_eval_model.pt"
+
+
+def rank_from_env() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def make_trainer(model=None, lr=0.1, callbacks=()) -> Trainer:
+    model = model if model is not None else make_tiny_model()
+    return Trainer(
+        model=model,
+        loss_func=torch.nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+        callbacks=callbacks,
+        accelerator_kwargs={
+            "cpu": True,
+            "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))],
+        },
+    )
+
+
+def flat_parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    return hashlib.sha256(flat_parameters(model).double().numpy().tobytes()).hexdigest()
+
+
+def common_facts(trainer: Trainer) -> dict:
+    return {
+        "process_index": trainer.accelerator.process_index,
+        "num_processes": trainer.num_processes,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+    }
+
+
+class EventCounter(TrainerCallback):
+    """Counts the events named in ``names``."""
+
+    def __init__(self, *names: str):
+        self.counts = {name: 0 for name in names}
+        for name in names:
+            setattr(self, name, functools.partial(self._count, name))
+
+    def _count(self, name, trainer, *args, **kwargs):
+        self.counts[name] += 1
+
+
+class EvalSampleCounter(TrainerCallback):
+    """The number of samples this process evaluated, per evaluation epoch."""
+
+    def __init__(self):
+        self.samples_per_epoch: list[int] = []
+        self.batches_per_epoch: list[int] = []
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self.samples_per_epoch.append(0)
+        self.batches_per_epoch.append(0)
+
+    def on_eval_step_end(self, trainer, batch, batch_output, **kwargs):
+        self.samples_per_epoch[-1] += int(batch_output["batch_size"])
+        self.batches_per_epoch[-1] += 1
+
+
+# ---------------------------------------------------------------------------------------- scenarios
+
+
+def scenario_uneven_eval(out: Path) -> dict:
+    sizes = UNEVEN_EVAL
+    counter = EvalSampleCounter()
+    trainer = make_trainer(callbacks=[counter])
+    eval_dataset = make_tiny_dataset(sizes["eval_samples"], seed=1)
+    trainer.train(
+        train_dataset=make_tiny_dataset(sizes["train_samples"]),
+        eval_dataset=eval_dataset,
+        num_epochs=2,
+        per_device_batch_size=sizes["batch_size"],
+    )
+    eval_loss_epoch = trainer.run_history.get_metric_values("eval_loss_epoch")
+    evaluate_default = trainer.evaluate()
+    evaluate_other_batch = trainer.evaluate(eval_dataset, per_device_batch_size=sizes["evaluate_batch_size"])
+    # Fewer samples than one batch: one process has no batch at all.
+    evaluate_tiny = trainer.evaluate(
+        make_tiny_dataset(sizes["tiny_eval_samples"], seed=1), per_device_batch_size=sizes["batch_size"]
+    )
+    if trainer.is_world_process_zero:
+        torch.save(trainer.get_model(keep_torch_compile=False).state_dict(), out / MODEL_FILE)
+    trainer.wait_for_everyone()
+    return {
+        **common_facts(trainer),
+        "eval_samples_per_epoch": counter.samples_per_epoch,
+        "eval_batches_per_epoch": counter.batches_per_epoch,
+        "eval_loss_epoch": eval_loss_epoch,
+        "evaluation_loss_default": evaluate_default.get("evaluation_loss"),
+        "evaluation_loss_other_batch": evaluate_other_batch.get("evaluation_loss"),
+        "evaluation_loss_tiny": evaluate_tiny.get("evaluation_loss"),
+    }
+
+
+def scenario_placeholders(out: Path) -> dict:
+    sizes = PLACEHOLDERS
+    results = {}
+    variants = {
+        "total_steps": functools.partial(
+            torch.optim.lr_scheduler.OneCycleLR,
+            max_lr=sizes["max_lr"],
+            total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
+        ),
+        "epochs_and_steps_per_epoch": functools.partial(
+            torch.optim.lr_scheduler.OneCycleLR,
+            max_lr=sizes["max_lr"],
+            epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+            steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+        ),
+    }
+    for variant, create_scheduler_fn in variants.items():
+        counter = EventCounter("on_optimizer_step_end")
+        trainer = make_trainer(callbacks=[counter])
+        trainer.train(
+            train_dataset=make_tiny_dataset(sizes["train_samples"]),
+            num_epochs=sizes["num_epochs"],
+            per_device_batch_size=sizes["batch_size"],
+            gradient_accumulation_steps=sizes["accumulation"],
+            create_scheduler_fn=create_scheduler_fn,
+        )
+        results[variant] = {
+            **common_facts(trainer),
+            "run_config": trainer.run_config.to_dict(),
+            "scheduler_total_steps": trainer.scheduler.total_steps,
+            "scheduler_last_epoch": trainer.scheduler.last_epoch,
+            "optimizer_steps": counter.counts["on_optimizer_step_end"],
+            "completed_update_steps": trainer.completed_update_steps,
+            "final_lr": trainer.optimizer.param_groups[0]["lr"],
+        }
+    return results
+
+
+def scenario_max_steps(out: Path) -> dict:
+    sizes = MAX_STEPS
+    counter = EventCounter("on_optimizer_step_end", "on_train_epoch_start", "on_train_step_end")
+    trainer = make_trainer(callbacks=[counter])
+    trainer.train(
+        train_dataset=make_tiny_dataset(sizes["train_samples"]),
+        num_epochs=sizes["num_epochs"],
+        per_device_batch_size=sizes["batch_size"],
+        gradient_accumulation_steps=sizes["accumulation"],
+        max_num_train_steps=sizes["max_steps"],
+        create_scheduler_fn=functools.partial(
+            torch.optim.lr_scheduler.OneCycleLR, max_lr=0.5, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+        ),
+    )
+    return {
+        **common_facts(trainer),
+        "completed_update_steps": trainer.completed_update_steps,
+        "optimizer_step_events": counter.counts["on_optimizer_step_end"],
+        "train_epochs_started": counter.counts["on_train_epoch_start"],
+        "train_steps": counter.counts["on_train_step_end"],
+        "scheduler_last_epoch": trainer.scheduler.last_epoch,
+        "run_config": trainer.run_config.to_dict(),
+        "parameters_digest": parameters_digest(trainer.get_model()),
+    }
+
+
+def _identity_model(num_features: int) -> torch.nn.Module:
+    model = torch.nn.Linear(num_features, num_features, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(num_features))
+    return model
+
+
+def _indexed_dataset(num_samples: int, num_features: int) -> TensorDataset:
+    # Row i holds i * num_features ... i * num_features + num_features - 1: it names its sample.
+    return TensorDataset(torch.arange(num_samples * num_features, dtype=torch.float32).reshape(num_samples, num_features))
+
+
+def scenario_predict_order(out: Path) -> dict:
+    sizes = PREDICT
+    trainer = make_trainer(model=_identity_model(sizes["num_features"]))
+    predictions = trainer.predict(
+        _indexed_dataset(sizes["num_samples"], sizes["num_features"]), per_device_batch_size=sizes["batch_size"]
+    )
+    # A dataset with fewer samples than processes: one process has nothing to predict.
+    single = trainer.predict(_indexed_dataset(1, sizes["num_features"]), per_device_batch_size=sizes["batch_size"])
+    return {
+        **common_facts(trainer),
+        "predictions": predictions.tolist(),
+        "single_sample_predictions": single.tolist() if isinstance(single, torch.Tensor) else repr(single),
+    }
+
+
+class StopOnOneProcessAtEpochEnd(TrainerCallback):
+    """At the end of epoch ``stop_epoch``, process 0 alone wants to stop; every process asks
+    ``trainer.any_process`` at the end of every epoch and stops when it says so."""
+
+    def __init__(self, stop_epoch: int):
+        self.stop_epoch = stop_epoch
+        self.stopped_at_epoch = None
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        wants_to_stop = trainer.accelerator.process_index == 0 and trainer.run_history.current_epoch >= self.stop_epoch
+        if trainer.any_process(wants_to_stop):
+            self.stopped_at_epoch = trainer.run_history.current_epoch
+            raise StopTrainingError(f"process 0 asked to stop at epoch {self.stopped_at_epoch}")
+
+
+class StopOnOneProcessAtStep(TrainerCallback):
+    """The same, mid-epoch: the last process alone wants to stop after its ``stop_step``-th step."""
+
+    def __init__(self, stop_step: int):
+        self.stop_step = stop_step
+        self.steps = 0
+        self.stopped_at_step = None
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.steps += 1
+        wants_to_stop = trainer.accelerator.process_index == trainer.num_processes - 1 and self.steps >= self.stop_step
+        if trainer.any_process(wants_to_stop):
+            self.stopped_at_step = self.steps
+            raise StopTrainingError(f"the last process asked to stop at step {self.steps}")
+
+
+def scenario_stop_one_rank(out: Path) -> dict:
+    results = {}
+    for variant, stopper in {
+        "epoch_end": StopOnOneProcessAtEpochEnd(STOP["stop_epoch"]),
+        "mid_epoch": StopOnOneProcessAtStep(STOP["stop_step"]),
+    }.items():
+        counter = EventCounter(
+            "on_train_epoch_start", "on_stop_training_error", "on_training_run_end", "on_optimizer_step_end"
+        )
+        trainer = make_trainer(callbacks=[counter, stopper])
+        trainer.train(
+            train_dataset=make_tiny_dataset(64),
+            eval_dataset=make_tiny_dataset(16, seed=1),
+            num_epochs=STOP["num_epochs"],
+            per_device_batch_size=4,
+        )
+        # Both processes must still be able to talk to each other after the stop.
+        trainer.wait_for_everyone()
+        results[variant] = {
+            **common_facts(trainer),
+            "stopped_at_epoch": getattr(stopper, "stopped_at_epoch", None),
+            "stopped_at_step": getattr(stopper, "stopped_at_step", None),
+            "current_epoch": trainer.run_history.current_epoch,
+            "counts": counter.counts,
+            "completed_update_steps": trainer.completed_update_steps,
+            "parameters_digest": parameters_digest(trainer.get_model()),
+        }
+    return results
+
+
+def scenario_ddp_weights_equal(out: Path) -> dict:
+    # Per-process seeds differ on purpose: only DDP keeps the processes' weights equal.
+    model = make_tiny_model(seed=100 + rank_from_env())
+    initial_digest = parameters_digest(model)
+    trainer = make_trainer(model=model, lr=0.2)
+    trainer.train(
+        train_dataset=make_tiny_dataset(45),
+        eval_dataset=make_tiny_dataset(13, seed=1),
+        num_epochs=3,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=2,
+        gradient_clip_norm=0.5,
+    )
+    parameters = flat_parameters(trainer.get_model())
+    return {
+        **common_facts(trainer),
+        "initial_digest": initial_digest,
+        "parameters_digest": parameters_digest(trainer.get_model()),
+        "parameters_sum": float(parameters.double().sum()),
+    }
+
+
+def scenario_accumulation_equivalence(out: Path) -> dict:
+    sizes = ACCUMULATION
+    finals = {}
+    for variant, (batch_size, accumulation) in {"bs4_accum2": (4, 2), "bs8_accum1": (8, 1)}.items():
+        trainer = make_trainer(model=make_tiny_model(seed=0), lr=sizes["lr"])
+        trainer.train(
+            train_dataset=make_tiny_dataset(sizes["train_samples"]),
+            num_epochs=sizes["num_epochs"],
+            per_device_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            train_dataloader_kwargs={"shuffle": False},
+        )
+        finals[variant] = {
+            "parameters": flat_parameters(trainer.get_model()).double().tolist(),
+            "completed_update_steps": trainer.completed_update_steps,
+        }
+    return {**common_facts(trainer), **finals}
+
+
+def scenario_smoke(out: Path) -> dict:
+    """A short run, for launchers other than torchrun."""
+    trainer = make_trainer()
+    trainer.train(
+        train_dataset=make_tiny_dataset(32), eval_dataset=make_tiny_dataset(11, seed=1), num_epochs=1, per_device_batch_size=4
+    )
+    counter = EvalSampleCounter()
+    trainer.callback_handler.add_callback(counter)
+    metrics = trainer.evaluate()
+    return {
+        **common_facts(trainer),
+        "world_size_env": os.environ.get("WORLD_SIZE"),
+        "completed_update_steps": trainer.completed_update_steps,
+        "eval_samples": counter.samples_per_epoch,
+        "evaluation_loss": metrics.get("evaluation_loss"),
+        "parameters_digest": parameters_digest(trainer.get_model()),
+    }
+
+
+SCENARIOS = {
+    "uneven_eval": scenario_uneven_eval,
+    "placeholders": scenario_placeholders,
+    "max_steps": scenario_max_steps,
+    "predict_order": scenario_predict_order,
+    "stop_one_rank": scenario_stop_one_rank,
+    "ddp_weights_equal": scenario_ddp_weights_equal,
+    "accumulation_equivalence": scenario_accumulation_equivalence,
+    "smoke": scenario_smoke,
+}
+
+
+def write_result(out: Path, scenario: str, rank: int, result: dict) -> None:
+    path = out / f"{scenario}_rank{rank}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(f"usage: {argv[0]} SCENARIO[,SCENARIO...] OUTPUT_DIR (scenarios: {', '.join(SCENARIOS)})", file=sys.stderr)
+        return 2
+    names = [name for name in argv[1].split(",") if name]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
+        return 2
+    out = Path(argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    rank = rank_from_env()
+    for name in names:
+        torch.manual_seed(0)
+        try:
+            result = SCENARIOS[name](out)
+        except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
+            error = traceback.format_exc()
+            write_result(out, name, rank, {"error": error})
+            print(f"[rank {rank}] scenario {name} failed:\n{error}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # Do not wait in a collective for processes that may have gone on: end now.
+            os._exit(1)
+        write_result(out, name, rank, result)
+        print(f"[rank {rank}] scenario {name} done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
