@@ -27,7 +27,7 @@ import torch
 from accelerate.utils import InitProcessGroupKwargs
 from torch.utils.data import TensorDataset
 
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, StopTrainingError, Trainer, TrainerCallback, TrainerPlaceholderValues
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 # A collective that one process never joins fails after this long instead of hanging.
@@ -334,8 +334,9 @@ def scenario_accumulation_equivalence(out: Path) -> dict:
 
 
 def scenario_smoke(out: Path) -> dict:
-    """A short run, for launchers other than torchrun."""
-    trainer = make_trainer()
+    """A short run with the default callbacks (progress bars, NaN check, printing), for
+    launchers other than torchrun."""
+    trainer = make_trainer(callbacks=DEFAULT_CALLBACKS)
     trainer.train(
         train_dataset=make_tiny_dataset(32), eval_dataset=make_tiny_dataset(11, seed=1), num_epochs=1, per_device_batch_size=4
     )

@@ -99,7 +99,8 @@ class CallbackHandler:
     """
 
     def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()):
-        self.callbacks: list[TrainerCallback] = []
+        self._callbacks: list[TrainerCallback] = []
+        self._handlers: dict[str, list] = {}
         for callback in callbacks:
             self.add_callback(callback)
 
@@ -112,29 +113,47 @@ class CallbackHandler:
                 f"{callback!r} is not a TrainerCallback: subclass "
                 "pytorch_accelerated.trainer.TrainerCallback and pass an instance or the class."
             )
-        self.callbacks.append(callback)
+        self._callbacks.append(callback)
+        self._handlers.clear()
         return callback
 
     def remove_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
         """Remove a callback instance, or every callback of the given class."""
         if isinstance(callback, type):
-            self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, callback)]
+            self._callbacks = [cb for cb in self._callbacks if not isinstance(cb, callback)]
         else:
-            self.callbacks.remove(callback)
+            self._callbacks.remove(callback)
+        self._handlers.clear()
 
     def get_callback(self, callback_class: type[TrainerCallback]) -> TrainerCallback | None:
         """The first callback that is an instance of ``callback_class``, or None."""
-        return next((cb for cb in self.callbacks if isinstance(cb, callback_class)), None)
+        return next((cb for cb in self._callbacks if isinstance(cb, callback_class)), None)
 
     def call_event(self, event: str, *args, **kwargs) -> None:
         """Call ``event`` on every callback that defines it; custom event names are allowed."""
-        for callback in self.callbacks:
+        handlers = self._handlers.get(event)
+        if handlers is None:
+            handlers = self._handlers[event] = self._find_handlers(event)
+        for handler in handlers:
+            handler(*args, **kwargs)
+
+    def _find_handlers(self, event: str) -> list:
+        # Skip the base class's empty methods: the loop fires several events per step.
+        base = getattr(TrainerCallback, event, None)
+        handlers = []
+        for callback in self._callbacks:
             handler = getattr(callback, event, None)
-            if handler is not None:
-                handler(*args, **kwargs)
+            if handler is not None and (base is None or getattr(handler, "__func__", None) is not base):
+                handlers.append(handler)
+        return handlers
+
+    @property
+    def callbacks(self) -> tuple[TrainerCallback, ...]:
+        """The callbacks, in the order their events run (change them with add/remove_callback)."""
+        return tuple(self._callbacks)
 
     def __iter__(self):
-        return iter(self.callbacks)
+        return iter(self._callbacks)
 
     def __len__(self) -> int:
-        return len(self.callbacks)
+        return len(self._callbacks)

@@ -43,18 +43,22 @@ class TerminateOnNaNCallback(TrainerCallback):
         if check_every_n_steps is not None and check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be >= 1 or None, got {check_every_n_steps}")
         self.check_every_n_steps = check_every_n_steps
-        self._found_non_finite: torch.Tensor | None = None
+        self._found_non_finite: bool | torch.Tensor = False
         self._steps_since_check = 0
 
     def on_train_epoch_start(self, trainer, **kwargs):
-        self._found_non_finite = torch.zeros((), dtype=torch.bool, device=trainer.device)
+        self._found_non_finite = False
         self._steps_since_check = 0
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         loss = batch_output["loss"].detach()
-        self._found_non_finite |= ~torch.isfinite(loss).all()
+        if loss.device.type == "cpu":
+            self._found_non_finite |= not bool(torch.isfinite(loss).all())
+            interval = self.check_every_n_steps or 1
+        else:
+            self._found_non_finite = ~torch.isfinite(loss).all() | self._found_non_finite
+            interval = self.check_every_n_steps or 50
         self._steps_since_check += 1
-        interval = self.check_every_n_steps or (1 if trainer.device.type == "cpu" else 50)
         if self._steps_since_check >= interval:
             self._check(trainer)
 

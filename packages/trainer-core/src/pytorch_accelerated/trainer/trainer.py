@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType, gather_object, send_to_device
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -359,7 +360,7 @@ class Trainer:
 
     def optimizer_step(self) -> None:
         """Update the parameters."""
-        self.optimizer.step()
+        self._optimizer_for_direct_calls().step()
 
     def scheduler_step(self) -> None:
         """Advance the scheduler by one optimizer update."""
@@ -367,7 +368,18 @@ class Trainer:
 
     def optimizer_zero_grad(self) -> None:
         """Reset the gradients for the next accumulation window."""
-        self.optimizer.zero_grad()
+        self._optimizer_for_direct_calls().zero_grad()
+
+    def _optimizer_for_direct_calls(self):
+        # Without a grad scaler, XLA or DeepSpeed, accelerate's optimizer wrapper only forwards
+        # step() and zero_grad(), but first searches for an optional package or inspects a
+        # signature on every call (0.1-0.25 ms each): call the wrapped optimizer directly then.
+        direct = (
+            isinstance(self.optimizer, AcceleratedOptimizer)
+            and self.accelerator.scaler is None
+            and self.accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED)
+        )
+        return self.optimizer.optimizer if direct else self.optimizer
 
     def train_epoch_end(self) -> None:
         """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
@@ -498,10 +510,10 @@ class Trainer:
     def any_process(self, flag: bool | torch.Tensor) -> bool:
         """True on every process if ``flag`` is true on any: lets a callback that decides on one
         process stop all of them together (call it on every process at the same point)."""
+        if self.num_processes == 1:
+            return bool(flag)
         value = torch.as_tensor(flag, device=self.device).to(torch.float32).reshape(())
-        if self.num_processes > 1:
-            value = self.accelerator.reduce(value, "sum")
-        return bool(value.item() > 0)
+        return bool(self.accelerator.reduce(value, "sum").item() > 0)
 
     def wait_for_everyone(self) -> None:
         """Block until every process reaches this point."""
