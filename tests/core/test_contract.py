@@ -46,6 +46,7 @@ TRAINER_METHODS = {
     'gather_for_metrics': '(self, data)',
     'reduce': "(self, tensor, reduction='sum')",
     'any_process': '(self, flag)',
+    'request_epoch_end': '(self)',
     'wait_for_everyone': '(self)',
 }
 CALLBACK_EVENTS = {
@@ -80,6 +81,9 @@ PUBLIC_NAMES = [
     "RunHistory",
     "InMemoryRunHistory",
     "CheckpointError",
+    "atomic_torch_save",
+    "safe_torch_load",
+    "check_plain_data",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

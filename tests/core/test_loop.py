@@ -270,3 +270,33 @@ def test_loss_func_none_with_a_model_without_loss_explains_the_fix():
     trainer = Trainer(model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     with pytest.raises(ValueError, match="loss_func is None"):
         trainer.train(make_tiny_dataset(8), num_epochs=1)
+
+
+def test_request_epoch_end_ends_training_at_the_window_end_and_evaluation_at_once():
+    class LimitTo(TrainerCallback):
+        def on_train_step_end(self, trainer, **kwargs):
+            trainer.request_epoch_end()
+
+        def on_eval_step_end(self, trainer, **kwargs):
+            trainer.request_epoch_end()
+
+    result = run_tiny_training(callbacks=[LimitTo()], num_epochs=2, gradient_accumulation_steps=3)
+    assert result.trainer.completed_update_steps == 2  # one full window per epoch
+    assert result.events.count("on_train_step_end") == 6
+    assert result.events.count("on_eval_step_end") == 2
+
+
+def test_evaluate_mid_run_restores_train_mode_and_the_runs_eval_set():
+    modes = []
+
+    class EvaluateOtherSet(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 2:
+                trainer.evaluate(make_tiny_dataset(5, seed=9), per_device_batch_size=5)
+                modes.append(trainer.model.training)
+
+    result = run_tiny_training(callbacks=[EvaluateOtherSet()], num_epochs=2)
+    assert modes == [True]
+    assert len(result.metrics["evaluation_loss"]) == 1
+    assert len(result.metrics["eval_loss_epoch"]) == 2
+    assert len(result.trainer.eval_dataset) == 32  # the run's own eval set is back

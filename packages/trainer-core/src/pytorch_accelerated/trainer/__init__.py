@@ -5,7 +5,7 @@ else (private modules, names starting with an underscore) may change without not
 """
 
 from .callbacks import TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
-from .checkpointing import CheckpointError
+from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import (
     DEFAULT_CALLBACKS,
     MoveModulesToDeviceCallback,
@@ -33,6 +33,9 @@ __all__ = [
     "RunHistory",
     "InMemoryRunHistory",
     "CheckpointError",
+    "atomic_torch_save",
+    "safe_torch_load",
+    "check_plain_data",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

@@ -123,14 +123,17 @@ class ProgressBarCallback(TrainerCallback):
 
 
 class PrintMetricsCallback(TrainerCallback):
-    """Prints, on the main process, one line per epoch with the metrics recorded during it,
-    and the metrics of each ``evaluate`` run."""
+    """Prints, on the main process, one line per epoch with the metrics recorded during it
+    (including those of evaluations run by callbacks mid-epoch), and the metrics of each
+    ``evaluate`` run made outside training."""
 
     def __init__(self):
         self._printed_counts: dict[str, int] = {}
+        self._in_training_run = False
 
     def on_training_run_start(self, trainer, **kwargs):
-        self._printed_counts = {}
+        self._in_training_run = True
+        self._mark_all_printed(trainer)
         config = trainer.run_config
         trainer.print(
             f"Starting training run: {config.num_epochs} epoch(s), {config.num_training_steps} update step(s), "
@@ -141,19 +144,26 @@ class PrintMetricsCallback(TrainerCallback):
         trainer.print(f"epoch {trainer.run_history.current_epoch}: {self._new_metrics_line(trainer)}")
 
     def on_evaluation_run_start(self, trainer, **kwargs):
-        self._new_metrics_line(trainer)
+        if not self._in_training_run:
+            self._mark_all_printed(trainer)
 
     def on_evaluation_run_end(self, trainer, **kwargs):
-        trainer.print(f"evaluation: {self._new_metrics_line(trainer)}")
+        if not self._in_training_run:
+            trainer.print(f"evaluation: {self._new_metrics_line(trainer)}")
 
     def on_stop_training_error(self, trainer, stop_training_error, **kwargs):
         trainer.print(f"Training stopped early: {stop_training_error}")
 
     def on_training_run_end(self, trainer, **kwargs):
+        self._in_training_run = False
         trainer.print("Finished training run")
 
+    def _mark_all_printed(self, trainer: Trainer) -> None:
+        history = trainer.run_history
+        self._printed_counts = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
+
     def _new_metrics_line(self, trainer: Trainer) -> str:
-        """The metrics written since this was last called, formatted, and mark them as shown."""
+        """The metrics written since they were last shown, formatted, and mark them as shown."""
         history = trainer.run_history
         parts = []
         for name in history.get_metric_names():

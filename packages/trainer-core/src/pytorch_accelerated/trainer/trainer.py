@@ -76,6 +76,7 @@ class Trainer:
         self.completed_update_steps = 0
         self.optimizer_step_was_skipped = False
         self._prepared_model: torch.nn.Module | None = None
+        self._epoch_end_requested = False
         self.callback_handler.call_event("on_init_end", self)
 
     # ------------------------------------------------------------------ facts about the run
@@ -164,9 +165,12 @@ class Trainer:
         try:
             self.training_run_start()
             self.callback_handler.call_event("on_training_run_start", self)
+            # a callback may evaluate() another dataset mid-run: each epoch evaluates this run's
+            run_eval_dataset, run_eval_dataloader = self.eval_dataset, self.eval_dataloader
             for _ in range(self.run_config.num_epochs):
                 self._run_train_epoch()
-                if self.eval_dataloader is not None:
+                if run_eval_dataloader is not None:
+                    self.eval_dataset, self.eval_dataloader = run_eval_dataset, run_eval_dataloader
                     self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
@@ -181,6 +185,7 @@ class Trainer:
     def _run_train_epoch(self) -> None:
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
+        self._epoch_end_requested = False
         loss_tracker = _RunningLoss(self.device)
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
@@ -198,7 +203,7 @@ class Trainer:
                 self.backward_step(loss / window_size if window_size > 1 else loss)
             if is_update_step:
                 self._update_parameters()
-                if self._reached_max_train_steps():
+                if self._reached_max_train_steps() or self._epoch_end_requested:
                     break
         self.run_history.update_metric("train_loss_epoch", loss_tracker.compute(self.accelerator))
         self.train_epoch_end()
@@ -218,6 +223,7 @@ class Trainer:
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
+        self._epoch_end_requested = False
         loss_tracker = _RunningLoss(self.device)
         with torch.no_grad():
             for batch in dataloader:
@@ -226,6 +232,8 @@ class Trainer:
                 _check_batch_output(batch_output, "calculate_eval_batch_loss")
                 loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+                if self._epoch_end_requested:
+                    break
         self.run_history.update_metric(loss_metric_name, loss_tracker.compute(self.accelerator))
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
@@ -245,19 +253,19 @@ class Trainer:
     ) -> dict[str, Any]:
         """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
         ``evaluation_loss`` and return the metrics recorded during it, by name. Every sample counts
-        exactly once, also on several processes."""
-        dataset = dataset if dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
-        if collate_fn is not None:
-            self.collate_fn = collate_fn
-        batch_size = per_device_batch_size or self._default_eval_batch_size()
-        _check_positive_int("per_device_batch_size", batch_size)
-        self._prepare_model_and_optimizer()
-        self.eval_dataset = dataset
-        self.eval_dataloader = self._prepare_dataloader(
-            self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
+        exactly once, also on several processes. The model's train/eval mode is restored afterwards,
+        so a callback may call this in the middle of training."""
+        reuse_dataloader = (
+            self.eval_dataloader is not None
+            and dataset in (None, self.eval_dataset)
+            and per_device_batch_size is None
+            and dataloader_kwargs is None
+            and collate_fn is None
         )
+        if not reuse_dataloader:
+            self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
+        self._prepare_model_and_optimizer()
+        was_training = self.model.training
         counts_before = {name: len(self.run_history.get_metric_values(name)) for name in self.run_history.get_metric_names()}
         try:
             self.evaluation_run_start()
@@ -267,11 +275,25 @@ class Trainer:
             self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
         self.evaluation_run_end()
         self.callback_handler.call_event("on_evaluation_run_end", self)
+        self.model.train(was_training)
         return {
             name: self.run_history.get_latest_metric(name)
             for name in self.run_history.get_metric_names()
             if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
         }
+
+    def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
+        if collate_fn is not None:
+            self.collate_fn = collate_fn
+        batch_size = per_device_batch_size or self._default_eval_batch_size()
+        _check_positive_int("per_device_batch_size", batch_size)
+        self.eval_dataset = dataset
+        self.eval_dataloader = self._prepare_dataloader(
+            self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
+        )
 
     def predict(
         self,
@@ -514,6 +536,12 @@ class Trainer:
             return bool(flag)
         value = torch.as_tensor(flag, device=self.device).to(torch.float32).reshape(())
         return bool(self.accelerator.reduce(value, "sum").item() > 0)
+
+    def request_epoch_end(self) -> None:
+        """End the current epoch early: an evaluation epoch after the current step, a training
+        epoch after the current accumulation window's update. Request it on every process at the
+        same step (decide with :meth:`any_process` if needed) so that processes stay in step."""
+        self._epoch_end_requested = True
 
     def wait_for_everyone(self) -> None:
         """Block until every process reaches this point."""
