@@ -105,3 +105,17 @@ def test_the_progress_bar_shows_one_bar_per_epoch_and_closes_it(capsys):
 )
 def test_format_metric_value(value, text):
     assert format_metric_value(value) == text
+
+
+def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys):
+    class EvaluateOnce(MoveModulesToDeviceCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 1:
+                trainer.evaluate()
+
+    trainer = make_trainer(callbacks=[EvaluateOnce(), PrintMetricsCallback()])
+    trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8), per_device_batch_size=8)
+    out = capsys.readouterr().out
+    assert "evaluation:" not in out
+    epoch_line = next(line for line in out.splitlines() if line.startswith("epoch 1:"))
+    assert "train_loss_epoch" in epoch_line and "evaluation_loss" in epoch_line and "eval_loss_epoch" in epoch_line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, Callable, Iterable
@@ -327,8 +328,15 @@ class Trainer:
     # ------------------------------------------------------------------ hooks: creation
 
     def create_accelerator(self) -> Accelerator:
-        """The ``accelerate.Accelerator`` that runs everything; built from ``accelerator_kwargs``."""
-        return Accelerator(**self.accelerator_kwargs)
+        """The ``accelerate.Accelerator`` that runs everything; built from ``accelerator_kwargs``.
+
+        Launched on several processes (``torchrun``) on a machine without an accelerator, it
+        trains on the CPUs with gloo, where a bare ``Accelerator()`` would run every process alone.
+        """
+        kwargs = dict(self.accelerator_kwargs)
+        if "cpu" not in kwargs and _launched_on_several_processes() and not _accelerator_device_available():
+            kwargs["cpu"] = True
+        return Accelerator(**kwargs)
 
     def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
         """A DataLoader over ``self.train_dataset`` (shuffled); the trainer shards it across processes."""
@@ -631,6 +639,16 @@ def _accumulation_window_size(window_start: int, accumulation_steps: int, num_ba
     if num_batches is None:
         return accumulation_steps
     return min(accumulation_steps, num_batches - window_start)
+
+
+def _launched_on_several_processes() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _accelerator_device_available() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
 
 
 def _check_positive_int(name: str, value) -> None:
