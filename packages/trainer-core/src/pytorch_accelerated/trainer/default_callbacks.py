@@ -53,7 +53,8 @@ class TerminateOnNaNCallback(TrainerCallback):
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         loss = batch_output["loss"].detach()
         if loss.device.type == "cpu":
-            self._found_non_finite |= not bool(torch.isfinite(loss).all())
+            finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())
+            self._found_non_finite |= not finite
             interval = self.check_every_n_steps or 1
         else:
             self._found_non_finite = ~torch.isfinite(loss).all() | self._found_non_finite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -190,7 +191,7 @@ class Trainer:
         loss_tracker = _RunningLoss(self.device)
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
-        for step, batch in enumerate(self.train_dataloader):
+        for step, batch in enumerate(self._on_device(self.train_dataloader)):
             window_start = step - step % accumulation_steps
             window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
             is_update_step = step - window_start + 1 == window_size
@@ -227,7 +228,7 @@ class Trainer:
         self._epoch_end_requested = False
         loss_tracker = _RunningLoss(self.device)
         with torch.no_grad():
-            for batch in dataloader:
+            for batch in self._on_device(dataloader):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_eval_batch_loss")
@@ -379,7 +380,10 @@ class Trainer:
 
     def backward_step(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
-        self.accelerator.backward(loss)
+        if self._plain_optimizer_calls():
+            loss.backward()  # all accelerate's backward would do here, less a division by 1
+        else:
+            self.accelerator.backward(loss)
 
     def clip_gradients(self) -> None:
         """Clip the gradients once per optimizer update, by value or norm as configured."""
@@ -401,15 +405,18 @@ class Trainer:
         self._optimizer_for_direct_calls().zero_grad()
 
     def _optimizer_for_direct_calls(self):
-        # Without a grad scaler, XLA or DeepSpeed, accelerate's optimizer wrapper only forwards
-        # step() and zero_grad(), but first searches for an optional package or inspects a
-        # signature on every call (0.1-0.25 ms each): call the wrapped optimizer directly then.
-        direct = (
+        return self.optimizer.optimizer if self._plain_optimizer_calls() else self.optimizer
+
+    def _plain_optimizer_calls(self) -> bool:
+        # Without a grad scaler, XLA, DeepSpeed or Megatron, accelerate's backward and optimizer
+        # wrapper only forward to torch, but first search for an optional package or inspect a
+        # signature on every call (0.1-0.25 ms each): call torch directly then.
+        return (
             isinstance(self.optimizer, AcceleratedOptimizer)
             and self.accelerator.scaler is None
-            and self.accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED)
+            and self.accelerator.distributed_type
+            not in (DistributedType.XLA, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
         )
-        return self.optimizer.optimizer if direct else self.optimizer
 
     def train_epoch_end(self) -> None:
         """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
@@ -564,6 +571,10 @@ class Trainer:
         self._prepared_model = self.model
 
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
+        if self.accelerator.distributed_type == DistributedType.NO:
+            # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
+            # batches are moved to the device by _on_device instead.
+            return dataloader
         # Evaluation shards without padding, so that every sample counts exactly once; training
         # pads the last batches so that every process runs the same number of steps.
         even_batches = self.accelerator.even_batches
@@ -572,6 +583,12 @@ class Trainer:
             return self.accelerator.prepare(dataloader)
         finally:
             self.accelerator.even_batches = even_batches
+
+    def _on_device(self, dataloader: DataLoader) -> Iterable:
+        """The dataloader's batches, on the trainer's device."""
+        if self.device.type == "cpu" or self.accelerator.distributed_type != DistributedType.NO:
+            return dataloader  # already there, or moved by accelerate's prepared dataloader
+        return map(functools.partial(send_to_device, device=self.device, non_blocking=dataloader.pin_memory), dataloader)
 
     def _default_eval_batch_size(self) -> int:
         if self.run_config is None:
