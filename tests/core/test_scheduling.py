@@ -144,3 +144,19 @@ def test_run_config_describes_the_run():
     assert config["train_dataloader_len"] == 5 and config["eval_dataloader_len"] == math.ceil(10 / 4)
     assert config["num_processes"] == 1 and config["gradient_clip_norm"] == 1.0
     assert config["is_world_process_zero"] and config["mixed_precision"] == "no"
+
+
+def test_torch_schedulers_see_the_optimizer_steps_and_do_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*lr_scheduler.step\\(\\).*")
+        run_tiny_training(
+            num_epochs=1,
+            create_scheduler_fn=functools.partial(
+                torch.optim.lr_scheduler.OneCycleLR,
+                max_lr=0.1,
+                epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+                steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+            ),
+        )

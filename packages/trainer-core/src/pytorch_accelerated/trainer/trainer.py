@@ -362,7 +362,10 @@ class Trainer:
     def create_scheduler(self):
         """The learning-rate scheduler: ``create_scheduler_fn(optimizer)`` with placeholders filled."""
         scheduler_fn = TrainerPlaceholderValues.fill(self.create_scheduler_fn, self.run_config)
-        return scheduler_fn(self.optimizer)
+        # torch's schedulers count the steps of the optimizer they are given: give them the one
+        # whose step() really runs (accelerate's wrapper calls it, and so may the trainer).
+        optimizer = self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
+        return scheduler_fn(optimizer)
 
     # ------------------------------------------------------------------ hooks: the run
 
