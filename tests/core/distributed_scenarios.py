@@ -7,9 +7,10 @@ Run on every process of a launch, e.g.::
 
 The first argument is a comma-separated list of scenarios, run in that order in one launch; the
 second is the folder where each process writes ``<scenario>_rank<r>.json``. Every Trainer runs on
-the CPU (gloo). A scenario that raises writes ``{"error": <traceback>}`` as its result and ends
-the process with exit status 1, so that the launcher stops the others instead of leaving them
-waiting in a collective; scenarios listed after it do not run.
+the CPU (gloo). A scenario that raises, or runs past its time limit (a hang), writes
+``{"error": ...}`` as its result and ends the process with a non-zero exit status, so that the
+launcher stops the others instead of leaving them waiting in a collective; scenarios listed
+after it do not run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -27,14 +29,26 @@ import torch
 from accelerate.utils import InitProcessGroupKwargs
 from torch.utils.data import TensorDataset
 
-from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, StopTrainingError, Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer import (
+    DEFAULT_CALLBACKS,
+    StopTrainingError,
+    Trainer,
+    TrainerCallback,
+    TrainerPlaceholderValues,
+)
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 # A collective that one process never joins fails after this long instead of hanging.
 COLLECTIVE_TIMEOUT_S = 60
 
 # Sizes the test module recomputes its expectations from.
-UNEVEN_EVAL = {"train_samples": 64, "eval_samples": 37, "batch_size": 4, "evaluate_batch_size": 6, "tiny_eval_samples": 3}
+UNEVEN_EVAL = {
+    "train_samples": 64,
+    "eval_samples": 37,
+    "batch_size": 4,
+    "evaluate_batch_size": 6,
+    "tiny_eval_samples": 3,
+}
 PLACEHOLDERS = {"train_samples": 50, "batch_size": 4, "accumulation": 3, "num_epochs": 3, "max_lr": 0.5}
 MAX_STEPS = {"train_samples": 40, "batch_size": 4, "accumulation": 2, "num_epochs": 10, "max_steps": 5}
 PREDICT = {"num_samples": 23, "num_features": 4, "batch_size": 5}
@@ -47,17 +61,27 @@ def rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def make_trainer(model=None, lr=0.1, callbacks=()) -> Trainer:
+def accelerator_device_available() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def make_trainer(model=None, lr=0.1, callbacks=(), force_cpu=True) -> Trainer:
+    """A Trainer on gloo/CPU. ``force_cpu=False`` passes no ``cpu`` argument where the machine has
+    no accelerator, so that the Trainer must find out by itself that it runs on several CPU processes."""
     model = model if model is not None else make_tiny_model()
+    accelerator_kwargs = {
+        "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))],
+    }
+    if force_cpu or accelerator_device_available():
+        accelerator_kwargs["cpu"] = True
     return Trainer(
         model=model,
         loss_func=torch.nn.CrossEntropyLoss(),
         optimizer=torch.optim.SGD(model.parameters(), lr=lr),
         callbacks=callbacks,
-        accelerator_kwargs={
-            "cpu": True,
-            "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))],
-        },
+        accelerator_kwargs=accelerator_kwargs,
     )
 
 
@@ -175,7 +199,7 @@ def scenario_placeholders(out: Path) -> dict:
             "completed_update_steps": trainer.completed_update_steps,
             "final_lr": trainer.optimizer.param_groups[0]["lr"],
         }
-    return results
+    return {**common_facts(trainer), **results}
 
 
 def scenario_max_steps(out: Path) -> dict:
@@ -213,7 +237,8 @@ def _identity_model(num_features: int) -> torch.nn.Module:
 
 def _indexed_dataset(num_samples: int, num_features: int) -> TensorDataset:
     # Row i holds i * num_features ... i * num_features + num_features - 1: it names its sample.
-    return TensorDataset(torch.arange(num_samples * num_features, dtype=torch.float32).reshape(num_samples, num_features))
+    values = torch.arange(num_samples * num_features, dtype=torch.float32)
+    return TensorDataset(values.reshape(num_samples, num_features))
 
 
 def scenario_predict_order(out: Path) -> dict:
@@ -289,7 +314,7 @@ def scenario_stop_one_rank(out: Path) -> dict:
             "completed_update_steps": trainer.completed_update_steps,
             "parameters_digest": parameters_digest(trainer.get_model()),
         }
-    return results
+    return {**common_facts(trainer), **results}
 
 
 def scenario_ddp_weights_equal(out: Path) -> dict:
@@ -336,9 +361,12 @@ def scenario_accumulation_equivalence(out: Path) -> dict:
 def scenario_smoke(out: Path) -> dict:
     """A short run with the default callbacks (progress bars, NaN check, printing), for
     launchers other than torchrun."""
-    trainer = make_trainer(callbacks=DEFAULT_CALLBACKS)
+    trainer = make_trainer(callbacks=DEFAULT_CALLBACKS, force_cpu=False)
     trainer.train(
-        train_dataset=make_tiny_dataset(32), eval_dataset=make_tiny_dataset(11, seed=1), num_epochs=1, per_device_batch_size=4
+        train_dataset=make_tiny_dataset(32),
+        eval_dataset=make_tiny_dataset(11, seed=1),
+        num_epochs=1,
+        per_device_batch_size=4,
     )
     counter = EvalSampleCounter()
     trainer.callback_handler.add_callback(counter)
@@ -353,6 +381,72 @@ def scenario_smoke(out: Path) -> dict:
     }
 
 
+def make_batch_norm_model(seed: int = 0) -> torch.nn.Module:
+    """make_tiny_model with a BatchNorm layer: a model with buffers, which DDP keeps in sync."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+        )
+
+
+def _trained_batch_norm_trainer(out: Path, scenario: str) -> Trainer:
+    trainer = make_trainer(model=make_batch_norm_model())
+    trainer.train(train_dataset=make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
+    if trainer.is_world_process_zero:
+        torch.save(trainer.get_model(keep_torch_compile=False).state_dict(), out / f"{scenario}_model.pt")
+    trainer.wait_for_everyone()
+    return trainer
+
+
+def scenario_buffers_evaluate_empty_share(out: Path) -> dict:
+    """evaluate() a model with buffers on a dataset smaller than one batch: one process has no batch."""
+    trainer = _trained_batch_norm_trainer(out, "buffers_evaluate_empty_share")
+    counter = EvalSampleCounter()
+    trainer.callback_handler.add_callback(counter)
+    metrics = trainer.evaluate(make_tiny_dataset(UNEVEN_EVAL["tiny_eval_samples"], seed=1), per_device_batch_size=4)
+    return {
+        **common_facts(trainer),
+        "eval_samples": counter.samples_per_epoch,
+        "evaluation_loss": metrics.get("evaluation_loss"),
+    }
+
+
+def scenario_buffers_predict_empty_share(out: Path) -> dict:
+    """predict() with a model with buffers on fewer samples than processes: one process has none."""
+    trainer = _trained_batch_norm_trainer(out, "buffers_predict_empty_share")
+    predictions = trainer.predict(make_tiny_dataset(1, seed=1), per_device_batch_size=4)
+    return {**common_facts(trainer), "predictions": predictions.tolist()}
+
+
+def scenario_unfreeze_between_runs(out: Path) -> dict:
+    """Train with the first layer frozen, unfreeze it, add it to the optimizer and train again on
+    the same Trainer: DDP must be re-wrapped, or the unfrozen weights drift apart across processes."""
+    model = make_tiny_model(seed=0)
+    first_layer = model[0]
+    for parameter in first_layer.parameters():
+        parameter.requires_grad = False
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2),
+        callbacks=(),
+    )
+    # different data per process, so that only gradient averaging keeps the weights equal
+    trainer.train(make_tiny_dataset(32, seed=rank_from_env()), num_epochs=1, per_device_batch_size=4)
+    frozen_digest = parameters_digest(first_layer)
+    for parameter in first_layer.parameters():
+        parameter.requires_grad = True
+    trainer.optimizer.add_param_group({"params": list(first_layer.parameters()), "lr": 0.5})
+    trainer.train(make_tiny_dataset(32, seed=10 + rank_from_env()), num_epochs=2, per_device_batch_size=4)
+    return {
+        **common_facts(trainer),
+        "frozen_digest": frozen_digest,
+        "first_layer_digest": parameters_digest(trainer.get_model()[0]),
+        "parameters_digest": parameters_digest(trainer.get_model()),
+    }
+
+
 SCENARIOS = {
     "uneven_eval": scenario_uneven_eval,
     "placeholders": scenario_placeholders,
@@ -362,7 +456,35 @@ SCENARIOS = {
     "ddp_weights_equal": scenario_ddp_weights_equal,
     "accumulation_equivalence": scenario_accumulation_equivalence,
     "smoke": scenario_smoke,
+    "buffers_evaluate_empty_share": scenario_buffers_evaluate_empty_share,
+    "buffers_predict_empty_share": scenario_buffers_predict_empty_share,
+    "unfreeze_between_runs": scenario_unfreeze_between_runs,
 }
+
+# How long a scenario may take before it counts as hung (tiny runs take a second or two); the
+# ones expected to deadlock get a short limit so that the suite stays quick.
+DEFAULT_TIME_LIMIT_S = 120
+TIME_LIMIT_S = {"buffers_evaluate_empty_share": 8, "buffers_predict_empty_share": 8}
+
+
+def start_watchdog(out: Path, scenario: str, rank: int, limit_s: float) -> threading.Timer:
+    """After ``limit_s``, report the scenario as hung, with where every thread is, and end the process."""
+
+    def report_hang():
+        stacks = "\n".join(
+            f"--- thread {thread_id}:\n{''.join(traceback.format_stack(frame))}"
+            for thread_id, frame in sys._current_frames().items()
+            if thread_id != threading.get_ident()
+        )
+        error = f"scenario {scenario!r} did not finish within {limit_s} s on process {rank} (a hang?)\n{stacks}"
+        write_result(out, scenario, rank, {"error": error})
+        print(f"[rank {rank}] {error}", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    timer = threading.Timer(limit_s, report_hang)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def write_result(out: Path, scenario: str, rank: int, result: dict) -> None:
@@ -374,7 +496,8 @@ def write_result(out: Path, scenario: str, rank: int, result: dict) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print(f"usage: {argv[0]} SCENARIO[,SCENARIO...] OUTPUT_DIR (scenarios: {', '.join(SCENARIOS)})", file=sys.stderr)
+        known = ", ".join(SCENARIOS)
+        print(f"usage: {argv[0]} SCENARIO[,SCENARIO...] OUTPUT_DIR (scenarios: {known})", file=sys.stderr)
         return 2
     names = [name for name in argv[1].split(",") if name]
     unknown = [name for name in names if name not in SCENARIOS]
@@ -386,6 +509,7 @@ def main(argv: list[str]) -> int:
     rank = rank_from_env()
     for name in names:
         torch.manual_seed(0)
+        watchdog = start_watchdog(out, name, rank, TIME_LIMIT_S.get(name, DEFAULT_TIME_LIMIT_S))
         try:
             result = SCENARIOS[name](out)
         except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
@@ -395,6 +519,7 @@ def main(argv: list[str]) -> int:
             sys.stdout.flush()
             # Do not wait in a collective for processes that may have gone on: end now.
             os._exit(1)
+        watchdog.cancel()
         write_result(out, name, rank, result)
         print(f"[rank {rank}] scenario {name} done", flush=True)
     return 0

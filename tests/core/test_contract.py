@@ -46,6 +46,7 @@ TRAINER_METHODS = {
     'gather_for_metrics': '(self, data)',
     'reduce': "(self, tensor, reduction='sum')",
     'any_process': '(self, flag)',
+    'num_real_samples': '(self, batch_size)',
     'request_epoch_end': '(self)',
     'wait_for_everyone': '(self)',
 }

@@ -8,15 +8,16 @@ that fails ends that launch, and the scenarios it did not reach are launched aga
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -29,6 +30,8 @@ LAUNCH_TIMEOUT_S = 180
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).resolve().with_name("distributed_scenarios.py").relative_to(REPO_ROOT)
 
+_launch_ids = itertools.count()
+
 TORCHRUN_SCENARIOS = (
     "uneven_eval",
     "placeholders",
@@ -37,6 +40,10 @@ TORCHRUN_SCENARIOS = (
     "stop_one_rank",
     "ddp_weights_equal",
     "accumulation_equivalence",
+    "smoke",
+    "buffers_evaluate_empty_share",
+    "buffers_predict_empty_share",
+    "unfreeze_between_runs",
 )
 
 
@@ -94,24 +101,38 @@ def accelerate_launch_command(names: list[str], out_dir: Path) -> list[str]:
 
 
 def run_launch(command: list[str], tmp_dir: Path) -> tuple[int | None, str]:
-    """Run one launch in its own process group; returns (exit status or None on timeout, output)."""
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=launch_env(tmp_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
-        return process.returncode, output
-    except subprocess.TimeoutExpired:
-        # Stop the launcher and the workers it started (they share its new session's group).
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        return None, f"{output}\n*** launch killed after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
+    """Run one launch; returns (exit status, or None when it ran past LAUNCH_TIMEOUT_S, output).
+
+    The output goes to a file, not a pipe: torch's launcher starts each worker in a session of
+    its own, so a worker left behind could hold a pipe open and block the reading forever.
+    """
+    log_path = tmp_dir / f"launch-{next(_launch_ids)}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=launch_env(tmp_dir), stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            status = process.wait(timeout=LAUNCH_TIMEOUT_S)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            stop_process_tree(process)
+    output = log_path.read_text(errors="replace")
+    if timed_out:
+        return None, f"{output}\n*** launch stopped after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
+    return status, output
+
+
+def stop_process_tree(process: subprocess.Popen) -> None:
+    """Stop a launcher and the workers it started, by their process ids."""
+    launcher = psutil.Process(process.pid)
+    workers = launcher.children(recursive=True)
+    launcher.terminate()  # torch's launcher and accelerate's stop their workers on SIGTERM
+    _, alive = psutil.wait_procs([launcher, *workers], timeout=10)
+    for leftover in alive:
+        leftover.kill()
+    psutil.wait_procs(alive, timeout=10)
+    process.wait()
 
 
 def tail(text: str, num_chars: int = 6000) -> str:
@@ -187,10 +208,11 @@ def torchrun_runs(tmp_path_factory) -> ScenarioRuns:
 # ---------------------------------------------------------------------------------------- references
 
 
-def reference_mean_loss(state_dict, dataset) -> float:
+def reference_mean_loss(state_dict, dataset, model=None) -> float:
     """The sample-weighted mean cross-entropy over the whole dataset, in one process."""
-    model = make_tiny_model()
+    model = model if model is not None else make_tiny_model()
     model.load_state_dict(state_dict)
+    model.eval()
     inputs, targets = dataset.tensors
     with torch.no_grad():
         return torch.nn.functional.cross_entropy(model(inputs), targets).item()
@@ -204,7 +226,8 @@ def reference_full_batch_sgd(num_samples: int, batch_size: int, num_epochs: int,
     for _ in range(num_epochs):
         for start in range(0, num_samples, batch_size):
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(inputs[start : start + batch_size]), targets[start : start + batch_size])
+            rows = slice(start, start + batch_size)
+            loss = torch.nn.functional.cross_entropy(model(inputs[rows]), targets[rows])
             loss.backward()
             optimizer.step()
     return scenarios.flat_parameters(model).double()
@@ -260,7 +283,7 @@ def test_uneven_eval_loss_is_the_single_process_sample_weighted_mean(torchrun_ru
 def test_placeholders_fill_the_scheduler_with_per_process_sizes(torchrun_runs):
     results = torchrun_runs.results("placeholders")
     sizes = scenarios.PLACEHOLDERS
-    batches_per_process = math.ceil(math.ceil(sizes["train_samples"] / NUM_PROCESSES / sizes["batch_size"]))
+    batches_per_process = math.ceil(sizes["train_samples"] / NUM_PROCESSES / sizes["batch_size"])
     updates_per_epoch = math.ceil(batches_per_process / sizes["accumulation"])
     total_steps = updates_per_epoch * sizes["num_epochs"]
     expected_lr = reference_one_cycle_final_lr(total_steps, sizes["max_lr"])
@@ -373,4 +396,49 @@ def test_accelerate_launch_runs_a_training_on_two_cpu_processes(tmp_path):
         assert result["completed_update_steps"] == 4
     assert sum(result["eval_samples"][0] for result in results) == 11
     same_on_every_process(results, "evaluation_loss")
+    same_on_every_process(results, "parameters_digest")
+
+
+def test_torchrun_on_a_cpu_only_machine_trains_on_every_process(torchrun_runs):
+    # The smoke scenario passes no cpu=True where the machine has no accelerator: the Trainer
+    # must see on its own that it was launched on several processes.
+    results = torchrun_runs.results("smoke")
+    for result in results:
+        assert result["distributed_type"] == "DistributedType.MULTI_CPU"
+        assert result["completed_update_steps"] == 4
+    assert sum(result["eval_samples"][0] for result in results) == 11
+    same_on_every_process(results, "parameters_digest")
+
+
+# A model with buffers (BatchNorm) under DDP: its first forward after training broadcasts the
+# buffers, a collective that a process without an evaluation batch would never join.
+
+
+def test_evaluate_a_model_with_buffers_when_one_process_has_no_batch(torchrun_runs):
+    results = torchrun_runs.results("buffers_evaluate_empty_share")
+    num_samples = scenarios.UNEVEN_EVAL["tiny_eval_samples"]
+    state_dict = torch.load(torchrun_runs.out_dir / "buffers_evaluate_empty_share_model.pt", weights_only=True)
+    dataset = make_tiny_dataset(num_samples, seed=1)
+    expected = reference_mean_loss(state_dict, dataset, scenarios.make_batch_norm_model())
+    assert sum(result["eval_samples"][0] for result in results) == num_samples
+    assert same_on_every_process(results, "evaluation_loss") == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_predict_with_a_model_with_buffers_on_fewer_samples_than_processes(torchrun_runs):
+    results = torchrun_runs.results("buffers_predict_empty_share")
+    state_dict = torch.load(torchrun_runs.out_dir / "buffers_predict_empty_share_model.pt", weights_only=True)
+    model = scenarios.make_batch_norm_model()
+    model.load_state_dict(state_dict)
+    model.eval()
+    inputs, _ = make_tiny_dataset(1, seed=1).tensors
+    with torch.no_grad():
+        expected = model(inputs).double()
+    predictions = torch.tensor(same_on_every_process(results, "predictions"), dtype=torch.float64)
+    torch.testing.assert_close(predictions, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_unfrozen_parameters_stay_in_sync_when_training_again(torchrun_runs):
+    results = torchrun_runs.results("unfreeze_between_runs")
+    frozen = same_on_every_process(results, "frozen_digest")
+    assert same_on_every_process(results, "first_layer_digest") != frozen  # it trained after unfreezing
     same_on_every_process(results, "parameters_digest")

@@ -25,10 +25,11 @@ __all__ = ["EventRecorder", "TinyRunResult", "make_tiny_model", "make_tiny_datas
 
 
 def make_tiny_dataset(num_samples: int = 64, num_features: int = 4, num_classes: int = 3, seed: int = 0) -> TensorDataset:
-    """A learnable classification dataset: the class is the argmax of a fixed linear map of the inputs."""
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(num_samples, num_features, generator=generator)
-    projection = torch.randn(num_features, num_classes, generator=generator)
+    """A learnable classification dataset: the class is the argmax of a fixed linear map of the
+    inputs, the same map for every ``seed`` and size, so that datasets made with different seeds
+    are training and evaluation sets of one task."""
+    projection = torch.randn(num_features, num_classes, generator=torch.Generator().manual_seed(12345))
+    inputs = torch.randn(num_samples, num_features, generator=torch.Generator().manual_seed(seed))
     return TensorDataset(inputs, (inputs @ projection).argmax(dim=1))
 
 

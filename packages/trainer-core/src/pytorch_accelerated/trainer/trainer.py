@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType, gather_object, send_to_device
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
@@ -78,6 +79,7 @@ class Trainer:
         self.completed_update_steps = 0
         self.optimizer_step_was_skipped = False
         self._prepared_model: torch.nn.Module | None = None
+        self._trainable_when_wrapped: frozenset[int] = frozenset()
         self._epoch_end_requested = False
         self.callback_handler.call_event("on_init_end", self)
 
@@ -90,6 +92,10 @@ class Trainer:
     @property
     def num_processes(self) -> int:
         return self.accelerator.num_processes
+
+    @property
+    def process_index(self) -> int:
+        return self.accelerator.process_index
 
     @property
     def is_world_process_zero(self) -> bool:
@@ -223,6 +229,7 @@ class Trainer:
         self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
 
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
+        self._sync_buffers_before_evaluation()
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
         self._epoch_end_requested = False
@@ -284,6 +291,16 @@ class Trainer:
             if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
         }
 
+    def _sync_buffers_before_evaluation(self) -> None:
+        # DDP broadcasts buffers (BatchNorm statistics) from process 0 in the first forward after
+        # training: a collective that a process with no evaluation batch would never join. Do it
+        # here, where every process is, and tell DDP it is done.
+        model = self.model
+        if isinstance(model, DistributedDataParallel) and model.broadcast_buffers and model.require_forward_param_sync:
+            for buffer in model.module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+            model.require_forward_param_sync = False
+
     def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
@@ -314,6 +331,7 @@ class Trainer:
         if kwargs.get("shuffle"):
             raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
         dataloader = DataLoader(Subset(dataset, share), batch_size=per_device_batch_size, **kwargs)
+        self._sync_buffers_before_evaluation()
         self.model.eval()
         outputs = []
         with torch.no_grad():
@@ -555,6 +573,18 @@ class Trainer:
         value = torch.as_tensor(flag, device=self.device).to(torch.float32).reshape(())
         return bool(self.accelerator.reduce(value, "sum").item() > 0)
 
+    def num_real_samples(self, batch_size: int) -> int:
+        """How many of this process's ``batch_size`` samples in the current training batch are
+        real. To give every process the same number of steps, the last batches of an epoch are
+        completed with samples from its start; of the last step's samples, taken in process order,
+        only the first ``len(dataset) % (batch size * processes)`` are real. Metrics use this to
+        count each training sample once, without communicating."""
+        remainder = getattr(self.train_dataloader, "remainder", -1)
+        if self.num_processes == 1 or not getattr(self.train_dataloader, "end_of_dataloader", False) or remainder <= 0:
+            return batch_size
+        first = self.process_index * batch_size
+        return min(max(remainder - first, 0), batch_size)
+
     def request_epoch_end(self) -> None:
         """End the current epoch early: an evaluation epoch after the current step, a training
         epoch after the current accumulation window's update. Request it on every process at the
@@ -568,10 +598,16 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_model_and_optimizer(self) -> None:
-        if self._prepared_model is not None and self.model is self._prepared_model:
-            return
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self._prepared_model = self.model
+        if self._prepared_model is None or self.model is not self._prepared_model:
+            self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+            self._prepared_model = self.model
+            self._trainable_when_wrapped = _trainable_parameter_ids(self.model)
+        elif isinstance(self.model, DistributedDataParallel) and _trainable_parameter_ids(self.model) != self._trainable_when_wrapped:
+            # DDP reduces the gradients of only the parameters that were trainable when it wrapped
+            # the model: after (un)freezing, wrap it again or the processes' weights drift apart.
+            self.model = self.accelerator.prepare_model(self.get_model())
+            self._prepared_model = self.model
+            self._trainable_when_wrapped = _trainable_parameter_ids(self.model)
 
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
         if self.accelerator.distributed_type == DistributedType.NO:
@@ -659,6 +695,10 @@ def _accumulation_window_size(window_start: int, accumulation_steps: int, num_ba
     if num_batches is None:
         return accumulation_steps
     return min(accumulation_steps, num_batches - window_start)
+
+
+def _trainable_parameter_ids(model: torch.nn.Module) -> frozenset[int]:
+    return frozenset(id(parameter) for parameter in model.parameters() if parameter.requires_grad)
 
 
 def _launched_on_several_processes() -> bool:
