@@ -1,0 +1,145 @@
+"""Callbacks that watch one metric and act when it stops improving."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback
+
+
+class MetricWatcher:
+    """Tracks the best value of a metric; an improvement must beat the best by more than ``threshold``."""
+
+    def __init__(self, watch_metric: str, greater_is_better: bool, threshold: float = 0.0):
+        if threshold < 0:
+            raise ValueError(f"The improvement threshold must be >= 0, got {threshold}.")
+        self.watch_metric = watch_metric
+        self.greater_is_better = greater_is_better
+        self.threshold = threshold
+        self.best: float | None = None
+
+    def read(self, trainer, owner: str) -> float:
+        """The metric's latest value as a float; a clear error if the run does not record it."""
+        if not trainer.run_history.get_metric_values(self.watch_metric):
+            raise ValueError(
+                f"{owner} watches {self.watch_metric!r}, which this run has not recorded; recorded metrics: "
+                f"{sorted(trainer.run_history.get_metric_names())}. An eval_dataset gives eval_loss_epoch, "
+                "a metrics callback gives eval_<name>."
+            )
+        return float(trainer.run_history.get_latest_metric(self.watch_metric))
+
+    def is_improvement(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        margin = value - self.best if self.greater_is_better else self.best - value
+        return margin > self.threshold
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict["best"]
+
+
+class EarlyStoppingCallback(TrainerCallback):
+    """Stops training, on every process, when ``watch_metric`` has not improved by more than
+    ``early_stopping_threshold`` for ``early_stopping_patience`` consecutive epochs.
+
+    The metric is read at ``on_training_run_epoch_end``, after every callback has recorded the
+    epoch's metrics, so its place in the callback list does not matter.
+    """
+
+    def __init__(
+        self,
+        early_stopping_patience: int = 1,
+        early_stopping_threshold: float = 0.01,
+        watch_metric: str = "eval_loss_epoch",
+        greater_is_better: bool = False,
+    ):
+        if early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience must be >= 1, got {early_stopping_patience}.")
+        self.early_stopping_patience = early_stopping_patience
+        self.watcher = MetricWatcher(watch_metric, greater_is_better, early_stopping_threshold)
+        self.epochs_without_improvement = 0
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.watcher.best = None
+        self.epochs_without_improvement = 0
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        value = self.watcher.read(trainer, type(self).__name__)
+        if self.watcher.is_improvement(value):
+            self.watcher.best = value
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        out_of_patience = self.epochs_without_improvement >= self.early_stopping_patience
+        if trainer.any_process(out_of_patience):
+            raise StopTrainingError(
+                f"Early stopping: {self.watcher.watch_metric} has not improved by more than "
+                f"{self.watcher.threshold} for {self.epochs_without_improvement} epoch(s); best: {self.watcher.best}"
+            )
+
+    def state_dict(self):
+        return {**self.watcher.state_dict(), "epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_state_dict(self, state_dict):
+        self.watcher.load_state_dict(state_dict)
+        self.epochs_without_improvement = state_dict["epochs_without_improvement"]
+
+
+class SaveBestModelCallback(TrainerCallback):
+    """Saves a checkpoint whenever ``watch_metric`` improves, and loads the best one back at the
+    end of the run (``load_saved_checkpoint=True``).
+
+    Checkpoints are written with ``Trainer.save_checkpoint``: on the main process, atomically, so
+    the previous best survives a failed write. The metric value and epoch are stored with it.
+    """
+
+    def __init__(
+        self,
+        save_path: str | Path = "best_model.pt",
+        watch_metric: str = "eval_loss_epoch",
+        greater_is_better: bool = False,
+        load_saved_checkpoint: bool = True,
+        save_optimizer: bool = True,
+        improvement_threshold: float = 0.0,
+    ):
+        self.save_path = Path(save_path)
+        self.watcher = MetricWatcher(watch_metric, greater_is_better, improvement_threshold)
+        self.load_saved_checkpoint = load_saved_checkpoint
+        self.save_optimizer = save_optimizer
+        self.saved_this_run = False
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.watcher.best = None
+        self.saved_this_run = False
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        value = self.watcher.read(trainer, type(self).__name__)
+        if trainer.any_process(self.watcher.is_improvement(value)):
+            self.watcher.best = value
+            trainer.save_checkpoint(
+                self.save_path,
+                checkpoint_kwargs={self.watcher.watch_metric: value, "epoch": trainer.run_history.current_epoch},
+                save_optimizer=self.save_optimizer,
+            )
+            self.saved_this_run = True
+
+    def on_training_run_end(self, trainer, **kwargs):
+        if self.load_saved_checkpoint and self.saved_this_run:
+            trainer.print(
+                f"Loading the best checkpoint ({self.watcher.watch_metric}: {self.watcher.best}) from {self.save_path}"
+            )
+            trainer.load_checkpoint(self.save_path, load_optimizer=self.save_optimizer)
+
+    def state_dict(self):
+        return {**self.watcher.state_dict(), "saved_this_run": self.saved_this_run}
+
+    def load_state_dict(self, state_dict):
+        self.watcher.load_state_dict(state_dict)
+        self.saved_this_run = state_dict["saved_this_run"]

@@ -1,0 +1,364 @@
+"""The loggers inside real tiny training runs, their logs read back with each tool's own reader."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytorch_accelerated.callbacks.extras import require_extra
+from pytorch_accelerated.callbacks.loggers import (
+    CSVLoggerCallback,
+    JSONLinesLoggerCallback,
+    MLflowLoggerCallback,
+    TensorBoardLoggerCallback,
+)
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
+from pytorch_accelerated.trainer.testing import run_tiny_training
+
+from ..core.test_distributed import free_port, run_launch, tail
+from . import loggers_distributed_scenario as scenario
+
+# The tiny run: 64 samples in batches of 8, so 8 optimizer updates per epoch.
+UPDATES_PER_EPOCH = 8
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class BatchLosses(TrainerCallback):
+    """The training loss of every batch, by the optimizer update it belongs to (1-based)."""
+
+    def __init__(self):
+        self.by_update: dict[int, list[float]] = {}
+
+    def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
+        self.by_update.setdefault(trainer.completed_update_steps + 1, []).append(batch_output["loss"].item())
+
+
+class StopAtEpochEnd(TrainerCallback):
+    """Stops the run at the end of ``epoch``, before the callbacks listed after it see the event."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch == self.epoch:
+            raise StopTrainingError("stop for the test")
+
+
+class RecordsLateMetric(TrainerCallback):
+    """Records ``late_metric`` from the second epoch on only."""
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch >= 2:
+            trainer.run_history.update_metric("late_metric", 10.0 * trainer.run_history.current_epoch)
+
+
+class NotMainProcessTrainer(Trainer):
+    """A single-process trainer that reports not being the main process."""
+
+    @property
+    def is_world_process_zero(self) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------------------------------- CSV / JSON Lines
+
+
+def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluation(tmp_path):
+    path = tmp_path / "logs" / "metrics.csv"
+    result = run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
+    evaluation = result.trainer.evaluate()
+
+    rows = read_csv(path)
+    assert [row["epoch"] for row in rows] == ["1", "2", "2"]
+    assert [int(row["step"]) for row in rows] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
+    for name in ("train_loss_epoch", "eval_loss_epoch"):
+        assert [float(row[name]) for row in rows[:2]] == result.metrics[name]
+    # evaluate() after training: its own row, a column added without disturbing the earlier rows
+    assert [row["evaluation_loss"] for row in rows[:2]] == ["", ""]
+    assert float(rows[2]["evaluation_loss"]) == evaluation["evaluation_loss"]
+    assert rows[2]["train_loss_epoch"] == ""
+
+
+def test_csv_keeps_one_header_when_a_metric_appears_later(tmp_path):
+    path = tmp_path / "metrics.csv"
+    result = run_tiny_training(callbacks=[RecordsLateMetric(), CSVLoggerCallback(path)], num_epochs=3)
+
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("epoch,step,") and sum(line.startswith("epoch,") for line in lines) == 1
+    rows = read_csv(path)
+    assert [row["late_metric"] for row in rows] == ["", "20.0", "30.0"]
+    assert [float(row["train_loss_epoch"]) for row in rows] == result.metrics["train_loss_epoch"]
+
+
+def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path)], num_epochs=2)
+    evaluation = result.trainer.evaluate()
+
+    records = read_jsonl(path)
+    assert records[:2] == [
+        {
+            "epoch": epoch,
+            "step": epoch * UPDATES_PER_EPOCH,
+            "train_loss_epoch": result.metrics["train_loss_epoch"][epoch - 1],
+            "eval_loss_epoch": result.metrics["eval_loss_epoch"][epoch - 1],
+        }
+        for epoch in (1, 2)
+    ]
+    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "evaluation_loss": evaluation["evaluation_loss"]}
+
+
+def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    losses = BatchLosses()
+    run_tiny_training(
+        callbacks=[losses, JSONLinesLoggerCallback(path, log_every_n_steps=3)],
+        num_epochs=2,
+        gradient_accumulation_steps=2,
+    )
+    # 8 batches per epoch, accumulation 2: 4 updates per epoch, 8 in all; updates 3 and 6 logged
+    step_records = [record for record in read_jsonl(path) if "train_loss_step" in record]
+    assert [(record["epoch"], record["step"]) for record in step_records] == [(1, 3), (2, 6)]
+    for record in step_records:
+        batch_losses = losses.by_update[record["step"]]
+        assert len(batch_losses) == 2
+        assert record["train_loss_step"] == pytest.approx(sum(batch_losses) / 2, rel=1e-6)
+
+
+def test_step_losses_are_read_from_the_device_only_when_logged(tmp_path, monkeypatch):
+    """Without the logger the run reads no per-step value; with it, one per logged update."""
+    reads = []
+    original_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda tensor: reads.append(1) or original_item(tensor))
+
+    run_tiny_training(num_epochs=2)
+    reads_without_logger = len(reads)
+    reads.clear()
+    run_tiny_training(callbacks=[JSONLinesLoggerCallback(tmp_path / "m.jsonl", log_every_n_steps=4)], num_epochs=2)
+    assert len(reads) - reads_without_logger == 2 * UPDATES_PER_EPOCH // 4
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
+    path = tmp_path / "metrics.log"
+    path.write_text("earlier results\n")
+    with pytest.raises(FileExistsError, match=re.escape("if_exists='append'")) as error:
+        logger_class(path)
+    assert "if_exists='overwrite'" in str(error.value)
+
+    # A file that appears after the callback was created is refused when the run starts.
+    other = tmp_path / "other.log"
+    logger = logger_class(other)
+    other.write_text("written meanwhile\n")
+    with pytest.raises(FileExistsError):
+        run_tiny_training(callbacks=[logger], num_epochs=1)
+
+    assert path.read_text() == "earlier results\n"
+    assert other.read_text() == "written meanwhile\n"
+
+
+def test_if_exists_append_adds_rows_and_overwrite_replaces_the_file(tmp_path):
+    path = tmp_path / "metrics.csv"
+    run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
+    run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1)
+    rows = read_csv(path)
+    # the appended run's train_loss_step column was added to the earlier rows' header too
+    assert [(row["epoch"], row["train_loss_step"] != "") for row in rows] == [
+        ("1", False), ("2", False), ("1", True), ("1", False)
+    ]  # fmt: skip
+
+    result = run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="overwrite")], num_epochs=1)
+    rows = read_csv(path)
+    assert len(rows) == 1 and float(rows[0]["train_loss_epoch"]) == result.metrics["train_loss_epoch"][0]
+
+
+def test_the_same_logger_appends_its_later_runs(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    logger = JSONLinesLoggerCallback(path)
+    result = run_tiny_training(callbacks=[logger], num_epochs=1)
+    result.trainer.train(result.trainer.train_dataset, num_epochs=1)
+    assert [record["epoch"] for record in read_jsonl(path)] == [1, 1]
+
+
+class CloseCounter(JSONLinesLoggerCallback):
+    num_closes = 0
+
+    def close(self):
+        self.num_closes += 1
+        super().close()
+
+
+def test_a_stopped_run_logs_its_last_epoch_and_closes_the_file_once(tmp_path):
+    logger = CloseCounter(tmp_path / "metrics.jsonl")
+    # The stop comes before the logger's on_training_run_epoch_end: epoch 2 is logged all the same.
+    result = run_tiny_training(callbacks=[StopAtEpochEnd(2), logger], num_epochs=4)
+    assert "on_stop_training_error" in result.events
+    assert [record["epoch"] for record in read_jsonl(logger.path)] == [1, 2]
+    assert [record["train_loss_epoch"] for record in read_jsonl(logger.path)] == result.metrics["train_loss_epoch"]
+    assert logger.num_closes == 1
+
+
+def test_processes_other_than_the_main_one_write_nothing(tmp_path):
+    loggers = [
+        CSVLoggerCallback(tmp_path / "metrics.csv", log_every_n_steps=1),
+        JSONLinesLoggerCallback(tmp_path / "metrics.jsonl", log_every_n_steps=1),
+        TensorBoardLoggerCallback(tmp_path / "tensorboard", log_every_n_steps=1),
+    ]
+    result = run_tiny_training(callbacks=loggers, num_epochs=1, trainer_class=NotMainProcessTrainer)
+    result.trainer.evaluate()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad_interval", [0, -1])
+def test_log_every_n_steps_must_be_positive(tmp_path, bad_interval):
+    with pytest.raises(ValueError, match="log_every_n_steps"):
+        CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=bad_interval)
+
+
+# ---------------------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_dir = tmp_path / "tensorboard"
+    result = run_tiny_training(callbacks=[TensorBoardLoggerCallback(log_dir, log_every_n_steps=4)], num_epochs=2)
+    evaluation = result.trainer.evaluate()
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    for name in ("train_loss_epoch", "eval_loss_epoch"):
+        scalars = events.Scalars(name)
+        assert [scalar.step for scalar in scalars] == [1, 2]
+        assert [scalar.value for scalar in scalars] == pytest.approx(result.metrics[name], rel=1e-6)
+    assert [scalar.step for scalar in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
+    (evaluation_scalar,) = events.Scalars("evaluation_loss")
+    assert evaluation_scalar.step == 2
+    assert evaluation_scalar.value == pytest.approx(evaluation["evaluation_loss"], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- MLflow
+
+
+def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # the callback sets it for a file store
+    store = tmp_path / "mlruns"
+    logger = MLflowLoggerCallback(experiment_name="tests", run_name="tiny", tracking_uri=store, log_every_n_steps=8)
+    result = run_tiny_training(callbacks=[logger], num_epochs=2)
+    evaluation = result.trainer.evaluate()
+
+    assert logger.tracking_uri == store.resolve().as_uri()
+    client = MlflowClient(store.resolve().as_uri())
+    run = client.get_run(logger.run_id)
+    assert run.info.run_name == "tiny" and run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "tests"
+    assert run.data.params["num_epochs"] == "2"
+    assert run.data.params["num_training_steps"] == str(2 * UPDATES_PER_EPOCH)
+
+    def history(name):
+        return [(metric.step, metric.value) for metric in client.get_metric_history(logger.run_id, name)]
+
+    for name in ("train_loss_epoch", "eval_loss_epoch"):
+        assert history(name) == list(zip([1, 2], result.metrics[name]))
+    assert history("evaluation_loss") == [(2, evaluation["evaluation_loss"])]
+    assert [step for step, _ in history("train_loss_step")] == [8, 16]
+
+
+def test_mlflow_tracking_uri_defaults_to_a_local_folder_and_keeps_explicit_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert MLflowLoggerCallback().tracking_uri == (tmp_path / "mlruns").resolve().as_uri()
+    assert MLflowLoggerCallback(tracking_uri="elsewhere").tracking_uri == (tmp_path / "elsewhere").resolve().as_uri()
+    assert MLflowLoggerCallback(tracking_uri="sqlite:///mlflow.db").tracking_uri == "sqlite:///mlflow.db"
+    assert not (tmp_path / "mlruns").exists()  # nothing is written before a run
+
+
+# ---------------------------------------------------------------------------------------- optional extras
+
+
+@pytest.mark.parametrize(
+    "make_logger, module, extra",
+    [
+        (lambda path: TensorBoardLoggerCallback(path), "tensorboard", "tensorboard"),
+        (lambda path: MLflowLoggerCallback(tracking_uri=path), "mlflow", "mlflow"),
+    ],
+)
+def test_a_missing_extra_is_named_when_the_logger_is_created(tmp_path, monkeypatch, make_logger, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # what importing an uninstalled package does
+    with pytest.raises(ImportError, match=re.escape(f"needs {module}: pip install 'trainer-callbacks[{extra}]'")):
+        make_logger(tmp_path)
+
+
+def test_require_extra_returns_the_module_or_names_the_extra(monkeypatch):
+    assert require_extra("json", "none") is json
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match=r"^TensorBoardLoggerCallback needs tensorboard: ") as error:
+        require_extra("tensorboard", "tensorboard", "TensorBoardLoggerCallback")
+    assert isinstance(error.value.__cause__, ImportError)
+
+
+def test_the_callbacks_import_without_any_extra_installed(tmp_path):
+    code = (
+        "import sys\n"
+        "for name in ('tensorboard', 'mlflow', 'matplotlib'):\n"
+        "    sys.modules[name] = None\n"
+        "import pytorch_accelerated.callbacks\n"
+        "from pytorch_accelerated.callbacks import loggers, monitors, plotting\n"
+        f"loggers.CSVLoggerCallback({str(tmp_path / 'm.csv')!r}); monitors.ThroughputMonitorCallback()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------- two processes
+
+
+def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_path)  # stops the launch if it hangs: status None
+    paths = [out / f"result_rank{rank}.json" for rank in range(2)]
+    results = [json.loads(path.read_text()) for path in paths if path.exists()]
+    errors = [result["error"] for result in results if "error" in result]
+    report = f"exit status {status}:\n{tail(output)}\n" + "\n".join(errors)
+    assert status == 0 and len(results) == 2 and not errors, report
+
+    assert [result["num_opens"] for result in results] == [{"csv": 2, "jsonl": 2}, {"csv": 0, "jsonl": 0}]
+    metrics = results[0]["metrics"]
+    assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
+
+    rows = read_csv(out / "metrics.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2", "2"]
+    assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
+    assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
+    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+
+    sizes = scenario.SIZES
+    updates = results[0]["completed_update_steps"]
+    assert updates == sizes["num_epochs"] * sizes["train_samples"] // (2 * sizes["batch_size"])
+    records = read_jsonl(out / "metrics.jsonl")
+    every = sizes["log_every_n_steps"]
+    assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
+    assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]
+
+    # samples of both processes were counted: rate * time is the whole epoch's samples
+    for rate, seconds in zip(metrics["train_samples_per_second"], metrics["train_epoch_time_seconds"]):
+        assert rate * seconds == pytest.approx(sizes["train_samples"])

@@ -1,0 +1,67 @@
+"""Step-based evaluation, batch limits and SyncBatchNorm conversion in real runs."""
+
+import pytest
+import torch
+
+from pytorch_accelerated.callbacks import (
+    ConvertSyncBatchNormCallback,
+    LimitBatchesCallback,
+    LimitEvalStepsCallback,
+    StepBasedEvaluationCallback,
+    TrainerCallback,
+)
+from pytorch_accelerated.trainer import Trainer
+from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
+
+
+class ModeAfterUpdate(TrainerCallback):
+    def __init__(self):
+        self.modes = []
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        self.modes.append(trainer.model.training)
+
+
+def test_step_based_evaluation_evaluates_every_n_updates_and_returns_to_training():
+    modes = ModeAfterUpdate()
+    result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), modes], num_epochs=2)
+    # 8 updates per epoch, 16 in all: evaluations after updates 3, 6, 9, 12, 15
+    assert len(result.metrics["evaluation_loss"]) == 5
+    assert len(result.metrics["eval_loss_epoch"]) == 2
+    assert all(modes.modes)
+
+
+def test_step_based_evaluation_needs_an_eval_set():
+    with pytest.raises(ValueError, match="needs an eval_dataset"):
+        run_tiny_training(callbacks=[StepBasedEvaluationCallback(2)], with_eval=False, num_epochs=1)
+
+
+def test_limit_batches_and_eval_steps():
+    result = run_tiny_training(callbacks=[LimitBatchesCallback(3), LimitEvalStepsCallback(2)], num_epochs=2)
+    assert result.events.count("on_train_step_end") == 6
+    assert result.events.count("on_eval_step_end") == 4
+    assert result.trainer.completed_update_steps == 6
+
+
+def test_limit_batches_finishes_the_accumulation_window():
+    result = run_tiny_training(callbacks=[LimitBatchesCallback(3)], num_epochs=1, gradient_accumulation_steps=2)
+    assert result.events.count("on_train_step_end") == 4
+    assert result.trainer.completed_update_steps == 2
+
+
+@pytest.mark.parametrize("callback_class, argument", [(LimitBatchesCallback, 0), (LimitEvalStepsCallback, 0), (StepBasedEvaluationCallback, 0)])
+def test_limits_reject_non_positive_values(callback_class, argument):
+    with pytest.raises(ValueError, match=">= 1"):
+        callback_class(argument)
+
+
+def test_sync_batchnorm_conversion_keeps_parameters_and_trains():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    parameters = list(model.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.1)
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[ConvertSyncBatchNormCallback()])
+    assert isinstance(trainer.model[1], torch.nn.SyncBatchNorm)
+    assert list(trainer.model.parameters()) == parameters
+    before = trainer.model[1].weight.detach().clone()
+    trainer.train(make_tiny_dataset(32), num_epochs=1)
+    assert not torch.equal(before, trainer.get_model()[1].weight.detach())

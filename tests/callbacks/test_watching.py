@@ -1,0 +1,128 @@
+"""EarlyStoppingCallback and SaveBestModelCallback inside real training runs."""
+
+import pytest
+import torch
+
+from pytorch_accelerated.callbacks import EarlyStoppingCallback, SaveBestModelCallback, TrainerCallback
+from pytorch_accelerated.trainer import Trainer, safe_torch_load
+from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model, run_tiny_training
+
+
+class ScriptedMetric(TrainerCallback):
+    """Records a scripted value of ``name`` at each eval epoch end, like a metrics callback would."""
+
+    def __init__(self, name, values):
+        self.name, self.values = name, list(values)
+
+    def on_eval_epoch_end(self, trainer, **kwargs):
+        trainer.run_history.update_metric(self.name, self.values[trainer.run_history.current_epoch - 1])
+
+
+@pytest.mark.parametrize(
+    "values, greater_is_better, patience, threshold, epochs_run, stops",
+    [
+        ([1.0, 0.9, 0.85, 0.849, 0.848, 0.5], False, 2, 0.01, 5, True),  # stalls after epoch 3
+        ([1.0, 0.9, 0.85, 0.849, 0.7, 0.69, 0.689], False, 2, 0.01, 7, False),  # recovers in time
+        ([0.1, 0.2, 0.2, 0.2, 0.9], True, 1, 0.0, 3, True),
+        ([0.5, 0.5, 0.5, 0.5], False, 3, 0.0, 4, True),  # patience runs out on the last epoch
+        ([0.5, 0.5, 0.5], False, 3, 0.0, 3, False),
+    ],
+)
+def test_early_stopping_stops_after_patience_epochs_without_improvement(
+    values, greater_is_better, patience, threshold, epochs_run, stops
+):
+    stopping = EarlyStoppingCallback(
+        early_stopping_patience=patience,
+        early_stopping_threshold=threshold,
+        watch_metric="eval_score",
+        greater_is_better=greater_is_better,
+    )
+    # the stopping callback comes first: it must still read this epoch's value
+    result = run_tiny_training(callbacks=[stopping, ScriptedMetric("eval_score", values)], num_epochs=len(values))
+    assert result.events.count("on_training_run_epoch_end") == epochs_run
+    assert ("on_stop_training_error" in result.events) == stops
+
+
+def test_early_stopping_on_a_missing_metric_names_it():
+    with pytest.raises(ValueError, match="EarlyStoppingCallback watches 'eval_accuracy', which this run has not recorded"):
+        run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="eval_accuracy")], num_epochs=1)
+
+
+def test_early_stopping_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStoppingCallback(early_stopping_patience=0)
+    with pytest.raises(ValueError, match="threshold"):
+        EarlyStoppingCallback(early_stopping_threshold=-1)
+
+
+def test_early_stopping_state_round_trip():
+    first = EarlyStoppingCallback(early_stopping_patience=3)
+    run_tiny_training(callbacks=[first, ScriptedMetric("eval_loss_epoch", [1.0, 1.0])], num_epochs=2)
+    second = EarlyStoppingCallback(early_stopping_patience=3)
+    second.load_state_dict(first.state_dict())
+    assert second.state_dict() == first.state_dict() and second.epochs_without_improvement == 1
+
+
+def test_save_best_model_keeps_the_best_epoch_and_loads_it_at_the_end(tmp_path):
+    weights_by_epoch = {}
+
+    class RecordWeights(TrainerCallback):
+        def on_training_run_epoch_end(self, trainer, **kwargs):
+            epoch = trainer.run_history.current_epoch
+            weights_by_epoch[epoch] = [p.detach().clone() for p in trainer.get_model().parameters()]
+
+    path = tmp_path / "best.pt"
+    values = [0.5, 0.7, 0.6, 0.65]  # best at epoch 2
+    result = run_tiny_training(
+        callbacks=[
+            RecordWeights(),
+            SaveBestModelCallback(path, watch_metric="eval_score", greater_is_better=True),
+            ScriptedMetric("eval_score", values),
+        ],
+        num_epochs=4,
+    )
+    saved = safe_torch_load(path)
+    assert saved["epoch"] == 2 and saved["eval_score"] == 0.7
+    for loaded, best in zip(result.trainer.get_model().parameters(), weights_by_epoch[2]):
+        torch.testing.assert_close(loaded.detach(), best)
+
+
+def test_save_best_model_without_loading_leaves_the_final_weights(tmp_path):
+    path = tmp_path / "best.pt"
+    result = run_tiny_training(
+        callbacks=[
+            SaveBestModelCallback(path, watch_metric="eval_score", greater_is_better=False, load_saved_checkpoint=False),
+            ScriptedMetric("eval_score", [0.1, 0.5, 0.9]),
+        ],
+        num_epochs=3,
+    )
+    assert safe_torch_load(path)["epoch"] == 1
+    saved = safe_torch_load(path)["model_state_dict"]
+    final = result.trainer.get_model().state_dict()
+    assert not all(torch.equal(saved[name], final[name]) for name in final)
+
+
+def test_a_failed_save_keeps_the_previous_best(tmp_path, monkeypatch):
+    path = tmp_path / "best.pt"
+
+    class FailSecondSave(TrainerCallback):
+        def on_training_run_epoch_end(self, trainer, **kwargs):
+            if trainer.run_history.current_epoch == 2:
+                monkeypatch.setattr(torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
+
+    with pytest.raises(OSError, match="disk full"):
+        run_tiny_training(
+            callbacks=[FailSecondSave(), SaveBestModelCallback(path), ScriptedMetric("eval_loss_epoch", [1.0, 0.5])],
+            num_epochs=2,
+        )
+    monkeypatch.undo()
+    assert safe_torch_load(path)["epoch"] == 1
+
+
+def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
+    path = tmp_path / "best.pt"
+    model = make_tiny_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[SaveBestModelCallback(path)])
+    trainer.train(make_tiny_dataset(32), num_epochs=3, eval_dataset=make_tiny_dataset(16, seed=1))
+    losses = trainer.run_history.get_metric_values("eval_loss_epoch")
+    assert safe_torch_load(path)["epoch"] == losses.index(min(losses)) + 1
