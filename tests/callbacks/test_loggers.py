@@ -22,7 +22,7 @@ from pytorch_accelerated.callbacks.loggers import (
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
-from ..core.test_distributed import free_port, run_launch, tail
+from ..launching import free_port, run_launch, tail
 from . import loggers_distributed_scenario as scenario
 
 # The tiny run: 64 samples in batches of 8, so 8 optimizer updates per epoch.

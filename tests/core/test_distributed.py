@@ -8,29 +8,22 @@ that fails ends that launch, and the scenarios it did not reach are launched aga
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
+from ..launching import REPO_ROOT, free_port, run_launch, tail
 from . import distributed_scenarios as scenarios
 
 NUM_PROCESSES = 2
-LAUNCH_TIMEOUT_S = 180
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).resolve().with_name("distributed_scenarios.py").relative_to(REPO_ROOT)
 
-_launch_ids = itertools.count()
 
 TORCHRUN_SCENARIOS = (
     "uneven_eval",
@@ -48,27 +41,6 @@ TORCHRUN_SCENARIOS = (
 
 
 # ---------------------------------------------------------------------------------------- launching
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch_env(tmp_dir: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # A launch must not inherit the distributed settings of whatever started pytest.
-        if not key.startswith("ACCELERATE_")
-        and key not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    }
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    # accelerate launch reads a default config from here: keep the user's config out of the tests.
-    env["HF_HOME"] = str(tmp_dir / "hf_home")
-    return env
 
 
 def torchrun_command(names: list[str], out_dir: Path) -> list[str]:
@@ -98,45 +70,6 @@ def accelerate_launch_command(names: list[str], out_dir: Path) -> list[str]:
         "--main_process_port", str(free_port()),
         str(SCRIPT), ",".join(names), str(out_dir),
     ]  # fmt: skip
-
-
-def run_launch(command: list[str], tmp_dir: Path) -> tuple[int | None, str]:
-    """Run one launch; returns (exit status, or None when it ran past LAUNCH_TIMEOUT_S, output).
-
-    The output goes to a file, not a pipe: torch's launcher starts each worker in a session of
-    its own, so a worker left behind could hold a pipe open and block the reading forever.
-    """
-    log_path = tmp_dir / f"launch-{next(_launch_ids)}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=launch_env(tmp_dir), stdout=log, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            status = process.wait(timeout=LAUNCH_TIMEOUT_S)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            stop_process_tree(process)
-    output = log_path.read_text(errors="replace")
-    if timed_out:
-        return None, f"{output}\n*** launch stopped after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
-    return status, output
-
-
-def stop_process_tree(process: subprocess.Popen) -> None:
-    """Stop a launcher and the workers it started, by their process ids."""
-    launcher = psutil.Process(process.pid)
-    workers = launcher.children(recursive=True)
-    launcher.terminate()  # torch's launcher and accelerate's stop their workers on SIGTERM
-    _, alive = psutil.wait_procs([launcher, *workers], timeout=10)
-    for leftover in alive:
-        leftover.kill()
-    psutil.wait_procs(alive, timeout=10)
-    process.wait()
-
-
-def tail(text: str, num_chars: int = 6000) -> str:
-    return text if len(text) <= num_chars else "...\n" + text[-num_chars:]
 
 
 def result_paths(out_dir: Path, name: str) -> list[Path]:

@@ -1,0 +1,77 @@
+"""Launching a test script on several processes: a free port, a clean environment, a time limit
+that stops a hanging launch and every worker it started."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+LAUNCH_TIMEOUT_S = 180
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_launch_ids = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_env(tmp_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # A launch must not inherit the distributed settings of whatever started pytest.
+        if not key.startswith("ACCELERATE_")
+        and key not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    }
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    # accelerate launch reads a default config from here: keep the user's config out of the tests.
+    env["HF_HOME"] = str(tmp_dir / "hf_home")
+    return env
+
+
+def run_launch(command: list[str], tmp_dir: Path) -> tuple[int | None, str]:
+    """Run one launch; returns (exit status, or None when it ran past LAUNCH_TIMEOUT_S, output).
+
+    The output goes to a file, not a pipe: torch's launcher starts each worker in a session of
+    its own, so a worker left behind could hold a pipe open and block the reading forever.
+    """
+    log_path = tmp_dir / f"launch-{next(_launch_ids)}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=launch_env(tmp_dir), stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            status = process.wait(timeout=LAUNCH_TIMEOUT_S)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            stop_process_tree(process)
+    output = log_path.read_text(errors="replace")
+    if timed_out:
+        return None, f"{output}\n*** launch stopped after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
+    return status, output
+
+
+def stop_process_tree(process: subprocess.Popen) -> None:
+    """Stop a launcher and the workers it started, by their process ids."""
+    launcher = psutil.Process(process.pid)
+    workers = launcher.children(recursive=True)
+    launcher.terminate()  # torch's launcher and accelerate's stop their workers on SIGTERM
+    _, alive = psutil.wait_procs([launcher, *workers], timeout=10)
+    for leftover in alive:
+        leftover.kill()
+    psutil.wait_procs(alive, timeout=10)
+    process.wait()
+
+
+def tail(text: str, num_chars: int = 6000) -> str:
+    return text if len(text) <= num_chars else "...\n" + text[-num_chars:]
