@@ -126,3 +126,27 @@ def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
     trainer.train(make_tiny_dataset(32), num_epochs=3, eval_dataset=make_tiny_dataset(16, seed=1))
     losses = trainer.run_history.get_metric_values("eval_loss_epoch")
     assert safe_torch_load(path)["epoch"] == losses.index(min(losses)) + 1
+
+
+def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
+    import json
+    import sys
+
+    from ..launching import free_port, run_launch, tail
+    from . import watchers_distributed_scenario as scenario
+
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_path)
+    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
+    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    # process 0's score stalls after epoch 2; with patience 2 both processes stop after epoch 4
+    assert [r["epochs_run"] for r in results] == [4, 4]
+    assert results[0]["weights"] == results[1]["weights"]
+    assert results[0]["ema"] == results[1]["ema"]
+    assert results[0]["ema_evaluation_loss"] == results[1]["ema_evaluation_loss"] and len(results[0]["ema_evaluation_loss"]) == 4
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

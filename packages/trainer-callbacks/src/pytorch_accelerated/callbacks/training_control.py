@@ -26,41 +26,49 @@ class StepBasedEvaluationCallback(TrainerCallback):
             trainer.evaluate()
 
 
-class LimitBatchesCallback(TrainerCallback):
+class _EpochLengthLimit(TrainerCallback):
+    """Counts the batches of an epoch and asks the trainer to end it once there are ``limit``."""
+
+    def __init__(self, limit: int, name: str):
+        if limit < 1:
+            raise ValueError(f"{name} must be >= 1, got {limit}.")
+        self.limit = limit
+        self._batches_seen = 0
+
+    def _start_epoch(self) -> None:
+        self._batches_seen = 0
+
+    def _count_batch(self, trainer) -> None:
+        self._batches_seen += 1
+        if self._batches_seen >= self.limit:
+            trainer.request_epoch_end()
+
+
+class LimitBatchesCallback(_EpochLengthLimit):
     """Ends each training epoch after ``num_batches`` batches (at the end of that accumulation
     window), for quick debugging runs."""
 
     def __init__(self, num_batches: int):
-        if num_batches < 1:
-            raise ValueError(f"num_batches must be >= 1, got {num_batches}.")
-        self.num_batches = num_batches
-        self._batches_seen = 0
+        super().__init__(num_batches, "num_batches")
 
     def on_train_epoch_start(self, trainer, **kwargs):
-        self._batches_seen = 0
+        self._start_epoch()
 
     def on_train_step_end(self, trainer, **kwargs):
-        self._batches_seen += 1
-        if self._batches_seen >= self.num_batches:
-            trainer.request_epoch_end()
+        self._count_batch(trainer)
 
 
-class LimitEvalStepsCallback(TrainerCallback):
+class LimitEvalStepsCallback(_EpochLengthLimit):
     """Ends each evaluation epoch after ``num_eval_steps`` batches, for quick debugging runs."""
 
     def __init__(self, num_eval_steps: int):
-        if num_eval_steps < 1:
-            raise ValueError(f"num_eval_steps must be >= 1, got {num_eval_steps}.")
-        self.num_eval_steps = num_eval_steps
-        self._steps_seen = 0
+        super().__init__(num_eval_steps, "num_eval_steps")
 
     def on_eval_epoch_start(self, trainer, **kwargs):
-        self._steps_seen = 0
+        self._start_epoch()
 
     def on_eval_step_end(self, trainer, **kwargs):
-        self._steps_seen += 1
-        if self._steps_seen >= self.num_eval_steps:
-            trainer.request_epoch_end()
+        self._count_batch(trainer)
 
 
 class ConvertSyncBatchNormCallback(TrainerCallback):
