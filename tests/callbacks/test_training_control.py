@@ -65,3 +65,9 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_trains():
     before = trainer.model[1].weight.detach().clone()
     trainer.train(make_tiny_dataset(32), num_epochs=1)
     assert not torch.equal(before, trainer.get_model()[1].weight.detach())
+
+
+def test_a_limited_mid_epoch_evaluation_does_not_end_the_training_epoch():
+    result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(2), LimitEvalStepsCallback(1)], num_epochs=1)
+    assert result.trainer.completed_update_steps == 8  # the whole epoch, despite the evaluations ending early
+    assert len(result.metrics["evaluation_loss"]) == 4

@@ -191,9 +191,9 @@ class Trainer:
         self.callback_handler.call_event("on_training_run_end", self)
 
     def _run_train_epoch(self) -> None:
+        self._epoch_end_requested = False
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        self._epoch_end_requested = False
         loss_tracker = _RunningLoss(self.device)
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
@@ -229,10 +229,11 @@ class Trainer:
         self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
 
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
+        # an evaluation run from inside a training epoch must not end that epoch when it ends early
+        training_epoch_end_requested, self._epoch_end_requested = self._epoch_end_requested, False
         self._sync_buffers_before_evaluation()
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
-        self._epoch_end_requested = False
         loss_tracker = _RunningLoss(self.device)
         with torch.no_grad():
             for batch in self._on_device(dataloader):
@@ -244,6 +245,7 @@ class Trainer:
                 if self._epoch_end_requested:
                     break
         self.run_history.update_metric(loss_metric_name, loss_tracker.compute(self.accelerator))
+        self._epoch_end_requested = training_epoch_end_requested
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
 
