@@ -98,3 +98,11 @@ def test_predict_on_unlabelled_inputs():
     inputs = torch.randn(7, 4)
     predictions = trainer.predict(TensorDataset(inputs), per_device_batch_size=2)
     assert predictions.shape == (7, 3)
+
+
+def test_predict_and_evaluate_restore_the_models_mode():
+    trainer = make_trainer()
+    trainer.model.train()
+    trainer.predict(make_tiny_dataset(4))
+    trainer.evaluate(make_tiny_dataset(4))
+    assert trainer.model.training

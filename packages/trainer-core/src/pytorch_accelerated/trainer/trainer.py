@@ -325,7 +325,8 @@ class Trainer:
     ):
         """The model's outputs for every sample of ``dataset``, exactly once and in dataset order,
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
-        On several processes, each predicts a contiguous share and every process gets the result."""
+        On several processes, each predicts a contiguous share and every process gets the result.
+        The model's train/eval mode is restored afterwards."""
         _check_positive_int("per_device_batch_size", per_device_batch_size)
         self._prepare_model_and_optimizer()
         share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
@@ -334,12 +335,14 @@ class Trainer:
             raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
         dataloader = DataLoader(Subset(dataset, share), batch_size=per_device_batch_size, **kwargs)
         self._sync_buffers_before_evaluation()
+        was_training = self.model.training
         self.model.eval()
         outputs = []
         with torch.no_grad():
             for batch in dataloader:
                 batch_predictions = self.calculate_batch_predictions(send_to_device(batch, self.device))
                 outputs.append(send_to_device(_detach(batch_predictions), "cpu"))
+        self.model.train(was_training)
         local = _concatenate(outputs) if outputs else None
         if self.num_processes == 1:
             return local
