@@ -29,14 +29,15 @@ def test_one_png_per_quantity_with_train_and_eval_curves_together(tmp_path, monk
     run_tiny_training(callbacks=[LearningRateMonitorCallback(), plots], num_epochs=3)
 
     names = sorted(path.name for path in (tmp_path / "plots").iterdir())
-    assert names == ["loss_epoch.png", "lr.png"]  # train_loss_epoch and eval_loss_epoch share a plot
+    # train_loss_epoch and eval_loss_epoch share a plot; metrics.png holds every plot side by side
+    assert names == ["loss_epoch.png", "lr.png", "metrics.png"]
     assert sorted(path.name for path in plots.saved_paths) == names
     for path in plots.saved_paths:
         assert_valid_png(path)
 
 
 def test_metric_names_limits_the_plots(tmp_path):
-    plots = PlotMetricsCallback(tmp_path, metric_names=["eval_loss_epoch"])
+    plots = PlotMetricsCallback(tmp_path, metric_names=["eval_loss_epoch"], summary_filename=None)
     run_tiny_training(callbacks=[plots], num_epochs=2)
     assert [path.name for path in plots.saved_paths] == ["loss_epoch.png"]
 
@@ -50,8 +51,9 @@ class StopAtEpochEnd(TrainerCallback):
 def test_a_stopped_run_is_plotted_too(tmp_path):
     plots = PlotMetricsCallback(tmp_path)
     run_tiny_training(callbacks=[StopAtEpochEnd(), plots], num_epochs=5)
-    assert [path.name for path in plots.saved_paths] == ["loss_epoch.png"]
+    assert [path.name for path in plots.saved_paths] == ["loss_epoch.png", "metrics.png"]
     assert_valid_png(plots.saved_paths[0])
+    assert_valid_png(plots.saved_paths[1])
 
 
 class NotMainProcessTrainer(Trainer):

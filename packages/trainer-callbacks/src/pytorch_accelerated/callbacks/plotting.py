@@ -23,14 +23,22 @@ class PlotMetricsCallback(TrainerCallback):
     after the rest: ``train_loss_epoch`` and ``eval_loss_epoch`` go to ``loss_epoch.png``. A metric
     recorded several times in an epoch (``lr`` from ``LearningRateMonitorCallback``) is spread
     evenly over that epoch. ``metric_names`` limits the plots to those metrics; non-scalar values
-    are skipped. Plots from an earlier run in the same ``save_dir`` are replaced; the paths written
-    are in ``saved_paths``. Figures are drawn on matplotlib's Agg canvas without pyplot, so the
+    are skipped. With ``summary_filename`` set (``"metrics.png"`` by default), one more PNG holds
+    every plot side by side, so that loss and accuracy can be read in one picture. Plots from an
+    earlier run in the same ``save_dir`` are replaced; the paths written are in ``saved_paths``. Figures are drawn on matplotlib's Agg canvas without pyplot, so the
     global matplotlib backend and pyplot's figures are left alone.
     """
 
-    def __init__(self, save_dir: str | os.PathLike, metric_names: Iterable[str] | None = None, dpi: int = 100):
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        metric_names: Iterable[str] | None = None,
+        dpi: int = 100,
+        summary_filename: str | None = "metrics.png",
+    ):
         require_extra("matplotlib", "plot", type(self).__name__)
         self.save_dir = Path(save_dir)
+        self.summary_filename = summary_filename
         self.metric_names = list(metric_names) if metric_names is not None else None
         self.dpi = dpi
         self.saved_paths: list[Path] = []
@@ -60,7 +68,10 @@ class PlotMetricsCallback(TrainerCallback):
                 if curve[0]:
                     groups.setdefault(_quantity(name), {})[name] = curve
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        return [self._save_plot(quantity, curves) for quantity, curves in groups.items()]
+        paths = [self._save_plot(quantity, curves) for quantity, curves in groups.items()]
+        if self.summary_filename and groups:
+            paths.append(self._save_summary(groups))
+        return paths
 
     def _curve(self, values: list, name: str) -> Curve:
         """The metric's (epoch, value) points during the run; k values in one epoch sit at 1/k steps."""
@@ -75,22 +86,41 @@ class PlotMetricsCallback(TrainerCallback):
         return xs, ys
 
     def _save_plot(self, quantity: str, curves: dict[str, Curve]) -> Path:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-
-        figure = Figure(figsize=(6.4, 4.0), layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        for name, (xs, ys) in curves.items():
-            axes.plot(xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=name)
-        axes.set(xlabel="epoch", title=quantity)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-        axes.legend()
+        figure = _new_figure(6.4, 4.0)
+        _draw(figure.add_subplot(), quantity, curves)
         path = self.save_dir / (re.sub(r"[^\w.-]", "_", quantity) + ".png")
         figure.savefig(path, dpi=self.dpi)
         return path
+
+    def _save_summary(self, groups: dict[str, dict[str, Curve]]) -> Path:
+        columns = min(3, len(groups))
+        rows = -(-len(groups) // columns)
+        figure = _new_figure(5.0 * columns, 3.6 * rows)
+        for index, (quantity, curves) in enumerate(groups.items(), start=1):
+            _draw(figure.add_subplot(rows, columns, index), quantity, curves)
+        path = self.save_dir / self.summary_filename
+        figure.savefig(path, dpi=self.dpi)
+        return path
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _draw(axes, quantity: str, curves: dict[str, Curve]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for name, (xs, ys) in curves.items():
+        axes.plot(xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=name)
+    axes.set(xlabel="epoch", title=quantity)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend()
 
 
 def _quantity(metric_name: str) -> str:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback
+from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, format_metric_value
 
 
 class MetricWatcher:
@@ -81,7 +81,7 @@ class EarlyStoppingCallback(TrainerCallback):
         if trainer.any_process(out_of_patience):
             raise StopTrainingError(
                 f"Early stopping: {self.watcher.watch_metric} has not improved by more than "
-                f"{self.watcher.threshold} for {self.epochs_without_improvement} epoch(s); best: {self.watcher.best}"
+                f"{self.watcher.threshold} for {self.epochs_without_improvement} epoch(s); best: {format_metric_value(self.watcher.best)}"
             )
 
     def state_dict(self):
@@ -133,7 +133,7 @@ class SaveBestModelCallback(TrainerCallback):
     def on_training_run_end(self, trainer, **kwargs):
         if self.load_saved_checkpoint and self.saved_this_run:
             trainer.print(
-                f"Loading the best checkpoint ({self.watcher.watch_metric}: {self.watcher.best}) from {self.save_path}"
+                f"Loading the best checkpoint ({self.watcher.watch_metric}: {format_metric_value(self.watcher.best)}) from {self.save_path}"
             )
             trainer.load_checkpoint(self.save_path, load_optimizer=self.save_optimizer)
 
