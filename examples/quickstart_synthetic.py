@@ -3,7 +3,7 @@
 Run with only trainer-core installed::
 
     python examples/quickstart_synthetic.py            # one process
-    accelerate launch --num_processes 2 --cpu examples/quickstart_synthetic.py
+    accelerate launch --multi_gpu --num_processes 2 examples/quickstart_synthetic.py   # also on CPUs
     torchrun --nproc_per_node 2 examples/quickstart_synthetic.py
 
 The data are 28x28 images of ten random class prototypes plus noise, so the MLP has
