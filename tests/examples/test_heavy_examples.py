@@ -31,11 +31,15 @@ TWO_PROCESSES_LINE = "trained on 2 process(es), device cpu, backend gloo; weight
 
 
 def require(module_name: str, extra: str) -> None:
+    pairing = (
+        " (torchvision needs a torch build it matches, e.g. torch==2.14.1 with torchvision==0.29.1)"
+        if module_name in ("torchvision", "timm")
+        else ""
+    )
     pytest.importorskip(
         module_name,
         exc_type=ImportError,
-        reason=f"{module_name} is not installed; this example needs it: pip install 'trainer-examples[{extra}]' "
-        "(torchvision needs a torch build it matches, e.g. torch==2.14.1 with torchvision==0.29.1)",
+        reason=f"{module_name} is not installed; this example needs it: pip install 'trainer-examples[{extra}]'{pairing}",
     )
 
 
