@@ -80,6 +80,7 @@ class Trainer:
         self.optimizer_step_was_skipped = False
         self._prepared_model: torch.nn.Module | None = None
         self._trainable_when_wrapped: frozenset[int] = frozenset()
+        self._torch_optimizer: torch.optim.Optimizer | None = None
         self._epoch_end_requested = False
         self.callback_handler.call_event("on_init_end", self)
 
@@ -406,7 +407,7 @@ class Trainer:
 
     def backward_step(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
-        if self._plain_optimizer_calls():
+        if self._torch_optimizer is not None:
             loss.backward()  # all accelerate's backward would do here, less a division by 1
         else:
             self.accelerator.backward(loss)
@@ -420,7 +421,7 @@ class Trainer:
 
     def optimizer_step(self) -> None:
         """Update the parameters."""
-        self._optimizer_for_direct_calls().step()
+        (self._torch_optimizer or self.optimizer).step()
 
     def scheduler_step(self) -> None:
         """Advance the scheduler by one optimizer update."""
@@ -428,10 +429,7 @@ class Trainer:
 
     def optimizer_zero_grad(self) -> None:
         """Reset the gradients for the next accumulation window."""
-        self._optimizer_for_direct_calls().zero_grad()
-
-    def _optimizer_for_direct_calls(self):
-        return self.optimizer.optimizer if self._plain_optimizer_calls() else self.optimizer
+        (self._torch_optimizer or self.optimizer).zero_grad()
 
     def _plain_optimizer_calls(self) -> bool:
         # Without a grad scaler, XLA, DeepSpeed or Megatron, accelerate's backward and optimizer
@@ -603,6 +601,12 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_model_and_optimizer(self) -> None:
+        self._wrap_model_for_distribution()
+        # decided once per run rather than on every step: the wrapped torch optimizer to call
+        # directly, or None where accelerate's wrappers must run
+        self._torch_optimizer = self.optimizer.optimizer if self._plain_optimizer_calls() else None
+
+    def _wrap_model_for_distribution(self) -> None:
         if self._prepared_model is None or self.model is not self._prepared_model:
             self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
             self._prepared_model = self.model
