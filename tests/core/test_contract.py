@@ -14,7 +14,7 @@ from pytorch_accelerated.trainer import TRAINER_EVENTS, Trainer, TrainerCallback
 REPO = Path(__file__).resolve().parents[2]
 
 TRAINER_METHODS = {
-    'train': '(self, train_dataset, num_epochs, eval_dataset=None, per_device_batch_size=8, max_num_train_steps=None, gradient_accumulation_steps=1, gradient_clip_value=None, gradient_clip_norm=None, create_scheduler_fn=None, collate_fn=None, train_dataloader_kwargs=None, eval_dataloader_kwargs=None, reset_run_history=True)',
+    'train': '(self, train_dataset, num_epochs, eval_dataset=None, per_device_batch_size=8, max_num_train_steps=None, gradient_accumulation_steps=1, gradient_clip_value=None, gradient_clip_norm=None, create_scheduler_fn=None, collate_fn=None, train_dataloader_kwargs=None, eval_dataloader_kwargs=None, reset_run_history=True, resume_from=None)',
     'evaluate': '(self, dataset=None, per_device_batch_size=None, dataloader_kwargs=None, collate_fn=None)',
     'predict': '(self, dataset, per_device_batch_size=8, collate_fn=None, dataloader_kwargs=None)',
     'create_accelerator': '(self)',
@@ -40,6 +40,7 @@ TRAINER_METHODS = {
     'calculate_batch_predictions': '(self, batch)',
     'save_checkpoint': '(self, save_path, checkpoint_kwargs=None, save_optimizer=True, save_scheduler=True)',
     'load_checkpoint': '(self, checkpoint_path, load_optimizer=True, load_scheduler=True)',
+    'save_training_state': '(self, save_dir)',
     'get_model': '(self, keep_torch_compile=True)',
     'print': '(self, *args, **kwargs)',
     'gather': '(self, tensor)',
@@ -68,6 +69,7 @@ CALLBACK_EVENTS = {
     'on_evaluation_run_start': '(self, trainer, **kwargs)',
     'on_evaluation_run_end': '(self, trainer, **kwargs)',
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
+    'on_save_point': '(self, trainer, point, **kwargs)',
 }
 INIT = "(self, model, loss_func, optimizer, callbacks=(<class 'pytorch_accelerated.trainer.default_callbacks.MoveModulesToDeviceCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.TerminateOnNaNCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.PrintMetricsCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.ProgressBarCallback'>), run_history=None, accelerator_kwargs=None)"
 
@@ -85,6 +87,8 @@ PUBLIC_NAMES = [
     "atomic_torch_save",
     "safe_torch_load",
     "check_plain_data",
+    "find_latest_training_state",
+    "list_training_states",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

@@ -50,7 +50,7 @@ def _train_step(update, scheduler=True):
     if update:
         step += ["hook:clip_gradients", "on_before_optimizer_step", "hook:optimizer_step"]
         step += ["hook:scheduler_step"] if scheduler else []
-        step += ["hook:optimizer_zero_grad", "on_optimizer_step_end"]
+        step += ["hook:optimizer_zero_grad", "on_optimizer_step_end", "on_save_point"]
     return step
 
 
@@ -63,14 +63,14 @@ def _epoch():
     evaluation = ["hook:eval_epoch_start", "on_eval_epoch_start"]
     evaluation += ["on_eval_step_start", "hook:calculate_eval_batch_loss", "on_eval_step_end"] * 2
     evaluation += ["hook:eval_epoch_end", "on_eval_epoch_end"]
-    return train + evaluation + ["hook:training_run_epoch_end", "on_training_run_epoch_end"]
+    return train + evaluation + ["hook:training_run_epoch_end", "on_training_run_epoch_end", "on_save_point"]
 
 
 EXPECTED_TWO_EPOCH_RUN = (
     ["on_init_end", "hook:training_run_start", "on_training_run_start"]
     + _epoch()
     + _epoch()
-    + ["hook:training_run_end", "on_training_run_end"]
+    + ["on_save_point", "hook:training_run_end", "on_training_run_end"]
 )
 
 
@@ -115,7 +115,7 @@ def test_stop_training_error_from_a_callback_ends_the_run_cleanly():
     result = run_tiny_training(callbacks=[StopAfterFirstEpoch()], num_epochs=5)
     events = result.events
     assert events.count("on_train_epoch_end") == 1
-    assert events[-2:] == ["on_stop_training_error", "on_training_run_end"]
+    assert events[-3:] == ["on_stop_training_error", "on_save_point", "on_training_run_end"]
     assert "on_eval_epoch_start" not in events
 
 

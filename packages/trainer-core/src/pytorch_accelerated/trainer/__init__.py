@@ -18,6 +18,7 @@ from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
 from .seeding import seed_everything
 from .trainer import Trainer
+from .training_state import find_latest_training_state, list_training_states
 from . import testing  # noqa: E402  (the test kit for callback authors)
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "atomic_torch_save",
     "safe_torch_load",
     "check_plain_data",
+    "find_latest_training_state",
+    "list_training_states",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

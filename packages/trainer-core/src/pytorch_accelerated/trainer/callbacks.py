@@ -25,8 +25,14 @@ class TrainerCallback:
 
     A callback with state that must survive a checkpoint overrides :meth:`state_dict` and
     :meth:`load_state_dict`; the values must be tensors, numbers, strings, booleans, ``None``,
-    or lists, tuples and dicts of these.
+    or lists, tuples and dicts of these. A training state (``Trainer.save_training_state``)
+    stores the main process's state and restores it on every process; a callback whose state
+    differs between processes (a metric accumulating its process's share) sets
+    ``per_process_state = True``, and each process saves and restores its own.
     """
+
+    #: True when each process's state differs and must be saved and restored per process.
+    per_process_state: bool = False
 
     def on_init_end(self, trainer: Trainer, **kwargs): ...
 
@@ -62,6 +68,12 @@ class TrainerCallback:
 
     def on_stop_training_error(self, trainer: Trainer, stop_training_error: StopTrainingError, **kwargs): ...
 
+    def on_save_point(self, trainer: Trainer, point: str, **kwargs):
+        """A place where ``trainer.save_training_state`` captures a state that resumes exactly:
+        every callback has handled the stage before it. ``point`` is ``"update"`` (after each
+        optimizer update's events), ``"epoch_end"`` (after each epoch's events) or ``"run_end"``
+        (once, when the run ends or was stopped, before ``training_run_end``)."""
+
     def state_dict(self) -> dict[str, Any]:
         """The callback's state to store in a checkpoint (empty by default)."""
         return {}
@@ -89,6 +101,7 @@ TRAINER_EVENTS: tuple[str, ...] = (
     "on_evaluation_run_start",
     "on_evaluation_run_end",
     "on_stop_training_error",
+    "on_save_point",
 )
 
 

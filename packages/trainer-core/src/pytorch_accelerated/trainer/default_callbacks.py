@@ -37,7 +37,10 @@ class TerminateOnNaNCallback(TrainerCallback):
     The check is kept on the device and read every ``check_every_n_steps`` steps and at the end
     of each epoch, so it does not force a host-device synchronisation per step. The default
     reads every step on the CPU, where reading costs nothing, and every 50 steps elsewhere.
+    A loss found non-finite but not yet acted on is part of each process's training state.
     """
+
+    per_process_state = True
 
     def __init__(self, check_every_n_steps: int | None = None):
         if check_every_n_steps is not None and check_every_n_steps < 1:
@@ -66,6 +69,13 @@ class TerminateOnNaNCallback(TrainerCallback):
     def on_train_epoch_end(self, trainer, **kwargs):
         self._check(trainer)
 
+    def state_dict(self):
+        return {"found_non_finite": bool(self._found_non_finite), "steps_since_check": self._steps_since_check}
+
+    def load_state_dict(self, state_dict):
+        self._found_non_finite = state_dict["found_non_finite"]
+        self._steps_since_check = state_dict["steps_since_check"]
+
     def _check(self, trainer: Trainer) -> None:
         self._steps_since_check = 0
         if trainer.any_process(self._found_non_finite):
@@ -78,14 +88,16 @@ class TerminateOnNaNCallback(TrainerCallback):
 
 
 class ProgressBarCallback(TrainerCallback):
-    """One tqdm progress bar per training and per evaluation epoch, on the main process only."""
+    """One tqdm progress bar per training and per evaluation epoch, on the main process only
+    (a resumed epoch's bar starts where the saved run stopped)."""
 
     def __init__(self):
         self._bar: tqdm | None = None
 
-    def _open(self, trainer: Trainer, total: int | None, description: str) -> None:
+    def _open(self, trainer: Trainer, total: int | None, description: str, initial: int = 0) -> None:
         self._bar = tqdm(
             total=total,
+            initial=initial,
             desc=description,
             disable=not trainer.is_local_process_zero,
             leave=False,
@@ -102,7 +114,12 @@ class ProgressBarCallback(TrainerCallback):
             self._bar = None
 
     def on_train_epoch_start(self, trainer, **kwargs):
-        self._open(trainer, _length_or_none(trainer.train_dataloader), f"epoch {trainer.run_history.current_epoch} train")
+        self._open(
+            trainer,
+            _length_or_none(trainer.train_dataloader),
+            f"epoch {trainer.run_history.current_epoch} train",
+            initial=trainer.completed_epoch_batches,
+        )
 
     def on_train_step_end(self, trainer, **kwargs):
         self._advance()
@@ -136,6 +153,12 @@ class PrintMetricsCallback(TrainerCallback):
         self._in_training_run = True
         self._mark_all_printed(trainer)
         config = trainer.run_config
+        if trainer.resumed_from is not None:
+            trainer.print(
+                f"Resuming training run from {trainer.resumed_from}: epoch {trainer.run_history.current_epoch}, "
+                f"after update step {trainer.completed_update_steps} of {config.num_training_steps}"
+            )
+            return
         trainer.print(
             f"Starting training run: {config.num_epochs} epoch(s), {config.num_training_steps} update step(s), "
             f"{config.num_processes} process(es) on {trainer.device.type}, mixed precision: {config.mixed_precision}"
@@ -158,6 +181,12 @@ class PrintMetricsCallback(TrainerCallback):
     def on_training_run_end(self, trainer, **kwargs):
         self._in_training_run = False
         trainer.print("Finished training run")
+
+    def state_dict(self):
+        return {"printed_counts": dict(self._printed_counts)}
+
+    def load_state_dict(self, state_dict):
+        self._printed_counts = dict(state_dict["printed_counts"])
 
     def _mark_all_printed(self, trainer: Trainer) -> None:
         history = trainer.run_history

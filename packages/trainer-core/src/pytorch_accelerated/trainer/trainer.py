@@ -7,7 +7,9 @@ import math
 import os
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -21,6 +23,15 @@ from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data,
 from .default_callbacks import DEFAULT_CALLBACKS
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
+from .training_state import (
+    MANIFEST_NAME,
+    capture_rng_state,
+    list_training_states,
+    load_training_state,
+    newest_of,
+    restore_rng_state,
+    write_training_state,
+)
 
 _CHECKPOINT_MODEL_KEY = "model_state_dict"
 _CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
@@ -77,7 +88,16 @@ class Trainer:
         self.run_config: TrainerRunConfig | None = None
         self.create_scheduler_fn: Callable | None = None
         self.completed_update_steps = 0
+        self.completed_epoch_batches = 0
         self.optimizer_step_was_skipped = False
+        self.resumed_from: Path | None = None
+        self._epochs_completed = 0
+        self._training_stopped = False
+        self._in_training_run = False
+        self._save_point: str | None = None
+        self._train_loss: _RunningLoss | None = None
+        self._epoch_start_rng: dict | None = None
+        self._resume: _PendingResume | None = None
         self._prepared_model: torch.nn.Module | None = None
         self._trainable_when_wrapped: frozenset[int] = frozenset()
         self._torch_optimizer: torch.optim.Optimizer | None = None
@@ -123,6 +143,7 @@ class Trainer:
         train_dataloader_kwargs: dict[str, Any] | None = None,
         eval_dataloader_kwargs: dict[str, Any] | None = None,
         reset_run_history: bool = True,
+        resume_from: str | os.PathLike | None = None,
     ) -> RunHistory:
         """Train for ``num_epochs`` epochs or ``max_num_train_steps`` optimizer updates, whichever
         comes first, evaluating on ``eval_dataset`` after each epoch. Returns the run history.
@@ -132,6 +153,11 @@ class Trainer:
         ``create_scheduler_fn`` builds the scheduler from the optimizer; use
         ``functools.partial`` with :class:`TrainerPlaceholderValues` for sizes known only now.
         The scheduler steps once per optimizer update, and not when the update was skipped.
+
+        ``resume_from`` continues an interrupted run exactly, as if it had never stopped: a folder
+        written by :meth:`save_training_state`, a folder of them (the one that got furthest is
+        taken), or ``"latest"``: the newest one found by the callbacks that save training states
+        (a fresh start when there is none yet). Pass the arguments the run was started with.
         """
         _check_positive_int("num_epochs", num_epochs)
         _check_positive_int("per_device_batch_size", per_device_batch_size)
@@ -140,6 +166,8 @@ class Trainer:
             _check_positive_int("max_num_train_steps", max_num_train_steps)
         if gradient_clip_value is not None and gradient_clip_norm is not None:
             raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
+
+        training_state = self._find_training_state(resume_from)
 
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -166,17 +194,32 @@ class Trainer:
             gradient_clip_norm,
         )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
-        self.completed_update_steps = 0
+        self._start_run_position()
+        if training_state is not None:
+            self._resume = self._load_training_state(training_state)
         self._run_training()
         return self.run_history
 
     def _run_training(self) -> None:
+        self._in_training_run = True
+        try:
+            self._run_epochs()
+            self._reach_save_point("run_end")
+            self.training_run_end()
+            self.callback_handler.call_event("on_training_run_end", self)
+        finally:
+            self._in_training_run = False
+            self._resume = None
+
+    def _run_epochs(self) -> None:
         try:
             self.training_run_start()
             self.callback_handler.call_event("on_training_run_start", self)
+            if self._resume is not None and not self._resume.mid_epoch:
+                self._finish_resuming()
             # a callback may evaluate() another dataset mid-run: each epoch evaluates this run's
             run_eval_dataset, run_eval_dataloader = self.eval_dataset, self.eval_dataloader
-            for _ in range(self.run_config.num_epochs):
+            while not self._run_is_over():
                 self._run_train_epoch()
                 if run_eval_dataloader is not None:
                     self.eval_dataset, self.eval_dataloader = run_eval_dataset, run_eval_dataloader
@@ -184,21 +227,43 @@ class Trainer:
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
                 self.run_history.increment_epoch()
-                if self._reached_max_train_steps():
-                    break
+                self._epochs_completed += 1
+                self.completed_epoch_batches = 0
+                self._reach_save_point("epoch_end")
         except StopTrainingError as error:
+            self._training_stopped = True
             self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
-        self.training_run_end()
-        self.callback_handler.call_event("on_training_run_end", self)
+
+    def _run_is_over(self) -> bool:
+        if self._resume is not None:
+            return False  # resuming inside an epoch: that epoch is finished first
+        return (
+            self._training_stopped
+            or self._epochs_completed >= self.run_config.num_epochs
+            or self._reached_max_train_steps()
+        )
 
     def _run_train_epoch(self) -> None:
-        self._epoch_end_requested = False
+        resuming = self._resume is not None  # only a resume inside an epoch is still pending here
+        if resuming:
+            restore_rng_state(self._resume.epoch_start_rng, self.train_dataloader)
+        else:
+            self._start_epoch_position()
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        loss_tracker = _RunningLoss(self.device)
+        batches = self._batches_on_device(self.train_dataloader, skip=self.completed_epoch_batches)
+        if resuming:
+            self._finish_resuming()
+        if not self._train_epoch_should_end():
+            self._run_train_steps(batches)
+        self.run_history.update_metric("train_loss_epoch", self._train_loss.compute(self.accelerator))
+        self.train_epoch_end()
+        self.callback_handler.call_event("on_train_epoch_end", self)
+
+    def _run_train_steps(self, batches: Iterator) -> None:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
-        for step, batch in enumerate(self._on_device(self.train_dataloader)):
+        for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
             window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
             is_update_step = step - window_start + 1 == window_size
@@ -206,17 +271,19 @@ class Trainer:
             with nullcontext() if is_update_step else self.accelerator.no_sync(self.model):
                 batch_output = self.calculate_train_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_train_batch_loss")
-                loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+                self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
                 loss = batch_output["loss"]
                 self.backward_step(loss / window_size if window_size > 1 else loss)
+            self.completed_epoch_batches = step + 1
             if is_update_step:
                 self._update_parameters()
-                if self._reached_max_train_steps() or self._epoch_end_requested:
+                self._reach_save_point("update")
+                if self._train_epoch_should_end():
                     break
-        self.run_history.update_metric("train_loss_epoch", loss_tracker.compute(self.accelerator))
-        self.train_epoch_end()
-        self.callback_handler.call_event("on_train_epoch_end", self)
+
+    def _train_epoch_should_end(self) -> bool:
+        return self._reached_max_train_steps() or self._epoch_end_requested
 
     def _update_parameters(self) -> None:
         self.clip_gradients()
@@ -237,7 +304,7 @@ class Trainer:
         self.callback_handler.call_event("on_eval_epoch_start", self)
         loss_tracker = _RunningLoss(self.device)
         with torch.no_grad():
-            for batch in self._on_device(dataloader):
+            for batch in self._batches_on_device(dataloader):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_eval_batch_loss")
@@ -388,8 +455,7 @@ class Trainer:
         scheduler_fn = TrainerPlaceholderValues.fill(self.create_scheduler_fn, self.run_config)
         # torch's schedulers count the steps of the optimizer they are given: give them the one
         # whose step() really runs (accelerate's wrapper calls it, and so may the trainer).
-        optimizer = self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
-        return scheduler_fn(optimizer)
+        return scheduler_fn(self._unwrapped_optimizer())
 
     # ------------------------------------------------------------------ hooks: the run
 
@@ -537,13 +603,290 @@ class Trainer:
         return self.get_model(keep_torch_compile=False).state_dict()
 
     def _load_model_state_dict(self, state_dict, checkpoint_path) -> None:
-        model = self.get_model(keep_torch_compile=False)
-        try:
-            model.load_state_dict(state_dict)
-        except RuntimeError as error:
+        self._check_model_fits(state_dict, checkpoint_path)
+        self.get_model(keep_torch_compile=False).load_state_dict(state_dict)
+
+    # ------------------------------------------------------------------ training states: exact resume
+
+    def save_training_state(self, save_dir: str | os.PathLike) -> Path:
+        """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
+        atomically if it exists): weights, optimizer, scheduler, gradient scaler, every random
+        generator of every process, the position in the epoch, the run history and the callbacks'
+        states. ``train(..., resume_from=save_dir)`` continues from it.
+
+        Call it on every process, from ``on_save_point`` (where a state resumes exactly) or after
+        ``train`` returns; the main process writes, the others wait. The folder must be on a file
+        system that every process can read when resuming.
+        """
+        self._check_training_state_can_be_saved()
+        save_dir = Path(save_dir)
+        own = self._on_every_process(lambda: _to_cpu(self._process_training_state()), "collect its training state")
+        states = [own] if self.num_processes == 1 else gather_object([own])
+
+        def write() -> None:
+            if self.is_world_process_zero:
+                write_training_state(save_dir, self._shared_training_state(), states, self._position())
+
+        self._on_every_process(write, f"write the training state {str(save_dir)!r}")
+        return save_dir
+
+    def _check_training_state_can_be_saved(self) -> None:
+        if self.run_config is None:
+            raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
+        if self._in_training_run and self._save_point is None:
             raise CheckpointError(
-                f"The weights in {str(checkpoint_path)!r} do not fit this model: {error}"
-            ) from error
+                "save_training_state was called in the middle of a training step, where a saved state would "
+                "not resume exactly: call it from on_save_point (fired after each update and each epoch), "
+                "or after train() returns."
+            )
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise CheckpointError(
+                "save_training_state supports one device and DDP, not sharded FSDP/DeepSpeed models: "
+                "use accelerator.save_state / load_state there."
+            )
+
+    def _position(self) -> dict[str, Any]:
+        return {
+            "completed_update_steps": self.completed_update_steps,
+            "epochs_completed": self._epochs_completed,
+            "epoch_batches": self.completed_epoch_batches,
+            "epoch_end_requested": self._epoch_end_requested,
+            "stopped": self._training_stopped,
+            "epoch": self.run_history.current_epoch,
+            "point": self._save_point or "run_end",
+        }
+
+    def _resume_settings(self) -> dict[str, Any]:
+        """The settings a position inside an epoch depends on."""
+        config = self.run_config
+        return {
+            "train_dataloader_len": config.train_dataloader_len,
+            "train_per_device_batch_size": config.train_per_device_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        }
+
+    def _shared_training_state(self) -> dict[str, Any]:
+        state = {
+            "model": self._model_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": type(self._unwrapped_optimizer()).__name__,
+            "run_history": self.run_history.state_dict(),
+            "position": self._position(),
+            "settings": self._resume_settings(),
+            "callbacks": self._callback_states(per_process=False),
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.accelerator.scaler is not None:
+            state["scaler"] = self.accelerator.scaler.state_dict()
+        check_plain_data(state["run_history"], "run_history.state_dict()")
+        check_plain_data(state.get("scheduler"), "scheduler.state_dict()")
+        return state
+
+    def _process_training_state(self) -> dict[str, Any]:
+        return {
+            "rng": capture_rng_state(self.train_dataloader),
+            "epoch_start_rng": self._epoch_start_rng if self.completed_epoch_batches else None,
+            "train_loss": self._train_loss.state_dict() if self._train_loss is not None else None,
+            "callbacks": self._callback_states(per_process=True),
+        }
+
+    def _callback_keys(self) -> list[tuple[str, TrainerCallback]]:
+        """Each callback under its class name, numbered from the second of a class: ``Logger#2``."""
+        seen: dict[str, int] = {}
+        keys = []
+        for callback in self.callback_handler.callbacks:
+            name = type(callback).__qualname__
+            seen[name] = seen.get(name, 0) + 1
+            keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
+        return keys
+
+    def _callback_states(self, per_process: bool) -> dict[str, dict]:
+        states = {}
+        for key, callback in self._callback_keys():
+            if bool(callback.per_process_state) == per_process:
+                state = callback.state_dict()
+                if state:
+                    check_plain_data(state, f"{key}.state_dict()")
+                    states[key] = state
+        return states
+
+    def _on_every_process(self, action: Callable, what: str):
+        """Run ``action`` on every process; if it fails on any, raise on all of them (never leave
+        the others waiting in a collective for a process that gave up)."""
+        error = None
+        try:
+            result = action()
+        except Exception as caught:  # re-raised below, after the processes agree
+            error = caught
+        if self.any_process(error is not None):
+            if error is not None:
+                raise error
+            raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
+        return result
+
+    def _find_training_state(self, resume_from) -> Path | None:
+        if resume_from is None:
+            return None
+        if isinstance(resume_from, str) and resume_from == "latest":
+            return self._latest_training_state_of_callbacks()
+        path = Path(resume_from)
+        states = list_training_states(path) if not (path / MANIFEST_NAME).exists() else []
+        return states[-1] if states else path  # a folder of states, or one (checked when loaded)
+
+    def _latest_training_state_of_callbacks(self) -> Path | None:
+        finders = [
+            callback.latest_training_state
+            for callback in self.callback_handler.callbacks
+            if callable(getattr(callback, "latest_training_state", None))
+        ]
+        if not finders:
+            raise ValueError(
+                "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
+                "from trainer-callbacks); otherwise pass the folder to resume from."
+            )
+        latest = newest_of(path for path in (find() for find in finders) if path is not None)
+        if latest is None:
+            self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
+        return latest
+
+    def _load_training_state(self, path: Path) -> _PendingResume:
+        return self._on_every_process(lambda: self._apply_training_state(path), f"load the training state {str(path)!r}")
+
+    def _apply_training_state(self, path: Path) -> _PendingResume:
+        manifest, shared, own = load_training_state(path, self.process_index)
+        callback_states = {**shared["callbacks"], **own["callbacks"]}
+        self._check_training_state_fits(path, manifest, shared, callback_states)
+        self._load_model_state_dict(shared["model"], path)
+        self.optimizer.load_state_dict(shared["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(shared["scheduler"])
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(shared["scaler"])
+        self.run_history.load_state_dict(shared["run_history"])
+        position = shared["position"]
+        self.completed_update_steps = position["completed_update_steps"]
+        self.completed_epoch_batches = position["epoch_batches"]
+        self._epochs_completed = position["epochs_completed"]
+        self._epoch_end_requested = position["epoch_end_requested"]
+        self._training_stopped = position["stopped"]
+        self._train_loss = _RunningLoss.from_state_dict(own["train_loss"], self.device)
+        self.resumed_from = path
+        return _PendingResume(
+            rng=own["rng"],
+            epoch_start_rng=own["epoch_start_rng"],
+            callback_states=callback_states,
+            mid_epoch=not position["stopped"] and position["epoch_batches"] > 0,
+        )
+
+    def _check_training_state_fits(self, path: Path, manifest: dict, shared: dict, callback_states: dict) -> None:
+        where = repr(str(path))
+        if manifest["num_processes"] != self.num_processes:
+            raise CheckpointError(
+                f"{where} was saved by {manifest['num_processes']} process(es) and this run has {self.num_processes}: "
+                "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
+            )
+        position = shared["position"]
+        if position["epoch_batches"] > 0 and not position["stopped"]:
+            differences = [
+                f"{name} {saved} there, {now} here"
+                for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())
+                if saved != now
+            ]
+            if differences:
+                raise CheckpointError(
+                    f"{where} was saved in the middle of an epoch of a run with other settings ({'; '.join(differences)}): "
+                    "resume with the settings it was saved with."
+                )
+        self._check_model_fits(shared["model"], path)
+        self._check_optimizer_fits(shared, path)
+        for part, present in (("scheduler", self.scheduler is not None), ("scaler", self.accelerator.scaler is not None)):
+            if (part in shared) != present:
+                saved_it = "holds" if part in shared else "has no"
+                here = "has one" if present else "has none"
+                raise CheckpointError(
+                    f"{where} {saved_it} a {part} state and this run {here}: resume with the "
+                    f"{'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was saved with."
+                )
+        callbacks_here = {key for key, _ in self._callback_keys()}
+        homeless = sorted(set(callback_states) - callbacks_here)
+        if homeless:
+            raise CheckpointError(
+                f"{where} holds the state of callbacks this trainer does not have: {homeless}. Create the Trainer "
+                "with the callbacks the run was saved with (several of one class in the same order)."
+            )
+
+    def _check_model_fits(self, saved: Mapping[str, torch.Tensor], path) -> None:
+        current = self.get_model(keep_torch_compile=False).state_dict()
+        problems = []
+        missing = [name for name in current if name not in saved]
+        unexpected = [name for name in saved if name not in current]
+        if missing:
+            problems.append(f"missing {_some(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {_some(unexpected)}")
+        mismatched = [
+            f"{name} is {tuple(saved[name].shape)} there and {tuple(tensor.shape)} here"
+            for name, tensor in current.items()
+            if name in saved and tuple(saved[name].shape) != tuple(tensor.shape)
+        ]
+        if mismatched:
+            problems.append(_some(mismatched))
+        if problems:
+            raise CheckpointError(
+                f"The weights in {str(path)!r} are not for this model: {'; '.join(problems)}. "
+                "Use the model the checkpoint was saved from."
+            )
+
+    def _check_optimizer_fits(self, shared: dict, path: Path) -> None:
+        optimizer_class = type(self._unwrapped_optimizer()).__name__
+        if shared["optimizer_class"] != optimizer_class:
+            raise CheckpointError(
+                f"{str(path)!r} holds the state of a {shared['optimizer_class']} optimizer; this trainer's is a "
+                f"{optimizer_class}. Resume with the optimizer the run was saved with."
+            )
+        saved_sizes = [len(group["params"]) for group in shared["optimizer"]["param_groups"]]
+        sizes = [len(group["params"]) for group in self._unwrapped_optimizer().param_groups]
+        if saved_sizes != sizes:
+            raise CheckpointError(
+                f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
+                f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
+            )
+
+    def _finish_resuming(self) -> None:
+        """The last step of resuming, once the run-start (and epoch-start) events have run: the
+        callbacks' states, then the random generators as they were when the state was saved."""
+        resume, self._resume = self._resume, None
+        callbacks = dict(self._callback_keys())
+        for key, state in resume.callback_states.items():
+            callbacks[key].load_state_dict(state)
+        restore_rng_state(resume.rng, self.train_dataloader)
+
+    def _reach_save_point(self, point: str) -> None:
+        self._save_point = point
+        try:
+            self.callback_handler.call_event("on_save_point", self, point=point)
+        finally:
+            self._save_point = None
+
+    def _start_run_position(self) -> None:
+        self.completed_update_steps = 0
+        self.completed_epoch_batches = 0
+        self._epochs_completed = 0
+        self._training_stopped = False
+        self._epoch_end_requested = False
+        self.resumed_from = None
+        self._resume = None
+
+    def _start_epoch_position(self) -> None:
+        self.completed_epoch_batches = 0
+        self._epoch_end_requested = False
+        self._train_loss = _RunningLoss(self.device)
+        # the epoch's data order is drawn from these: a state saved inside the epoch replays them
+        self._epoch_start_rng = capture_rng_state(self.train_dataloader)
+
+    def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
 
     # ------------------------------------------------------------------ helpers for users and callbacks
 
@@ -632,11 +975,20 @@ class Trainer:
         finally:
             self.accelerator.even_batches = even_batches
 
-    def _on_device(self, dataloader: DataLoader) -> Iterable:
-        """The dataloader's batches, on the trainer's device."""
+    def _batches_on_device(self, dataloader: DataLoader, skip: int = 0) -> Iterator:
+        """The dataloader's batches after the first ``skip`` (loaded, then dropped, so that every
+        random draw of the loading happens as before), on the trainer's device."""
+        batches = iter(dataloader)
+        for skipped in range(skip):
+            if next(batches, _EXHAUSTED) is _EXHAUSTED:
+                raise CheckpointError(
+                    f"The training dataloader ran out after {skipped} batches where the saved run had seen {skip}: "
+                    "resume with the same dataset and batch size."
+                )
         if self.device.type == "cpu" or self.accelerator.distributed_type != DistributedType.NO:
-            return dataloader  # already there, or moved by accelerate's prepared dataloader
-        return map(functools.partial(send_to_device, device=self.device, non_blocking=dataloader.pin_memory), dataloader)
+            return batches  # already there, or moved by accelerate's prepared dataloader
+        non_blocking = getattr(dataloader, "pin_memory", False)
+        return map(functools.partial(send_to_device, device=self.device, non_blocking=non_blocking), batches)
 
     def _default_eval_batch_size(self) -> int:
         if self.run_config is None:
@@ -679,12 +1031,33 @@ class Trainer:
         )
 
 
+@dataclass
+class _PendingResume:
+    """What a resumed run restores once its start events have run."""
+
+    rng: dict
+    epoch_start_rng: dict | None
+    callback_states: dict[str, dict]
+    mid_epoch: bool
+
+
 class _RunningLoss:
     """A sample-weighted running mean kept on the device; read (and reduced) once per epoch."""
 
     def __init__(self, device: torch.device):
         self.total = torch.zeros((), dtype=torch.float32, device=device)
         self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None, device: torch.device) -> _RunningLoss:
+        tracker = cls(device)
+        if state is not None:
+            tracker.total.copy_(state["total"])
+            tracker.count = state["count"]
+        return tracker
 
     def update(self, loss: torch.Tensor, batch_size: int) -> None:
         self.total += loss.detach().float() * batch_size
@@ -696,6 +1069,34 @@ class _RunningLoss:
             totals = accelerator.reduce(totals, "sum")
         total, count = totals.tolist()
         return total / count if count else math.nan
+
+
+_EXHAUSTED = object()
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    """Up to ``limit`` names, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def _map_tensors(value, function: Callable):
+    """``value`` with ``function`` applied to every tensor in it (through dicts, lists and tuples)."""
+    if isinstance(value, torch.Tensor):
+        return function(value)
+    if isinstance(value, Mapping):
+        return {key: _map_tensors(item, function) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(item, function) for item in value)
+    return value
+
+
+def _to_cpu(value):
+    return _map_tensors(value, lambda tensor: tensor.detach().cpu())
+
+
+def _detach(outputs):
+    return _map_tensors(outputs, torch.Tensor.detach)
 
 
 def _accumulation_window_size(window_start: int, accumulation_steps: int, num_batches: int | None) -> int:
@@ -775,16 +1176,6 @@ def _contiguous_share(length: int, process_index: int, num_processes: int) -> ra
     per_process, remainder = divmod(length, num_processes)
     start = process_index * per_process + min(process_index, remainder)
     return range(start, start + per_process + (1 if process_index < remainder else 0))
-
-
-def _detach(outputs):
-    if isinstance(outputs, torch.Tensor):
-        return outputs.detach()
-    if isinstance(outputs, Mapping):
-        return {key: _detach(value) for key, value in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(_detach(value) for value in outputs)
-    return outputs
 
 
 def _concatenate(parts: list):

@@ -1,0 +1,280 @@
+"""Training states on disk: one folder holding everything an interrupted run needs to continue
+exactly, written atomically and read back without unpickling arbitrary objects.
+
+A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, scheduler, scaler,
+run history, position, shared callback states), one ``process_<i>.pt`` per process (its random
+generators, its running loss, its own callback states) and ``training_state.json``, the manifest,
+written last: the file names and sizes, the number of processes and the position, as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .checkpointing import CheckpointError, atomic_torch_save, safe_torch_load
+
+MANIFEST_NAME = "training_state.json"
+SHARED_FILE_NAME = "trainer.pt"
+_FORMAT = "pytorch_accelerated.training_state"
+_FORMAT_VERSION = 1
+_SAVE_POINT_ORDER = {"update": 0, "epoch_end": 1, "run_end": 2}
+# attributes through which a dataloader reaches its samplers' and its own random generators
+_GENERATOR_PATHS = ("generator", "synchronized_generator", "sampler", "batch_sampler", "dataset")
+
+
+def process_file_name(process_index: int) -> str:
+    return f"process_{process_index}.pt"
+
+
+# ---------------------------------------------------------------------------------- random generators
+
+
+def capture_rng_state(dataloader=None) -> dict[str, Any]:
+    """The state of every random generator a run draws from: Python's, NumPy's, torch's (CPU and
+    each CUDA device) and the generators reachable from ``dataloader`` (its samplers')."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "dataloader": [generator.get_state() for generator in _dataloader_generators(dataloader)],
+    }
+    iteration = getattr(dataloader, "iteration", None)  # accelerate's epoch counter, fed to set_epoch
+    if isinstance(iteration, int):
+        state["dataloader_iteration"] = iteration
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], dataloader=None) -> None:
+    """Put every generator back in the state :func:`capture_rng_state` returned."""
+    generators = _dataloader_generators(dataloader)
+    if len(generators) != len(state["dataloader"]):
+        raise CheckpointError(
+            f"The training dataloader draws from {len(generators)} random generator(s), the saved run from "
+            f"{len(state['dataloader'])}: build the dataloader (sampler, generator) as the saved run did."
+        )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
+    for generator, generator_state in zip(generators, state["dataloader"]):
+        generator.set_state(generator_state)
+    if "dataloader_iteration" in state:
+        dataloader.iteration = state["dataloader_iteration"]
+
+
+def _dataloader_generators(dataloader) -> list[torch.Generator]:
+    """Every distinct ``torch.Generator`` reachable from ``dataloader``, in a fixed order."""
+    found: dict[int, torch.Generator] = {}
+
+    def visit(value, depth: int) -> None:
+        if isinstance(value, torch.Generator):
+            found.setdefault(id(value), value)
+        elif value is not None and depth < 5:
+            for name in _GENERATOR_PATHS:
+                visit(getattr(value, name, None), depth + 1)
+
+    visit(dataloader, 0)
+    return list(found.values())
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def write_training_state(
+    save_dir: str | os.PathLike, shared: dict[str, Any], per_process: list[dict[str, Any]], position: dict[str, Any]
+) -> Path:
+    """Write a training state folder (main process only), atomically: the files go to a hidden
+    folder beside ``save_dir``, which is renamed to ``save_dir`` once complete, so a folder under
+    that name is always complete, and one that was there survives a failed write."""
+    save_dir = Path(save_dir)
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_up_interrupted_writes(save_dir.parent)
+    temporary = save_dir.with_name(f".{save_dir.name}.incomplete")
+    temporary.mkdir()
+    try:
+        atomic_torch_save(shared, temporary / SHARED_FILE_NAME)
+        for index, state in enumerate(per_process):
+            atomic_torch_save(state, temporary / process_file_name(index))
+        files = {path.name: path.stat().st_size for path in sorted(temporary.iterdir())}
+        manifest = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "num_processes": len(per_process),
+            "position": position,
+            "files": files,
+        }
+        _write_json_atomically(manifest, temporary / MANIFEST_NAME)
+        _install_folder(temporary, save_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return save_dir
+
+
+def _write_json_atomically(value, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def _clean_up_interrupted_writes(folder: Path) -> None:
+    """Remove what a write killed midway left in ``folder``: unfinished folders, and a replaced
+    folder (put back under its name if the write was killed before the new one took it)."""
+    for leftover in folder.glob(".*.incomplete"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for replaced in folder.glob(".*.replaced"):
+        original = folder / replaced.name[1 : -len(".replaced")]
+        if original.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.replace(replaced, original)
+
+
+def _install_folder(temporary: Path, final: Path) -> None:
+    """Rename ``temporary`` to ``final``; an existing ``final`` is replaced only once the new one is in place."""
+    if final.exists():
+        replaced = final.with_name(f".{final.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
+        os.replace(temporary, final)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(temporary, final)
+    _fsync_folder(final.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a training state folder, once it is shown complete: every file it lists
+    is there with its full size. Raises :class:`CheckpointError` naming what is wrong."""
+    state_dir = Path(state_dir)
+    manifest_path = state_dir / MANIFEST_NAME
+    if not state_dir.is_dir():
+        raise CheckpointError(f"No training state at {str(state_dir)!r}: check the path.")
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"{str(state_dir)!r} is not a complete training state: it has no {MANIFEST_NAME} "
+            "(Trainer.save_training_state writes it last). Resume from another one."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
+    if manifest.get("format_version") != _FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(state_dir)!r} was written in training-state format {manifest.get('format_version')}; "
+            f"this trainer-core reads format {_FORMAT_VERSION}."
+        )
+    for name, size in manifest["files"].items():
+        path = state_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"The training state {str(state_dir)!r} is missing its part {name!r}; resume from another one.")
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"{str(path)!r} is truncated or was changed: {path.stat().st_size} bytes where {size} were "
+                "written. Resume from another training state."
+            )
+    return manifest
+
+
+def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tuple[dict, dict, dict]:
+    """The manifest, the shared state and this process's state of a training state folder."""
+    state_dir = Path(state_dir)
+    manifest = read_manifest(state_dir)
+    if process_index >= manifest["num_processes"]:
+        raise CheckpointError(
+            f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
+            "in it. Resume with the number of processes the run was saved with."
+        )
+    shared = safe_torch_load(state_dir / SHARED_FILE_NAME)
+    own = safe_torch_load(state_dir / process_file_name(process_index))
+    return manifest, shared, own
+
+
+def training_state_progress(manifest: dict[str, Any]) -> tuple:
+    """How far the run had got when the state was saved, as a sortable key: later states sort higher."""
+    position = manifest["position"]
+    return (
+        position["completed_update_steps"],
+        position["epochs_completed"],
+        position["epoch_batches"],
+        position["stopped"],
+        _SAVE_POINT_ORDER.get(position["point"], -1),
+        manifest["saved_at"],
+    )
+
+
+def list_training_states(folder: str | os.PathLike) -> list[Path]:
+    """The complete training states directly inside ``folder``, oldest progress first. Folders
+    whose names start with a dot (writes in progress) and incomplete ones are left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for candidate in folder.iterdir():
+        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
+            continue
+        try:
+            found.append((training_state_progress(read_manifest(candidate)), candidate))
+        except (CheckpointError, KeyError, TypeError):
+            continue
+    return [path for _, path in sorted(found)]
+
+
+def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
+    """The training state inside ``folder`` that got furthest (complete ones only), or None."""
+    states = list_training_states(folder)
+    return states[-1] if states else None
+
+
+def newest_of(paths: Iterable[Path]) -> Path | None:
+    """The training state among ``paths`` that got furthest."""
+    paths = list(paths)
+    if not paths:
+        return None
+    return max(paths, key=lambda path: training_state_progress(read_manifest(path)))

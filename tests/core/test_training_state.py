@@ -1,0 +1,411 @@
+"""Training states: a run resumed from any save point ends exactly as the uninterrupted run, and
+bad, incomplete or mismatched states give clear errors without harming the states on disk.
+
+The multi-process runs and the runs killed with SIGKILL / stopped with SIGTERM are in
+tests/callbacks/test_resume.py, with SaveTrainingStateCallback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pytorch_accelerated.trainer import (
+    CheckpointError,
+    StopTrainingError,
+    Trainer,
+    TrainerCallback,
+    TrainerPlaceholderValues,
+    find_latest_training_state,
+    list_training_states,
+    seed_everything,
+)
+from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset
+
+# ---------------------------------------------------------------------------------------- a run
+
+
+def make_model(hidden=16, seed=0):
+    # dropout draws from torch's generator on every training step: the resumed run must too
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(hidden, 3)
+        )
+
+
+class SaveAtEverySavePoint(TrainerCallback):
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.saved: list[Path] = []
+
+    def on_save_point(self, trainer, point, **kwargs):
+        path = self.folder / f"{len(self.saved):03d}-{point}"
+        trainer.save_training_state(path)
+        self.saved.append(path)
+
+
+class CountsSteps(TrainerCallback):
+    """A callback with state of each kind: shared (steps) and per process (losses summed)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
+        self.steps += 1
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        trainer.run_history.update_metric("steps_seen", self.steps)
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state_dict):
+        self.steps = state_dict["steps"]
+
+
+class EndsEpochAfter(TrainerCallback):
+    """Asks for the epoch's end after ``limit`` batches, like a batch limit."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.seen = 0
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self.seen = 0
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.seen += 1
+        if self.seen >= self.limit:
+            trainer.request_epoch_end()
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state_dict):
+        self.seen = state_dict["seen"]
+
+
+RUN = dict(num_samples=70, batch_size=8, num_epochs=3, accumulation=3, workers=0, max_steps=None, epoch_limit=None)
+
+
+def train_run(
+    callbacks=(), resume_from=None, model=None, optimizer_class=torch.optim.AdamW, scheduler=True, counter=True, **overrides
+):
+    settings = {**RUN, **overrides}
+    seed_everything(7)
+    model = model if model is not None else make_model()
+    extra = [EndsEpochAfter(settings["epoch_limit"])] if settings["epoch_limit"] else []
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), optimizer_class(model.parameters(), lr=0.01),
+        callbacks=[*([CountsSteps()] if counter else []), *extra, *callbacks],
+    )  # fmt: skip
+    create_scheduler_fn = functools.partial(
+        torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+    )
+    trainer.train(
+        make_tiny_dataset(settings["num_samples"]),
+        num_epochs=settings["num_epochs"],
+        eval_dataset=make_tiny_dataset(20, seed=1),
+        per_device_batch_size=settings["batch_size"],
+        gradient_accumulation_steps=settings["accumulation"],
+        max_num_train_steps=settings["max_steps"],
+        create_scheduler_fn=create_scheduler_fn if scheduler else None,
+        train_dataloader_kwargs={"num_workers": settings["workers"]},
+        resume_from=resume_from,
+    )
+    return trainer
+
+
+def final_state(trainer):
+    return {
+        "weights": trainer.get_model().state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "history": trainer.run_history.state_dict(),
+        "updates": trainer.completed_update_steps,
+    }
+
+
+def assert_bitwise_equal(actual, expected, where="state"):
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, where
+        assert torch.equal(actual, expected), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            assert_bitwise_equal(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_bitwise_equal(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected or (actual != actual and expected != expected), f"{where}: {actual!r} != {expected!r}"
+
+
+def scramble_random_generators():
+    random.seed()
+    np.random.seed()
+    torch.seed()
+
+
+# ---------------------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="accumulation-dropout-scheduler"),
+        pytest.param({"workers": 2, "accumulation": 1, "num_epochs": 2}, id="dataloader-workers"),
+        pytest.param({"max_steps": 7}, id="max-steps-mid-epoch"),
+        pytest.param({"epoch_limit": 5, "num_epochs": 2}, id="epoch-ended-early"),
+    ],
+)
+def test_resuming_from_every_save_point_ends_bitwise_like_the_uninterrupted_run(tmp_path, overrides):
+    saver = SaveAtEverySavePoint(tmp_path)
+    expected = final_state(train_run([saver], **overrides))
+    points = [path.name.split("-", 1)[1] for path in saver.saved]
+    assert {"update", "epoch_end", "run_end"} <= set(points)
+    for path in saver.saved:
+        scramble_random_generators()
+        resumed = train_run(resume_from=path, **overrides)
+        assert resumed.resumed_from == path
+        assert_bitwise_equal(final_state(resumed), expected, path.name)
+
+
+def test_the_check_can_fail_a_resume_that_loses_the_random_state(tmp_path, monkeypatch):
+    """The comparison above is sharp: without the generators, resumed runs differ."""
+    saver = SaveAtEverySavePoint(tmp_path)
+    expected = final_state(train_run([saver]))
+    import pytorch_accelerated.trainer.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda *args, **kwargs: None)
+    scramble_random_generators()
+    resumed = train_run(resume_from=saver.saved[1])
+    with pytest.raises(AssertionError, match="differs"):
+        assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_a_resume_inside_an_epoch_replays_its_start_then_loads_the_callback_states(tmp_path):
+    path = tmp_path / "state"
+    log = []
+
+    class Watcher(EventRecorder):
+        def __init__(self):
+            super().__init__()
+            self.events = log
+
+        def state_dict(self):
+            return {"saved": True}
+
+        def load_state_dict(self, state_dict):
+            log.append("load_state_dict")
+
+    class SaveAtUpdate4(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "update" and trainer.completed_update_steps == 4:
+                trainer.save_training_state(path)
+
+    train_run([Watcher(), SaveAtUpdate4()])
+    log.clear()
+    trainer = train_run([Watcher()], resume_from=path)
+    # 70 samples / batch 8 = 9 batches; accumulation 3: update 4 is the first of epoch 2
+    assert log[:5] == ["on_init_end", "on_training_run_start", "on_train_epoch_start", "load_state_dict", "on_train_step_start"]
+    assert log.count("on_train_step_start") == 2 * 9 - 3
+    assert trainer.completed_update_steps == 9
+
+
+def test_a_state_saved_after_the_run_was_stopped_ends_at_once_when_resumed(tmp_path):
+    path = tmp_path / "stopped"
+
+    class StopAtUpdate5(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 5:
+                raise StopTrainingError("enough")
+
+    class SaveAtRunEnd(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "run_end":
+                trainer.save_training_state(path)
+
+    expected = final_state(train_run([StopAtUpdate5(), SaveAtRunEnd()]))
+    recorder = EventRecorder()
+    resumed = train_run([recorder], resume_from=path)
+    assert "on_train_step_start" not in recorder.events
+    assert recorder.events[-1] == "on_training_run_end"
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_a_finished_run_can_be_extended_with_more_epochs(tmp_path):
+    saver = SaveAtEverySavePoint(tmp_path)
+    trainer = train_run([saver], num_epochs=2, scheduler=False)
+    extended = train_run(resume_from=saver.saved[-1], num_epochs=3, scheduler=False)
+    assert extended.run_history.current_epoch == 4
+    assert len(extended.run_history.get_metric_values("train_loss_epoch")) == 3
+    assert extended.completed_update_steps == trainer.completed_update_steps * 3 // 2
+
+
+def test_resume_from_a_folder_takes_the_state_that_got_furthest(tmp_path):
+    saver = SaveAtEverySavePoint(tmp_path)
+    train_run([saver], num_epochs=1)
+    assert list_training_states(tmp_path) == saver.saved
+    assert find_latest_training_state(tmp_path) == saver.saved[-1]
+    # names do not matter, progress does: rename the newest so that it sorts first by name
+    renamed = saver.saved[-1].rename(tmp_path / "000-aaa")
+    resumed = train_run(resume_from=tmp_path, num_epochs=1)
+    assert resumed.resumed_from == renamed
+
+
+def test_resume_from_latest_needs_a_callback_that_saves_states():
+    with pytest.raises(ValueError, match="SaveTrainingStateCallback"):
+        train_run(resume_from="latest")
+
+
+# ---------------------------------------------------------------------------------------- misuse and bad states
+
+
+def _saved_state(tmp_path, **overrides) -> Path:
+    path = tmp_path / "state"
+
+    class SaveAtUpdate4(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "update" and trainer.completed_update_steps == 4:
+                trainer.save_training_state(path)
+
+    train_run([SaveAtUpdate4()], **overrides)
+    return path
+
+
+def test_saving_inside_a_training_step_or_before_training_is_refused(tmp_path):
+    class SavesMidStep(TrainerCallback):
+        def on_train_step_end(self, trainer, **kwargs):
+            trainer.save_training_state(tmp_path / "x")
+
+    with pytest.raises(CheckpointError, match="on_save_point"):
+        train_run([SavesMidStep()])
+    trainer = Trainer(make_model(), torch.nn.CrossEntropyLoss(), torch.optim.SGD(make_model().parameters(), lr=0.1))
+    with pytest.raises(CheckpointError, match="Nothing to save yet"):
+        trainer.save_training_state(tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_callback_state_that_cannot_be_loaded_safely_is_refused_when_saving(tmp_path):
+    class HoldsAnObject(TrainerCallback):
+        def state_dict(self):
+            return {"when": object()}
+
+    class SaveOnce(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            trainer.save_training_state(tmp_path / "state")
+
+    with pytest.raises(CheckpointError, match=r"HoldsAnObject\.state_dict\(\)\['when'\] holds a object"):
+        train_run([HoldsAnObject(), SaveOnce()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_state_of_another_model_names_what_does_not_match(tmp_path):
+    path = _saved_state(tmp_path)
+    with pytest.raises(CheckpointError, match=re.escape("0.weight is (16, 4) there and (8, 4) here")):
+        train_run(resume_from=path, model=make_model(hidden=8))
+    assert find_latest_training_state(tmp_path) == path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optimizer_class": torch.optim.SGD}, "holds the state of a AdamW optimizer; this trainer's is a SGD"),
+        ({"scheduler": False}, "holds a scheduler state and this run has none"),
+        ({"batch_size": 4}, "train_per_device_batch_size 8 there, 4 here"),
+        ({"counter": False}, "callbacks this trainer does not have: ['CountsSteps']"),
+    ],
+)
+def test_a_state_of_another_run_set_up_names_the_difference(tmp_path, change, message):
+    path = _saved_state(tmp_path)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        train_run(resume_from=path, **change)
+
+
+def test_a_missing_or_truncated_part_names_the_file_and_the_earlier_state_still_loads(tmp_path):
+    saver = SaveAtEverySavePoint(tmp_path)
+    expected = final_state(train_run([saver]))
+    newest, earlier = saver.saved[-1], saver.saved[-2]
+
+    shared = newest / "trainer.pt"
+    shared.write_bytes(shared.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"trainer\.pt' is truncated or was changed"):
+        train_run(resume_from=newest)
+    assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over
+
+    (earlier / "process_0.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"is missing its part 'process_0\.pt'"):
+        train_run(resume_from=earlier)
+
+    (saver.saved[-3] / "training_state.json").unlink()
+    with pytest.raises(CheckpointError, match="it has no training_state.json"):
+        train_run(resume_from=saver.saved[-3])
+
+    with pytest.raises(CheckpointError, match="No training state at"):
+        train_run(resume_from=tmp_path / "nowhere")
+
+    resumed = train_run(resume_from=saver.saved[-4])
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_loading_never_unpickles_arbitrary_objects(tmp_path):
+    path = _saved_state(tmp_path)
+    shared = path / "trainer.pt"
+    torch.save({"model": functools.partial(print, "unpickled!")}, shared)
+    manifest = json.loads((path / "training_state.json").read_text())
+    manifest["files"]["trainer.pt"] = shared.stat().st_size
+    (path / "training_state.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
+        train_run(resume_from=path)
+
+
+def test_a_failed_write_leaves_the_state_under_that_name_as_it_was(tmp_path, monkeypatch):
+    path = _saved_state(tmp_path)
+    before = {file.name: file.read_bytes() for file in path.iterdir()}
+    import pytorch_accelerated.trainer.training_state as training_state
+
+    written = []
+
+    def fail_on_second_file(obj, file_path):
+        written.append(file_path)
+        if len(written) == 2:
+            raise OSError("disk full")
+        return real_save(obj, file_path)
+
+    real_save = training_state.atomic_torch_save
+    monkeypatch.setattr(training_state, "atomic_torch_save", fail_on_second_file)
+
+    class SaveOverIt(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            trainer.save_training_state(path)
+
+    with pytest.raises(OSError, match="disk full"):
+        train_run([SaveOverIt()])
+    assert {file.name: file.read_bytes() for file in path.iterdir()} == before
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["state"]  # no leftovers
+
+
+def test_a_write_killed_between_its_renames_is_recovered_by_the_next_write(tmp_path):
+    path = _saved_state(tmp_path)
+    hidden = tmp_path / ".state.replaced"
+    path.rename(hidden)  # as if killed after moving the old state aside
+    (tmp_path / ".other.incomplete").mkdir()  # and a write killed midway
+    assert find_latest_training_state(tmp_path) is None
+
+    class SaveElsewhere(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "run_end":
+                trainer.save_training_state(tmp_path / "final")
+
+    train_run([SaveElsewhere()], num_epochs=1)
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["final", "state"]
