@@ -67,7 +67,7 @@ def _epoch():
 
 
 EXPECTED_TWO_EPOCH_RUN = (
-    ["on_init_end", "hook:training_run_start", "on_training_run_start"]
+    ["on_init_end", "hook:training_run_start", "on_training_run_start", "on_save_point"]
     + _epoch()
     + _epoch()
     + ["on_save_point", "hook:training_run_end", "on_training_run_end"]

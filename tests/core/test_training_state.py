@@ -172,7 +172,7 @@ def test_resuming_from_every_save_point_ends_bitwise_like_the_uninterrupted_run(
     saver = SaveAtEverySavePoint(tmp_path)
     expected = final_state(train_run([saver], **overrides))
     points = [path.name.split("-", 1)[1] for path in saver.saved]
-    assert {"update", "epoch_end", "run_end"} <= set(points)
+    assert {"run_start", "update", "epoch_end", "run_end"} <= set(points)
     for path in saver.saved:
         scramble_random_generators()
         resumed = train_run(resume_from=path, **overrides)
@@ -218,6 +218,7 @@ def test_a_resume_inside_an_epoch_replays_its_start_then_loads_the_callback_stat
     trainer = train_run([Watcher()], resume_from=path)
     # 70 samples / batch 8 = 9 batches; accumulation 3: update 4 is the first of epoch 2
     assert log[:5] == ["on_init_end", "on_training_run_start", "on_train_epoch_start", "load_state_dict", "on_train_step_start"]
+    assert "on_save_point" not in log[:5]  # no run_start point for a resumed run
     assert log.count("on_train_step_start") == 2 * 9 - 3
     assert trainer.completed_update_steps == 9
 

@@ -70,9 +70,10 @@ class TrainerCallback:
 
     def on_save_point(self, trainer: Trainer, point: str, **kwargs):
         """A place where ``trainer.save_training_state`` captures a state that resumes exactly:
-        every callback has handled the stage before it. ``point`` is ``"update"`` (after each
-        optimizer update's events), ``"epoch_end"`` (after each epoch's events) or ``"run_end"``
-        (once, when the run ends or was stopped, before ``training_run_end``)."""
+        every callback has handled the stage before it. ``point`` is ``"run_start"`` (before the
+        first epoch of a run that does not resume), ``"update"`` (after each optimizer update's
+        events), ``"epoch_end"`` (after each epoch's events) or ``"run_end"`` (once, when the run
+        ends or was stopped, before ``training_run_end``)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The callback's state to store in a checkpoint (empty by default)."""

@@ -215,7 +215,9 @@ class Trainer:
         try:
             self.training_run_start()
             self.callback_handler.call_event("on_training_run_start", self)
-            if self._resume is not None and not self._resume.mid_epoch:
+            if self.resumed_from is None:
+                self._reach_save_point("run_start")
+            elif not self._resume.mid_epoch:
                 self._finish_resuming()
             # a callback may evaluate() another dataset mid-run: each epoch evaluates this run's
             run_eval_dataset, run_eval_dataloader = self.eval_dataset, self.eval_dataloader

@@ -26,7 +26,7 @@ MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
 _FORMAT = "pytorch_accelerated.training_state"
 _FORMAT_VERSION = 1
-_SAVE_POINT_ORDER = {"update": 0, "epoch_end": 1, "run_end": 2}
+_SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 # attributes through which a dataloader reaches its samplers' and its own random generators
 _GENERATOR_PATHS = ("generator", "synchronized_generator", "sampler", "batch_sampler", "dataset")
 
