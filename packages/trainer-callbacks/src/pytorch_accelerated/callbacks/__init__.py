@@ -26,6 +26,7 @@ from .loggers import (
 )
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
+from .training_state import SaveTrainingStateCallback
 from .training_control import (
     ConvertSyncBatchNormCallback,
     LimitBatchesCallback,
@@ -47,6 +48,7 @@ __all__ = [
     "ProgressBarCallback",
     "EarlyStoppingCallback",
     "SaveBestModelCallback",
+    "SaveTrainingStateCallback",
     "ModelEmaCallback",
     "ConvertSyncBatchNormCallback",
     "StepBasedEvaluationCallback",

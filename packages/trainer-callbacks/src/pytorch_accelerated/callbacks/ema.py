@@ -113,7 +113,9 @@ class ModelEmaCallback(TrainerCallback):
 
     def load_state_dict(self, state_dict):
         self.num_updates = state_dict["num_updates"]
-        self.ema_state = state_dict["ema_state"]
+        # a resumed run loads this after on_training_run_start placed the average on the device
+        device = next(iter(self.ema_state.values())).device if self.ema_state else None
+        self.ema_state = {name: tensor.to(device) if device else tensor for name, tensor in state_dict["ema_state"].items()}
 
 
 @torch.no_grad()

@@ -55,7 +55,9 @@ class MetricsLoggerCallback(TrainerCallback):
 
     Subclasses implement :meth:`write`, and :meth:`open` / :meth:`close` if they hold a file or a
     writer: it is opened at the start of each training run (and of each ``evaluate()`` outside
-    training) and closed at its end, also when the run was stopped.
+    training) and closed at its end, also when the run was stopped. A resumed run opens it when
+    it first writes, after :meth:`load_state_dict` has restored what was logged before the state
+    was saved.
     """
 
     def __init__(self, log_every_n_steps: int | None = None):
@@ -86,7 +88,7 @@ class MetricsLoggerCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         self._in_training_run = True
         self._window_loss, self._window_batches = None, 0
-        self._start_logging(trainer)
+        self._start_logging(trainer, open_now=trainer.resumed_from is None)
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         if self._logs_next_update(trainer):
@@ -127,10 +129,11 @@ class MetricsLoggerCallback(TrainerCallback):
         n = self.log_every_n_steps
         return n is not None and trainer.is_world_process_zero and (trainer.completed_update_steps + 1) % n == 0
 
-    def _start_logging(self, trainer) -> None:
+    def _start_logging(self, trainer, open_now: bool = True) -> None:
         if trainer.is_world_process_zero:
             self._logged_counts = metric_counts(trainer.run_history)
-            self._open(trainer)
+            if open_now:
+                self._open(trainer)
 
     def _log_new_metrics(self, trainer) -> None:
         """Write the latest value of every metric recorded since the last call."""
@@ -164,9 +167,18 @@ class MetricsLoggerCallback(TrainerCallback):
             self._is_open = False
             self.close()
 
+    def state_dict(self):
+        return {"logged_counts": dict(self._logged_counts), "last_logged_epoch": self._last_logged_epoch}
+
+    def load_state_dict(self, state_dict):
+        self._logged_counts = dict(state_dict["logged_counts"])
+        self._last_logged_epoch = state_dict["last_logged_epoch"]
+
 
 class _FileLoggerCallback(MetricsLoggerCallback):
-    """A logger that writes one file, with an explicit policy for a file that exists already."""
+    """A logger that writes one file of records, with an explicit policy for a file that exists
+    already. A resumed run continues the file with the records it held when the state was saved
+    (records written after that, by the run that was interrupted, are written again)."""
 
     def __init__(self, path: str | os.PathLike, log_every_n_steps: int | None, if_exists: IfExists):
         super().__init__(log_every_n_steps)
@@ -177,7 +189,8 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         self._file = None
         # Once this callback has started the file, its later runs (and evaluations) append to it.
         self._started_file = False
-        self._refuse_existing_file()
+        self._num_records = 0
+        self._records_to_keep: int | None = None  # set by a resumed run's load_state_dict
 
     def _refuse_existing_file(self) -> None:
         if self.if_exists == "error" and self.path.is_file() and self.path.stat().st_size > 0:
@@ -187,10 +200,14 @@ class _FileLoggerCallback(MetricsLoggerCallback):
             )
 
     def open(self, trainer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._records_to_keep is not None:
+            self._keep_first_records(self._records_to_keep)
+            self._records_to_keep, self._started_file = None, True
         append = self._started_file or self.if_exists == "append"
         if not append:
             self._refuse_existing_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._num_records = self._count_records() if append else 0
         self._file = open(self.path, "a" if append else "w", newline="", encoding="utf-8")
         self._started_file = True
 
@@ -198,6 +215,21 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def state_dict(self):
+        return {**super().state_dict(), "num_records": self._num_records}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._records_to_keep = state_dict["num_records"]
+
+    def _count_records(self) -> int:
+        """How many records the file holds (0 when there is none)."""
+        raise NotImplementedError
+
+    def _keep_first_records(self, count: int) -> None:
+        """Cut the file (if there is one) back to its first ``count`` records, atomically."""
+        raise NotImplementedError
 
 
 class CSVLoggerCallback(_FileLoggerCallback):
@@ -211,8 +243,10 @@ class CSVLoggerCallback(_FileLoggerCallback):
     flushed as it is written.
 
     An existing non-empty file is never replaced silently: ``if_exists="error"`` (the default)
-    raises FileExistsError when the callback is created or a run starts, ``"append"`` adds rows
-    (and columns) to it, ``"overwrite"`` replaces it at the start of the first run.
+    raises FileExistsError when a run starts, before its first step, ``"append"`` adds rows (and
+    columns) to it, ``"overwrite"`` replaces it at the start of the first run. A resumed run
+    (``train(..., resume_from=...)``) continues the file it wrote, with the rows and columns it
+    held when the state was saved; the rows the interrupted run wrote after that are written again.
     """
 
     def __init__(
@@ -220,6 +254,7 @@ class CSVLoggerCallback(_FileLoggerCallback):
     ):
         super().__init__(path, log_every_n_steps, if_exists)
         self._fieldnames: list[str] = []
+        self._fieldnames_to_keep: list[str] | None = None
 
     def open(self, trainer) -> None:
         super().open(trainer)
@@ -229,23 +264,46 @@ class CSVLoggerCallback(_FileLoggerCallback):
         row = {"epoch": epoch, "step": step, **metrics}
         new_columns = [name for name in row if name not in self._fieldnames]
         if new_columns:
-            self._add_columns(new_columns)
+            self._file.close()
+            self._rewrite([*self._fieldnames, *new_columns], self._read_rows())
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
         csv.DictWriter(self._file, self._fieldnames).writerow(row)
         self._file.flush()
+        self._num_records += 1
 
-    def _add_columns(self, names: list[str]) -> None:
-        """Rewrite the file with ``names`` added to its header; the rows so far keep their values."""
-        self._fieldnames = [*self._fieldnames, *names]
-        self._file.close()
+    def state_dict(self):
+        return {**super().state_dict(), "fieldnames": list(self._fieldnames)}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._fieldnames_to_keep = list(state_dict["fieldnames"])
+
+    def _count_records(self) -> int:
+        return len(self._read_rows()) if self.path.is_file() else 0
+
+    def _keep_first_records(self, count: int) -> None:
+        if not self.path.is_file():
+            return
+        fieldnames = self._fieldnames_to_keep if self._fieldnames_to_keep is not None else _csv_header(self.path)
+        if fieldnames:
+            self._rewrite(fieldnames, self._read_rows()[:count])
+        else:
+            self.path.write_text("", encoding="utf-8")  # nothing had been written yet
+
+    def _read_rows(self) -> list[dict]:
         with open(self.path, newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
+            return list(csv.DictReader(file))
+
+    def _rewrite(self, fieldnames: list[str], rows: list[dict]) -> None:
+        """Replace the file (atomically) with ``rows`` under the header ``fieldnames``; a row's
+        values in columns not in ``fieldnames`` are dropped, missing ones left empty."""
+        self._fieldnames = list(fieldnames)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, self._fieldnames)
+            writer = csv.DictWriter(file, self._fieldnames, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(temporary, self.path)
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -270,6 +328,20 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
     def write(self, metrics, *, epoch, step, per_step):
         self._file.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
         self._file.flush()
+        self._num_records += 1
+
+    def _count_records(self) -> int:
+        return len(self._read_lines()) if self.path.is_file() else 0
+
+    def _keep_first_records(self, count: int) -> None:
+        if self.path.is_file():
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_text("".join(self._read_lines()[:count]), encoding="utf-8")
+            os.replace(temporary, self.path)
+
+    def _read_lines(self) -> list[str]:
+        with open(self.path, encoding="utf-8") as file:
+            return [line for line in file if line.strip()]
 
 
 class TensorBoardLoggerCallback(MetricsLoggerCallback):
@@ -278,6 +350,8 @@ class TensorBoardLoggerCallback(MetricsLoggerCallback):
     Epoch metrics (and ``evaluate()`` metrics) are plotted against the epoch, ``train_loss_step``
     against the optimizer update. Each run adds its own event file to ``log_dir``, so nothing
     written before is lost; give each experiment its own ``log_dir`` to compare them in TensorBoard.
+    A resumed run adds one too: values logged between the saved state and the interruption then
+    appear twice (once from each run).
     """
 
     def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None):
@@ -315,6 +389,7 @@ class MLflowLoggerCallback(MetricsLoggerCallback):
     Epoch metrics are logged with the epoch as MLflow's ``step``; ``train_loss_step`` with the
     optimizer update. Metrics of an ``evaluate()`` after training go to that training's MLflow
     run. The MLflow run ends (FINISHED) at the end of the training run, also when stopped early.
+    A resumed training run goes on logging to the MLflow run it started.
     """
 
     def __init__(
@@ -353,6 +428,13 @@ class MLflowLoggerCallback(MetricsLoggerCallback):
 
     def close(self) -> None:
         self._get_client().set_terminated(self.run_id, "FINISHED")
+
+    def state_dict(self):
+        return {**super().state_dict(), "run_id": self.run_id}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.run_id = state_dict["run_id"]
 
     def _create_run(self, trainer) -> str:
         from mlflow.entities import Param

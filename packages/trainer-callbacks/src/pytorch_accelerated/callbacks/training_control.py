@@ -43,6 +43,12 @@ class _EpochLengthLimit(TrainerCallback):
         if self._batches_seen >= self.limit:
             trainer.request_epoch_end()
 
+    def state_dict(self):
+        return {"batches_seen": self._batches_seen}
+
+    def load_state_dict(self, state_dict):
+        self._batches_seen = state_dict["batches_seen"]
+
 
 class LimitBatchesCallback(_EpochLengthLimit):
     """Ends each training epoch after ``num_batches`` batches (at the end of that accumulation

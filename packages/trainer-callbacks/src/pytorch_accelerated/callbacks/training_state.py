@@ -1,0 +1,226 @@
+"""Saving training states as a run goes, so that an interrupted run resumes exactly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from pytorch_accelerated.trainer import (
+    StopTrainingError,
+    TrainerCallback,
+    find_latest_training_state,
+    list_training_states,
+)
+
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SaveTrainingStateCallback(TrainerCallback):
+    """Saves the full training state (``Trainer.save_training_state``) into folders inside
+    ``save_dir``: every ``save_every_n_steps`` optimizer updates, every ``save_every_n_epochs``
+    epochs and/or every ``save_every_n_minutes`` minutes, and when the run starts and ends. Only
+    the newest ``max_checkpoints`` are kept (all of them with ``None``).
+
+    Resume an interrupted run with ``trainer.train(..., resume_from="latest")``: the same script
+    then starts a new run the first time and continues the newest complete state after that. The
+    state saved when a run starts makes even a run interrupted before its first periodic save
+    resume (its logs included) rather than start again.
+
+    - Each state is written atomically, by the main process while the others wait: a folder that
+      exists is complete, and a write that was killed leaves the earlier states as they were.
+    - With ``handle_signals=True``, SIGTERM or SIGINT (a preemption, Ctrl-C) makes every process
+      save a state at the next update (or epoch end) and stop the run cleanly; a second signal
+      acts as it would have without this callback. Signals are handled only when ``train`` runs
+      in the main thread.
+    - A run that does not resume refuses a ``save_dir`` that already holds training states, so
+      one run's states are never pruned or mixed with another's.
+
+    On several processes, the signal and the timer are agreed on at every update with one tiny
+    collective on the CPU (gloo), so the processes stop and save together.
+    The folders are named after the position: ``step-00000000-start`` at the start,
+    ``step-00000120`` after an update,
+    ``step-00000160-epoch-4-end`` after an epoch, ``step-00000163-end`` at the run's end
+    (``-stopped`` when it was stopped early); ``saved_paths`` lists those this callback wrote.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_every_n_steps: int | None = None,
+        save_every_n_epochs: int | None = None,
+        save_every_n_minutes: float | None = None,
+        max_checkpoints: int | None = None,
+        handle_signals: bool = True,
+    ):
+        for name, value in (
+            ("save_every_n_steps", save_every_n_steps),
+            ("save_every_n_epochs", save_every_n_epochs),
+            ("max_checkpoints", max_checkpoints),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+        if save_every_n_minutes is not None and not save_every_n_minutes > 0:
+            raise ValueError(f"save_every_n_minutes must be > 0 or None, got {save_every_n_minutes!r}.")
+        self.save_dir = Path(save_dir)
+        self.save_every_n_steps = save_every_n_steps
+        self.save_every_n_epochs = save_every_n_epochs
+        self.save_every_n_minutes = save_every_n_minutes
+        self.max_checkpoints = max_checkpoints
+        self.handle_signals = handle_signals
+        self.saved_paths: list[Path] = []
+        self._signal_received: int | None = None
+        self._stopping_for_signal = False
+        self._handler_pid = 0
+        self._previous_handlers: dict[int, object] = {}
+        self._flags_group = None
+        self._last_save_time = 0.0
+        self._last_saved_position: tuple | None = None
+        self._stopped_early = False
+
+    def latest_training_state(self) -> Path | None:
+        """The newest complete training state in ``save_dir``, or None; ``train(resume_from="latest")`` asks this."""
+        return find_latest_training_state(self.save_dir)
+
+    # ------------------------------------------------------------------ events
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self._refuse_states_of_another_run(trainer)
+        self._signal_received = None
+        self._stopping_for_signal = False
+        self._stopped_early = False
+        self._last_saved_position = None
+        self._last_save_time = time.monotonic()
+        self._install_signal_handlers()
+        if trainer.num_processes > 1 and (self.handle_signals or self.save_every_n_minutes):
+            self._flags_group = _cpu_process_group()
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if point == "run_start":
+            self._save(trainer, point)  # from here on, an interruption resumes instead of starting again
+            return
+        if point == "run_end":
+            self._save_at_run_end(trainer)
+            return
+        signal_number, time_is_up = self._agreed_triggers(trainer)
+        if signal_number or time_is_up or self._is_due(trainer, point):
+            self._save(trainer, point)
+        if signal_number:
+            self._stopping_for_signal = True  # the state saved is one to continue from
+            raise StopTrainingError(
+                f"Stopped by {signal.Signals(signal_number).name}: the training state is saved in "
+                f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
+            )
+
+    def on_stop_training_error(self, trainer, **kwargs):
+        self._stopped_early = True
+
+    def on_training_run_end(self, trainer, **kwargs):
+        self._restore_signal_handlers()
+        if self._flags_group is not None:
+            torch.distributed.destroy_process_group(self._flags_group)
+            self._flags_group = None
+
+    # ------------------------------------------------------------------ when to save
+
+    def _is_due(self, trainer, point: str) -> bool:
+        if point == "update":
+            every = self.save_every_n_steps
+            return every is not None and trainer.completed_update_steps % every == 0
+        every = self.save_every_n_epochs
+        return every is not None and (trainer.run_history.current_epoch - 1) % every == 0
+
+    def _agreed_triggers(self, trainer) -> tuple[int, bool]:
+        """(the signal received by any process, or 0; whether the main process's timer ran out)."""
+        minutes = self.save_every_n_minutes
+        time_is_up = minutes is not None and time.monotonic() - self._last_save_time >= 60 * minutes
+        flags = [self._signal_received or 0, int(time_is_up and trainer.is_world_process_zero)]
+        if self._flags_group is not None:
+            agreed = torch.tensor(flags, dtype=torch.int64)
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX, group=self._flags_group)
+            flags = agreed.tolist()
+        return flags[0], bool(flags[1])
+
+    def _save_at_run_end(self, trainer) -> None:
+        if not self._stopping_for_signal and self._position(trainer) != self._last_saved_position:
+            self._save(trainer, "run_end")
+
+    # ------------------------------------------------------------------ saving and pruning
+
+    def _save(self, trainer, point: str) -> None:
+        path = self.save_dir / self._folder_name(trainer, point)
+        trainer.save_training_state(path)
+        self.saved_paths.append(path)
+        self._last_saved_position = self._position(trainer)
+        self._last_save_time = time.monotonic()
+        if trainer.is_world_process_zero and self.max_checkpoints is not None:
+            for old in list_training_states(self.save_dir)[: -self.max_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _folder_name(self, trainer, point: str) -> str:
+        name = f"step-{trainer.completed_update_steps:08d}"
+        if point == "run_start":
+            return f"{name}-start"
+        if point == "epoch_end":
+            return f"{name}-epoch-{trainer.run_history.current_epoch - 1}-end"
+        if point == "run_end":
+            return f"{name}-{'stopped' if self._stopped_early else 'end'}"
+        return name
+
+    @staticmethod
+    def _position(trainer) -> tuple:
+        return (trainer.completed_update_steps, trainer.run_history.current_epoch, trainer.completed_epoch_batches)
+
+    def _refuse_states_of_another_run(self, trainer) -> None:
+        resumed_here = trainer.resumed_from is not None and Path(trainer.resumed_from).parent.resolve() == self.save_dir.resolve()
+        existing = list_training_states(self.save_dir)
+        if existing and not resumed_here:
+            raise FileExistsError(
+                f"{self.save_dir} already holds {len(existing)} training state(s) (newest: {existing[-1].name}), "
+                "and SaveTrainingStateCallback will not mix another run's states with them or prune them: continue "
+                "that run with train(..., resume_from='latest'), or choose another save_dir."
+            )
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        self._handler_pid = os.getpid()
+        for signal_number in _HANDLED_SIGNALS:
+            self._previous_handlers[signal_number] = signal.signal(signal_number, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signal_number, handler in self._previous_handlers.items():
+            signal.signal(signal_number, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signal_number, frame) -> None:
+        if os.getpid() != self._handler_pid:
+            return  # a dataloader worker: it keeps serving batches until the main process stops
+        if self._signal_received is None:
+            self._signal_received = signal_number
+            print(
+                f"{signal.Signals(signal_number).name} received: saving a training state at the next update, "
+                "then stopping (send it again to stop at once).",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        previous = self._previous_handlers.get(signal_number, signal.SIG_DFL)
+        self._restore_signal_handlers()
+        if callable(previous):
+            previous(signal_number, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal_number)
+
+
+def _cpu_process_group():
+    """A gloo group over every process, so that agreeing on a flag never waits for an accelerator."""
+    return torch.distributed.new_group(backend="gloo")

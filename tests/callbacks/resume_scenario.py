@@ -1,0 +1,193 @@
+"""One launch of a training run that saves training states and resumes from the latest, for
+``test_resume.py``: it may be killed (SIGKILL) at a chosen point, or stopped by a signal the test
+sends, and a later launch continues it.
+
+Run on one process or on every process of a launch::
+
+    python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N]
+    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
+
+The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data loaded by two
+dataloader workers; gradient accumulation over 3 batches with a shorter last window; an
+evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
+``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3. Every launch starts
+with ``resume_from="latest"``.
+
+``--kill KIND:AT`` ends the launch with SIGKILL on every process (``batch``: in the AT-th training
+batch overall, before its backward pass, so inside an accumulation window or just before an
+update; ``epoch``: once epoch AT has ended and its state was saved; ``write``: halfway through
+writing the first file of the first state saved from batch AT on, on the main process).
+``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
+the process id) so that the test can send a signal mid-run. A run that completes writes
+``result_rank<r>.pt``: weights, optimizer and scheduler states, run history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import signal
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from accelerate.utils import InitProcessGroupKwargs
+
+import pytorch_accelerated.trainer.training_state as training_state_files
+from pytorch_accelerated.callbacks import (
+    CSVLoggerCallback,
+    LearningRateMonitorCallback,
+    ModelEmaCallback,
+    PrintMetricsCallback,
+    SaveTrainingStateCallback,
+)
+from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+NUM_TRAIN_SAMPLES = 90
+BATCH_SIZE_ON_ALL_PROCESSES = 8
+ACCUMULATION_STEPS = 3
+NUM_EPOCHS = 5
+COLLECTIVE_TIMEOUT_S = 60
+
+
+def batches_per_epoch(num_processes: int) -> int:
+    per_process = BATCH_SIZE_ON_ALL_PROCESSES // num_processes
+    return -(-NUM_TRAIN_SAMPLES // (per_process * num_processes))
+
+
+def make_model() -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(32, 3)
+        )
+
+
+def kill_everything_now(where: str) -> None:
+    print(f"KILLED {where}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAt(TrainerCallback):
+    """SIGKILLs this process at the chosen point (see the module docstring)."""
+
+    def __init__(self, kind: str, at: int):
+        self.kind, self.at = kind, at
+
+    def on_train_step_end(self, trainer, **kwargs):
+        batch = (trainer.run_history.current_epoch - 1) * len(trainer.train_dataloader) + trainer.completed_epoch_batches + 1
+        if self.kind == "batch" and batch == self.at:
+            kill_everything_now(f"in batch {batch}")
+        if self.kind == "write" and batch >= self.at and trainer.is_world_process_zero:
+            arm_the_half_write()
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if self.kind == "epoch" and point == "epoch_end" and trainer.run_history.current_epoch - 1 == self.at:
+            kill_everything_now(f"after epoch {self.at}")
+
+
+def arm_the_half_write() -> None:
+    """Make the next file written for a training state stop halfway, then kill the process."""
+
+    def write_half_then_die(obj, path):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        with open(path, "wb") as file:
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
+            os.fsync(file.fileno())
+        kill_everything_now(f"halfway through writing {path}")
+
+    training_state_files.atomic_torch_save = write_half_then_die
+
+
+class SlowAfter(TrainerCallback):
+    """After ``update`` updates, sleeps in every step, so that a signal arrives mid-run."""
+
+    def __init__(self, update: int, out: Path):
+        self.update, self.out = update, out
+
+    def on_train_step_end(self, trainer, **kwargs):
+        if trainer.completed_update_steps >= self.update:
+            marker = self.out / f"ready_rank{trainer.process_index}"
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+            time.sleep(0.05)
+
+
+def accelerator_kwargs() -> dict:
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return {}
+    timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)  # a process left waiting for a killed one gives up
+    return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
+
+
+def run(out: Path, kill: str | None, slow_after: int | None) -> Trainer:
+    seed_everything(1234)
+    callbacks = [
+        PrintMetricsCallback(),
+        LearningRateMonitorCallback(),
+        ModelEmaCallback(decay=0.9, save_path=None),
+        CSVLoggerCallback(out / "metrics.csv", log_every_n_steps=1),
+        SaveTrainingStateCallback(out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3),
+    ]
+    if kill:
+        kind, at = kill.split(":")
+        callbacks.append(KillAt(kind, int(at)))
+    if slow_after is not None:
+        callbacks.append(SlowAfter(slow_after, out))
+    model = make_model()
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=callbacks,
+        accelerator_kwargs=accelerator_kwargs(),
+    )
+    trainer.train(
+        make_tiny_dataset(NUM_TRAIN_SAMPLES),
+        num_epochs=NUM_EPOCHS,
+        eval_dataset=make_tiny_dataset(30, seed=1),
+        per_device_batch_size=BATCH_SIZE_ON_ALL_PROCESSES // trainer.num_processes,
+        gradient_accumulation_steps=ACCUMULATION_STEPS,
+        create_scheduler_fn=functools.partial(
+            torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+        ),
+        train_dataloader_kwargs={"num_workers": 2},
+        resume_from="latest",
+    )
+    return trainer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--kill")
+    parser.add_argument("--slow-after", type=int)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        trainer = run(args.out, args.kill, args.slow_after)
+    except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
+        print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        os._exit(1)  # do not wait in a collective for a process that went on
+    result = {
+        "weights": trainer.get_model().state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "history": trainer.run_history.state_dict(),
+        "completed_update_steps": trainer.completed_update_steps,
+    }
+    torch.save(result, args.out / f"result_rank{rank}.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

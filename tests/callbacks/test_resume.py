@@ -1,0 +1,174 @@
+"""Exact resume, proven on real processes: a run killed with SIGKILL at random points (inside an
+accumulation window, just before an update, on an epoch boundary, halfway through writing a
+state) and resumed each time from the latest state ends bitwise like the uninterrupted run, on
+one process and on two (gloo); SIGTERM makes a run save and stop, and it resumes as well.
+
+Each launch runs ``resume_scenario.py``. The kill points are drawn at random; set
+``RESUME_KILL_SEED`` to replay a failing draw (the seed is in every failure message).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ..launching import REPO_ROOT, free_port, launch_env, run_launch, stop_process_tree, tail
+from . import resume_scenario as scenario
+
+SCRIPT = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
+NUM_KILLS = 10
+
+
+def command(out: Path, num_processes: int, *args: str) -> list[str]:
+    if num_processes == 1:
+        return [sys.executable, SCRIPT, str(out), *args]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(num_processes),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), SCRIPT, str(out), *args,
+    ]  # fmt: skip
+
+
+def launch(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[int | None, str]:
+    return run_launch(command(out, num_processes, *args), tmp_path)
+
+
+def results(out: Path, num_processes: int) -> list[dict]:
+    return [torch.load(out / f"result_rank{rank}.pt", weights_only=True) for rank in range(num_processes)]
+
+
+def assert_bitwise_equal(actual, expected, where="result"):
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_bitwise_equal(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_bitwise_equal(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run's results and CSV log, per number of processes."""
+    runs = {}
+
+    def get(num_processes: int):
+        if num_processes not in runs:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted{num_processes}")
+            status, output = launch(tmp / "out", num_processes, tmp)
+            assert status == 0, tail(output)
+            runs[num_processes] = (results(tmp / "out", num_processes), (tmp / "out" / "metrics.csv").read_text())
+        return runs[num_processes]
+
+    return get
+
+
+def draw_kill_points(rng: random.Random, num_processes: int) -> list[str]:
+    """NUM_KILLS increasing kill points: at least two inside an accumulation window, two just
+    before an update, two on an epoch boundary and two halfway through writing a state."""
+    per_epoch = scenario.batches_per_epoch(num_processes)
+    total = per_epoch * scenario.NUM_EPOCHS
+
+    def ends_window(batch: int) -> bool:
+        in_epoch = (batch - 1) % per_epoch + 1
+        return in_epoch % scenario.ACCUMULATION_STEPS == 0 or in_epoch == per_epoch
+
+    while True:
+        epochs = rng.sample(range(1, scenario.NUM_EPOCHS), 2)
+        batches = rng.sample([b for b in range(2, total) if b % per_epoch], NUM_KILLS - 2)
+        writes = set(rng.sample(batches, 2))
+        points = [(epoch * per_epoch, f"epoch:{epoch}") for epoch in epochs]
+        for batch in batches:
+            kind = "write" if batch in writes else "batch"
+            points.append((batch, f"{kind}:{batch}"))
+        kinds = [kind for batch, kind in points if kind.startswith("batch")]
+        inside = sum(not ends_window(int(kind.split(":")[1])) for kind in kinds)
+        if inside >= 2 and len(kinds) - inside >= 2:
+            return [kind for _, kind in sorted(points)]
+
+
+@pytest.mark.parametrize("num_processes", [1, 2], ids=["one-process", "two-processes"])
+def test_a_run_killed_at_ten_random_points_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
+    seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
+    kill_points = draw_kill_points(random.Random(seed), num_processes)
+    context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}"
+    out = tmp_path / "out"
+    for kill_point in kill_points:
+        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point)
+        assert status != 0 and "KILLED" in output, f"{context}: the launch to kill at {kill_point} was not killed\n{tail(output)}"
+        assert not (out / "result_rank0.pt").exists()
+    status, output = launch(out, num_processes, tmp_path)
+    assert status == 0, f"{context}\n{tail(output)}"
+    assert "Resuming training run from" in output
+
+    expected_results, expected_log = uninterrupted(num_processes)
+    for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
+        assert_bitwise_equal(result, expected, f"{context}: rank {rank}")
+    assert (out / "metrics.csv").read_text() == expected_log, context
+    states = sorted(path.name for path in (out / "states").iterdir())
+    assert len(states) == 3 and not [name for name in states if name.startswith(".")], states
+
+
+def _start(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    log_path = tmp_path / f"signal-launch-{time.time_ns()}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command(out, num_processes, *args), cwd=REPO_ROOT, env=launch_env(tmp_path), stdout=log, stderr=subprocess.STDOUT
+        )
+    return process, log_path
+
+
+def _wait_for(path: Path, process: subprocess.Popen, log_path: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_tree(process) if process.poll() is None else None
+            pytest.fail(f"the run never reached {path.name}:\n{tail(log_path.read_text())}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("num_processes", "signal_number", "rank_signalled"),
+    [(1, signal.SIGTERM, 0), (1, signal.SIGINT, 0), (2, signal.SIGTERM, 1)],
+    ids=["sigterm", "sigint", "sigterm-to-one-of-two-processes"],
+)
+def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
+    tmp_path, num_processes, signal_number, rank_signalled, uninterrupted
+):
+    out = tmp_path / "out"
+    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5")
+    marker = out / f"ready_rank{rank_signalled}"
+    _wait_for(marker, process, log_path)
+    os.kill(int(marker.read_text()), signal_number)
+    try:
+        status = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop_process_tree(process)
+        pytest.fail(f"the run did not stop after the signal:\n{tail(log_path.read_text())}")
+    output = log_path.read_text()
+    name = signal.Signals(signal_number).name
+    assert status == 0, tail(output)
+    assert f"Stopped by {name}: the training state is saved in" in output, tail(output)
+    saved = sorted(path.name for path in (out / "states").iterdir())
+    assert not saved[-1].endswith(("-end", "-stopped")), saved  # a state to continue from
+
+    for leftover in [*out.glob("ready_rank*"), *out.glob("result_rank*")]:
+        leftover.unlink()  # the stopped run returned normally and wrote its (partial) results
+    status, output = launch(out, num_processes, tmp_path)
+    assert status == 0, tail(output)
+    expected_results, expected_log = uninterrupted(num_processes)
+    for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
+        assert_bitwise_equal(result, expected, f"rank {rank}")
+    assert (out / "metrics.csv").read_text() == expected_log
