@@ -159,3 +159,10 @@ def test_with_fp16_loss_scaling_it_unscales_the_gradients_unless_clipping_did():
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         GradientNormMonitorCallback(**kwargs)
+
+
+def test_a_run_resumed_inside_an_epoch_records_the_same_norms(tmp_path):
+    from pytorch_accelerated.trainer.testing import check_exact_resume
+
+    states = check_exact_resume(lambda: [GradientNormMonitorCallback()], tmp_path, num_epochs=2)
+    assert len(states) > 4

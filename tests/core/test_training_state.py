@@ -410,3 +410,47 @@ def test_a_write_killed_between_its_renames_is_recovered_by_the_next_write(tmp_p
 
     train_run([SaveElsewhere()], num_epochs=1)
     assert sorted(item.name for item in tmp_path.iterdir()) == ["final", "state"]
+
+
+# ---------------------------------------------------------------------------------------- the test kit
+
+
+class CountsBatches(TrainerCallback):
+    def __init__(self):
+        self.batches = 0
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.batches += 1
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        trainer.run_history.update_metric("batches", self.batches)
+
+
+class CountsBatchesAndSavesThem(CountsBatches):
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state_dict):
+        self.batches = state_dict["batches"]
+
+
+def test_the_test_kit_finds_a_callback_that_forgets_its_state(tmp_path):
+    from pytorch_accelerated.trainer.testing import check_exact_resume
+
+    with pytest.raises(AssertionError, match=r"saved at 001-update, the run ends differently: \['run history'\]"):
+        check_exact_resume(lambda: [CountsBatches()], tmp_path / "forgets")
+    states = check_exact_resume(lambda: [CountsBatchesAndSavesThem()], tmp_path / "keeps")
+    assert len(states) == 1 + 2 * (4 + 1) + 1  # start, 2 epochs of 4 updates and an end, run end
+
+
+def test_persistent_dataloader_workers_are_warned_about_when_resuming(tmp_path):
+    path = _saved_state(tmp_path)
+    seed_everything(7)
+    model = make_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=[CountsSteps()])
+    with pytest.warns(UserWarning, match="persistent_workers=True"):
+        trainer.train(
+            make_tiny_dataset(70), num_epochs=1, per_device_batch_size=8, gradient_accumulation_steps=3,
+            create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=100),
+            train_dataloader_kwargs={"num_workers": 1, "persistent_workers": True}, resume_from=path,
+        )  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 
 import pytorch_accelerated.examples
 from pytorch_accelerated.examples import accumulation_clipping_scheduler, custom_event, quickstart
-from pytorch_accelerated.examples import metrics_in_callback, metrics_in_trainer_subclass
+from pytorch_accelerated.examples import metrics_in_callback, metrics_in_trainer_subclass, resumable
 from pytorch_accelerated.examples.digits import load_digits_datasets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,7 @@ TINY_RUNS = {
     "metrics_in_trainer_subclass": ["--num-epochs", "1", "--max-steps", "5"],
     "custom_event": ["--num-epochs", "1", "--max-steps", "5"],
     "accumulation_clipping_scheduler": ["--num-epochs", "1", "--max-steps", "5", "--warmup-epochs", "0.1"],
+    "resumable": ["--num-epochs", "2", "--save-every", "5"],
 }
 
 
@@ -270,3 +271,32 @@ def test_the_schedule_ends_with_a_run_cut_short_by_max_steps():
 
     assert len(lrs) == 15 == result["trainer"].run_config.num_training_steps
     assert lrs[-1] < 0.05 * max(lrs)  # sized to 15 updates, not to 5 epochs
+
+
+def test_the_resumable_example_stopped_by_a_signal_continues_exactly(tmp_path):
+    import signal
+
+    from pytorch_accelerated.trainer import TrainerCallback
+
+    class InterruptAtUpdate30(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 30:
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
+
+    settings = ["--num-epochs", "3", "--save-every", "10"]
+    reference = resumable.main([*settings, "--run-dir", str(tmp_path / "reference")])
+    assert reference.resumed_from is None and reference.test_accuracy > 0.8
+
+    run_dir = tmp_path / "run"
+    stopped = resumable.run(resumable.parse_args([*settings, "--run-dir", str(run_dir)]), callbacks=[InterruptAtUpdate30()])
+    assert (stopped.stopped_by_signal, stopped.test_accuracy, stopped.completed_update_steps) == ("SIGINT", None, 30)  # the save point follows the update
+
+    resumed = resumable.main([*settings, "--run-dir", str(run_dir)])
+    assert resumed.resumed_from.name == "step-00000030"
+    assert resumed.test_accuracy == reference.test_accuracy
+    expected_log = (tmp_path / "reference" / "metrics.csv").read_text()
+    assert (run_dir / "metrics.csv").read_text() == expected_log
+
+    again = resumable.main([*settings, "--run-dir", str(run_dir)])  # a finished run only evaluates again
+    assert again.resumed_from.name.endswith("-end") and again.test_accuracy == reference.test_accuracy
+    assert (run_dir / "metrics.csv").read_text() == expected_log

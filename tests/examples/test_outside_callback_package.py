@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "outside_callback_package"
 def test_it_depends_on_trainer_core_only_and_owns_no_part_of_the_namespace():
     pyproject = (PACKAGE / "pyproject.toml").read_text()
     dependencies = re.search(r"^dependencies = \[(.*?)\]", pyproject, flags=re.M | re.S).group(1)
-    assert re.findall(r'"([^"]+)"', dependencies) == ["trainer-core>=0.1,<1"]
+    assert re.findall(r'"([^"]+)"', dependencies) == ["trainer-core>=0.2,<1"]
     assert not (PACKAGE / "src" / "pytorch_accelerated").exists()
     assert (PACKAGE / "src" / "trainer_callback_gradnorm" / "__init__.py").is_file()
 
@@ -76,4 +76,4 @@ def test_it_builds_a_wheel_of_its_own_package(tmp_path):
     assert "trainer_callback_gradnorm/__init__.py" in names
     assert not any(name.startswith("pytorch_accelerated/") for name in names)
     requirements = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    assert [line for line in requirements if "extra ==" not in line] == ["Requires-Dist: trainer-core<1,>=0.1"]
+    assert [line for line in requirements if "extra ==" not in line] == ["Requires-Dist: trainer-core<1,>=0.2"]

@@ -305,3 +305,15 @@ def test_a_metric_that_would_not_sync_is_rejected_on_several_processes():
     metrics = MetricsCallback({"accuracy": accuracy(sync_on_compute=False)})
     with pytest.raises(ValueError, match="sync_on_compute=False"):
         run_tiny_training(callbacks=[metrics], trainer_class=PretendTwoProcesses, num_epochs=1)
+
+
+def test_training_metrics_resume_exactly_from_inside_an_epoch(tmp_path):
+    from pytorch_accelerated.trainer.testing import check_exact_resume
+
+    def callbacks():
+        # AUROC without thresholds keeps every prediction: a list state
+        auroc = torchmetrics.AUROC(task="multiclass", num_classes=3, thresholds=None)
+        return [MetricsCallback({"accuracy": accuracy(), "auroc": auroc}, on_train=True)]
+
+    states = check_exact_resume(callbacks, tmp_path, num_epochs=2)
+    assert any("update" in state.name for state in states)

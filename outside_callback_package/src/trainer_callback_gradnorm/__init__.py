@@ -9,6 +9,6 @@
 
 from .monitor import GradientNormMonitorCallback
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["GradientNormMonitorCallback"]

@@ -66,9 +66,17 @@ class GradientNormMonitorCallback(TrainerCallback):
         if self._total is None:
             self._total, self._max = norm.clone(), norm.clone()
         else:
-            self._total += norm
-            self._max = torch.maximum(self._max, norm)
+            self._total = self._total.to(norm.device) + norm
+            self._max = torch.maximum(self._max.to(norm.device), norm)
         self._num_updates += 1
+
+    def state_dict(self):
+        # the epoch's running figures, so that a run resumed inside an epoch records the same values
+        return {"total": self._total, "max": self._max, "num_updates": self._num_updates}
+
+    def load_state_dict(self, state_dict):
+        self._total, self._max = state_dict["total"], state_dict["max"]  # moved to the norms' device when next used
+        self._num_updates = state_dict["num_updates"]
 
     def on_train_epoch_end(self, trainer, **kwargs):
         if self._num_updates == 0:

@@ -35,7 +35,7 @@ from .training_control import (
 )
 from .watching import EarlyStoppingCallback, SaveBestModelCallback
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "TrainerCallback",

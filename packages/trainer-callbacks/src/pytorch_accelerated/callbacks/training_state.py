@@ -47,7 +47,8 @@ class SaveTrainingStateCallback(TrainerCallback):
     The folders are named after the position: ``step-00000000-start`` at the start,
     ``step-00000120`` after an update,
     ``step-00000160-epoch-4-end`` after an epoch, ``step-00000163-end`` at the run's end
-    (``-stopped`` when it was stopped early); ``saved_paths`` lists those this callback wrote.
+    (``-stopped`` when it was stopped early); ``saved_paths`` lists those this callback wrote, and
+    ``stopped_by_signal`` names the signal that stopped the last run (None if none did).
     """
 
     def __init__(
@@ -76,7 +77,8 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.handle_signals = handle_signals
         self.saved_paths: list[Path] = []
         self._signal_received: int | None = None
-        self._stopping_for_signal = False
+        #: The name of the signal that stopped the last run ("SIGTERM", "SIGINT"), or None.
+        self.stopped_by_signal: str | None = None
         self._handler_pid = 0
         self._previous_handlers: dict[int, object] = {}
         self._flags_group = None
@@ -93,7 +95,7 @@ class SaveTrainingStateCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         self._refuse_states_of_another_run(trainer)
         self._signal_received = None
-        self._stopping_for_signal = False
+        self.stopped_by_signal = None
         self._stopped_early = False
         self._last_saved_position = None
         self._last_save_time = time.monotonic()
@@ -112,9 +114,9 @@ class SaveTrainingStateCallback(TrainerCallback):
         if signal_number or time_is_up or self._is_due(trainer, point):
             self._save(trainer, point)
         if signal_number:
-            self._stopping_for_signal = True  # the state saved is one to continue from
+            self.stopped_by_signal = signal.Signals(signal_number).name  # the state saved is one to continue from
             raise StopTrainingError(
-                f"Stopped by {signal.Signals(signal_number).name}: the training state is saved in "
+                f"Stopped by {self.stopped_by_signal}: the training state is saved in "
                 f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
             )
 
@@ -148,7 +150,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         return flags[0], bool(flags[1])
 
     def _save_at_run_end(self, trainer) -> None:
-        if not self._stopping_for_signal and self._position(trainer) != self._last_saved_position:
+        if self.stopped_by_signal is None and self._position(trainer) != self._last_saved_position:
             self._save(trainer, "run_end")
 
     # ------------------------------------------------------------------ saving and pruning

@@ -7,21 +7,34 @@ Example, in a third-party callback package's tests::
     def test_my_callback_sees_every_epoch():
         result = run_tiny_training(callbacks=[MyCallback()], num_epochs=2)
         assert result.events.count("on_train_epoch_end") == 2
+
+    def test_my_callback_resumes_exactly(tmp_path):
+        check_exact_resume(lambda: [MyCallback()], tmp_path)
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.utils.data import TensorDataset
 
 from .callbacks import TRAINER_EVENTS, TrainerCallback
 from .run_history import RunHistory
+from .seeding import seed_everything
 from .trainer import Trainer
 
-__all__ = ["EventRecorder", "TinyRunResult", "make_tiny_model", "make_tiny_dataset", "run_tiny_training"]
+__all__ = [
+    "EventRecorder",
+    "TinyRunResult",
+    "make_tiny_model",
+    "make_tiny_dataset",
+    "run_tiny_training",
+    "check_exact_resume",
+]
 
 
 def make_tiny_dataset(num_samples: int = 64, num_features: int = 4, num_classes: int = 3, seed: int = 0) -> TensorDataset:
@@ -102,3 +115,69 @@ def run_tiny_training(
     history = trainer.run_history
     metrics = {name: history.get_metric_values(name) for name in history.get_metric_names()}
     return TinyRunResult(trainer=trainer, events=recorder.events, run_history=history, metrics=metrics)
+
+
+class _SaveAtEverySavePoint(TrainerCallback):
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: list[Path] = []
+
+    def on_save_point(self, trainer, point, **kwargs):
+        path = self.folder / f"{len(self.paths):03d}-{point}"
+        trainer.save_training_state(path)
+        self.paths.append(path)
+
+
+def check_exact_resume(
+    make_callbacks: Callable[[], Iterable[TrainerCallback]],
+    folder: str | os.PathLike,
+    num_epochs: int = 2,
+    **train_kwargs,
+) -> list[Path]:
+    """Check that a run with the callbacks ``make_callbacks()`` returns resumes exactly.
+
+    Trains the tiny model (shuffled data, accumulation over 2 batches unless ``train_kwargs``
+    say otherwise) with them, saving a training state into ``folder`` at every save point; then,
+    for each state, resumes a new run with new callbacks and compares its weights, optimizer state
+    and run history with the uninterrupted run's, bit for bit. A callback whose state is missing
+    from ``state_dict`` (or not restored by ``load_state_dict``) shows up as a difference in what
+    it records. Raises AssertionError naming the state and the first difference; returns the
+    states checked.
+    """
+    train_kwargs.setdefault("gradient_accumulation_steps", 2)
+    train_kwargs.setdefault("num_samples", 60)
+    saver = _SaveAtEverySavePoint(Path(folder))
+    seed_everything(0)
+    expected = _outcome(run_tiny_training(callbacks=[*make_callbacks(), saver], num_epochs=num_epochs, **train_kwargs))
+    for path in saver.paths:
+        seed_everything(1)  # anything else: the resumed run must restore the generators itself
+        resumed = run_tiny_training(callbacks=list(make_callbacks()), num_epochs=num_epochs, resume_from=path, **train_kwargs)
+        difference = _first_difference(_outcome(resumed), expected)
+        if difference is not None:
+            raise AssertionError(f"Resumed from the state saved at {path.name}, the run ends differently: {difference}")
+    return saver.paths
+
+
+def _outcome(result: TinyRunResult) -> dict[str, Any]:
+    trainer = result.trainer
+    return {
+        "weights": trainer.get_model().state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "run history": trainer.run_history.state_dict(),
+    }
+
+
+def _first_difference(actual, expected, where: str = "") -> str | None:
+    if isinstance(expected, torch.Tensor):
+        same = isinstance(actual, torch.Tensor) and actual.shape == expected.shape and torch.equal(actual, expected)
+        return None if same else f"{where}: {actual!r} != {expected!r}"
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or actual.keys() != expected.keys():
+            return f"{where}: keys {sorted(map(str, actual))} != {sorted(map(str, expected))}"
+        return next((d for key in expected if (d := _first_difference(actual[key], expected[key], f"{where}[{key!r}]"))), None)
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(actual, (list, tuple)) or len(actual) != len(expected):
+            return f"{where}: {actual!r} != {expected!r}"
+        return next((d for i, (a, e) in enumerate(zip(actual, expected)) if (d := _first_difference(a, e, f"{where}[{i}]"))), None)
+    same = actual == expected or (actual != actual and expected != expected)  # NaN equals NaN here
+    return None if same else f"{where}: {actual!r} != {expected!r}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -774,6 +775,13 @@ class Trainer:
         self._training_stopped = position["stopped"]
         self._train_loss = _RunningLoss.from_state_dict(own["train_loss"], self.device)
         self.resumed_from = path
+        if getattr(self.train_dataloader, "persistent_workers", False):
+            warnings.warn(
+                "The training dataloader has persistent_workers=True: its workers keep their random state "
+                "from epoch to epoch, which a resumed run cannot rebuild, so its data order and augmentations "
+                "will differ from the interrupted run's. Use persistent_workers=False for exact resumes.",
+                stacklevel=4,
+            )
         return _PendingResume(
             rng=own["rng"],
             epoch_start_rng=own["epoch_start_rng"],

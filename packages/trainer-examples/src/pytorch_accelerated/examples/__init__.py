@@ -16,6 +16,8 @@ seed's MLP that these share):
   listens to it.
 - ``accumulation_clipping_scheduler``: gradient accumulation, clipping, and a cosine schedule with
   warmup sized by ``TrainerPlaceholderValues``.
+- ``resumable``: stop it at any time (Ctrl-C, SIGTERM, a crash) and run the same command again: it
+  continues exactly where it stopped, from the training states it saves.
 
 On synthetic data, with trainer-core alone:
 

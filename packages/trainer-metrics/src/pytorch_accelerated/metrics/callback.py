@@ -33,7 +33,12 @@ class MetricsCallback(TrainerCallback):
         inputs_fn: ``(batch, batch_output, metric) -> tuple`` of ``metric.update`` arguments,
             batch first; :func:`default_metric_inputs` by default.
         on_train: also update on training steps and record ``train_<name>``.
+
+    The training metrics' running states are part of each process's training state, so a run
+    resumed inside an epoch (``train(..., resume_from=...)``) records the same values.
     """
+
+    per_process_state = True  # each process accumulates its own share of the epoch
 
     def __init__(
         self,
@@ -97,6 +102,15 @@ class MetricsCallback(TrainerCallback):
         if self._evaluation_run_starts:
             del self._running_evals[self._evaluation_run_starts.pop() :]
 
+    # ------------------------------------------------------------------ training states
+
+    def state_dict(self):
+        return {"train_metrics": {name: _metric_state(metric) for name, metric in self.train_metrics.items()}}
+
+    def load_state_dict(self, state_dict):
+        for name, state in state_dict["train_metrics"].items():
+            _load_metric_state(self.train_metrics[name], state)
+
     # ------------------------------------------------------------------ helpers
 
     def _prepare(self, trainer) -> None:
@@ -125,6 +139,23 @@ def _num_real_train_samples(trainer, batch_size: int) -> int | None:
     """How many of this process's samples in the current training batch are not padding, or None if all are."""
     real = trainer.num_real_samples(batch_size)
     return None if real == batch_size else real
+
+
+def _metric_state(metric: Metric) -> dict[str, Any]:
+    """What a metric has accumulated since its last reset, as tensors (or lists of tensors)."""
+    values = {
+        name: value.detach().clone() if isinstance(value, torch.Tensor) else [item.detach().clone() for item in value]
+        for name, value in metric.metric_state.items()
+    }
+    return {"values": values, "update_count": metric.update_count}
+
+
+def _load_metric_state(metric: Metric, state: dict[str, Any]) -> None:
+    for name, value in state["values"].items():
+        moved = value.to(metric.device) if isinstance(value, torch.Tensor) else [item.to(metric.device) for item in value]
+        setattr(metric, name, moved)
+    metric._update_count = state["update_count"]
+    metric._computed = None
 
 
 def _reset(metrics: dict[str, Metric]) -> None:

@@ -1,0 +1,277 @@
+"""SaveTrainingStateCallback in one process: when it saves, what it keeps, what it refuses, signals;
+and every stateful callback of this package resuming exactly from any save point."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytorch_accelerated.callbacks import (
+    CSVLoggerCallback,
+    EarlyStoppingCallback,
+    JSONLinesLoggerCallback,
+    LearningRateMonitorCallback,
+    LimitBatchesCallback,
+    ModelEmaCallback,
+    SaveBestModelCallback,
+    SaveTrainingStateCallback,
+)
+from pytorch_accelerated.schedulers import CosineLrScheduler
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+# 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
+NUM_SAMPLES, BATCH_SIZE, ACCUMULATION = 50, 8, 2
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """A run that crashes never reaches on_training_run_end, where the callback puts them back."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+def make_model():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 3))
+
+
+def train(callbacks, num_epochs=3, resume_from=None, scheduler=True):
+    seed_everything(3)
+    model = make_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=callbacks)
+    trainer.train(
+        make_tiny_dataset(NUM_SAMPLES),
+        num_epochs=num_epochs,
+        eval_dataset=make_tiny_dataset(16, seed=1),
+        per_device_batch_size=BATCH_SIZE,
+        gradient_accumulation_steps=ACCUMULATION,
+        create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5) if scheduler else None,
+        resume_from=resume_from,
+    )
+    return trainer
+
+
+def outcome(trainer):
+    return {
+        "weights": trainer.get_model().state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "history": trainer.run_history.state_dict(),
+    }
+
+
+def assert_same(actual, expected, where="outcome"):
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_same(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+class Crash(Exception):
+    """Stands in for a kill: the process's work after it is lost, its files stay."""
+
+
+class CrashAtUpdate(TrainerCallback):
+    def __init__(self, update):
+        self.update = update
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        if trainer.completed_update_steps == self.update:
+            raise Crash(f"crash at update {self.update}")
+
+
+# ---------------------------------------------------------------------------------------- when and what
+
+
+def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2)
+    train([saver])
+    assert [path.name for path in saver.saved_paths] == [
+        "step-00000000-start",
+        "step-00000003",
+        "step-00000006",
+        "step-00000008-epoch-2-end",
+        "step-00000009",
+        "step-00000012",
+        "step-00000012-end",  # after the last update come the epoch's evaluation and end
+    ]
+    assert [path.name for path in sorted(tmp_path.iterdir())] == [path.name for path in saver.saved_paths]
+    assert saver.latest_training_state() == tmp_path / "step-00000012-end"
+
+
+def test_keeps_only_the_newest_states(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2)
+    train([saver])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000012", "step-00000012-end"]
+
+
+def test_an_epoch_end_state_already_saved_is_not_saved_again_at_the_end(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)
+    train([saver], num_epochs=2)
+    assert [path.name for path in saver.saved_paths][-1] == "step-00000008-epoch-2-end"
+
+
+def test_a_state_every_n_minutes_uses_the_main_process_clock(tmp_path, monkeypatch):
+    import pytorch_accelerated.callbacks.training_state as module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+
+    class TwentySecondsPerUpdate(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            clock["now"] += 20.0
+
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_minutes=1)
+    train([TwentySecondsPerUpdate(), saver], num_epochs=2)
+    assert [path.name for path in saver.saved_paths] == [
+        "step-00000000-start", "step-00000003", "step-00000006", "step-00000008-end"
+    ]  # fmt: skip
+
+
+def test_a_run_stopped_early_ends_with_a_stopped_state_that_resumes_to_the_same_end(tmp_path):
+    class StopAtUpdate6(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 6:
+                raise StopTrainingError("enough")
+
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
+    expected = outcome(train([StopAtUpdate6(), saver]))
+    assert saver.saved_paths[-1].name == "step-00000006-stopped"
+    resumed = train([StopAtUpdate6(), SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], resume_from="latest")
+    assert resumed.completed_update_steps == 6
+    assert_same(outcome(resumed), expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"save_every_n_steps": 0}, "save_every_n_steps must be a positive integer"),
+        ({"save_every_n_epochs": 1.5}, "save_every_n_epochs must be a positive integer"),
+        ({"max_checkpoints": 0}, "max_checkpoints must be a positive integer"),
+        ({"save_every_n_minutes": 0}, "save_every_n_minutes must be > 0"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SaveTrainingStateCallback(tmp_path, **kwargs)
+
+
+def test_a_new_run_refuses_a_folder_of_another_runs_states_and_leaves_them(tmp_path):
+    train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], num_epochs=1)
+    before = sorted(path.name for path in tmp_path.iterdir())
+    with pytest.raises(FileExistsError, match="resume_from='latest'"):
+        train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=1)], num_epochs=1)
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+
+
+def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, capsys):
+    from pytorch_accelerated.trainer import PrintMetricsCallback
+
+    trainer = train([PrintMetricsCallback(), SaveTrainingStateCallback(tmp_path / "states")], num_epochs=1, resume_from="latest")
+    assert trainer.resumed_from is None
+    assert "no training state has been saved yet; starting a new run" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number):
+    expected = outcome(train([]))
+
+    class SignalMidWindow(TrainerCallback):
+        def on_train_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps == 5 and trainer.completed_epoch_batches == 2:
+                os.kill(os.getpid(), signal_number)  # the first batch of update 6's window
+
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)
+    previous = signal.getsignal(signal_number)
+    stopped = train([SignalMidWindow(), saver])
+    assert stopped.completed_update_steps == 6
+    assert saver.saved_paths[-1].name == "step-00000006"  # no final state after a signal
+    assert saver.stopped_by_signal == signal.Signals(signal_number).name
+    assert signal.getsignal(signal_number) == previous  # handlers put back at the run's end
+    resumed = train([SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)], resume_from="latest")
+    assert_same(outcome(resumed), expected)
+
+
+def test_without_signal_handling_the_handlers_are_left_alone(tmp_path):
+    seen = []
+
+    class LooksAtTheHandler(TrainerCallback):
+        def on_train_epoch_start(self, trainer, **kwargs):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    before = signal.getsignal(signal.SIGTERM)
+    train([SaveTrainingStateCallback(tmp_path, handle_signals=False), LooksAtTheHandler()], num_epochs=1)
+    assert seen == [before]
+
+
+# ---------------------------------------------------------------------------------------- every callback resumes
+
+
+def stateful_callbacks(tmp_path):
+    return [
+        LimitBatchesCallback(5),
+        LearningRateMonitorCallback(),
+        ModelEmaCallback(decay=0.8, save_path=tmp_path / "ema.pt"),
+        EarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.0),
+        SaveBestModelCallback(tmp_path / "best.pt"),
+        CSVLoggerCallback(tmp_path / "log.csv", log_every_n_steps=1, if_exists="overwrite"),
+        JSONLinesLoggerCallback(tmp_path / "log.jsonl", log_every_n_steps=2, if_exists="overwrite"),
+    ]
+
+
+def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path):
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    reference_dir.mkdir()
+    run_dir.mkdir()
+    expected = outcome(train(stateful_callbacks(reference_dir), num_epochs=4))
+    expected_logs = {name: (reference_dir / name).read_text() for name in ("log.csv", "log.jsonl")}
+
+    saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1)
+    train([*stateful_callbacks(run_dir), saver], num_epochs=4)
+    assert len(saver.saved_paths) > 10
+    for state in saver.saved_paths:
+        # as if killed at the very end: the logs hold every record, the resumed run cuts them back
+        for name, text in expected_logs.items():
+            (run_dir / name).write_text(text)
+        resumed = train(stateful_callbacks(run_dir), num_epochs=4, resume_from=state)
+        assert_same(outcome(resumed), expected, state.name)
+        for name, text in expected_logs.items():
+            assert (run_dir / name).read_text() == text, f"{name} resumed from {state.name}"
+
+
+def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path):
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    reference_dir.mkdir()
+    run_dir.mkdir()
+    expected = outcome(train(stateful_callbacks(reference_dir)[1:], num_epochs=3))
+
+    def callbacks():
+        return [*stateful_callbacks(run_dir)[1:], SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=3)]
+
+    with pytest.raises(Crash):
+        train([*callbacks(), CrashAtUpdate(11)], num_epochs=3)  # 2 updates after the last state
+    resumed = train(callbacks(), num_epochs=3, resume_from="latest")
+    assert resumed.resumed_from.name == "step-00000009"
+    assert_same(outcome(resumed), expected)
+    for name in ("log.csv", "log.jsonl"):
+        assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
