@@ -275,3 +275,12 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
     assert_same(outcome(resumed), expected)
     for name in ("log.csv", "log.jsonl"):
         assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
+
+
+def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_the_newer_ones(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
+    train([saver], num_epochs=2)
+    older = saver.saved_paths[1]
+    with pytest.raises(FileExistsError, match=r"also holds newer training states \(step-00000008"):
+        train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], num_epochs=2, resume_from=older)
+    assert [path.name for path in sorted(tmp_path.iterdir())] == [path.name for path in saver.saved_paths]

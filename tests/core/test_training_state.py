@@ -454,3 +454,14 @@ def test_persistent_dataloader_workers_are_warned_about_when_resuming(tmp_path):
             create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=100),
             train_dataloader_kwargs={"num_workers": 1, "persistent_workers": True}, resume_from=path,
         )  # fmt: skip
+
+
+def test_a_damaged_manifest_is_a_clear_error(tmp_path):
+    path = _saved_state(tmp_path)
+    (path / "training_state.json").write_text(json.dumps({"format": "pytorch_accelerated.training_state", "format_version": 1}))
+    with pytest.raises(CheckpointError, match="is damaged: it lacks some of"):
+        train_run(resume_from=path)
+    (path / "training_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="Cannot read"):
+        train_run(resume_from=path)
+    assert find_latest_training_state(tmp_path) is None

@@ -180,9 +180,20 @@ class SaveTrainingStateCallback(TrainerCallback):
         return (trainer.completed_update_steps, trainer.run_history.current_epoch, trainer.completed_epoch_batches)
 
     def _refuse_states_of_another_run(self, trainer) -> None:
-        resumed_here = trainer.resumed_from is not None and Path(trainer.resumed_from).parent.resolve() == self.save_dir.resolve()
+        """Refuse a ``save_dir`` holding states that are not this run's past: those of another run,
+        or, for a run resumed from an older state, the newer states of the run it branches from."""
         existing = list_training_states(self.save_dir)
-        if existing and not resumed_here:
+        resumed = Path(trainer.resumed_from).resolve() if trainer.resumed_from is not None else None
+        resumed_states = [path.resolve() for path in existing]
+        if resumed in resumed_states:
+            newer = existing[resumed_states.index(resumed) + 1 :]
+            if newer:
+                raise FileExistsError(
+                    f"This run resumes from {trainer.resumed_from}, but {self.save_dir} also holds newer training "
+                    f"states ({', '.join(path.name for path in newer)}) that this run would mix its own with: "
+                    "move them elsewhere first, or resume from the latest."
+                )
+        elif existing:
             raise FileExistsError(
                 f"{self.save_dir} already holds {len(existing)} training state(s) (newest: {existing[-1].name}), "
                 "and SaveTrainingStateCallback will not mix another run's states with them or prune them: continue "

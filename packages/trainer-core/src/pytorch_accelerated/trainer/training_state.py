@@ -27,6 +27,7 @@ SHARED_FILE_NAME = "trainer.pt"
 _FORMAT = "pytorch_accelerated.training_state"
 _FORMAT_VERSION = 1
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
+_MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
 # attributes through which a dataloader reaches its samplers' and its own random generators
 _GENERATOR_PATHS = ("generator", "synchronized_generator", "sampler", "batch_sampler", "dataset")
 
@@ -177,7 +178,10 @@ def _install_folder(temporary: Path, final: Path) -> None:
 
 
 def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder for this)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
     finally:
@@ -205,6 +209,8 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
+    if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
+        raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
     if manifest.get("format_version") != _FORMAT_VERSION:
         raise CheckpointError(
             f"{str(state_dir)!r} was written in training-state format {manifest.get('format_version')}; "
