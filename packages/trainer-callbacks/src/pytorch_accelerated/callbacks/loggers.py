@@ -127,7 +127,7 @@ class MetricsLoggerCallback(TrainerCallback):
 
     def _logs_next_update(self, trainer) -> bool:
         n = self.log_every_n_steps
-        return n is not None and trainer.is_world_process_zero and (trainer.completed_update_steps + 1) % n == 0
+        return n is not None and (trainer.completed_update_steps + 1) % n == 0 and trainer.is_world_process_zero
 
     def _start_logging(self, trainer, open_now: bool = True) -> None:
         if trainer.is_world_process_zero:

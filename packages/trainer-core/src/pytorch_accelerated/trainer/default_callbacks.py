@@ -54,13 +54,13 @@ class TerminateOnNaNCallback(TrainerCallback):
         self._steps_since_check = 0
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
-        loss = batch_output["loss"].detach()
+        loss = batch_output["loss"]
         if loss.device.type == "cpu":
             finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())
             self._found_non_finite |= not finite
             interval = self.check_every_n_steps or 1
         else:
-            self._found_non_finite = ~torch.isfinite(loss).all() | self._found_non_finite
+            self._found_non_finite = ~torch.isfinite(loss.detach()).all() | self._found_non_finite
             interval = self.check_every_n_steps or 50
         self._steps_since_check += 1
         if self._steps_since_check >= interval:

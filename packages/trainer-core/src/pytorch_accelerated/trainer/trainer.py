@@ -80,6 +80,8 @@ class Trainer:
                 "the trainer accumulates gradients itself so that logged losses stay true."
             )
         self.accelerator: Accelerator = self.create_accelerator()
+        self._is_main_process = self.accelerator.is_main_process
+        self._is_local_main_process = self.accelerator.is_local_main_process
         self.scheduler = None
         self.collate_fn: Callable | None = None
         self.train_dataset: Dataset | None = None
@@ -102,6 +104,7 @@ class Trainer:
         self._prepared_model: torch.nn.Module | None = None
         self._trainable_when_wrapped: frozenset[int] = frozenset()
         self._torch_optimizer: torch.optim.Optimizer | None = None
+        self._several_processes = False  # decided per run: whether gradients are averaged across processes
         self._epoch_end_requested = False
         self.callback_handler.call_event("on_init_end", self)
 
@@ -121,11 +124,11 @@ class Trainer:
 
     @property
     def is_world_process_zero(self) -> bool:
-        return self.accelerator.is_main_process
+        return self._is_main_process
 
     @property
     def is_local_process_zero(self) -> bool:
-        return self.accelerator.is_local_main_process
+        return self._is_local_main_process
 
     # ------------------------------------------------------------------ the training run
 
@@ -271,7 +274,8 @@ class Trainer:
             window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
             is_update_step = step - window_start + 1 == window_size
             self.callback_handler.call_event("on_train_step_start", self)
-            with nullcontext() if is_update_step else self.accelerator.no_sync(self.model):
+            hold_back_gradient_sync = self._several_processes and not is_update_step
+            with self.accelerator.no_sync(self.model) if hold_back_gradient_sync else nullcontext():
                 batch_output = self.calculate_train_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_train_batch_loss")
                 self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
@@ -958,6 +962,7 @@ class Trainer:
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
         self._torch_optimizer = self.optimizer.optimizer if self._plain_optimizer_calls() else None
+        self._several_processes = self.accelerator.use_distributed
 
     def _wrap_model_for_distribution(self) -> None:
         if self._prepared_model is None or self.model is not self._prepared_model:
@@ -1070,7 +1075,7 @@ class _RunningLoss:
         return tracker
 
     def update(self, loss: torch.Tensor, batch_size: int) -> None:
-        self.total += loss.detach().float() * batch_size
+        self.total.add_(loss.detach(), alpha=batch_size)  # one op; accumulates in float32 whatever the loss's dtype
         self.count += batch_size
 
     def compute(self, accelerator: Accelerator) -> float:
