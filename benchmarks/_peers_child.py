@@ -11,6 +11,10 @@ up (timed apart) and the fit call is timed. The result is one JSON object writte
 This file must import nothing from this repository: the pytorch-accelerated variant runs it in
 an environment where ``pytorch_accelerated`` is the PyPI distribution, not ours.
 
+With ``--interleave``, a hand loop (its own model, same initial weights) runs one step before each
+training batch the variant loads (``_interleaving.InterleavedDataset``), and the result holds both
+loops' step times; the ``hand`` variant then measures the method's own bias (A/A).
+
     python benchmarks/_peers_child.py --variant trainer --workload mlp --result-file out.json
 """
 
@@ -24,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _interleaving import summarize
 
 VARIANTS = ("hand", "trainer", "pytorch-accelerated", "lightning", "pytorch-accelerated-defaults")
 
@@ -111,60 +117,32 @@ def import_hand(logger: bool) -> None:
 
 
 def setup_hand(model, train_dataset, eval_dataset, spec, num_epochs, log_dir):
-    """The careful hand-written loop: the loss stays on the device and is read once per epoch
-    (and once per logged update); the same accumulation and logging as the Trainer's."""
+    """The careful hand-written loop (``_interleaving.HandLoop``): the loss stays on the device and
+    is read once per epoch (and once per logged update); the same accumulation and logging as the
+    Trainer's."""
     import torch
-    from torch import nn
     from torch.utils.data import DataLoader
 
+    from _interleaving import HandLoop
+
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    loss_func = nn.CrossEntropyLoss()
-    batch_size, accumulation = spec["batch_size"], spec["accumulation"]
+    log_path = Path(log_dir) / "metrics.csv" if spec["logger"] else None
 
     def fit():
-        train_dl = DataLoader(train_dataset, batch_size=batch_size, shuffle=True)
-        eval_dl = DataLoader(eval_dataset, batch_size=batch_size)
-        log_file = writer = None
-        if spec["logger"]:
-            log_file = open(Path(log_dir) / "metrics.csv", "w", newline="", encoding="utf-8")
-            writer = csv.writer(log_file)
-            writer.writerow(["epoch", "step", "train_loss_step", "train_loss_epoch", "eval_loss_epoch"])
-        updates = 0
-        num_batches = len(train_dl)
-        for epoch in range(1, num_epochs + 1):
-            model.train()
-            total, count = torch.zeros(()), 0
-            window_loss = None
-            for step, (inputs, targets) in enumerate(train_dl):
-                window_start = step - step % accumulation
-                window_size = min(accumulation, num_batches - window_start)
-                loss = loss_func(model(inputs), targets)
-                (loss / window_size if window_size > 1 else loss).backward()
-                total += loss.detach() * targets.size(0)
-                count += targets.size(0)
-                logs_this_update = writer is not None and (updates + 1) % LOG_EVERY_N_UPDATES == 0
-                if logs_this_update:
-                    window_loss = loss.detach() if window_loss is None else window_loss + loss.detach()
-                if step - window_start + 1 == window_size:
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    updates += 1
-                    if logs_this_update:
-                        writer.writerow([epoch, updates, (window_loss / window_size).item(), "", ""])
-                        log_file.flush()
-                        window_loss = None
+        hand = HandLoop(model, optimizer, train_dataset, spec["batch_size"], spec["accumulation"], log_path, LOG_EVERY_N_UPDATES)
+        eval_dl = DataLoader(eval_dataset, batch_size=spec["batch_size"])
+        for _ in range(num_epochs):
+            hand.start_epoch()
+            for _ in range(hand.num_batches):
+                hand.train_step()
             model.eval()
             eval_total, eval_count = torch.zeros(()), 0
             with torch.no_grad():
                 for inputs, targets in eval_dl:
-                    eval_total += loss_func(model(inputs), targets) * targets.size(0)
+                    eval_total += hand.loss_func(model(inputs), targets) * targets.size(0)
                     eval_count += targets.size(0)
-            train_loss, eval_loss = total.item() / count, eval_total.item() / eval_count
-            if writer is not None:
-                writer.writerow([epoch, updates, "", train_loss, eval_loss])
-                log_file.flush()
-        if log_file is not None:
-            log_file.close()
+            hand.write_row(train_loss_epoch=hand.epoch_train_loss(), eval_loss_epoch=eval_total.item() / eval_count)
+        hand.close()
 
     return fit
 
@@ -345,6 +323,23 @@ def setup_lightning(model, train_dataset, eval_dataset, spec, num_epochs, log_di
 
 # ---------------------------------------------------------------------- the run
 
+INTERLEAVED_WARM_UP_STEPS = {"mlp": 50, "cnn": 3}  # left out: allocator and caches warming up
+
+
+def interleaved_with_a_hand_loop(train_dataset, model, spec, log_dir):
+    """``train_dataset``, running a step of a hand loop (on a copy of ``model``) before each batch."""
+    import torch
+
+    from _interleaving import HandLoop, InterleavedDataset
+
+    hand_model = build_model(spec["model"])
+    hand_model.load_state_dict(model.state_dict())
+    log_path = Path(log_dir) / "hand-interleaved.csv" if spec["logger"] else None
+    optimizer = torch.optim.Adam(hand_model.parameters(), lr=LEARNING_RATE)
+    hand = HandLoop(hand_model, optimizer, train_dataset, spec["batch_size"], spec["accumulation"], log_path, LOG_EVERY_N_UPDATES)
+    return InterleavedDataset(train_dataset, hand)
+
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -353,6 +348,7 @@ def main(argv=None) -> None:
     parser.add_argument("--num-train-samples", type=int, required=True)
     parser.add_argument("--num-epochs", type=int, default=2)
     parser.add_argument("--result-file", required=True)
+    parser.add_argument("--interleave", action="store_true", help="time the training steps against a hand loop's, interleaved")
     args = parser.parse_args(argv)
     spec = WORKLOADS[args.workload]
     suffix = args.variant.replace("-", "_")
@@ -375,6 +371,8 @@ def main(argv=None) -> None:
     rss_before_setup = peak_rss_mib()
 
     with tempfile.TemporaryDirectory() as log_dir:
+        if args.interleave:
+            train_dataset = interleaved_with_a_hand_loop(train_dataset, model, spec, log_dir)
         start = time.perf_counter()
         fit = globals()[f"setup_{suffix}"](model, train_dataset, eval_dataset, spec, args.num_epochs, log_dir)
         setup_s = time.perf_counter() - start
@@ -412,6 +410,8 @@ def main(argv=None) -> None:
         "fit_involuntary_switches": usage_after.ru_nivcsw - usage_before.ru_nivcsw,
         "fit_system_s": usage_after.ru_stime - usage_before.ru_stime,
     }
+    if args.interleave:
+        result["interleaved"] = summarize(*train_dataset.step_times(skip=INTERLEAVED_WARM_UP_STEPS[spec["model"]]))
     Path(args.result_file).write_text(json.dumps(result))
 
 

@@ -24,8 +24,15 @@ that environment: it runs in its own virtual environment, ``benchmarks/.venvs/py
 by default, created on the first run with the same torch (``$TRAINER_TORCH_REQUIREMENT`` if set,
 else ``torch==<the version in --python>``), or the interpreter given by ``--pa-python``.
 
+With ``--interleaved``, each run instead interleaves the variant's training steps with a hand
+loop's, one by one, in the same process (``_interleaving.py``), and the table gives each variant's
+time per training step over the hand loop's, divided by the same ratio measured with the hand
+loop on both sides (the method's own bias), in the same repeat. On a machine whose speed drifts,
+this is the measurement that holds; epoch-level work (evaluation, set-up) is not in it.
+
     hatch run bench:peers                       # or: python benchmarks/peers.py
     python benchmarks/peers.py --repeats 3 --workloads mlp --markdown
+    hatch run bench:peers --interleaved         # per-step ratios, interleaved with a hand loop
 """
 
 from __future__ import annotations
@@ -133,6 +140,8 @@ def run_child(python: str, variant: str, workload: str, args, log_dir: Path) -> 
         python, str(CHILD), "--variant", variant, "--workload", workload,
         "--num-train-samples", str(samples), "--num-epochs", str(args.num_epochs), "--result-file", str(result_file),
     ]
+    if getattr(args, "interleaved", False):
+        command.append("--interleave")
     # One thread everywhere; the progress bars and printed metrics go to a file nobody reads.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
@@ -152,7 +161,7 @@ def run_suite(args, pythons: dict[str, str]) -> list[dict]:
         print("warm-up: one small untimed run per variant (compiles bytecode, fills the page cache)", flush=True)
         warm_up = "mlp-accum-log" if "mlp-accum-log" in args.workloads else args.workloads[0]
         for variant in variants:
-            tiny = argparse.Namespace(mlp_samples=320, cnn_samples=256, num_epochs=1)
+            tiny = argparse.Namespace(mlp_samples=320, cnn_samples=256, num_epochs=1, interleaved=args.interleaved)
             run_child(pythons[variant], variant, warm_up, tiny, log_dir)
         for repeat in range(args.repeats):
             for w_index, workload in enumerate(args.workloads):
@@ -165,8 +174,12 @@ def run_suite(args, pythons: dict[str, str]) -> list[dict]:
                     result = run_child(pythons[variant], variant, workload, args, log_dir)
                     result["repeat"] = repeat
                     results.append(result)
-                    line.append(f"{variant} {result['step_ms']:.3f}")
-                print(f"repeat {repeat + 1}/{args.repeats} {workload:<14} ms/step: " + ", ".join(line), flush=True)
+                    if args.interleaved:
+                        line.append(f"{variant} {result['interleaved']['ratio']:.3f}")
+                    else:
+                        line.append(f"{variant} {result['step_ms']:.3f}")
+                what = "step / interleaved hand step" if args.interleaved else "ms/step"
+                print(f"repeat {repeat + 1}/{args.repeats} {workload:<14} {what}: " + ", ".join(line), flush=True)
     return results
 
 
@@ -223,6 +236,10 @@ def format_table(rows: list[dict], markdown: bool) -> str:
             f"{row['peak_rss_mib']:.0f}", f"{row['import_s']:.3f}", f"{row['setup_s']:.3f}",
             f"{row['final_eval_loss']:.4f}",
         ])
+    return _table(header, lines, markdown)
+
+
+def _table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         out += ["| " + " | ".join(line) + " |" for line in lines]
@@ -254,6 +271,64 @@ def goal_lines(results: list[dict], rows: list[dict]) -> list[str]:
     return lines
 
 
+def summarise_interleaved(results: list[dict], workloads, variants) -> list[dict]:
+    """Per variant: its per-step ratio to the hand loop in each repeat, divided by the A/A ratio
+    (the hand variant's) of the same repeat; medians over the repeats."""
+    rows = []
+    for workload in workloads:
+        runs = [r for r in results if r["workload"] == workload]
+        bias = {r["repeat"]: r["interleaved"]["ratio"] for r in runs if r["variant"] == "hand"}
+        for variant in variants:
+            mine = [r for r in runs if r["variant"] == variant and r["repeat"] in bias]
+            if not mine:
+                continue
+            corrected = [r["interleaved"]["ratio"] / bias[r["repeat"]] for r in mine]
+            rows.append({
+                "workload": workload,
+                "variant": variant,
+                "repeats": len(mine),
+                "steps": mine[0]["interleaved"]["steps"],
+                "hand_step_us": statistics.median(r["interleaved"]["hand_step_us"] for r in mine),
+                "step_us": statistics.median(r["interleaved"]["step_us"] for r in mine),
+                "raw": statistics.median(r["interleaved"]["ratio"] for r in mine),
+                "bias": statistics.median(bias.values()),
+                "corrected": statistics.median(corrected),
+                "corrected_range": (min(corrected), max(corrected)),
+                "by_repeat": {r["repeat"]: c for r, c in zip(mine, corrected)},
+            })  # fmt: skip
+    return rows
+
+
+def format_interleaved_table(rows: list[dict], markdown: bool) -> str:
+    header = ["workload", "variant", "steps/run", "hand step (us)", "step (us)", "vs hand, raw", "A/A", "vs hand (min-max)"]
+    lines = []
+    for row in rows:
+        low, high = row["corrected_range"]
+        corrected = "1 (reference)" if row["variant"] == "hand" else f"{row['corrected']:.3f} ({low:.3f}-{high:.3f})"
+        lines.append([row["workload"], VARIANT_TITLES[row["variant"]], str(row["steps"]), f"{row['hand_step_us']:.0f}",
+                      f"{row['step_us']:.0f}", f"{row['raw']:.3f}", f"{row['bias']:.3f}", corrected])  # fmt: skip
+    return _table(header, lines, markdown)
+
+
+def interleaved_goal_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    by_key = {(row["workload"], row["variant"]): row for row in rows}
+    for (workload, variant), row in by_key.items():
+        if variant != "trainer":
+            continue
+        if workload in GOALS:
+            met = "met" if row["corrected"] <= GOALS[workload] else "NOT met"
+            lines.append(f"{workload}: Trainer / hand loop per step = {row['corrected']:.3f} (goal <= {GOALS[workload]}): {met}")
+        for peer in ("pytorch-accelerated", "lightning"):
+            other = by_key.get((workload, peer))
+            if other is None:
+                continue
+            ratios = [row["by_repeat"][r] / other["by_repeat"][r] for r in row["by_repeat"] if r in other["by_repeat"]]
+            ratio = statistics.median(ratios)
+            lines.append(f"{workload}: Trainer / {peer} per step = {ratio:.3f}: {'faster' if ratio < 1 else 'NOT faster'}")
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See benchmarks/README.md.")
     parser.add_argument("--repeats", type=int, default=6, help="alternating repeats (default 6: about 10 minutes)")
@@ -270,7 +345,13 @@ def main(argv=None) -> None:
     parser.add_argument("--setup-only", action="store_true", help="prepare the environments and stop")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--json", help="also write every run's raw result to this file")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="time each variant's training steps interleaved with a hand loop's (one epoch per run)")
     args = parser.parse_args(argv)
+    if args.interleaved:
+        args.num_epochs = 1
+        args.mlp_samples = args.mlp_samples if args.mlp_samples != 9600 else 32 * 1200
+        args.cnn_samples = args.cnn_samples if args.cnn_samples != 1920 else 128 * 80
     if "hand" not in args.variants:
         args.variants.insert(0, "hand")
 
@@ -289,7 +370,7 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     results = run_suite(args, pythons)
-    rows = summarise(results, args.workloads, args.variants)
+    rows = (summarise_interleaved if args.interleaved else summarise)(results, args.workloads, args.variants)
     versions = query(args.python, "import torch, lightning, accelerate; print(torch.__version__, lightning.__version__, "
                      "accelerate.__version__)") if "lightning" in args.variants else ""
     pa_version = ""
@@ -299,19 +380,20 @@ def main(argv=None) -> None:
     print()
     for workload in args.workloads:
         print(f"{workload}: {WORKLOAD_TITLES[workload]}")
-    print(format_table(rows, args.markdown))
+    print((format_interleaved_table if args.interleaved else format_table)(rows, args.markdown))
     torch_import = statistics.median(r["torch_import_s"] for r in results)
+    mode = "training steps interleaved with a hand loop's, A/A-corrected" if args.interleaved else "whole fit calls"
     print(
-        f"\nMedians of {args.repeats} alternating repeats, {args.num_epochs} epochs each; "
+        f"\nMedians of {args.repeats} alternating repeats, {args.num_epochs} epoch(s) each, {mode}; "
         f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} CPUs, one thread; "
         f"python {platform.python_version()}; torch, lightning, accelerate: {versions or torch_version(args.python)}; "
         f"pytorch-accelerated {pa_version or '-'}; importing torch itself: {torch_import:.2f} s; "
         f"suite took {time.perf_counter() - started:.0f} s."
     )
-    for line in goal_lines(results, rows):
+    for line in interleaved_goal_lines(rows) if args.interleaved else goal_lines(results, rows):
         print(line)
     for row in rows:
-        if len(row["eval_losses"]) > 1:
+        if len(row.get("eval_losses", ())) > 1:
             print(f"note: {row['variant']} on {row['workload']} ended with different eval losses: {row['eval_losses']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

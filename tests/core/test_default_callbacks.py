@@ -49,12 +49,17 @@ def test_terminate_on_nan_stops_with_a_clear_message(capsys):
                 output["loss"] = output["loss"] * float("nan")
             return output
 
-    trainer = make_trainer(callbacks=[TerminateOnNaNCallback(), PrintMetricsCallback()], trainer_class=ExplodingLoss)
+    trainer = make_trainer(callbacks=[TerminateOnNaNCallback(check_every_n_steps=1), PrintMetricsCallback()], trainer_class=ExplodingLoss)
     trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=4)
-    assert trainer.completed_update_steps == 2
+    assert trainer.completed_update_steps == 2  # checked every step: stopped before the first bad update
     out = capsys.readouterr().out
     assert "Training stopped early: The training loss became NaN or infinite" in out
     assert "gradient_clip_norm" in out
+
+    # by default the kept losses are read every 50 steps and at each epoch's end (16 steps here)
+    trainer = make_trainer(callbacks=[TerminateOnNaNCallback()], trainer_class=ExplodingLoss)
+    trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=4)
+    assert trainer.completed_update_steps == 16
 
 
 def test_terminate_on_nan_with_an_interval_checks_at_the_interval_and_epoch_end():
@@ -72,8 +77,9 @@ def test_terminate_on_nan_with_an_interval_checks_at_the_interval_and_epoch_end(
 
 
 def test_terminate_on_nan_rejects_a_bad_interval():
-    with pytest.raises(ValueError, match="check_every_n_steps"):
-        TerminateOnNaNCallback(check_every_n_steps=0)
+    for bad in (0, None, 2.5):
+        with pytest.raises(ValueError, match="check_every_n_steps"):
+            TerminateOnNaNCallback(check_every_n_steps=bad)
 
 
 def test_move_modules_to_device_moves_other_modules_but_not_the_model():
