@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal
+
 from ..launching import REPO_ROOT, free_port, launch_env, run_launch, stop_process_tree, tail
 from . import resume_scenario as scenario
 
@@ -42,21 +44,6 @@ def launch(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[i
 
 def results(out: Path, num_processes: int) -> list[dict]:
     return [torch.load(out / f"result_rank{rank}.pt", weights_only=True) for rank in range(num_processes)]
-
-
-def assert_bitwise_equal(actual, expected, where="result"):
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), f"{where} differs"
-    elif isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_bitwise_equal(actual[key], expected[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for index, (a, e) in enumerate(zip(actual, expected)):
-            assert_bitwise_equal(a, e, f"{where}[{index}]")
-    else:
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
 @pytest.fixture(scope="module")

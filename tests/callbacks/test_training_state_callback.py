@@ -23,7 +23,7 @@ from pytorch_accelerated.callbacks import (
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
-from pytorch_accelerated.trainer.testing import make_tiny_dataset
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, make_tiny_dataset
 
 # 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
 NUM_SAMPLES, BATCH_SIZE, ACCUMULATION = 50, 8, 2
@@ -67,21 +67,6 @@ def outcome(trainer):
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "history": trainer.run_history.state_dict(),
     }
-
-
-def assert_same(actual, expected, where="outcome"):
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), f"{where} differs"
-    elif isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), where
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for index, (a, e) in enumerate(zip(actual, expected)):
-            assert_same(a, e, f"{where}[{index}]")
-    else:
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
 class Crash(Exception):
@@ -156,7 +141,7 @@ def test_a_run_stopped_early_ends_with_a_stopped_state_that_resumes_to_the_same_
     assert saver.saved_paths[-1].name == "step-00000006-stopped"
     resumed = train([StopAtUpdate6(), SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], resume_from="latest")
     assert resumed.completed_update_steps == 6
-    assert_same(outcome(resumed), expected)
+    assert_bitwise_equal(outcome(resumed), expected)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +194,7 @@ def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactl
     assert saver.stopped_by_signal == signal.Signals(signal_number).name
     assert signal.getsignal(signal_number) == previous  # handlers put back at the run's end
     resumed = train([SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)], resume_from="latest")
-    assert_same(outcome(resumed), expected)
+    assert_bitwise_equal(outcome(resumed), expected)
 
 
 def test_without_signal_handling_the_handlers_are_left_alone(tmp_path):
@@ -254,7 +239,7 @@ def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path)
         for name, text in expected_logs.items():
             (run_dir / name).write_text(text)
         resumed = train(stateful_callbacks(run_dir), num_epochs=4, resume_from=state)
-        assert_same(outcome(resumed), expected, state.name)
+        assert_bitwise_equal(outcome(resumed), expected, state.name)
         for name, text in expected_logs.items():
             assert (run_dir / name).read_text() == text, f"{name} resumed from {state.name}"
 
@@ -272,7 +257,7 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
         train([*callbacks(), CrashAtUpdate(11)], num_epochs=3)  # 2 updates after the last state
     resumed = train(callbacks(), num_epochs=3, resume_from="latest")
     assert resumed.resumed_from.name == "step-00000009"
-    assert_same(outcome(resumed), expected)
+    assert_bitwise_equal(outcome(resumed), expected)
     for name in ("log.csv", "log.jsonl"):
         assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
 

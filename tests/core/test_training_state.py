@@ -27,7 +27,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
-from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset
+from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, make_tiny_dataset
 
 # ---------------------------------------------------------------------------------------- a run
 
@@ -134,22 +134,6 @@ def final_state(trainer):
     }
 
 
-def assert_bitwise_equal(actual, expected, where="state"):
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, where
-        assert torch.equal(actual, expected), f"{where} differs"
-    elif isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), where
-        for key in expected:
-            assert_bitwise_equal(actual[key], expected[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for index, (a, e) in enumerate(zip(actual, expected)):
-            assert_bitwise_equal(a, e, f"{where}[{index}]")
-    else:
-        assert actual == expected or (actual != actual and expected != expected), f"{where}: {actual!r} != {expected!r}"
-
-
 def scramble_random_generators():
     random.seed()
     np.random.seed()
@@ -189,7 +173,7 @@ def test_the_check_can_fail_a_resume_that_loses_the_random_state(tmp_path, monke
     monkeypatch.setattr(trainer_module, "restore_rng_state", lambda *args, **kwargs: None)
     scramble_random_generators()
     resumed = train_run(resume_from=saver.saved[1])
-    with pytest.raises(AssertionError, match="differs"):
+    with pytest.raises(AssertionError, match=r"state differs: state\['weights'\]"):
         assert_bitwise_equal(final_state(resumed), expected)
 
 
@@ -465,3 +449,16 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="Cannot read"):
         train_run(resume_from=path)
     assert find_latest_training_state(tmp_path) is None
+
+
+def test_the_kit_compares_states_bit_for_bit_and_names_the_first_difference():
+    state = {"weights": torch.tensor([1.0, float("nan")]), "history": [0.5, float("nan")], "step": 3}
+    assert_bitwise_equal({**state, "weights": state["weights"].clone()}, state)
+    for changed, message in [
+        ({"weights": torch.tensor([1.0 + 2**-20, float("nan")])}, r"\['weights'\]: 1 of 2 values differ"),
+        ({"weights": state["weights"].double()}, r"torch.float64\[2\] != torch.float32\[2\]"),
+        ({"history": [0.5]}, r"\['history'\]"),
+        ({"step": 4}, r"\['step'\]: 4 != 3"),
+    ]:
+        with pytest.raises(AssertionError, match=message):
+            assert_bitwise_equal({**state, **changed}, state)

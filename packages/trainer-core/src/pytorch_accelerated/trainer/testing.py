@@ -34,6 +34,7 @@ __all__ = [
     "make_tiny_dataset",
     "run_tiny_training",
     "check_exact_resume",
+    "assert_bitwise_equal",
 ]
 
 
@@ -158,6 +159,15 @@ def check_exact_resume(
     return saver.paths
 
 
+def assert_bitwise_equal(actual, expected, what: str = "state") -> None:
+    """Raise AssertionError naming the first difference unless ``actual`` equals ``expected``
+    exactly: the same keys, lengths and values, tensors of the same shape and bits (NaN equals NaN),
+    through dicts, lists and tuples. For comparing state dicts, run histories and outcomes."""
+    difference = _first_difference(actual, expected)
+    if difference is not None:
+        raise AssertionError(f"{what} differs: {what}{difference}")
+
+
 def _outcome(result: TinyRunResult) -> dict[str, Any]:
     trainer = result.trainer
     return {
@@ -169,8 +179,7 @@ def _outcome(result: TinyRunResult) -> dict[str, Any]:
 
 def _first_difference(actual, expected, where: str = "") -> str | None:
     if isinstance(expected, torch.Tensor):
-        same = isinstance(actual, torch.Tensor) and actual.shape == expected.shape and torch.equal(actual, expected)
-        return None if same else f"{where}: {actual!r} != {expected!r}"
+        return _tensor_difference(actual, expected, where)
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or actual.keys() != expected.keys():
             return f"{where}: keys {sorted(map(str, actual))} != {sorted(map(str, expected))}"
@@ -181,3 +190,18 @@ def _first_difference(actual, expected, where: str = "") -> str | None:
         return next((d for i, (a, e) in enumerate(zip(actual, expected)) if (d := _first_difference(a, e, f"{where}[{i}]"))), None)
     same = actual == expected or (actual != actual and expected != expected)  # NaN equals NaN here
     return None if same else f"{where}: {actual!r} != {expected!r}"
+
+
+def _tensor_difference(actual, expected: torch.Tensor, where: str) -> str | None:
+    if not isinstance(actual, torch.Tensor):
+        return f"{where}: a {type(actual).__name__} where a tensor was expected"
+    if (actual.dtype, actual.shape) != (expected.dtype, expected.shape):
+        return f"{where}: {actual.dtype}{list(actual.shape)} != {expected.dtype}{list(expected.shape)}"
+    if torch.equal(actual, expected) or (actual.is_floating_point() and torch.equal(actual.isnan(), expected.isnan())
+                                         and torch.equal(actual.nan_to_num(), expected.nan_to_num())):
+        return None
+    differing = actual != expected
+    largest = (actual.double() - expected.double()).abs().max().item() if actual.is_floating_point() else None
+    return f"{where}: {int(differing.sum())} of {expected.numel()} values differ" + (
+        f" (by up to {largest:.3g})" if largest is not None else ""
+    )
