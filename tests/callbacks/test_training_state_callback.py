@@ -269,3 +269,23 @@ def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_the_newer_ones(tm
     with pytest.raises(FileExistsError, match=r"also holds newer training states \(step-00000008"):
         train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], num_epochs=2, resume_from=older)
     assert [path.name for path in sorted(tmp_path.iterdir())] == [path.name for path in saver.saved_paths]
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_a_log_survives_a_run_interrupted_twice_before_it_logs_again(tmp_path, logger_class):
+    """Epoch-only logging: a resumed run saves states before its first write; a second interruption
+    must still find the log as the first state left it."""
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    reference_dir.mkdir()
+    run_dir.mkdir()
+    train([logger_class(reference_dir / "log")])
+
+    def callbacks(*extra):
+        return [logger_class(run_dir / "log"), SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1), *extra]
+
+    with pytest.raises(Crash):
+        train(callbacks(CrashAtUpdate(6)))  # epoch 1 logged (4 updates per epoch); states up to update 5
+    with pytest.raises(Crash):
+        train(callbacks(CrashAtUpdate(7)), resume_from="latest")  # saves at update 6, then crashes
+    train(callbacks(), resume_from="latest")
+    assert (run_dir / "log").read_text() == (reference_dir / "log").read_text()

@@ -462,3 +462,17 @@ def test_the_kit_compares_states_bit_for_bit_and_names_the_first_difference():
     ]:
         with pytest.raises(AssertionError, match=message):
             assert_bitwise_equal({**state, **changed}, state)
+
+
+def test_states_saved_by_a_resumed_run_resume_exactly_too(tmp_path):
+    """Interrupted again and again: every state a resumed run saves (in the epoch it resumed
+    inside, too) resumes to the same end."""
+    saver = SaveAtEverySavePoint(tmp_path / "first")
+    expected = final_state(train_run([saver]))
+    for index, state in enumerate(saver.saved[1:8:2]):
+        again = SaveAtEverySavePoint(tmp_path / f"resumed-{index}")
+        assert_bitwise_equal(final_state(train_run([again], resume_from=state)), expected, state.name)
+        for second in again.saved[:3]:
+            scramble_random_generators()
+            resumed = train_run(resume_from=second)
+            assert_bitwise_equal(final_state(resumed), expected, f"{state.name}, then {second.name}")

@@ -217,7 +217,9 @@ class _FileLoggerCallback(MetricsLoggerCallback):
             self._file = None
 
     def state_dict(self):
-        return {**super().state_dict(), "num_records": self._num_records}
+        # loaded but not applied yet (the file opens at the first write): still the loaded state
+        pending = self._records_to_keep is not None
+        return {**super().state_dict(), "num_records": self._records_to_keep if pending else self._num_records}
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -272,7 +274,8 @@ class CSVLoggerCallback(_FileLoggerCallback):
         self._num_records += 1
 
     def state_dict(self):
-        return {**super().state_dict(), "fieldnames": list(self._fieldnames)}
+        pending = self._records_to_keep is not None
+        return {**super().state_dict(), "fieldnames": list(self._fieldnames_to_keep if pending else self._fieldnames)}
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)

@@ -778,6 +778,7 @@ class Trainer:
         self._epoch_end_requested = position["epoch_end_requested"]
         self._training_stopped = position["stopped"]
         self._train_loss = _RunningLoss.from_state_dict(own["train_loss"], self.device)
+        self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
         self.resumed_from = path
         if getattr(self.train_dataloader, "persistent_workers", False):
             warnings.warn(
