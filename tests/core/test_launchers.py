@@ -38,3 +38,31 @@ def test_quickstart_with_torchrun_trains_on_two_cpu_processes_without_code_chang
     assert out.count("Starting training run") == 1
     assert "2 process(es) on cpu" in out
     assert out.count("eval accuracy:") == 1
+
+
+EXIT_SCRIPT = """
+import atexit
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from pytorch_accelerated.trainer import Trainer
+
+# registered before the Trainer exists, so it runs after the Trainer's own exit handler
+atexit.register(lambda: print("process group alive at exit:", torch.distributed.is_initialized(), flush=True))
+model = nn.Linear(4, 1)
+trainer = Trainer(model, loss_func=nn.MSELoss(), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+trainer.train(train_dataset=TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), num_epochs=1, per_device_batch_size=4)
+"""
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_path):
+    # left alive into shutdown, gloo's threads can abort a process that trained successfully
+    script = tmp_path / "train_and_exit.py"
+    script.write_text(EXIT_SCRIPT)
+    out = _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         str(script)]
+    )
+    assert out.count("process group alive at exit: False") == 2, out

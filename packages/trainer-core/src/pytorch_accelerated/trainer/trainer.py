@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import os
@@ -80,6 +81,8 @@ class Trainer:
                 "the trainer accumulates gradients itself so that logged losses stay true."
             )
         self.accelerator: Accelerator = self.create_accelerator()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            _destroy_process_group_at_exit()
         self._is_main_process = self.accelerator.is_main_process
         self._is_local_main_process = self.accelerator.is_local_main_process
         self.scheduler = None
@@ -1125,6 +1128,19 @@ def _accumulation_window_size(window_start: int, accumulation_steps: int, num_ba
 
 def _trainable_parameter_ids(model: torch.nn.Module) -> frozenset[int]:
     return frozenset(id(parameter) for parameter in model.parameters() if parameter.requires_grad)
+
+
+@functools.cache
+def _destroy_process_group_at_exit() -> None:
+    # A gloo process group still alive when the interpreter shuts down can abort a process that
+    # trained successfully ("terminate called without an active exception", exit code -6): its worker
+    # threads outlive Python. Destroying it while Python is whole avoids that; cached: once per process.
+    atexit.register(_destroy_process_group_if_alive)
+
+
+def _destroy_process_group_if_alive() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _launched_on_several_processes() -> bool:
