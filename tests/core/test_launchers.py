@@ -42,6 +42,8 @@ def test_quickstart_with_torchrun_trains_on_two_cpu_processes_without_code_chang
 
 EXIT_SCRIPT = """
 import atexit
+import os
+import sys
 
 import torch
 from torch import nn
@@ -49,8 +51,14 @@ from torch.utils.data import TensorDataset
 
 from pytorch_accelerated.trainer import Trainer
 
+
+def report_at_exit():
+    with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.txt"), "w") as report:
+        report.write(f"process group alive at exit: {torch.distributed.is_initialized()}")
+
+
 # registered before the Trainer exists, so it runs after the Trainer's own exit handler
-atexit.register(lambda: print("process group alive at exit:", torch.distributed.is_initialized(), flush=True))
+atexit.register(report_at_exit)
 model = nn.Linear(4, 1)
 trainer = Trainer(model, loss_func=nn.MSELoss(), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
 trainer.train(train_dataset=TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), num_epochs=1, per_device_batch_size=4)
@@ -63,6 +71,7 @@ def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_pa
     script.write_text(EXIT_SCRIPT)
     out = _run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(script)]
+         str(script), str(tmp_path)]
     )
-    assert out.count("process group alive at exit: False") == 2, out
+    reports = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert reports == ["process group alive at exit: False"] * 2, out
