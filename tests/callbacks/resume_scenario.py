@@ -19,7 +19,7 @@ update; ``epoch``: once epoch AT has ended and its state was saved; ``write``: h
 writing the first file of the first state saved from batch AT on, on the main process).
 ``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
 the process id) so that the test can send a signal mid-run. A run that completes writes
-``result_rank<r>.pt``: weights, optimizer and scheduler states, run history.
+``result_rank<r>.pt``: its ``testing.final_state`` (weights, optimizer and scheduler states, run history).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
 )
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
-from pytorch_accelerated.trainer.testing import make_tiny_dataset
+from pytorch_accelerated.trainer.testing import final_state, make_tiny_dataset
 
 NUM_TRAIN_SAMPLES = 90
 BATCH_SIZE_ON_ALL_PROCESSES = 8
@@ -178,14 +178,7 @@ def main() -> int:
     except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
         print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         os._exit(1)  # do not wait in a collective for a process that went on
-    result = {
-        "weights": trainer.get_model().state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "history": trainer.run_history.state_dict(),
-        "completed_update_steps": trainer.completed_update_steps,
-    }
-    torch.save(result, args.out / f"result_rank{rank}.pt")
+    torch.save(final_state(trainer), args.out / f"result_rank{rank}.pt")
     return 0
 
 

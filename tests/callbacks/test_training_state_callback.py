@@ -23,7 +23,7 @@ from pytorch_accelerated.callbacks import (
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
-from pytorch_accelerated.trainer.testing import assert_bitwise_equal, make_tiny_dataset
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
 # 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
 NUM_SAMPLES, BATCH_SIZE, ACCUMULATION = 50, 8, 2
@@ -58,15 +58,6 @@ def train(callbacks, num_epochs=3, resume_from=None, scheduler=True):
         resume_from=resume_from,
     )
     return trainer
-
-
-def outcome(trainer):
-    return {
-        "weights": trainer.get_model().state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "history": trainer.run_history.state_dict(),
-    }
 
 
 class Crash(Exception):
@@ -137,11 +128,11 @@ def test_a_run_stopped_early_ends_with_a_stopped_state_that_resumes_to_the_same_
                 raise StopTrainingError("enough")
 
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
-    expected = outcome(train([StopAtUpdate6(), saver]))
+    expected = final_state(train([StopAtUpdate6(), saver]))
     assert saver.saved_paths[-1].name == "step-00000006-stopped"
     resumed = train([StopAtUpdate6(), SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], resume_from="latest")
     assert resumed.completed_update_steps == 6
-    assert_bitwise_equal(outcome(resumed), expected)
+    assert_bitwise_equal(final_state(resumed), expected)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +170,7 @@ def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, ca
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number):
-    expected = outcome(train([]))
+    expected = final_state(train([]))
 
     class SignalMidWindow(TrainerCallback):
         def on_train_step_end(self, trainer, **kwargs):
@@ -194,7 +185,7 @@ def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactl
     assert saver.stopped_by_signal == signal.Signals(signal_number).name
     assert signal.getsignal(signal_number) == previous  # handlers put back at the run's end
     resumed = train([SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)], resume_from="latest")
-    assert_bitwise_equal(outcome(resumed), expected)
+    assert_bitwise_equal(final_state(resumed), expected)
 
 
 def test_without_signal_handling_the_handlers_are_left_alone(tmp_path):
@@ -228,7 +219,7 @@ def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path)
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     reference_dir.mkdir()
     run_dir.mkdir()
-    expected = outcome(train(stateful_callbacks(reference_dir), num_epochs=4))
+    expected = final_state(train(stateful_callbacks(reference_dir), num_epochs=4))
     expected_logs = {name: (reference_dir / name).read_text() for name in ("log.csv", "log.jsonl")}
 
     saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1)
@@ -239,7 +230,7 @@ def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path)
         for name, text in expected_logs.items():
             (run_dir / name).write_text(text)
         resumed = train(stateful_callbacks(run_dir), num_epochs=4, resume_from=state)
-        assert_bitwise_equal(outcome(resumed), expected, state.name)
+        assert_bitwise_equal(final_state(resumed), expected, state.name)
         for name, text in expected_logs.items():
             assert (run_dir / name).read_text() == text, f"{name} resumed from {state.name}"
 
@@ -248,7 +239,7 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     reference_dir.mkdir()
     run_dir.mkdir()
-    expected = outcome(train(stateful_callbacks(reference_dir)[1:], num_epochs=3))
+    expected = final_state(train(stateful_callbacks(reference_dir)[1:], num_epochs=3))
 
     def callbacks():
         return [*stateful_callbacks(run_dir)[1:], SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=3)]
@@ -257,7 +248,7 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
         train([*callbacks(), CrashAtUpdate(11)], num_epochs=3)  # 2 updates after the last state
     resumed = train(callbacks(), num_epochs=3, resume_from="latest")
     assert resumed.resumed_from.name == "step-00000009"
-    assert_bitwise_equal(outcome(resumed), expected)
+    assert_bitwise_equal(final_state(resumed), expected)
     for name in ("log.csv", "log.jsonl"):
         assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
 

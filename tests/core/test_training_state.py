@@ -27,7 +27,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
-from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, make_tiny_dataset
+from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
 # ---------------------------------------------------------------------------------------- a run
 
@@ -122,16 +122,6 @@ def train_run(
         resume_from=resume_from,
     )
     return trainer
-
-
-def final_state(trainer):
-    return {
-        "weights": trainer.get_model().state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "history": trainer.run_history.state_dict(),
-        "updates": trainer.completed_update_steps,
-    }
 
 
 def scramble_random_generators():

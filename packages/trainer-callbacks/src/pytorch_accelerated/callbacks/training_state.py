@@ -19,6 +19,8 @@ from pytorch_accelerated.trainer import (
     list_training_states,
 )
 
+from pytorch_accelerated.schedulers._arguments import check_positive_int
+
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -65,8 +67,8 @@ class SaveTrainingStateCallback(TrainerCallback):
             ("save_every_n_epochs", save_every_n_epochs),
             ("max_checkpoints", max_checkpoints),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+            if value is not None:
+                check_positive_int(name, value)
         if save_every_n_minutes is not None and not save_every_n_minutes > 0:
             raise ValueError(f"save_every_n_minutes must be > 0 or None, got {save_every_n_minutes!r}.")
         self.save_dir = Path(save_dir)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from ._arguments import check_positive_int
 from .callbacks import StopTrainingError, TrainerCallback
 
 if TYPE_CHECKING:
@@ -44,8 +45,7 @@ class TerminateOnNaNCallback(TrainerCallback):
     per_process_state = True
 
     def __init__(self, check_every_n_steps: int = 50):
-        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be a positive integer, got {check_every_n_steps!r}")
+        check_positive_int("check_every_n_steps", check_every_n_steps)
         self.check_every_n_steps = check_every_n_steps
         self._unchecked_losses: list[torch.Tensor] = []
         self._found_non_finite = False

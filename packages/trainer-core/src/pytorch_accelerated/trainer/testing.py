@@ -34,6 +34,7 @@ __all__ = [
     "make_tiny_dataset",
     "run_tiny_training",
     "check_exact_resume",
+    "final_state",
     "assert_bitwise_equal",
 ]
 
@@ -139,8 +140,8 @@ def check_exact_resume(
 
     Trains the tiny model (shuffled data, accumulation over 2 batches unless ``train_kwargs``
     say otherwise) with them, saving a training state into ``folder`` at every save point; then,
-    for each state, resumes a new run with new callbacks and compares its weights, optimizer state
-    and run history with the uninterrupted run's, bit for bit. A callback whose state is missing
+    for each state, resumes a new run with new callbacks and compares its :func:`final_state` with
+    the uninterrupted run's, bit for bit. A callback whose state is missing
     from ``state_dict`` (or not restored by ``load_state_dict``) shows up as a difference in what
     it records. Raises AssertionError naming the state and the first difference; returns the
     states checked.
@@ -149,11 +150,11 @@ def check_exact_resume(
     train_kwargs.setdefault("num_samples", 60)
     saver = _SaveAtEverySavePoint(Path(folder))
     seed_everything(0)
-    expected = _outcome(run_tiny_training(callbacks=[*make_callbacks(), saver], num_epochs=num_epochs, **train_kwargs))
+    expected = final_state(run_tiny_training(callbacks=[*make_callbacks(), saver], num_epochs=num_epochs, **train_kwargs).trainer)
     for path in saver.paths:
         seed_everything(1)  # anything else: the resumed run must restore the generators itself
         resumed = run_tiny_training(callbacks=list(make_callbacks()), num_epochs=num_epochs, resume_from=path, **train_kwargs)
-        difference = _first_difference(_outcome(resumed), expected)
+        difference = _first_difference(final_state(resumed.trainer), expected)
         if difference is not None:
             raise AssertionError(f"Resumed from the state saved at {path.name}, the run ends differently: {difference}")
     return saver.paths
@@ -168,12 +169,16 @@ def assert_bitwise_equal(actual, expected, what: str = "state") -> None:
         raise AssertionError(f"{what} differs: {what}{difference}")
 
 
-def _outcome(result: TinyRunResult) -> dict[str, Any]:
-    trainer = result.trainer
+def final_state(trainer: Trainer) -> dict[str, Any]:
+    """What a resumed run must end with, exactly as the uninterrupted run did: the weights, the
+    optimizer's and scheduler's states, the run history and the number of updates. Compare two
+    with :func:`assert_bitwise_equal`."""
     return {
         "weights": trainer.get_model().state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "run history": trainer.run_history.state_dict(),
+        "completed update steps": trainer.completed_update_steps,
     }
 
 

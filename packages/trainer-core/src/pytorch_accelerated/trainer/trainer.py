@@ -20,6 +20,7 @@ from accelerate.utils import DistributedType, gather_object, send_to_device
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ._arguments import check_positive_int
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -83,8 +84,10 @@ class Trainer:
         self.accelerator: Accelerator = self.create_accelerator()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             _destroy_process_group_at_exit()
+        # read once: accelerate's properties cost microseconds a read, and these are read every step
         self._is_main_process = self.accelerator.is_main_process
         self._is_local_main_process = self.accelerator.is_local_main_process
+        self._several_processes = self.accelerator.use_distributed  # whether no_sync holds anything back
         self.scheduler = None
         self.collate_fn: Callable | None = None
         self.train_dataset: Dataset | None = None
@@ -107,7 +110,6 @@ class Trainer:
         self._prepared_model: torch.nn.Module | None = None
         self._trainable_when_wrapped: frozenset[int] = frozenset()
         self._torch_optimizer: torch.optim.Optimizer | None = None
-        self._several_processes = False  # decided per run: whether gradients are averaged across processes
         self._epoch_end_requested = False
         self.callback_handler.call_event("on_init_end", self)
 
@@ -166,11 +168,11 @@ class Trainer:
         taken), or ``"latest"``: the newest one found by the callbacks that save training states
         (a fresh start when there is none yet). Pass the arguments the run was started with.
         """
-        _check_positive_int("num_epochs", num_epochs)
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
-        _check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
+        check_positive_int("num_epochs", num_epochs)
+        check_positive_int("per_device_batch_size", per_device_batch_size)
+        check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
         if max_num_train_steps is not None:
-            _check_positive_int("max_num_train_steps", max_num_train_steps)
+            check_positive_int("max_num_train_steps", max_num_train_steps)
         if gradient_clip_value is not None and gradient_clip_norm is not None:
             raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
 
@@ -388,7 +390,7 @@ class Trainer:
         if collate_fn is not None:
             self.collate_fn = collate_fn
         batch_size = per_device_batch_size or self._default_eval_batch_size()
-        _check_positive_int("per_device_batch_size", batch_size)
+        check_positive_int("per_device_batch_size", batch_size)
         self.eval_dataset = dataset
         self.eval_dataloader = self._prepare_dataloader(
             self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
@@ -405,7 +407,7 @@ class Trainer:
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
         On several processes, each predicts a contiguous share and every process gets the result.
         The model's train/eval mode is restored afterwards."""
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        check_positive_int("per_device_batch_size", per_device_batch_size)
         self._prepare_model_and_optimizer()
         share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
         kwargs = {"shuffle": False, "collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
@@ -966,7 +968,6 @@ class Trainer:
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
         self._torch_optimizer = self.optimizer.optimizer if self._plain_optimizer_calls() else None
-        self._several_processes = self.accelerator.use_distributed
 
     def _wrap_model_for_distribution(self) -> None:
         if self._prepared_model is None or self.model is not self._prepared_model:
@@ -1153,9 +1154,6 @@ def _accelerator_device_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def _check_batch_output(batch_output, hook_name: str) -> None:
