@@ -42,6 +42,7 @@ def test_parameters_that_require_grad_outside_every_param_group_are_named_in_one
     left_out = [w for w in recwarn if "in no param group" in str(w.message)]
     assert len(left_out) == 1
     assert "0.weight, 0.bias" in str(left_out[0].message)
+    assert left_out[0].filename == __file__  # it points at the train() call
 
 
 def test_frozen_parameters_outside_the_optimizer_are_fine(recwarn):

@@ -64,7 +64,7 @@ def warn_of_parameters_outside_the_optimizer(optimizer, model: torch.nn.Module) 
             f"{len(left_out)} model parameter(s) require grad but are in no param group of the optimizer, so they "
             f"will not be trained: {shown}. Add them (optimizer.add_param_group) or freeze them "
             "(requires_grad_(False)).",
-            stacklevel=4,
+            stacklevel=3,  # the line that called train()
         )
 
 

@@ -201,8 +201,8 @@ class Trainer:
         if reset_run_history:
             self.run_history.reset()
 
+        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._unwrapped_model(self.model))
         self._prepare_model_and_optimizer()
-        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self.get_model(keep_torch_compile=False))
         self._train_loss_unchecked = True
         self.train_dataloader = self._prepare_dataloader(
             self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
