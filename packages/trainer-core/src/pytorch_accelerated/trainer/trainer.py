@@ -499,8 +499,12 @@ class Trainer:
         self.model.train()
 
     def calculate_train_batch_loss(self, batch) -> dict[str, Any]:
-        """The loss of one training batch: a dict with ``loss``, ``model_outputs`` and
-        ``batch_size``; any other key reaches ``on_train_step_end`` unchanged."""
+        """The loss of one training batch: a dict with ``loss`` (a scalar tensor), ``model_outputs``
+        and ``batch_size``; any other key reaches ``on_train_step_end`` unchanged.
+
+        By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
+        batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
+        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
         return self._forward_and_loss(batch)
 
     def backward_step(self, loss: torch.Tensor) -> None:
