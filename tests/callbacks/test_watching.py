@@ -48,6 +48,38 @@ def test_early_stopping_on_a_missing_metric_names_it():
         run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="eval_accuracy")], num_epochs=1)
 
 
+@pytest.mark.parametrize(
+    "callback",
+    [EarlyStoppingCallback(), SaveBestModelCallback(watch_metric="eval_accuracy", greater_is_better=True)],
+    ids=["early-stopping", "save-best"],
+)
+def test_an_eval_metric_watched_in_a_run_without_eval_dataset_is_an_error_at_run_start(callback, tmp_path):
+    callback.save_path = tmp_path / "best.pt"  # SaveBestModelCallback only: where it would save
+    name = type(callback).__name__
+    with pytest.raises(ValueError, match=f"{name} watches 'eval_.*', an evaluation metric, but this run has no eval_dataset"):
+        run_tiny_training(callbacks=[callback], with_eval=False, num_epochs=1)
+
+
+def test_the_run_start_check_comes_before_any_training_step():
+    from pytorch_accelerated.trainer.testing import EventRecorder
+
+    recorder = EventRecorder()
+    model = make_tiny_model()
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[recorder, EarlyStoppingCallback()],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no eval_dataset"):
+        trainer.train(make_tiny_dataset(16), num_epochs=1)
+    assert "on_training_run_start" in recorder.events
+    assert "on_train_step_start" not in recorder.events
+
+
+def test_a_training_metric_never_recorded_names_the_recorded_ones_at_the_first_epoch_end():
+    with pytest.raises(ValueError, match=r"watches 'train_accuracy', which this run has not recorded; recorded metrics: \['train_loss_epoch'\]"):
+        run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1)
+
+
 def test_early_stopping_rejects_bad_arguments():
     with pytest.raises(ValueError, match="patience"):
         EarlyStoppingCallback(early_stopping_patience=0)

@@ -18,7 +18,8 @@ from .helpers import make_trainer
 
 
 def test_a_default_trainer_has_one_fresh_instance_of_each_default_callback():
-    trainer = Trainer(make_tiny_model(), torch.nn.CrossEntropyLoss(), torch.optim.SGD(make_tiny_model().parameters(), lr=0.1))
+    model = make_tiny_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     assert [type(cb) for cb in trainer.callback_handler] == list(DEFAULT_CALLBACKS)
     assert [type(cb) for cb in make_trainer(callbacks=()).callback_handler] == []
 

@@ -265,7 +265,8 @@ def test_saving_inside_a_training_step_or_before_training_is_refused(tmp_path):
 
     with pytest.raises(CheckpointError, match="on_save_point"):
         train_run([SavesMidStep()])
-    trainer = Trainer(make_model(), torch.nn.CrossEntropyLoss(), torch.optim.SGD(make_model().parameters(), lr=0.1))
+    model = make_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(CheckpointError, match="Nothing to save yet"):
         trainer.save_training_state(tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

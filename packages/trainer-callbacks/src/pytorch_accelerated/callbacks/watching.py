@@ -20,6 +20,15 @@ class MetricWatcher:
         self.threshold = threshold
         self.best: float | None = None
 
+    def check_can_be_recorded(self, trainer, owner: str) -> None:
+        """At the run's start: an ``eval_*`` metric needs an ``eval_dataset``, which the run lacks."""
+        if self.watch_metric.startswith("eval_") and trainer.eval_dataset is None:
+            raise ValueError(
+                f"{owner} watches {self.watch_metric!r}, an evaluation metric, but this run has no eval_dataset, so "
+                "it is never recorded: pass train(..., eval_dataset=...), or watch a training metric such as "
+                "'train_loss_epoch'."
+            )
+
     def read(self, trainer, owner: str) -> float:
         """The metric's latest value as a float; a clear error if the run does not record it."""
         if not trainer.run_history.get_metric_values(self.watch_metric):
@@ -67,6 +76,7 @@ class EarlyStoppingCallback(TrainerCallback):
         self.epochs_without_improvement = 0
 
     def on_training_run_start(self, trainer, **kwargs):
+        self.watcher.check_can_be_recorded(trainer, type(self).__name__)
         self.watcher.best = None
         self.epochs_without_improvement = 0
 
@@ -116,6 +126,7 @@ class SaveBestModelCallback(TrainerCallback):
         self.saved_this_run = False
 
     def on_training_run_start(self, trainer, **kwargs):
+        self.watcher.check_can_be_recorded(trainer, type(self).__name__)
         self.watcher.best = None
         self.saved_this_run = False
 

@@ -20,7 +20,9 @@ from accelerate.utils import DistributedType, gather_object, send_to_device
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import _accelerate_state, _checks
 from ._arguments import check_positive_int
+from ._forward_inputs import ForwardInputs
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -70,6 +72,9 @@ class Trainer:
         run_history: RunHistory | None = None,
         accelerator_kwargs: dict[str, Any] | None = None,
     ):
+        _checks.check_model(model)
+        _checks.check_loss_func(loss_func)
+        _checks.check_optimizer(optimizer, model)
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
@@ -82,6 +87,8 @@ class Trainer:
                 "the trainer accumulates gradients itself so that logged losses stay true."
             )
         self.accelerator: Accelerator = self.create_accelerator()
+        _checks.check_mixed_precision_runs(self.accelerator)
+        self._mixed_precision = self.accelerator.mixed_precision
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             _destroy_process_group_at_exit()
         # read once: accelerate's properties cost microseconds a read, and these are read every step
@@ -111,6 +118,8 @@ class Trainer:
         self._trainable_when_wrapped: frozenset[int] = frozenset()
         self._torch_optimizer: torch.optim.Optimizer | None = None
         self._epoch_end_requested = False
+        self._forward_inputs = ForwardInputs()
+        self._train_loss_unchecked = True
         self.callback_handler.call_event("on_init_end", self)
 
     # ------------------------------------------------------------------ facts about the run
@@ -175,6 +184,13 @@ class Trainer:
             check_positive_int("max_num_train_steps", max_num_train_steps)
         if gradient_clip_value is not None and gradient_clip_norm is not None:
             raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
+        _checks.check_clip("gradient_clip_value", gradient_clip_value)
+        _checks.check_clip("gradient_clip_norm", gradient_clip_norm)
+        _checks.check_scheduler_fn(create_scheduler_fn)
+        _checks.check_not_empty(train_dataset, "train_dataset", "training")
+        if eval_dataset is not None:
+            _checks.check_not_empty(eval_dataset, "eval_dataset", "evaluation")
+        self._check_accelerate_state_is_own()
 
         training_state = self._find_training_state(resume_from)
 
@@ -185,7 +201,9 @@ class Trainer:
         if reset_run_history:
             self.run_history.reset()
 
+        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._unwrapped_model(self.model))
         self._prepare_model_and_optimizer()
+        self._train_loss_unchecked = True
         self.train_dataloader = self._prepare_dataloader(
             self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
         )
@@ -274,6 +292,7 @@ class Trainer:
     def _run_train_steps(self, batches: Iterator) -> None:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
+        check_loss = self._train_loss_unchecked
         for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
             window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
@@ -283,6 +302,9 @@ class Trainer:
             with self.accelerator.no_sync(self.model) if hold_back_gradient_sync else nullcontext():
                 batch_output = self.calculate_train_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_train_batch_loss")
+                if check_loss:  # once per run: the loss's type does not change from step to step
+                    _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
+                    check_loss = self._train_loss_unchecked = False
                 self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
                 loss = batch_output["loss"]
@@ -315,11 +337,15 @@ class Trainer:
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
         loss_tracker = _RunningLoss(self.device)
+        check_loss = True
         with torch.no_grad():
             for batch in self._batches_on_device(dataloader):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_eval_batch_loss")
+                if check_loss:
+                    _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
+                    check_loss = False
                 loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
                 if self._epoch_end_requested:
@@ -391,6 +417,7 @@ class Trainer:
             self.collate_fn = collate_fn
         batch_size = per_device_batch_size or self._default_eval_batch_size()
         check_positive_int("per_device_batch_size", batch_size)
+        _checks.check_not_empty(dataset, "The evaluation dataset", "evaluate()")
         self.eval_dataset = dataset
         self.eval_dataloader = self._prepare_dataloader(
             self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
@@ -438,29 +465,22 @@ class Trainer:
         trains on the CPUs with gloo, where a bare ``Accelerator()`` would run every process alone.
         """
         kwargs = dict(self.accelerator_kwargs)
+        _accelerate_state.make_way_for(kwargs)
         if "cpu" not in kwargs and _launched_on_several_processes() and not _accelerator_device_available():
             kwargs["cpu"] = True
         return Accelerator(**kwargs)
 
     def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
-        """A DataLoader over ``self.train_dataset`` (shuffled); the trainer shards it across processes."""
-        kwargs = {
-            "shuffle": True,
-            "pin_memory": self.device.type == "cuda",
-            "collate_fn": self.collate_fn,
-            **(dataloader_kwargs or {}),
-        }
-        return DataLoader(self.train_dataset, batch_size=batch_size, **kwargs)
+        """A DataLoader over ``self.train_dataset`` (shuffled, unless ``dataloader_kwargs`` give a
+        ``sampler`` or ``batch_sampler``); the trainer shards it across processes."""
+        defaults = {"shuffle": True, "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
+        return DataLoader(self.train_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
 
     def create_eval_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
-        """A DataLoader over ``self.eval_dataset`` (in order); the trainer shards it without padding."""
-        kwargs = {
-            "shuffle": False,
-            "pin_memory": self.device.type == "cuda",
-            "collate_fn": self.collate_fn,
-            **(dataloader_kwargs or {}),
-        }
-        return DataLoader(self.eval_dataset, batch_size=batch_size, **kwargs)
+        """A DataLoader over ``self.eval_dataset`` (in order, unless ``dataloader_kwargs`` give a
+        ``sampler`` or ``batch_sampler``); the trainer shards it without padding."""
+        defaults = {"shuffle": False, "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
+        return DataLoader(self.eval_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
 
     def create_scheduler(self):
         """The learning-rate scheduler: ``create_scheduler_fn(optimizer)`` with placeholders filled."""
@@ -479,8 +499,12 @@ class Trainer:
         self.model.train()
 
     def calculate_train_batch_loss(self, batch) -> dict[str, Any]:
-        """The loss of one training batch: a dict with ``loss``, ``model_outputs`` and
-        ``batch_size``; any other key reaches ``on_train_step_end`` unchanged."""
+        """The loss of one training batch: a dict with ``loss`` (a scalar tensor), ``model_outputs``
+        and ``batch_size``; any other key reaches ``on_train_step_end`` unchanged.
+
+        By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
+        batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
+        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
         return self._forward_and_loss(batch)
 
     def backward_step(self, loss: torch.Tensor) -> None:
@@ -548,13 +572,15 @@ class Trainer:
         """Called when :meth:`evaluate` ends."""
 
     def calculate_batch_predictions(self, batch):
-        """The model's outputs for one batch in :meth:`predict` (inputs: ``batch[0]``, or the whole
-        batch when it is a dict or a tensor)."""
-        return self.model(**batch) if isinstance(batch, Mapping) else self.model(_model_inputs(batch))
+        """The model's outputs for one batch in :meth:`predict` (inputs: ``batch[0]``, the batch
+        when it is a tensor, or a dict batch's keys that ``forward`` names, passed by name)."""
+        if isinstance(batch, Mapping):
+            return self.model(**self._forward_inputs_of(batch))
+        return self.model(_model_inputs(batch))
 
     def _forward_and_loss(self, batch) -> dict[str, Any]:
         if isinstance(batch, Mapping):
-            model_outputs = self.model(**batch)
+            model_outputs = self.model(**self._forward_inputs_of(batch))
             targets = batch.get("labels")
         else:
             model_outputs = self.model(_model_inputs(batch))
@@ -564,6 +590,20 @@ class Trainer:
         else:
             loss = self.loss_func(model_outputs, targets)
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
+
+    def _forward_inputs_of(self, batch: Mapping) -> Mapping:
+        return self._forward_inputs.select(self.model, batch, self._unwrapped_model, self.loss_func is not None)
+
+    def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
+
+    def _check_accelerate_state_is_own(self) -> None:
+        if self.accelerator.mixed_precision != self._mixed_precision:
+            raise RuntimeError(
+                f"This Trainer was created with mixed_precision={self._mixed_precision!r}, but a Trainer created since "
+                f"set accelerate's process-wide state to {self.accelerator.mixed_precision!r}: create this Trainer "
+                "again (after the other) to train with it."
+            )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -982,6 +1022,9 @@ class Trainer:
             self._trainable_when_wrapped = _trainable_parameter_ids(self.model)
 
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
+        _checks.check_sampler_not_sharded_twice(dataloader, self.num_processes, "training" if train else "evaluation")
+        if not train:
+            _checks.check_dataloader_not_empty(dataloader, "evaluation")
         if self.accelerator.distributed_type == DistributedType.NO:
             # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
             # batches are moved to the device by _on_device instead.

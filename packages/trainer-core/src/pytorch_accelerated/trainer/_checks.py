@@ -1,0 +1,181 @@
+"""Checks of the Trainer's arguments and of what its hooks return, run once (at creation, at the
+start of a run, on a run's first step), each with an error that names the mistake and the fix."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any
+
+import torch
+from accelerate.utils import DistributedType
+from torch.utils.data import DistributedSampler
+
+_OWN_MIXED_PRECISION = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)  # they do fp16 themselves
+
+
+def check_model(model) -> None:
+    if isinstance(model, type):
+        raise TypeError(f"model is the class {model.__name__}; pass an instance: model={model.__name__}(...).")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+
+
+def check_loss_func(loss_func) -> None:
+    if isinstance(loss_func, type):
+        raise TypeError(
+            f"loss_func is the class {loss_func.__name__}; pass an instance: loss_func={loss_func.__name__}()."
+        )
+    if loss_func is not None and not callable(loss_func):
+        raise TypeError(f"loss_func must be callable as loss_func(model_outputs, targets), got {type(loss_func).__name__}.")
+
+
+def check_optimizer(optimizer, model: torch.nn.Module) -> None:
+    """The optimizer is an instance that holds at least one of the model's parameters."""
+    if optimizer is None:
+        raise TypeError(
+            "optimizer is None: pass an optimizer over the model's parameters, e.g. "
+            "optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3)."
+        )
+    if isinstance(optimizer, type):
+        raise TypeError(
+            f"optimizer is the class {optimizer.__name__}; pass an instance: "
+            f"optimizer={optimizer.__name__}(model.parameters(), lr=...)."
+        )
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}.")
+    model_ids = {id(parameter) for parameter in model.parameters()}
+    if model_ids and not model_ids & _optimized_ids(optimizer):
+        raise ValueError(
+            "The optimizer holds none of the model's parameters, so training would change nothing: create it "
+            "from this model's parameters (optimizer=...(model.parameters(), ...)), after any copy or "
+            "re-creation of the model."
+        )
+
+
+def warn_of_parameters_outside_the_optimizer(optimizer, model: torch.nn.Module) -> None:
+    """One warning naming the parameters that require grad but that no param group holds."""
+    optimized = _optimized_ids(optimizer)
+    left_out = [name for name, parameter in model.named_parameters() if parameter.requires_grad and id(parameter) not in optimized]
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        warnings.warn(
+            f"{len(left_out)} model parameter(s) require grad but are in no param group of the optimizer, so they "
+            f"will not be trained: {shown}. Add them (optimizer.add_param_group) or freeze them "
+            "(requires_grad_(False)).",
+            stacklevel=3,  # the line that called train()
+        )
+
+
+def _optimized_ids(optimizer) -> set[int]:
+    return {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
+
+
+def check_scheduler_fn(create_scheduler_fn) -> None:
+    if create_scheduler_fn is None:
+        return
+    if _is_a_scheduler(create_scheduler_fn):
+        raise TypeError(
+            f"create_scheduler_fn is a {type(create_scheduler_fn).__name__} instance; pass a callable that builds "
+            "the scheduler from the optimizer instead, e.g. functools.partial(torch.optim.lr_scheduler.OneCycleLR, "
+            "max_lr=0.01, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS): the trainer calls it with its "
+            "optimizer once the run's sizes are known."
+        )
+    if not callable(create_scheduler_fn):
+        raise TypeError(f"create_scheduler_fn must be callable as create_scheduler_fn(optimizer), got {create_scheduler_fn!r}.")
+
+
+def _is_a_scheduler(value) -> bool:
+    if isinstance(value, type):
+        return False
+    return isinstance(value, torch.optim.lr_scheduler.LRScheduler) or (hasattr(value, "optimizer") and hasattr(value, "step"))
+
+
+def check_clip(name: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"{name} must be a positive number or None, got {value!r}: gradients are clipped to it "
+            f"(a value <= 0 would zero or reverse them); pass None not to clip."
+        )
+
+
+def check_not_empty(dataset, name: str, where: str) -> None:
+    try:
+        length = len(dataset)
+    except TypeError:
+        return  # an iterable dataset: its length is checked on its dataloader, if it has one
+    if length == 0:
+        raise ValueError(f"{name} is empty (len 0): {where} needs at least one sample; check how it was built or filtered.")
+
+
+def check_dataloader_not_empty(dataloader, name: str) -> None:
+    try:
+        length = len(dataloader)
+    except TypeError:
+        return
+    if length == 0:
+        raise ValueError(
+            f"The {name} dataloader has no batches: the dataset is smaller than one batch and drop_last=True. "
+            "Use a smaller batch size or drop_last=False."
+        )
+
+
+def dataloader_kwargs(batch_size: int, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """A DataLoader's keyword arguments: the user's ``given`` ones over the trainer's ``defaults`` and
+    ``batch_size``. A given ``sampler`` decides the order, a given ``batch_sampler`` the order and the
+    batch size: the defaults torch would reject next to them ("mutually exclusive") are left out."""
+    given = dict(given or {})
+    kwargs = {**defaults, "batch_size": batch_size}
+    if given.get("batch_sampler") is not None:
+        del kwargs["batch_size"]
+        kwargs.pop("shuffle", None)
+    elif given.get("sampler") is not None:
+        kwargs.pop("shuffle", None)
+    return {**kwargs, **given}
+
+
+def check_sampler_not_sharded_twice(dataloader, num_processes: int, name: str) -> None:
+    sampler = getattr(dataloader, "sampler", None)
+    batch_sampler_source = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
+    if num_processes > 1 and any(isinstance(s, DistributedSampler) for s in (sampler, batch_sampler_source)):
+        raise ValueError(
+            f"The {name} dataloader has a DistributedSampler, but the trainer already shards every dataloader "
+            "across processes (with accelerate): each process would see only 1/num_processes² of the data. "
+            "Pass a sampler over the whole dataset (or none)."
+        )
+
+
+def check_batch_loss(batch_output, hook_name: str, training: bool) -> None:
+    """Run on a run's first step: the hook's ``loss`` is a scalar tensor (requiring grad in training)."""
+    loss = batch_output["loss"]
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"{hook_name} returned a 'loss' of type {type(loss).__name__}; it must be the scalar tensor the "
+            "loss function returned (no .item() or float())."
+        )
+    if loss.dim() != 0:
+        raise ValueError(
+            f"{hook_name} returned a 'loss' of shape {tuple(loss.shape)}; it must be a scalar tensor: reduce it "
+            "(.mean() or .sum(), or a loss function with reduction='mean')."
+        )
+    if training and not loss.requires_grad:
+        raise ValueError(
+            f"{hook_name} returned a 'loss' that does not require grad, so backward cannot run: it was computed "
+            "under torch.no_grad() or from detached tensors, or none of the model's parameters requires grad."
+        )
+
+
+def check_mixed_precision_runs(accelerator) -> None:
+    """accelerate runs fp16 on a CPU as fp32 without a word: say so instead."""
+    if (
+        accelerator.mixed_precision == "fp16"
+        and not accelerator.native_amp
+        and accelerator.distributed_type not in _OWN_MIXED_PRECISION
+    ):
+        raise ValueError(
+            f"mixed_precision='fp16' cannot run on this {accelerator.device.type} device (accelerate would train "
+            "in fp32 while reporting fp16): use mixed_precision='bf16', or 'no'."
+        )
