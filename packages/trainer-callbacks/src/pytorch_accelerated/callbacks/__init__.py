@@ -17,6 +17,7 @@ from pytorch_accelerated.trainer import (
 )
 
 from .ema import ModelEmaCallback
+from .metric_scheduler import MetricSchedulerCallback
 from .loggers import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
@@ -62,4 +63,5 @@ __all__ = [
     "LearningRateMonitorCallback",
     "ThroughputMonitorCallback",
     "PlotMetricsCallback",
+    "MetricSchedulerCallback",
 ]
