@@ -17,6 +17,7 @@ from pytorch_accelerated.trainer import (
 )
 
 from .ema import ModelEmaCallback
+from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEventMixin, GradientNormCallback
 from .metric_scheduler import MetricSchedulerCallback
 from .loggers import (
     CSVLoggerCallback,
@@ -64,4 +65,7 @@ __all__ = [
     "ThroughputMonitorCallback",
     "PlotMetricsCallback",
     "MetricSchedulerCallback",
+    "GradientNormCallback",
+    "GradientClippingEventMixin",
+    "BEFORE_GRADIENT_CLIPPING_EVENT",
 ]
