@@ -19,6 +19,7 @@ from pytorch_accelerated.trainer import (
 from .ema import ModelEmaCallback
 from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEventMixin, GradientNormCallback
 from .metric_scheduler import MetricSchedulerCallback
+from .model_summary import ModelSummaryCallback, ModuleSummary, format_model_summary, summarize_model
 from .loggers import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
@@ -68,4 +69,8 @@ __all__ = [
     "GradientNormCallback",
     "GradientClippingEventMixin",
     "BEFORE_GRADIENT_CLIPPING_EVENT",
+    "ModelSummaryCallback",
+    "ModuleSummary",
+    "summarize_model",
+    "format_model_summary",
 ]
