@@ -29,6 +29,7 @@ from .loggers import (
 )
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
+from .swa import StochasticWeightAveragingCallback
 from .training_state import SaveTrainingStateCallback
 from .training_control import (
     ConvertSyncBatchNormCallback,
@@ -73,4 +74,5 @@ __all__ = [
     "ModuleSummary",
     "summarize_model",
     "format_model_summary",
+    "StochasticWeightAveragingCallback",
 ]
