@@ -82,7 +82,7 @@ class StochasticWeightAveragingCallback(TrainerCallback):
         if self.swa_scheduler is not None and self._in_swa_phase(trainer):
             with warnings.catch_warnings():
                 # a resumed epoch steps the new SWALR before the optimizer steps: intended, and its state follows
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 self.swa_scheduler.step()
 
     @torch.no_grad()
