@@ -29,6 +29,7 @@ from .loggers import (
 )
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
+from .profiler import ProfilerCallback
 from .swa import StochasticWeightAveragingCallback
 from .training_state import SaveTrainingStateCallback
 from .training_control import (
@@ -75,4 +76,5 @@ __all__ = [
     "summarize_model",
     "format_model_summary",
     "StochasticWeightAveragingCallback",
+    "ProfilerCallback",
 ]
