@@ -7,6 +7,7 @@
 Built on the core's public interface only (``pytorch_accelerated.trainer``).
 """
 
+from .batch_size_finder import find_batch_size
 from .lr_finder import LRFinderResult, find_lr, steepest_descent
 
 __version__ = "0.1.0"
@@ -15,4 +16,5 @@ __all__ = [
     "find_lr",
     "LRFinderResult",
     "steepest_descent",
+    "find_batch_size",
 ]
