@@ -9,6 +9,7 @@ Built on the core's public interface only (``pytorch_accelerated.trainer``).
 
 from .batch_size_finder import find_batch_size
 from .lr_finder import LRFinderResult, find_lr, steepest_descent
+from .optuna_pruning import OptunaPruningCallback
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "LRFinderResult",
     "steepest_descent",
     "find_batch_size",
+    "OptunaPruningCallback",
 ]
