@@ -64,4 +64,7 @@ def test_settings_that_cannot_work_are_refused_when_the_run_starts():
 
 
 def test_a_resumed_run_averages_exactly_as_the_uninterrupted_run(tmp_path):
-    check_exact_resume(lambda: [StochasticWeightAveragingCallback(swa_start_epoch=2, swa_lr=0.01)], tmp_path, num_epochs=3)
+    # annealing over two epochs: a state saved inside epoch 2 holds an lr halfway to swa_lr
+    check_exact_resume(
+        lambda: [StochasticWeightAveragingCallback(swa_start_epoch=2, swa_lr=0.01, annealing_epochs=2)], tmp_path, num_epochs=3
+    )

@@ -50,6 +50,7 @@ class ProfilerCallback(TrainerCallback):
         self._step = 0
         self._first_step = start_step - self.warmup_steps
         self._worker_name = "rank0"
+        self._existing: set[Path] = set()  # traces in output_dir before this window's
 
     def on_training_run_start(self, trainer, **kwargs):
         self._step = 0
