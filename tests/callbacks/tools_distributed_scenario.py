@@ -3,9 +3,8 @@
 
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/tools_distributed_scenario.py OUT
 
-One run with the model summary, gradient norms before and after clipping, and SWA (with BatchNorm);
-then the learning-rate finder on a fresh trainer. Each process trains on its own shard; each writes
-``result_rank<r>.json``.
+One run with the model summary, gradient norms before and after clipping, and SWA (with BatchNorm).
+Each process trains on its own shard; each writes ``result_rank<r>.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from pytorch_accelerated.callbacks import (
 )
 from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
-from pytorch_accelerated.tuning import find_lr
 
 
 class ClippingEventTrainer(GradientClippingEventMixin, Trainer):
@@ -64,23 +62,11 @@ def train_with_the_tools() -> dict:
     }
 
 
-def find_the_lr() -> dict:
-    model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
-    before = digest(model.state_dict())
-    result = find_lr(trainer, make_tiny_dataset(512, seed=2), start_lr=1e-4, end_lr=100.0, num_steps=40)
-    return {
-        "suggestion": result.suggestion,
-        "losses": result.losses,
-        "untouched": digest(trainer.get_model().state_dict()) == before,
-    }
-
-
 def main(out: Path) -> int:
     rank = int(os.environ["RANK"])
     out.mkdir(parents=True, exist_ok=True)
     try:
-        result, status = {**train_with_the_tools(), **find_the_lr()}, 0
+        result, status = train_with_the_tools(), 0
     except Exception:
         result, status = {"error": traceback.format_exc()}, 1
     (out / f"result_rank{rank}.json").write_text(json.dumps(result))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pytorch_accelerated.examples import optuna_search, training_tools, tuning_tools
+from pytorch_accelerated.examples import training_tools
 
 
 def test_training_tools(tmp_path, capsys):
@@ -18,6 +18,9 @@ def test_training_tools(tmp_path, capsys):
 
 
 def test_tuning_tools(tmp_path, capsys):
+    pytest.importorskip("pytorch_accelerated.tuning", reason="needs trainer-examples[tuning]")
+    from pytorch_accelerated.examples import tuning_tools
+
     result = tuning_tools.main(["--num-epochs", "1", "--max-steps", "3", "--lr-finder-steps", "30", "--plot", str(tmp_path / "lr.png")])
     out = capsys.readouterr().out
     assert "suggested lr" in out and "find_batch_size: not supported on CPU" in out
@@ -26,7 +29,10 @@ def test_tuning_tools(tmp_path, capsys):
 
 
 def test_optuna_search(capsys):
-    pytest.importorskip("optuna")
+    pytest.importorskip("optuna", reason="needs trainer-examples[tuning]")
+    pytest.importorskip("pytorch_accelerated.tuning", reason="needs trainer-examples[tuning]")
+    from pytorch_accelerated.examples import optuna_search
+
     study = optuna_search.main(["--num-trials", "4", "--num-epochs", "2", "--max-steps", "10"])["study"]
     assert len(study.trials) == 4
     assert "4 trials" in capsys.readouterr().out

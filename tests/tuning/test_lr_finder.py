@@ -69,3 +69,27 @@ def test_bad_arguments_are_named():
         find_lr(trainer, make_tiny_dataset(16), start_lr=1.0, end_lr=0.1)
     with pytest.raises(ValueError, match="num_steps"):
         find_lr(trainer, make_tiny_dataset(16), num_steps=1)
+
+
+def test_every_process_gets_the_same_suggestion(tmp_path):
+    import json
+    import sys
+
+    from ..launching import free_port, run_launch, tail
+    from . import lr_finder_distributed_scenario as scenario
+
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_path)
+    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
+    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    first, second = results
+    assert first["suggestion"] is not None and first["suggestion"] == second["suggestion"]
+    assert first["losses"] == second["losses"] and len(first["losses"]) > 10
+    assert first["untouched"] and second["untouched"]
+    # the plot is written once, by the main process
+    assert first["plot"] == str(out / "lr_finder.png") and second["plot"] is None
+    assert (out / "lr_finder.png").is_file()

@@ -4,7 +4,7 @@
 
 Each trial trains the digits MLP with its own Trainer (several trials in one process, one after the
 other) at a learning rate and weight decay that Optuna suggests. ``OptunaPruningCallback`` (from
-trainer-tuning; needs ``pip install "trainer-tuning[optuna]"``) reports ``eval_loss_epoch`` after every
+trainer-tuning; ``pip install "trainer-examples[tuning]"``) reports ``eval_loss_epoch`` after every
 epoch; when the median pruner finds a trial worse than the median of earlier trials at the same epoch,
 the run ends cleanly and Optuna records the trial as pruned.
 """
