@@ -32,8 +32,8 @@ def test_the_norms_of_every_update_total_and_per_layer_group():
     result = run_tiny_training(callbacks=[GradientNormCallback(log_every_n_steps=5), reference], num_epochs=2)
     assert len(result.metrics["grad_norm"]) == 16  # 8 updates per epoch
     assert result.metrics["grad_norm"] == pytest.approx(reference.total, rel=1e-5)
-    assert result.metrics["grad_norm/0"] == pytest.approx(reference.first_layer, rel=1e-5)
-    assert sorted(name for name in result.metrics if name.startswith("grad_norm")) == ["grad_norm", "grad_norm/0", "grad_norm/2"]
+    assert result.metrics["grad_norm/group_0"] == pytest.approx(reference.first_layer, rel=1e-5)
+    assert sorted(name for name in result.metrics if name.startswith("grad_norm")) == ["grad_norm", "grad_norm/group_0", "grad_norm/group_1"]
     assert "grad_norm_clipped" not in result.metrics
     # read every 5 updates and at each epoch's end, not at every update
     assert reference.recorded_at_update == [0, 0, 0, 0, 5, 5, 5, 5, 8, 8, 8, 8, 13, 13, 13, 13]
@@ -46,7 +46,7 @@ def test_with_clipping_the_norm_before_and_after_clipping():
     before, after = result.metrics["grad_norm"], result.metrics["grad_norm_clipped"]
     assert len(before) == len(after) == 8 and max(before) > 0.05
     assert after == pytest.approx([min(norm, 0.05) for norm in before], rel=1e-4)
-    assert len(result.metrics["grad_norm_clipped/2"]) == 8
+    assert len(result.metrics["grad_norm_clipped/group_1"]) == 8
 
 
 def test_a_clipping_run_without_the_event_is_refused_before_the_first_step():

@@ -55,7 +55,7 @@ def train_with_the_tools() -> dict:
         "summary": [[row.name, row.parameters, row.trainable_parameters] for row in summary.summary],
         "grad_norm": history.get_metric_values("grad_norm"),
         "grad_norm_clipped": history.get_metric_values("grad_norm_clipped"),
-        "grad_norm_group": history.get_metric_values("grad_norm/1"),
+        "grad_norm_group": history.get_metric_values("grad_norm/group_1"),
         "weights": digest(trainer.get_model().state_dict()),
         "running_mean": model[0].running_mean.tolist(),
         "n_averaged": int(swa.averaged_model.n_averaged),

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from pytorch_accelerated.finetuning import ModelFreezer
 from pytorch_accelerated.trainer import TrainerCallback
 
 #: The custom event :class:`GradientClippingEventMixin` fires just before the gradients are clipped.
@@ -27,9 +28,10 @@ class GradientClippingEventMixin:
 
 class GradientNormCallback(TrainerCallback):
     """Records the L2 norm of the gradients of every optimizer update: ``grad_norm`` (all
-    parameters) and ``grad_norm/<group>`` per layer group, a group being a top-level child module
-    of the model (``grad_norm/0``, ``grad_norm/1`` for an ``nn.Sequential``; parameters held by the
-    model itself go to ``grad_norm/<model>``).
+    parameters) and ``grad_norm/group_<i>`` per layer group, as ``ModelFreezer`` splits the model
+    (``pytorch_accelerated.finetuning``: plain containers opened up, each module with weights
+    starting a group), so the norms line up with the groups you freeze and unfreeze (a group with
+    no gradients, frozen, has norm 0).
 
     The norms are taken once per update, on the gradients the optimizer is about to use: after the
     accumulation window's last backward and, on several processes, after DDP averaged them, so they
@@ -121,12 +123,8 @@ class GradientNormCallback(TrainerCallback):
 
 
 def _layer_groups(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:
-    """The trainable parameters of each top-level child module (and of the model itself), in order."""
-    groups = [(name, [p for p in child.parameters() if p.requires_grad]) for name, child in model.named_children()]
-    own = [p for p in model.parameters(recurse=False) if p.requires_grad]
-    if own:
-        groups.append((type(model).__name__, own))
-    return [(name, params) for name, params in groups if params]
+    """``group_<i>`` and its parameters for each of ModelFreezer's layer groups of ``model``."""
+    return [(f"group_{group.layer_group_idx}", list(group.params)) for group in ModelFreezer(model).get_layer_groups()]
 
 
 def _norm(gradients: list[torch.Tensor], device: torch.device) -> torch.Tensor:
