@@ -73,7 +73,7 @@ class GradientNormCallback(TrainerCallback):
         self._groups = _layer_groups(trainer.get_model(keep_torch_compile=False)) if self.per_layer_group else []
         parts = ["grad_norm", *(f"grad_norm/{name}" for name, _ in self._groups)]
         self._names = parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if self._clipping else [])
-        self._all_parameters = [p for p in trainer.get_model(keep_torch_compile=False).parameters() if p.requires_grad]
+        self._all_parameters = list(trainer.get_model(keep_torch_compile=False).parameters())
         self._device = trainer.device
         self._pending = []
         self._before_clipping = None
