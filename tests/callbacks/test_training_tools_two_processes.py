@@ -1,4 +1,4 @@
-"""Model summary, gradient norms and SWA on two processes (gloo)."""
+"""Model summary, gradient norms, SWA and the profiler on two processes (gloo)."""
 
 import json
 import sys
@@ -33,3 +33,6 @@ def test_the_training_tools_agree_on_two_processes(tmp_path):
     assert first["weights"] == second["weights"]
     assert first["running_mean"] == second["running_mean"]
 
+    # the profiler: one trace per process, side by side in the run folder
+    traces = sorted(path.name.split(".")[0] for path in (out / "profiler").glob("*.pt.trace.json"))
+    assert traces == ["rank0", "rank1"]

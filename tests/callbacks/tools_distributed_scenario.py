@@ -3,7 +3,8 @@
 
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/tools_distributed_scenario.py OUT
 
-One run with the model summary, gradient norms before and after clipping, and SWA (with BatchNorm).
+One run with the model summary, gradient norms before and after clipping, SWA (with BatchNorm) and
+a profiled window.
 Each process trains on its own shard; each writes ``result_rank<r>.json``.
 """
 
@@ -22,6 +23,7 @@ from pytorch_accelerated.callbacks import (
     GradientClippingEventMixin,
     GradientNormCallback,
     ModelSummaryCallback,
+    ProfilerCallback,
     StochasticWeightAveragingCallback,
 )
 from pytorch_accelerated.trainer import Trainer
@@ -41,13 +43,13 @@ def model_with_batch_norm() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.BatchNorm1d(4), make_tiny_model())
 
 
-def train_with_the_tools() -> dict:
+def train_with_the_tools(out: Path) -> dict:
     model = model_with_batch_norm()
     summary = ModelSummaryCallback()
     swa = StochasticWeightAveragingCallback(swa_start_epoch=2, swa_lr=0.01)
     trainer = ClippingEventTrainer(
         model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[summary, GradientNormCallback(log_every_n_steps=3), swa],
+        callbacks=[summary, GradientNormCallback(log_every_n_steps=3), swa, ProfilerCallback(out / "profiler", 2, 3)],
     )  # fmt: skip
     trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=4, gradient_clip_norm=0.5)
     history = trainer.run_history
@@ -66,7 +68,7 @@ def main(out: Path) -> int:
     rank = int(os.environ["RANK"])
     out.mkdir(parents=True, exist_ok=True)
     try:
-        result, status = train_with_the_tools(), 0
+        result, status = train_with_the_tools(out), 0
     except Exception:
         result, status = {"error": traceback.format_exc()}, 1
     (out / f"result_rank{rank}.json").write_text(json.dumps(result))
