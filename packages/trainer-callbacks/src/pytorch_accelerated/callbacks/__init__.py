@@ -17,6 +17,9 @@ from pytorch_accelerated.trainer import (
 )
 
 from .ema import ModelEmaCallback
+from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEventMixin, GradientNormCallback
+from .metric_scheduler import MetricSchedulerCallback
+from .model_summary import ModelSummaryCallback, ModuleSummary, format_model_summary, summarize_model
 from .loggers import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
@@ -26,6 +29,8 @@ from .loggers import (
 )
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
+from .profiler import ProfilerCallback
+from .swa import StochasticWeightAveragingCallback
 from .training_state import SaveTrainingStateCallback
 from .training_control import (
     ConvertSyncBatchNormCallback,
@@ -62,4 +67,14 @@ __all__ = [
     "LearningRateMonitorCallback",
     "ThroughputMonitorCallback",
     "PlotMetricsCallback",
+    "MetricSchedulerCallback",
+    "GradientNormCallback",
+    "GradientClippingEventMixin",
+    "BEFORE_GRADIENT_CLIPPING_EVENT",
+    "ModelSummaryCallback",
+    "ModuleSummary",
+    "summarize_model",
+    "format_model_summary",
+    "StochasticWeightAveragingCallback",
+    "ProfilerCallback",
 ]

@@ -487,7 +487,15 @@ class Trainer:
         scheduler_fn = TrainerPlaceholderValues.fill(self.create_scheduler_fn, self.run_config)
         # torch's schedulers count the steps of the optimizer they are given: give them the one
         # whose step() really runs (accelerate's wrapper calls it, and so may the trainer).
-        return scheduler_fn(self._unwrapped_optimizer())
+        scheduler = scheduler_fn(self._unwrapped_optimizer())
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise TypeError(
+                "ReduceLROnPlateau steps with a metric, and the trainer steps its scheduler every update "
+                "without one. Pass it to MetricSchedulerCallback (trainer-callbacks) instead of "
+                "create_scheduler_fn: callbacks=[..., MetricSchedulerCallback(partial(ReduceLROnPlateau, ...), "
+                "monitor='eval_loss_epoch')], which steps it with the metric at the end of each epoch."
+            )
+        return scheduler
 
     # ------------------------------------------------------------------ hooks: the run
 

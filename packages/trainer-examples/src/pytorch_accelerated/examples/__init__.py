@@ -16,6 +16,11 @@ seed's MLP that these share):
   listens to it.
 - ``accumulation_clipping_scheduler``: gradient accumulation, clipping, and a cosine schedule with
   warmup sized by ``TrainerPlaceholderValues``.
+- ``training_tools``: model summary, gradient norms before and after clipping, a ``ReduceLROnPlateau``
+  schedule, stochastic weight averaging and a profiled window of steps, in one run.
+- ``tuning_tools``: the learning-rate finder (trainer-tuning), then a run at its suggestion; the
+  batch-size finder on a GPU (``pip install "trainer-examples[tuning]"``).
+- ``optuna_search``: an Optuna study, trials pruned on the validation loss (``[tuning]``).
 - ``resumable``: stop it at any time (Ctrl-C, SIGTERM, a crash) and run the same command again: it
   continues exactly where it stopped, from the training states it saves.
 

@@ -1,0 +1,95 @@
+"""find_lr: the range test on a copy, the trainer left exactly as it was, the suggestion, the plot."""
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pytorch_accelerated.trainer import Trainer
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, make_tiny_dataset, make_tiny_model
+from pytorch_accelerated.tuning import find_lr, steepest_descent
+
+
+def next_draws():
+    return {"python": random.random(), "numpy": float(np.random.rand()), "torch": torch.rand(3)}
+
+
+def make_trainer():
+    model = torch.nn.Sequential(make_tiny_model(), torch.nn.Dropout(0.1))  # dropout: the copy draws random numbers
+    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3), callbacks=[])
+
+
+def test_the_trainer_and_the_random_generators_are_left_exactly_as_they_were(tmp_path):
+    trainer = make_trainer()
+    trainer.train(make_tiny_dataset(32), num_epochs=1)  # an optimizer with state, a prepared model
+    weights = copy.deepcopy(trainer.get_model().state_dict())
+    optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+    result = find_lr(trainer, make_tiny_dataset(256), num_steps=30, plot_path=tmp_path / "lr.png")
+
+    after = next_draws()
+    random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+    assert_bitwise_equal(after, next_draws(), "next random draws")
+    assert_bitwise_equal(trainer.get_model().state_dict(), weights, "weights")
+    assert_bitwise_equal(trainer.optimizer.state_dict(), optimizer_state, "optimizer state")
+    assert len(result.lrs) == len(result.losses) == len(result.smoothed_losses) <= 30
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.plot_path == tmp_path / "lr.png"
+
+    # the trainer still trains as before: its next run is the one it would have been
+    trainer.train(make_tiny_dataset(32), num_epochs=1)
+
+
+def test_the_lr_grows_exponentially_and_the_suggestion_is_the_steepest_descent():
+    trainer = make_trainer()
+    result = find_lr(trainer, make_tiny_dataset(512), start_lr=1e-4, end_lr=100.0, num_steps=40)
+    assert result.lrs[0] == pytest.approx(1e-4)
+    ratios = np.asarray(result.lrs[1:]) / np.asarray(result.lrs[:-1])
+    assert ratios == pytest.approx(np.full(len(ratios), 1e6 ** (1 / 39)))
+    assert result.stopped_early  # lr 100 diverges
+    assert result.suggestion == steepest_descent(result.lrs, result.smoothed_losses)
+    assert 1e-4 < result.suggestion < result.lrs[-1]
+    # with the suggestion, training does learn
+    assert min(result.smoothed_losses) < result.smoothed_losses[0]
+
+
+def test_steepest_descent_of_a_known_curve():
+    lrs = list(np.logspace(-5, 0, 11))
+    losses = [2.0, 2.0, 2.0, 2.0, 1.9, 1.5, 0.7, 0.6, 0.55, 0.9, 3.0]  # steepest between 1e-2.5 and 1e-2
+    assert steepest_descent(lrs, losses, skip_start=0, skip_end=2) == pytest.approx(lrs[5])
+    assert steepest_descent(lrs[:4], losses[:4]) is None
+
+
+def test_bad_arguments_are_named():
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match="start_lr < end_lr"):
+        find_lr(trainer, make_tiny_dataset(16), start_lr=1.0, end_lr=0.1)
+    with pytest.raises(ValueError, match="num_steps"):
+        find_lr(trainer, make_tiny_dataset(16), num_steps=1)
+
+
+def test_every_process_gets_the_same_suggestion(tmp_path):
+    import json
+    import sys
+
+    from ..launching import free_port, run_launch, tail
+    from . import lr_finder_distributed_scenario as scenario
+
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_path)
+    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
+    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    first, second = results
+    assert first["suggestion"] is not None and first["suggestion"] == second["suggestion"]
+    assert first["losses"] == second["losses"] and len(first["losses"]) > 10
+    assert first["untouched"] and second["untouched"]
+    # the plot is written once, by the main process
+    assert first["plot"] == str(out / "lr_finder.png") and second["plot"] is None
+    assert (out / "lr_finder.png").is_file()
