@@ -9,7 +9,8 @@ import inspect
 from pathlib import Path
 
 import pytorch_accelerated.trainer as core
-from pytorch_accelerated.trainer import TRAINER_EVENTS, Trainer, TrainerCallback
+from pytorch_accelerated.trainer import EVENT_SYNONYMS, TRAINER_EVENTS, Trainer, TrainerCallback
+from pytorch_accelerated.trainer.testing import run_tiny_training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,15 @@ CALLBACK_EVENTS = {
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
     'on_save_point': '(self, trainer, point, **kwargs)',
 }
+# The founding README's event names, each fired as the event it names here.
+SYNONYMS = {
+    'on_train_run_begin': 'on_training_run_start',
+    'on_train_run_end': 'on_training_run_end',
+    'on_train_epoch_begin': 'on_train_epoch_start',
+    'on_train_step_begin': 'on_train_step_start',
+    'on_eval_epoch_begin': 'on_eval_epoch_start',
+    'on_eval_step_begin': 'on_eval_step_start',
+}
 INIT = "(self, model, loss_func, optimizer, callbacks=(<class 'pytorch_accelerated.trainer.default_callbacks.MoveModulesToDeviceCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.TerminateOnNaNCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.PrintMetricsCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.ProgressBarCallback'>), run_history=None, accelerator_kwargs=None)"
 
 PUBLIC_NAMES = [
@@ -79,6 +89,7 @@ PUBLIC_NAMES = [
     "CallbackHandler",
     "StopTrainingError",
     "TRAINER_EVENTS",
+    "EVENT_SYNONYMS",
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "RunHistory",
@@ -124,6 +135,33 @@ def test_trainer_hooks_and_methods_are_pinned():
 def test_callback_events_are_pinned_in_order():
     assert list(TRAINER_EVENTS) == list(CALLBACK_EVENTS)
     assert {name: _bare_signature(getattr(TrainerCallback, name)) for name in TRAINER_EVENTS} == CALLBACK_EVENTS
+
+
+def test_event_synonyms_are_pinned():
+    assert EVENT_SYNONYMS == SYNONYMS
+    assert set(SYNONYMS.values()) <= set(TRAINER_EVENTS)
+
+
+def test_each_synonym_fires_with_the_arguments_of_its_event_in_the_same_order():
+    calls = []
+
+    def recorder(name):
+        def record(self, trainer, *args, **kwargs):
+            calls.append((name, args, sorted(kwargs)))
+
+        return record
+
+    # one callback under the founding names, one under today's: the two must see the same calls
+    Founding = type("Founding", (TrainerCallback,), {name: recorder(name) for name in SYNONYMS})
+    Current = type("Current", (TrainerCallback,), {name: recorder(name) for name in SYNONYMS.values()})
+    run_tiny_training(callbacks=[Founding(), Current()], num_epochs=2)
+
+    founding = [(SYNONYMS[name], args, kwargs) for name, args, kwargs in calls if name in SYNONYMS]
+    current = [call for call in calls if call[0] not in SYNONYMS]
+    assert founding == current
+    assert {name for name, _, _ in current} == set(SYNONYMS.values())
+    for event in ("on_train_step_start", "on_eval_step_start"):
+        assert sum(name == event for name, _, _ in current) > 2
 
 
 def test_every_event_accepts_future_keyword_arguments():

@@ -4,7 +4,7 @@ Everything in ``__all__`` is the public interface that plug-in packages build on
 else (private modules, names starting with an underscore) may change without notice.
 """
 
-from .callbacks import TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
+from .callbacks import EVENT_SYNONYMS, TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import (
     DEFAULT_CALLBACKS,
@@ -29,6 +29,7 @@ __all__ = [
     "CallbackHandler",
     "StopTrainingError",
     "TRAINER_EVENTS",
+    "EVENT_SYNONYMS",
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "RunHistory",

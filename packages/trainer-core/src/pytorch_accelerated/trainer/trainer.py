@@ -59,7 +59,13 @@ class Trainer:
         accelerator_kwargs: keyword arguments for ``accelerate.Accelerator`` (``mixed_precision``,
             ``project_dir``, ``kwargs_handlers``, ``cpu``, ...). Override :meth:`create_accelerator`
             for full control.
+
+    A subclass that fires events of its own (``self.callback_handler.call_event("on_my_event", self)``)
+    declares them in ``custom_events``, so that callbacks handling them are not reported as misspelled.
     """
+
+    #: The custom events this Trainer (subclass) fires, beyond the trainer events.
+    custom_events: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -73,7 +79,7 @@ class Trainer:
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
-        self.callback_handler = CallbackHandler(callbacks)
+        self.callback_handler = CallbackHandler(callbacks, custom_events=self.custom_events)
         self.run_history = run_history if run_history is not None else InMemoryRunHistory()
         self.accelerator_kwargs = dict(accelerator_kwargs or {})
         if "gradient_accumulation_steps" in self.accelerator_kwargs:
