@@ -170,14 +170,45 @@ def test_every_event_accepts_future_keyword_arguments():
         assert inspect.Parameter.VAR_KEYWORD in kinds, name
 
 
-def test_pytorch_accelerated_is_a_namespace_package_in_every_distribution():
+def test_only_trainer_core_ships_the_shared_package_init_and_every_subpackage_is_typed():
     for package in (REPO / "packages").iterdir():
         namespace = package / "src" / "pytorch_accelerated"
         if namespace.exists():
-            assert not (namespace / "__init__.py").exists(), f"{package.name} ships pytorch_accelerated/__init__.py"
+            ships_init = (namespace / "__init__.py").exists()
+            assert ships_init == (package.name == "trainer-core"), f"{package.name}: pytorch_accelerated/__init__.py"
             for subpackage in namespace.iterdir():
                 if subpackage.is_dir() and subpackage.name != "__pycache__":
                     assert (subpackage / "py.typed").exists(), f"{subpackage} has no py.typed"
+                elif package.name != "trainer-core":
+                    assert subpackage.is_dir(), f"{package.name} writes the module {subpackage.name} into pytorch_accelerated"
+
+
+def test_the_shared_package_init_only_extends_its_path_and_exports_lazily():
+    init = REPO / "packages/trainer-core/src/pytorch_accelerated/__init__.py"
+    tree = ast.parse(init.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"os", "sys", "importlib", "importlib.metadata", "import_module", "version", None}
+    assigned = {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])}
+    assert assigned == {"__path__", "_LAZY_EXPORTS", "__all__"}
+
+
+def test_importing_pytorch_accelerated_imports_nothing_heavy_and_exports_0_1_61s_names():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytorch_accelerated as p; "
+        "assert not {'torch', 'accelerate', 'pytorch_accelerated.trainer'} & set(sys.modules), 'imported eagerly'; "
+        "from pytorch_accelerated import Trainer, TrainerPlaceholderValues, notebook_launcher; "
+        "import pytorch_accelerated.trainer as core, accelerate; "
+        "assert Trainer is core.Trainer and TrainerPlaceholderValues is core.TrainerPlaceholderValues; "
+        "assert notebook_launcher is accelerate.notebook_launcher and p.__version__ == core.__version__; "
+        "assert sorted(p.__all__) == ['Trainer', 'TrainerPlaceholderValues', 'notebook_launcher']; "
+        "import pytorch_accelerated.callbacks, pytorch_accelerated.metrics"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_two_distributions_write_into_the_same_subpackage():

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._arguments import check_positive_int
+from ._removed_hooks import check_no_removed_hooks
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -76,6 +77,7 @@ class Trainer:
         run_history: RunHistory | None = None,
         accelerator_kwargs: dict[str, Any] | None = None,
     ):
+        check_no_removed_hooks(type(self))
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
