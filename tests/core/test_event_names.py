@@ -161,3 +161,20 @@ def test_the_shipped_callbacks_and_examples_raise_no_event_name_warning():
         instances.append(getattr(shipped, name)())
     assert _event_name_warnings([*DEFAULT_CALLBACKS, *instances]) == []
     assert _event_name_warnings([MistakesPerClassCallback()], TrainerWithPredictionEvents) == []
+
+
+def test_a_handler_requiring_an_argument_its_event_never_passes_is_an_error_at_creation():
+    class StepCounter(TrainerCallback):  # 0.1.61 passed step= to on_train_step_end
+        def on_train_step_end(self, trainer, batch, batch_output, step, **kwargs): ...
+
+    with pytest.raises(TypeError, match=r"StepCounter.on_train_step_end requires step.*trainer.completed_epoch_batches"):
+        _make_trainer([StepCounter()])
+
+    class WithDefaults(TrainerCallback):  # optional extras, any name for the trainer, fewer arguments: fine
+        def on_train_step_end(self, args, batch_output, step=None, **kwargs): ...
+
+        def on_eval_epoch_start(self, trainer, is_intermediate=False, **kwargs): ...
+
+        def on_train_run_begin(self, trainer): ...
+
+    assert _event_name_warnings([WithDefaults()]) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -223,6 +224,8 @@ class CallbackHandler:
                     "or on the Trainer subclass that fires it.",
                     stacklevel=4,
                 )
+        for name in methods:
+            _check_handler_signature(cls, name)
         for synonym, event in EVENT_SYNONYMS.items():
             if synonym in methods and getattr(cls, event) is not getattr(TrainerCallback, event):
                 warnings.warn(
@@ -241,6 +244,38 @@ class CallbackHandler:
 
     def __len__(self) -> int:
         return len(self._callbacks)
+
+
+# What pytorch-accelerated 0.1.61 passed that the events here do not, and where to read it instead.
+_NOT_PASSED_HINTS = {
+    "step": "read trainer.completed_epoch_batches (the batches of this epoch done before this one)",
+    "is_intermediate": "an evaluation inside an epoch is trainer.evaluate(), announced by on_evaluation_run_start",
+}
+
+
+def _check_handler_signature(cls: type, name: str) -> None:
+    """A trainer event's handler that requires an argument the event never passes would fail at its
+    first call: say so when the callback is added instead."""
+    event = EVENT_SYNONYMS.get(name, name)
+    handler = inspect.getattr_static(cls, name)
+    if event not in TRAINER_EVENTS or not inspect.isfunction(handler) or handler is getattr(TrainerCallback, name, None):
+        return  # not a trainer event, the base class's, or not a plain method (a staticmethod, a callable object)
+    passed = list(inspect.signature(getattr(TrainerCallback, event)).parameters)[2:]  # after self, trainer
+    parameters = list(inspect.signature(handler).parameters.values())[2:]
+    missing = [
+        p.name
+        for p in parameters
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in passed
+    ]
+    if missing:
+        hints = "; ".join(f"for {arg}, {_NOT_PASSED_HINTS[arg]}" for arg in missing if arg in _NOT_PASSED_HINTS)
+        given = ", ".join(["trainer", *(arg for arg in passed if arg != "kwargs")])
+        raise TypeError(
+            f"{cls.__qualname__}.{name} requires {', '.join(missing)}, which {event} never passes (it passes "
+            f"{given}): remove the argument or give it a default{'; ' + hints if hints else ''}."
+        )
 
 
 def _checked_event_names(names: Iterable[str], where: str) -> tuple[str, ...]:
