@@ -10,6 +10,7 @@ files are not read) and only the site directories of the case added.
 """
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -69,7 +70,7 @@ def _install_editable(key: str, folder: Path) -> Path:
 def _check(folders: list[Path], mode: str = "paths") -> dict:
     result = subprocess.run(
         [sys.executable, "-S", "-c", CHECK, mode, *map(str, folders)],
-        env={"PYTHONPATH": DEPENDENCIES, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONPATH": DEPENDENCIES, "OMP_NUM_THREADS": "1"},
         check=True, capture_output=True, text=True,
     )
     return json.loads(result.stdout.splitlines()[-1])
