@@ -9,7 +9,8 @@ import inspect
 from pathlib import Path
 
 import pytorch_accelerated.trainer as core
-from pytorch_accelerated.trainer import TRAINER_EVENTS, Trainer, TrainerCallback
+from pytorch_accelerated.trainer import EVENT_SYNONYMS, TRAINER_EVENTS, Trainer, TrainerCallback
+from pytorch_accelerated.trainer.testing import run_tiny_training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,15 @@ CALLBACK_EVENTS = {
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
     'on_save_point': '(self, trainer, point, **kwargs)',
 }
+# The founding README's event names, each fired as the event it names here.
+SYNONYMS = {
+    'on_train_run_begin': 'on_training_run_start',
+    'on_train_run_end': 'on_training_run_end',
+    'on_train_epoch_begin': 'on_train_epoch_start',
+    'on_train_step_begin': 'on_train_step_start',
+    'on_eval_epoch_begin': 'on_eval_epoch_start',
+    'on_eval_step_begin': 'on_eval_step_start',
+}
 INIT = "(self, model, loss_func, optimizer, callbacks=(<class 'pytorch_accelerated.trainer.default_callbacks.MoveModulesToDeviceCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.TerminateOnNaNCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.PrintMetricsCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.ProgressBarCallback'>), run_history=None, accelerator_kwargs=None)"
 
 PUBLIC_NAMES = [
@@ -79,6 +89,7 @@ PUBLIC_NAMES = [
     "CallbackHandler",
     "StopTrainingError",
     "TRAINER_EVENTS",
+    "EVENT_SYNONYMS",
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "RunHistory",
@@ -126,20 +137,78 @@ def test_callback_events_are_pinned_in_order():
     assert {name: _bare_signature(getattr(TrainerCallback, name)) for name in TRAINER_EVENTS} == CALLBACK_EVENTS
 
 
+def test_event_synonyms_are_pinned():
+    assert EVENT_SYNONYMS == SYNONYMS
+    assert set(SYNONYMS.values()) <= set(TRAINER_EVENTS)
+
+
+def test_each_synonym_fires_with_the_arguments_of_its_event_in_the_same_order():
+    calls = []
+
+    def recorder(name):
+        def record(self, trainer, *args, **kwargs):
+            calls.append((name, args, sorted(kwargs)))
+
+        return record
+
+    # one callback under the founding names, one under today's: the two must see the same calls
+    Founding = type("Founding", (TrainerCallback,), {name: recorder(name) for name in SYNONYMS})
+    Current = type("Current", (TrainerCallback,), {name: recorder(name) for name in SYNONYMS.values()})
+    run_tiny_training(callbacks=[Founding(), Current()], num_epochs=2)
+
+    founding = [(SYNONYMS[name], args, kwargs) for name, args, kwargs in calls if name in SYNONYMS]
+    current = [call for call in calls if call[0] not in SYNONYMS]
+    assert founding == current
+    assert {name for name, _, _ in current} == set(SYNONYMS.values())
+    for event in ("on_train_step_start", "on_eval_step_start"):
+        assert sum(name == event for name, _, _ in current) > 2
+
+
 def test_every_event_accepts_future_keyword_arguments():
     for name in TRAINER_EVENTS:
         kinds = [p.kind for p in inspect.signature(getattr(TrainerCallback, name)).parameters.values()]
         assert inspect.Parameter.VAR_KEYWORD in kinds, name
 
 
-def test_pytorch_accelerated_is_a_namespace_package_in_every_distribution():
+def test_only_trainer_core_ships_the_shared_package_init_and_every_subpackage_is_typed():
     for package in (REPO / "packages").iterdir():
         namespace = package / "src" / "pytorch_accelerated"
         if namespace.exists():
-            assert not (namespace / "__init__.py").exists(), f"{package.name} ships pytorch_accelerated/__init__.py"
+            ships_init = (namespace / "__init__.py").exists()
+            assert ships_init == (package.name == "trainer-core"), f"{package.name}: pytorch_accelerated/__init__.py"
             for subpackage in namespace.iterdir():
                 if subpackage.is_dir() and subpackage.name != "__pycache__":
                     assert (subpackage / "py.typed").exists(), f"{subpackage} has no py.typed"
+                elif package.name != "trainer-core":
+                    assert subpackage.is_dir(), f"{package.name} writes the module {subpackage.name} into pytorch_accelerated"
+
+
+def test_the_shared_package_init_only_extends_its_path_and_exports_lazily():
+    init = REPO / "packages/trainer-core/src/pytorch_accelerated/__init__.py"
+    tree = ast.parse(init.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"os", "sys", "importlib", "importlib.metadata", "import_module", "version", None}
+    assigned = {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])}
+    assert assigned == {"__path__", "_LAZY_EXPORTS", "__all__"}
+
+
+def test_importing_pytorch_accelerated_imports_nothing_heavy_and_exports_0_1_61s_names():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytorch_accelerated as p; "
+        "assert not {'torch', 'accelerate', 'pytorch_accelerated.trainer'} & set(sys.modules), 'imported eagerly'; "
+        "from pytorch_accelerated import Trainer, TrainerPlaceholderValues, notebook_launcher; "
+        "import pytorch_accelerated.trainer as core, accelerate; "
+        "assert Trainer is core.Trainer and TrainerPlaceholderValues is core.TrainerPlaceholderValues; "
+        "assert notebook_launcher is accelerate.notebook_launcher and p.__version__ == core.__version__; "
+        "assert sorted(p.__all__) == ['Trainer', 'TrainerPlaceholderValues', 'notebook_launcher']; "
+        "import pytorch_accelerated.callbacks, pytorch_accelerated.metrics"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_two_distributions_write_into_the_same_subpackage():

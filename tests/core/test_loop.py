@@ -150,6 +150,8 @@ def test_custom_events_reach_callbacks_that_define_them():
     received = []
 
     class FiresCustomEvent(Trainer):
+        custom_events = ("on_custom_thing",)
+
         def train_epoch_end(self):
             self.callback_handler.call_event("on_custom_thing", self, value=self.run_history.current_epoch)
 

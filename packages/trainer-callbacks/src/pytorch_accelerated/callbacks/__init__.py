@@ -2,7 +2,9 @@
 
 The core's callback protocol and default callbacks are re-exported, so that
 ``from pytorch_accelerated.callbacks import TrainerCallback, EarlyStoppingCallback`` works.
-Loggers with optional dependencies import them only when created.
+Loggers with optional dependencies import them only when created. The callbacks of
+pytorch-accelerated 0.1.61 that were replaced (``LogMetricsCallback``, ``PrintProgressCallback``,
+``get_default_callbacks``) are kept in :mod:`.legacy` with their meaning.
 """
 
 from pytorch_accelerated.trainer import (
@@ -20,6 +22,7 @@ from .ema import ModelEmaCallback
 from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEventMixin, GradientNormCallback
 from .metric_scheduler import MetricSchedulerCallback
 from .model_summary import ModelSummaryCallback, ModuleSummary, format_model_summary, summarize_model
+from .legacy import LogMetricsCallback, PrintProgressCallback, get_default_callbacks
 from .loggers import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
@@ -77,4 +80,28 @@ __all__ = [
     "format_model_summary",
     "StochasticWeightAveragingCallback",
     "ProfilerCallback",
+    # pytorch-accelerated 0.1.61's names, kept with their meaning (MIGRATING.md)
+    "LogMetricsCallback",
+    "PrintProgressCallback",
+    "get_default_callbacks",
 ]
+
+# pytorch-accelerated 0.1.61's names that are not kept: reading one raises an ImportError that says
+# what to write instead.
+_NOT_KEPT = {
+    "CallbackMethodNotImplementedError": "nothing replaces it: an event a callback does not define is "
+    "skipped, and an error raised inside a callback propagates (never swallowed)",
+    "WSDCheckpointCallback": "save at the WSD schedule's checkpoints with a callback whose on_optimizer_step_end "
+    "calls trainer.save_checkpoint(path) when trainer.completed_update_steps is in trainer.scheduler.checkpoint_steps "
+    "(WSDLrScheduler), or save resumable states with SaveTrainingStateCallback(save_dir, save_every_n_steps=...)",
+}
+
+
+def __getattr__(name: str):
+    if name in _NOT_KEPT:
+        raise ImportError(
+            f"pytorch_accelerated.callbacks.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
+            "See MIGRATING.md.",
+            name=name,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,3 +13,21 @@ from .scheduler_base import StatefulSchedulerBase
 from .wsd_scheduler import WSDLrScheduler
 
 __all__ = ["StatefulSchedulerBase", "CosineLrScheduler", "WSDLrScheduler"]
+
+# pytorch-accelerated 0.1.61's name that is not kept: reading it raises an ImportError saying what to write.
+_NOT_KEPT = {
+    "SchedulerBase": "subclass StatefulSchedulerBase, which counts the updates itself and passes "
+    "get_updated_values(num_updates) the number of updates completed; a stateless scheduler (timm's) is "
+    "stepped from a Trainer subclass whose scheduler_step() calls "
+    "self.scheduler.step_update(num_updates=self.completed_update_steps)",
+}
+
+
+def __getattr__(name: str):
+    if name in _NOT_KEPT:
+        raise ImportError(
+            f"pytorch_accelerated.schedulers.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
+            "See MIGRATING.md.",
+            name=name,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

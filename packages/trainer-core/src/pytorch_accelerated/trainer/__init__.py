@@ -4,7 +4,7 @@ Everything in ``__all__`` is the public interface that plug-in packages build on
 else (private modules, names starting with an underscore) may change without notice.
 """
 
-from .callbacks import TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
+from .callbacks import EVENT_SYNONYMS, TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import (
     DEFAULT_CALLBACKS,
@@ -29,6 +29,7 @@ __all__ = [
     "CallbackHandler",
     "StopTrainingError",
     "TRAINER_EVENTS",
+    "EVENT_SYNONYMS",
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "RunHistory",
@@ -48,3 +49,23 @@ __all__ = [
     "seed_everything",
     "testing",
 ]
+
+
+# Names of pytorch-accelerated 0.1.61's ``pytorch_accelerated.trainer`` that are not kept: reading one
+# raises an ImportError that says what to write instead (MIGRATING.md lists every 0.1.61 name).
+_NOT_KEPT = {
+    "TrainerWithTimmScheduler": "subclass Trainer and override scheduler_step() to call "
+    "self.scheduler.step_update(num_updates=self.completed_update_steps), and train_epoch_end() to call "
+    "self.scheduler.step(self.run_history.current_epoch)",
+    "replace_trainer_placeholder_values": "call TrainerPlaceholderValues.fill(create_scheduler_fn, trainer.run_config)",
+}
+
+
+def __getattr__(name: str):
+    if name in _NOT_KEPT:
+        raise ImportError(
+            f"pytorch_accelerated.trainer.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
+            "See MIGRATING.md.",
+            name=name,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import warnings
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -33,6 +36,11 @@ class TrainerCallback:
 
     #: True when each process's state differs and must be saved and restored per process.
     per_process_state: bool = False
+
+    #: The names of the custom events this callback fires or handles (``("on_my_event",)``):
+    #: an ``on_*`` method that is neither a trainer event nor declared here (or by another
+    #: callback of the trainer, or the Trainer subclass) is reported as a likely misspelling.
+    custom_events: tuple[str, ...] = ()
 
     def on_init_end(self, trainer: Trainer, **kwargs): ...
 
@@ -106,20 +114,50 @@ TRAINER_EVENTS: tuple[str, ...] = (
 )
 
 
+#: The event names of the project's founding README, each a synonym of a trainer event: a method
+#: with either name is called for that event, with the same arguments in the same order.
+EVENT_SYNONYMS: dict[str, str] = {
+    "on_train_run_begin": "on_training_run_start",
+    "on_train_run_end": "on_training_run_end",
+    "on_train_epoch_begin": "on_train_epoch_start",
+    "on_train_step_begin": "on_train_step_start",
+    "on_eval_epoch_begin": "on_eval_epoch_start",
+    "on_eval_step_begin": "on_eval_step_start",
+}
+_SPELLINGS: dict[str, tuple[str, ...]] = {
+    event: (event, *(synonym for synonym, target in EVENT_SYNONYMS.items() if target == event))
+    for event in TRAINER_EVENTS
+}
+
+
 class CallbackHandler:
     """Holds the trainer's callbacks and calls an event on each of them, in order.
 
-    Errors raised inside a callback propagate: they are never swallowed.
+    Errors raised inside a callback propagate: they are never swallowed. Each callback's event
+    names are checked when it is added: an ``on_*`` method that names no event (a trainer event,
+    a synonym from :data:`EVENT_SYNONYMS`, or a declared custom event) gets one warning naming the
+    closest event. ``custom_events`` are the events the trainer fires beyond its own.
     """
 
-    def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()):
+    def __init__(
+        self,
+        callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = (),
+        custom_events: Iterable[str] = (),
+    ):
         self._callbacks: list[TrainerCallback] = []
         self._handlers: dict[str, list] = {}
-        for callback in callbacks:
-            self.add_callback(callback)
+        self._custom_events = set(_checked_event_names(custom_events, "the trainer's custom_events"))
+        added = [self._append(callback) for callback in callbacks]
+        for callback in added:  # once all are in: one callback may handle another's custom event
+            self._check_event_names(callback)
 
     def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
         """Append a callback instance, or a callback class (instantiated with no arguments)."""
+        callback = self._append(callback)
+        self._check_event_names(callback)
+        return callback
+
+    def _append(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
         if isinstance(callback, type):
             callback = callback()
         if not isinstance(callback, TrainerCallback):
@@ -127,6 +165,13 @@ class CallbackHandler:
                 f"{callback!r} is not a TrainerCallback: subclass "
                 "pytorch_accelerated.trainer.TrainerCallback and pass an instance or the class."
             )
+        if any(existing is callback for existing in self._callbacks):
+            name = type(callback).__qualname__
+            raise ValueError(
+                f"The callback {callback!r} ({name}) is listed twice: each of its events would run twice "
+                f"on the same state. List it once, or pass two instances ({name}(), {name}()) to run two."
+            )
+        self._custom_events.update(_checked_event_names(callback.custom_events, f"{type(callback).__qualname__}.custom_events"))
         self._callbacks.append(callback)
         self._handlers.clear()
         return callback
@@ -152,14 +197,42 @@ class CallbackHandler:
             handler(*args, **kwargs)
 
     def _find_handlers(self, event: str) -> list:
-        # Skip the base class's empty methods: the loop fires several events per step.
+        # Resolved once per event: the loop fires several events per step. The base class's empty
+        # methods are skipped, and a method under a synonym's name handles the event too.
+        event = EVENT_SYNONYMS.get(event, event)
         base = getattr(TrainerCallback, event, None)
         handlers = []
         for callback in self._callbacks:
-            handler = getattr(callback, event, None)
-            if handler is not None and (base is None or getattr(handler, "__func__", None) is not base):
-                handlers.append(handler)
+            for name in _SPELLINGS.get(event, (event,)):
+                handler = getattr(callback, name, None)
+                if handler is not None and (base is None or getattr(handler, "__func__", None) is not base):
+                    handlers.append(handler)
         return handlers
+
+    def _check_event_names(self, callback: TrainerCallback) -> None:
+        """Warn once per ``on_*`` method that names no event, and once per event defined under two names."""
+        known = {*TRAINER_EVENTS, *EVENT_SYNONYMS, *self._custom_events}
+        cls = type(callback)
+        methods = [name for name in dir(cls) if name.startswith("on_") and callable(getattr(cls, name, None))]
+        for name in methods:
+            if name not in known:
+                closest = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"did you mean {closest[0]}?" if closest else "it is not an event the trainer fires."
+                warnings.warn(
+                    f"{cls.__qualname__}.{name} is never called: no event is named {name!r}; {hint} "
+                    f"If it is a custom event, declare it: custom_events = ({name!r},) on the callback "
+                    "or on the Trainer subclass that fires it.",
+                    stacklevel=4,
+                )
+        for name in methods:
+            _check_handler_signature(cls, name)
+        for synonym, event in EVENT_SYNONYMS.items():
+            if synonym in methods and getattr(cls, event) is not getattr(TrainerCallback, event):
+                warnings.warn(
+                    f"{cls.__qualname__} defines both {event} and {synonym}, two names of one event: "
+                    f"both are called ({event} first) each time it fires. Keep one of them.",
+                    stacklevel=4,
+                )
 
     @property
     def callbacks(self) -> tuple[TrainerCallback, ...]:
@@ -171,3 +244,41 @@ class CallbackHandler:
 
     def __len__(self) -> int:
         return len(self._callbacks)
+
+
+# What pytorch-accelerated 0.1.61 passed that the events here do not, and where to read it instead.
+_NOT_PASSED_HINTS = {
+    "step": "read trainer.completed_epoch_batches (the batches of this epoch done before this one)",
+    "is_intermediate": "an evaluation inside an epoch is trainer.evaluate(), announced by on_evaluation_run_start",
+}
+
+
+def _check_handler_signature(cls: type, name: str) -> None:
+    """A trainer event's handler that requires an argument the event never passes would fail at its
+    first call: say so when the callback is added instead."""
+    event = EVENT_SYNONYMS.get(name, name)
+    handler = inspect.getattr_static(cls, name)
+    if event not in TRAINER_EVENTS or not inspect.isfunction(handler) or handler is getattr(TrainerCallback, name, None):
+        return  # not a trainer event, the base class's, or not a plain method (a staticmethod, a callable object)
+    passed = list(inspect.signature(getattr(TrainerCallback, event)).parameters)[2:]  # after self, trainer
+    parameters = list(inspect.signature(handler).parameters.values())[2:]
+    missing = [
+        p.name
+        for p in parameters
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in passed
+    ]
+    if missing:
+        hints = "; ".join(f"for {arg}, {_NOT_PASSED_HINTS[arg]}" for arg in missing if arg in _NOT_PASSED_HINTS)
+        given = ", ".join(["trainer", *(arg for arg in passed if arg != "kwargs")])
+        raise TypeError(
+            f"{cls.__qualname__}.{name} requires {', '.join(missing)}, which {event} never passes (it passes "
+            f"{given}): remove the argument or give it a default{'; ' + hints if hints else ''}."
+        )
+
+
+def _checked_event_names(names: Iterable[str], where: str) -> tuple[str, ...]:
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{where} must be a tuple of event names, e.g. ('on_my_event',); got {names!r}.")
+    return tuple(names)

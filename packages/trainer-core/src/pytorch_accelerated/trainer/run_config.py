@@ -35,6 +35,28 @@ class TrainerRunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    # Derived values that pytorch-accelerated 0.1.61's run config held as fields.
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether more than one process trains."""
+        return self.num_processes > 1
+
+    @property
+    def train_total_batch_size(self) -> int:
+        """Samples per optimizer update, over every process and the accumulation window."""
+        return self.train_per_device_batch_size * self.num_processes * self.gradient_accumulation_steps
+
+    @property
+    def eval_total_batch_size(self) -> int | None:
+        """Samples per evaluation step, over every process."""
+        return None if self.eval_per_device_batch_size is None else self.eval_per_device_batch_size * self.num_processes
+
+    @property
+    def num_local_update_steps_per_epoch(self) -> int:
+        """The same as ``num_update_steps_per_epoch``: every count here is per process."""
+        return self.num_update_steps_per_epoch
+
 
 class TrainerPlaceholderValues(Enum):
     """Stand-ins for values known only once ``train`` starts, for ``create_scheduler_fn``.
@@ -51,6 +73,8 @@ class TrainerPlaceholderValues(Enum):
 
     NUM_EPOCHS = "num_epochs"
     NUM_UPDATE_STEPS_PER_EPOCH = "num_update_steps_per_epoch"
+    #: pytorch-accelerated 0.1.61's name; an alias (counts here are per process already).
+    PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH = "num_update_steps_per_epoch"
     NUM_TRAINING_STEPS = "num_training_steps"
     TRAIN_DATALOADER_LEN = "train_dataloader_len"
     EVAL_DATALOADER_LEN = "eval_dataloader_len"

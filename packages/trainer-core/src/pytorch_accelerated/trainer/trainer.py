@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from . import _accelerate_state, _checks
 from ._arguments import check_positive_int
 from ._forward_inputs import ForwardInputs
+from ._removed_hooks import check_no_removed_hooks
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -61,7 +62,13 @@ class Trainer:
         accelerator_kwargs: keyword arguments for ``accelerate.Accelerator`` (``mixed_precision``,
             ``project_dir``, ``kwargs_handlers``, ``cpu``, ...). Override :meth:`create_accelerator`
             for full control.
+
+    A subclass that fires events of its own (``self.callback_handler.call_event("on_my_event", self)``)
+    declares them in ``custom_events``, so that callbacks handling them are not reported as misspelled.
     """
+
+    #: The custom events this Trainer (subclass) fires, beyond the trainer events.
+    custom_events: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -75,10 +82,11 @@ class Trainer:
         _checks.check_model(model)
         _checks.check_loss_func(loss_func)
         _checks.check_optimizer(optimizer, model)
+        check_no_removed_hooks(type(self))
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
-        self.callback_handler = CallbackHandler(callbacks)
+        self.callback_handler = CallbackHandler(callbacks, custom_events=self.custom_events)
         self.run_history = run_history if run_history is not None else InMemoryRunHistory()
         self.accelerator_kwargs = dict(accelerator_kwargs or {})
         if "gradient_accumulation_steps" in self.accelerator_kwargs:

@@ -7,7 +7,8 @@ The Trainer subclass overrides ``calculate_eval_batch_loss`` to fire a new event
 ``self.callback_handler.call_event(name, self, **data)`` calls the event on every callback that
 defines it, and on no other. Here one callback listens: it counts the validation mistakes per
 class on the device, sums them over the processes once per epoch, and records the total as
-``eval_num_mistakes``.
+``eval_num_mistakes``. The subclass declares the event in ``custom_events``, so that the Trainer
+does not report ``on_eval_predictions`` as a misspelled event name.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallb
 
 
 class TrainerWithPredictionEvents(Trainer):
+    custom_events = ("on_eval_predictions",)  # declared: a callback handling it is not a misspelling
+
     def calculate_eval_batch_loss(self, batch):
         batch_output = super().calculate_eval_batch_loss(batch)
         self.callback_handler.call_event(
