@@ -21,6 +21,8 @@ class GradientClippingEventMixin:
         class MyTrainer(GradientClippingEventMixin, Trainer): ...
     """
 
+    custom_events = (BEFORE_GRADIENT_CLIPPING_EVENT,)
+
     def clip_gradients(self) -> None:
         self.callback_handler.call_event(BEFORE_GRADIENT_CLIPPING_EVENT, self)
         super().clip_gradients()
@@ -47,6 +49,8 @@ class GradientNormCallback(TrainerCallback):
     order. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision and no
     clipping, the gradients, and so the norms, are still multiplied by the loss scale.
     """
+
+    custom_events = (BEFORE_GRADIENT_CLIPPING_EVENT,)
 
     def __init__(self, log_every_n_steps: int = 50, per_layer_group: bool = True):
         if log_every_n_steps < 1:
