@@ -70,6 +70,7 @@ CALLBACK_EVENTS = {
     'on_evaluation_run_end': '(self, trainer, **kwargs)',
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
     'on_save_point': '(self, trainer, point, **kwargs)',
+    'on_training_run_error': '(self, trainer, error, **kwargs)',
 }
 INIT = "(self, model, loss_func, optimizer, callbacks=(<class 'pytorch_accelerated.trainer.default_callbacks.MoveModulesToDeviceCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.TerminateOnNaNCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.PrintMetricsCallback'>, <class 'pytorch_accelerated.trainer.default_callbacks.ProgressBarCallback'>), run_history=None, accelerator_kwargs=None)"
 

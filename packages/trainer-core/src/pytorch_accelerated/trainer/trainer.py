@@ -216,6 +216,9 @@ class Trainer:
             self._reach_save_point("run_end")
             self.training_run_end()
             self.callback_handler.call_event("on_training_run_end", self)
+        except BaseException as error:
+            self.callback_handler.call_event("on_training_run_error", self, error=error)
+            raise
         finally:
             self._in_training_run = False
             self._resume = None
