@@ -199,7 +199,7 @@ def recover_interrupted_replacements(folder: str | os.PathLike) -> None:
 def _is_complete(state_dir: Path) -> bool:
     try:
         read_manifest(state_dir)
-    except CheckpointError:
+    except (CheckpointError, OSError):  # OSError: another process renamed it meanwhile
         return False
     return True
 
@@ -359,7 +359,7 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     for state in reversed(list_training_states(folder)):
         try:
             check_digests(state, read_manifest(state))
-        except CheckpointError as error:
+        except (CheckpointError, OSError) as error:  # OSError: another process set it aside meanwhile
             damaged.append(str(error))
             _set_aside(state)
             continue
