@@ -492,6 +492,14 @@ def test_a_dataloader_of_another_make_is_refused_before_the_weights_are_replaced
     assert_bitwise_equal(model.state_dict(), before)
 
 
+def test_a_folder_whose_every_state_is_damaged_is_an_error_not_a_fresh_start(tmp_path):
+    path = _saved_state(tmp_path)
+    _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
+    with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*trainer\.pt' is corrupted"):
+        find_latest_training_state(tmp_path)
+    assert sorted(item.name for item in tmp_path.iterdir()) == [".state.damaged"]  # kept for inspection
+
+
 # ---------------------------------------------------------------------------------------- the test kit
 
 
@@ -572,3 +580,4 @@ def test_states_saved_by_a_resumed_run_resume_exactly_too(tmp_path):
             scramble_random_generators()
             resumed = train_run(resume_from=second)
             assert_bitwise_equal(final_state(resumed), expected, f"{state.name}, then {second.name}")
+

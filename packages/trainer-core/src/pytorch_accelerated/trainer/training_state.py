@@ -350,10 +350,11 @@ def list_training_states(folder: str | os.PathLike) -> list[Path]:
 
 
 def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
-    """The training state inside ``folder`` that got furthest among the intact ones, or None. A
-    state whose replacement was killed midway is put back first; a newer state whose files no
-    longer match their digests is passed over, with a warning naming it, and renamed
-    ``.<name>.damaged`` (kept, no longer listed)."""
+    """The training state inside ``folder`` that got furthest among the intact ones, or None when
+    there is none. A state whose replacement was killed midway is put back first; a newer state
+    whose files no longer match their digests is passed over, with a warning naming it, and
+    renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
+    every state there is damaged."""
     recover_interrupted_replacements(folder)
     damaged = []
     for state in reversed(list_training_states(folder)):
@@ -372,14 +373,18 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
             )
         return state
     if damaged:
-        warnings.warn(f"No intact training state in {str(folder)!r}: {' '.join(damaged)}", stacklevel=2)
+        raise CheckpointError(f"No intact training state in {str(folder)!r}: {' '.join(damaged)}")
     return None
 
 
 def _set_aside(state: Path) -> None:
     """Rename a damaged state out of the listing (a run resumed before it does not mix with it)."""
+    number, aside = 1, state.with_name(f".{state.name}.damaged")
+    while aside.exists():
+        number += 1
+        aside = state.with_name(f".{state.name}.damaged-{number}")
     try:
-        os.replace(state, state.with_name(f".{state.name}.damaged"))
+        os.replace(state, aside)
     except OSError:  # another process set it aside first, or the folder is read-only: it is passed over anyway
         pass
 
