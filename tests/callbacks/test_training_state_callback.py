@@ -31,7 +31,7 @@ NUM_SAMPLES, BATCH_SIZE, ACCUMULATION = 50, 8, 2
 
 @pytest.fixture(autouse=True)
 def keep_signal_handlers():
-    """A run that crashes never reaches on_training_run_end, where the callback puts them back."""
+    """A test that fails midway must not leave the handlers of a run to the next tests."""
     before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     yield
     for number, handler in before.items():

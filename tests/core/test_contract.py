@@ -71,6 +71,7 @@ CALLBACK_EVENTS = {
     'on_evaluation_run_end': '(self, trainer, **kwargs)',
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
     'on_save_point': '(self, trainer, point, **kwargs)',
+    'on_training_run_error': '(self, trainer, error, **kwargs)',
 }
 # The founding README's event names, each fired as the event it names here.
 SYNONYMS = {

@@ -8,9 +8,13 @@ tests/callbacks/test_resume.py, with SaveTrainingStateCallback.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
+from pytorch_accelerated.trainer.training_state import read_manifest  # noqa
 from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
 # ---------------------------------------------------------------------------------------- a run
@@ -97,7 +102,8 @@ RUN = dict(num_samples=70, batch_size=8, num_epochs=3, accumulation=3, workers=0
 
 
 def train_run(
-    callbacks=(), resume_from=None, model=None, optimizer_class=torch.optim.AdamW, scheduler=True, counter=True, **overrides
+    callbacks=(), resume_from=None, model=None, optimizer_class=torch.optim.AdamW, scheduler=True, counter=True,
+    create_scheduler_fn=None, **overrides
 ):
     settings = {**RUN, **overrides}
     seed_everything(7)
@@ -107,7 +113,7 @@ def train_run(
         model, torch.nn.CrossEntropyLoss(), optimizer_class(model.parameters(), lr=0.01),
         callbacks=[*([CountsSteps()] if counter else []), *extra, *callbacks],
     )  # fmt: skip
-    create_scheduler_fn = functools.partial(
+    create_scheduler_fn = create_scheduler_fn or functools.partial(
         torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
     )
     trainer.train(
@@ -340,6 +346,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"model": functools.partial(print, "unpickled!")}, shared)
     manifest = json.loads((path / "training_state.json").read_text())
     manifest["files"]["trainer.pt"] = shared.stat().st_size
+    manifest["sha256"]["trainer.pt"] = hashlib.sha256(shared.read_bytes()).hexdigest()  # a forged manifest too
     (path / "training_state.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
         train_run(resume_from=path)
@@ -376,7 +383,8 @@ def test_a_write_killed_between_its_renames_is_recovered_by_the_next_write(tmp_p
     hidden = tmp_path / ".state.replaced"
     path.rename(hidden)  # as if killed after moving the old state aside
     (tmp_path / ".other.incomplete").mkdir()  # and a write killed midway
-    assert find_latest_training_state(tmp_path) is None
+    assert find_latest_training_state(tmp_path) == path  # put back when looking for one to resume
+    path.rename(hidden)
 
     class SaveElsewhere(TrainerCallback):
         def on_save_point(self, trainer, point, **kwargs):
@@ -385,6 +393,112 @@ def test_a_write_killed_between_its_renames_is_recovered_by_the_next_write(tmp_p
 
     train_run([SaveElsewhere()], num_epochs=1)
     assert sorted(item.name for item in tmp_path.iterdir()) == ["final", "state"]
+
+
+# ---------------------------------------------------------------------------------------- faults, injected for real
+
+_KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from pytorch_accelerated.trainer import TrainerCallback
+from tests.core.test_training_state import train_run
+
+state = Path(sys.argv[1]) / "now"
+real_replace = os.replace
+
+def replace_then_die(source, destination):
+    real_replace(source, destination)
+    if Path(source) == state:  # the old state was just moved aside; the new one is not renamed yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace_then_die
+
+class SaveTwice(TrainerCallback):
+    def on_save_point(self, trainer, point, **kwargs):
+        if point == "update" and trainer.completed_update_steps in (2, 4):
+            trainer.save_training_state(state)
+
+train_run([SaveTwice()])
+"""
+
+
+def test_a_state_whose_replacement_was_killed_between_its_renames_is_put_back_on_resume_and_on_the_next_write(tmp_path):
+    killed = tmp_path / "killed"
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(killed)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr
+    assert sorted(item.name for item in killed.iterdir()) == [".now.incomplete", ".now.replaced"]
+    expected = final_state(train_run())
+    for case in ("state", "folder", "next write"):
+        states = shutil.copytree(killed, tmp_path / case)
+        if case == "next write":
+            train_run([SaveAtEverySavePoint(states)], num_epochs=1)
+            assert read_manifest(states / "now")["position"]["completed_update_steps"] == 4  # the newer one
+            assert not [item for item in states.iterdir() if item.name.startswith(".")]
+            continue
+        resumed = train_run(resume_from=states / "now" if case == "state" else states)
+        assert resumed.resumed_from == states / "now"
+        assert read_manifest(states / "now")["position"]["completed_update_steps"] == 4
+        assert_bitwise_equal(final_state(resumed), expected)
+
+
+def _flip_a_byte_inside(path: Path, tensor: torch.Tensor) -> None:
+    content = bytearray(path.read_bytes())
+    start = bytes(content).find(tensor.numpy().tobytes())
+    assert start > 0
+    content[start + tensor.nbytes // 2] ^= 0x10
+    path.write_bytes(bytes(content))
+
+
+def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
+    saver = SaveAtEverySavePoint(tmp_path)
+    expected = final_state(train_run([saver]))
+    newest = saver.saved[-1]
+    _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
+    with pytest.raises(CheckpointError, match=r"trainer\.pt' is corrupted: its content no longer matches the SHA-256"):
+        train_run(resume_from=newest)
+    with pytest.warns(UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"):
+        resumed = train_run(resume_from=tmp_path)
+    assert resumed.resumed_from == saver.saved[-2]
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):
+    path = _saved_state(tmp_path)  # a OneCycleLR state
+    model = make_model()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    step_lr = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)
+    with pytest.raises(CheckpointError, match="holds the state of a OneCycleLR scheduler; this run's is a StepLR"):
+        train_run(resume_from=path, model=model, create_scheduler_fn=step_lr)
+    assert_bitwise_equal(model.state_dict(), before)
+
+
+def test_a_dataloader_of_another_make_is_refused_before_the_weights_are_replaced(tmp_path):
+    path = _saved_state(tmp_path)
+    model = make_model(seed=1)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+
+    class TrainerWithAGenerator(Trainer):
+        def create_train_dataloader(self, batch_size, dataloader_kwargs):
+            return torch.utils.data.DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True, generator=generator)
+
+    trainer = TrainerWithAGenerator(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=[CountsSteps()])
+    with pytest.raises(CheckpointError, match=re.escape("draws from 1 random generator(s), the saved run from 0")):
+        trainer.train(make_tiny_dataset(70), num_epochs=3, per_device_batch_size=8, gradient_accumulation_steps=3,
+                      create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05,
+                      total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS), resume_from=path)  # fmt: skip
+    assert_bitwise_equal(model.state_dict(), before)
+
+
+def test_a_folder_whose_every_state_is_damaged_is_an_error_not_a_fresh_start(tmp_path):
+    path = _saved_state(tmp_path)
+    _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
+    with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*trainer\.pt' is corrupted"):
+        find_latest_training_state(tmp_path)
+    assert sorted(item.name for item in tmp_path.iterdir()) == [".state.damaged"]  # kept for inspection
 
 
 # ---------------------------------------------------------------------------------------- the test kit
@@ -467,3 +581,4 @@ def test_states_saved_by_a_resumed_run_resume_exactly_too(tmp_path):
             scramble_random_generators()
             resumed = train_run(resume_from=second)
             assert_bitwise_equal(final_state(resumed), expected, f"{state.name}, then {second.name}")
+

@@ -10,6 +10,8 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback
 
+from ._files import check_can_write
+
 
 class ModelEmaCallback(TrainerCallback):
     """Keeps ``ema = decay * ema + (1 - decay) * weights`` after every optimizer update.
@@ -54,6 +56,8 @@ class ModelEmaCallback(TrainerCallback):
         return self.decay
 
     def on_training_run_start(self, trainer, **kwargs):
+        if self.save_path is not None:
+            check_can_write(trainer, self.save_path, type(self).__name__)
         model_state = trainer.get_model(keep_torch_compile=False).state_dict()
         if self.ema_state is None or self.ema_state.keys() != model_state.keys():
             self.ema_state = {name: tensor.detach().clone() for name, tensor in model_state.items()}

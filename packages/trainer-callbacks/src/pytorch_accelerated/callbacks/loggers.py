@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import shutil
 import time
+import warnings
 from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
@@ -202,6 +205,7 @@ class _FileLoggerCallback(MetricsLoggerCallback):
     def open(self, trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._records_to_keep is not None:
+            self._back_up_later_records(self._records_to_keep, trainer.resumed_from)
             self._keep_first_records(self._records_to_keep)
             self._records_to_keep, self._started_file = None, True
         append = self._started_file or self.if_exists == "append"
@@ -224,6 +228,23 @@ class _FileLoggerCallback(MetricsLoggerCallback):
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._records_to_keep = state_dict["num_records"]
+
+    def _back_up_later_records(self, count: int, resumed_from) -> None:
+        """Copy the file aside (``log.csv.before-resume-<n>``) when it holds records written after
+        the state a run resumes from (a run branched from an older state), which are cut off next."""
+        found = self._count_records()
+        if found <= count:
+            return
+        number = 1
+        while (backup := self.path.with_name(f"{self.path.name}.before-resume-{number}")).exists():
+            number += 1
+        shutil.copy2(self.path, backup)
+        warnings.warn(
+            f"{self.path} holds {found - count} record(s) written after the training state this run resumes from "
+            f"({resumed_from}); the file goes on from that state's {count} record(s), and the whole earlier file "
+            f"is kept in {backup}.",
+            stacklevel=2,
+        )
 
     def _count_records(self) -> int:
         """How many records the file holds (0 when there is none)."""
@@ -301,12 +322,33 @@ class CSVLoggerCallback(_FileLoggerCallback):
         """Replace the file (atomically) with ``rows`` under the header ``fieldnames``; a row's
         values in columns not in ``fieldnames`` are dropped, missing ones left empty."""
         self._fieldnames = list(fieldnames)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", newline="", encoding="utf-8") as file:
+
+        def write(file) -> None:
             writer = csv.DictWriter(file, self._fieldnames, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, self.path)
+
+        _replace_atomically(self.path, write)
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Replace ``path`` with what ``write(file)`` writes, through a temporary file beside it that a
+    failed write (a full disk) does not leave behind."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "w", newline="", encoding="utf-8") as file:
+            write(file)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = path.stat().st_size if path.exists() else 0
+            message = f"No space left on device rewriting {path}: it needs about {needed} bytes; free some space"
+            raise OSError(error.errno, message) from error
+        raise
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -338,9 +380,8 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
 
     def _keep_first_records(self, count: int) -> None:
         if self.path.is_file():
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text("".join(self._read_lines()[:count]), encoding="utf-8")
-            os.replace(temporary, self.path)
+            lines = self._read_lines()[:count]
+            _replace_atomically(self.path, lambda file: file.write("".join(lines)))
 
     def _read_lines(self) -> list[str]:
         with open(self.path, encoding="utf-8") as file:

@@ -81,8 +81,6 @@ class SaveTrainingStateCallback(TrainerCallback):
         self._signal_received: int | None = None
         #: The name of the signal that stopped the last run ("SIGTERM", "SIGINT"), or None.
         self.stopped_by_signal: str | None = None
-        self._handler_pid = 0
-        self._previous_handlers: dict[int, object] = {}
         self._flags_group = None
         self._last_save_time = 0.0
         self._last_saved_position: tuple | None = None
@@ -126,6 +124,13 @@ class SaveTrainingStateCallback(TrainerCallback):
         self._stopped_early = True
 
     def on_training_run_end(self, trainer, **kwargs):
+        self._release()
+
+    def on_training_run_error(self, trainer, error, **kwargs):
+        self._release()
+
+    def _release(self) -> None:
+        """Put the signal handlers back and drop the flags' process group, however the run ended."""
         self._restore_signal_handlers()
         if self._flags_group is not None:
             torch.distributed.destroy_process_group(self._flags_group)
@@ -205,22 +210,56 @@ class SaveTrainingStateCallback(TrainerCallback):
     # ------------------------------------------------------------------ signals
 
     def _install_signal_handlers(self) -> None:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return
-        self._handler_pid = os.getpid()
-        for signal_number in _HANDLED_SIGNALS:
-            self._previous_handlers[signal_number] = signal.signal(signal_number, self._on_signal)
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            _SIGNALS.subscribe(self)
 
     def _restore_signal_handlers(self) -> None:
-        for signal_number, handler in self._previous_handlers.items():
-            signal.signal(signal_number, handler)
-        self._previous_handlers.clear()
+        _SIGNALS.unsubscribe(self)
 
-    def _on_signal(self, signal_number, frame) -> None:
-        if os.getpid() != self._handler_pid:
+    def _on_signal(self, signal_number) -> bool:
+        """Note the signal; False when this callback had already noted one (act as without it)."""
+        if self._signal_received is not None:
+            return False
+        self._signal_received = signal_number
+        return True
+
+
+class _SignalDispatcher:
+    """One SIGTERM/SIGINT handler for every running SaveTrainingStateCallback, installed by the
+    first to subscribe and replaced by the handlers found then once the last has unsubscribed, in
+    any order, so that two callbacks, or one listed twice, never leave it behind or call themselves.
+    """
+
+    def __init__(self):
+        self._subscribers: list[SaveTrainingStateCallback] = []
+        self._previous: dict[int, object] = {}
+        self._pid = 0
+
+    def subscribe(self, callback: SaveTrainingStateCallback) -> None:
+        if not self._subscribers:
+            self._pid = os.getpid()
+            self._previous = {number: signal.signal(number, self._handle) for number in _HANDLED_SIGNALS}
+        if callback not in self._subscribers:
+            self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: SaveTrainingStateCallback) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+            if not self._subscribers:
+                self._uninstall()
+
+    def _uninstall(self) -> None:
+        self._subscribers.clear()
+        for number, previous in self._previous.items():
+            if signal.getsignal(number) == self._handle:  # a handler set since then is left alone
+                signal.signal(number, previous)
+        self._previous = {}
+
+    def _handle(self, signal_number, frame) -> None:
+        if os.getpid() != self._pid:
             return  # a dataloader worker: it keeps serving batches until the main process stops
-        if self._signal_received is None:
-            self._signal_received = signal_number
+        noted = [callback._on_signal(signal_number) for callback in self._subscribers]
+        if any(noted):
             print(
                 f"{signal.Signals(signal_number).name} received: saving a training state at the next update, "
                 "then stopping (send it again to stop at once).",
@@ -228,12 +267,15 @@ class SaveTrainingStateCallback(TrainerCallback):
                 flush=True,
             )
             return
-        previous = self._previous_handlers.get(signal_number, signal.SIG_DFL)
-        self._restore_signal_handlers()
+        previous = self._previous.get(signal_number, signal.SIG_DFL)
+        self._uninstall()
         if callable(previous):
             previous(signal_number, frame)
         elif previous == signal.SIG_DFL:
             os.kill(os.getpid(), signal_number)
+
+
+_SIGNALS = _SignalDispatcher()
 
 
 def _cpu_process_group():

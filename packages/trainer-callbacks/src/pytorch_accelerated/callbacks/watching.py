@@ -8,6 +8,8 @@ from typing import Any
 
 from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, format_metric_value
 
+from ._files import check_can_write
+
 
 class MetricWatcher:
     """Tracks the best value of a metric; an improvement must beat the best by more than ``threshold``."""
@@ -127,6 +129,7 @@ class SaveBestModelCallback(TrainerCallback):
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
+        check_can_write(trainer, self.save_path, type(self).__name__)
         self.watcher.best = None
         self.saved_this_run = False
 

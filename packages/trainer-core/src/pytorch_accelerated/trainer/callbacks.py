@@ -70,6 +70,12 @@ class TrainerCallback:
 
     def on_training_run_end(self, trainer: Trainer, **kwargs): ...
 
+    def on_training_run_error(self, trainer: Trainer, error: BaseException, **kwargs):
+        """``train`` is ending with ``error`` (any exception but :class:`StopTrainingError`, which
+        ends a run cleanly; KeyboardInterrupt included), which propagates once every callback ran.
+        Release here what ``on_training_run_start`` acquired and ``on_training_run_end`` would have
+        released (signal handlers, files, process groups); ``on_training_run_end`` is not fired."""
+
     def on_evaluation_run_start(self, trainer: Trainer, **kwargs): ...
 
     def on_evaluation_run_end(self, trainer: Trainer, **kwargs): ...
@@ -111,6 +117,7 @@ TRAINER_EVENTS: tuple[str, ...] = (
     "on_evaluation_run_end",
     "on_stop_training_error",
     "on_save_point",
+    "on_training_run_error",
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,10 +51,60 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if is_out_of_space(error):
+            raise out_of_space_error(f"{str(path)!r}", path.parent, stored_bytes(obj)) from error
         raise
     return path
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` or one it was raised from is a full disk (torch.save reports one as
+    ``RuntimeError: ... unexpected pos``, raised while handling the OSError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def out_of_space_error(what: str, folder: Path, needed: int) -> CheckpointError:
+    """The error for a write of ``what`` into ``folder`` that found no space left."""
+    free = shutil.disk_usage(folder).free
+    return CheckpointError(
+        f"No space left on device writing {what}: it needs about {_size(needed)}, and {_size(free)} are free "
+        f"in {str(folder)!r}. Free some space or save elsewhere; the files there before are unchanged."
+    )
+
+
+def stored_bytes(value: Any) -> int:
+    """About how many bytes ``torch.save(value)`` writes: the bytes of its tensors' storages."""
+    storages: dict[tuple, int] = {}
+
+    def visit(item) -> None:
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[(storage.data_ptr(), item.device)] = storage.nbytes()
+        elif isinstance(item, dict):
+            for child in item.values():
+                visit(child)
+        elif isinstance(item, (list, tuple, set)):
+            for child in item:
+                visit(child)
+
+    visit(value)
+    return sum(storages.values())
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024 or unit == "GiB":
+            return f"{num_bytes} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
 
 
 def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:

@@ -30,11 +30,11 @@ from .default_callbacks import DEFAULT_CALLBACKS
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
 from .training_state import (
-    MANIFEST_NAME,
     capture_rng_state,
-    list_training_states,
+    check_rng_state_fits,
     load_training_state,
     newest_of,
+    resolve_training_state,
     restore_rng_state,
     write_training_state,
 )
@@ -242,6 +242,9 @@ class Trainer:
             self._reach_save_point("run_end")
             self.training_run_end()
             self.callback_handler.call_event("on_training_run_end", self)
+        except BaseException as error:
+            self.callback_handler.call_event("on_training_run_error", self, error=error)
+            raise
         finally:
             self._in_training_run = False
             self._resume = None
@@ -745,6 +748,7 @@ class Trainer:
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+            state["scheduler_class"] = type(self.scheduler).__qualname__
         if self.accelerator.scaler is not None:
             state["scaler"] = self.accelerator.scaler.state_dict()
         check_plain_data(state["run_history"], "run_history.state_dict()")
@@ -798,9 +802,7 @@ class Trainer:
             return None
         if isinstance(resume_from, str) and resume_from == "latest":
             return self._latest_training_state_of_callbacks()
-        path = Path(resume_from)
-        states = list_training_states(path) if not (path / MANIFEST_NAME).exists() else []
-        return states[-1] if states else path  # a folder of states, or one (checked when loaded)
+        return resolve_training_state(resume_from)  # a folder of states, or one (checked when loaded)
 
     def _latest_training_state_of_callbacks(self) -> Path | None:
         finders = [
@@ -824,13 +826,14 @@ class Trainer:
     def _apply_training_state(self, path: Path) -> _PendingResume:
         manifest, shared, own = load_training_state(path, self.process_index)
         callback_states = {**shared["callbacks"], **own["callbacks"]}
-        self._check_training_state_fits(path, manifest, shared, callback_states)
-        self._load_model_state_dict(shared["model"], path)
-        self.optimizer.load_state_dict(shared["optimizer"])
+        self._check_training_state_fits(path, manifest, shared, own, callback_states)
+        # the small parts first: should one still refuse its state, the weights are untouched
         if self.scheduler is not None:
             self.scheduler.load_state_dict(shared["scheduler"])
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(shared["scaler"])
+        self.optimizer.load_state_dict(shared["optimizer"])
+        self._load_model_state_dict(shared["model"], path)
         self.run_history.load_state_dict(shared["run_history"])
         position = shared["position"]
         self.completed_update_steps = position["completed_update_steps"]
@@ -855,7 +858,8 @@ class Trainer:
             mid_epoch=not position["stopped"] and position["epoch_batches"] > 0,
         )
 
-    def _check_training_state_fits(self, path: Path, manifest: dict, shared: dict, callback_states: dict) -> None:
+    def _check_training_state_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:
+        """Everything the state must match, checked before any of it is applied."""
         where = repr(str(path))
         if manifest["num_processes"] != self.num_processes:
             raise CheckpointError(
@@ -884,6 +888,15 @@ class Trainer:
                     f"{where} {saved_it} a {part} state and this run {here}: resume with the "
                     f"{'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was saved with."
                 )
+        saved_scheduler = shared.get("scheduler_class")  # older states do not name it
+        if self.scheduler is not None and saved_scheduler not in (None, type(self.scheduler).__qualname__):
+            raise CheckpointError(
+                f"{where} holds the state of a {saved_scheduler} scheduler; this run's is a "
+                f"{type(self.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved with."
+            )
+        for rng_state in (own["rng"], own["epoch_start_rng"]):
+            if rng_state is not None:
+                check_rng_state_fits(rng_state, self.train_dataloader)
         callbacks_here = {key for key, _ in self._callback_keys()}
         homeless = sorted(set(callback_states) - callbacks_here)
         if homeless:

@@ -4,23 +4,28 @@ exactly, written atomically and read back without unpickling arbitrary objects.
 A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, scheduler, scaler,
 run history, position, shared callback states), one ``process_<i>.pt`` per process (its random
 generators, its running loss, its own callback states) and ``training_state.json``, the manifest,
-written last: the file names and sizes, the number of processes and the position, as JSON.
+written last: the file names, sizes and SHA-256 digests, the number of processes and the
+position, as JSON. A folder whose replacement was killed between its two renames is put back
+under its name on resume and on the next write; a state whose files no longer match their
+digests is refused by name, and a folder of states falls back to the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from .checkpointing import CheckpointError, atomic_torch_save, safe_torch_load
+from .checkpointing import CheckpointError, atomic_torch_save, is_out_of_space, out_of_space_error, safe_torch_load, stored_bytes
 
 MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
@@ -62,14 +67,20 @@ def capture_rng_state(dataloader=None) -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any], dataloader=None) -> None:
-    """Put every generator back in the state :func:`capture_rng_state` returned."""
-    generators = _dataloader_generators(dataloader)
-    if len(generators) != len(state["dataloader"]):
+def check_rng_state_fits(state: dict[str, Any], dataloader=None) -> None:
+    """Raise :class:`CheckpointError` unless ``dataloader`` draws from as many generators as the saved run's."""
+    found = len(_dataloader_generators(dataloader))
+    if found != len(state["dataloader"]):
         raise CheckpointError(
-            f"The training dataloader draws from {len(generators)} random generator(s), the saved run from "
+            f"The training dataloader draws from {found} random generator(s), the saved run from "
             f"{len(state['dataloader'])}: build the dataloader (sampler, generator) as the saved run did."
         )
+
+
+def restore_rng_state(state: dict[str, Any], dataloader=None) -> None:
+    """Put every generator back in the state :func:`capture_rng_state` returned."""
+    check_rng_state_fits(state, dataloader)
+    generators = _dataloader_generators(dataloader)
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     numpy_state = state["numpy"]
@@ -125,7 +136,8 @@ def write_training_state(
         atomic_torch_save(shared, temporary / SHARED_FILE_NAME)
         for index, state in enumerate(per_process):
             atomic_torch_save(state, temporary / process_file_name(index))
-        files = {path.name: path.stat().st_size for path in sorted(temporary.iterdir())}
+        parts = sorted(temporary.iterdir())
+        files = {path.name: path.stat().st_size for path in parts}
         manifest = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -133,11 +145,16 @@ def write_training_state(
             "num_processes": len(per_process),
             "position": position,
             "files": files,
+            # read back from the disk, once per save: a later flipped bit is then detected on load
+            "sha256": {path.name: _sha256(path) for path in parts},
         }
         _write_json_atomically(manifest, temporary / MANIFEST_NAME)
         _install_folder(temporary, save_dir)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        if is_out_of_space(error):
+            needed = stored_bytes([shared, per_process])
+            raise out_of_space_error(f"the training state {str(save_dir)!r}", save_dir.parent, needed) from error
         raise
     return save_dir
 
@@ -152,16 +169,47 @@ def _write_json_atomically(value, path: Path) -> None:
 
 
 def _clean_up_interrupted_writes(folder: Path) -> None:
-    """Remove what a write killed midway left in ``folder``: unfinished folders, and a replaced
-    folder (put back under its name if the write was killed before the new one took it)."""
-    for leftover in folder.glob(".*.incomplete"):
+    """Put back what a write killed between its renames left in ``folder`` (see
+    :func:`recover_interrupted_replacements`), then remove what other killed writes left."""
+    recover_interrupted_replacements(folder)
+    for leftover in [*folder.glob(".*.incomplete"), *folder.glob(".*.replaced")]:
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def recover_interrupted_replacements(folder: str | os.PathLike) -> None:
+    """Give back its name to each state in ``folder`` whose replacement was killed between the two
+    renames (``X`` moved to ``.X.replaced``, ``.X.incomplete`` not yet renamed to ``X``): the new
+    state if it is complete, else the old one. Safe to run on several processes at once; call it
+    while no state is being written there."""
+    folder = Path(folder)
     for replaced in folder.glob(".*.replaced"):
-        original = folder / replaced.name[1 : -len(".replaced")]
-        if original.exists():
-            shutil.rmtree(replaced, ignore_errors=True)
-        else:
-            os.replace(replaced, original)
+        final = folder / replaced.name[1 : -len(".replaced")]
+        if final.exists():
+            continue
+        new = final.with_name(f".{final.name}.incomplete")
+        for candidate in (new, replaced):
+            if _is_complete(candidate):
+                try:
+                    os.replace(candidate, final)
+                except OSError:  # another process put one back first
+                    pass
+                break
+
+
+def _is_complete(state_dir: Path) -> bool:
+    try:
+        read_manifest(state_dir)
+    except (CheckpointError, OSError):  # OSError: another process renamed it meanwhile
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _install_folder(temporary: Path, final: Path) -> None:
@@ -228,8 +276,36 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None) -> None:
+    """Raise :class:`CheckpointError` naming the first of the files ``names`` (all by default)
+    whose SHA-256 differs from the manifest's. States written before digests were kept pass."""
+    state_dir = Path(state_dir)
+    digests = manifest.get("sha256") or {}
+    for name in manifest["files"] if names is None else names:
+        path = state_dir / name
+        if name in digests and _cached_sha256(path) != digests[name]:
+            raise CheckpointError(
+                f"{str(path)!r} is corrupted: its content no longer matches the SHA-256 recorded in {MANIFEST_NAME} "
+                "when it was saved (a flipped bit, an edit, or a bad disk). Resume from another training state."
+            )
+
+
+_digests_read: dict[tuple, str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """``path``'s digest, read once per process for each version of the file (choosing a state
+    checks it, and loading it does not read it a third time)."""
+    status = path.stat()
+    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+    if key not in _digests_read:
+        _digests_read[key] = _sha256(path)
+    return _digests_read[key]
+
+
 def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tuple[dict, dict, dict]:
-    """The manifest, the shared state and this process's state of a training state folder."""
+    """The manifest, the shared state and this process's state of a training state folder, once
+    their files are shown intact (their sizes and digests as written)."""
     state_dir = Path(state_dir)
     manifest = read_manifest(state_dir)
     if process_index >= manifest["num_processes"]:
@@ -237,6 +313,7 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
             f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
             "in it. Resume with the number of processes the run was saved with."
         )
+    check_digests(state_dir, manifest, [SHARED_FILE_NAME, process_file_name(process_index)])
     shared = safe_torch_load(state_dir / SHARED_FILE_NAME)
     own = safe_torch_load(state_dir / process_file_name(process_index))
     return manifest, shared, own
@@ -273,9 +350,53 @@ def list_training_states(folder: str | os.PathLike) -> list[Path]:
 
 
 def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
-    """The training state inside ``folder`` that got furthest (complete ones only), or None."""
-    states = list_training_states(folder)
-    return states[-1] if states else None
+    """The training state inside ``folder`` that got furthest among the intact ones, or None when
+    there is none. A state whose replacement was killed midway is put back first; a newer state
+    whose files no longer match their digests is passed over, with a warning naming it, and
+    renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
+    every state there is damaged."""
+    recover_interrupted_replacements(folder)
+    damaged = []
+    for state in reversed(list_training_states(folder)):
+        try:
+            check_digests(state, read_manifest(state))
+        except (CheckpointError, OSError) as error:  # OSError: another process set it aside meanwhile
+            damaged.append(str(error))
+            _set_aside(state)
+            continue
+        if damaged:
+            warnings.warn(
+                f"{len(damaged)} newer training state(s) in {str(folder)!r} are damaged and passed over "
+                f"({' '.join(damaged)}); using {str(state)!r}, the newest intact one. The damaged ones are "
+                "renamed .<name>.damaged, kept for inspection.",
+                stacklevel=2,
+            )
+        return state
+    if damaged:
+        raise CheckpointError(f"No intact training state in {str(folder)!r}: {' '.join(damaged)}")
+    return None
+
+
+def _set_aside(state: Path) -> None:
+    """Rename a damaged state out of the listing (a run resumed before it does not mix with it)."""
+    number, aside = 1, state.with_name(f".{state.name}.damaged")
+    while aside.exists():
+        number += 1
+        aside = state.with_name(f".{state.name}.damaged-{number}")
+    try:
+        os.replace(state, aside)
+    except OSError:  # another process set it aside first, or the folder is read-only: it is passed over anyway
+        pass
+
+
+def resolve_training_state(path: str | os.PathLike) -> Path:
+    """The state ``resume_from=path`` means: ``path`` itself (put back first if its replacement was
+    killed midway), or for a folder of states the newest intact one in it."""
+    path = Path(path)
+    recover_interrupted_replacements(path.parent)
+    if (path / MANIFEST_NAME).exists():
+        return path
+    return find_latest_training_state(path) or path  # an error names what is wrong when it is loaded
 
 
 def newest_of(paths: Iterable[Path]) -> Path | None:

@@ -1,0 +1,192 @@
+"""Faults injected for real, and what survives them: signals sent with os.kill to a child process;
+full disks (a small tmpfs) and read-only folders (a read-only mount); logs of a run branched
+from an older state. (Killed writes and corrupted states are in tests/core/test_training_state.py.)"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytorch_accelerated.callbacks import (
+    CSVLoggerCallback,
+    JSONLinesLoggerCallback,
+    ModelEmaCallback,
+    SaveBestModelCallback,
+    SaveTrainingStateCallback,
+)
+from pytorch_accelerated.schedulers import CosineLrScheduler, WSDLrScheduler
+from pytorch_accelerated.trainer import CheckpointError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
+from tests.callbacks.test_training_state_callback import ACCUMULATION, BATCH_SIZE, NUM_SAMPLES, make_model
+from tests.launching import REPO_ROOT, launch_env
+
+# ---------------------------------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize("scenario", ["crash", "two", "twice", "twice-signalled"])
+def test_sigterm_acts_as_without_the_callback_however_train_ended(tmp_path, scenario):
+    """After train() (returned or raised), SIGTERM ends the process; during training, a second
+    SIGTERM ends it too, also with the callback's events fired twice."""
+    command = [sys.executable, str(REPO_ROOT / "tests/callbacks/signal_scenario.py"), scenario, str(tmp_path / "states")]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=launch_env(tmp_path), capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == -signal.SIGTERM, output
+    assert "RecursionError" not in output
+    assert "still running after SIGTERM" not in output
+    if scenario != "twice-signalled":
+        assert "handlers restored" in done.stdout, output
+
+
+# ---------------------------------------------------------------------------------------- a run
+
+
+def make_trainer(callbacks=(), model=None):
+    model = model if model is not None else make_model()
+    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=callbacks)
+
+
+def train(callbacks=(), num_epochs=2, resume_from=None, model=None, create_scheduler_fn=None):
+    seed_everything(3)
+    trainer = make_trainer(callbacks, model)
+    trainer.train(
+        make_tiny_dataset(NUM_SAMPLES),
+        num_epochs=num_epochs,
+        eval_dataset=make_tiny_dataset(16, seed=1),
+        per_device_batch_size=BATCH_SIZE,
+        gradient_accumulation_steps=ACCUMULATION,
+        create_scheduler_fn=create_scheduler_fn or CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5),
+        resume_from=resume_from,
+    )
+    return trainer
+
+
+def weights_of(model):
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------- states that do not fit or are damaged
+
+
+def test_a_cosine_state_is_refused_by_the_wsd_scheduler_with_the_weights_untouched(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([saver])
+    model = make_model()
+    before = weights_of(model)
+    with pytest.raises(CheckpointError, match="a CosineLrScheduler scheduler; this run's is a WSDLrScheduler"):
+        train(resume_from=saver.saved_paths[1], model=model, create_scheduler_fn=WSDLrScheduler.create_scheduler_fn())
+    assert_bitwise_equal(weights_of(model), before)
+
+
+def test_resume_from_latest_passes_over_a_corrupted_newest_state_and_says_so(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    expected = final_state(train([saver]))
+    newest, intact = saver.saved_paths[-1], saver.saved_paths[-2]
+    content = bytearray((newest / "trainer.pt").read_bytes())
+    weight = torch.load(newest / "trainer.pt")["model"]["0.weight"].numpy().tobytes()
+    content[bytes(content).find(weight) + 7] ^= 0x01  # one bit of one weight
+    (newest / "trainer.pt").write_bytes(bytes(content))
+    with pytest.warns(UserWarning, match=rf"{newest.name}/trainer.pt' is corrupted.*using .*{intact.name}', the newest intact"):
+        resumed = train([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], resume_from="latest")
+    assert resumed.resumed_from == intact
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+# ---------------------------------------------------------------------------------------- full disks, read-only folders
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root or CAP_SYS_ADMIN: skipped otherwise)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): these faults need root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Take all but ``leave`` bytes of the disk's free space."""
+    free = shutil.disk_usage(disk).free
+    (disk / "filler").write_bytes(b"\0" * max(free - leave, 0))
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file() and path.name != "filler"}
+
+
+def big_model():
+    return torch.nn.Sequential(torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3))  # ~8 KiB of weights
+
+
+def test_a_full_disk_while_saving_a_checkpoint_or_a_state_says_so_and_keeps_the_earlier_files(small_disk):
+    trainer = make_trainer(model=big_model())
+    trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
+    trainer.save_checkpoint(small_disk / "model.pt")
+    trainer.save_training_state(small_disk / "state")
+    before = files_in(small_disk)
+    fill(small_disk, leave=4096)
+    with pytest.raises(CheckpointError, match=rf"No space left on device writing '{small_disk}/model.pt': it needs about \d+\.\d KiB, and .* free"):
+        trainer.save_checkpoint(small_disk / "model.pt")
+    with pytest.raises(CheckpointError, match=rf"No space left on device writing the training state '{small_disk}/state': it needs about"):
+        trainer.save_training_state(small_disk / "state")
+    assert files_in(small_disk) == before  # the earlier files intact, nothing left behind
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "model.pt", "state"]
+
+
+def test_a_full_disk_while_the_csv_log_is_rewritten_leaves_no_temporary_file(small_disk):
+    log = small_disk / "log.csv"
+    logger = CSVLoggerCallback(log)
+    trainer = make_trainer([logger])
+    trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
+    before = log.read_bytes()
+    fill(small_disk, leave=0)
+    with pytest.raises(OSError, match=rf"No space left on device rewriting {log}"):
+        trainer.evaluate(make_tiny_dataset(8))  # a new column: the file is rewritten with the wider header
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
+    assert log.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "make_callback",
+    [
+        lambda folder: SaveBestModelCallback(folder / "best.pt", watch_metric="eval_loss_epoch"),
+        lambda folder: ModelEmaCallback(save_path=folder / "ema.pt"),
+    ],
+    ids=["SaveBestModelCallback", "ModelEmaCallback"],
+)
+def test_a_callback_that_saves_into_a_read_only_folder_fails_before_the_first_step(small_disk, make_callback):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    steps = []
+
+    class CountsSteps(TrainerCallback):
+        def on_train_step_start(self, trainer, **kwargs):
+            steps.append(trainer.completed_update_steps)
+
+    callback = make_callback(small_disk)
+    with pytest.raises(PermissionError, match=rf"{type(callback).__name__} cannot write {small_disk}/.*: Read-only file system"):
+        train([callback, CountsSteps()], num_epochs=1)
+    assert steps == []
+
+
+# ---------------------------------------------------------------------------------------- a run branched from an older state
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_backup_and_says_so(tmp_path, logger_class):
+    log = tmp_path / "log"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([logger_class(log), saver], num_epochs=3)
+    whole_log = log.read_text()
+    older = saver.saved_paths[1]  # after epoch 1: the log held one record then
+    with pytest.warns(UserWarning, match=rf"{log} holds 2 record\(s\) written after the training state .* kept in {log}.before-resume-1"):
+        train([logger_class(log)], num_epochs=3, resume_from=older)
+    assert (tmp_path / "log.before-resume-1").read_text() == whole_log
+    assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
