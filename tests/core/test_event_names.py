@@ -88,8 +88,9 @@ def test_a_callback_added_later_is_checked_too():
     class Typo(TrainerCallback):
         def on_training_run_strat(self, trainer, **kwargs): ...
 
-    with pytest.warns(UserWarning, match="did you mean on_training_run_start"):
+    with pytest.warns(UserWarning, match="did you mean on_training_run_start") as caught:
         trainer.callback_handler.add_callback(Typo())
+    assert caught[0].filename == __file__  # the warning points at the add_callback line, not a frame above it
 
 
 def test_both_spellings_of_one_event_get_one_warning_and_both_run():
