@@ -7,7 +7,8 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from pytorch_accelerated.callbacks import MetricSchedulerCallback, StepBasedEvaluationCallback, TrainerCallback
-from pytorch_accelerated.trainer.testing import check_exact_resume, run_tiny_training
+from pytorch_accelerated.trainer import Trainer
+from pytorch_accelerated.trainer.testing import check_exact_resume, make_tiny_dataset, make_tiny_model, run_tiny_training
 
 
 class LrAtEpochEnd(TrainerCallback):
@@ -53,6 +54,30 @@ def test_a_metric_never_recorded_is_named_at_the_first_epoch_end():
     callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau), monitor="eval_accuracy")
     with pytest.raises(KeyError, match="eval_accuracy.*eval_loss_epoch"):
         run_tiny_training(callbacks=[callback], num_epochs=1)
+
+
+def test_an_eval_metric_in_a_run_without_an_eval_dataset_is_named_before_the_first_step():
+    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau), monitor="eval_loss_epoch")
+    with pytest.raises(ValueError, match="MetricSchedulerCallback watches 'eval_loss_epoch'.*eval_dataset") as error:
+        run_tiny_training(callbacks=[callback, LrAtEpochEnd()], num_epochs=1, with_eval=False)
+    assert error.traceback[-1].name == "check_metric_can_be_recorded"
+    assert callback.scheduler is None  # refused at run start, before the scheduler or any step
+
+
+class FailAtFirstEpochEnd(TrainerCallback):
+    def on_train_epoch_end(self, trainer, **kwargs):
+        raise RuntimeError("boom")
+
+
+def test_an_evaluation_after_a_run_that_failed_does_not_step_the_scheduler():
+    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="evaluation_loss")
+    model = make_tiny_model()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05),
+                      callbacks=[callback, FailAtFirstEpochEnd()])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train(make_tiny_dataset(), num_epochs=1, per_device_batch_size=8)
+    trainer.evaluate(make_tiny_dataset(seed=1))
+    assert callback.scheduler.last_epoch == 0  # evaluations outside training never step it
 
 
 def test_a_resumed_run_steps_the_scheduler_exactly_as_the_uninterrupted_run(tmp_path):

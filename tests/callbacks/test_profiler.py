@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from pytorch_accelerated.callbacks import ProfilerCallback, TrainerCallback
 from pytorch_accelerated.trainer.testing import run_tiny_training
@@ -50,3 +51,21 @@ def test_a_window_that_is_not_one_is_refused(tmp_path):
         ProfilerCallback(tmp_path, start_step=5, end_step=4)
     with pytest.raises(ValueError, match="start_step <= end_step"):
         ProfilerCallback(tmp_path, start_step=0, end_step=4)
+
+
+class FailAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step, self.steps = step, 0
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.steps += 1
+        if self.steps == self.step:
+            raise RuntimeError("failed inside the window")
+
+
+def test_a_run_failing_inside_the_window_stops_the_profiler(tmp_path):
+    callback = ProfilerCallback(tmp_path / "profiler", start_step=2, end_step=5)
+    with pytest.raises(RuntimeError, match="inside the window"):
+        run_tiny_training(callbacks=[callback, FailAtStep(3)], num_epochs=1)
+    assert callback.profiler is None
+    assert not torch._C._autograd._profiler_enabled()  # the process is no longer profiled

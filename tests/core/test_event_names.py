@@ -88,8 +88,9 @@ def test_a_callback_added_later_is_checked_too():
     class Typo(TrainerCallback):
         def on_training_run_strat(self, trainer, **kwargs): ...
 
-    with pytest.warns(UserWarning, match="did you mean on_training_run_start"):
+    with pytest.warns(UserWarning, match="did you mean on_training_run_start") as caught:
         trainer.callback_handler.add_callback(Typo())
+    assert caught[0].filename == __file__  # the warning points at the add_callback line, not a frame above it
 
 
 def test_both_spellings_of_one_event_get_one_warning_and_both_run():
@@ -178,3 +179,32 @@ def test_a_handler_requiring_an_argument_its_event_never_passes_is_an_error_at_c
         def on_train_run_begin(self, trainer): ...
 
     assert _event_name_warnings([WithDefaults()]) == []
+
+
+def _subclasses(cls):
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def test_no_callback_class_shipped_in_the_packages_is_reported_as_misspelled():
+    # every callback class of every package, not a hand-kept list: a new tool with a custom event
+    # (GradientNormCallback's on_before_gradient_clipping) must declare it
+    import importlib
+    import pkgutil
+
+    for name in ("callbacks", "metrics", "tuning", "finetuning", "schedulers", "examples"):
+        package = importlib.import_module(f"pytorch_accelerated.{name}")
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            try:
+                importlib.import_module(module.name)
+            except ImportError:  # an example's optional dependency (torchvision, timm, transformers)
+                pass
+    trainer_events = {event for trainer in _subclasses(Trainer) for event in trainer.custom_events}
+    shipped = [c for c in _subclasses(TrainerCallback) if c.__module__.startswith("pytorch_accelerated.") and c.__module__ != __name__]
+    assert {"GradientNormCallback", "ProfilerCallback", "MetricSchedulerCallback"} <= {c.__name__ for c in shipped}
+    for callback_class in shipped:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            CallbackHandler([callback_class.__new__(callback_class)], custom_events=trainer_events)
+        assert [str(w.message) for w in caught if "event" in str(w.message)] == [], callback_class

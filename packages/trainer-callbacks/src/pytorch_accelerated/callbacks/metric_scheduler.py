@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 from pytorch_accelerated.trainer import TrainerCallback
 
+from .watching import check_metric_can_be_recorded
+
 
 class MetricSchedulerCallback(TrainerCallback):
     """Owns a scheduler whose ``step`` takes a metric, such as ``torch.optim.lr_scheduler.ReduceLROnPlateau``,
@@ -16,8 +18,9 @@ class MetricSchedulerCallback(TrainerCallback):
     metrics), or, for a value recorded by an evaluation inside an epoch (``evaluation_loss`` from
     ``StepBasedEvaluationCallback``), when that evaluation ends. So ``"eval_loss_epoch"`` steps it
     once per epoch, and ``"evaluation_loss"`` once per step-based evaluation. Evaluations outside
-    training never step it. A run that ends an epoch without a value of ``monitor`` ever recorded
-    raises ``KeyError`` naming the metrics that are recorded.
+    training never step it. An ``eval_*`` monitor in a run without an ``eval_dataset`` is a
+    ``ValueError`` when the run starts; a run that ends an epoch without a value of ``monitor``
+    ever recorded raises ``KeyError`` naming the metrics that are recorded.
 
     ``create_scheduler_fn(optimizer)`` builds the scheduler when each training run starts (e.g.
     ``functools.partial(ReduceLROnPlateau, mode="min", factor=0.5, patience=2)``). It may be used
@@ -39,6 +42,7 @@ class MetricSchedulerCallback(TrainerCallback):
         self._in_training_run = False
 
     def on_training_run_start(self, trainer, **kwargs):
+        check_metric_can_be_recorded(self.monitor, trainer, type(self).__name__)
         # torch's schedulers count the steps of the optimizer they change: give them the torch one
         optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         self.scheduler = self.create_scheduler_fn(optimizer)
@@ -56,6 +60,9 @@ class MetricSchedulerCallback(TrainerCallback):
 
     def on_training_run_end(self, trainer, **kwargs):
         self._in_training_run = False
+
+    def on_training_run_error(self, trainer, error, **kwargs):
+        self._in_training_run = False  # or a later evaluate() outside training would step the scheduler
 
     def _step_with_new_values(self, trainer) -> list:
         values = trainer.run_history.get_metric_values(self.monitor)

@@ -19,7 +19,7 @@ class ProfilerCallback(TrainerCallback):
     The profiler is created ``warmup_steps`` steps before the window (its schedule's warmup, whose
     events are discarded), records the window's steps (each from its start to the next step's
     start: forward, backward, optimizer update), and is stopped and dropped after the window's last
-    step, or at the end of the run if that comes first. Outside that span no profiler exists: a
+    step, or at the end of the run (or the error that ends it) if that comes first. Outside that span no profiler exists: a
     step costs one integer comparison. ``record_memory=True`` also records tensor allocations and
     shapes (``profile_memory``, ``record_shapes``); ``with_stack=True`` the Python stacks. CUDA
     activity is recorded when the trainer's device is a GPU. ``callback.trace_paths`` lists the
@@ -66,6 +66,11 @@ class ProfilerCallback(TrainerCallback):
             self._start(trainer)
 
     def on_training_run_end(self, trainer, **kwargs):
+        if self.profiler is not None:
+            self._stop()
+
+    def on_training_run_error(self, trainer, error, **kwargs):
+        # a run failing inside the window would leave torch's profiler recording the whole process
         if self.profiler is not None:
             self._stop()
 

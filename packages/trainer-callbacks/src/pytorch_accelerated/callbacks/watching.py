@@ -11,6 +11,16 @@ from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, form
 from ._files import check_can_write
 
 
+def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
+    """At a run's start: an ``eval_*`` metric needs an ``eval_dataset``; a run without one never records it."""
+    if metric.startswith("eval_") and trainer.eval_dataset is None:
+        raise ValueError(
+            f"{owner} watches {metric!r}, an evaluation metric, but this run has no eval_dataset, so "
+            "it is never recorded: pass train(..., eval_dataset=...), or watch a training metric such as "
+            "'train_loss_epoch'."
+        )
+
+
 class MetricWatcher:
     """Tracks the best value of a metric; an improvement must beat the best by more than ``threshold``."""
 
@@ -24,12 +34,7 @@ class MetricWatcher:
 
     def check_can_be_recorded(self, trainer, owner: str) -> None:
         """At the run's start: an ``eval_*`` metric needs an ``eval_dataset``, which the run lacks."""
-        if self.watch_metric.startswith("eval_") and trainer.eval_dataset is None:
-            raise ValueError(
-                f"{owner} watches {self.watch_metric!r}, an evaluation metric, but this run has no eval_dataset, so "
-                "it is never recorded: pass train(..., eval_dataset=...), or watch a training metric such as "
-                "'train_loss_epoch'."
-            )
+        check_metric_can_be_recorded(self.watch_metric, trainer, owner)
 
     def read(self, trainer, owner: str) -> float:
         """The metric's latest value as a float; a clear error if the run does not record it."""

@@ -156,12 +156,12 @@ class CallbackHandler:
         self._custom_events = set(_checked_event_names(custom_events, "the trainer's custom_events"))
         added = [self._append(callback) for callback in callbacks]
         for callback in added:  # once all are in: one callback may handle another's custom event
-            self._check_event_names(callback)
+            self._check_event_names(callback, stacklevel=4)  # the line that created the Trainer
 
     def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
         """Append a callback instance, or a callback class (instantiated with no arguments)."""
         callback = self._append(callback)
-        self._check_event_names(callback)
+        self._check_event_names(callback, stacklevel=3)  # the line that called add_callback
         return callback
 
     def _append(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
@@ -216,7 +216,7 @@ class CallbackHandler:
                     handlers.append(handler)
         return handlers
 
-    def _check_event_names(self, callback: TrainerCallback) -> None:
+    def _check_event_names(self, callback: TrainerCallback, stacklevel: int) -> None:
         """Warn once per ``on_*`` method that names no event, and once per event defined under two names."""
         known = {*TRAINER_EVENTS, *EVENT_SYNONYMS, *self._custom_events}
         cls = type(callback)
@@ -229,7 +229,7 @@ class CallbackHandler:
                     f"{cls.__qualname__}.{name} is never called: no event is named {name!r}; {hint} "
                     f"If it is a custom event, declare it: custom_events = ({name!r},) on the callback "
                     "or on the Trainer subclass that fires it.",
-                    stacklevel=4,
+                    stacklevel=stacklevel,
                 )
         for name in methods:
             _check_handler_signature(cls, name)
@@ -238,7 +238,7 @@ class CallbackHandler:
                 warnings.warn(
                     f"{cls.__qualname__} defines both {event} and {synonym}, two names of one event: "
                     f"both are called ({event} first) each time it fires. Keep one of them.",
-                    stacklevel=4,
+                    stacklevel=stacklevel,
                 )
 
     @property
