@@ -46,8 +46,9 @@ class GradientNormCallback(TrainerCallback):
 
     The norms stay on the device; they are read (one transfer) every ``log_every_n_steps`` updates and
     at the end of each training epoch, then recorded into the run history, one value per update, in
-    order. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision and no
-    clipping, the gradients, and so the norms, are still multiplied by the loss scale.
+    order. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision the
+    norms are those of the unscaled gradients (the loss scale is divided out where the gradients
+    still carry it).
     """
 
     custom_events = (BEFORE_GRADIENT_CLIPPING_EVENT,)
@@ -64,6 +65,7 @@ class GradientNormCallback(TrainerCallback):
         self._device = torch.device("cpu")
         self._all_parameters: list[torch.nn.Parameter] = []
         self._before_clipping: torch.Tensor | None = None
+        self._scaler = None
 
     def on_training_run_start(self, trainer, **kwargs):
         config = trainer.run_config
@@ -79,18 +81,19 @@ class GradientNormCallback(TrainerCallback):
         self._names = parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if self._clipping else [])
         self._all_parameters = list(trainer.get_model(keep_torch_compile=False).parameters())
         self._device = trainer.device
+        self._scaler = trainer.accelerator.scaler
         self._pending = []
         self._before_clipping = None
 
     @torch.no_grad()
     def on_before_gradient_clipping(self, trainer, **kwargs):
         if self._clipping:
-            self._before_clipping = self._norms()
+            self._before_clipping = self._unscaled(self._norms())
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        norms = self._norms()
-        row = torch.cat([self._before_clipping, norms]) if self._clipping else norms
+        norms = self._norms()  # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
+        row = torch.cat([self._before_clipping, norms]) if self._clipping else self._unscaled(norms)
         self._pending.append(row)
         if len(self._pending) >= self.log_every_n_steps:
             self._record(trainer)
@@ -108,6 +111,13 @@ class GradientNormCallback(TrainerCallback):
             return total
         group_norms = [_norm([p.grad for p in params if p.grad is not None], self._device) for _, params in self._groups]
         return torch.cat([total, torch.stack(group_norms)])
+
+    def _unscaled(self, norms: torch.Tensor) -> torch.Tensor:
+        """``norms`` of gradients that still carry an fp16 loss scale, with the scale divided out."""
+        if self._scaler is None or not self._scaler.is_enabled():
+            return norms
+        # the scale as a device tensor: get_scale() would read it on the host, a sync every update
+        return norms / self._scaler._get_scale_async().to(norms.dtype)
 
     def _record(self, trainer) -> None:
         if not self._pending:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import gc
 from typing import Callable
 
@@ -90,7 +89,8 @@ class _Trial:
 
     def fits(self, batch_size: int) -> bool:
         model = self.model
-        weights = copy.deepcopy(model.state_dict())
+        # on the CPU: a copy on the accelerator would take the memory the trial is measuring
+        weights = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
         device = next(model.parameters()).device
         gradients = [p.grad for p in model.parameters()]
         try:
