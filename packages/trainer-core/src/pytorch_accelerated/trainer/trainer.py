@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._arguments import check_positive_int
+from .agreement import StopAgreement, agree_on_training_state
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -221,6 +222,7 @@ class Trainer:
             self._resume = None
 
     def _run_epochs(self) -> None:
+        stop_agreement = StopAgreement(self)  # a stop raised on one process only fails all, with its reason
         try:
             self.training_run_start()
             self.callback_handler.call_event("on_training_run_start", self)
@@ -242,8 +244,12 @@ class Trainer:
                 self.completed_epoch_batches = 0
                 self._reach_save_point("epoch_end")
         except StopTrainingError as error:
+            stop_agreement.agree(error)
             self._training_stopped = True
             self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+        except Exception as error:
+            stop_agreement.explain(error)
+            raise
 
     def _run_is_over(self) -> bool:
         if self._resume is not None:
@@ -741,10 +747,11 @@ class Trainer:
         if resume_from is None:
             return None
         if isinstance(resume_from, str) and resume_from == "latest":
-            return self._latest_training_state_of_callbacks()
-        path = Path(resume_from)
-        states = list_training_states(path) if not (path / MANIFEST_NAME).exists() else []
-        return states[-1] if states else path  # a folder of states, or one (checked when loaded)
+            latest = agree_on_training_state(self, self._latest_training_state_of_callbacks, resume_from)
+            if latest is None:
+                self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
+            return latest
+        return agree_on_training_state(self, functools.partial(_state_in, Path(resume_from)), resume_from)
 
     def _latest_training_state_of_callbacks(self) -> Path | None:
         finders = [
@@ -757,10 +764,7 @@ class Trainer:
                 "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
                 "from trainer-callbacks); otherwise pass the folder to resume from."
             )
-        latest = newest_of(path for path in (find() for find in finders) if path is not None)
-        if latest is None:
-            self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
-        return latest
+        return newest_of(path for path in (find() for find in finders) if path is not None)
 
     def _load_training_state(self, path: Path) -> _PendingResume:
         return self._on_every_process(lambda: self._apply_training_state(path), f"load the training state {str(path)!r}")
@@ -1193,6 +1197,12 @@ def _loss_from_model_outputs(model_outputs) -> torch.Tensor:
             "Pass labels in the batch (as the model expects) or give the Trainer a loss_func."
         )
     return loss
+
+
+def _state_in(path: Path) -> Path:
+    """The state a folder of states holds that got furthest, or ``path`` itself (checked when loaded)."""
+    states = list_training_states(path) if not (path / MANIFEST_NAME).exists() else []
+    return states[-1] if states else path
 
 
 def _length_or_none(dataloader) -> int | None:
