@@ -20,22 +20,21 @@ import traceback
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from pytorch_accelerated.callbacks import SaveTrainingStateCallback
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, StopTrainingError, TrainerCallback, agreement
-from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 try:  # launched as a script, or imported by the test module
-    from distributed_scenarios import common_facts, make_trainer, rank_from_env, start_watchdog, write_result
+    from distributed_scenarios import common_facts, make_trainer, parameters_digest, rank_from_env, start_watchdog, write_result
 except ImportError:
-    from .distributed_scenarios import common_facts, make_trainer, rank_from_env, start_watchdog, write_result
+    from .distributed_scenarios import common_facts, make_trainer, parameters_digest, rank_from_env, start_watchdog, write_result
 
 STOP_STEP = 3
 STOP_REASON = "the loss on process 1 looked wrong at step 3"
 # a process that raised StopTrainingError alone gives the others this long to raise it too
 STOP_AGREEMENT_TIMEOUT_S = 3.0
-FORK_STRESS = {"launches_epochs": 6, "num_workers": 2}
+WORKERS = {"num_epochs": 6, "num_workers": 2}
 
 
 def error_facts(error: BaseException) -> dict:
@@ -110,57 +109,68 @@ def scenario_stop_one_process(out: Path) -> dict:
 # ---------------------------------------------------------------------------------------- forking workers
 
 
-class SlowDataset(Dataset):
-    """Tiny samples that take a moment each, so that epochs start while other threads are busy."""
-
-    def __init__(self, num_samples: int):
-        self.inner = make_tiny_dataset(num_samples)
-
-    def __len__(self):
-        return len(self.inner)
-
-    def __getitem__(self, index):
-        return self.inner[index]
-
-
 class ThreadsAtEpochStart(TrainerCallback):
+    """The Python threads alive when each epoch's workers are about to start, and the epochs' times."""
+
     def __init__(self):
         self.names: list[list[str]] = []
+        self.epoch_seconds: list[float] = []
+        self.start_method = None
 
     def on_train_epoch_start(self, trainer, **kwargs):
         self.names.append(sorted(thread.name for thread in threading.enumerate()))
+        self.started = time.perf_counter()
+        context = trainer.train_dataloader.multiprocessing_context
+        self.start_method = context.get_start_method() if context is not None else "fork"
+
+    def on_train_epoch_end(self, trainer, **kwargs):
+        self.epoch_seconds.append(time.perf_counter() - self.started)
 
 
-def scenario_fork_workers(out: Path) -> dict:
-    """Several epochs with two dataloader workers each, forked with the run's threads alive."""
+def run_with_workers(out: Path, dataloader_kwargs: dict) -> dict:
+    """Several epochs with dataloader workers, started with the run's usual threads alive:
+    SaveTrainingStateCallback (its signal and timer agreement), CSV and TensorBoard loggers."""
     from pytorch_accelerated.callbacks import CSVLoggerCallback, TensorBoardLoggerCallback
 
+    rank = rank_from_env()
     threads = ThreadsAtEpochStart()
     callbacks = [
         *DEFAULT_CALLBACKS,
-        SaveTrainingStateCallback(out / "fork_states", save_every_n_steps=3, save_every_n_minutes=10),
-        CSVLoggerCallback(out / f"fork_log_rank{rank_from_env()}.csv"),
+        SaveTrainingStateCallback(out / f"workers_states_{len(dataloader_kwargs)}", save_every_n_steps=3, save_every_n_minutes=10),
+        CSVLoggerCallback(out / f"workers_log_{len(dataloader_kwargs)}_rank{rank}.csv"),
+        TensorBoardLoggerCallback(out / f"workers_tb_{len(dataloader_kwargs)}_rank{rank}"),
         threads,
     ]
-    try:
-        callbacks.insert(-1, TensorBoardLoggerCallback(out / f"fork_tb_rank{rank_from_env()}"))
-    except Exception:  # noqa: BLE001 - tensorboard missing: the test still runs the forks
-        pass
-    trainer = make_trainer(model=make_tiny_model(), callbacks=callbacks)
+    trainer = make_trainer(callbacks=callbacks)
     trainer.train(
-        SlowDataset(48),
-        num_epochs=FORK_STRESS["launches_epochs"],
+        make_tiny_dataset(48),
+        num_epochs=WORKERS["num_epochs"],
         per_device_batch_size=4,
-        train_dataloader_kwargs={"num_workers": FORK_STRESS["num_workers"]},
+        train_dataloader_kwargs={"num_workers": WORKERS["num_workers"], **dataloader_kwargs},
     )
-    return {**common_facts(trainer), "threads_at_epoch_start": threads.names}
+    return {
+        **common_facts(trainer),
+        "threads_at_epoch_start": threads.names,
+        "epoch_seconds": threads.epoch_seconds,
+        "start_method": threads.start_method,
+        "parameters_digest": parameters_digest(trainer.get_model()),
+    }
+
+
+def scenario_workers(out: Path) -> dict:
+    return run_with_workers(out, {})
+
+
+def scenario_workers_forked(out: Path) -> dict:
+    return run_with_workers(out, {"multiprocessing_context": "fork"})
 
 
 SCENARIOS = {
     "resume_unshared": scenario_resume_unshared,
     "stop_every_process": scenario_stop_every_process,
     "stop_one_process": scenario_stop_one_process,
-    "fork_workers": scenario_fork_workers,
+    "workers": scenario_workers,
+    "workers_forked": scenario_workers_forked,
 }
 TIME_LIMIT_S = 60
 

@@ -1,5 +1,6 @@
 """One process of two at fault, for real (two CPU processes, gloo, launched with torchrun): it cannot
-see the training states, it raises StopTrainingError alone. Never a hang; the reason on every process."""
+see the training states, it raises StopTrainingError alone. Never a hang; the reason on every process.
+And dataloader workers started at every epoch of a two-process run, where a fork can hang."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pytorch_accelerated.trainer.dataloader_workers import fork_can_hang, start_workers_safely
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 from ..launching import REPO_ROOT, free_port, run_launch, tail
 from . import process_fault_scenarios as scenarios
@@ -80,3 +86,50 @@ def test_stop_raised_on_one_process_only_fails_every_process_with_its_reason(fau
     # the stopping process gave the other one the agreement's time to stop too, not a collective's timeout
     assert stopper["seconds"] < scenarios.STOP_AGREEMENT_TIMEOUT_S + 20, stopper
     assert status == 0
+
+
+# ---------------------------------------------------------------------------------------- dataloader workers
+
+
+@pytest.fixture(scope="module")
+def worker_runs(tmp_path_factory):
+    return launch(["workers", "workers_forked"], tmp_path_factory.mktemp("workers"))
+
+
+def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worker_runs):
+    """6 epochs x 2 workers x 2 processes, with the loggers' and the progress bar's threads alive;
+    the watchdog reports a hang. Where fork can hang in PyOS_AfterFork_Child (CPython gh-112275),
+    the workers start from a forkserver, with the same data order as forked ones."""
+    status, results, _ = worker_runs
+    assert status == 0
+    expected = "forkserver" if fork_can_hang() else "fork"
+    for result in results["workers"]:
+        assert result["start_method"] == expected, result
+        assert len(result["epoch_seconds"]) == scenarios.WORKERS["num_epochs"], result
+        assert "tqdm_monitor" in result["threads_at_epoch_start"][0]  # threads are alive at the fork
+    for result in results["workers_forked"]:
+        assert result["start_method"] == "fork", result  # the user's choice is kept
+    digests = {result["parameters_digest"] for name in results for result in results[name]}
+    assert len(digests) == 1, "the start method changed what the workers fed the model"
+
+
+def test_the_interpreters_whose_fork_can_hang():
+    assert fork_can_hang((3, 11, 7), "cpython") and fork_can_hang((3, 10, 14), "cpython")
+    assert not fork_can_hang((3, 11, 10), "cpython") and not fork_can_hang((3, 12, 0), "cpython")
+    assert not fork_can_hang((3, 11, 7), "pypy")
+
+
+@pytest.mark.skipif(not fork_can_hang(), reason="this Python forks safely: workers are forked as usual")
+def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up_with_the_fix():
+    class LocalDataset(torch.utils.data.Dataset):  # a local class cannot be pickled
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.zeros(2)
+
+    with pytest.raises(TypeError, match="cannot be pickled.*multiprocessing_context='fork'"):
+        start_workers_safely(DataLoader(LocalDataset(), num_workers=2))
+    kept = DataLoader(make_tiny_dataset(8), num_workers=2, multiprocessing_context="spawn")
+    start_workers_safely(kept)
+    assert kept.multiprocessing_context.get_start_method() == "spawn"

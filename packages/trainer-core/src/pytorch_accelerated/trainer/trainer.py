@@ -24,6 +24,7 @@ from ._arguments import check_positive_int
 from .agreement import StopAgreement, agree_on_training_state
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
+from .dataloader_workers import start_workers_safely
 from .default_callbacks import DEFAULT_CALLBACKS
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
@@ -990,6 +991,7 @@ class Trainer:
             # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
             # batches are moved to the device by _on_device instead.
             return dataloader
+        start_workers_safely(dataloader)  # where forking this process can hang, workers start from a forkserver
         # Evaluation shards without padding, so that every sample counts exactly once; training
         # pads the last batches so that every process runs the same number of steps.
         even_batches = self.accelerator.even_batches
