@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,9 @@ class StopAgreement:
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
         self.store = _default_store() if trainer.num_processes > 1 and _distributed() else None
-        self.prefix = f"{_KEY_PREFIX}/{next(_run_numbers)}" if self.store is not None else ""
+        # a run number every process counts alike, and torchrun's restart: no key of an earlier run is read
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.prefix = f"{_KEY_PREFIX}/{attempt}/{next(_run_numbers)}" if self.store is not None else ""
 
     def agree(self, error: StopTrainingError) -> None:
         if self.store is None:
