@@ -4,6 +4,7 @@ And dataloader workers started at every epoch of a two-process run, where a fork
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -130,6 +131,10 @@ def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up_with_the_f
 
     with pytest.raises(TypeError, match="cannot be pickled.*multiprocessing_context='fork'"):
         start_workers_safely(DataLoader(LocalDataset(), num_workers=2))
+    loader = DataLoader(make_tiny_dataset(8), batch_size=4, num_workers=2, worker_init_fn=functools.partial(print, "worker"))
+    start_workers_safely(loader)
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    assert loader.worker_init_fn.worker_init_fn.args == ("worker",)  # the user's still runs, after ours
     kept = DataLoader(make_tiny_dataset(8), num_workers=2, multiprocessing_context="spawn")
     start_workers_safely(kept)
     assert kept.multiprocessing_context.get_start_method() == "spawn"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import signal
 import sys
 
 from torch.utils.data import DataLoader
@@ -45,6 +46,22 @@ def start_workers_safely(dataloader: DataLoader) -> None:
         return
     _check_picklable(dataloader)
     dataloader.multiprocessing_context = _forkserver()
+    dataloader.worker_init_fn = _WorkerStart(dataloader.worker_init_fn)
+
+
+class _WorkerStart:
+    """A worker's start: stop signals left to the main process, as forked workers inherit from it
+    (SIGINT from a terminal reaches every worker too: the main process decides, saving a state first
+    with SaveTrainingStateCallback, and the workers end with it); then the user's worker_init_fn."""
+
+    def __init__(self, worker_init_fn):
+        self.worker_init_fn = worker_init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signal_number, signal.SIG_IGN)
+        if self.worker_init_fn is not None:
+            self.worker_init_fn(worker_id)
 
 
 def _forkserver():
