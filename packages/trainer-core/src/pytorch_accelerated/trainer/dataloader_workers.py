@@ -45,7 +45,7 @@ def start_workers_safely(dataloader: DataLoader) -> None:
     if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") or not fork_can_hang():
         return
     _check_picklable(dataloader)
-    dataloader.multiprocessing_context = _forkserver()
+    dataloader.multiprocessing_context = _forkserver(dataloader)
     dataloader.worker_init_fn = _WorkerStart(dataloader.worker_init_fn)
 
 
@@ -64,11 +64,19 @@ class _WorkerStart:
             self.worker_init_fn(worker_id)
 
 
-def _forkserver():
-    # The server imports torch once (a few seconds, once per process); each worker it forks then
-    # starts as fast as a fork of this process would, instead of importing torch again every epoch.
+def _forkserver(dataloader: DataLoader):
+    # The server imports the user's script, torch, this module and the dataset's module once (a few
+    # seconds, once per process); each worker it forks then starts almost as fast as a fork of this
+    # process, instead of importing them again at every epoch (measured on two processes with 2
+    # workers: 0.7-0.85 s an epoch, 0.45-0.6 s forked, 1-2.5 s without the preloads).
+    modules = ["__main__", "torch", __name__]
+    for part in (dataloader.dataset, dataloader.collate_fn, dataloader.worker_init_fn):
+        module = getattr(part, "__module__", None)  # a function's, or an instance's class's
+        module = module if isinstance(module, str) else type(part).__module__
+        if module not in (*modules, "builtins"):
+            modules.append(module)
     context = multiprocessing.get_context(SAFE_START_METHOD)
-    context.set_forkserver_preload(["__main__", "torch"])
+    context.set_forkserver_preload(modules)
     return context
 
 
