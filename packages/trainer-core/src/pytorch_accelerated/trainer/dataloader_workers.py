@@ -9,7 +9,8 @@ removes a thread state under it, without the GIL - the worker hangs forever in
 workers at every epoch, so there the trainer starts them from a clean single-threaded process
 (``multiprocessing_context="forkserver"``, with torch preloaded) unless the user chose a start
 method. The workers' random seeds come from the main process as with fork, so exact resume is
-unchanged; the dataset, collate_fn and worker_init_fn must be picklable (checked at set-up).
+unchanged; the dataset, collate_fn and worker_init_fn must be picklable (checked at set-up), and
+the script must start training under ``if __name__ == "__main__":``, since each worker imports it.
 """
 
 from __future__ import annotations
