@@ -19,6 +19,7 @@ import multiprocessing
 import pickle
 import signal
 import sys
+from types import ModuleType
 
 from torch.utils.data import DataLoader
 
@@ -66,19 +67,25 @@ class _WorkerStart:
 
 
 def _forkserver(dataloader: DataLoader):
-    # The server imports the user's script, torch, this module and the dataset's module once (a few
-    # seconds, once per process); each worker it forks then starts almost as fast as a fork of this
-    # process, instead of importing them again at every epoch (measured on two processes with 2
-    # workers: 0.7-0.85 s an epoch, 0.45-0.6 s forked, 1-2.5 s without the preloads).
-    modules = ["__main__", "torch", __name__]
-    for part in (dataloader.dataset, dataloader.collate_fn, dataloader.worker_init_fn):
-        module = getattr(part, "__module__", None)  # a function's, or an instance's class's
-        module = module if isinstance(module, str) else type(part).__module__
-        if module not in (*modules, "builtins"):
-            modules.append(module)
+    # The server imports once (a few seconds, once per process) what every worker needs: torch, this
+    # module, the dataset's module and the modules the user's script uses (each worker runs the script's
+    # imports again, as with spawn). A worker forked from it then starts almost as fast as one forked
+    # from this process, where without these it would import them all again at every epoch.
     context = multiprocessing.get_context(SAFE_START_METHOD)
-    context.set_forkserver_preload(modules)
+    context.set_forkserver_preload(_modules_workers_need(dataloader))
     return context
+
+
+def _modules_workers_need(dataloader: DataLoader) -> list[str]:
+    parts = [dataloader.dataset, dataloader.collate_fn, dataloader.worker_init_fn]
+    main = sys.modules.get("__main__")
+    parts += list(vars(main).values()) if main is not None else []
+    modules = {"torch": None, __name__: None}
+    for part in parts:
+        name = part.__name__ if isinstance(part, ModuleType) else getattr(part, "__module__", None)
+        if isinstance(name, str) and name not in ("__main__", "builtins"):
+            modules[name] = None
+    return list(modules)
 
 
 def _check_picklable(dataloader: DataLoader) -> None:
