@@ -127,6 +127,20 @@ class ThreadsAtEpochStart(TrainerCallback):
         self.epoch_seconds.append(time.perf_counter() - self.started)
 
 
+class NoisyDataset(torch.utils.data.Dataset):
+    """Samples with noise drawn in the worker, from the seed the main process gives each worker."""
+
+    def __init__(self, num_samples: int):
+        self.inner = make_tiny_dataset(num_samples)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        inputs, target = self.inner[index]
+        return inputs + 0.1 * torch.randn_like(inputs), target
+
+
 def run_with_workers(out: Path, dataloader_kwargs: dict) -> dict:
     """Several epochs with dataloader workers, started with the run's usual threads alive:
     SaveTrainingStateCallback (its signal and timer agreement), CSV and TensorBoard loggers."""
@@ -143,7 +157,7 @@ def run_with_workers(out: Path, dataloader_kwargs: dict) -> dict:
     ]
     trainer = make_trainer(callbacks=callbacks)
     trainer.train(
-        make_tiny_dataset(48),
+        NoisyDataset(48),
         num_epochs=WORKERS["num_epochs"],
         per_device_batch_size=4,
         train_dataloader_kwargs={"num_workers": WORKERS["num_workers"], **dataloader_kwargs},

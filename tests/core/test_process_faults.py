@@ -111,7 +111,7 @@ def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worke
     for result in results["workers_forked"]:
         assert result["start_method"] == "fork", result  # the user's choice is kept
     digests = {result["parameters_digest"] for name in results for result in results[name]}
-    assert len(digests) == 1, "the start method changed what the workers fed the model"
+    assert len(digests) == 1, "the start method changed what the workers fed the model (data order, worker seeds)"
 
 
 def test_the_interpreters_whose_fork_can_hang():
