@@ -16,6 +16,11 @@ class StopTrainingError(Exception):
 
     The trainer catches it, fires ``on_stop_training_error`` and then the usual end-of-run
     hook and events, so checkpoints and logs are still written.
+
+    On several processes, raise it on every process at the same step (decide with
+    ``trainer.any_process(flag)``) to stop cleanly. Raised on one process only, every process
+    fails with its reason (``ProcessesOutOfStepError``), rather than one ending while the
+    others wait for it.
     """
 
 

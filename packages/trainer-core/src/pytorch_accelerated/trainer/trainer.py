@@ -24,8 +24,10 @@ from . import _accelerate_state, _checks
 from ._arguments import check_positive_int
 from ._forward_inputs import ForwardInputs
 from ._removed_hooks import check_no_removed_hooks
+from .agreement import StopAgreement, agree_on_training_state
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
+from .dataloader_workers import start_workers_safely
 from .default_callbacks import DEFAULT_CALLBACKS
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
@@ -250,6 +252,7 @@ class Trainer:
             self._resume = None
 
     def _run_epochs(self) -> None:
+        stop_agreement = StopAgreement(self)  # a stop raised on one process only fails all, with its reason
         try:
             self.training_run_start()
             self.callback_handler.call_event("on_training_run_start", self)
@@ -271,8 +274,12 @@ class Trainer:
                 self.completed_epoch_batches = 0
                 self._reach_save_point("epoch_end")
         except StopTrainingError as error:
+            stop_agreement.agree(error)
             self._training_stopped = True
             self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+        except Exception as error:
+            stop_agreement.explain(error)
+            raise
 
     def _run_is_over(self) -> bool:
         if self._resume is not None:
@@ -801,8 +808,11 @@ class Trainer:
         if resume_from is None:
             return None
         if isinstance(resume_from, str) and resume_from == "latest":
-            return self._latest_training_state_of_callbacks()
-        return resolve_training_state(resume_from)  # a folder of states, or one (checked when loaded)
+            latest = agree_on_training_state(self, self._latest_training_state_of_callbacks, resume_from)
+            if latest is None:
+                self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
+            return latest
+        return agree_on_training_state(self, functools.partial(resolve_training_state, resume_from), resume_from)
 
     def _latest_training_state_of_callbacks(self) -> Path | None:
         finders = [
@@ -815,10 +825,7 @@ class Trainer:
                 "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
                 "from trainer-callbacks); otherwise pass the folder to resume from."
             )
-        latest = newest_of(path for path in (find() for find in finders) if path is not None)
-        if latest is None:
-            self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
-        return latest
+        return newest_of(path for path in (find() for find in finders) if path is not None)
 
     def _load_training_state(self, path: Path) -> _PendingResume:
         return self._on_every_process(lambda: self._apply_training_state(path), f"load the training state {str(path)!r}")
@@ -1058,6 +1065,7 @@ class Trainer:
             # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
             # batches are moved to the device by _on_device instead.
             return dataloader
+        start_workers_safely(dataloader)  # where forking this process can hang, workers start from a forkserver
         # Evaluation shards without padding, so that every sample counts exactly once; training
         # pads the last batches so that every process runs the same number of steps.
         even_batches = self.accelerator.even_batches

@@ -1,0 +1,211 @@
+"""Keeping several processes in step where one of them can decide alone: which training state to
+resume from, and whether to stop.
+
+Nothing here communicates during the loop's steps. The state to resume from is agreed with one
+``gather_object`` when ``train`` starts. A stop is agreed through the store the processes met
+in (torch.distributed's TCPStore), and only by the processes that raised
+:class:`StopTrainingError`: a process that did not raise it learns of the stop when its next
+collective fails (the stopping process has left), reads the reason from the store and fails
+with it. Written here because torch and accelerate offer neither: a collective cannot be
+cancelled, and a gloo process group can be broken only by its process ending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from accelerate.utils import gather_object
+
+from .checkpointing import CheckpointError
+from .training_state import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from .callbacks import StopTrainingError
+    from .trainer import Trainer
+
+#: How long a process that raised StopTrainingError waits for the others to raise it at the same
+#: step before it concludes that it raised it alone. Processes that raise it together arrive within
+#: a step of each other (within milliseconds after ``trainer.any_process``).
+STOP_AGREEMENT_TIMEOUT_S = 60.0
+_POLL_INTERVAL_S = 0.02
+_KEY_PREFIX = "pytorch_accelerated/stop"
+_run_numbers = itertools.count()  # every process runs train() as often as the others: the same number
+
+
+class ProcessesOutOfStepError(RuntimeError):
+    """The processes of a distributed run stopped doing the same thing (one of them raised
+    :class:`StopTrainingError` and the others did not, or they stopped at different steps): the
+    run fails on every process, with the reason."""
+
+
+# ---------------------------------------------------------------------------------- resuming
+
+
+def agree_on_training_state(trainer: Trainer, find: Callable[[], Path | None], resume_from) -> Path | None:
+    """The state ``find()`` gives, once every process has found the same one (the same manifest;
+    the paths may differ). Otherwise a :class:`CheckpointError` on every process, naming what each
+    one found; an error in ``find`` on one process is raised on every process too."""
+    if trainer.num_processes == 1 or not _distributed():
+        return find()
+    candidate, error = None, None
+    try:
+        candidate = find()
+    except Exception as caught:  # re-raised below, once every process knows
+        error = caught
+    seen = gather_object([_describe_training_state(trainer.process_index, candidate, error)])
+    if error is not None:
+        raise error
+    if len({found["identity"] for found in seen}) == 1:
+        return candidate
+    found = "; ".join(f"process {found['process']}: {found['summary']}" for found in seen)
+    raise CheckpointError(
+        f"The processes found different training states to resume from (resume_from={str(resume_from)!r}): "
+        f"{found}. Every process must resume from the same state: keep the training states on a file system "
+        "that every process shares, or copy the same state folder to every machine and pass it as resume_from."
+    )
+
+
+def _describe_training_state(process_index: int, candidate: Path | None, error: Exception | None) -> dict:
+    if error is not None:
+        return {"process": process_index, "identity": f"failed on {process_index}", "summary": f"failed: {error}"}
+    if candidate is None:
+        return {"process": process_index, "identity": None, "summary": "none found"}
+    try:
+        manifest = (Path(candidate) / MANIFEST_NAME).read_bytes()
+    except OSError as error:
+        return {"process": process_index, "identity": f"unreadable {candidate}", "summary": f"{candidate} ({error.strerror or error})"}
+    summary = str(candidate)
+    try:
+        steps = json.loads(manifest)["position"]["completed_update_steps"]
+        summary = f"{candidate} (update step {steps})"
+    except (ValueError, KeyError, TypeError):
+        pass
+    return {"process": process_index, "identity": hashlib.sha256(manifest).hexdigest(), "summary": summary}
+
+
+# ---------------------------------------------------------------------------------- stopping
+
+
+class StopAgreement:
+    """One training run's agreement on a :class:`StopTrainingError` across processes.
+
+    - :meth:`agree`, called by a process that caught it: returns once every process has stopped
+      at the same step (a clean stop); raises :class:`ProcessesOutOfStepError` if the others did
+      not stop within :data:`STOP_AGREEMENT_TIMEOUT_S`, or stopped at other steps.
+    - :meth:`explain`, called with any other error: if a process stopped alone (the usual cause of
+      a failed collective here), raises :class:`ProcessesOutOfStepError` naming its reason.
+    """
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.store = _default_store() if trainer.num_processes > 1 and _distributed() else None
+        # a run number every process counts alike, and torchrun's restart: no key of an earlier run is read
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.prefix = f"{_KEY_PREFIX}/{attempt}/{next(_run_numbers)}" if self.store is not None else ""
+
+    def agree(self, error: StopTrainingError) -> None:
+        if self.store is None:
+            return
+        trainer = self.trainer
+        mine = {"process": trainer.process_index, "position": _position(trainer), "reason": str(error)}
+        self.store.set(self._key(trainer.process_index), json.dumps(mine))
+        stops = self._wait_for_every_stop()
+        if stops is not None and all(stop["position"] == mine["position"] for stop in stops):
+            return
+        if stops is not None:
+            at = "; ".join(f"process {stop['process']} at {_describe_position(stop['position'])}" for stop in stops)
+            message = f"The processes raised StopTrainingError at different steps ({at}): {error}"
+        else:
+            message = (
+                f"StopTrainingError was raised on process {trainer.process_index} ({error}), and the other "
+                f"processes went on without it for {STOP_AGREEMENT_TIMEOUT_S:g} s."
+            )
+        self._fail(message, cause=error)
+
+    def explain(self, error: Exception) -> None:
+        if self.store is None:
+            return
+        stops = self._published_stops()
+        if not stops:
+            return
+        reasons = "; ".join(f"process {stop['process']}: {stop['reason']}" for stop in stops)
+        self._fail(
+            f"StopTrainingError was raised on another process only ({reasons}), so this process's next "
+            f"collective failed ({_first_line(error)}).",
+            cause=error,
+        )
+
+    # ---------------------------------------------------------------- the store
+
+    def _fail(self, message: str, cause: BaseException) -> None:
+        message = (
+            f"{message} The run fails on every process. To stop cleanly, raise StopTrainingError on every "
+            "process at the same step: decide with trainer.any_process(flag)."
+        )
+        # said at once: a launcher may end this process as soon as another one has failed
+        print(f"[process {self.trainer.process_index}] {message}", file=sys.stderr, flush=True)
+        self._set_quietly(f"{self.prefix}/failed", str(self.trainer.process_index))
+        raise ProcessesOutOfStepError(message) from cause
+
+    def _key(self, process_index: int) -> str:
+        return f"{self.prefix}/{process_index}"
+
+    def _wait_for_every_stop(self) -> list[dict] | None:
+        """Every process's stop, or None once one failed or the time is up."""
+        keys = [self._key(index) for index in range(self.trainer.num_processes)]
+        deadline = time.monotonic() + STOP_AGREEMENT_TIMEOUT_S
+        while not self.store.check(keys):
+            if self.store.check([f"{self.prefix}/failed"]) or time.monotonic() > deadline:
+                return None
+            time.sleep(_POLL_INTERVAL_S)
+        return [json.loads(self.store.get(key)) for key in keys]
+
+    def _published_stops(self) -> list[dict]:
+        stops = []
+        try:
+            for index in range(self.trainer.num_processes):
+                if index != self.trainer.process_index and self.store.check([self._key(index)]):
+                    stops.append(json.loads(self.store.get(self._key(index))))
+        except Exception:  # noqa: BLE001 - the store went with a failed process: the original error stands
+            return []
+        return stops
+
+    def _set_quietly(self, key: str, value: str) -> None:
+        try:
+            self.store.set(key, value)
+        except Exception:  # noqa: BLE001 - the error raised next says it all
+            pass
+
+
+def _position(trainer: Trainer) -> list[int]:
+    return [trainer.completed_update_steps, trainer.run_history.current_epoch, trainer.completed_epoch_batches]
+
+
+def _describe_position(position: list[int]) -> str:
+    steps, epoch, batches = position
+    return f"update step {steps}, epoch {epoch}, batch {batches}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _default_store():
+    # The store every process met in at init_process_group (torchrun's agent holds it under torchrun).
+    try:
+        return torch.distributed.distributed_c10d._get_default_store()
+    except (RuntimeError, AttributeError, ValueError):
+        return None

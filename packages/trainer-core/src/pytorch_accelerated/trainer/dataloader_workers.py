@@ -1,0 +1,103 @@
+"""How dataloader workers are started on several processes: never by forking a training process
+on a Python whose forked children can hang.
+
+CPython before 3.11.10 (3.10.15, 3.9.20; fixed in 3.12) re-initializes the lock over its thread
+states only after using it in a forked child (gh-112275). When another thread holds that lock at
+the fork - a C++ thread of torch (gloo's, autograd's) entering Python for a moment creates and
+removes a thread state under it, without the GIL - the worker hangs forever in
+``PyOS_AfterFork_Child``. A run on several processes always has such threads, and starts its
+workers at every epoch, so there the trainer starts them from a clean single-threaded process
+(``multiprocessing_context="forkserver"``, with torch preloaded) unless the user chose a start
+method. The workers' random seeds come from the main process as with fork, so exact resume is
+unchanged; the dataset, collate_fn and worker_init_fn must be picklable (checked at set-up), and
+the script must start training under ``if __name__ == "__main__":``, since each worker imports it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import sys
+from types import ModuleType
+
+from torch.utils.data import DataLoader
+
+#: The start method used where forking a training process can hang (see the module docstring).
+SAFE_START_METHOD = "forkserver"
+
+
+def fork_can_hang(version_info=sys.version_info, implementation: str = sys.implementation.name) -> bool:
+    """Whether this interpreter has the fork bug gh-112275 (a child that can hang in PyOS_AfterFork_Child)."""
+    if implementation != "cpython":
+        return False
+    fixed_in = {(3, 8): 20, (3, 9): 20, (3, 10): 15, (3, 11): 10}
+    minor = tuple(version_info[:2])
+    if minor >= (3, 12):
+        return False
+    return minor not in fixed_in or version_info[2] < fixed_in[minor]
+
+
+def start_workers_safely(dataloader: DataLoader) -> None:
+    """Give ``dataloader`` the forkserver start method where its workers would otherwise be forked
+    from this (multi-threaded) process on a Python where that can hang; a start method the user
+    chose is kept. Checked once, when the dataloader is prepared."""
+    if getattr(dataloader, "num_workers", 0) == 0 or dataloader.multiprocessing_context is not None:
+        return
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") or not fork_can_hang():
+        return
+    _check_picklable(dataloader)
+    dataloader.multiprocessing_context = _forkserver(dataloader)
+    dataloader.worker_init_fn = _WorkerStart(dataloader.worker_init_fn)
+
+
+class _WorkerStart:
+    """A worker's start: stop signals left to the main process, as forked workers inherit from it
+    (SIGINT from a terminal reaches every worker too: the main process decides, saving a state first
+    with SaveTrainingStateCallback, and the workers end with it); then the user's worker_init_fn."""
+
+    def __init__(self, worker_init_fn):
+        self.worker_init_fn = worker_init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signal_number, signal.SIG_IGN)
+        if self.worker_init_fn is not None:
+            self.worker_init_fn(worker_id)
+
+
+def _forkserver(dataloader: DataLoader):
+    # The server imports once (a few seconds, once per process) what every worker needs: torch, this
+    # module, the dataset's module and the modules the user's script uses (each worker runs the script's
+    # imports again, as with spawn). A worker forked from it then starts almost as fast as one forked
+    # from this process, where without these it would import them all again at every epoch.
+    context = multiprocessing.get_context(SAFE_START_METHOD)
+    context.set_forkserver_preload(_modules_workers_need(dataloader))
+    return context
+
+
+def _modules_workers_need(dataloader: DataLoader) -> list[str]:
+    parts = [dataloader.dataset, dataloader.collate_fn, dataloader.worker_init_fn]
+    main = sys.modules.get("__main__")
+    parts += list(vars(main).values()) if main is not None else []
+    modules = {"torch": None, __name__: None}
+    for part in parts:
+        name = part.__name__ if isinstance(part, ModuleType) else getattr(part, "__module__", None)
+        if isinstance(name, str) and name not in ("__main__", "builtins"):
+            modules[name] = None
+    return list(modules)
+
+
+def _check_picklable(dataloader: DataLoader) -> None:
+    for name in ("dataset", "collate_fn", "worker_init_fn"):
+        try:
+            pickle.dumps(getattr(dataloader, name))
+        except Exception as error:  # noqa: BLE001 - pickling fails in many ways; all mean the same here
+            raise TypeError(
+                f"The dataloader's {name} cannot be pickled ({error}), and on this Python "
+                f"({sys.version.split()[0]}) the trainer starts dataloader workers with "
+                f"multiprocessing_context='{SAFE_START_METHOD}', which sends it to them: forking a process that "
+                "runs several threads can hang here (CPython gh-112275, fixed in 3.11.10 and 3.12). Define it at "
+                "module level (no lambdas or local classes), upgrade Python, or pass "
+                "multiprocessing_context='fork' in the dataloader kwargs to accept the risk."
+            ) from error

@@ -1,0 +1,140 @@
+"""One process of two at fault, for real (two CPU processes, gloo, launched with torchrun): it cannot
+see the training states, it raises StopTrainingError alone. Never a hang; the reason on every process.
+And dataloader workers started at every epoch of a two-process run, where a fork can hang."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pytorch_accelerated.trainer.dataloader_workers import fork_can_hang, start_workers_safely
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+from ..launching import REPO_ROOT, free_port, run_launch, tail
+from . import process_fault_scenarios as scenarios
+
+NUM_PROCESSES = 2
+SCRIPT = Path(__file__).resolve().with_name("process_fault_scenarios.py").relative_to(REPO_ROOT)
+
+
+def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list[dict]], float]:
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", "--nproc_per_node", str(NUM_PROCESSES),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        str(SCRIPT), ",".join(names), str(out),
+    ]  # fmt: skip
+    started = time.monotonic()
+    status, output = run_launch(command, tmp_path)
+    elapsed = time.monotonic() - started
+    results = {}
+    for name in names:
+        paths = [out / f"{name}_rank{rank}.json" for rank in range(NUM_PROCESSES)]
+        found = [json.loads(path.read_text()) for path in paths if path.exists()]
+        errors = [result["error"] for result in found if "error" in result]
+        if errors or len(found) != NUM_PROCESSES:
+            pytest.fail(f"scenario {name!r}: {errors or 'no result from every process'}\n{tail(output)}", pytrace=False)
+        results[name] = found
+    return status, results, elapsed
+
+
+@pytest.fixture(scope="module")
+def fault_runs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("process_faults")
+    # the stop of one process breaks the process group: it runs last
+    return launch(["resume_unshared", "stop_every_process", "stop_one_process"], tmp_path)
+
+
+def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_what_each_saw(fault_runs):
+    _, results, _ = fault_runs
+    per_process = results["resume_unshared"]
+    assert per_process[0]["saved"] and not per_process[1]["saved"], per_process  # only the main process's folder
+    for variant in ("latest", "folder"):
+        for result in per_process:
+            seen = result[variant]
+            assert seen["error_type"] == "CheckpointError", seen
+            assert "different training states" in seen["message"], seen
+            assert "process 0: " in seen["message"] and "step-" in seen["message"], seen
+            assert "process 1: " in seen["message"], seen
+            assert "file system that every process shares" in seen["message"], seen
+    assert per_process[0]["latest"]["message"] == per_process[1]["latest"]["message"]
+    assert "process 1: none found" in per_process[1]["latest"]["message"]
+
+
+def test_stop_raised_on_every_process_at_the_same_step_stops_them_cleanly(fault_runs):
+    _, results, _ = fault_runs
+    steps = [result["completed_update_steps"] for result in results["stop_every_process"]]
+    assert steps == [scenarios.STOP_STEP - 1] * NUM_PROCESSES
+
+
+def test_stop_raised_on_one_process_only_fails_every_process_with_its_reason(fault_runs):
+    status, results, elapsed = fault_runs
+    for result in results["stop_one_process"]:
+        assert result["error_type"] == "ProcessesOutOfStepError", result
+        assert scenarios.STOP_REASON in result["message"], result
+        assert "trainer.any_process" in result["message"], result
+    stopper, other = results["stop_one_process"][1], results["stop_one_process"][0]
+    assert "raised on process 1" in stopper["message"], stopper
+    assert "another process only" in other["message"], other
+    # the stopping process gave the other one the agreement's time to stop too, not a collective's timeout
+    assert stopper["seconds"] < scenarios.STOP_AGREEMENT_TIMEOUT_S + 20, stopper
+    assert status == 0
+
+
+# ---------------------------------------------------------------------------------------- dataloader workers
+
+
+@pytest.fixture(scope="module")
+def worker_runs(tmp_path_factory):
+    return launch(["workers", "workers_forked"], tmp_path_factory.mktemp("workers"))
+
+
+def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worker_runs):
+    """6 epochs x 2 workers x 2 processes, with the loggers' and the progress bar's threads alive;
+    the watchdog reports a hang. Where fork can hang in PyOS_AfterFork_Child (CPython gh-112275),
+    the workers start from a forkserver, with the same data order as forked ones."""
+    status, results, _ = worker_runs
+    assert status == 0
+    expected = "forkserver" if fork_can_hang() else "fork"
+    for result in results["workers"]:
+        assert result["start_method"] == expected, result
+        assert len(result["epoch_seconds"]) == scenarios.WORKERS["num_epochs"], result
+        assert "tqdm_monitor" in result["threads_at_epoch_start"][0]  # threads are alive at the fork
+    for result in results["workers_forked"]:
+        assert result["start_method"] == "fork", result  # the user's choice is kept
+    digests = {result["parameters_digest"] for name in results for result in results[name]}
+    assert len(digests) == 1, "the start method changed what the workers fed the model (data order, worker seeds)"
+
+
+def test_the_interpreters_whose_fork_can_hang():
+    assert fork_can_hang((3, 11, 7), "cpython") and fork_can_hang((3, 10, 14), "cpython")
+    assert not fork_can_hang((3, 11, 10), "cpython") and not fork_can_hang((3, 12, 0), "cpython")
+    assert not fork_can_hang((3, 11, 7), "pypy")
+
+
+@pytest.mark.skipif(not fork_can_hang(), reason="this Python forks safely: workers are forked as usual")
+def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up_with_the_fix():
+    class LocalDataset(torch.utils.data.Dataset):  # a local class cannot be pickled
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.zeros(2)
+
+    with pytest.raises(TypeError, match="cannot be pickled.*multiprocessing_context='fork'"):
+        start_workers_safely(DataLoader(LocalDataset(), num_workers=2))
+    loader = DataLoader(make_tiny_dataset(8), batch_size=4, num_workers=2, worker_init_fn=functools.partial(print, "worker"))
+    start_workers_safely(loader)
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    assert loader.worker_init_fn.worker_init_fn.args == ("worker",)  # the user's still runs, after ours
+    kept = DataLoader(make_tiny_dataset(8), num_workers=2, multiprocessing_context="spawn")
+    start_workers_safely(kept)
+    assert kept.multiprocessing_context.get_start_method() == "spawn"
