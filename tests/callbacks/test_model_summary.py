@@ -59,3 +59,19 @@ def test_a_compiled_model_is_summarized_as_the_model_itself(capsys):
     trainer.train(make_tiny_dataset(16), num_epochs=1)
     assert callback.summary == TINY_ROWS
     assert "_orig_mod" not in capsys.readouterr().out
+
+
+def test_the_totals_are_in_the_run_config_that_mlflow_logs_as_parameters(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pytorch_accelerated.callbacks import MLflowLoggerCallback
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    store = tmp_path / "mlruns"
+    logger = MLflowLoggerCallback(experiment_name="tests", tracking_uri=store)
+    result = run_tiny_training(callbacks=[ModelSummaryCallback(print_summary=False), logger], num_epochs=1)
+    assert result.trainer.run_config.extra["model_parameters"] == 131
+    assert result.trainer.run_config.to_dict()["model_trainable_parameters"] == 131
+    params = MlflowClient(store.resolve().as_uri()).get_run(logger.run_id).data.params
+    assert params["model_parameters"] == "131" and params["model_frozen_parameters"] == "0"
+    assert params["num_epochs"] == "1"

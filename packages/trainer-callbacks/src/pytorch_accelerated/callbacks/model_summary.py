@@ -57,10 +57,10 @@ class ModelSummaryCallback(TrainerCallback):
 
     The table is printed on the main process (``print_summary=False`` for none) at the first run's
     start, and again at a later run's start only if the summary changed (layers unfrozen, say).
-    The totals are recorded into the run history at every run's start, as ``model_parameters``,
-    ``model_trainable_parameters``, ``model_frozen_parameters`` and ``model_size_mb`` (one value per
-    run), so the loggers and trackers that log the run history log them; ``callback.summary`` holds
-    the rows of the last run.
+    The totals are recorded at every run's start as ``model_parameters``, ``model_trainable_parameters``,
+    ``model_frozen_parameters`` and ``model_size_mb``: in the run config (``trainer.run_config.extra``),
+    which trackers log as the run's parameters (list this callback before them), and in the run history
+    (one value per run). ``callback.summary`` holds the rows of the last run.
     """
 
     def __init__(self, print_summary: bool = True, record_totals: bool = True):
@@ -75,8 +75,10 @@ class ModelSummaryCallback(TrainerCallback):
             trainer.print(f"Model summary ({type(trainer.get_model(keep_torch_compile=False)).__name__}):\n{format_model_summary(self.summary)}")
             self._printed = self.summary
         if self.record_totals:
-            for name, value in _total(self.summary).items():
-                trainer.run_history.update_metric(f"model_{name}", value)
+            totals = {f"model_{name}": value for name, value in _total(self.summary).items()}
+            trainer.run_config = trainer.run_config.with_extra(**totals)
+            for name, value in totals.items():
+                trainer.run_history.update_metric(name, value)
 
     def totals(self) -> dict[str, float]:
         """``parameters``, ``trainable_parameters``, ``frozen_parameters`` and ``size_mb`` of the last summary."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,19 @@ class TrainerRunConfig:
     is_local_process_zero: bool
     is_world_process_zero: bool
     mixed_precision: str
+    #: settings that callbacks add for the run (a model summary's totals, say): see :meth:`with_extra`
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting by name, the :attr:`extra` ones included: what trackers log as the run's parameters."""
+        settings = asdict(self)
+        return {**settings, **settings.pop("extra")}
+
+    def with_extra(self, **settings: Any) -> TrainerRunConfig:
+        """A copy with ``settings`` added to :attr:`extra`. A callback records a setting of the run with
+        ``trainer.run_config = trainer.run_config.with_extra(name=value)`` in ``on_training_run_start``;
+        loggers that log the run config there see it if they come later in the callback list."""
+        return replace(self, extra={**self.extra, **settings})
 
     # Derived values that pytorch-accelerated 0.1.61's run config held as fields.
 
