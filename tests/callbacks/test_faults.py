@@ -190,3 +190,15 @@ def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_bac
         train([logger_class(log)], num_epochs=3, resume_from=older)
     assert (tmp_path / "log.before-resume-1").read_text() == whole_log
     assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
+
+
+def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_and_no_partial_backup(small_disk, tmp_path):
+    log = small_disk / "log.csv"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([CSVLoggerCallback(log), saver], num_epochs=3)
+    before = log.read_bytes()
+    fill(small_disk, leave=0)
+    with pytest.raises(OSError, match=rf"No space left on device backing up {log} to {log}.before-resume-1"):
+        train([CSVLoggerCallback(log)], num_epochs=3, resume_from=saver.saved_paths[1])
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]  # an empty backup was left
+    assert log.read_bytes() == before

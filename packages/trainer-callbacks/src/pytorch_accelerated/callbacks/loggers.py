@@ -238,7 +238,17 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         number = 1
         while (backup := self.path.with_name(f"{self.path.name}.before-resume-{number}")).exists():
             number += 1
-        shutil.copy2(self.path, backup)
+        try:
+            shutil.copy2(self.path, backup)
+        except OSError as error:
+            backup.unlink(missing_ok=True)  # a partial copy is no backup, and would push the next one to <n+1>
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                message = (
+                    f"No space left on device backing up {self.path} to {backup} before cutting it back to the "
+                    f"resumed state's records: it needs about {self.path.stat().st_size} bytes; free some space"
+                )
+                raise OSError(error.errno, message) from error
+            raise
         warnings.warn(
             f"{self.path} holds {found - count} record(s) written after the training state this run resumes from "
             f"({resumed_from}); the file goes on from that state's {count} record(s), and the whole earlier file "
