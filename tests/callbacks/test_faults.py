@@ -202,3 +202,15 @@ def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_a
         train([CSVLoggerCallback(log)], num_epochs=3, resume_from=saver.saved_paths[1])
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]  # an empty backup was left
     assert log.read_bytes() == before
+
+
+def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_disk):
+    log = small_disk / "log.csv"
+
+    class FillsTheDisk(TrainerCallback):
+        def on_training_run_start(self, trainer, **kwargs):
+            fill(small_disk, leave=0)
+
+    with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
+        train([FillsTheDisk(), CSVLoggerCallback(log)], num_epochs=1)  # said "about 0 bytes": the empty file's size
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]

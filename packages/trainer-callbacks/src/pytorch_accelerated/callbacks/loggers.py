@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -352,7 +353,9 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            needed = path.stat().st_size if path.exists() else 0
+            rendered = io.StringIO()  # what the new file holds: the old one's size says nothing of an empty log
+            write(rendered)
+            needed = len(rendered.getvalue().encode("utf-8"))
             message = f"No space left on device rewriting {path}: it needs about {needed} bytes; free some space"
             raise OSError(error.errno, message) from error
         raise
