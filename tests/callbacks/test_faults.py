@@ -214,3 +214,18 @@ def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_
     with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
         train([FillsTheDisk(), CSVLoggerCallback(log)], num_epochs=1)  # said "about 0 bytes": the empty file's size
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_logs(tmp_path, logger_class):
+    class Crash(TrainerCallback):
+        def on_training_run_epoch_end(self, trainer, **kwargs):
+            raise KeyboardInterrupt
+
+    logger = logger_class(tmp_path / "log")
+    trainer = make_trainer([logger, Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=8)
+    assert logger._file is None  # was left open
+    trainer.evaluate(make_tiny_dataset(8))
+    assert "evaluation_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on

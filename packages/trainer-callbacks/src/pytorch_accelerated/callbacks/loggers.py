@@ -221,6 +221,11 @@ class _FileLoggerCallback(MetricsLoggerCallback):
             self._file.close()
             self._file = None
 
+    def on_training_run_error(self, trainer, error, **kwargs):
+        # as at a run's end: the file closed, and an evaluate() after the caught error logs to it
+        self._in_training_run = False
+        self._close()
+
     def state_dict(self):
         # loaded but not applied yet (the file opens at the first write): still the loaded state
         pending = self._records_to_keep is not None
