@@ -323,7 +323,8 @@ def test_a_missing_or_truncated_part_names_the_file_and_the_earlier_state_still_
     shared.write_bytes(shared.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match=r"trainer\.pt' is truncated or was changed"):
         train_run(resume_from=newest)
-    assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over
+    with pytest.warns(UserWarning, match=r"damaged and passed over .*trainer\.pt' is truncated"):
+        assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over, and said so
 
     (earlier / "process_0.pt").unlink()
     with pytest.raises(CheckpointError, match=r"is missing its part 'process_0\.pt'"):
