@@ -229,3 +229,16 @@ def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_log
     assert logger._file is None  # was left open
     trainer.evaluate(make_tiny_dataset(8))
     assert "evaluation_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on
+
+
+def test_a_new_run_refuses_a_save_dir_of_damaged_states_instead_of_writing_over_them(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([saver], num_epochs=1)
+    for state in saver.saved_paths:
+        manifest = state / "training_state.json"
+        manifest.write_bytes(b"z" + manifest.read_bytes()[1:])  # a flipped bit
+    kept = {state.name: (state / "trainer.pt").read_bytes() for state in saver.saved_paths}
+    with pytest.raises(FileExistsError, match=rf"{tmp_path / 'states'} holds only damaged training states.*choose another save_dir"):
+        train([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], num_epochs=1)
+    for name, content in kept.items():  # were written over by the new run's states of the same names
+        assert (tmp_path / "states" / f".{name}.damaged" / "trainer.pt").read_bytes() == content
