@@ -190,3 +190,55 @@ def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_bac
         train([logger_class(log)], num_epochs=3, resume_from=older)
     assert (tmp_path / "log.before-resume-1").read_text() == whole_log
     assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
+
+
+def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_and_no_partial_backup(small_disk, tmp_path):
+    log = small_disk / "log.csv"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([CSVLoggerCallback(log), saver], num_epochs=3)
+    before = log.read_bytes()
+    fill(small_disk, leave=0)
+    with pytest.raises(OSError, match=rf"No space left on device backing up {log} to {log}.before-resume-1"):
+        train([CSVLoggerCallback(log)], num_epochs=3, resume_from=saver.saved_paths[1])
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]  # an empty backup was left
+    assert log.read_bytes() == before
+
+
+def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_disk):
+    log = small_disk / "log.csv"
+
+    class FillsTheDisk(TrainerCallback):
+        def on_training_run_start(self, trainer, **kwargs):
+            fill(small_disk, leave=0)
+
+    with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
+        train([FillsTheDisk(), CSVLoggerCallback(log)], num_epochs=1)  # said "about 0 bytes": the empty file's size
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_logs(tmp_path, logger_class):
+    class Crash(TrainerCallback):
+        def on_training_run_epoch_end(self, trainer, **kwargs):
+            raise KeyboardInterrupt
+
+    logger = logger_class(tmp_path / "log")
+    trainer = make_trainer([logger, Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=8)
+    assert logger._file is None  # was left open
+    trainer.evaluate(make_tiny_dataset(8))
+    assert "evaluation_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on
+
+
+def test_a_new_run_refuses_a_save_dir_of_damaged_states_instead_of_writing_over_them(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([saver], num_epochs=1)
+    for state in saver.saved_paths:
+        manifest = state / "training_state.json"
+        manifest.write_bytes(b"z" + manifest.read_bytes()[1:])  # a flipped bit
+    kept = {state.name: (state / "trainer.pt").read_bytes() for state in saver.saved_paths}
+    with pytest.raises(FileExistsError, match=rf"{tmp_path / 'states'} holds only damaged training states.*choose another save_dir"):
+        train([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], num_epochs=1)
+    for name, content in kept.items():  # were written over by the new run's states of the same names
+        assert (tmp_path / "states" / f".{name}.damaged" / "trainer.pt").read_bytes() == content

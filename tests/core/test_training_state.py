@@ -323,7 +323,8 @@ def test_a_missing_or_truncated_part_names_the_file_and_the_earlier_state_still_
     shared.write_bytes(shared.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match=r"trainer\.pt' is truncated or was changed"):
         train_run(resume_from=newest)
-    assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over
+    with pytest.warns(UserWarning, match=r"damaged and passed over .*trainer\.pt' is truncated"):
+        assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over, and said so
 
     (earlier / "process_0.pt").unlink()
     with pytest.raises(CheckpointError, match=r"is missing its part 'process_0\.pt'"):
@@ -553,7 +554,8 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
     (path / "training_state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="Cannot read"):
         train_run(resume_from=path)
-    assert find_latest_training_state(tmp_path) is None
+    with pytest.raises(CheckpointError, match="No intact training state .* Cannot read"):
+        find_latest_training_state(tmp_path)  # never None: resume_from="latest" would start afresh
 
 
 def test_the_kit_compares_states_bit_for_bit_and_names_the_first_difference():
@@ -582,3 +584,16 @@ def test_states_saved_by_a_resumed_run_resume_exactly_too(tmp_path):
             resumed = train_run(resume_from=second)
             assert_bitwise_equal(final_state(resumed), expected, f"{state.name}, then {second.name}")
 
+
+def test_a_state_with_a_damaged_manifest_is_passed_over_with_a_warning_and_is_never_a_fresh_start(tmp_path):
+    path = _saved_state(tmp_path)
+    shutil.copytree(path, tmp_path / "copy")
+    manifest = path / "training_state.json"
+    manifest.write_bytes(b"z" + manifest.read_bytes()[1:])  # a flipped bit in the manifest's first byte
+    with pytest.warns(UserWarning, match=rf"damaged and passed over \(Cannot read '{path}/training_state.json'.*using '{tmp_path}/copy'"):
+        assert find_latest_training_state(tmp_path) == tmp_path / "copy"
+    manifest = tmp_path / "copy" / "training_state.json"
+    manifest.write_text(manifest.read_text().replace('"num_processes": 1', '"num_processes": "1"'))
+    with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*copy/training_state.json' is damaged"):
+        find_latest_training_state(tmp_path)  # was None: resume_from="latest" started afresh over them
+    assert sorted(item.name for item in tmp_path.iterdir()) == [".copy.damaged", ".state.damaged"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -220,6 +221,11 @@ class _FileLoggerCallback(MetricsLoggerCallback):
             self._file.close()
             self._file = None
 
+    def on_training_run_error(self, trainer, error, **kwargs):
+        # as at a run's end: the file closed, and an evaluate() after the caught error logs to it
+        self._in_training_run = False
+        self._close()
+
     def state_dict(self):
         # loaded but not applied yet (the file opens at the first write): still the loaded state
         pending = self._records_to_keep is not None
@@ -238,7 +244,17 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         number = 1
         while (backup := self.path.with_name(f"{self.path.name}.before-resume-{number}")).exists():
             number += 1
-        shutil.copy2(self.path, backup)
+        try:
+            shutil.copy2(self.path, backup)
+        except OSError as error:
+            backup.unlink(missing_ok=True)  # a partial copy is no backup, and would push the next one to <n+1>
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                message = (
+                    f"No space left on device backing up {self.path} to {backup} before cutting it back to the "
+                    f"resumed state's records: it needs about {self.path.stat().st_size} bytes; free some space"
+                )
+                raise OSError(error.errno, message) from error
+            raise
         warnings.warn(
             f"{self.path} holds {found - count} record(s) written after the training state this run resumes from "
             f"({resumed_from}); the file goes on from that state's {count} record(s), and the whole earlier file "
@@ -342,7 +358,9 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            needed = path.stat().st_size if path.exists() else 0
+            rendered = io.StringIO()  # what the new file holds: the old one's size says nothing of an empty log
+            write(rendered)
+            needed = len(rendered.getvalue().encode("utf-8"))
             message = f"No space left on device rewriting {path}: it needs about {needed} bytes; free some space"
             raise OSError(error.errno, message) from error
         raise

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from pytorch_accelerated.trainer import (
+    CheckpointError,
     StopTrainingError,
     TrainerCallback,
     find_latest_training_state,
@@ -189,7 +190,7 @@ class SaveTrainingStateCallback(TrainerCallback):
     def _refuse_states_of_another_run(self, trainer) -> None:
         """Refuse a ``save_dir`` holding states that are not this run's past: those of another run,
         or, for a run resumed from an older state, the newer states of the run it branches from."""
-        existing = list_training_states(self.save_dir)
+        existing = list_training_states(self.save_dir) or self._damaged_states_refused()
         resumed = Path(trainer.resumed_from).resolve() if trainer.resumed_from is not None else None
         resumed_states = [path.resolve() for path in existing]
         if resumed in resumed_states:
@@ -206,6 +207,18 @@ class SaveTrainingStateCallback(TrainerCallback):
                 "and SaveTrainingStateCallback will not mix another run's states with them or prune them: continue "
                 "that run with train(..., resume_from='latest'), or choose another save_dir."
             )
+
+    def _damaged_states_refused(self) -> list[Path]:
+        """Raise if ``save_dir`` holds only damaged states (not listed, so this run would write over
+        them under their names); they are set aside as ``.<name>.damaged`` first."""
+        try:
+            found = find_latest_training_state(self.save_dir)
+        except CheckpointError as error:
+            raise FileExistsError(
+                f"{self.save_dir} holds only damaged training states, kept as .<name>.damaged; "
+                f"SaveTrainingStateCallback will not write this run's beside them: choose another save_dir. ({error})"
+            ) from error
+        return [found] if found is not None else []  # one put back after a killed replacement
 
     # ------------------------------------------------------------------ signals
 

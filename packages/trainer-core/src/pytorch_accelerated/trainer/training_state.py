@@ -352,11 +352,14 @@ def list_training_states(folder: str | os.PathLike) -> list[Path]:
 def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     """The training state inside ``folder`` that got furthest among the intact ones, or None when
     there is none. A state whose replacement was killed midway is put back first; a newer state
-    whose files no longer match their digests is passed over, with a warning naming it, and
-    renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
+    whose files no longer match their digests, and any state whose manifest is damaged, is passed
+    over, with a warning naming it, and renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
     every state there is damaged."""
     recover_interrupted_replacements(folder)
     damaged = []
+    for state, error in _states_with_unreadable_manifests(folder):  # a damaged manifest: no progress to order by
+        damaged.append(error)
+        _set_aside(state)
     for state in reversed(list_training_states(folder)):
         try:
             check_digests(state, read_manifest(state))
@@ -366,7 +369,7 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
             continue
         if damaged:
             warnings.warn(
-                f"{len(damaged)} newer training state(s) in {str(folder)!r} are damaged and passed over "
+                f"{len(damaged)} training state(s) in {str(folder)!r} are damaged and passed over "
                 f"({' '.join(damaged)}); using {str(state)!r}, the newest intact one. The damaged ones are "
                 "renamed .<name>.damaged, kept for inspection.",
                 stacklevel=2,
@@ -375,6 +378,23 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     if damaged:
         raise CheckpointError(f"No intact training state in {str(folder)!r}: {' '.join(damaged)}")
     return None
+
+
+def _states_with_unreadable_manifests(folder: str | os.PathLike) -> list[tuple[Path, str]]:
+    """The states in ``folder`` (a manifest there) that :func:`list_training_states` leaves out
+    because the manifest or a part it lists is damaged, each with the error that says how."""
+    folder = Path(folder)
+    found = []
+    for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
+            continue
+        try:
+            training_state_progress(read_manifest(candidate))
+        except CheckpointError as error:
+            found.append((candidate, str(error)))
+        except (KeyError, TypeError) as error:
+            found.append((candidate, f"{str(candidate / MANIFEST_NAME)!r} is damaged: {error!r}."))
+    return found
 
 
 def _set_aside(state: Path) -> None:
