@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,20 @@ def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_bac
         train([logger_class(log)], num_epochs=3, resume_from=older)
     assert (tmp_path / "log.before-resume-1").read_text() == whole_log
     assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_an_interrupted_run_resumed_from_its_newest_state_makes_no_backup(tmp_path, logger_class):
+    # the records after the newest state are the interrupted tail: the resumed run writes them again
+    log = tmp_path / "log"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    train([logger_class(log), saver], num_epochs=3)
+    shutil.rmtree(saver.saved_paths[-1])  # interrupted after logging its last epoch, before saving it
+    newest = saver.saved_paths[-2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train([logger_class(log)], num_epochs=3, resume_from=newest)
+    assert not list(tmp_path.glob("log.before-resume-*"))
 
 
 def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_and_no_partial_backup(small_disk, tmp_path):

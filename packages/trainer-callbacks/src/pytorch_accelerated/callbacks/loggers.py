@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from pytorch_accelerated.trainer import TrainerCallback
+from pytorch_accelerated.trainer import TrainerCallback, list_training_states
 
 from .extras import require_extra
 
@@ -237,9 +237,11 @@ class _FileLoggerCallback(MetricsLoggerCallback):
 
     def _back_up_later_records(self, count: int, resumed_from) -> None:
         """Copy the file aside (``log.csv.before-resume-<n>``) when it holds records written after
-        the state a run resumes from (a run branched from an older state), which are cut off next."""
+        the state a run resumes from and that state is not the newest beside it (a run branched from
+        an older state), since those records are cut off next. Resuming from the newest state (an
+        interrupted run going on) writes the cut records again, identically: no copy then."""
         found = self._count_records()
-        if found <= count:
+        if found <= count or not _branches_off(resumed_from):
             return
         number = 1
         while (backup := self.path.with_name(f"{self.path.name}.before-resume-{number}")).exists():
@@ -269,6 +271,15 @@ class _FileLoggerCallback(MetricsLoggerCallback):
     def _keep_first_records(self, count: int) -> None:
         """Cut the file (if there is one) back to its first ``count`` records, atomically."""
         raise NotImplementedError
+
+
+def _branches_off(resumed_from) -> bool:
+    """Whether resuming from ``resumed_from`` leaves a state beside it that got further (or it has no
+    folder of states to tell by)."""
+    if resumed_from is None:
+        return True
+    states = list_training_states(Path(resumed_from).parent)
+    return not states or states[-1].resolve() != Path(resumed_from).resolve()
 
 
 class CSVLoggerCallback(_FileLoggerCallback):
