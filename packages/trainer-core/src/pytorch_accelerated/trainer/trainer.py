@@ -293,13 +293,14 @@ class Trainer:
                     break
 
     def _train_step(self, batch, window_size: int) -> None:
-        # its own method so that the batch's outputs (a language model's logits: gigabytes) are
-        # freed when it returns, not alive in a loop variable during the next forward
         batch_output = self.calculate_train_batch_loss(batch)
         _check_batch_output(batch_output, "calculate_train_batch_loss")
         self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
         self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
         loss = batch_output["loss"]
+        # Backward needs the loss, not the outputs: unless a callback kept them, the outputs (a
+        # language model's logits: gigabytes) are freed here rather than at the next forward.
+        del batch_output
         self.backward_step(loss / window_size if window_size > 1 else loss)
 
     def _train_epoch_should_end(self) -> bool:
