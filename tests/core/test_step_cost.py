@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import collections
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, TerminateOnNaNCallback, TrainerCallback
+from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, ProgressBarCallback, TerminateOnNaNCallback, Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 from .helpers import make_trainer
@@ -217,3 +218,62 @@ def test_a_step_runs_no_more_tensor_operations_than_a_hand_loop_plus_its_bookkee
     # the running epoch loss: detach, add_(alpha=batch size) where the hand loop writes detach,
     # mul, add_; the non-finite check keeps a detached loss: one detach more
     assert extra == {"aten.detach": 1, "aten.mul": -1}, f"tensor operations per step, Trainer minus hand loop: {extra}"
+
+
+class _OutputsWatcher(torch.nn.Module):
+    """The tiny model, noting at each forward and before each backward whether an earlier
+    step's outputs are still alive (weak references: watching keeps nothing alive)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make_tiny_model()
+        self.last_outputs = None
+        self.alive_at_forward = []
+
+    def forward(self, inputs):
+        self.alive_at_forward.append(self.last_outputs is not None and self.last_outputs() is not None)
+        outputs = self.inner(inputs)
+        self.last_outputs = weakref.ref(outputs)
+        return outputs
+
+
+def test_no_earlier_step_outputs_are_alive_during_a_forward_or_a_backward():
+    watcher = _OutputsWatcher()
+    alive_at_backward = []
+
+    class Watched(Trainer):
+        def backward_step(self, loss):
+            alive_at_backward.append(watcher.last_outputs() is not None)
+            super().backward_step(loss)
+
+    trainer = make_trainer(callbacks=DEFAULT_CALLBACKS, trainer_class=Watched, model=watcher)
+    trainer.train(make_tiny_dataset(32), num_epochs=1, eval_dataset=make_tiny_dataset(16), per_device_batch_size=4)
+    assert len(watcher.alive_at_forward) == 8 + 4 and not any(watcher.alive_at_forward)
+    # the loss is all backward needs: the outputs are freed before it (a language model's logits)
+    assert alive_at_backward == [False] * 8
+
+
+def test_outputs_a_callback_keeps_stay_alive_for_it():
+    class KeepsOutputs(TrainerCallback):
+        def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
+            self.outputs = batch_output["model_outputs"]
+
+    keeper = KeepsOutputs()
+    trainer = make_trainer(callbacks=[keeper])
+    trainer.train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
+    assert keeper.outputs.shape == (4, 3)
+
+
+def test_the_progress_bar_redraws_at_most_every_refresh_interval(capsys):
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_train_step_end(self, trainer, **kwargs):
+            seen.append(bar._bar.mininterval)
+
+    bar = ProgressBarCallback(refresh_interval_s=2.0)
+    make_trainer(callbacks=[bar, Spy()]).train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
+    assert seen == [2.0, 2.0]
+    assert ProgressBarCallback().refresh_interval_s == 0.5
+    with pytest.raises(ValueError, match="refresh_interval_s"):
+        ProgressBarCallback(refresh_interval_s=-1)
