@@ -272,12 +272,16 @@ class Trainer:
         self.callback_handler.call_event("on_train_epoch_end", self)
 
     def _run_train_steps(self, batches: Iterator) -> None:
+        # Python calls cost ~1 us each in a step (the model's work evicts the interpreter's caches):
+        # what is known for the epoch is read once, and the step makes as few calls as it can.
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
+        max_steps = self.run_config.max_num_train_steps
         call_event = self.callback_handler.call_event
         for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
-            window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
+            # the window's length: shorter at the end of an epoch that accumulation_steps does not divide
+            window_size = accumulation_steps if num_batches is None else min(accumulation_steps, num_batches - window_start)
             is_update_step = step - window_start + 1 == window_size
             call_event("on_train_step_start", self)
             if self._several_processes and not is_update_step:
@@ -289,12 +293,13 @@ class Trainer:
             if is_update_step:
                 self._update_parameters()
                 self._reach_save_point("update")
-                if self._train_epoch_should_end():
-                    break
+                if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
+                    break  # _train_epoch_should_end(), inlined
 
     def _train_step(self, batch, window_size: int) -> None:
         batch_output = self.calculate_train_batch_loss(batch)
-        _check_batch_output(batch_output, "calculate_train_batch_loss")
+        if type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
+            _check_batch_output(batch_output, "calculate_train_batch_loss")  # a Mapping, or an error
         self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
         self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
         loss = batch_output["loss"]
@@ -1130,14 +1135,6 @@ def _to_cpu(value):
 
 def _detach(outputs):
     return _map_tensors(outputs, torch.Tensor.detach)
-
-
-def _accumulation_window_size(window_start: int, accumulation_steps: int, num_batches: int | None) -> int:
-    """How many batches the accumulation window starting at ``window_start`` holds: shorter at the
-    end of an epoch whose length the accumulation steps do not divide."""
-    if num_batches is None:
-        return accumulation_steps
-    return min(accumulation_steps, num_batches - window_start)
 
 
 def _trainable_parameter_ids(model: torch.nn.Module) -> frozenset[int]:
