@@ -38,9 +38,9 @@ COLLECTIVES = (
     "barrier", "all_to_all", "gather_object",
 )  # fmt: skip
 STEP_EVENTS = ("on_train_step_start", "on_train_step_end", "on_before_optimizer_step", "on_optimizer_step_end", "on_save_point")
-# Python calls into trainer-core per step with the default callbacks: 13 of the loop's hooks and
+# Python calls into trainer-core per step with the default callbacks: 12 of the loop's hooks and
 # helpers, the two callbacks that handle a step event, and the dispatch of the five step events.
-PYTHON_CALL_BUDGET = 20
+PYTHON_CALL_BUDGET = 19
 
 
 class _Ledger:

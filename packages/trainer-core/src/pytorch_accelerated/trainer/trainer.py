@@ -272,8 +272,8 @@ class Trainer:
         self.callback_handler.call_event("on_train_epoch_end", self)
 
     def _run_train_steps(self, batches: Iterator) -> None:
-        # Python calls cost ~1 us each in a step (the model's work evicts the interpreter's caches):
-        # what is known for the epoch is read once, and the step makes as few calls as it can.
+        # Every Python call here runs on every step (tests/core/test_step_cost.py counts them): what
+        # is known for the epoch is read once, and the step makes as few calls as it can.
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
         max_steps = self.run_config.max_num_train_steps
