@@ -12,8 +12,9 @@ Modes: ``fp32``; ``bf16`` (autocast around the forward pass in the hand loop,
 passed as ``torch.compile(model)``); ``bf16-compile`` (both). For each workload and mode it prints
 the throughput of both loops and their ratio (medians over ``--repeats`` alternating runs), the
 host-device synchronisations seen per timed step (``torch.cuda.set_sync_debug_mode("warn")``,
-CUDA only), and the loss after training: the final weights' fp32 loss on held-out batches, which
-must agree across loops and modes within mixed-precision tolerance (the exit status is 1 if not).
+CUDA only), the peak memory of a run (``torch.cuda.max_memory_allocated``, CUDA only), and the
+loss after training: the final weights' fp32 loss on held-out batches, which must agree across
+loops and modes within mixed-precision tolerance (the exit status is 1 if not).
 
 Without a CUDA GPU it runs everything on the CPU at small sizes, so that the script stays tested;
 those figures are not GPU figures.
@@ -239,11 +240,15 @@ def run_one(loop, workload, sizes, mode, device) -> dict:
     torch.manual_seed(0)
     model = factory()
     window = _Window(device, warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         loop(model, loss_func, train_dataset, batch, device, mode, window)
     return {
         "steps_per_s": steps / window.elapsed,
         "syncs_per_step": None if window.syncs is None else window.syncs / steps,
+        # the whole run's peak (weights, optimizer state, activations, outputs), CUDA only
+        "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "loss": final_loss(factory, model, loss_func, eval_dataset, batch, device),
     }
 
@@ -272,7 +277,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (3 if on_cuda else 1)
     failures = []
     header = (f"{'workload':<12} {'mode':<13} {'hand steps/s':>12} {'Trainer steps/s':>15} {'Trainer/hand':>12} "
-              f"{'syncs/step hand':>15} {'syncs/step Trainer':>18} {'loss hand':>10} {'loss Trainer':>12}")
+              f"{'syncs/step hand':>15} {'syncs/step Trainer':>18} {'peak MiB hand':>13} {'peak MiB Trainer':>16} "
+              f"{'loss hand':>10} {'loss Trainer':>12}")
     print(header)
     for workload in args.workloads:
         sizes = dict(SIZES[workload][0 if on_cuda else 1])
@@ -301,9 +307,12 @@ def main(argv=None) -> int:
                         f"in {reference[0]} ({reference[1]:.5f}); tolerance {max(TOLERANCE[mode], TOLERANCE[reference[0]]):.1%}"
                     )
             sync_text = {name: "-" if value is None else f"{value:.3f}" for name, value in syncs.items()}
+            peaks = {name: runs[name][-1]["peak_mib"] for name in runs}
+            peak_text = {name: "-" if value is None else f"{value:.0f}" for name, value in peaks.items()}
             print(
                 f"{workload:<12} {mode:<13} {hand_rate:>12.1f} {trainer_rate:>15.1f} {trainer_rate / hand_rate:>12.3f} "
-                f"{sync_text['hand']:>15} {sync_text['trainer']:>18} {losses['hand']:>10.5f} {losses['trainer']:>12.5f}",
+                f"{sync_text['hand']:>15} {sync_text['trainer']:>18} {peak_text['hand']:>13} {peak_text['trainer']:>16} "
+                f"{losses['hand']:>10.5f} {losses['trainer']:>12.5f}",
                 flush=True,
             )
     print(
@@ -311,8 +320,10 @@ def main(argv=None) -> int:
         "Losses: fp32 loss of the final weights on held-out batches; each is checked against the workload's "
         f"hand loop in its first mode (relative tolerance {TOLERANCE})."
     )
-    if not on_cuda:
-        print("Synchronisations are counted only on CUDA ('-' here).")
+    if on_cuda:
+        print("Peak MiB: torch.cuda.max_memory_allocated over a whole run (the last repeat's).")
+    else:
+        print("Synchronisations and peak memory are measured only on CUDA ('-' here; benchmarks/memory.py measures RSS).")
     if failures:
         print("LOSSES DISAGREE:\n  " + "\n  ".join(failures))
         return 1

@@ -89,9 +89,14 @@ class TerminateOnNaNCallback(TrainerCallback):
 
 class ProgressBarCallback(TrainerCallback):
     """One tqdm progress bar per training and per evaluation epoch, on the main process only
-    (a resumed epoch's bar starts where the saved run stopped)."""
+    (a resumed epoch's bar starts where the saved run stopped), redrawn at most every
+    ``refresh_interval_s`` seconds: a redraw costs ~0.1-0.3 ms, tqdm's default 0.1 s interval
+    a few microseconds on every step of a fast loop."""
 
-    def __init__(self):
+    def __init__(self, refresh_interval_s: float = 0.5):
+        if not refresh_interval_s >= 0:
+            raise ValueError(f"refresh_interval_s must be a number of seconds >= 0, got {refresh_interval_s!r}.")
+        self.refresh_interval_s = refresh_interval_s
         self._bar: tqdm | None = None
 
     def _open(self, trainer: Trainer, total: int | None, description: str, initial: int = 0) -> None:
@@ -102,6 +107,7 @@ class ProgressBarCallback(TrainerCallback):
             disable=not trainer.is_local_process_zero,
             leave=False,
             dynamic_ncols=True,
+            mininterval=self.refresh_interval_s,
         )
 
     def _advance(self) -> None:
@@ -122,7 +128,8 @@ class ProgressBarCallback(TrainerCallback):
         )
 
     def on_train_step_end(self, trainer, **kwargs):
-        self._advance()
+        if self._bar is not None:  # _advance(), one call less on every step
+            self._bar.update(1)
 
     def on_train_epoch_end(self, trainer, **kwargs):
         self._close()

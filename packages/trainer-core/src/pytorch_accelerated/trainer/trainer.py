@@ -8,7 +8,6 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -46,6 +45,7 @@ _CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
 _CHECKPOINT_SCHEDULER_KEY = "scheduler_state_dict"
 _RESERVED_CHECKPOINT_KEYS = (_CHECKPOINT_MODEL_KEY, _CHECKPOINT_OPTIMIZER_KEY, _CHECKPOINT_SCHEDULER_KEY)
 _BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
+_BATCH_OUTPUT_KEY_SET = frozenset(_BATCH_OUTPUT_KEYS)
 
 
 class Trainer:
@@ -308,31 +308,44 @@ class Trainer:
         self.callback_handler.call_event("on_train_epoch_end", self)
 
     def _run_train_steps(self, batches: Iterator) -> None:
+        # Every Python call here runs on every step (tests/core/test_step_cost.py counts them): what
+        # is known for the epoch is read once, and the step makes as few calls as it can.
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
-        check_loss = self._train_loss_unchecked
+        max_steps = self.run_config.max_num_train_steps
+        call_event = self.callback_handler.call_event
         for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
-            window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
+            # the window's length: shorter at the end of an epoch that accumulation_steps does not divide
+            window_size = accumulation_steps if num_batches is None else min(accumulation_steps, num_batches - window_start)
             is_update_step = step - window_start + 1 == window_size
-            self.callback_handler.call_event("on_train_step_start", self)
-            hold_back_gradient_sync = self._several_processes and not is_update_step
-            with self.accelerator.no_sync(self.model) if hold_back_gradient_sync else nullcontext():
-                batch_output = self.calculate_train_batch_loss(batch)
-                _check_batch_output(batch_output, "calculate_train_batch_loss")
-                if check_loss:  # once per run: the loss's type does not change from step to step
-                    _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
-                    check_loss = self._train_loss_unchecked = False
-                self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
-                self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
-                loss = batch_output["loss"]
-                self.backward_step(loss / window_size if window_size > 1 else loss)
+            call_event("on_train_step_start", self)
+            if self._several_processes and not is_update_step:
+                with self.accelerator.no_sync(self.model):
+                    self._train_step(batch, window_size)
+            else:
+                self._train_step(batch, window_size)  # no context to enter: ~1 us a step
             self.completed_epoch_batches = step + 1
             if is_update_step:
                 self._update_parameters()
                 self._reach_save_point("update")
-                if self._train_epoch_should_end():
-                    break
+                if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
+                    break  # _train_epoch_should_end(), inlined
+
+    def _train_step(self, batch, window_size: int) -> None:
+        batch_output = self.calculate_train_batch_loss(batch)
+        if type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
+            _check_batch_output(batch_output, "calculate_train_batch_loss")  # a Mapping, or an error
+        if self._train_loss_unchecked:  # once per run: the loss's type does not change from step to step
+            _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
+            self._train_loss_unchecked = False
+        self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
+        self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
+        loss = batch_output["loss"]
+        # Backward needs the loss, not the outputs: unless a callback kept them, the outputs (a
+        # language model's logits: gigabytes) are freed here rather than at the next forward.
+        del batch_output
+        self.backward_step(loss / window_size if window_size > 1 else loss)
 
     def _train_epoch_should_end(self) -> bool:
         return self._reached_max_train_steps() or self._epoch_end_requested
@@ -341,7 +354,8 @@ class Trainer:
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
-        self.optimizer_step_was_skipped = self.accelerator.optimizer_step_was_skipped
+        # torch's own step (no grad scaler) is never skipped: no need to ask accelerate every update
+        self.optimizer_step_was_skipped = self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
         if self.scheduler is not None and not self.optimizer_step_was_skipped:
             self.scheduler_step()
         self.optimizer_zero_grad()
@@ -359,19 +373,22 @@ class Trainer:
         with torch.no_grad():
             for batch in self._batches_on_device(dataloader):
                 self.callback_handler.call_event("on_eval_step_start", self)
-                batch_output = self.calculate_eval_batch_loss(batch)
-                _check_batch_output(batch_output, "calculate_eval_batch_loss")
-                if check_loss:
-                    _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
-                    check_loss = False
-                loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
-                self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+                self._eval_step(batch, loss_tracker, check_loss)
+                check_loss = False
                 if self._epoch_end_requested:
                     break
         self.run_history.update_metric(loss_metric_name, loss_tracker.compute(self.accelerator))
         self._epoch_end_requested = training_epoch_end_requested
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
+
+    def _eval_step(self, batch, loss_tracker: _RunningLoss, check_loss: bool) -> None:
+        batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
+        _check_batch_output(batch_output, "calculate_eval_batch_loss")
+        if check_loss:  # the first step of each evaluation
+            _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
+        loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+        self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _reached_max_train_steps(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
@@ -1199,14 +1216,6 @@ def _detach(outputs):
     return _map_tensors(outputs, torch.Tensor.detach)
 
 
-def _accumulation_window_size(window_start: int, accumulation_steps: int, num_batches: int | None) -> int:
-    """How many batches the accumulation window starting at ``window_start`` holds: shorter at the
-    end of an epoch whose length the accumulation steps do not divide."""
-    if num_batches is None:
-        return accumulation_steps
-    return min(accumulation_steps, num_batches - window_start)
-
-
 def _trainable_parameter_ids(model: torch.nn.Module) -> frozenset[int]:
     return frozenset(id(parameter) for parameter in model.parameters() if parameter.requires_grad)
 
@@ -1237,6 +1246,8 @@ def _accelerator_device_available() -> bool:
 
 
 def _check_batch_output(batch_output, hook_name: str) -> None:
+    if type(batch_output) is dict and batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
+        return  # the usual case, in one comparison: this runs on every step
     if not isinstance(batch_output, Mapping) or any(key not in batch_output for key in _BATCH_OUTPUT_KEYS):
         found = sorted(batch_output) if isinstance(batch_output, Mapping) else type(batch_output).__name__
         raise TypeError(
@@ -1251,7 +1262,8 @@ def _model_inputs(batch):
 def _batch_size(batch) -> int:
     if isinstance(batch, torch.Tensor):
         return batch.size(0)
-    items = batch.values() if isinstance(batch, Mapping) else batch
+    # lists and tuples first: isinstance(batch, Mapping) is an ABC check, slow for a list
+    items = batch if isinstance(batch, (list, tuple)) else batch.values() if isinstance(batch, Mapping) else batch
     for item in items:
         if isinstance(item, torch.Tensor) and item.dim() > 0:
             return item.size(0)

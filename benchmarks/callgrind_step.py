@@ -1,0 +1,86 @@
+"""Instructions per training step, counted by valgrind: a measure that a busy machine cannot disturb.
+
+Run under callgrind with collection off at the start; the script switches it on for ``steps``
+steady-state MLP steps (batch 32, Adam) and off again with ``callgrind_control``:
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=trainer.%p.out \\
+        python benchmarks/callgrind_step.py trainer 50
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=hand.%p.out \\
+        python benchmarks/callgrind_step.py hand 50
+    callgrind_annotate trainer.*.out | head        # "PROGRAM TOTALS" / 50 = instructions per step
+
+About 2 minutes of CPU each (torch's import runs uninstrumented). tqdm gets a fake clock: its
+redraws are timed, and valgrind runs 50 times slower than the machine.
+"""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+
+import torch
+import tqdm.std
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+_clock = [0.0]
+
+
+def _fake_time() -> float:
+    _clock[0] += 0.0005
+    return _clock[0]
+
+
+tqdm.std.time = _fake_time  # read by every bar created from here on
+
+from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback  # noqa: E402
+
+WARM_UP = 20
+
+
+def collect(state: str) -> None:
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
+
+
+class _Collect(TrainerCallback):
+    def __init__(self, steps: int):
+        self.steps, self.step = steps, -1
+
+    def on_train_step_start(self, trainer, **kwargs):
+        self.step += 1
+        if self.step == WARM_UP:
+            collect("on")
+        elif self.step == WARM_UP + self.steps:
+            collect("off")
+
+
+def main() -> None:
+    variant, steps = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    num_samples = 32 * (steps + 2 * WARM_UP)
+    dataset = TensorDataset(torch.randn(num_samples, 784), torch.randint(0, 10, (num_samples,)))
+    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if variant == "trainer":
+        trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[_Collect(steps), *DEFAULT_CALLBACKS])
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            trainer.train(dataset, num_epochs=1, per_device_batch_size=32)
+        return
+    loss_func, total = nn.CrossEntropyLoss(), torch.zeros(())
+    for step, (inputs, targets) in enumerate(DataLoader(dataset, batch_size=32, shuffle=True)):
+        if step == WARM_UP:
+            collect("on")
+        elif step == WARM_UP + steps:
+            collect("off")
+        loss = loss_func(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        total += loss.detach() * targets.size(0)
+    total.item()
+
+
+if __name__ == "__main__":
+    main()
