@@ -29,6 +29,7 @@ from pathlib import Path
 import torchmetrics
 from torch import nn, optim
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.callbacks import (
     DEFAULT_CALLBACKS,
     CSVLoggerCallback,
@@ -55,17 +56,15 @@ class QuickstartResult:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytorch_accelerated.examples.quickstart", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--run-dir", help="folder for the run's files (default: runs/quickstart-<timestamp>)")
+    parser = example_parser("quickstart", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--run-dir", help="folder for the run's files")
     parser.add_argument("--overwrite", action="store_true", help="write into a run folder that already holds files")
-    parser.add_argument("--num-epochs", type=int, default=40, help="at most this many epochs (default: 40)")
+    parser.add_argument("--num-epochs", type=int, default=40, help="at most this many epochs")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--batch-size", type=int, default=32, help="per process (default: 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default: 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation accuracy before stopping")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
     args.run_dir = choose_run_dir(parser, args.run_dir, args.overwrite)
     return args
