@@ -10,7 +10,8 @@ Everything the run writes goes into one run folder, printed at the end:
     best_model.pt                the checkpoint of the epoch with the best validation accuracy
     plots/loss_epoch.png         training and validation loss per epoch
     plots/accuracy.png           training and validation accuracy per epoch
-    plots/metrics.png            both, side by side
+    plots/metrics.png            both, side by side; each marks the best epoch, the early stop
+                                 and the test score
 
 A progress bar shows each epoch, the validation accuracy comes from trainer-metrics, training
 stops early once the validation accuracy stops improving, and the best weights are loaded back
@@ -94,7 +95,10 @@ def main(argv=None) -> QuickstartResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, csv_path = run_dir / "best_model.pt", run_dir / "metrics.csv"
     plots = PlotMetricsCallback(
-        run_dir / "plots", metric_names=["train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy"]
+        run_dir / "plots",
+        metric_names=["train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy"],
+        best_metric="eval_accuracy",  # marked on every plot: the epoch whose checkpoint is kept
+        greater_is_better=True,
     )
 
     model = DigitsMLP()
