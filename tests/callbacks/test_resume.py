@@ -7,8 +7,8 @@ Each launch runs ``resume_scenario.py`` (a few seconds each). The suite kills ea
 (every kind of point, on one process and on two), so that no test runs for a minute; the test marked
 ``slow`` kills one run at ten random points in a row (``pytest -m slow``; CI runs it in a step of
 its own). The kill points are drawn at random; set ``RESUME_KILL_SEED`` to replay a failing draw
-(the seed is in every failure message). The tests of one number of processes share one
-uninterrupted run, so they run in one pytest-xdist group (``--dist loadgroup``).
+(the seed is in every failure message). The tests share one uninterrupted run per number of
+processes (one per pytest-xdist worker).
 """
 
 from __future__ import annotations
@@ -31,11 +31,7 @@ from . import resume_scenario as scenario
 
 SCRIPT = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
 NUM_KILLS_IN_A_ROW = 10
-ONE_PROCESS_AND_TWO = pytest.mark.parametrize(
-    "num_processes",
-    [pytest.param(1, id="one-process", marks=pytest.mark.xdist_group("resume-one-process")),
-     pytest.param(2, id="two-processes", marks=pytest.mark.xdist_group("resume-two-processes"))],
-)  # fmt: skip
+ONE_PROCESS_AND_TWO = pytest.mark.parametrize("num_processes", [1, 2], ids=["one-process", "two-processes"])
 
 
 def command(out: Path, num_processes: int, *args: str) -> list[str]:
@@ -161,10 +157,9 @@ def _wait_for(path: Path, process: subprocess.Popen, log_path: Path, timeout_s: 
 
 @pytest.mark.parametrize(
     ("num_processes", "signal_number", "rank_signalled"),
-    [pytest.param(1, signal.SIGTERM, 0, id="sigterm", marks=pytest.mark.xdist_group("resume-one-process")),
-     pytest.param(1, signal.SIGINT, 0, id="sigint", marks=pytest.mark.xdist_group("resume-one-process")),
-     pytest.param(2, signal.SIGTERM, 1, id="sigterm-to-one-of-two-processes", marks=pytest.mark.xdist_group("resume-two-processes"))],
-)  # fmt: skip
+    [(1, signal.SIGTERM, 0), (1, signal.SIGINT, 0), (2, signal.SIGTERM, 1)],
+    ids=["sigterm", "sigint", "sigterm-to-one-of-two-processes"],
+)
 def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
     tmp_path, num_processes, signal_number, rank_signalled, uninterrupted
 ):
