@@ -25,8 +25,8 @@ import functools
 
 from torch import nn, optim
 
-from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS, LearningRateMonitorCallback
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import DigitsMLP, cosine_with_warmup, load_digits_datasets
 from pytorch_accelerated.trainer import Trainer, TrainerPlaceholderValues, seed_everything
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torchmetrics
 from torch import nn, optim
 
-from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, seed_everything

@@ -30,7 +30,6 @@ from pathlib import Path
 import torchmetrics
 from torch import nn, optim
 
-from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.callbacks import (
     DEFAULT_CALLBACKS,
     CSVLoggerCallback,
@@ -38,6 +37,7 @@ from pytorch_accelerated.callbacks import (
     PlotMetricsCallback,
     SaveBestModelCallback,
 )
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, seed_everything

@@ -25,8 +25,8 @@ from typing import Iterable
 import torchmetrics
 from torch import nn, optim
 
-from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS, CSVLoggerCallback, SaveTrainingStateCallback
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, cosine_with_warmup, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
