@@ -73,3 +73,78 @@ def test_a_missing_matplotlib_is_named_when_the_callback_is_created(tmp_path, mo
     message = "PlotMetricsCallback needs matplotlib: pip install 'trainer-callbacks[plot]'"
     with pytest.raises(ImportError, match=re.escape(message)):
         PlotMetricsCallback(tmp_path)
+
+
+# ------------------------------------------------------------------ what a person reads on the plots
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures as they are saved, by file name: the real drawing, looked at before it is written."""
+    from matplotlib.figure import Figure
+
+    figures = {}
+    savefig = Figure.savefig
+
+    def keep_and_save(figure, path, **kwargs):
+        figures[path.name] = figure
+        return savefig(figure, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_and_save)
+    return figures
+
+
+def legend(axes) -> list[str]:
+    return [text.get_text() for text in axes.get_legend().get_texts()]
+
+
+def test_titles_axis_labels_and_curves_are_named_in_words(tmp_path, drawn):
+    run_tiny_training(callbacks=[LearningRateMonitorCallback(), PlotMetricsCallback(tmp_path, best_metric=None)], num_epochs=2)
+
+    (loss,) = drawn["loss_epoch.png"].axes
+    assert (loss.get_title(), loss.get_xlabel(), loss.get_ylabel()) == ("Loss", "epoch", "loss")
+    assert legend(loss) == ["training", "validation"]
+    (lr,) = drawn["lr.png"].axes
+    assert (lr.get_title(), lr.get_ylabel()) == ("Learning rate", "learning rate")
+    assert sorted(axes.get_title() for axes in drawn["metrics.png"].axes) == ["Learning rate", "Loss"]
+
+
+def test_a_run_without_a_stop_or_a_test_score_shows_only_its_best_epoch(tmp_path, drawn):
+    result = run_tiny_training(callbacks=[PlotMetricsCallback(tmp_path)], num_epochs=3)
+
+    eval_losses = result.trainer.run_history.get_metric_values("eval_loss_epoch")
+    best_epoch = 1 + min(range(3), key=eval_losses.__getitem__)
+    (loss,) = drawn["loss_epoch.png"].axes
+    assert legend(loss) == [
+        "training", "validation", f"best epoch: {best_epoch} (validation loss)", f"best validation loss: {min(eval_losses):.4g}"
+    ]  # fmt: skip
+    assert drawn["loss_epoch.png"]._suptitle is None
+
+
+class StopAtEpochTwo(TrainerCallback):
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch == 2:
+            raise StopTrainingError("the test stops it")
+
+
+def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, drawn):
+    plots = PlotMetricsCallback(tmp_path, best_metric="eval_loss_epoch")
+    result = run_tiny_training(callbacks=[StopAtEpochTwo(), plots], num_epochs=5)
+    trainer = result.trainer
+    (loss,) = drawn["loss_epoch.png"].axes
+    assert "stopped early (epoch 2)" in legend(loss)
+    assert "Stopped early after epoch 2: the test stops it" in drawn["loss_epoch.png"]._suptitle.get_text()
+    assert not [label for label in legend(loss) if label.startswith("test")]
+
+    from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+    with trainer.run_history.metric_prefix("test_"):
+        test_loss = trainer.evaluate(make_tiny_dataset(16, seed=2), per_device_batch_size=8)["test_evaluation_loss"]
+
+    (loss,) = drawn["loss_epoch.png"].axes  # saved again, with the test score
+    assert f"test: {test_loss:.4g}" in legend(loss)
+    (line,) = [line for line in loss.get_lines() if line.get_label() == f"test: {test_loss:.4g}"]
+    assert list(line.get_ydata()) == [test_loss, test_loss]
+    assert sorted(path.name for path in plots.saved_paths) == ["loss_epoch.png", "metrics.png"]
+    for path in plots.saved_paths:
+        assert_valid_png(path)

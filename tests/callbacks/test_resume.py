@@ -1,10 +1,14 @@
-"""Exact resume, proven on real processes: a run killed with SIGKILL at random points (inside an
-accumulation window, just before an update, on an epoch boundary, halfway through writing a
-state) and resumed each time from the latest state ends bitwise like the uninterrupted run, on
-one process and on two (gloo); SIGTERM makes a run save and stop, and it resumes as well.
+"""Exact resume, proven on real processes: a run killed with SIGKILL (inside an accumulation
+window, just before an update, on an epoch boundary, halfway through writing a state) and resumed
+each time from the latest state ends bitwise like the uninterrupted run, on one process and on two
+(gloo); SIGTERM makes a run save and stop, and it resumes as well.
 
-Each launch runs ``resume_scenario.py``. The kill points are drawn at random; set
-``RESUME_KILL_SEED`` to replay a failing draw (the seed is in every failure message).
+Each launch runs ``resume_scenario.py`` (a few seconds each). The suite kills each run at two points
+(every kind of point, on one process and on two), so that no test runs for a minute; the test marked
+``slow`` kills one run at ten random points in a row (``pytest -m slow``; CI runs it in a step of
+its own). The kill points are drawn at random; set ``RESUME_KILL_SEED`` to replay a failing draw
+(the seed is in every failure message). The tests share one uninterrupted run per number of
+processes (one per pytest-xdist worker).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from ..launching import REPO_ROOT, free_port, launch_env, run_launch, stop_proce
 from . import resume_scenario as scenario
 
 SCRIPT = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
-NUM_KILLS = 10
+NUM_KILLS_IN_A_ROW = 10
+ONE_PROCESS_AND_TWO = pytest.mark.parametrize("num_processes", [1, 2], ids=["one-process", "two-processes"])
 
 
 def command(out: Path, num_processes: int, *args: str) -> list[str]:
@@ -62,9 +67,9 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-def draw_kill_points(rng: random.Random, num_processes: int) -> list[str]:
-    """NUM_KILLS increasing kill points: at least two inside an accumulation window, two just
-    before an update, two on an epoch boundary and two halfway through writing a state."""
+def _batch_points(num_processes: int) -> tuple[list[int], list[int]]:
+    """The batches a run may be killed in (never the last of an epoch: that is an epoch boundary),
+    as (inside an accumulation window, just before an update)."""
     per_epoch = scenario.batches_per_epoch(num_processes)
     total = per_epoch * scenario.NUM_EPOCHS
 
@@ -72,24 +77,31 @@ def draw_kill_points(rng: random.Random, num_processes: int) -> list[str]:
         in_epoch = (batch - 1) % per_epoch + 1
         return in_epoch % scenario.ACCUMULATION_STEPS == 0 or in_epoch == per_epoch
 
+    batches = [b for b in range(2, total) if b % per_epoch]
+    return [b for b in batches if not ends_window(b)], [b for b in batches if ends_window(b)]
+
+
+def draw_kill_point(rng: random.Random, kind: str, num_processes: int) -> tuple[int, str]:
+    """One kill point of ``kind`` as (the batch it follows, ``resume_scenario``'s ``--kill`` value)."""
+    inside, before_update = _batch_points(num_processes)
+    if kind == "epoch":
+        epoch = rng.randrange(1, scenario.NUM_EPOCHS)
+        return epoch * scenario.batches_per_epoch(num_processes), f"epoch:{epoch}"
+    batch = rng.choice({"inside-window": inside, "before-update": before_update, "write": inside + before_update}[kind])
+    return batch, f"{'write' if kind == 'write' else 'batch'}:{batch}"
+
+
+def draw_kill_points(rng: random.Random, kinds: list[str], num_processes: int) -> list[str]:
+    """One kill point per kind, at distinct batches, in the order a run reaches them."""
     while True:
-        epochs = rng.sample(range(1, scenario.NUM_EPOCHS), 2)
-        batches = rng.sample([b for b in range(2, total) if b % per_epoch], NUM_KILLS - 2)
-        writes = set(rng.sample(batches, 2))
-        points = [(epoch * per_epoch, f"epoch:{epoch}") for epoch in epochs]
-        for batch in batches:
-            kind = "write" if batch in writes else "batch"
-            points.append((batch, f"{kind}:{batch}"))
-        kinds = [kind for batch, kind in points if kind.startswith("batch")]
-        inside = sum(not ends_window(int(kind.split(":")[1])) for kind in kinds)
-        if inside >= 2 and len(kinds) - inside >= 2:
-            return [kind for _, kind in sorted(points)]
+        points = [draw_kill_point(rng, kind, num_processes) for kind in kinds]
+        if len({batch for batch, _ in points}) == len(points):
+            return [point for _, point in sorted(points)]
 
 
-@pytest.mark.parametrize("num_processes", [1, 2], ids=["one-process", "two-processes"])
-def test_a_run_killed_at_ten_random_points_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
+def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted) -> None:
     seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
-    kill_points = draw_kill_points(random.Random(seed), num_processes)
+    kill_points = draw_kill_points(random.Random(seed), kinds, num_processes)
     context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}"
     out = tmp_path / "out"
     for kill_point in kill_points:
@@ -106,6 +118,23 @@ def test_a_run_killed_at_ten_random_points_ends_bitwise_like_the_uninterrupted_r
     assert (out / "metrics.csv").read_text() == expected_log, context
     states = sorted(path.name for path in (out / "states").iterdir())
     assert len(states) == 3 and not [name for name in states if name.startswith(".")], states
+
+
+@ONE_PROCESS_AND_TWO
+@pytest.mark.parametrize(
+    "kinds", [["inside-window", "epoch"], ["before-update", "write"]], ids=["inside-a-window-and-at-an-epoch-end", "before-an-update-and-mid-write"]
+)
+def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted):
+    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted)
+
+
+@pytest.mark.slow
+@ONE_PROCESS_AND_TWO
+def test_a_run_killed_at_ten_random_points_in_a_row_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
+    """Ten kills, two or three of each kind, then the resume (twelve launches: minutes on two cores)."""
+    kinds = ["inside-window"] * 3 + ["before-update"] * 3 + ["epoch"] * 2 + ["write"] * 2
+    assert len(kinds) == NUM_KILLS_IN_A_ROW
+    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted)
 
 
 def _start(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,15 +27,28 @@ EXAMPLES_DIR = Path(pytorch_accelerated.examples.__file__).parent
 README = REPO_ROOT / "packages" / "trainer-examples" / "README.md"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Each offline example with the arguments of a run of a few steps.
-TINY_RUNS = {
-    "quickstart": ["--num-epochs", "2", "--max-steps", "5"],  # --run-dir is added by the test
-    "metrics_in_callback": ["--num-epochs", "1", "--max-steps", "5"],
-    "metrics_in_trainer_subclass": ["--num-epochs", "1", "--max-steps", "5"],
-    "custom_event": ["--num-epochs", "1", "--max-steps", "5"],
-    "accumulation_clipping_scheduler": ["--num-epochs", "1", "--max-steps", "5", "--warmup-epochs", "0.1"],
-    "resumable": ["--num-epochs", "2", "--save-every", "5"],
-}
+# The arguments of a run of a few steps, for the quickstart's own tests (--run-dir is added by them).
+TINY_RUNS = {"quickstart": ["--num-epochs", "2", "--max-steps", "5"]}
+# Examples that need an extra, and the module whose absence makes their run of seconds skip.
+NEEDS = {"mnist_quickstart": "torchvision", "timm_transfer_learning": "timm", "transformers_classifier": "transformers"}
+NOT_EXAMPLES = ("__init__", "__main__", "cli", "digits")
+
+
+def example_names() -> list[str]:
+    return sorted(path.stem for path in EXAMPLES_DIR.glob("*.py") if path.stem not in NOT_EXAMPLES)
+
+
+def readme_small_runs() -> dict[str, list[str]]:
+    """The examples README's "A run of seconds" commands, by example: the arguments of each."""
+    section = README.read_text().split("### A run of seconds", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    runs = {}
+    for line in block.strip().splitlines():
+        program, flag, module, *args = shlex.split(line)
+        package, name = module.rsplit(".", 1)
+        assert (program, flag, package) == ("python", "-m", "pytorch_accelerated.examples"), line
+        runs[name] = args
+    return runs
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -53,12 +67,14 @@ def assert_is_png(path: Path) -> None:
 # ---------------------------------------------------------------------------------- every example
 
 
-@pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_each_example_runs_as_a_module_for_a_few_steps(name, tmp_path, monkeypatch, capsys):
-    """What ``python -m pytorch_accelerated.examples.<name> <tiny args>`` does, in this process."""
+@pytest.mark.parametrize("name", sorted(readme_small_runs()))
+def test_each_example_runs_as_the_readme_prints_it(name, tmp_path, monkeypatch, capsys):
+    """``python -m pytorch_accelerated.examples.<name> <small sizes>``, read from the examples README,
+    run in this process (a few seconds each) in a fresh folder."""
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (trainer-examples' extra)")
     monkeypatch.chdir(tmp_path)
-    argv = TINY_RUNS[name] + (["--run-dir", str(tmp_path / "run")] if name == "quickstart" else [])
-    monkeypatch.setattr(sys, "argv", [f"pytorch_accelerated.examples.{name}", *argv])
+    monkeypatch.setattr(sys, "argv", [f"pytorch_accelerated.examples.{name}", *readme_small_runs()[name]])
     sys.modules.pop(f"pytorch_accelerated.examples.{name}", None)  # runpy warns about a module imported already
     try:
         runpy.run_module(f"pytorch_accelerated.examples.{name}", run_name="__main__", alter_sys=True)
@@ -67,15 +83,44 @@ def test_each_example_runs_as_a_module_for_a_few_steps(name, tmp_path, monkeypat
     assert "Finished training run" in capsys.readouterr().out
 
 
+def test_the_readme_runs_every_example_at_the_sizes_its_help_prints():
+    runs = readme_small_runs()
+    assert sorted(runs) == example_names(), "the README's 'A run of seconds' must run each example once"
+    for name, args in runs.items():
+        source = (EXAMPLES_DIR / f"{name}.py").read_text()
+        epilog = re.search(rf'example_parser\("{name}", __doc__, "([^"]*)"\)', source)
+        assert epilog, f"{name} does not build its parser with example_parser"
+        assert shlex.split(epilog.group(1)) == args, f"{name}: its --help and the README show different small sizes"
+
+
+@pytest.mark.parametrize("name", ["accumulation_clipping_scheduler", "resumable", "quickstart"])
+def test_an_example_help_lists_its_arguments_defaults_and_a_run_of_seconds(name):
+    completed = subprocess.run(
+        [sys.executable, "-m", f"pytorch_accelerated.examples.{name}", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "--num-epochs" in completed.stdout and "--max-steps" in completed.stdout and "(default: " in completed.stdout
+    small_run = " ".join(readme_small_runs()[name])
+    assert f"A run of seconds:\n  python -m pytorch_accelerated.examples.{name} {small_run}" in completed.stdout
+
+
+def test_the_package_lists_the_examples_also_with_help():
+    for args in ([], ["--help"]):
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytorch_accelerated.examples", *args], capture_output=True, text=True, timeout=120
+        )
+        assert completed.returncode == 0, completed.stderr
+        assert all(f"``{name}``" in completed.stdout for name in example_names()), completed.stdout
+
+
 def test_every_example_module_has_a_main_and_is_listed():
-    names = sorted(path.stem for path in EXAMPLES_DIR.glob("*.py") if path.stem not in ("__init__", "__main__", "digits"))
+    names = example_names()
     listed = re.findall(r"^- ``(\w+)``", pytorch_accelerated.examples.__doc__, flags=re.M)
     for name in names:
         assert name in listed, f"{name} is not listed in pytorch_accelerated/examples/__init__.py's docstring"
         source = (EXAMPLES_DIR / f"{name}.py").read_text()
         assert "def main(argv=None)" in source, f"{name} has no main(argv=None)"
         assert 'if __name__ == "__main__":' in source, f"{name} cannot run with python -m"
-    assert set(TINY_RUNS) <= set(names)
 
 
 def _imports_from_the_library(source_file: Path):

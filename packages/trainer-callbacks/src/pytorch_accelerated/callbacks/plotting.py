@@ -1,9 +1,11 @@
-"""A callback that plots a run's metrics to PNG files."""
+"""A callback that plots a run's metrics to PNG files a person can read."""
 
 from __future__ import annotations
 
 import os
 import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -14,19 +16,40 @@ from .loggers import as_number, metric_counts
 
 Curve = tuple[list[float], list[float]]
 
+# Words for the parts of metric names that are not words already.
+_WORDS = {"lr": "learning rate", "f1": "F1 score", "eval": "validation", "train": "training", "auroc": "AUROC"}
+_SOURCES = {"train": "training", "eval": "validation"}
+
+
+@dataclass
+class _RunMarks:
+    """What the plots mark besides the curves: the best epoch, an early stop, scores from ``evaluate``."""
+
+    best: tuple[float, float] | None = None  # (epoch, value) of best_metric
+    stopped: tuple[float, str] | None = None  # (epoch, why)
+    scores: dict[str, dict[str, float]] | None = None  # quantity -> {label: value}
+
 
 class PlotMetricsCallback(TrainerCallback):
     """Saves one PNG per quantity to ``save_dir`` at the end of each training run (on the main
     process), with the epoch on the x axis (needs the ``plot`` extra, matplotlib).
 
     Metrics whose names differ only by a leading ``train_`` or ``eval_`` share one plot, named
-    after the rest: ``train_loss_epoch`` and ``eval_loss_epoch`` go to ``loss_epoch.png``. A metric
-    recorded several times in an epoch (``lr`` from ``LearningRateMonitorCallback``) is spread
-    evenly over that epoch. ``metric_names`` limits the plots to those metrics; non-scalar values
-    are skipped. With ``summary_filename`` set (``"metrics.png"`` by default), one more PNG holds
-    every plot side by side, so that loss and accuracy can be read in one picture. Plots from an
-    earlier run in the same ``save_dir`` are replaced; the paths written are in ``saved_paths``. Figures are drawn on matplotlib's Agg canvas without pyplot, so the
-    global matplotlib backend and pyplot's figures are left alone.
+    after the rest: ``train_loss_epoch`` and ``eval_loss_epoch`` go to ``loss_epoch.png``, titled
+    "Loss" with the curves "training" and "validation". A metric recorded several times in an epoch
+    (``lr`` from ``LearningRateMonitorCallback``) is spread evenly over that epoch. ``metric_names``
+    limits the plots to those metrics; non-scalar values are skipped.
+
+    The plots mark the epoch where ``best_metric`` was best (``greater_is_better`` as for
+    ``SaveBestModelCallback`` and ``EarlyStoppingCallback``, whose defaults these are), the epoch
+    where a callback stopped the run early, with its reason, and the scores of an ``evaluate()``
+    called after training (the test set's, say: a horizontal line on the plot of the same quantity;
+    the plots are saved again with it).
+
+    With ``summary_filename`` set (``"metrics.png"`` by default), one more PNG holds every plot side
+    by side. Plots from an earlier run in the same ``save_dir`` are replaced; the paths written are
+    in ``saved_paths``. Figures are drawn on matplotlib's Agg canvas without pyplot, so the global
+    matplotlib backend and pyplot's figures are left alone.
     """
 
     def __init__(
@@ -35,22 +58,30 @@ class PlotMetricsCallback(TrainerCallback):
         metric_names: Iterable[str] | None = None,
         dpi: int = 100,
         summary_filename: str | None = "metrics.png",
+        best_metric: str | None = "eval_loss_epoch",
+        greater_is_better: bool = False,
     ):
         require_extra("matplotlib", "plot", type(self).__name__)
         self.save_dir = Path(save_dir)
         self.summary_filename = summary_filename
         self.metric_names = list(metric_names) if metric_names is not None else None
         self.dpi = dpi
+        self.best_metric, self.greater_is_better = best_metric, greater_is_better
         self.saved_paths: list[Path] = []
         # (epoch, how many values each metric held at its end), from the run's start
         self._epoch_ends: list[tuple[int, dict[str, int]]] = []
+        self._stop_reason: str | None = None
 
     def on_training_run_start(self, trainer, **kwargs):
         history = trainer.run_history
         self._epoch_ends = [(history.current_epoch - 1, metric_counts(history))]
+        self._stop_reason = None
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         self._epoch_ends.append((trainer.run_history.current_epoch, metric_counts(trainer.run_history)))
+
+    def on_stop_training_error(self, trainer, stop_training_error, **kwargs):
+        self._stop_reason = str(stop_training_error)
 
     def on_training_run_end(self, trainer, **kwargs):
         history = trainer.run_history
@@ -60,6 +91,11 @@ class PlotMetricsCallback(TrainerCallback):
         if trainer.is_world_process_zero:
             self.saved_paths = self._save_plots(history)
 
+    def on_evaluation_run_end(self, trainer, **kwargs):
+        """An ``evaluate()`` after a plotted training run: the plots again, with its scores."""
+        if self._epoch_ends and trainer.is_world_process_zero and self.saved_paths:
+            self.saved_paths = self._save_plots(trainer.run_history)
+
     def _save_plots(self, history) -> list[Path]:
         groups: dict[str, dict[str, Curve]] = {}
         for name in history.get_metric_names():
@@ -67,10 +103,11 @@ class PlotMetricsCallback(TrainerCallback):
                 curve = self._curve(history.get_metric_values(name), name)
                 if curve[0]:
                     groups.setdefault(_quantity(name), {})[name] = curve
+        marks = self._marks(history)
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        paths = [self._save_plot(quantity, curves) for quantity, curves in groups.items()]
+        paths = [self._save_plot(quantity, curves, marks) for quantity, curves in groups.items()]
         if self.summary_filename and groups:
-            paths.append(self._save_summary(groups))
+            paths.append(self._save_summary(groups, marks))
         return paths
 
     def _curve(self, values: list, name: str) -> Curve:
@@ -85,19 +122,50 @@ class PlotMetricsCallback(TrainerCallback):
                     ys.append(float(number))
         return xs, ys
 
-    def _save_plot(self, quantity: str, curves: dict[str, Curve]) -> Path:
-        figure = _new_figure(6.4, 4.0)
-        _draw(figure.add_subplot(), quantity, curves)
+    def _marks(self, history) -> _RunMarks:
+        marks = _RunMarks(scores=self._scores_after_the_run(history))
+        if self.best_metric is not None:
+            xs, ys = self._curve(history.get_metric_values(self.best_metric), self.best_metric)
+            if ys:
+                best = (max if self.greater_is_better else min)(range(len(ys)), key=ys.__getitem__)
+                marks.best = (xs[best], ys[best])
+        if self._stop_reason is not None:
+            marks.stopped = (self._epoch_ends[-1][0], self._stop_reason)  # where the curves end
+        return marks
+
+    def _scores_after_the_run(self, history) -> dict[str, dict[str, float]]:
+        """The scalar metrics recorded since the training run ended (by ``evaluate()``), by quantity:
+        ``test_eval_accuracy`` is the "test" score of ``accuracy``, ``test_evaluation_loss`` that of
+        ``loss_epoch``."""
+        scores: dict[str, dict[str, float]] = {}
+        at_run_end = self._epoch_ends[-1][1]
+        for name in history.get_metric_names():
+            values = history.get_metric_values(name)[at_run_end.get(name, 0) :]
+            number = as_number(values[-1]) if values else None
+            match = re.fullmatch(r"(?:(\w+?)_)?(?:evaluation_(loss)|eval_(\w+))", name)
+            if number is not None and match:
+                label, loss, other = match.groups()
+                quantity = "loss_epoch" if loss else other
+                scores.setdefault(quantity, {})[(label or "evaluation").replace("_", " ")] = float(number)
+        return scores
+
+    def _save_plot(self, quantity: str, curves: dict[str, Curve], marks: _RunMarks) -> Path:
+        figure = _new_figure(6.4, 4.2)
+        _draw(figure.add_subplot(), quantity, curves, marks, self.best_metric)
+        if marks.stopped:
+            figure.suptitle(_stop_note(marks.stopped, width=95), fontsize=8, color="0.3")
         path = self.save_dir / (re.sub(r"[^\w.-]", "_", quantity) + ".png")
         figure.savefig(path, dpi=self.dpi)
         return path
 
-    def _save_summary(self, groups: dict[str, dict[str, Curve]]) -> Path:
+    def _save_summary(self, groups: dict[str, dict[str, Curve]], marks: _RunMarks) -> Path:
         columns = min(3, len(groups))
         rows = -(-len(groups) // columns)
-        figure = _new_figure(5.0 * columns, 3.6 * rows)
+        figure = _new_figure(5.0 * columns, 3.8 * rows)
         for index, (quantity, curves) in enumerate(groups.items(), start=1):
-            _draw(figure.add_subplot(rows, columns, index), quantity, curves)
+            _draw(figure.add_subplot(rows, columns, index), quantity, curves, marks, self.best_metric)
+        if marks.stopped:
+            figure.suptitle(_stop_note(marks.stopped, width=75 * columns), fontsize=9, color="0.3")
         path = self.save_dir / self.summary_filename
         figure.savefig(path, dpi=self.dpi)
         return path
@@ -112,15 +180,30 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _draw(axes, quantity: str, curves: dict[str, Curve]) -> None:
+def _draw(axes, quantity: str, curves: dict[str, Curve], marks: _RunMarks, best_metric: str | None) -> None:
     from matplotlib.ticker import MaxNLocator
 
     for name, (xs, ys) in curves.items():
-        axes.plot(xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=name)
-    axes.set(xlabel="epoch", title=quantity)
+        axes.plot(xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=_curve_label(name, quantity))
+    if marks.best is not None:
+        epoch, value = marks.best
+        axes.axvline(epoch, color="tab:green", linestyle=":", linewidth=1.2, label=f"best epoch: {epoch:g} ({_words(best_metric)})")
+        if best_metric in curves:
+            axes.plot([epoch], [value], marker="*", markersize=12, color="tab:green", linestyle="none",
+                      label=f"best {_words(best_metric)}: {value:.4g}")  # fmt: skip
+    if marks.stopped is not None:
+        axes.axvline(marks.stopped[0], color="tab:red", linestyle="--", linewidth=1.2,
+                     label=f"stopped early (epoch {marks.stopped[0]:g})")  # fmt: skip
+    for (label, value), color in zip((marks.scores or {}).get(quantity, {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
+        axes.axhline(value, color=color, linestyle="-.", linewidth=1.2, label=f"{label}: {value:.4g}")
+    values = [y for _, ys in curves.values() for y in ys]
+    if "loss" in quantity and min(values) > 0 and max(values) > 10 * min(values):
+        axes.set_yscale("log")  # a loss falls by orders of magnitude: the late epochs stay readable
+    words = _words(quantity)
+    axes.set(xlabel="epoch", ylabel=words, title=words[:1].upper() + words[1:])
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=8)
 
 
 def _quantity(metric_name: str) -> str:
@@ -129,3 +212,21 @@ def _quantity(metric_name: str) -> str:
         if metric_name.startswith(prefix):
             return metric_name[len(prefix) :]
     return metric_name
+
+
+def _words(name: str) -> str:
+    """A metric name in words: ``loss_epoch`` -> "loss", ``lr`` -> "learning rate"."""
+    parts = [part for part in name.split("_") if part not in ("epoch", "step")] or [name]
+    return " ".join(_WORDS.get(part, part) for part in parts)
+
+
+def _curve_label(metric_name: str, quantity: str) -> str:
+    """The legend's name of a curve: "training" for ``train_loss_epoch`` on the loss plot."""
+    source = metric_name[: -len(quantity)].rstrip("_")
+    if not source:
+        return _words(metric_name)
+    return _SOURCES.get(source, _words(source))
+
+
+def _stop_note(stopped: tuple[float, str], width: int) -> str:
+    return textwrap.fill(f"Stopped early after epoch {stopped[0]:g}: {stopped[1]}", width)

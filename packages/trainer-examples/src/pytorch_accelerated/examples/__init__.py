@@ -2,10 +2,10 @@
 
 Each example is a module with a ``main(argv=None)`` function; run it with
 ``python -m pytorch_accelerated.examples.<name> [--help]``. Every one takes small sizes
-(``--num-epochs 1 --max-steps 5`` or similar) for a run of a few seconds.
+(``--num-epochs 1 --max-steps 5`` or similar) for a run of a few seconds: its ``--help`` prints them.
 
-Offline, on the handwritten digits that ship inside scikit-learn (``digits``: the data and the
-seed's MLP that these share):
+Offline, on the handwritten digits that ship inside scikit-learn (``digits``: the data, the seed's
+MLP and the learning-rate schedule that these share):
 
 - ``quickstart``: the main command: progress bar, accuracy, early stopping, best checkpoint, CSV log
   and plots, all in one run folder; above 90% test accuracy in well under a minute on two CPU cores.
@@ -38,7 +38,8 @@ With optional dependencies (``pip install "trainer-examples[vision]"``, ``[timm]
 - ``timm_transfer_learning``: a timm model, its backbone frozen first, then unfrozen.
 - ``transformers_classifier``: a transformers model, whose loss comes from its own outputs.
 
-``python -m pytorch_accelerated.examples`` prints this list.
+``python -m pytorch_accelerated.examples [--help]`` prints this list; ``cli`` holds the command
+line the examples share.
 """
 
 __all__: list[str] = []

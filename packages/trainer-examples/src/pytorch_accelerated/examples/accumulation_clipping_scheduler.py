@@ -1,6 +1,7 @@
 """Gradient accumulation, gradient clipping and a learning-rate schedule sized by placeholders.
 
     python -m pytorch_accelerated.examples.accumulation_clipping_scheduler --num-epochs 6
+    python -m pytorch_accelerated.examples.accumulation_clipping_scheduler --num-epochs 1 --max-steps 5   # seconds
 
 Three arguments of ``Trainer.train``:
 
@@ -11,46 +12,49 @@ Three arguments of ``Trainer.train``:
   trainer-callbacks) whose length is not known when you write the script: it depends on the
   dataset, the batch size, the accumulation, the number of processes and ``max_num_train_steps``.
   ``TrainerPlaceholderValues`` stand for those numbers and the Trainer fills them in when training
-  starts, so the schedule ends exactly with the run. The scheduler steps once per update.
+  starts, so the schedule ends exactly with the run, and the warmup is a tenth of it
+  (``--warmup-fraction``) unless you give it in epochs (``--warmup-epochs``). The scheduler steps
+  once per update.
 
 ``LearningRateMonitorCallback`` records the learning rate of every update, to see the schedule.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS, LearningRateMonitorCallback
-from pytorch_accelerated.examples.digits import DigitsMLP, load_digits_datasets
-from pytorch_accelerated.schedulers import CosineLrScheduler
+from pytorch_accelerated.examples.cli import example_parser
+from pytorch_accelerated.examples.digits import DigitsMLP, cosine_with_warmup, load_digits_datasets
 from pytorch_accelerated.trainer import Trainer, TrainerPlaceholderValues, seed_everything
 
 
 def main(argv=None) -> dict:
     """Train; returns the trainer and the learning rate of each optimizer update."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=6)
+    parser = example_parser("accumulation_clipping_scheduler", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--num-epochs", type=int, default=6, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs of linear warmup (may be fractional)")
+    parser.add_argument(
+        "--warmup-fraction", type=float, default=0.1, help="the run's updates spent in linear warmup"
+    )
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="epochs of linear warmup, instead (may be fractional)")
     parser.add_argument("--lr", type=float, default=3e-3, help="the peak learning rate")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)
     train_dataset, eval_dataset, _ = load_digits_datasets()
     model = DigitsMLP()
 
-    # Same as CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=..., min_lr_ratio=0.01),
-    # spelled out to show the placeholders.
     create_scheduler_fn = functools.partial(
-        CosineLrScheduler,
-        total_num_epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+        cosine_with_warmup,
+        num_epochs=TrainerPlaceholderValues.NUM_EPOCHS,
         num_update_steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
-        total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,  # max_num_train_steps included
-        num_warmup_epochs=args.warmup_epochs,
+        num_training_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,  # max_num_train_steps included
+        warmup_epochs=args.warmup_epochs,
+        warmup_fraction=args.warmup_fraction,
         min_lr_ratio=0.01,
     )
     trainer = Trainer(

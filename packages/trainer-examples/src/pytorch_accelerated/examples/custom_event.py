@@ -13,11 +13,11 @@ does not report ``on_eval_predictions`` as a misspelled event name.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn, optim
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, seed_everything
 
@@ -57,10 +57,10 @@ class MistakesPerClassCallback(TrainerCallback):
 
 def main(argv=None) -> dict:
     """Train; returns the trainer and the mistakes per class counted at each evaluation."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=5)
+    parser = example_parser("custom_event", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--num-epochs", type=int, default=5, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)

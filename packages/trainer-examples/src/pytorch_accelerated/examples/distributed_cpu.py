@@ -24,12 +24,12 @@ same weights. Run it any of these ways::
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn, optim
 from torch.utils.data import TensorDataset
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.trainer import Trainer, seed_everything
 
 
@@ -67,10 +67,10 @@ def train(num_epochs: int = 2, max_steps: int | None = None, num_samples: int = 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=2)
+    parser = example_parser("distributed_cpu", __doc__, "--num-samples 256 --num-epochs 1 --max-steps 3")
+    parser.add_argument("--num-epochs", type=int, default=2, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--num-samples", type=int, default=1024)
+    parser.add_argument("--num-samples", type=int, default=1024, help="synthetic training samples")
     parser.add_argument("--notebook-launcher", action="store_true", help="start the processes with accelerate.notebook_launcher")
     parser.add_argument("--num-processes", type=int, default=2, help="with --notebook-launcher")
     parser.add_argument("--port", default="29500", help="with --notebook-launcher: the port the processes meet on")

@@ -10,12 +10,12 @@ processes. No change to the Trainer; compare ``metrics_in_trainer_subclass``.
 
 from __future__ import annotations
 
-import argparse
 
 import torchmetrics
 from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, seed_everything
@@ -23,10 +23,10 @@ from pytorch_accelerated.trainer import Trainer, seed_everything
 
 def main(argv=None) -> dict[str, list[float]]:
     """Train, and return the recorded metrics by name: one value per epoch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=5)
+    parser = example_parser("metrics_in_callback", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--num-epochs", type=int, default=5, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)

@@ -10,11 +10,11 @@ With the same seed, both examples record the same values.
 
 from __future__ import annotations
 
-import argparse
 
 import torchmetrics
 from torch import nn, optim
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.metrics import record_metrics
 from pytorch_accelerated.trainer import Trainer, seed_everything
@@ -42,10 +42,10 @@ class TrainerWithMetrics(Trainer):
 
 def main(argv=None) -> dict[str, list[float]]:
     """Train, and return the recorded metrics by name: one value per epoch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=5)
+    parser = example_parser("metrics_in_trainer_subclass", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--num-epochs", type=int, default=5, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)

@@ -19,12 +19,12 @@ takes a while the first time; ``--compile-backend eager`` traces the model witho
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn, optim
 from torch.utils.data import TensorDataset
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.trainer import Trainer, seed_everything
 
 
@@ -48,13 +48,13 @@ def make_model() -> nn.Module:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    parser = example_parser("mixed_precision_and_compile", __doc__, "--compile-backend eager --num-samples 256 --num-epochs 1 --max-steps 3")
+    parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"], help="fp16 needs a GPU")
     parser.add_argument("--compile-backend", default="inductor", help="a torch.compile backend, or 'none'")
-    parser.add_argument("--num-epochs", type=int, default=3)
+    parser.add_argument("--num-epochs", type=int, default=3, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--num-samples", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-samples", type=int, default=2048, help="synthetic training samples")
+    parser.add_argument("--batch-size", type=int, default=64, help="per process")
     args = parser.parse_args(argv)
 
     seed_everything(0)

@@ -13,13 +13,13 @@ run without a download: ``--fake-data --num-epochs 1 --max-steps 3`` takes secon
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
 from torch import nn, optim
 from torchvision import datasets, transforms
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.trainer import Trainer
 
 
@@ -47,13 +47,13 @@ def load_dataset(args) -> torch.utils.data.Dataset:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser("mnist_quickstart", __doc__, "--fake-data --num-epochs 1 --max-steps 3")
     parser.add_argument("--data-dir", default=os.getcwd(), help="where MNIST is downloaded")
     parser.add_argument("--fake-data", action="store_true", help="random images instead of MNIST (no download)")
-    parser.add_argument("--fake-data-size", type=int, default=1200)
-    parser.add_argument("--num-epochs", type=int, default=8)
+    parser.add_argument("--fake-data-size", type=int, default=1200, help="images, with --fake-data")
+    parser.add_argument("--num-epochs", type=int, default=8, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
     args = parser.parse_args(argv)
 
     dataset = load_dataset(args)

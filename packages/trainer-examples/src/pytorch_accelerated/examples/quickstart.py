@@ -10,7 +10,8 @@ Everything the run writes goes into one run folder, printed at the end:
     best_model.pt                the checkpoint of the epoch with the best validation accuracy
     plots/loss_epoch.png         training and validation loss per epoch
     plots/accuracy.png           training and validation accuracy per epoch
-    plots/metrics.png            both, side by side
+    plots/metrics.png            both, side by side; each marks the best epoch, the early stop
+                                 and the test score
 
 A progress bar shows each epoch, the validation accuracy comes from trainer-metrics, training
 stops early once the validation accuracy stops improving, and the best weights are loaded back
@@ -36,6 +37,7 @@ from pytorch_accelerated.callbacks import (
     PlotMetricsCallback,
     SaveBestModelCallback,
 )
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, seed_everything
@@ -55,17 +57,15 @@ class QuickstartResult:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytorch_accelerated.examples.quickstart", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--run-dir", help="folder for the run's files (default: runs/quickstart-<timestamp>)")
+    parser = example_parser("quickstart", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--run-dir", help="folder for the run's files")
     parser.add_argument("--overwrite", action="store_true", help="write into a run folder that already holds files")
-    parser.add_argument("--num-epochs", type=int, default=40, help="at most this many epochs (default: 40)")
+    parser.add_argument("--num-epochs", type=int, default=40, help="at most this many epochs")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--batch-size", type=int, default=32, help="per process (default: 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default: 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation accuracy before stopping")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
     args.run_dir = choose_run_dir(parser, args.run_dir, args.overwrite)
     return args
@@ -95,7 +95,10 @@ def main(argv=None) -> QuickstartResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, csv_path = run_dir / "best_model.pt", run_dir / "metrics.csv"
     plots = PlotMetricsCallback(
-        run_dir / "plots", metric_names=["train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy"]
+        run_dir / "plots",
+        metric_names=["train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy"],
+        best_metric="eval_accuracy",  # marked on every plot: the epoch whose checkpoint is kept
+        greater_is_better=True,
     )
 
     model = DigitsMLP()

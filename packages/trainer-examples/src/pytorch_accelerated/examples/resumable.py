@@ -3,8 +3,10 @@
     python -m pytorch_accelerated.examples.resumable --run-dir runs/resumable
     # press Ctrl-C (or let the job scheduler send SIGTERM), then run the same command again
     torchrun --nproc_per_node 2 -m pytorch_accelerated.examples.resumable --run-dir runs/resumable-ddp
+    python -m pytorch_accelerated.examples.resumable --run-dir runs/tiny --num-epochs 1 --max-steps 5   # seconds
 
-The seed's MLP learns scikit-learn's digits (offline) under a cosine schedule with warmup. The run
+The seed's MLP learns scikit-learn's digits (offline) under a cosine schedule whose warmup is a
+tenth of the run. The run
 folder holds ``states/`` (training states: one when the run starts, one every ``--save-every``
 updates and one per epoch, the newest three kept) and ``metrics.csv`` (one row per epoch). On
 Ctrl-C or SIGTERM the run saves a state at the next update and stops; run it again and it
@@ -15,6 +17,7 @@ schedule, the metrics and ``metrics.csv`` end exactly as those of a run that was
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -23,10 +26,10 @@ import torchmetrics
 from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS, CSVLoggerCallback, SaveTrainingStateCallback
-from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, load_digits_datasets
+from pytorch_accelerated.examples.cli import example_parser
+from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, cosine_with_warmup, load_digits_datasets
 from pytorch_accelerated.metrics import MetricsCallback
-from pytorch_accelerated.schedulers import CosineLrScheduler
-from pytorch_accelerated.trainer import Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
 
 
 @dataclass
@@ -41,14 +44,13 @@ class ResumableResult:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytorch_accelerated.examples.resumable", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/resumable"), help="the run's folder (default: runs/resumable)")
-    parser.add_argument("--num-epochs", type=int, default=20, help="epochs to train (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=32, help="per process (default: 32)")
-    parser.add_argument("--save-every", type=int, default=20, help="optimizer updates between training states (default: 20)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser = example_parser("resumable", __doc__, "--num-epochs 1 --max-steps 5")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/resumable"), help="the run's folder")
+    parser.add_argument("--num-epochs", type=int, default=20, help="epochs to train")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
+    parser.add_argument("--save-every", type=int, default=20, help="optimizer updates between training states")
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     return parser.parse_args(argv)
 
 
@@ -81,7 +83,14 @@ def run(args: argparse.Namespace, callbacks: Iterable[TrainerCallback] = ()) -> 
         eval_dataset=eval_dataset,
         num_epochs=args.num_epochs,
         per_device_batch_size=args.batch_size,
-        create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, min_lr_ratio=0.05),
+        max_num_train_steps=args.max_steps,
+        create_scheduler_fn=functools.partial(
+            cosine_with_warmup,
+            num_epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+            num_update_steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+            num_training_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
+            min_lr_ratio=0.05,
+        ),
         resume_from="latest",  # a new run the first time; the newest complete state after that
     )
     result = ResumableResult(

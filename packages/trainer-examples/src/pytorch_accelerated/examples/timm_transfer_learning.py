@@ -21,7 +21,6 @@ Imagenette with ``torchvision.datasets.FakeData``.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import timm
@@ -29,6 +28,7 @@ import timm.data
 from torch import nn, optim
 from torchvision import datasets
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.finetuning import ModelFreezer
 from pytorch_accelerated.trainer import Trainer
 
@@ -49,17 +49,17 @@ def load_datasets(args, train_transform, eval_transform):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser("timm_transfer_learning", __doc__, "--fake-data --image-size 64 --num-epochs 1 --max-steps 3")
     parser.add_argument("--model-name", default="resnet18", help="any timm model name")
     parser.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (downloads them)")
-    parser.add_argument("--image-size", type=int, default=None, help="default: the model's own input size")
+    parser.add_argument("--image-size", type=int, default=None, help="the images' side in pixels")
     parser.add_argument("--data-dir", default=os.getcwd(), help="where Imagenette is downloaded")
     parser.add_argument("--fake-data", action="store_true", help="random images instead of Imagenette (no download)")
-    parser.add_argument("--fake-data-size", type=int, default=256)
+    parser.add_argument("--fake-data-size", type=int, default=256, help="images, with --fake-data")
     parser.add_argument("--num-epochs", type=int, default=3, help="for each of the two stages")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer updates per stage, at most")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the learning rate")
     args = parser.parse_args(argv)
 
     # A new classifier for our classes on top of the backbone; the model's preprocessing from timm.

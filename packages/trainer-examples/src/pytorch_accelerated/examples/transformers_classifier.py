@@ -17,7 +17,6 @@ num_labels=2)`` instead; the rest stays the same. Run::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import random
 
@@ -26,6 +25,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import optim
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, PreTrainedTokenizerFast
 
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.trainer import Trainer, seed_everything
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "charming"]
@@ -61,11 +61,11 @@ def collate(samples: list[tuple[str, int]], tokenizer) -> dict[str, torch.Tensor
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-epochs", type=int, default=3)
+    parser = example_parser("transformers_classifier", __doc__, "--num-samples 64 --num-epochs 1 --max-steps 3")
+    parser.add_argument("--num-epochs", type=int, default=3, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-samples", type=int, default=2000, help="synthetic reviews to train on")
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
     args = parser.parse_args(argv)
 
     seed_everything(0)
