@@ -30,7 +30,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The arguments of a run of a few steps, for the quickstart's own tests (--run-dir is added by them).
 TINY_RUNS = {"quickstart": ["--num-epochs", "2", "--max-steps", "5"]}
 # Examples that need an extra, and the module whose absence makes their run of seconds skip.
-NEEDS = {"mnist_quickstart": "torchvision", "timm_transfer_learning": "timm", "transformers_classifier": "transformers"}
+NEEDS = {"tuning_tools": "pytorch_accelerated.tuning", "optuna_search": "optuna", "mnist_quickstart": "torchvision", "timm_transfer_learning": "timm", "transformers_classifier": "transformers"}
 NOT_EXAMPLES = ("__init__", "__main__", "cli", "digits")
 
 

@@ -79,7 +79,9 @@ class TrainerCallback:
         """``train`` is ending with ``error`` (any exception but :class:`StopTrainingError`, which
         ends a run cleanly; KeyboardInterrupt included), which propagates once every callback ran.
         Release here what ``on_training_run_start`` acquired and ``on_training_run_end`` would have
-        released (signal handlers, files, process groups); ``on_training_run_end`` is not fired."""
+        released (signal handlers, files, process groups); ``on_training_run_end`` is not fired. An
+        error raised by a callback inside ``on_training_run_end`` itself (the run has ended) propagates
+        without this event."""
 
     def on_evaluation_run_start(self, trainer: Trainer, **kwargs): ...
 

@@ -240,16 +240,23 @@ class Trainer:
     def _run_training(self) -> None:
         self._in_training_run = True
         try:
-            self._run_epochs()
-            self._reach_save_point("run_end")
-            self.training_run_end()
+            self._run_to_the_end()
+            # the run has ended: an error a callback raises from here on (optuna's TrialPruned, say)
+            # propagates as it is, without on_training_run_error
             self.callback_handler.call_event("on_training_run_end", self)
-        except BaseException as error:
-            self.callback_handler.call_event("on_training_run_error", self, error=error)
-            raise
         finally:
             self._in_training_run = False
             self._resume = None
+
+    def _run_to_the_end(self) -> None:
+        """The epochs and the end-of-run hook; on an error, ``on_training_run_error``, then the error."""
+        try:
+            self._run_epochs()
+            self._reach_save_point("run_end")
+            self.training_run_end()
+        except BaseException as error:
+            self.callback_handler.call_event("on_training_run_error", self, error=error)
+            raise
 
     def _run_epochs(self) -> None:
         stop_agreement = StopAgreement(self)  # a stop raised on one process only fails all, with its reason

@@ -11,11 +11,11 @@ the run ends cleanly and Optuna records the trial as pruned.
 
 from __future__ import annotations
 
-import argparse
 
 from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import DigitsMLP, load_digits_datasets
 from pytorch_accelerated.trainer import Trainer, seed_everything
 from pytorch_accelerated.tuning import OptunaPruningCallback
@@ -25,7 +25,7 @@ def main(argv=None) -> dict:
     """Run the study; returns it."""
     import optuna
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser("optuna_search", __doc__, "--num-trials 2 --num-epochs 1 --max-steps 5")
     parser.add_argument("--num-trials", type=int, default=12)
     parser.add_argument("--num-epochs", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer updates per trial at most")

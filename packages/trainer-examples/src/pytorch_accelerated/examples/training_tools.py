@@ -15,7 +15,6 @@ schedule, stochastic weight averaging and a profiled window of steps.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 from torch import nn, optim
@@ -30,6 +29,7 @@ from pytorch_accelerated.callbacks import (
     ProfilerCallback,
     StochasticWeightAveragingCallback,
 )
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import DigitsMLP, load_digits_datasets
 from pytorch_accelerated.trainer import Trainer, seed_everything
 
@@ -40,7 +40,7 @@ class DigitsTrainer(GradientClippingEventMixin, Trainer):
 
 def main(argv=None) -> dict:
     """Train; returns the trainer and the gradient norms before and after clipping."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser("training_tools", __doc__, "--num-epochs 1 --max-steps 5")
     parser.add_argument("--num-epochs", type=int, default=12)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--lr", type=float, default=3e-3)

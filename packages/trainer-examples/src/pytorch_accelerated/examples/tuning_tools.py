@@ -11,11 +11,11 @@ memory (on a CPU it says it is not supported, and the example keeps its batch si
 
 from __future__ import annotations
 
-import argparse
 
 from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS
+from pytorch_accelerated.examples.cli import example_parser
 from pytorch_accelerated.examples.digits import DigitsMLP, load_digits_datasets
 from pytorch_accelerated.trainer import Trainer, seed_everything
 from pytorch_accelerated.tuning import find_batch_size, find_lr
@@ -23,7 +23,7 @@ from pytorch_accelerated.tuning import find_batch_size, find_lr
 
 def main(argv=None) -> dict:
     """Find the lr (and, on a GPU, the batch size), then train; returns the trainer and the range test."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser("tuning_tools", __doc__, "--num-epochs 1 --max-steps 5 --lr-finder-steps 20")
     parser.add_argument("--num-epochs", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--lr-finder-steps", type=int, default=100)
