@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType, gather_object, send_to_device
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import _accelerate_state, _checks
+from . import _accelerate_state, _checks, _data
 from ._arguments import check_positive_int
 from ._forward_inputs import ForwardInputs
 from ._removed_hooks import check_no_removed_hooks
@@ -311,10 +311,12 @@ class Trainer:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
         check_loss = self._train_loss_unchecked
+        last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
+        is_update_step = True  # no window is open before the first step
         for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
             window_size = _accumulation_window_size(window_start, accumulation_steps, num_batches)
-            is_update_step = step - window_start + 1 == window_size
+            is_update_step = step - window_start + 1 == window_size or (last_batch_known is not None and last_batch_known.end_of_dataloader)
             self.callback_handler.call_event("on_train_step_start", self)
             hold_back_gradient_sync = self._several_processes and not is_update_step
             with self.accelerator.no_sync(self.model) if hold_back_gradient_sync else nullcontext():
@@ -329,15 +331,21 @@ class Trainer:
                 self.backward_step(loss / window_size if window_size > 1 else loss)
             self.completed_epoch_batches = step + 1
             if is_update_step:
-                self._update_parameters()
+                self._update_parameters(window_size, step - window_start + 1)
                 self._reach_save_point("update")
                 if self._train_epoch_should_end():
                     break
+        else:
+            if not is_update_step:  # the data ended inside a window whose length was unknown: it updates too
+                self._update_parameters(window_size, step - window_start + 1)
+                self._reach_save_point("update")
 
     def _train_epoch_should_end(self) -> bool:
         return self._reached_max_train_steps() or self._epoch_end_requested
 
-    def _update_parameters(self) -> None:
+    def _update_parameters(self, window_size: int, batches_in_window: int) -> None:
+        if batches_in_window < window_size:  # a window cut short by the end of data of unknown length
+            _data.rescale_short_window(self.model.parameters(), window_size, batches_in_window)
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
@@ -357,7 +365,7 @@ class Trainer:
         loss_tracker = _RunningLoss(self.device)
         check_loss = True
         with torch.no_grad():
-            for batch in self._batches_on_device(dataloader):
+            for batch in _data.real_samples_only(self._batches_on_device(dataloader), dataloader, self.process_index):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 _check_batch_output(batch_output, "calculate_eval_batch_loss")
@@ -490,8 +498,9 @@ class Trainer:
 
     def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
         """A DataLoader over ``self.train_dataset`` (shuffled, unless ``dataloader_kwargs`` give a
-        ``sampler`` or ``batch_sampler``); the trainer shards it across processes."""
-        defaults = {"shuffle": True, "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
+        ``sampler`` or ``batch_sampler``, or it is an ``IterableDataset``: it orders itself); the
+        trainer shards it across processes."""
+        defaults = {"shuffle": not _data.is_iterable(self.train_dataset), "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
         return DataLoader(self.train_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
 
     def create_eval_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
@@ -1099,19 +1108,11 @@ class Trainer:
         self, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
     ) -> TrainerRunConfig:
         train_len = _length_or_none(self.train_dataloader)
-        if train_len is None:
-            raise ValueError(
-                "The training dataloader has no length (an IterableDataset without __len__): "
-                "give the dataset a __len__ so that epochs and schedules can be sized."
-            )
+        _data.check_length_known(train_len, max_num_train_steps)
         if train_len == 0:
             raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
-        updates_per_epoch = math.ceil(train_len / accumulation_steps)
-        if max_num_train_steps is not None:
-            num_epochs = min(num_epochs, math.ceil(max_num_train_steps / updates_per_epoch))
-            num_training_steps = min(max_num_train_steps, num_epochs * updates_per_epoch)
-        else:
-            num_training_steps = num_epochs * updates_per_epoch
+        updates_per_epoch = None if train_len is None else math.ceil(train_len / accumulation_steps)
+        num_epochs, num_training_steps = _data.sized_for_steps(updates_per_epoch, num_epochs, max_num_train_steps)
         return TrainerRunConfig(
             num_epochs=num_epochs,
             train_per_device_batch_size=batch_size,
