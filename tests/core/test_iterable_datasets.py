@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, TrainerPlaceholderValues
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 from ..launching import REPO_ROOT, free_port, run_launch, tail
@@ -60,7 +60,7 @@ def weights(trainer) -> list[torch.Tensor]:
 
 def test_an_iterable_without_length_trains_epochs_that_end_with_the_data():
     recorder = Recorder()
-    trainer = make_trainer([recorder])
+    trainer = make_trainer([*DEFAULT_CALLBACKS, recorder])  # the progress bar and metrics printer too
     trainer.train(Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=4, max_num_train_steps=100)
     assert recorder.batches_per_epoch == [3, 3]
     assert trainer.completed_update_steps == 6
