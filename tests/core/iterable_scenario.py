@@ -4,7 +4,8 @@
     python -m torch.distributed.run --nproc_per_node 2 tests/core/iterable_scenario.py OUT_DIR
 
 Each process writes ``iterable_rank<r>.json``: the sample ids of each of its training steps and of
-its evaluation steps.
+its evaluation steps, and the trained weights. 21 samples in global batches of 4 make 6 steps:
+windows of 4 and 2 (the last one cut short by the end of the data).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from pytorch_accelerated.trainer import Trainer, TrainerCallback
 
-TRAIN_SAMPLES, EVAL_SAMPLES, BATCH_SIZE, MAX_STEPS = 21, 7, 2, 100
+TRAIN_SAMPLES, EVAL_SAMPLES, BATCH_SIZE, ACCUMULATION, MAX_STEPS, LR = 21, 7, 2, 4, 100, 0.1
 
 
 class Samples(torch.utils.data.IterableDataset):
@@ -47,19 +48,20 @@ def main(out: Path) -> None:
     model = torch.nn.Linear(4, 3)
     ids = SampleIds()
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), callbacks=[ids],
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=LR), callbacks=[ids],
         accelerator_kwargs={"cpu": True},
     )  # fmt: skip
     trainer.train(
         Samples(TRAIN_SAMPLES), num_epochs=1, eval_dataset=Samples(EVAL_SAMPLES),
-        per_device_batch_size=BATCH_SIZE, max_num_train_steps=MAX_STEPS,
+        per_device_batch_size=BATCH_SIZE, max_num_train_steps=MAX_STEPS, gradient_accumulation_steps=ACCUMULATION,
     )  # fmt: skip
     result = {
         "train": ids.train,
         "eval": ids.eval,
         "eval_loss": trainer.run_history.get_latest_metric("eval_loss_epoch"),
         "updates": trainer.completed_update_steps,
-        "weight": trainer.get_model().weight.sum().item(),
+        "weight": trainer.get_model().weight.tolist(),
+        "bias": trainer.get_model().bias.tolist(),
     }
     (out / f"iterable_rank{trainer.process_index}.json").write_text(json.dumps(result))
 

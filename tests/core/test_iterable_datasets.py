@@ -199,8 +199,8 @@ def test_two_processes_read_disjoint_shares_and_evaluate_each_sample_once(tmp_pa
     batch = iterable_scenario.BATCH_SIZE
     num_steps = math.ceil(iterable_scenario.TRAIN_SAMPLES / (2 * batch))
     assert [len(rank["train"]) for rank in ranks] == [num_steps, num_steps]
-    assert ranks[0]["updates"] == ranks[1]["updates"] == num_steps
-    assert ranks[0]["weight"] == ranks[1]["weight"]
+    assert ranks[0]["updates"] == ranks[1]["updates"] == math.ceil(num_steps / iterable_scenario.ACCUMULATION)
+    assert ranks[0]["weight"] == ranks[1]["weight"] and ranks[0]["bias"] == ranks[1]["bias"]
     seen = []
     for step in range(num_steps):
         global_batch = ranks[0]["train"][step] + ranks[1]["train"][step]
@@ -211,3 +211,26 @@ def test_two_processes_read_disjoint_shares_and_evaluate_each_sample_once(tmp_pa
     evaluated = sorted(i for rank in ranks for ids in rank["eval"] for i in ids)
     assert evaluated == list(range(iterable_scenario.EVAL_SAMPLES))
     assert ranks[0]["eval_loss"] == ranks[1]["eval_loss"]
+    weight, bias = ddp_reference([rank["train"] for rank in ranks])
+    torch.testing.assert_close(torch.tensor(ranks[0]["weight"]), weight)
+    torch.testing.assert_close(torch.tensor(ranks[0]["bias"]), bias)
+
+
+def ddp_reference(steps_per_rank: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scenario's training in plain torch, from the batches each process saw: each update
+    averages over the processes and over the batches of its window, the short last one included."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=iterable_scenario.LR)
+    num_steps, accumulation = len(steps_per_rank[0]), iterable_scenario.ACCUMULATION
+    for window_start in range(0, num_steps, accumulation):
+        window = range(window_start, min(window_start + accumulation, num_steps))
+        losses = [
+            torch.nn.functional.cross_entropy(model(torch.tensor(ids, dtype=torch.float32)[:, None].expand(-1, 4)), torch.tensor(ids) % 3)
+            for rank in steps_per_rank
+            for ids in (rank[step] for step in window)
+        ]  # fmt: skip
+        (sum(losses) / len(losses)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.weight.detach(), model.bias.detach()
