@@ -132,6 +132,11 @@ def test_the_last_accumulation_window_of_an_iterable_epoch_updates_as_a_sized_on
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_predict_refuses_an_iterable_dataset_with_a_clear_error():
+    with pytest.raises(TypeError, match="predict\\(\\) needs a map-style dataset.*Stream is an IterableDataset"):
+        make_trainer().predict(Stream(make_tiny_dataset(10)))
+
+
 class SaveAt(TrainerCallback):
     def __init__(self, save_dir: Path, update: int):
         self.save_dir, self.update = save_dir, update

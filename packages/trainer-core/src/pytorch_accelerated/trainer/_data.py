@@ -19,6 +19,16 @@ def is_iterable(dataset) -> bool:
     return isinstance(dataset, IterableDataset)
 
 
+def check_predictable(dataset) -> None:
+    """predict() shares a dataset among processes by index, which an iterable dataset has not."""
+    if is_iterable(dataset):
+        raise TypeError(
+            f"predict() needs a map-style dataset (with __getitem__ and __len__): it returns outputs in dataset "
+            f"order and shares the samples among processes by index, and {type(dataset).__name__} is an "
+            "IterableDataset. Run the model over the stream in a loop of your own, or use evaluate() for its loss."
+        )
+
+
 def check_length_known(train_len: int | None, max_num_train_steps: int | None) -> None:
     """An epoch of unknown length can only be sized by ``max_num_train_steps``."""
     if train_len is None and max_num_train_steps is None:

@@ -461,6 +461,7 @@ class Trainer:
         On several processes, each predicts a contiguous share and every process gets the result.
         The model's train/eval mode is restored afterwards."""
         check_positive_int("per_device_batch_size", per_device_batch_size)
+        _data.check_predictable(dataset)
         self._prepare_model_and_optimizer()
         share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
         kwargs = {"shuffle": False, "collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
