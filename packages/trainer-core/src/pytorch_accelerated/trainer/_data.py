@@ -15,6 +15,7 @@ from typing import Iterator
 from accelerate.utils import find_batch_size, slice_tensors
 from torch.utils.data import IterableDataset
 
+
 def is_iterable(dataset) -> bool:
     return isinstance(dataset, IterableDataset)
 
@@ -49,11 +50,11 @@ def last_batch_signal(dataloader):
     return dataloader if hasattr(dataloader, "end_of_dataloader") else None
 
 
-def rescale_short_window(parameters, accumulation_steps: int, window_size: int) -> None:
-    """Gradients of a window of ``window_size`` batches, each backpropagated as ``loss /
+def rescale_short_window(parameters, accumulation_steps: int, batches_in_window: int) -> None:
+    """Gradients of a window of ``batches_in_window`` batches, each backpropagated as ``loss /
     accumulation_steps`` (its length was unknown until the data ended), made the window's mean:
     exact up to rounding, as a window of known length would have been. Once per epoch."""
-    factor = accumulation_steps / window_size
+    factor = accumulation_steps / batches_in_window
     for parameter in parameters:
         if parameter.grad is not None:
             parameter.grad.mul_(factor)
