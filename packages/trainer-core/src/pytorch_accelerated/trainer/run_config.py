@@ -13,16 +13,18 @@ class TrainerRunConfig:
     """The settings of the current run, as ``trainer.run_config``, computed once ``train`` starts.
 
     Lengths and step counts are per process: with a dataset of 1000 samples, batch size 10 and
-    two processes, ``train_dataloader_len`` is 50.
+    two processes, ``train_dataloader_len`` is 50. For a training dataset without a length (an
+    ``IterableDataset``), ``train_dataloader_len`` and ``num_update_steps_per_epoch`` are ``None`` and
+    ``num_training_steps`` is ``max_num_train_steps``.
     """
 
     num_epochs: int
     train_per_device_batch_size: int
     eval_per_device_batch_size: int | None
-    train_dataloader_len: int
+    train_dataloader_len: int | None
     eval_dataloader_len: int | None
     gradient_accumulation_steps: int
-    num_update_steps_per_epoch: int
+    num_update_steps_per_epoch: int | None
     max_num_train_steps: int | None
     num_training_steps: int
     gradient_clip_value: float | None
@@ -63,7 +65,7 @@ class TrainerRunConfig:
         return None if self.eval_per_device_batch_size is None else self.eval_per_device_batch_size * self.num_processes
 
     @property
-    def num_local_update_steps_per_epoch(self) -> int:
+    def num_local_update_steps_per_epoch(self) -> int | None:
         """The same as ``num_update_steps_per_epoch``: every count here is per process."""
         return self.num_update_steps_per_epoch
 
@@ -99,10 +101,23 @@ class TrainerPlaceholderValues(Enum):
             return fn
 
         def resolve(value):
-            return getattr(run_config, value.value) if isinstance(value, cls) else value
+            if not isinstance(value, cls):
+                return value
+            resolved = getattr(run_config, value.value)
+            if resolved is None and value.value in _UNKNOWN_WITHOUT_LENGTH:
+                raise ValueError(
+                    f"TrainerPlaceholderValues.{value.name} is unknown: the training dataset has no length (an "
+                    "IterableDataset without __len__). Size the schedule in updates instead, with "
+                    "TrainerPlaceholderValues.NUM_TRAINING_STEPS (max_num_train_steps)."
+                )
+            return resolved
 
         return functools.partial(
             fn.func,
             *(resolve(arg) for arg in fn.args),
             **{key: resolve(value) for key, value in fn.keywords.items()},
         )
+
+
+# run settings that only a training dataset with a length gives
+_UNKNOWN_WITHOUT_LENGTH = frozenset({"train_dataloader_len", "num_update_steps_per_epoch"})

@@ -19,7 +19,7 @@ from accelerate.utils import DistributedType, gather_object, send_to_device
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import _accelerate_state, _checks
+from . import _accelerate_state, _checks, _data
 from ._arguments import check_positive_int
 from ._forward_inputs import ForwardInputs
 from ._removed_hooks import check_no_removed_hooks
@@ -321,11 +321,16 @@ class Trainer:
         accumulation_steps = self.run_config.gradient_accumulation_steps
         max_steps = self.run_config.max_num_train_steps
         call_event = self.callback_handler.call_event
+        # with no length, the data's end is known only from accelerate's dataloader (several processes)
+        last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
+        is_update_step = True  # no window is open before the first step
         for step, batch in enumerate(batches, start=self.completed_epoch_batches):
             window_start = step - step % accumulation_steps
             # the window's length: shorter at the end of an epoch that accumulation_steps does not divide
             window_size = accumulation_steps if num_batches is None else min(accumulation_steps, num_batches - window_start)
-            is_update_step = step - window_start + 1 == window_size
+            is_update_step = step - window_start + 1 == window_size or (
+                last_batch_known is not None and last_batch_known.end_of_dataloader
+            )
             call_event("on_train_step_start", self)
             if self._several_processes and not is_update_step:
                 with self.accelerator.no_sync(self.model):
@@ -334,10 +339,14 @@ class Trainer:
                 self._train_step(batch, window_size)  # no context to enter: ~1 us a step
             self.completed_epoch_batches = step + 1
             if is_update_step:
-                self._update_parameters()
+                self._update_parameters(window_size, step - window_start + 1)
                 self._reach_save_point("update")
                 if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
                     break  # _train_epoch_should_end(), inlined
+        else:
+            if not is_update_step:  # the data ended inside a window whose length was unknown: it updates too
+                self._update_parameters(window_size, step - window_start + 1)
+                self._reach_save_point("update")
 
     def _train_step(self, batch, window_size: int) -> None:
         batch_output = self.calculate_train_batch_loss(batch)
@@ -357,7 +366,9 @@ class Trainer:
     def _train_epoch_should_end(self) -> bool:
         return self._reached_max_train_steps() or self._epoch_end_requested
 
-    def _update_parameters(self) -> None:
+    def _update_parameters(self, window_size: int, batches_in_window: int) -> None:
+        if batches_in_window < window_size:  # a window cut short by the end of data of unknown length
+            _data.rescale_short_window(self.model.parameters(), window_size, batches_in_window)
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
@@ -378,7 +389,7 @@ class Trainer:
         loss_tracker = _RunningLoss(self.device)
         check_loss = True
         with torch.no_grad():
-            for batch in self._batches_on_device(dataloader):
+            for batch in _data.real_samples_only(self._batches_on_device(dataloader), dataloader, self.process_index):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 self._eval_step(batch, loss_tracker, check_loss)
                 check_loss = False
@@ -477,6 +488,7 @@ class Trainer:
         On several processes, each predicts a contiguous share and every process gets the result.
         The model's train/eval mode is restored afterwards."""
         check_positive_int("per_device_batch_size", per_device_batch_size)
+        _data.check_predictable(dataset)
         self._prepare_model_and_optimizer()
         share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
         kwargs = {"shuffle": False, "collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
@@ -514,8 +526,9 @@ class Trainer:
 
     def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
         """A DataLoader over ``self.train_dataset`` (shuffled, unless ``dataloader_kwargs`` give a
-        ``sampler`` or ``batch_sampler``); the trainer shards it across processes."""
-        defaults = {"shuffle": True, "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
+        ``sampler`` or ``batch_sampler``, or it is an ``IterableDataset``: it orders itself); the
+        trainer shards it across processes."""
+        defaults = {"shuffle": not _data.is_iterable(self.train_dataset), "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
         return DataLoader(self.train_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
 
     def create_eval_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
@@ -1123,19 +1136,11 @@ class Trainer:
         self, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
     ) -> TrainerRunConfig:
         train_len = _length_or_none(self.train_dataloader)
-        if train_len is None:
-            raise ValueError(
-                "The training dataloader has no length (an IterableDataset without __len__): "
-                "give the dataset a __len__ so that epochs and schedules can be sized."
-            )
+        _data.check_length_known(train_len, max_num_train_steps)
         if train_len == 0:
             raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
-        updates_per_epoch = math.ceil(train_len / accumulation_steps)
-        if max_num_train_steps is not None:
-            num_epochs = min(num_epochs, math.ceil(max_num_train_steps / updates_per_epoch))
-            num_training_steps = min(max_num_train_steps, num_epochs * updates_per_epoch)
-        else:
-            num_training_steps = num_epochs * updates_per_epoch
+        updates_per_epoch = None if train_len is None else math.ceil(train_len / accumulation_steps)
+        num_epochs, num_training_steps = _data.sized_for_steps(updates_per_epoch, num_epochs, max_num_train_steps)
         return TrainerRunConfig(
             num_epochs=num_epochs,
             train_per_device_batch_size=batch_size,

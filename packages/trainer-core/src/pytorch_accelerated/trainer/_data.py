@@ -1,0 +1,93 @@
+"""Datasets whose length may be unknown: iterable and streaming datasets (``torch.utils.data.IterableDataset``,
+HF ``datasets`` in streaming mode).
+
+On several processes the trainer shards them with accelerate's dispatching (accelerate's default for
+an ``IterableDataset``): the main process reads each global batch and every process gets its slice,
+so every process runs the same number of steps and no sample appears twice in one global batch. The
+last global batch is completed with samples from the epoch's first; evaluation drops those again
+(:func:`real_samples_only`), so that each evaluation sample counts once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from accelerate.utils import find_batch_size, slice_tensors
+from torch.utils.data import IterableDataset
+
+
+def is_iterable(dataset) -> bool:
+    return isinstance(dataset, IterableDataset)
+
+
+def check_predictable(dataset) -> None:
+    """predict() shares a dataset among processes by index, which an iterable dataset has not."""
+    if is_iterable(dataset):
+        raise TypeError(
+            f"predict() needs a map-style dataset (with __getitem__ and __len__): it returns outputs in dataset "
+            f"order and shares the samples among processes by index, and {type(dataset).__name__} is an "
+            "IterableDataset. Run the model over the stream in a loop of your own, or use evaluate() for its loss."
+        )
+
+
+def check_length_known(train_len: int | None, max_num_train_steps: int | None) -> None:
+    """An epoch of unknown length can only be sized by ``max_num_train_steps``."""
+    if train_len is None and max_num_train_steps is None:
+        raise ValueError(
+            "The training dataset has no length (an IterableDataset without __len__), so the run's number of "
+            "updates cannot be known: pass train(..., max_num_train_steps=N) (epochs then end when the data "
+            "does, or at N updates), or give the dataset a __len__."
+        )
+
+
+def last_batch_signal(dataloader):
+    """What tells, at each step, whether the batch is the epoch's last, where the length is unknown:
+    accelerate's prepared dataloaders (several processes) look one batch ahead and say so in
+    ``end_of_dataloader``, so that the last window's gradients are synchronised as they are
+    accumulated. A plain dataloader (one process) is not looked ahead of, which would draw the next
+    batch's random numbers early (a resumed run could not replay them): the trainer updates the
+    last window once the data has ended. ``None`` for that case."""
+    return dataloader if hasattr(dataloader, "end_of_dataloader") else None
+
+
+def rescale_short_window(parameters, accumulation_steps: int, batches_in_window: int) -> None:
+    """Gradients of a window of ``batches_in_window`` batches, each backpropagated as ``loss /
+    accumulation_steps`` (its length was unknown until the data ended), made the window's mean:
+    exact up to rounding, as a window of known length would have been. Once per epoch."""
+    factor = accumulation_steps / batches_in_window
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad.mul_(factor)
+
+
+def real_samples_only(batches: Iterator, dataloader, process_index: int) -> Iterator:
+    """Evaluation batches of a dispatched iterable dataset without the samples that complete its
+    last global batch (copies of the first batch's), so that every sample counts once; a process
+    whose share of it holds none gets no last batch. Other dataloaders' batches pass unchanged."""
+    if not hasattr(dataloader, "remainder") or not is_iterable(getattr(dataloader, "dataset", None)):
+        return batches
+    return _trimmed(batches, dataloader, process_index)
+
+
+def _trimmed(batches: Iterator, dataloader, process_index: int) -> Iterator:
+    for batch in batches:
+        if dataloader.end_of_dataloader and dataloader.remainder > 0:  # remainder: the real samples of the last global batch
+            size = find_batch_size(batch)
+            real = min(max(dataloader.remainder - process_index * size, 0), size)
+            if real == 0:
+                continue
+            if real < size:
+                batch = slice_tensors(batch, slice(0, real))
+        yield batch
+
+
+def sized_for_steps(updates_per_epoch: int | None, num_epochs: int, max_num_train_steps: int | None) -> tuple[int, int]:
+    """``(num_epochs, num_training_steps)`` of a run: at most ``max_num_train_steps`` updates. With an
+    unknown epoch length every epoch may be the last, so both come from the arguments as given."""
+    if updates_per_epoch is None:
+        return num_epochs, max_num_train_steps
+    if max_num_train_steps is None:
+        return num_epochs, num_epochs * updates_per_epoch
+    num_epochs = min(num_epochs, -(-max_num_train_steps // updates_per_epoch))
+    return num_epochs, min(max_num_train_steps, num_epochs * updates_per_epoch)
+
