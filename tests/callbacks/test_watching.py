@@ -182,3 +182,41 @@ def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
     assert results[0]["ema_evaluation_loss"] == results[1]["ema_evaluation_loss"] and len(results[0]["ema_evaluation_loss"]) == 4
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------- 0.1.61's arguments
+
+
+def _second_run(callback, first_epochs=3):
+    result = run_tiny_training(callbacks=[callback], num_epochs=first_epochs)
+    best_after_first = callback.watcher.best
+    result.trainer.train(make_tiny_dataset(64), num_epochs=1, eval_dataset=make_tiny_dataset(32, seed=1))
+    return best_after_first, result.trainer
+
+
+@pytest.mark.parametrize("reset_on_train", [True, False])
+def test_save_best_model_reset_on_train_decides_whether_a_later_train_call_keeps_the_best(tmp_path, reset_on_train):
+    callback = SaveBestModelCallback(tmp_path / "best.pt", reset_on_train=reset_on_train, load_saved_checkpoint=False)
+    best_after_first, trainer = _second_run(callback)
+    last = trainer.run_history.get_latest_metric("eval_loss_epoch")
+    if reset_on_train:
+        assert callback.watcher.best == last  # the second call's first epoch is its own best
+    else:
+        assert callback.watcher.best == min(best_after_first, last)
+
+
+@pytest.mark.parametrize("reset_on_train", [True, False])
+def test_early_stopping_reset_on_train_carries_the_patience_used_up(reset_on_train):
+    callback = EarlyStoppingCallback(early_stopping_patience=100, early_stopping_threshold=10.0, reset_on_train=reset_on_train)
+    _second_run(callback)  # a threshold no epoch beats: every epoch but a run's first is without improvement
+    assert callback.epochs_without_improvement == (0 if reset_on_train else 3)
+
+
+@pytest.mark.parametrize("save_scheduler", [True, False])
+def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, save_scheduler):
+    callback = SaveBestModelCallback(tmp_path / "best.pt", save_scheduler=save_scheduler)
+    run_tiny_training(
+        callbacks=[callback], num_epochs=1,
+        create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
+    )
+    assert ("scheduler_state_dict" in safe_torch_load(tmp_path / "best.pt")) == save_scheduler

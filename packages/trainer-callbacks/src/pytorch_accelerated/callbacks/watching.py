@@ -66,7 +66,8 @@ class EarlyStoppingCallback(TrainerCallback):
     ``early_stopping_threshold`` for ``early_stopping_patience`` consecutive epochs.
 
     The metric is read at ``on_training_run_epoch_end``, after every callback has recorded the
-    epoch's metrics, so its place in the callback list does not matter.
+    epoch's metrics, so its place in the callback list does not matter. Each ``train()`` call starts
+    afresh; ``reset_on_train=False`` carries the best value and the patience used up into the next.
     """
 
     def __init__(
@@ -75,17 +76,20 @@ class EarlyStoppingCallback(TrainerCallback):
         early_stopping_threshold: float = 0.01,
         watch_metric: str = "eval_loss_epoch",
         greater_is_better: bool = False,
+        reset_on_train: bool = True,
     ):
         if early_stopping_patience < 1:
             raise ValueError(f"early_stopping_patience must be >= 1, got {early_stopping_patience}.")
         self.early_stopping_patience = early_stopping_patience
         self.watcher = MetricWatcher(watch_metric, greater_is_better, early_stopping_threshold)
+        self.reset_on_train = reset_on_train
         self.epochs_without_improvement = 0
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
-        self.watcher.best = None
-        self.epochs_without_improvement = 0
+        if self.reset_on_train:
+            self.watcher.best = None
+            self.epochs_without_improvement = 0
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         value = self.watcher.read(trainer, type(self).__name__)
@@ -114,7 +118,10 @@ class SaveBestModelCallback(TrainerCallback):
     end of the run (``load_saved_checkpoint=True``).
 
     Checkpoints are written with ``Trainer.save_checkpoint``: on the main process, atomically, so
-    the previous best survives a failed write. The metric value and epoch are stored with it.
+    the previous best survives a failed write. The metric value and epoch are stored with it, and
+    the optimizer's and scheduler's states unless ``save_optimizer`` / ``save_scheduler`` is False.
+    Each ``train()`` call looks for its own best; ``reset_on_train=False`` keeps the best of earlier
+    calls, so a later call saves (and loads back) only a better one.
     """
 
     def __init__(
@@ -125,18 +132,23 @@ class SaveBestModelCallback(TrainerCallback):
         load_saved_checkpoint: bool = True,
         save_optimizer: bool = True,
         improvement_threshold: float = 0.0,
+        reset_on_train: bool = True,
+        save_scheduler: bool = True,
     ):
         self.save_path = Path(save_path)
         self.watcher = MetricWatcher(watch_metric, greater_is_better, improvement_threshold)
         self.load_saved_checkpoint = load_saved_checkpoint
         self.save_optimizer = save_optimizer
+        self.save_scheduler = save_scheduler
+        self.reset_on_train = reset_on_train
         self.saved_this_run = False
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
         check_can_write(trainer, self.save_path, type(self).__name__)
-        self.watcher.best = None
-        self.saved_this_run = False
+        if self.reset_on_train:
+            self.watcher.best = None
+            self.saved_this_run = False
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         value = self.watcher.read(trainer, type(self).__name__)
@@ -146,6 +158,7 @@ class SaveBestModelCallback(TrainerCallback):
                 self.save_path,
                 checkpoint_kwargs={self.watcher.watch_metric: value, "epoch": trainer.run_history.current_epoch},
                 save_optimizer=self.save_optimizer,
+                save_scheduler=self.save_scheduler,
             )
             self.saved_this_run = True
 
@@ -154,7 +167,7 @@ class SaveBestModelCallback(TrainerCallback):
             trainer.print(
                 f"Loading the best checkpoint ({self.watcher.watch_metric}: {format_metric_value(self.watcher.best)}) from {self.save_path}"
             )
-            trainer.load_checkpoint(self.save_path, load_optimizer=self.save_optimizer)
+            trainer.load_checkpoint(self.save_path, load_optimizer=self.save_optimizer, load_scheduler=self.save_scheduler)
 
     def state_dict(self):
         return {**self.watcher.state_dict(), "saved_this_run": self.saved_this_run}
