@@ -19,7 +19,7 @@ def test_it_builds_on_the_core_public_interface_only():
 
 def test_its_metadata_pins_the_core_range_and_not_torch():
     project = tomllib.loads((PACKAGE / "pyproject.toml").read_text())["project"]
-    assert "trainer-core>=0.2,<1" in project["dependencies"]
+    assert "trainer-core>=0.3,<1" in project["dependencies"]
     assert not any(dep.startswith("torch") for dep in project["dependencies"])
     assert not (PACKAGE / "src" / "pytorch_accelerated" / "__init__.py").exists()
     assert (PACKAGE / "src" / "pytorch_accelerated" / "tuning" / "py.typed").exists()

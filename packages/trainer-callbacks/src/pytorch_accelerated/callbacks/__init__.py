@@ -43,7 +43,7 @@ from .training_control import (
 )
 from .watching import EarlyStoppingCallback, SaveBestModelCallback
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "TrainerCallback",
