@@ -68,7 +68,7 @@ VARIANT_TITLES = {
     "lightning": "Lightning",
     "pytorch-accelerated-defaults": "pytorch-accelerated (its loader defaults)",
 }
-GOALS = {"mlp": 1.05, "cnn": 1.02}  # Trainer / hand loop, wall time per step
+GOALS = {"mlp": 1.02, "cnn": 1.00}  # Trainer / hand loop, wall time per step (DEVELOPERS.md, issue 17)
 
 
 # ---------------------------------------------------------------------- environments
