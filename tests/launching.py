@@ -4,9 +4,11 @@ that stops a hanging launch and every worker it started."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -75,3 +77,19 @@ def stop_process_tree(process: subprocess.Popen) -> None:
 
 def tail(text: str, num_chars: int = 6000) -> str:
     return text if len(text) <= num_chars else "...\n" + text[-num_chars:]
+
+
+def run_scenario_on_two_processes(scenario_file: str, tmp_dir: Path) -> tuple[list[dict], str]:
+    """Launch ``scenario_file OUT`` on two gloo processes with torch.distributed.run, where each rank
+    writes ``OUT/result_rank<r>.json`` (``{"error": ...}`` if it failed); assert that both ran cleanly
+    and return their results, in rank order, and the launch's output."""
+    out = tmp_dir / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario_file, str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_dir)
+    paths = [out / f"result_rank{rank}.json" for rank in range(2)]
+    results = [json.loads(path.read_text()) for path in paths if path.exists()]
+    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    return results, output

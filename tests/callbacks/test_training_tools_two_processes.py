@@ -1,21 +1,12 @@
 """Model summary, gradient norms, SWA and the profiler on two processes (gloo)."""
 
-import json
-import sys
-
-from ..launching import free_port, run_launch, tail
+from ..launching import run_scenario_on_two_processes
 from . import tools_distributed_scenario as scenario
 
 
 def test_the_training_tools_agree_on_two_processes(tmp_path):
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
-    ]  # fmt: skip
-    status, output = run_launch(command, tmp_path)
-    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
-    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    results, output = run_scenario_on_two_processes(scenario.__file__, tmp_path)
+    out = tmp_path / "out"  # where the scenario wrote
     first, second = results
 
     # the summary is of the model, not of DDP's wrapper, and printed once (by the main process)

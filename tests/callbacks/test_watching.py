@@ -161,20 +161,11 @@ def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
 
 
 def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
-    import json
-    import sys
-
-    from ..launching import free_port, run_launch, tail
+    from ..launching import run_scenario_on_two_processes
     from . import watchers_distributed_scenario as scenario
 
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
-    ]  # fmt: skip
-    status, output = run_launch(command, tmp_path)
-    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
-    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    results, output = run_scenario_on_two_processes(scenario.__file__, tmp_path)
+    out = tmp_path / "out"  # where the scenario wrote
     # process 0's score stalls after epoch 2; with patience 2 both processes stop after epoch 4
     assert [r["epochs_run"] for r in results] == [4, 4]
     assert results[0]["weights"] == results[1]["weights"]

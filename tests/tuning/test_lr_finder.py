@@ -81,20 +81,11 @@ def test_an_optimizer_over_parameters_outside_the_model_is_named():
 
 
 def test_every_process_gets_the_same_suggestion(tmp_path):
-    import json
-    import sys
-
-    from ..launching import free_port, run_launch, tail
+    from ..launching import run_scenario_on_two_processes
     from . import lr_finder_distributed_scenario as scenario
 
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
-    ]  # fmt: skip
-    status, output = run_launch(command, tmp_path)
-    results = [json.loads((out / f"result_rank{rank}.json").read_text()) for rank in range(2) if (out / f"result_rank{rank}.json").exists()]
-    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    results, output = run_scenario_on_two_processes(scenario.__file__, tmp_path)
+    out = tmp_path / "out"  # where the scenario wrote
     first, second = results
     assert first["suggestion"] is not None and first["suggestion"] == second["suggestion"]
     assert first["losses"] == second["losses"] and len(first["losses"]) > 10
