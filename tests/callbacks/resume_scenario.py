@@ -116,8 +116,10 @@ class SlowAfter(TrainerCallback):
     def on_train_step_end(self, trainer, **kwargs):
         if trainer.completed_update_steps >= self.update:
             marker = self.out / f"ready_rank{trainer.process_index}"
-            if not marker.exists():
-                marker.write_text(str(os.getpid()))
+            if not marker.exists():  # whole or absent: the test reads the pid as soon as the name exists
+                partial = marker.with_name(f".{marker.name}.partial")
+                partial.write_text(str(os.getpid()))
+                partial.replace(marker)
             time.sleep(0.05)
 
 
