@@ -228,7 +228,17 @@ class TrackerCallback(MetricsLoggerCallback):
     def _finish(self, failed_status: str | None) -> None:
         started, self._started = self._started, []
         for tracker in started:
-            self._guarded(tracker, "finish", lambda: _finish_tracker(tracker, failed_status))
+            if failed_status is None:
+                self._guarded(tracker, "finish", lambda: _finish_tracker(tracker, None))
+                continue
+            try:  # after a crash: end every tracker, and let the crash be the error train() raises
+                _finish_tracker(tracker, failed_status)
+            except Exception as error:
+                warnings.warn(
+                    f"{type(self).__name__}: the {tracker_name(tracker)} tracker failed to end its run after the "
+                    f"training run failed ({type(error).__name__}: {error}).",
+                    stacklevel=2,
+                )
 
     def _guarded(self, tracker: str | GeneralTracker, action: str, call: Callable[[], Any]):
         """``call()``; with ``on_unreachable="warn"``, a tracker that fails is warned about and dropped
