@@ -129,31 +129,44 @@ def tensorboard_hparams(run_dir: Path) -> dict:
     return {key: getattr(value, value.WhichOneof("kind")) for key, value in hparams.items()}
 
 
-def wandb_records(wandb_dir: Path) -> list:
+def wandb_records(wandb_dir: Path, timeout_s: float = 60) -> list:
     """The records of every offline W&B run under ``wandb_dir``, in order, parsed with W&B's own
-    protobuf schema. W&B 0.31 ships no Python reader of its run file (its core is in Go); the file
-    is LevelDB's log format: a 7-byte header, then 32 KiB blocks of chunks, each with a 7-byte
-    header (CRC, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    protobuf schema, once each run file holds its exit record: W&B's core process writes the file
+    on its own, and may still be writing it when ``run.finish()`` has returned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [read_wandb_run_file(path) for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+        complete = all(any(r.WhichOneof("record_type") == "exit" for r in records) for records in runs)
+        if runs and complete or time.monotonic() > deadline:
+            return [record for records in runs for record in records]
+        time.sleep(0.2)
+
+
+def read_wandb_run_file(path: Path) -> list:
+    """W&B 0.31 ships no Python reader of its run file (its core is in Go); the file is LevelDB's
+    log format: a 7-byte header, then 32 KiB blocks of chunks, each with a 7-byte header (CRC,
+    length, type: 1 full, 2 first, 3 middle, 4 last); a record is W&B's protobuf ``Record``."""
     from wandb.proto import wandb_internal_pb2
 
     records = []
-    for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        data = path.read_bytes()
-        assert data[:4] == b":W&B"
-        position, pending = 7, b""
-        while position + 7 <= len(data):
-            left_in_block = 32768 - position % 32768
-            _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-            if left_in_block < 7 or (length == 0 and kind == 0):
-                position += left_in_block  # the block's padding
-                continue
-            pending += data[position + 7 : position + 7 + length]
-            position += 7 + length
-            if kind in (1, 4):
-                record = wandb_internal_pb2.Record()
-                record.ParseFromString(pending)
-                records.append(record)
-                pending = b""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending = 7, b""
+    while position + 7 <= len(data):
+        left_in_block = 32768 - position % 32768
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if left_in_block < 7 or (length == 0 and kind == 0):
+            position += left_in_block  # the block's padding
+            continue
+        if position + 7 + length > len(data):
+            break  # a chunk still being written
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
     return records
 
 
@@ -298,6 +311,20 @@ def test_a_crash_mid_run_ends_every_tracker(tmp_path, monkeypatch, mlflow_env, e
     if HAS_WANDB:
         (exit_record,) = [r.exit for r in wandb_records(tmp_path) if r.WhichOneof("record_type") == "exit"]
         assert exit_record.exit_code == 1
+
+
+class FailsToFinish(RecordingTracker):
+    def finish(self):
+        raise ConnectionError("the tracking server went away")
+
+
+def test_a_tracker_that_fails_to_end_after_a_crash_leaves_the_crash_as_the_error(tmp_path):
+    failing, own = FailsToFinish(), RecordingTracker()
+    callback = TrackerCallback([failing, own], logging_dir=tmp_path, on_unreachable="error")
+    with pytest.warns(UserWarning, match="the recording tracker failed to end its run"):
+        with pytest.raises(RuntimeError, match="crash"):
+            run_tiny_training(callbacks=[callback, CrashAtUpdate(3, RuntimeError("crash"))], num_epochs=1)
+    assert own.kinds()[-1] == "finish"  # the trackers after the failing one are ended all the same
 
 
 def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
