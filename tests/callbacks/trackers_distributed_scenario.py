@@ -62,7 +62,10 @@ def train(callbacks) -> Trainer:
         },
     )
     trainer.train(
-        train_dataset=make_tiny_dataset(64), eval_dataset=make_tiny_dataset(13, seed=1), num_epochs=2, per_device_batch_size=4
+        train_dataset=make_tiny_dataset(64),
+        eval_dataset=make_tiny_dataset(13, seed=1),
+        num_epochs=2,
+        per_device_batch_size=4,
     )
     return trainer
 

@@ -122,7 +122,9 @@ class TrackerCallback(MetricsLoggerCallback):
         names = {tracker_name(entry) for entry in self.trackers}
         unknown = sorted(set(init_kwargs) - names)
         if unknown:
-            raise ValueError(f"init_kwargs names trackers this callback does not log to: {unknown}; it logs to {sorted(names)}.")
+            raise ValueError(
+                f"init_kwargs names trackers this callback does not log to: {unknown}; it logs to {sorted(names)}."
+            )
         return {name: dict(kwargs) for name, kwargs in init_kwargs.items()}
 
     def run_folder(self, trainer) -> Path:
@@ -155,7 +157,8 @@ class TrackerCallback(MetricsLoggerCallback):
         if not self._config_stored:
             configuration = self.run_configuration(trainer)
             for tracker in list(self._started):
-                self._guarded(tracker, "store the run's settings", lambda: tracker.store_init_configuration(configuration))
+                store = tracker.store_init_configuration
+                self._guarded(tracker, "store the run's settings", lambda: store(configuration))
             self._config_stored = True
 
     def write(self, metrics, *, epoch, step, per_step):
