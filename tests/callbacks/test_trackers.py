@@ -430,3 +430,13 @@ def test_on_two_processes_only_the_main_one_writes_and_an_unreachable_server_sto
     assert [result["unreachable_steps"] for result in results] == [0, 0]
     assert "the MLflow tracking server http://127.0.0.1:" in results[0]["unreachable_error"]
     assert "a tracking server is unreachable from the main process" in results[1]["unreachable_error"]
+
+
+def test_all_means_every_tracker_installed_plus_your_own(tmp_path):
+    from accelerate.tracking import get_available_trackers
+
+    own = RecordingTracker()
+    callback = TrackerCallback(["all", own], logging_dir=tmp_path)
+    assert callback.trackers[0] is own
+    assert callback.trackers[1:] == [str(tracker.value) for tracker in get_available_trackers()]
+    assert {"tensorboard", "mlflow"} <= set(callback.trackers[1:])
