@@ -244,13 +244,16 @@ def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
 
     events = EventAccumulator(str(log_dir))
     events.Reload()
+    # every scalar against the update step (TrackerCallback's x-axis; epochs were x before), the epoch a scalar
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         scalars = events.Scalars(name)
-        assert [scalar.step for scalar in scalars] == [1, 2]
+        assert [scalar.step for scalar in scalars] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
         assert [scalar.value for scalar in scalars] == pytest.approx(result.metrics[name], rel=1e-6)
     assert [scalar.step for scalar in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
+    epochs = {scalar.step: scalar.value for scalar in events.Scalars("epoch")}
+    assert epochs == {4: 1, 8: 1, 12: 2, 16: 2}
     (evaluation_scalar,) = events.Scalars("evaluation_loss")
-    assert evaluation_scalar.step == 2
+    assert evaluation_scalar.step == 2 * UPDATES_PER_EPOCH
     assert evaluation_scalar.value == pytest.approx(evaluation["evaluation_loss"], rel=1e-6)
 
 
@@ -277,9 +280,11 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
     def history(name):
         return [(metric.step, metric.value) for metric in client.get_metric_history(logger.run_id, name)]
 
+    # every metric against the update step (TrackerCallback's x-axis; epochs were MLflow's step before)
     for name in ("train_loss_epoch", "eval_loss_epoch"):
-        assert history(name) == list(zip([1, 2], result.metrics[name]))
-    assert history("evaluation_loss") == [(2, evaluation["evaluation_loss"])]
+        assert history(name) == list(zip([UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH], result.metrics[name]))
+    assert history("evaluation_loss") == [(2 * UPDATES_PER_EPOCH, evaluation["evaluation_loss"])]
+    assert dict(history("epoch")) == {8: 1, 16: 2}  # with every record: the per-step ones, the epoch's, evaluate()'s
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
 

@@ -1,4 +1,4 @@
-"""Callbacks that write a run's metrics to a CSV file, a JSON Lines file, TensorBoard or MLflow."""
+"""The base class of the loggers, and the callbacks that write a run's metrics to a CSV or a JSON Lines file."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import io
 import json
 import os
 import shutil
-import time
 import warnings
 from numbers import Real
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from pytorch_accelerated.trainer import TrainerCallback, list_training_states
-
-from .extras import require_extra
 
 IfExists = Literal["error", "append", "overwrite"]
 
@@ -417,122 +414,11 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
             return [line for line in file if line.strip()]
 
 
-class TensorBoardLoggerCallback(MetricsLoggerCallback):
-    """Writes metrics as TensorBoard scalars to ``log_dir`` (needs the ``tensorboard`` extra).
+def __getattr__(name: str):
+    # The TensorBoard and MLflow loggers are TrackerCallback's aliases now (trackers.py, which
+    # imports this module); imported from here as before.
+    if name in ("TensorBoardLoggerCallback", "MLflowLoggerCallback"):
+        from . import trackers
 
-    Epoch metrics (and ``evaluate()`` metrics) are plotted against the epoch, ``train_loss_step``
-    against the optimizer update. Each run adds its own event file to ``log_dir``, so nothing
-    written before is lost; give each experiment its own ``log_dir`` to compare them in TensorBoard.
-    A resumed run adds one too: values logged between the saved state and the interruption then
-    appear twice (once from each run).
-    """
-
-    def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None):
-        require_extra("tensorboard", "tensorboard", type(self).__name__)
-        super().__init__(log_every_n_steps)
-        self.log_dir = Path(log_dir)
-        self._writer = None
-
-    def open(self, trainer) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(log_dir=str(self.log_dir))
-
-    def write(self, metrics, *, epoch, step, per_step):
-        for name, value in metrics.items():
-            self._writer.add_scalar(name, value, global_step=step if per_step else epoch)
-        self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-class MLflowLoggerCallback(MetricsLoggerCallback):
-    """Logs metrics to MLflow (needs the ``mlflow`` extra, ``mlflow-skinny``), one MLflow run per
-    training run, with the run's settings (``trainer.run_config``) as parameters.
-
-    ``tracking_uri`` defaults to a local file store in ``./mlruns`` (resolved when the callback is
-    created); a path is turned into a ``file:`` URI, anything with a scheme (``http://...``,
-    ``sqlite:///...``) is used as is. Nothing is sent to a server unless you pass its URI. Recent
-    MLflow versions refuse file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, so for a file store
-    the callback sets that environment variable in this process, unless you set it yourself.
-
-    Epoch metrics are logged with the epoch as MLflow's ``step``; ``train_loss_step`` with the
-    optimizer update. Metrics of an ``evaluate()`` after training go to that training's MLflow
-    run. The MLflow run ends (FINISHED) at the end of the training run, also when stopped early.
-    A resumed training run goes on logging to the MLflow run it started.
-    """
-
-    def __init__(
-        self,
-        experiment_name: str = "pytorch_accelerated",
-        run_name: str | None = None,
-        tracking_uri: str | os.PathLike | None = None,
-        log_every_n_steps: int | None = None,
-        tags: dict[str, Any] | None = None,
-    ):
-        require_extra("mlflow", "mlflow", type(self).__name__)
-        super().__init__(log_every_n_steps)
-        self.experiment_name = experiment_name
-        self.run_name = run_name
-        self.tracking_uri = _as_tracking_uri(tracking_uri if tracking_uri is not None else "mlruns")
-        self.tags = {key: str(value) for key, value in (tags or {}).items()}
-        self.run_id: str | None = None
-        self._client = None
-
-    def on_training_run_start(self, trainer, **kwargs):
-        self.run_id = None  # every training run gets a new MLflow run
-        super().on_training_run_start(trainer, **kwargs)
-
-    def open(self, trainer) -> None:
-        if self.run_id is None:
-            self.run_id = self._create_run(trainer)
-
-    def write(self, metrics, *, epoch, step, per_step):
-        from mlflow.entities import Metric
-
-        timestamp = int(time.time() * 1000)
-        x = step if per_step else epoch
-        self._get_client().log_batch(
-            self.run_id, metrics=[Metric(name, float(value), timestamp, x) for name, value in metrics.items()]
-        )
-
-    def close(self) -> None:
-        self._get_client().set_terminated(self.run_id, "FINISHED")
-
-    def state_dict(self):
-        return {**super().state_dict(), "run_id": self.run_id}
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self.run_id = state_dict["run_id"]
-
-    def _create_run(self, trainer) -> str:
-        from mlflow.entities import Param
-
-        client = self._get_client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment_name)
-        run_id = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
-        if trainer.run_config is not None:
-            params = [Param(key, str(value)) for key, value in trainer.run_config.to_dict().items()]
-            client.log_batch(run_id, params=params)
-        return run_id
-
-    def _get_client(self):
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            if self.tracking_uri.startswith("file:"):
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
-
-
-def _as_tracking_uri(location: str | os.PathLike) -> str:
-    """A URI as is; a local path as an absolute ``file:`` URI (so a later chdir changes nothing)."""
-    if isinstance(location, str) and ":" in location:
-        return location
-    return Path(location).resolve().as_uri()
+        return getattr(trackers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
