@@ -141,10 +141,11 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
 
 
 def test_step_losses_are_read_from_the_device_only_when_logged(tmp_path, monkeypatch):
-    """Without the logger the run reads no per-step value; with it, one per logged update."""
+    """Without the logger the run reads no per-step value; with it, one read (item or tolist) per logged update."""
     reads = []
-    original_item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda tensor: reads.append(1) or original_item(tensor))
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor))
 
     run_tiny_training(num_epochs=2)
     reads_without_logger = len(reads)
@@ -347,11 +348,14 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     metrics = results[0]["metrics"]
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
-    rows = read_csv(out / "metrics.csv")
+    # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
+    rows = [row for row in read_csv(out / "metrics.csv") if not row["train_loss_step"]]
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
     assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+    step_rows = [row for row in read_csv(out / "metrics.csv") if row["train_loss_step"]]
+    assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
     sizes = scenario.SIZES
     updates = results[0]["completed_update_steps"]
