@@ -15,10 +15,10 @@ class LearningRateMonitorCallback(TrainerCallback):
     otherwise as ``lr_group_0``, ``lr_group_1``, ...
 
     The value recorded is the one the update uses (read just before the optimizer step, after any
-    scheduler step of the previous update). The run history then holds one value per recorded
-    update, not one per epoch: the loggers log the latest value at each epoch's end, and
-    ``PlotMetricsCallback`` spreads the values over their epoch. Learning rates are Python floats
-    (or CPU tensors), so this adds no host-device synchronisation.
+    scheduler step of the previous update), recorded at that update's step (the first update is
+    step 1). The run history then holds one value per recorded update: the loggers log each one
+    at its step, and ``PlotMetricsCallback`` draws them at their update. Learning rates are Python
+    floats (or CPU tensors), so this adds no host-device synchronisation.
     """
 
     def __init__(self, log_every_n_steps: int = 1):
@@ -33,7 +33,7 @@ class LearningRateMonitorCallback(TrainerCallback):
         groups = optimizer.param_groups
         for index, group in enumerate(groups):
             name = "lr" if len(groups) == 1 else f"lr_group_{index}"
-            trainer.run_history.update_metric(name, float(group["lr"]))
+            trainer.run_history.update_metric(name, float(group["lr"]), step=update)
 
 
 class ThroughputMonitorCallback(TrainerCallback):
