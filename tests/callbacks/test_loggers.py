@@ -368,3 +368,36 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     # samples of both processes were counted: rate * time is the whole epoch's samples
     for rate, seconds in zip(metrics["train_samples_per_second"], metrics["train_epoch_time_seconds"]):
         assert rate * seconds == pytest.approx(sizes["train_samples"])
+
+
+# ---------------------------------------------------------------------------------------- every value at its step
+
+
+def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(tmp_path):
+    from pytorch_accelerated.callbacks import LearningRateMonitorCallback, StepBasedEvaluationCallback
+
+    csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
+    callbacks = [
+        StepBasedEvaluationCallback(eval_every_n_steps=2),
+        LearningRateMonitorCallback(log_every_n_steps=3),
+        CSVLoggerCallback(csv_path),
+        JSONLinesLoggerCallback(jsonl_path, log_every_n_steps=4),
+    ]
+    result = run_tiny_training(callbacks=callbacks, num_epochs=2)
+    history = result.trainer.run_history
+
+    # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
+    expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
+    for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
+        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_evaluation_loss"])) for r in rows
+                  if r.get("step_evaluation_loss") not in (None, "")]  # fmt: skip
+        assert [(step, epoch) for step, epoch, _ in logged] == expected
+        assert [value for *_, value in logged] == history.get_metric_values("step_evaluation_loss")
+        lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
+        assert lrs == [(3, 0.05), (6, 0.05), (9, 0.05), (12, 0.05), (15, 0.05)]
+        losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]
+        assert losses == [4, 8, 12, 16]  # recorded by the JSON Lines logger, logged by both
+        epoch_rows = [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")]
+        assert epoch_rows == [(8, 1), (16, 2)]
+    assert [r.step for r in history.get_metric_records("train_loss_step")] == [4, 8, 12, 16]
+
