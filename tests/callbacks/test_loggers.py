@@ -89,8 +89,8 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert [float(row[name]) for row in rows[:2]] == result.metrics[name]
     # evaluate() after training: its own row, a column added without disturbing the earlier rows
-    assert [row["evaluation_loss"] for row in rows[:2]] == ["", ""]
-    assert float(rows[2]["evaluation_loss"]) == evaluation["evaluation_loss"]
+    assert [row["eval_loss"] for row in rows[:2]] == ["", ""]
+    assert float(rows[2]["eval_loss"]) == evaluation["eval_loss"]
     assert rows[2]["train_loss_epoch"] == ""
 
 
@@ -120,7 +120,7 @@ def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
         }
         for epoch in (1, 2)
     ]
-    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "evaluation_loss": evaluation["evaluation_loss"]}
+    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "eval_loss": evaluation["eval_loss"]}
 
 
 def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
@@ -250,9 +250,9 @@ def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
         assert [scalar.step for scalar in scalars] == [1, 2]
         assert [scalar.value for scalar in scalars] == pytest.approx(result.metrics[name], rel=1e-6)
     assert [scalar.step for scalar in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
-    (evaluation_scalar,) = events.Scalars("evaluation_loss")
+    (evaluation_scalar,) = events.Scalars("eval_loss")
     assert evaluation_scalar.step == 2
-    assert evaluation_scalar.value == pytest.approx(evaluation["evaluation_loss"], rel=1e-6)
+    assert evaluation_scalar.value == pytest.approx(evaluation["eval_loss"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- MLflow
@@ -280,7 +280,7 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
 
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert history(name) == list(zip([1, 2], result.metrics[name]))
-    assert history("evaluation_loss") == [(2, evaluation["evaluation_loss"])]
+    assert history("eval_loss") == [(2, evaluation["eval_loss"])]
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
 
@@ -353,7 +353,7 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][0]
     step_rows = [row for row in read_csv(out / "metrics.csv") if row["train_loss_step"]]
     assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
@@ -389,10 +389,10 @@ def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(t
     # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
     expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
     for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
-        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_evaluation_loss"])) for r in rows
-                  if r.get("step_evaluation_loss") not in (None, "")]  # fmt: skip
+        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
+                  if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
         assert [(step, epoch) for step, epoch, _ in logged] == expected
-        assert [value for *_, value in logged] == history.get_metric_values("step_evaluation_loss")
+        assert [value for *_, value in logged] == history.get_metric_values("step_eval_loss")
         lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
         assert lrs == [(3, 0.05), (6, 0.05), (9, 0.05), (12, 0.05), (15, 0.05)]
         losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]

@@ -139,7 +139,7 @@ def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, d
     from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
     with trainer.run_history.metric_prefix("test_"):
-        test_loss = trainer.evaluate(make_tiny_dataset(16, seed=2), per_device_batch_size=8)["test_evaluation_loss"]
+        test_loss = trainer.evaluate(make_tiny_dataset(16, seed=2), per_device_batch_size=8)["test_eval_loss"]
 
     (loss,) = drawn["loss_epoch.png"].axes  # saved again, with the test score
     assert f"test: {test_loss:.4g}" in legend(loss)
@@ -166,7 +166,7 @@ def test_each_value_is_drawn_at_its_update_step_with_the_epoch_ends_marked(tmp_p
     assert curve(loss, "training") == ([8, 16], history.get_metric_values("train_loss_epoch"))
     assert curve(loss, "validation") == ([8, 16], history.get_metric_values("eval_loss_epoch"))
     # the step-based evaluations share the loss plot, each at its update
-    assert curve(loss, "step-based evaluation") == ([3, 6, 9, 12, 15], history.get_metric_values("step_evaluation_loss"))
+    assert curve(loss, "step-based evaluation") == ([3, 6, 9, 12, 15], history.get_metric_values("step_eval_loss"))
     (lr,) = drawn["lr.png"].axes
     assert curve(lr, "learning rate")[0] == [2, 4, 6, 8, 10, 12, 14, 16]
     for axes in (loss, lr):

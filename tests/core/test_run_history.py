@@ -89,8 +89,8 @@ def test_every_value_of_a_run_carries_its_update_step_epoch_and_evaluation():
 
     trainer.evaluate(make_tiny_dataset(16, seed=2), metric_prefix="test_")
     trainer.evaluate()
-    (test,) = history.get_metric_records("test_evaluation_loss")
-    (plain,) = history.get_metric_records("evaluation_loss")
+    (test,) = history.get_metric_records("test_eval_loss")
+    (plain,) = history.get_metric_records("eval_loss")
     assert (test.step, test.epoch, test.evaluation) == (16, 3, "test")
     assert (plain.step, plain.evaluation) == (16, "evaluate")
 
@@ -102,7 +102,7 @@ def test_a_callback_that_evaluates_every_few_steps_gets_one_record_per_evaluatio
                 trainer.evaluate(metric_prefix="step_")
 
     history = _train(callbacks=[EvaluateEvery3()]).run_history
-    records = history.get_metric_records("step_evaluation_loss")
+    records = history.get_metric_records("step_eval_loss")
     assert [(r.step, r.epoch, r.evaluation) for r in records] == [
         (3, 1, "step"), (6, 1, "step"), (9, 2, "step"), (12, 2, "step"), (15, 2, "step")]  # fmt: skip
     assert len(history.get_metric_values("eval_loss_epoch")) == 2  # validation kept apart

@@ -373,7 +373,7 @@ class CSVLoggerCallback(_FileLoggerCallback):
     """Writes metrics to a CSV file: one row per epoch, with the columns ``epoch``, ``step`` and
     one per metric (see :class:`MetricsLoggerCallback` for what is logged when).
 
-    A metric that first appears later (say ``evaluation_loss`` from an ``evaluate()`` after
+    A metric that first appears later (say ``eval_loss`` from an ``evaluate()`` after
     training, or ``train_loss_step`` rows from ``log_every_n_steps``) adds a column: the file is
     rewritten with the wider header (atomically) and earlier rows leave it empty. The file thus
     always has one header and reads with ``csv.DictReader`` or ``pandas.read_csv``. Each row is

@@ -40,7 +40,7 @@ class PlotMetricsCallback(TrainerCallback):
     epoch's loss at the epoch's last update, ``lr`` from ``LearningRateMonitorCallback`` at every
     update it was read, a step-based evaluation at its update. Metrics of one quantity from
     different sources share one plot, named after the quantity: ``train_loss_epoch``,
-    ``eval_loss_epoch`` and ``step_evaluation_loss`` go to ``loss_epoch.png``, titled "Loss" with
+    ``eval_loss_epoch`` and ``step_eval_loss`` go to ``loss_epoch.png``, titled "Loss" with
     the curves "training", "validation" and "step-based evaluation" (``eval_accuracy`` and
     ``step_eval_accuracy`` to ``accuracy.png``). ``metric_names`` limits the plots to those
     metrics; non-scalar values, and values recorded without a step (a history loaded from a state
@@ -144,17 +144,16 @@ class PlotMetricsCallback(TrainerCallback):
 
     def _scores_after_the_run(self, history) -> dict[str, dict[str, float]]:
         """The scalar metrics recorded since the training run ended (by ``evaluate()``), by quantity:
-        ``test_eval_accuracy`` is the "test" score of ``accuracy``, ``test_evaluation_loss`` that of
+        ``test_eval_accuracy`` is the "test" score of ``accuracy``, ``test_eval_loss`` that of
         ``loss_epoch``."""
         scores: dict[str, dict[str, float]] = {}
         at_run_end = self._epoch_ends[-1][2]
         for name in history.get_metric_names():
             values = history.get_metric_values(name)[at_run_end.get(name, 0) :]
             number = as_number(values[-1]) if values else None
-            match = re.fullmatch(r"(?:(\w+?)_)?(?:evaluation_(loss)|eval_(\w+))", name)
-            if number is not None and match:
-                label, loss, other = match.groups()
-                quantity = "loss_epoch" if loss else other
+            split = _evaluation_split(name)
+            if number is not None and split:
+                label, quantity = split
                 scores.setdefault(quantity, {})[(label or "evaluation").replace("_", " ")] = float(number)
         return scores
 
@@ -228,15 +227,24 @@ def _mark_epoch_ends(axes, epoch_ends: list[tuple[int, int]]) -> None:
 
 def _split(metric_name: str) -> tuple[str, str]:
     """(source, quantity) of a metric name: ``train_loss_epoch`` -> ("train", "loss_epoch"),
-    ``step_evaluation_loss`` -> ("step", "loss_epoch"), ``step_eval_accuracy`` -> ("step", "accuracy")."""
+    ``step_eval_loss`` -> ("step", "loss_epoch"), ``step_eval_accuracy`` -> ("step", "accuracy")."""
+    if metric_name == "eval_loss":
+        return "evaluate", "loss_epoch"  # an evaluate() under no prefix during the run
     for source in ("train", "eval"):
         if metric_name.startswith(source + "_"):
             return source, metric_name[len(source) + 1 :]
-    match = re.fullmatch(r"(?:(\w+?)_)?(?:evaluation_(loss)|eval_(\w+))", metric_name)
-    if match:
-        source, loss, other = match.groups()
-        return source or "evaluate", "loss_epoch" if loss else other
-    return "", metric_name
+    split = _evaluation_split(metric_name)
+    return (split[0] or "evaluate", split[1]) if split else ("", metric_name)
+
+
+def _evaluation_split(metric_name: str) -> tuple[str | None, str] | None:
+    """(prefix, quantity) of an evaluation's metric ``<prefix>_eval_<name>``, the loss ``eval_loss``
+    plotted with ``loss_epoch``; None for a name of no evaluation."""
+    match = re.fullmatch(r"(?:(\w+?)_)?eval_(\w+)", metric_name)
+    if not match:
+        return None
+    prefix, quantity = match.groups()
+    return prefix, "loss_epoch" if quantity == "loss" else quantity
 
 
 def _quantity(metric_name: str) -> str:

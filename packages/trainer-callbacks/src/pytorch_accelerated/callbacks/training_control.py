@@ -9,7 +9,7 @@ from pytorch_accelerated.trainer import TrainerCallback
 
 class StepBasedEvaluationCallback(TrainerCallback):
     """Runs ``trainer.evaluate()`` every ``eval_every_n_steps`` optimizer updates, recording its
-    values under ``metric_prefix``: ``step_evaluation_loss`` (and ``step_eval_<name>`` for what
+    values under ``metric_prefix``: ``step_eval_loss`` (and ``step_eval_<name>`` for what
     metric callbacks record), apart from the validation after each epoch (``eval_loss_epoch``,
     ``eval_<name>``); each value's record carries its update step and ``evaluation="step"``. The
     model goes back to training mode afterwards. Needs ``eval_dataset`` in ``train``."""

@@ -425,11 +425,11 @@ class Trainer:
         metric_prefix: str = "",
     ) -> dict[str, Any]:
         """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
-        ``evaluation_loss`` and return the metrics recorded during it, by name. Every sample counts
+        ``eval_loss`` and return the metrics recorded during it, by name. Every sample counts
         exactly once, also on several processes. The model's train/eval mode is restored afterwards,
         so a callback may call this in the middle of training.
 
-        ``metric_prefix`` is put before every name recorded (``"test_"``: ``test_evaluation_loss``,
+        ``metric_prefix`` is put before every name recorded (``"test_"``: ``test_eval_loss``,
         ``test_eval_accuracy``) and names the evaluation in the history's records (``"test"``)."""
         reuse_dataloader = (
             self.eval_dataloader is not None
@@ -449,7 +449,7 @@ class Trainer:
             try:
                 self.evaluation_run_start()
                 self.callback_handler.call_event("on_evaluation_run_start", self)
-                self._run_eval_epoch(self.eval_dataloader, "evaluation_loss")
+                self._run_eval_epoch(self.eval_dataloader, "eval_loss")
             except StopTrainingError as error:
                 self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
             self.evaluation_run_end()
