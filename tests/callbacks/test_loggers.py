@@ -401,3 +401,10 @@ def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(t
         assert epoch_rows == [(8, 1), (16, 2)]
     assert [r.step for r in history.get_metric_records("train_loss_step")] == [4, 8, 12, 16]
 
+
+
+def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
+    path = tmp_path / "m.jsonl"
+    result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path, log_every_n_steps=8)], num_epochs=1)
+    result.trainer.train(result.trainer.train_dataset, num_epochs=1)  # its updates count from 0 again
+    assert [r["step"] for r in read_jsonl(path) if "train_loss_step" in r] == [8, 8]

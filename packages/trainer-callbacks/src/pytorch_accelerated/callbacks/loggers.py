@@ -121,6 +121,7 @@ class MetricsLoggerCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         self._in_training_run = True
         self._window_loss, self._window_batches = None, 0
+        _STEP_LOSS_RECORDED.pop(trainer.run_history, None)  # a new run counts its updates from 0 again
         self._start_logging(trainer, open_now=trainer.resumed_from is None)
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
@@ -174,10 +175,10 @@ class MetricsLoggerCallback(TrainerCallback):
     def _start_logging(self, trainer, open_now: bool = True) -> None:
         if trainer.is_world_process_zero:
             self._stop_listening()
+            if open_now:
+                self._open(trainer)  # first: a file refused leaves no listener behind
             self._history = trainer.run_history
             self._history.add_listener(self._receive)
-            if open_now:
-                self._open(trainer)
 
     def _stop_listening(self) -> None:
         if self._history is not None:
