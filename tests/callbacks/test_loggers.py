@@ -349,7 +349,7 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
     # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
-    rows = [row for row in read_csv(out / "metrics.csv") if not row["train_loss_step"]]
+    rows = [row for row in read_csv(out / "metrics.csv") if not row["train_loss_step"] and not row["step_eval_loss"]]
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
@@ -364,6 +364,13 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     every = sizes["log_every_n_steps"]
     assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
     assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]
+
+    # the step-based evaluations: every one logged (main process only) at its update, the same on both processes
+    evaluations = list(range(sizes["eval_every_n_steps"], updates + 1, sizes["eval_every_n_steps"]))
+    assert [result["steps"]["step_eval_loss"] for result in results] == [evaluations, evaluations]
+    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "metrics.csv") if row["step_eval_loss"]]
+    assert logged == list(zip(evaluations, metrics["step_eval_loss"]))
+    assert results[1]["metrics"]["step_eval_loss"] == metrics["step_eval_loss"]
 
     # samples of both processes were counted: rate * time is the whole epoch's samples
     for rate, seconds in zip(metrics["train_samples_per_second"], metrics["train_epoch_time_seconds"]):
