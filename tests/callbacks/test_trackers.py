@@ -235,7 +235,7 @@ def test_mlflow_gets_the_metric_history_by_update_step_and_the_settings_as_param
     )
     assert [step for step, _ in mlflow_history(client, run.info.run_id, "train_loss_step")] == [4, 8, 12, 16]
     # evaluate() after training goes to the training's MLflow run, at the step training ended on
-    assert mlflow_history(client, run.info.run_id, "evaluation_loss") == [(16, evaluation["evaluation_loss"])]
+    assert mlflow_history(client, run.info.run_id, "eval_loss") == [(16, evaluation["eval_loss"])]
 
 
 def test_mlflow_logger_goes_on_with_its_mlflow_run_after_a_resume(tmp_path, mlflow_env):
