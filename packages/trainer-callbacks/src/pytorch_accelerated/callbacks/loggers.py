@@ -12,7 +12,7 @@ import time
 import warnings
 from numbers import Real
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
