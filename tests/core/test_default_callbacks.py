@@ -35,7 +35,8 @@ def test_a_default_trainer_has_one_fresh_instance_of_each_default_callback():
     assert [type(cb) for cb in make_trainer(callbacks=()).callback_handler] == []
 
 
-def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys):
+def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
     model = make_tiny_model()
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=make_tiny_dataset(16), per_device_batch_size=8)
@@ -126,7 +127,8 @@ def test_format_metric_value(value, text):
     assert format_metric_value(value) == text
 
 
-def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys):
+def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
     class EvaluateOnce(MoveModulesToDeviceCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps == 1:
