@@ -16,7 +16,7 @@ from pytorch_accelerated.callbacks import (
     ModelEmaCallback,
     SaveBestModelCallback,
 )
-from pytorch_accelerated.callbacks.run_folders import choose_run_folder, next_version
+from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, next_version
 from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
@@ -136,3 +136,39 @@ def test_a_trackers_folder_is_the_versioned_folder_of_the_run_it_shares_with_the
     csv_logger, tracker = CSVLoggerCallback(tmp_path / "metrics.csv"), TrackerFolder(tmp_path)
     run_tiny_training(callbacks=[csv_logger, tracker], num_epochs=1)
     assert tracker.folder == tmp_path / "version_1" and csv_logger.path == tmp_path / "version_1" / "metrics.csv"
+
+
+class TrackerWithState(TrainerCallback):
+    """A tracker's folder as a callback keeps it: chosen at the run's start, carried in its state."""
+
+    def __init__(self, logging_dir):
+        self.folder = RunFolder(logging_dir)
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.folder.start_run(trainer)
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        (self.folder.path / "events").write_text(f"step {trainer.completed_update_steps}")
+
+    def state_dict(self):
+        return self.folder.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.folder.load_state_dict(state_dict)
+
+
+def test_a_resumed_run_continues_its_trackers_folder_and_a_new_run_takes_the_next(tmp_path):
+    from pytorch_accelerated.callbacks import SaveTrainingStateCallback
+
+    logs = tmp_path / "logs"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    run_tiny_training(callbacks=[TrackerWithState(logs), saver], num_epochs=2)
+    resumed = TrackerWithState(logs)  # a new process: a fresh callback, which learns its folder from the state
+    run_tiny_training(callbacks=[resumed], num_epochs=2, resume_from=saver.saved_paths[1])
+    assert resumed.folder.path == logs / "version_0"
+    fresh = TrackerWithState(logs)
+    run_tiny_training(callbacks=[fresh], num_epochs=1)
+    assert fresh.folder.path == logs / "version_1"
+    with pytest.raises(ValueError, match="RunFolder: if_exists must be one of 'new_version', 'append'"):
+        RunFolder(logs, if_exists="overwrite")

@@ -119,6 +119,36 @@ class RunPath:
         self.chosen = Path(chosen) if chosen is not None else None
 
 
+class RunFolder:
+    """The folder one callback writes a whole run into (a tracker's ``logging_dir``), by the rule
+    above: ``folder/version_<n>`` with ``if_exists="new_version"`` (the default), else ``folder``
+    itself. Call :meth:`start_run` on every process when a training run starts, and carry
+    :meth:`state_dict` in the callback's state so that a resumed run writes where it wrote."""
+
+    def __init__(self, folder: str | os.PathLike, if_exists: Literal["new_version", "append"] = "new_version"):
+        check_if_exists(if_exists, type(self).__name__, ("new_version", "append"))
+        self.requested = Path(folder)
+        self.if_exists = if_exists
+        self.chosen: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.chosen if self.chosen is not None else self.requested
+
+    def start_run(self, trainer) -> Path:
+        """Choose once (unless the run resumes: its state says where); every process gets the main one's folder."""
+        if self.chosen is None and trainer.resumed_from is None:
+            self.chosen = choose_run_folder(trainer, self.requested) if self.if_exists == "new_version" else self.requested
+        return self.path
+
+    def state_dict(self) -> dict:
+        return {"run_folder": str(self.chosen) if self.chosen is not None else None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        chosen = state_dict.get("run_folder", str(self.requested))
+        self.chosen = Path(chosen) if chosen is not None else None
+
+
 def choose_run_folder(trainer, folder: str | os.PathLike, agree: bool = True) -> Path:
     """The fresh ``folder/version_<n>`` a run writes a whole folder into (a tracker's
     ``logging_dir``), shared with the other callbacks of ``trainer`` that version ``folder``.
