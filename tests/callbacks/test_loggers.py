@@ -349,15 +349,15 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     report = f"exit status {status}:\n{tail(output)}\n" + "\n".join(errors)
     assert status == 0 and len(results) == 2 and not errors, report
 
-    assert [result["num_opens"] for result in results] == [{"csv": 2, "jsonl": 2}, {"csv": 0, "jsonl": 0}]
+    assert [result["num_opens"] for result in results] == [{"csv": 3, "jsonl": 3}, {"csv": 0, "jsonl": 0}]
     metrics = results[0]["metrics"]
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
-    rows = read_csv(out / "version_0" / "metrics.csv")
+    rows = read_csv(out / "version_0" / "metrics.csv")[1:]  # after the evaluate() before training
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][-1]
 
     sizes = scenario.SIZES
     updates = results[0]["completed_update_steps"]

@@ -80,6 +80,8 @@ class RunPath:
         self.requested = Path(path)
         self.if_exists = if_exists
         self.chosen: Path | None = None
+        self._version: int | None = None
+        self._agreed = False  # whether every process knows the choice (not so after a main-only evaluate())
 
     @property
     def path(self) -> Path:
@@ -91,14 +93,17 @@ class RunPath:
 
     def choose(self, trainer, agree: bool = True) -> Path:
         """Choose the file (once per callback); with ``agree``, every process must call this at
-        the same point, and all get the main process's choice. Creates nothing."""
-        if self.chosen is None:
+        the same point, and all get the main process's choice (made before by the main process
+        alone, for an ``evaluate()`` outside training, or now). Creates nothing."""
+        must_agree = agree and trainer.num_processes > 1 and not self._agreed
+        if self.chosen is None or must_agree:
             if self.is_versioned:
                 folder = self.requested.parent
-                version = _agreed_version(trainer, folder, self.requested.name, agree)
-                self.chosen = version_folder(folder, version) / self.requested.name
+                self._version = _agreed_version(trainer, folder, self.requested.name, agree, known=self._version)
+                self.chosen = version_folder(folder, self._version) / self.requested.name
             else:
                 self.chosen = self.requested
+            self._agreed = self._agreed or agree
         return self.chosen
 
     def start_run(self, trainer, owner: str) -> None:
@@ -117,6 +122,7 @@ class RunPath:
         # a state saved before run folders existed wrote to the path it was given
         chosen = state_dict.get("run_path", str(self.requested))
         self.chosen = Path(chosen) if chosen is not None else None
+        self._agreed = self.chosen is not None  # every process loads the same state
 
 
 class RunFolder:
@@ -157,8 +163,10 @@ def choose_run_folder(trainer, folder: str | os.PathLike, agree: bool = True) ->
     return version_folder(folder, _agreed_version(trainer, folder, None, agree))
 
 
-def _agreed_version(trainer, folder: Path, name: str | None, agree: bool) -> int:
-    version = _main_process_version(trainer, folder, name) if trainer.is_world_process_zero else 0
+def _agreed_version(trainer, folder: Path, name: str | None, agree: bool, known: int | None = None) -> int:
+    version = 0
+    if trainer.is_world_process_zero:
+        version = known if known is not None else _main_process_version(trainer, folder, name)
     if agree and trainer.num_processes > 1:
         # once per callback at set-up: the others learn the main process's number (they add 0)
         version = int(trainer.reduce(torch.tensor(version, device=trainer.device), "sum").item())
