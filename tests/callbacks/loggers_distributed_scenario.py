@@ -68,6 +68,9 @@ def run(out: Path) -> dict:
             ],
         },
     )
+    # an evaluate() before training: the main process alone chooses the loggers' version folder
+    # (only it writes); train() must still agree on it without waiting for the others forever
+    trainer.evaluate(make_tiny_dataset(SIZES["eval_samples"], seed=1))
     trainer.train(
         train_dataset=make_tiny_dataset(SIZES["train_samples"]),
         eval_dataset=make_tiny_dataset(SIZES["eval_samples"], seed=1),

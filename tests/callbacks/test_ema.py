@@ -49,7 +49,8 @@ def test_ema_is_evaluated_with_its_prefix_and_saved(tmp_path):
     trainer = result.trainer
     # the model kept its own weights after the EMA evaluation and save
     own_weights = {k: v.clone() for k, v in trainer.get_model().state_dict().items()}
-    trainer.load_checkpoint(path, load_optimizer=False)
+    assert ema.save_path == tmp_path / "version_0" / "ema.pt"  # the run's own folder: see test_run_folders.py
+    trainer.load_checkpoint(ema.save_path, load_optimizer=False)
     for name, value in trainer.get_model().state_dict().items():
         torch.testing.assert_close(value, ema.ema_state[name])
     assert any(not torch.equal(own_weights[k], ema.ema_state[k]) for k in own_weights)

@@ -38,6 +38,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def version(path: Path, number: int = 0) -> Path:
+    """Where a logger given ``path`` writes its ``number``-th run (by default: a version_<n> folder)."""
+    return path.parent / f"version_{number}" / path.name
+
+
 class BatchLosses(TrainerCallback):
     """The training loss of every batch, by the optimizer update it belongs to (1-based)."""
 
@@ -83,7 +88,7 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
     result = run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
     evaluation = result.trainer.evaluate()
 
-    rows = read_csv(path)
+    rows = read_csv(version(path))
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [int(row["step"]) for row in rows] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
     for name in ("train_loss_epoch", "eval_loss_epoch"):
@@ -98,9 +103,9 @@ def test_csv_keeps_one_header_when_a_metric_appears_later(tmp_path):
     path = tmp_path / "metrics.csv"
     result = run_tiny_training(callbacks=[RecordsLateMetric(), CSVLoggerCallback(path)], num_epochs=3)
 
-    lines = path.read_text().splitlines()
+    lines = version(path).read_text().splitlines()
     assert lines[0].startswith("epoch,step,") and sum(line.startswith("epoch,") for line in lines) == 1
-    rows = read_csv(path)
+    rows = read_csv(version(path))
     assert [row["late_metric"] for row in rows] == ["", "20.0", "30.0"]
     assert [float(row["train_loss_epoch"]) for row in rows] == result.metrics["train_loss_epoch"]
 
@@ -110,7 +115,7 @@ def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
     result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path)], num_epochs=2)
     evaluation = result.trainer.evaluate()
 
-    records = read_jsonl(path)
+    records = read_jsonl(version(path))
     assert records[:2] == [
         {
             "epoch": epoch,
@@ -132,7 +137,7 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
         gradient_accumulation_steps=2,
     )
     # 8 batches per epoch, accumulation 2: 4 updates per epoch, 8 in all; updates 3 and 6 logged
-    step_records = [record for record in read_jsonl(path) if "train_loss_step" in record]
+    step_records = [record for record in read_jsonl(version(path)) if "train_loss_step" in record]
     assert [(record["epoch"], record["step"]) for record in step_records] == [(1, 3), (2, 6)]
     for record in step_records:
         batch_losses = losses.by_update[record["step"]]
@@ -169,7 +174,7 @@ def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
     steps = StepCounter()
     # refused when the run starts (not when the callback is created: a resumed run continues its file)
     with pytest.raises(FileExistsError, match=re.escape("if_exists='append'")) as error:
-        run_tiny_training(callbacks=[logger_class(path), steps], num_epochs=1)
+        run_tiny_training(callbacks=[logger_class(path, if_exists="error"), steps], num_epochs=1)
     assert "if_exists='overwrite'" in str(error.value)
     assert steps.count == 0
     assert path.read_text() == "earlier results\n"
@@ -177,7 +182,7 @@ def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
 
 def test_if_exists_append_adds_rows_and_overwrite_replaces_the_file(tmp_path):
     path = tmp_path / "metrics.csv"
-    run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
+    run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="error")], num_epochs=2)
     run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1)
     rows = read_csv(path)
     # the appended run's train_loss_step column was added to the earlier rows' header too
@@ -195,7 +200,8 @@ def test_the_same_logger_appends_its_later_runs(tmp_path):
     logger = JSONLinesLoggerCallback(path)
     result = run_tiny_training(callbacks=[logger], num_epochs=1)
     result.trainer.train(result.trainer.train_dataset, num_epochs=1)
-    assert [record["epoch"] for record in read_jsonl(path)] == [1, 1]
+    assert logger.path == version(path)
+    assert [record["epoch"] for record in read_jsonl(logger.path)] == [1, 1]
 
 
 class CloseCounter(JSONLinesLoggerCallback):
@@ -349,23 +355,24 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     report = f"exit status {status}:\n{tail(output)}\n" + "\n".join(errors)
     assert status == 0 and len(results) == 2 and not errors, report
 
-    assert [result["num_opens"] for result in results] == [{"csv": 2, "jsonl": 2}, {"csv": 0, "jsonl": 0}]
+    assert [result["num_opens"] for result in results] == [{"csv": 3, "jsonl": 3}, {"csv": 0, "jsonl": 0}]
     metrics = results[0]["metrics"]
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
     # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
-    rows = [row for row in read_csv(out / "metrics.csv") if not row["train_loss_step"] and not row["step_eval_loss"]]
+    all_rows = read_csv(out / "version_0" / "metrics.csv")[1:]  # after the evaluate() before training
+    rows = [row for row in all_rows if not row["train_loss_step"] and not row["step_eval_loss"]]
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][0]
-    step_rows = [row for row in read_csv(out / "metrics.csv") if row["train_loss_step"]]
+    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][-1]
+    step_rows = [row for row in all_rows if row["train_loss_step"]]
     assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
     sizes = scenario.SIZES
     updates = results[0]["completed_update_steps"]
     assert updates == sizes["num_epochs"] * sizes["train_samples"] // (2 * sizes["batch_size"])
-    records = read_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "version_0" / "metrics.jsonl")
     every = sizes["log_every_n_steps"]
     assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
     assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]

@@ -12,13 +12,13 @@ import warnings
 import weakref
 from numbers import Real
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from pytorch_accelerated.trainer import TrainerCallback, list_training_states
 
-IfExists = Literal["error", "append", "overwrite"]
+from .run_folders import IfExists, RunPath, check_if_exists
 
 #: The name under which per-step training losses are logged.
 STEP_LOSS_METRIC = "train_loss_step"
@@ -265,15 +265,15 @@ def read_numbers(values: list) -> list[int | float | None]:
 
 
 class _FileLoggerCallback(MetricsLoggerCallback):
-    """A logger that writes one file of records, with an explicit policy for a file that exists
-    already. A resumed run continues the file with the records it held when the state was saved
-    (records written after that, by the run that was interrupted, are written again)."""
+    """A logger that writes one file of records, in a fresh ``version_<n>`` folder by default, or
+    by an explicit policy into a file that exists already (``run_folders.py``: the rule). A resumed
+    run continues the file with the records it held when the state was saved (records written
+    after that, by the run that was interrupted, are written again)."""
 
     def __init__(self, path: str | os.PathLike, log_every_n_steps: int | None, if_exists: IfExists):
         super().__init__(log_every_n_steps)
-        if if_exists not in ("error", "append", "overwrite"):
-            raise ValueError(f"if_exists must be 'error', 'append' or 'overwrite', got {if_exists!r}.")
-        self.path = Path(path)
+        check_if_exists(if_exists, type(self).__name__)
+        self._run_path = RunPath(path, if_exists)
         self.if_exists = if_exists
         self._file = None
         # Once this callback has started the file, its later runs (and evaluations) append to it.
@@ -281,14 +281,27 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         self._num_records = 0
         self._records_to_keep: int | None = None  # set by a resumed run's load_state_dict
 
+    @property
+    def path(self) -> Path:
+        """The file this logger writes: ``folder/version_<n>/name`` once its first run has started
+        (with the default ``if_exists="new_version"``), else the path it was given."""
+        return self._run_path.path
+
+    def on_training_run_start(self, trainer, **kwargs):
+        if trainer.resumed_from is None:  # a resumed run's state says where it wrote
+            self._run_path.choose(trainer)
+        super().on_training_run_start(trainer, **kwargs)
+
     def _refuse_existing_file(self) -> None:
         if self.if_exists == "error" and self.path.is_file() and self.path.stat().st_size > 0:
             raise FileExistsError(
                 f"{self.path} already exists and is not empty, and {type(self).__name__} will not overwrite it: "
-                "pass if_exists='append' to add to it, if_exists='overwrite' to replace it, or choose another path."
+                "pass if_exists='append' to add to it, if_exists='overwrite' to replace it, "
+                "if_exists='new_version' to write a fresh version_<n> folder beside it, or choose another path."
             )
 
     def open(self, trainer) -> None:
+        self._run_path.choose(trainer, agree=False)  # an evaluate() before any training: the main process alone
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._records_to_keep is not None:
             self._back_up_later_records(self._records_to_keep, trainer.resumed_from)
@@ -314,10 +327,15 @@ class _FileLoggerCallback(MetricsLoggerCallback):
     def state_dict(self):
         # loaded but not applied yet (the file opens at the first write): still the loaded state
         pending = self._records_to_keep is not None
-        return {**super().state_dict(), "num_records": self._records_to_keep if pending else self._num_records}
+        return {
+            **super().state_dict(),
+            **self._run_path.state_dict(),
+            "num_records": self._records_to_keep if pending else self._num_records,
+        }
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        self._run_path.load_state_dict(state_dict)
         self._records_to_keep = state_dict["num_records"]
 
     def _back_up_later_records(self, count: int, resumed_from) -> None:
@@ -377,15 +395,18 @@ class CSVLoggerCallback(_FileLoggerCallback):
     always has one header and reads with ``csv.DictReader`` or ``pandas.read_csv``. Each row is
     flushed as it is written.
 
-    An existing non-empty file is never replaced silently: ``if_exists="error"`` (the default)
-    raises FileExistsError when a run starts, before its first step, ``"append"`` adds rows (and
-    columns) to it, ``"overwrite"`` replaces it at the start of the first run. A resumed run
+    No run replaces another's file: by default (``if_exists="new_version"``) ``logs/metrics.csv``
+    is written as ``logs/version_0/metrics.csv``, the next run's as ``logs/version_1/metrics.csv``
+    (``path`` says which, once the run has started). To write the path given exactly:
+    ``if_exists="error"`` raises FileExistsError for an existing non-empty file when a run starts,
+    before its first step, ``"append"`` adds rows (and columns) to it, ``"overwrite"`` replaces it
+    at the start of the first run. The same logger keeps its file for its later runs. A resumed run
     (``train(..., resume_from=...)``) continues the file it wrote, with the rows and columns it
     held when the state was saved; the rows the interrupted run wrote after that are written again.
     """
 
     def __init__(
-        self, path: str | os.PathLike, log_every_n_steps: int | None = None, if_exists: IfExists = "error"
+        self, path: str | os.PathLike, log_every_n_steps: int | None = None, if_exists: IfExists = "new_version"
     ):
         super().__init__(path, log_every_n_steps, if_exists)
         self._fieldnames: list[str] = []
@@ -480,7 +501,7 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
     """
 
     def __init__(
-        self, path: str | os.PathLike, log_every_n_steps: int | None = None, if_exists: IfExists = "error"
+        self, path: str | os.PathLike, log_every_n_steps: int | None = None, if_exists: IfExists = "new_version"
     ):
         super().__init__(path, log_every_n_steps, if_exists)
 

@@ -94,6 +94,7 @@ def main(argv=None) -> QuickstartResult:
     run_dir = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, csv_path = run_dir / "best_model.pt", run_dir / "metrics.csv"
+    if_exists = "overwrite" if args.overwrite else "error"
     plots = PlotMetricsCallback(
         run_dir / "plots",
         metric_names=["train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy"],
@@ -117,8 +118,11 @@ def main(argv=None) -> QuickstartResult:
                 watch_metric="eval_accuracy",
                 greater_is_better=True,
             ),
-            SaveBestModelCallback(save_path=checkpoint_path, watch_metric="eval_accuracy", greater_is_better=True),
-            CSVLoggerCallback(csv_path, if_exists="overwrite" if args.overwrite else "error"),
+            # the run folder is this run's own (refused above unless --overwrite): its files as named, no version_<n>
+            SaveBestModelCallback(
+                save_path=checkpoint_path, watch_metric="eval_accuracy", greater_is_better=True, if_exists=if_exists
+            ),
+            CSVLoggerCallback(csv_path, if_exists=if_exists),
             plots,
         ),
     )
