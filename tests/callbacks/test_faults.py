@@ -144,7 +144,7 @@ def test_a_full_disk_while_saving_a_checkpoint_or_a_state_says_so_and_keeps_the_
 
 def test_a_full_disk_while_the_csv_log_is_rewritten_leaves_no_temporary_file(small_disk):
     log = small_disk / "log.csv"
-    logger = CSVLoggerCallback(log)
+    logger = CSVLoggerCallback(log, if_exists="error")  # the file as given: nothing else on the disk
     trainer = make_trainer([logger])
     trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
     before = log.read_bytes()
@@ -182,14 +182,14 @@ def test_a_callback_that_saves_into_a_read_only_folder_fails_before_the_first_st
 
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
 def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_backup_and_says_so(tmp_path, logger_class):
-    log = tmp_path / "log"
+    log = tmp_path / "version_0" / "log"  # where a logger given tmp_path / "log" writes (run_folders.py)
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
-    train([logger_class(log), saver], num_epochs=3)
+    train([logger_class(tmp_path / "log"), saver], num_epochs=3)
     whole_log = log.read_text()
     older = saver.saved_paths[1]  # after epoch 1: the log held one record then
     with pytest.warns(UserWarning, match=rf"{log} holds 2 record\(s\) written after the training state .* kept in {log}.before-resume-1"):
-        train([logger_class(log)], num_epochs=3, resume_from=older)
-    assert (tmp_path / "log.before-resume-1").read_text() == whole_log
+        train([logger_class(tmp_path / "log")], num_epochs=3, resume_from=older)
+    assert (log.parent / "log.before-resume-1").read_text() == whole_log
     assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
 
 
@@ -199,22 +199,23 @@ def test_an_interrupted_run_resumed_from_its_newest_state_makes_no_backup(tmp_pa
     log = tmp_path / "log"
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     train([logger_class(log), saver], num_epochs=3)
+    assert (tmp_path / "version_0" / "log").is_file()
     shutil.rmtree(saver.saved_paths[-1])  # interrupted after logging its last epoch, before saving it
     newest = saver.saved_paths[-2]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train([logger_class(log)], num_epochs=3, resume_from=newest)
-    assert not list(tmp_path.glob("log.before-resume-*"))
+    assert not list(tmp_path.rglob("log.before-resume-*"))
 
 
 def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_and_no_partial_backup(small_disk, tmp_path):
     log = small_disk / "log.csv"
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
-    train([CSVLoggerCallback(log), saver], num_epochs=3)
+    train([CSVLoggerCallback(log, if_exists="error"), saver], num_epochs=3)
     before = log.read_bytes()
     fill(small_disk, leave=0)
     with pytest.raises(OSError, match=rf"No space left on device backing up {log} to {log}.before-resume-1"):
-        train([CSVLoggerCallback(log)], num_epochs=3, resume_from=saver.saved_paths[1])
+        train([CSVLoggerCallback(log, if_exists="error")], num_epochs=3, resume_from=saver.saved_paths[1])
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]  # an empty backup was left
     assert log.read_bytes() == before
 
@@ -227,7 +228,7 @@ def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_
             fill(small_disk, leave=0)
 
     with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
-        train([FillsTheDisk(), CSVLoggerCallback(log)], num_epochs=1)  # said "about 0 bytes": the empty file's size
+        train([FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1)  # said "about 0 bytes": the empty file's size
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
 
 
@@ -243,7 +244,7 @@ def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_log
         trainer.train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=8)
     assert logger._file is None  # was left open
     trainer.evaluate(make_tiny_dataset(8))
-    assert "evaluation_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on
+    assert "eval_loss" in logger.path.read_text()  # was not logged: the logger thought the run went on
 
 
 def test_a_new_run_refuses_a_save_dir_of_damaged_states_instead_of_writing_over_them(tmp_path):

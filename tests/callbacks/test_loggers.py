@@ -38,6 +38,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def version(path: Path, number: int = 0) -> Path:
+    """Where a logger given ``path`` writes its ``number``-th run (by default: a version_<n> folder)."""
+    return path.parent / f"version_{number}" / path.name
+
+
 class BatchLosses(TrainerCallback):
     """The training loss of every batch, by the optimizer update it belongs to (1-based)."""
 
@@ -83,14 +88,14 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
     result = run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
     evaluation = result.trainer.evaluate()
 
-    rows = read_csv(path)
+    rows = read_csv(version(path))
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [int(row["step"]) for row in rows] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert [float(row[name]) for row in rows[:2]] == result.metrics[name]
     # evaluate() after training: its own row, a column added without disturbing the earlier rows
-    assert [row["evaluation_loss"] for row in rows[:2]] == ["", ""]
-    assert float(rows[2]["evaluation_loss"]) == evaluation["evaluation_loss"]
+    assert [row["eval_loss"] for row in rows[:2]] == ["", ""]
+    assert float(rows[2]["eval_loss"]) == evaluation["eval_loss"]
     assert rows[2]["train_loss_epoch"] == ""
 
 
@@ -98,9 +103,9 @@ def test_csv_keeps_one_header_when_a_metric_appears_later(tmp_path):
     path = tmp_path / "metrics.csv"
     result = run_tiny_training(callbacks=[RecordsLateMetric(), CSVLoggerCallback(path)], num_epochs=3)
 
-    lines = path.read_text().splitlines()
+    lines = version(path).read_text().splitlines()
     assert lines[0].startswith("epoch,step,") and sum(line.startswith("epoch,") for line in lines) == 1
-    rows = read_csv(path)
+    rows = read_csv(version(path))
     assert [row["late_metric"] for row in rows] == ["", "20.0", "30.0"]
     assert [float(row["train_loss_epoch"]) for row in rows] == result.metrics["train_loss_epoch"]
 
@@ -110,7 +115,7 @@ def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
     result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path)], num_epochs=2)
     evaluation = result.trainer.evaluate()
 
-    records = read_jsonl(path)
+    records = read_jsonl(version(path))
     assert records[:2] == [
         {
             "epoch": epoch,
@@ -120,7 +125,7 @@ def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
         }
         for epoch in (1, 2)
     ]
-    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "evaluation_loss": evaluation["evaluation_loss"]}
+    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "eval_loss": evaluation["eval_loss"]}
 
 
 def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
@@ -132,7 +137,7 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
         gradient_accumulation_steps=2,
     )
     # 8 batches per epoch, accumulation 2: 4 updates per epoch, 8 in all; updates 3 and 6 logged
-    step_records = [record for record in read_jsonl(path) if "train_loss_step" in record]
+    step_records = [record for record in read_jsonl(version(path)) if "train_loss_step" in record]
     assert [(record["epoch"], record["step"]) for record in step_records] == [(1, 3), (2, 6)]
     for record in step_records:
         batch_losses = losses.by_update[record["step"]]
@@ -141,10 +146,11 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
 
 
 def test_step_losses_are_read_from_the_device_only_when_logged(tmp_path, monkeypatch):
-    """Without the logger the run reads no per-step value; with it, one per logged update."""
+    """Without the logger the run reads no per-step value; with it, one read (item or tolist) per logged update."""
     reads = []
-    original_item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda tensor: reads.append(1) or original_item(tensor))
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor))
 
     run_tiny_training(num_epochs=2)
     reads_without_logger = len(reads)
@@ -168,7 +174,7 @@ def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
     steps = StepCounter()
     # refused when the run starts (not when the callback is created: a resumed run continues its file)
     with pytest.raises(FileExistsError, match=re.escape("if_exists='append'")) as error:
-        run_tiny_training(callbacks=[logger_class(path), steps], num_epochs=1)
+        run_tiny_training(callbacks=[logger_class(path, if_exists="error"), steps], num_epochs=1)
     assert "if_exists='overwrite'" in str(error.value)
     assert steps.count == 0
     assert path.read_text() == "earlier results\n"
@@ -176,7 +182,7 @@ def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
 
 def test_if_exists_append_adds_rows_and_overwrite_replaces_the_file(tmp_path):
     path = tmp_path / "metrics.csv"
-    run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
+    run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="error")], num_epochs=2)
     run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1)
     rows = read_csv(path)
     # the appended run's train_loss_step column was added to the earlier rows' header too
@@ -194,7 +200,8 @@ def test_the_same_logger_appends_its_later_runs(tmp_path):
     logger = JSONLinesLoggerCallback(path)
     result = run_tiny_training(callbacks=[logger], num_epochs=1)
     result.trainer.train(result.trainer.train_dataset, num_epochs=1)
-    assert [record["epoch"] for record in read_jsonl(path)] == [1, 1]
+    assert logger.path == version(path)
+    assert [record["epoch"] for record in read_jsonl(logger.path)] == [1, 1]
 
 
 class CloseCounter(JSONLinesLoggerCallback):
@@ -252,9 +259,9 @@ def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
     assert [scalar.step for scalar in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
     epochs = {scalar.step: scalar.value for scalar in events.Scalars("epoch")}
     assert epochs == {4: 1, 8: 1, 12: 2, 16: 2}
-    (evaluation_scalar,) = events.Scalars("evaluation_loss")
+    (evaluation_scalar,) = events.Scalars("eval_loss")
     assert evaluation_scalar.step == 2 * UPDATES_PER_EPOCH
-    assert evaluation_scalar.value == pytest.approx(evaluation["evaluation_loss"], rel=1e-6)
+    assert evaluation_scalar.value == pytest.approx(evaluation["eval_loss"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- MLflow
@@ -283,7 +290,7 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
     # every metric against the update step (TrackerCallback's x-axis; epochs were MLflow's step before)
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert history(name) == list(zip([UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH], result.metrics[name]))
-    assert history("evaluation_loss") == [(2 * UPDATES_PER_EPOCH, evaluation["evaluation_loss"])]
+    assert history("eval_loss") == [(2 * UPDATES_PER_EPOCH, evaluation["eval_loss"])]
     assert dict(history("epoch")) == {8: 1, 16: 2}  # with every record: the per-step ones, the epoch's, evaluate()'s
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
@@ -348,24 +355,75 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     report = f"exit status {status}:\n{tail(output)}\n" + "\n".join(errors)
     assert status == 0 and len(results) == 2 and not errors, report
 
-    assert [result["num_opens"] for result in results] == [{"csv": 2, "jsonl": 2}, {"csv": 0, "jsonl": 0}]
+    assert [result["num_opens"] for result in results] == [{"csv": 3, "jsonl": 3}, {"csv": 0, "jsonl": 0}]
     metrics = results[0]["metrics"]
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
-    rows = read_csv(out / "metrics.csv")
+    # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
+    all_rows = read_csv(out / "version_0" / "metrics.csv")[1:]  # after the evaluate() before training
+    rows = [row for row in all_rows if not row["train_loss_step"] and not row["step_eval_loss"]]
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][-1]
+    step_rows = [row for row in all_rows if row["train_loss_step"]]
+    assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
     sizes = scenario.SIZES
     updates = results[0]["completed_update_steps"]
     assert updates == sizes["num_epochs"] * sizes["train_samples"] // (2 * sizes["batch_size"])
-    records = read_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "version_0" / "metrics.jsonl")
     every = sizes["log_every_n_steps"]
     assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
     assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]
 
+    # the step-based evaluations: every one logged (main process only) at its update, the same on both processes
+    evaluations = list(range(sizes["eval_every_n_steps"], updates + 1, sizes["eval_every_n_steps"]))
+    assert [result["steps"]["step_eval_loss"] for result in results] == [evaluations, evaluations]
+    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "metrics.csv") if row["step_eval_loss"]]
+    assert logged == list(zip(evaluations, metrics["step_eval_loss"]))
+    assert results[1]["metrics"]["step_eval_loss"] == metrics["step_eval_loss"]
+
     # samples of both processes were counted: rate * time is the whole epoch's samples
     for rate, seconds in zip(metrics["train_samples_per_second"], metrics["train_epoch_time_seconds"]):
         assert rate * seconds == pytest.approx(sizes["train_samples"])
+
+
+# ---------------------------------------------------------------------------------------- every value at its step
+
+
+def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(tmp_path):
+    from pytorch_accelerated.callbacks import LearningRateMonitorCallback, StepBasedEvaluationCallback
+
+    csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
+    callbacks = [
+        StepBasedEvaluationCallback(eval_every_n_steps=2),
+        LearningRateMonitorCallback(log_every_n_steps=3),
+        CSVLoggerCallback(csv_path),
+        JSONLinesLoggerCallback(jsonl_path, log_every_n_steps=4),
+    ]
+    result = run_tiny_training(callbacks=callbacks, num_epochs=2)
+    history = result.trainer.run_history
+
+    # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
+    expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
+    for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
+        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
+                  if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
+        assert [(step, epoch) for step, epoch, _ in logged] == expected
+        assert [value for *_, value in logged] == history.get_metric_values("step_eval_loss")
+        lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
+        assert lrs == [(3, 0.05), (6, 0.05), (9, 0.05), (12, 0.05), (15, 0.05)]
+        losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]
+        assert losses == [4, 8, 12, 16]  # recorded by the JSON Lines logger, logged by both
+        epoch_rows = [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")]
+        assert epoch_rows == [(8, 1), (16, 2)]
+    assert [r.step for r in history.get_metric_records("train_loss_step")] == [4, 8, 12, 16]
+
+
+
+def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
+    path = tmp_path / "m.jsonl"
+    result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path, log_every_n_steps=8)], num_epochs=1)
+    result.trainer.train(result.trainer.train_dataset, num_epochs=1)  # its updates count from 0 again
+    assert [r["step"] for r in read_jsonl(path) if "train_loss_step" in r] == [8, 8]

@@ -61,7 +61,7 @@ def uninterrupted(tmp_path_factory):
             tmp = tmp_path_factory.mktemp(f"uninterrupted{num_processes}")
             status, output = launch(tmp / "out", num_processes, tmp)
             assert status == 0, tail(output)
-            runs[num_processes] = (results(tmp / "out", num_processes), (tmp / "out" / "metrics.csv").read_text())
+            runs[num_processes] = (results(tmp / "out", num_processes), (tmp / "out" / "version_0" / "metrics.csv").read_text())
         return runs[num_processes]
 
     return get
@@ -115,7 +115,9 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, 
     expected_results, expected_log = uninterrupted(num_processes)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
         assert_bitwise_equal(result, expected, f"{context}: rank {rank}")
-    assert (out / "metrics.csv").read_text() == expected_log, context
+    # the resumed launches went on writing the interrupted run's own folder (run_folders.py)
+    assert (out / "version_0" / "metrics.csv").read_text() == expected_log, context
+    assert not (out / "version_1").exists(), context
     states = sorted(path.name for path in (out / "states").iterdir())
     assert len(states) == 3 and not [name for name in states if name.startswith(".")], states
 
@@ -187,4 +189,5 @@ def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
     expected_results, expected_log = uninterrupted(num_processes)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
         assert_bitwise_equal(result, expected, f"rank {rank}")
-    assert (out / "metrics.csv").read_text() == expected_log
+    # the resumed launches went on writing the interrupted run's own folder (run_folders.py)
+    assert (out / "version_0" / "metrics.csv").read_text() == expected_log

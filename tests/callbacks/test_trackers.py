@@ -196,7 +196,7 @@ def test_tensorboard_gets_every_scalar_at_its_update_step_and_the_run_settings_a
     )
     result = run_tiny_training(callbacks=[callback], num_epochs=2)
 
-    events = EventAccumulator(str(tmp_path / "tiny"))
+    events = EventAccumulator(str(tmp_path / "version_0" / "tiny"))  # each run its own version_<n>
     events.Reload()
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert [(s.step, s.value) for s in events.Scalars(name)] == [
@@ -206,11 +206,31 @@ def test_tensorboard_gets_every_scalar_at_its_update_step_and_the_run_settings_a
     assert [s.step for s in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
     assert {s.step: s.value for s in events.Scalars("epoch")} == {4: 1, 8: 1, 12: 2, 16: 2}
 
-    hparams = tensorboard_hparams(tmp_path / "tiny")
+    hparams = tensorboard_hparams(tmp_path / "version_0" / "tiny")
     assert hparams["num_epochs"] == 2 and hparams["train_per_device_batch_size"] == 8
     assert hparams["num_training_steps"] == 2 * UPDATES_PER_EPOCH
     assert hparams["optimizer"] == "SGD" and hparams["optimizer_lr"] == pytest.approx(0.05)
     assert hparams["seed"] == 7 and hparams["data"] == "tiny"
+
+
+def test_running_the_same_script_again_writes_a_new_version_folder_and_keeps_the_first(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)
+    run_tiny_training(callbacks=[first], num_epochs=1)
+    first_files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "version_0").rglob("*") if p.is_file())
+    second = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)
+    run_tiny_training(callbacks=[second], num_epochs=1)
+
+    assert second.run_folder(None) == tmp_path / "version_1"
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "version_0").rglob("*") if p.is_file()) == first_files
+    for version in ("version_0", "version_1"):
+        events = EventAccumulator(str(tmp_path / version / "tiny"))
+        events.Reload()
+        assert [s.step for s in events.Scalars("train_loss_epoch")] == [UPDATES_PER_EPOCH]
+    appending = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path, if_exists="append")
+    run_tiny_training(callbacks=[appending], num_epochs=1)
+    assert appending.run_folder(None) == tmp_path and (tmp_path / "tiny").is_dir()
 
 
 # ---------------------------------------------------------------------------------------- MLflow
@@ -235,7 +255,7 @@ def test_mlflow_gets_the_metric_history_by_update_step_and_the_settings_as_param
     )
     assert [step for step, _ in mlflow_history(client, run.info.run_id, "train_loss_step")] == [4, 8, 12, 16]
     # evaluate() after training goes to the training's MLflow run, at the step training ended on
-    assert mlflow_history(client, run.info.run_id, "evaluation_loss") == [(16, evaluation["evaluation_loss"])]
+    assert mlflow_history(client, run.info.run_id, "eval_loss") == [(16, evaluation["eval_loss"])]
 
 
 def test_mlflow_logger_goes_on_with_its_mlflow_run_after_a_resume(tmp_path, mlflow_env):
@@ -276,7 +296,7 @@ def test_wandb_offline_run_holds_every_metric_at_its_step_and_the_config(tmp_pat
     )
     result = run_tiny_training(callbacks=[callback], num_epochs=2)
 
-    records = wandb_records(tmp_path)
+    records = wandb_records(tmp_path / "version_0")
     history = wandb_history(records)
     assert [row["_step"] for row in history] == [4, 8, 12, 16]
     assert [row["train_loss_epoch"] for row in history if "train_loss_epoch" in row] == pytest.approx(
@@ -313,7 +333,7 @@ def test_a_crash_mid_run_ends_every_tracker(tmp_path, monkeypatch, mlflow_env, e
     assert mlflow.active_run() is None
     assert mlflow_client(tmp_path / "mlruns").get_run(callback.run_ids["mlflow"]).info.status == mlflow_status
     if HAS_WANDB:
-        (exit_record,) = [r.exit for r in wandb_records(tmp_path) if r.WhichOneof("record_type") == "exit"]
+        (exit_record,) = [r.exit for r in wandb_records(tmp_path / "version_0") if r.WhichOneof("record_type") == "exit"]
         assert exit_record.exit_code == 1
 
 
@@ -414,9 +434,9 @@ def test_on_two_processes_only_the_main_one_writes_and_an_unreachable_server_sto
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "out"
-    event_files = sorted((out / "logs" / "tiny").glob("events.out.tfevents.*"))
+    event_files = sorted((out / "logs" / "version_0" / "tiny").glob("events.out.tfevents.*"))
     assert len(event_files) == 1  # one writer: the main process's
-    events = EventAccumulator(str(out / "logs" / "tiny"))
+    events = EventAccumulator(str(out / "logs" / "version_0" / "tiny"))
     events.Reload()
     updates = results[0]["completed_update_steps"]
     assert [s.step for s in events.Scalars("train_loss_epoch")] == [updates // 2, updates]

@@ -279,4 +279,6 @@ def test_a_log_survives_a_run_interrupted_twice_before_it_logs_again(tmp_path, l
     with pytest.raises(Crash):
         train(callbacks(CrashAtUpdate(7)), resume_from="latest")  # saves at update 6, then crashes
     train(callbacks(), resume_from="latest")
-    assert (run_dir / "log").read_text() == (reference_dir / "log").read_text()
+    # the resumed runs went on in the interrupted run's own version folder (run_folders.py)
+    assert (run_dir / "version_0" / "log").read_text() == (reference_dir / "version_0" / "log").read_text()
+    assert not (run_dir / "version_1").exists()

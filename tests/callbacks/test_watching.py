@@ -113,7 +113,7 @@ def test_save_best_model_keeps_the_best_epoch_and_loads_it_at_the_end(tmp_path):
         ],
         num_epochs=4,
     )
-    saved = safe_torch_load(path)
+    saved = safe_torch_load(tmp_path / "version_0" / "best.pt")  # the run's own folder: see test_run_folders.py
     assert saved["epoch"] == 2 and saved["eval_score"] == 0.7
     for loaded, best in zip(result.trainer.get_model().parameters(), weights_by_epoch[2]):
         torch.testing.assert_close(loaded.detach(), best)
@@ -128,6 +128,7 @@ def test_save_best_model_without_loading_leaves_the_final_weights(tmp_path):
         ],
         num_epochs=3,
     )
+    path = tmp_path / "version_0" / "best.pt"
     assert safe_torch_load(path)["epoch"] == 1
     saved = safe_torch_load(path)["model_state_dict"]
     final = result.trainer.get_model().state_dict()
@@ -148,7 +149,7 @@ def test_a_failed_save_keeps_the_previous_best(tmp_path, monkeypatch):
             num_epochs=2,
         )
     monkeypatch.undo()
-    assert safe_torch_load(path)["epoch"] == 1
+    assert safe_torch_load(tmp_path / "version_0" / "best.pt")["epoch"] == 1
 
 
 def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
@@ -157,7 +158,7 @@ def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[SaveBestModelCallback(path)])
     trainer.train(make_tiny_dataset(32), num_epochs=3, eval_dataset=make_tiny_dataset(16, seed=1))
     losses = trainer.run_history.get_metric_values("eval_loss_epoch")
-    assert safe_torch_load(path)["epoch"] == losses.index(min(losses)) + 1
+    assert safe_torch_load(tmp_path / "version_0" / "best.pt")["epoch"] == losses.index(min(losses)) + 1
 
 
 def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
@@ -170,9 +171,12 @@ def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
     assert [r["epochs_run"] for r in results] == [4, 4]
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["ema"] == results[1]["ema"]
-    assert results[0]["ema_evaluation_loss"] == results[1]["ema_evaluation_loss"] and len(results[0]["ema_evaluation_loss"]) == 4
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert results[0]["ema_eval_loss"] == results[1]["ema_eval_loss"] and len(results[0]["ema_eval_loss"]) == 4
+    # both processes chose the same fresh folder beside the earlier run's, which is left as it was
+    assert [r["save_paths"] for r in results] == [[str(out / "version_1" / "best.pt"), str(out / "version_1" / "ema.pt")]] * 2
+    assert {name: (out / name).read_text() for name in scenario.EARLIER_RUN} == scenario.EARLIER_RUN
+    assert sorted(p.name for p in (out / "version_1").iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
+    assert not [p for p in (out / "version_1").iterdir() if p.name.endswith(".tmp")]
 
 
 # ---------------------------------------------------------------------------------------- 0.1.61's arguments
@@ -210,4 +214,4 @@ def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, 
         callbacks=[callback], num_epochs=1,
         create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
     )
-    assert ("scheduler_state_dict" in safe_torch_load(tmp_path / "best.pt")) == save_scheduler
+    assert ("scheduler_state_dict" in safe_torch_load(callback.save_path)) == save_scheduler

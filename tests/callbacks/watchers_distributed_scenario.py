@@ -37,9 +37,15 @@ def digest(state: dict) -> str:
     return hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in state.values())).hexdigest()
 
 
+# An earlier run's files, which this run must not replace: it writes into version_1 instead, on
+# every process, although only the main process looks (SaveBest loads its file on every process).
+EARLIER_RUN = {"version_0/best.pt": "an earlier run's best model", "version_0/ema.pt": "an earlier run's EMA"}
+
+
 def run(out: Path) -> dict:
     model = make_tiny_model()
     ema = ModelEmaCallback(decay=0.5, save_path=out / "ema.pt")
+    save_best = SaveBestModelCallback(out / "best.pt", watch_metric="eval_loss_epoch")
     trainer = Trainer(
         model,
         torch.nn.CrossEntropyLoss(),
@@ -47,7 +53,7 @@ def run(out: Path) -> dict:
         callbacks=[
             EarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.0, watch_metric="eval_score",
                                   greater_is_better=True),
-            SaveBestModelCallback(out / "best.pt", watch_metric="eval_loss_epoch"),
+            save_best,
             ema,
             ScriptedScore(),
         ],
@@ -58,13 +64,18 @@ def run(out: Path) -> dict:
         "epochs_run": len(trainer.run_history.get_metric_values("train_loss_epoch")),
         "weights": digest(trainer.get_model().state_dict()),
         "ema": digest(ema.ema_state),
-        "ema_evaluation_loss": trainer.run_history.get_metric_values("ema_evaluation_loss"),
+        "ema_eval_loss": trainer.run_history.get_metric_values("ema_eval_loss"),
+        "save_paths": [str(save_best.save_path), str(ema.save_path)],
     }
 
 
 def main(out: Path) -> int:
     rank = int(os.environ["RANK"])
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        for name, text in EARLIER_RUN.items():
+            (out / name).parent.mkdir(exist_ok=True)
+            (out / name).write_text(text)
     try:
         result, status = run(out), 0
     except Exception:

@@ -1,5 +1,14 @@
 """The default callbacks: device placement, non-finite loss, progress bar, printed metrics."""
 
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+
 import pytest
 import torch
 
@@ -14,6 +23,8 @@ from pytorch_accelerated.trainer import (
 )
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
+from ..launching import REPO_ROOT, launch_env
+from . import console_scenario
 from .helpers import make_trainer
 
 
@@ -24,7 +35,8 @@ def test_a_default_trainer_has_one_fresh_instance_of_each_default_callback():
     assert [type(cb) for cb in make_trainer(callbacks=()).callback_handler] == []
 
 
-def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys):
+def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
     model = make_tiny_model()
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=make_tiny_dataset(16), per_device_batch_size=8)
@@ -33,13 +45,14 @@ def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys):
     assert len(lines) == 2
     assert lines[0].startswith("epoch 1: train_loss_epoch: ") and " | eval_loss_epoch: " in lines[0]
     assert "Starting training run: 2 epoch(s), 8 update step(s)" in out.out
-    assert "epoch 1 train" in out.err  # the tqdm bar
+    # stderr is not a terminal here: no bar redrawn in place; epochs shorter than 30 s print no line
+    assert out.err == ""
 
 
 def test_print_metrics_callback_prints_evaluation_results(capsys):
     trainer = make_trainer(callbacks=[PrintMetricsCallback()])
     trainer.evaluate(make_tiny_dataset(8))
-    assert capsys.readouterr().out.startswith("evaluation: evaluation_loss: ")
+    assert capsys.readouterr().out.startswith("evaluation: eval_loss: ")
 
 
 def test_terminate_on_nan_stops_with_a_clear_message(capsys):
@@ -99,10 +112,10 @@ def test_move_modules_to_device_moves_other_modules_but_not_the_model():
 
 
 def test_the_progress_bar_shows_one_bar_per_epoch_and_closes_it(capsys):
-    trainer = make_trainer(callbacks=[ProgressBarCallback()])
+    trainer = make_trainer(callbacks=[ProgressBarCallback(file_refresh_interval_s=0.0)])
     trainer.train(make_tiny_dataset(16), num_epochs=2, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4)
     err = capsys.readouterr().err
-    assert "epoch 1 train" in err and "epoch 2 train" in err and "eval" in err
+    assert "epoch 1 train: 4/4 batches" in err and "epoch 2 train" in err and "eval: 2/2 batches" in err
     assert trainer.callback_handler.callbacks[0]._bar is None
 
 
@@ -114,7 +127,8 @@ def test_format_metric_value(value, text):
     assert format_metric_value(value) == text
 
 
-def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys):
+def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
     class EvaluateOnce(MoveModulesToDeviceCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps == 1:
@@ -125,4 +139,82 @@ def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys):
     out = capsys.readouterr().out
     assert "evaluation:" not in out
     epoch_line = next(line for line in out.splitlines() if line.startswith("epoch 1:"))
-    assert "train_loss_epoch" in epoch_line and "evaluation_loss" in epoch_line and "eval_loss_epoch" in epoch_line
+    assert "train_loss_epoch" in epoch_line and "eval_loss" in epoch_line and "eval_loss_epoch" in epoch_line
+
+
+# ---------------------------------------------------------------------------------------- the console, as a user sees it
+
+
+def _run_console_scenario(stdout, stderr, tmp_path) -> int:
+    env = {**launch_env(tmp_path), "COLUMNS": "80"}
+    command = [sys.executable, str(console_scenario.__file__)]
+    return subprocess.run(command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env, timeout=120).returncode
+
+
+def test_output_redirected_to_a_file_is_plain_lines_without_carriage_returns(tmp_path):
+    log = tmp_path / "train.log"
+    with open(log, "w") as file:
+        assert _run_console_scenario(file, subprocess.STDOUT, tmp_path) == 0
+    output = log.read_text()
+    assert "\r" not in output
+    progress = [line for line in output.splitlines() if line.startswith("epoch 1 train:")]
+    assert len(progress) == 9, output  # at the start, then one line per update at file_refresh_interval_s=0
+    assert re.fullmatch(r"epoch 1 train: 8/8 batches \[.*, loss=\d\.\d{4}\]", progress[-1]), progress[-1]
+    _assert_a_readable_summary(output)
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place_with_the_running_loss(tmp_path):
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 24 rows of 80 columns
+    try:
+        status = _run_console_scenario(terminal, terminal, tmp_path)
+        os.close(terminal)
+        terminal = None
+        output = _read_all(controller)
+    finally:
+        os.close(controller)
+        if terminal is not None:
+            os.close(terminal)
+    assert status == 0, output
+    redraws = re.findall(r"\repoch 1 train: +\d+%\|[^\r\n]*\| (\d)/8 \[[^\]]*loss=(\d\.\d{4})\]", output)
+    assert len(redraws) >= 4, output  # drawn in place (carriage returns), with the epoch's running loss
+    _assert_a_readable_summary(output.replace("\r\n", "\n"))
+
+
+def _read_all(fd) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def _assert_a_readable_summary(output: str) -> None:
+    """Twelve long metric names and the losses: a table under ``epoch 1:``, no line over 80 characters."""
+    lines = output.splitlines()
+    start = lines.index("epoch 1:") + 1
+    table = lines[start : start + 2 + console_scenario.NUM_EXTRA_METRICS]
+    assert all(line.startswith("  ") and len(line) <= 80 for line in table), table
+    cells = re.findall(r"(\S+) +(\S+)", " ".join(table))
+    names = [name for name, _ in cells]
+    extra = [f"some_metric_with_a_long_name_{i}" for i in range(console_scenario.NUM_EXTRA_METRICS)]
+    assert names == ["train_loss_epoch", *extra, "eval_loss_epoch"]
+
+
+def test_a_summary_that_fits_stays_on_one_line_and_a_long_one_becomes_aligned_rows():
+    from pytorch_accelerated.trainer.default_callbacks import format_metrics_summary
+
+    assert format_metrics_summary("epoch 2", [("a", "1.0000"), ("bb", "2.0000")], width=80) == "epoch 2: a: 1.0000 | bb: 2.0000"
+    assert format_metrics_summary("evaluation", [], width=80) == "evaluation: (no metrics)"
+    metrics = [(f"metric_{i}", f"{i}.0000") for i in range(5)] + [("a_much_longer_name", "12.5000")]
+    assert format_metrics_summary("epoch 2", metrics, width=60).splitlines() == [
+        "epoch 2:",
+        "  metric_0             0.0000   metric_1             1.0000",
+        "  metric_2             2.0000   metric_3             3.0000",
+        "  metric_4             4.0000   a_much_longer_name  12.5000",
+    ]

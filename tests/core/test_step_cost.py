@@ -11,6 +11,11 @@ makes one of these tests fail; if the work is worth it, raise the budget here an
 from __future__ import annotations
 
 import collections
+import fcntl
+import os
+import pty
+import struct
+import termios
 import sys
 import weakref
 from pathlib import Path
@@ -31,7 +36,12 @@ STEPS_PER_EPOCH = 60  # the non-finite-loss check reads at steps 50 and 60 (epoc
 WINDOW = range(10, 40)  # the steps whose Python calls and tensor operations are counted
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 # reads the trainer makes by design, by the function that makes them
-ALLOWED_READERS = {"TerminateOnNaNCallback._has_non_finite_loss", "RunningLoss.compute", "DataLoader"}
+# (the progress bar reads the running loss when it redraws, at most every refresh_interval_s:
+# test_the_progress_bar_reads_the_loss_only_when_it_redraws_on_a_terminal)
+ALLOWED_READERS = {
+    "TerminateOnNaNCallback._has_non_finite_loss", "RunningLoss.compute", "DataLoader",
+    "ProgressBarCallback._running_train_loss",
+}  # fmt: skip
 COLLECTIVES = (
     "all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
     "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter",
@@ -136,7 +146,7 @@ def _train(ledger: _Ledger, callbacks, num_epochs: int = 1, eval_batches: int = 
     call_event = handler.call_event
 
     def counted_call_event(event, *args, **kwargs):
-        ledger.events[event] += 1
+        ledger.events[event if event != "on_save_point" else f"on_save_point({kwargs['point']})"] += 1
         return call_event(event, *args, **kwargs)
 
     handler.call_event = counted_call_event
@@ -145,7 +155,9 @@ def _train(ledger: _Ledger, callbacks, num_epochs: int = 1, eval_batches: int = 
         make_tiny_dataset(BATCH_SIZE * STEPS_PER_EPOCH), num_epochs=num_epochs, eval_dataset=eval_dataset, per_device_batch_size=BATCH_SIZE
     )
     # asked after the run (the callbacks did not change), so that asking costs nothing inside the steps
-    ledger.unhandled_events.update({event: n for event, n in ledger.events.items() if not handler.has_handlers(event)})
+    ledger.unhandled_events.update({
+        event: n for event, n in ledger.events.items() if not handler.has_handlers(event.split("(")[0])
+    })  # fmt: skip
 
 
 def _per_step(counter: collections.Counter) -> dict[str, float]:
@@ -221,11 +233,13 @@ def test_the_guard_catches_a_per_step_collective_in_a_callback(ledger):
 def test_a_step_calls_no_event_that_has_no_handler(ledger):
     # the default callbacks handle on_train_step_end and on_eval_step_end (_StepWindow adds
     # on_train_step_start); on_before_optimizer_step, on_optimizer_step_end, on_save_point and
-    # on_eval_step_start have no handler, so the loop does not call them at all
+    # on_eval_step_start have no handler, so a step does not call them at all (the save points of
+    # the run's start, each epoch's end and the run's end, once each, still are)
     _train(ledger, DEFAULT_CALLBACKS, eval_batches=5)
-    step_events = {event: ledger.events[event] for event in (*STEP_EVENTS, *EVAL_STEP_EVENTS) if ledger.events[event]}
+    on_steps = (*STEP_EVENTS[:-1], "on_save_point(update)", *EVAL_STEP_EVENTS)
+    step_events = {event: ledger.events[event] for event in on_steps if ledger.events[event]}
     assert step_events == {"on_train_step_start": STEPS_PER_EPOCH, "on_train_step_end": STEPS_PER_EPOCH, "on_eval_step_end": 5}
-    per_run = {event: n for event, n in ledger.unhandled_events.items() if event not in (*STEP_EVENTS, *EVAL_STEP_EVENTS)}
+    per_run = {event: n for event, n in ledger.unhandled_events.items() if event not in on_steps}
     assert ledger.unhandled_events.keys() == per_run.keys(), f"unhandled events called on a step: {ledger.unhandled_events}"
     assert max(per_run.values(), default=0) <= 1, f"unhandled events called more than once a run: {per_run}"
 
@@ -361,9 +375,49 @@ def test_the_progress_bar_redraws_at_most_every_refresh_interval(capsys):
         def on_train_step_end(self, trainer, **kwargs):
             seen.append(bar._bar.mininterval)
 
-    bar = ProgressBarCallback(refresh_interval_s=2.0)
+    bar = ProgressBarCallback(refresh_interval_s=2.0, file_refresh_interval_s=7.0)
     make_trainer(callbacks=[bar, Spy()]).train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
-    assert seen == [2.0, 2.0]
-    assert ProgressBarCallback().refresh_interval_s == 0.5
-    with pytest.raises(ValueError, match="refresh_interval_s"):
-        ProgressBarCallback(refresh_interval_s=-1)
+    assert seen == [7.0, 7.0]  # stderr is not a terminal under pytest: the interval for files
+    assert (ProgressBarCallback().refresh_interval_s, ProgressBarCallback().file_refresh_interval_s) == (0.5, 30.0)
+    for name in ("refresh_interval_s", "file_refresh_interval_s"):
+        with pytest.raises(ValueError, match=name):
+            ProgressBarCallback(**{name: -1})
+
+
+@needs_qualname
+@pytest.mark.parametrize("refresh_interval_s", [0.0, 0.5], ids=["redrawn-every-step", "default"])
+def test_the_progress_bar_reads_the_loss_only_when_it_redraws_on_a_terminal(ledger, monkeypatch, refresh_interval_s):
+    """On a terminal (a pty as stderr) the bar shows the running loss: one read per redraw, at
+    most every refresh_interval_s, not per step (a fast step never waits for the device)."""
+    import threading
+
+    from pytorch_accelerated.trainer import default_callbacks
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    threading.Thread(target=_drain, args=(controller,), daemon=True).start()
+    redraws = []
+    display = default_callbacks._Bar.display
+    monkeypatch.setattr(default_callbacks._Bar, "display", lambda bar, msg=None, pos=None: (
+        redraws.append(bar.desc) if msg is None and "train" in bar.desc else None) or display(bar, msg, pos))
+    callbacks = [c for c in DEFAULT_CALLBACKS if c is not ProgressBarCallback]
+    with open(terminal, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        _train(ledger, [*callbacks, ProgressBarCallback(refresh_interval_s=refresh_interval_s)], num_epochs=2)
+        monkeypatch.undo()
+    os.close(controller)
+    reads = ledger.reads["item in ProgressBarCallback._running_train_loss"]
+    # every redraw of a training bar but the first (drawn before any step: no loss yet) reads once
+    assert reads == len(redraws) - (2 if refresh_interval_s == 0 else 0), (reads, redraws)
+    if refresh_interval_s == 0:
+        assert len(redraws) == 2 * (STEPS_PER_EPOCH + 1)
+    else:
+        assert len(redraws) < STEPS_PER_EPOCH  # 0.5 s between redraws: a few per epoch, not one a step
+
+
+def _drain(fd) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass

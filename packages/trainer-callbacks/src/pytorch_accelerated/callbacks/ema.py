@@ -10,7 +10,7 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback
 
-from ._files import check_can_write
+from .run_folders import IfExists, RunPath, check_if_exists
 
 
 class ModelEmaCallback(TrainerCallback):
@@ -21,9 +21,12 @@ class ModelEmaCallback(TrainerCallback):
     ``n`` updates, so that early EMA weights are not dominated by the initialisation.
 
     During training, after each evaluation epoch, the EMA weights are evaluated on the same data
-    and their metrics recorded with ``metric_prefix`` (``ema_evaluation_loss``, and e.g.
+    and their metrics recorded with ``metric_prefix`` (``ema_eval_loss``, and e.g.
     ``ema_eval_accuracy`` from a metrics callback); at the end of the run they are saved to
-    ``save_path`` as a Trainer checkpoint (load them with ``trainer.load_checkpoint``).
+    ``save_path`` as a Trainer checkpoint (load them with ``trainer.load_checkpoint``), in a fresh
+    ``version_<n>`` folder beside it unless ``if_exists`` says otherwise, as for
+    :class:`SaveBestModelCallback` (``ema_model.pt`` is saved as ``version_0/ema_model.pt``, then
+    ``version_1/ema_model.pt``; ``if_exists="overwrite"`` replaces the file given).
     The average is kept on the trainer's device; updates add no host-device synchronisation.
     Sharded models (FSDP, DeepSpeed ZeRO-3) are not supported.
     """
@@ -35,14 +38,16 @@ class ModelEmaCallback(TrainerCallback):
         evaluate_during_training: bool = True,
         metric_prefix: str = "ema_",
         save_path: str | Path | None = "ema_model.pt",
+        if_exists: IfExists = "new_version",
     ):
+        check_if_exists(if_exists, type(self).__name__, ("new_version", "error", "overwrite"))
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.use_warmup = use_warmup
         self.evaluate_during_training = evaluate_during_training
         self.metric_prefix = metric_prefix
-        self.save_path = Path(save_path) if save_path is not None else None
+        self._run_path = RunPath(save_path, if_exists) if save_path is not None else None
         self.num_updates = 0
         self.ema_state: dict[str, torch.Tensor] | None = None
         self._model_tensors: list[torch.Tensor] = []
@@ -55,9 +60,14 @@ class ModelEmaCallback(TrainerCallback):
             return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         return self.decay
 
+    @property
+    def save_path(self) -> Path | None:
+        """Where the average is saved (its ``version_<n>`` folder once the first run has started), or None."""
+        return self._run_path.path if self._run_path is not None else None
+
     def on_training_run_start(self, trainer, **kwargs):
-        if self.save_path is not None:
-            check_can_write(trainer, self.save_path, type(self).__name__)
+        if self._run_path is not None:
+            self._run_path.start_run(trainer, type(self).__name__)
         model_state = trainer.get_model(keep_torch_compile=False).state_dict()
         if self.ema_state is None or self.ema_state.keys() != model_state.keys():
             self.ema_state = {name: tensor.detach().clone() for name, tensor in model_state.items()}
@@ -113,9 +123,12 @@ class ModelEmaCallback(TrainerCallback):
             _copy_into(model_state, backup)
 
     def state_dict(self):
-        return {"num_updates": self.num_updates, "ema_state": self.ema_state}
+        where = self._run_path.state_dict() if self._run_path is not None else {}
+        return {**where, "num_updates": self.num_updates, "ema_state": self.ema_state}
 
     def load_state_dict(self, state_dict):
+        if self._run_path is not None:
+            self._run_path.load_state_dict(state_dict)
         self.num_updates = state_dict["num_updates"]
         # a resumed run loads this after on_training_run_start placed the average on the device
         device = next(iter(self.ema_state.values())).device if self.ema_state else None

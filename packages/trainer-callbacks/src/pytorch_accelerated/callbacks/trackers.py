@@ -15,6 +15,7 @@ from accelerate import utils as accelerate_utils
 from accelerate.tracking import GeneralTracker
 
 from .loggers import MetricsLoggerCallback
+from .run_folders import RunFolder
 
 OnUnreachable = Literal["warn", "error"]
 
@@ -60,10 +61,14 @@ class TrackerCallback(MetricsLoggerCallback):
     with the training's run, the others start a new one. A resumed run goes on with the MLflow
     and W&B runs it started.
 
-    Folders: TensorBoard and Aim write under ``logging_dir/project_name``; W&B's files go under
-    ``logging_dir`` (unless ``init_kwargs["wandb"]["dir"]`` says otherwise); MLflow logs to
+    Folders: each training run writes into a fresh ``logging_dir/version_<n>`` (``if_exists=
+    "new_version"``, the default; ``"append"`` writes into ``logging_dir`` itself), chosen by the
+    main process at the run's start and kept by a resumed run: TensorBoard and Aim write under
+    ``<run folder>/project_name``; W&B's files go under the run folder (unless
+    ``init_kwargs["wandb"]["dir"]`` says otherwise); MLflow logs to
     ``init_kwargs["mlflow"]["tracking_uri"]``, else to ``MLFLOW_TRACKING_URI``, else to a local
-    file store in ``logging_dir/mlruns`` (nothing is sent to a server unless you name one).
+    file store in ``logging_dir/mlruns``, shared by the runs (nothing is sent to a server unless
+    you name one).
 
     A tracking server that is down (MLflow over http(s)) is found out before step 1, within
     about 5 s: ``on_unreachable="warn"`` (the default) warns and trains without that tracker,
@@ -82,8 +87,10 @@ class TrackerCallback(MetricsLoggerCallback):
         init_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         log_every_n_steps: int | None = None,
         on_unreachable: OnUnreachable = "warn",
+        if_exists: Literal["new_version", "append"] = "new_version",
     ):
         super().__init__(log_every_n_steps)
+        self._folder = RunFolder(logging_dir, if_exists)
         if on_unreachable not in ("warn", "error"):
             raise ValueError(f"on_unreachable must be 'warn' or 'error', got {on_unreachable!r}.")
         self.project_name = project_name
@@ -129,7 +136,7 @@ class TrackerCallback(MetricsLoggerCallback):
 
     def run_folder(self, trainer) -> Path:
         """The folder under which the trackers that write locally write this run."""
-        return self.logging_dir
+        return self._folder.path
 
     # ------------------------------------------------------------------ events
 
@@ -137,6 +144,7 @@ class TrackerCallback(MetricsLoggerCallback):
         self.run_ids = {}  # every training run starts new tracker runs (a resumed one gets its own back)
         self._config_stored = False
         self._left_out = self._unreachable_trackers(trainer)
+        self._folder.start_run(trainer)
         super().on_training_run_start(trainer, **kwargs)
 
     def on_training_run_error(self, trainer, error, **kwargs):
@@ -170,11 +178,15 @@ class TrackerCallback(MetricsLoggerCallback):
         self._finish(failed_status=None)
 
     def state_dict(self):
-        return {**super().state_dict(), "run_ids": dict(self.run_ids), "config_stored": self._config_stored}
+        return {
+            **super().state_dict(), **self._folder.state_dict(),
+            "run_ids": dict(self.run_ids), "config_stored": self._config_stored,
+        }  # fmt: skip
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self.run_ids = dict(state_dict.get("run_ids", {}))
+        self._folder.load_state_dict(state_dict)
         self._config_stored = state_dict.get("config_stored", True)
 
     # ------------------------------------------------------------------ what is logged
@@ -218,7 +230,7 @@ class TrackerCallback(MetricsLoggerCallback):
         kwargs = dict(self.init_kwargs.get(name, {}))
         run_id = self.run_ids.get(name)
         if name == "mlflow":
-            _use_mlflow_tracking_uri(mlflow_tracking_uri(kwargs.pop("tracking_uri", None), self.run_folder(trainer)))
+            _use_mlflow_tracking_uri(mlflow_tracking_uri(kwargs.pop("tracking_uri", None), self.logging_dir))
             if run_id is not None:
                 kwargs["run_id"] = run_id
         elif name == "wandb":
@@ -266,7 +278,7 @@ class TrackerCallback(MetricsLoggerCallback):
         ConnectionError on every process with ``on_unreachable="error"``."""
         problems: dict[str, str] = {}
         if trainer.is_world_process_zero and "mlflow" in self.trackers:
-            uri = mlflow_tracking_uri(self.init_kwargs.get("mlflow", {}).get("tracking_uri"), self.run_folder(trainer))
+            uri = mlflow_tracking_uri(self.init_kwargs.get("mlflow", {}).get("tracking_uri"), self.logging_dir)
             problem = server_problem(uri)
             if problem is not None:
                 problems["mlflow"] = f"the MLflow tracking server {uri} is unreachable ({problem})"
@@ -353,14 +365,14 @@ def _finish_tracker(tracker: GeneralTracker, failed_status: str | None) -> None:
 class TensorBoardLoggerCallback(TrackerCallback):
     """:class:`TrackerCallback` to TensorBoard alone, writing its event files into ``log_dir``
     (needs the ``tensorboard`` extra). Each run adds its own event file there, so nothing written
-    before is lost; a resumed run adds one too."""
+    before is lost (it does not version ``log_dir``: ``if_exists="append"``); a resumed run adds one too."""
 
     def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None, **kwargs):
         self.log_dir = Path(log_dir)
         # accelerate's TensorBoard tracker writes into logging_dir/project_name
         super().__init__(
             "tensorboard", project_name=self.log_dir.name, logging_dir=self.log_dir.parent,
-            log_every_n_steps=log_every_n_steps, **kwargs,
+            log_every_n_steps=log_every_n_steps, **{"if_exists": "append", **kwargs},
         )  # fmt: skip
 
 
@@ -388,7 +400,7 @@ class MLflowLoggerCallback(TrackerCallback):
         mlflow_kwargs = {"tracking_uri": self.tracking_uri, "run_name": run_name, "tags": self.tags}
         super().__init__(
             "mlflow", project_name=experiment_name, init_kwargs={"mlflow": mlflow_kwargs},
-            log_every_n_steps=log_every_n_steps, **kwargs,
+            log_every_n_steps=log_every_n_steps, **{"if_exists": "append", **kwargs},
         )  # fmt: skip
 
     @property

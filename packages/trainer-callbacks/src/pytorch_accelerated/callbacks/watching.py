@@ -8,7 +8,7 @@ from typing import Any
 
 from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, format_metric_value
 
-from ._files import check_can_write
+from .run_folders import IfExists, RunPath, check_if_exists
 
 
 def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
@@ -122,6 +122,12 @@ class SaveBestModelCallback(TrainerCallback):
     the optimizer's and scheduler's states unless ``save_optimizer`` / ``save_scheduler`` is False.
     Each ``train()`` call looks for its own best; ``reset_on_train=False`` keeps the best of earlier
     calls, so a later call saves (and loads back) only a better one.
+
+    No run replaces another's checkpoint: by default (``if_exists="new_version"``) ``best_model.pt``
+    is saved as ``version_0/best_model.pt``, the next run's as ``version_1/best_model.pt`` (the
+    folder of ``save_path`` gets the ``version_<n>`` folders); ``save_path`` says which once the
+    run has started. ``if_exists="overwrite"`` saves to the path given, replacing what is there;
+    ``"error"`` refuses to start when it holds a file. A resumed run goes on saving where it saved.
     """
 
     def __init__(
@@ -134,8 +140,10 @@ class SaveBestModelCallback(TrainerCallback):
         improvement_threshold: float = 0.0,
         reset_on_train: bool = True,
         save_scheduler: bool = True,
+        if_exists: IfExists = "new_version",
     ):
-        self.save_path = Path(save_path)
+        check_if_exists(if_exists, type(self).__name__, ("new_version", "error", "overwrite"))
+        self._run_path = RunPath(save_path, if_exists)
         self.watcher = MetricWatcher(watch_metric, greater_is_better, improvement_threshold)
         self.load_saved_checkpoint = load_saved_checkpoint
         self.save_optimizer = save_optimizer
@@ -143,9 +151,18 @@ class SaveBestModelCallback(TrainerCallback):
         self.reset_on_train = reset_on_train
         self.saved_this_run = False
 
+    @property
+    def save_path(self) -> Path:
+        """Where the best checkpoint is saved (its ``version_<n>`` folder once the first run has started)."""
+        return self._run_path.path
+
+    @save_path.setter
+    def save_path(self, path: str | Path) -> None:
+        self._run_path = RunPath(path, self._run_path.if_exists)
+
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
-        check_can_write(trainer, self.save_path, type(self).__name__)
+        self._run_path.start_run(trainer, type(self).__name__)
         if self.reset_on_train:
             self.watcher.best = None
             self.saved_this_run = False
@@ -170,8 +187,9 @@ class SaveBestModelCallback(TrainerCallback):
             trainer.load_checkpoint(self.save_path, load_optimizer=self.save_optimizer, load_scheduler=self.save_scheduler)
 
     def state_dict(self):
-        return {**self.watcher.state_dict(), "saved_this_run": self.saved_this_run}
+        return {**self.watcher.state_dict(), **self._run_path.state_dict(), "saved_this_run": self.saved_this_run}
 
     def load_state_dict(self, state_dict):
         self.watcher.load_state_dict(state_dict)
+        self._run_path.load_state_dict(state_dict)
         self.saved_this_run = state_dict["saved_this_run"]

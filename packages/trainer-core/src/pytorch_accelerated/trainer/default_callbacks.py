@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import shutil
+import sys
+import threading
 from numbers import Number
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from tqdm.auto import tqdm
+from tqdm.autonotebook import tqdm as _chosen_tqdm
+from tqdm.std import tqdm as _terminal_tqdm
 
 from ._arguments import check_positive_int
 from .callbacks import StopTrainingError, TrainerCallback
@@ -87,27 +93,79 @@ class TerminateOnNaNCallback(TrainerCallback):
             )
 
 
-class ProgressBarCallback(TrainerCallback):
-    """One tqdm progress bar per training and per evaluation epoch, on the main process only
-    (a resumed epoch's bar starts where the saved run stopped), redrawn at most every
-    ``refresh_interval_s`` seconds: a redraw costs ~0.1-0.3 ms, tqdm's default 0.1 s interval
-    a few microseconds on every step of a fast loop."""
+class _Bar(tqdm):
+    """tqdm as the progress bar uses it: the running training loss read only when the bar is
+    drawn, and, for output that is not a terminal, one plain line per redraw (no carriage returns).
 
-    def __init__(self, refresh_interval_s: float = 0.5):
-        if not refresh_interval_s >= 0:
-            raise ValueError(f"refresh_interval_s must be a number of seconds >= 0, got {refresh_interval_s!r}.")
+    Its own thread lock and no monitor thread: tqdm's defaults create a multiprocessing lock (an
+    import and a semaphore) and start a thread with the first bar of a process, about a
+    millisecond that the first epoch paid; only the main process draws bars here."""
+
+    _lock = threading.RLock()
+    monitor_interval = 0
+
+    def __init__(self, *args, read_loss: Callable[[], float | None] | None = None, plain_lines: bool = False, **kwargs):
+        self._read_loss = read_loss
+        self._plain_lines = plain_lines
+        super().__init__(*args, **kwargs)
+
+    @property
+    def format_dict(self):
+        values = super().format_dict
+        loss = self._read_loss() if self._read_loss is not None else None
+        if loss is not None:
+            values["postfix"] = f"loss={format_metric_value(loss)}"
+        return values
+
+    def display(self, msg=None, pos=None):
+        if not self._plain_lines:
+            return super().display(msg, pos)
+        if msg == "":
+            return False  # tqdm clearing the line at close: nothing to clear in a file
+        self.fp.write((self.__str__() if msg is None else msg) + "\n")
+        self.fp.flush()
+        return True
+
+
+_PLAIN_LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} batches [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+class ProgressBarCallback(TrainerCallback):
+    """One progress bar per training and per evaluation epoch, on the main process only (a
+    resumed epoch's bar starts where the saved run stopped).
+
+    - On a terminal (or in a notebook): a tqdm bar, drawn once the epoch has run
+      ``refresh_interval_s`` seconds and redrawn at most that often (a redraw costs ~0.1-0.3 ms;
+      tqdm's default 0.1 s interval a few microseconds on every step of a fast loop). The
+      training bar shows ``loss=``: this process's running mean training loss of the epoch,
+      read from the device only when the bar is redrawn, never per step.
+    - Output redirected to a file (stderr not a terminal): a plain line, with the loss, every
+      ``file_refresh_interval_s`` seconds, and none for a shorter epoch; no carriage returns.
+    """
+
+    def __init__(self, refresh_interval_s: float = 0.5, file_refresh_interval_s: float = 30.0):
+        for name, value in (("refresh_interval_s", refresh_interval_s), ("file_refresh_interval_s", file_refresh_interval_s)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}.")
         self.refresh_interval_s = refresh_interval_s
+        self.file_refresh_interval_s = file_refresh_interval_s
         self._bar: tqdm | None = None
 
-    def _open(self, trainer: Trainer, total: int | None, description: str, initial: int = 0) -> None:
-        self._bar = tqdm(
+    def _open(self, trainer: Trainer, total: int | None, description: str, initial: int = 0, read_loss=None) -> None:
+        live = _draws_live_bars(sys.stderr)
+        interval = self.refresh_interval_s if live else self.file_refresh_interval_s
+        self._bar = _Bar(
             total=total,
             initial=initial,
             desc=description,
             disable=not trainer.is_local_process_zero,
             leave=False,
-            dynamic_ncols=True,
-            mininterval=self.refresh_interval_s,
+            dynamic_ncols=live,
+            mininterval=interval,
+            delay=interval,  # an epoch shorter than one interval draws nothing: no line to clear
+            bar_format=None if live else _PLAIN_LINE_FORMAT,
+            read_loss=read_loss,
+            plain_lines=not live,
         )
 
     def _advance(self) -> None:
@@ -125,6 +183,7 @@ class ProgressBarCallback(TrainerCallback):
             _length_or_none(trainer.train_dataloader),
             f"epoch {trainer.run_history.current_epoch} train",
             initial=trainer.completed_epoch_batches,
+            read_loss=functools.partial(self._running_train_loss, trainer),
         )
 
     def on_train_step_end(self, trainer, **kwargs):
@@ -146,11 +205,29 @@ class ProgressBarCallback(TrainerCallback):
     def on_stop_training_error(self, trainer, **kwargs):
         self._close()
 
+    @staticmethod
+    def _running_train_loss(trainer: Trainer) -> float | None:
+        """This process's running mean training loss of the epoch: one read, when the bar is drawn."""
+        running = trainer._train_loss  # the loop's own running mean (trainer.py's _RunningLoss)
+        if running is None or not running.count:
+            return None
+        return running.total.item() / running.count
+
+
+def _draws_live_bars(stream) -> bool:
+    """A terminal, or a notebook (tqdm.auto chose its widget): a bar redrawn in place."""
+    if _chosen_tqdm is not _terminal_tqdm:  # tqdm.auto found a notebook
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
 
 class PrintMetricsCallback(TrainerCallback):
-    """Prints, on the main process, one line per epoch with the metrics recorded during it
-    (including those of evaluations run by callbacks mid-epoch), and the metrics of each
-    ``evaluate`` run made outside training."""
+    """Prints, on the main process, the metrics recorded during each epoch (including those of
+    evaluations run by callbacks mid-epoch), and the metrics of each ``evaluate`` run made
+    outside training: on one line (``epoch 3: train_loss_epoch: 0.4123 | eval_loss_epoch: ...``)
+    when it fits the terminal's width (``COLUMNS``, 100 for a file), else as a small aligned table
+    under ``epoch 3:``, as many name/value columns a row as fit."""
 
     def __init__(self):
         self._printed_counts: dict[str, int] = {}
@@ -172,7 +249,7 @@ class PrintMetricsCallback(TrainerCallback):
         )
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
-        trainer.print(f"epoch {trainer.run_history.current_epoch}: {self._new_metrics_line(trainer)}")
+        trainer.print(format_metrics_summary(f"epoch {trainer.run_history.current_epoch}", self._new_metrics(trainer)))
 
     def on_evaluation_run_start(self, trainer, **kwargs):
         if not self._in_training_run:
@@ -180,7 +257,7 @@ class PrintMetricsCallback(TrainerCallback):
 
     def on_evaluation_run_end(self, trainer, **kwargs):
         if not self._in_training_run:
-            trainer.print(f"evaluation: {self._new_metrics_line(trainer)}")
+            trainer.print(format_metrics_summary("evaluation", self._new_metrics(trainer)))
 
     def on_stop_training_error(self, trainer, stop_training_error, **kwargs):
         trainer.print(f"Training stopped early: {stop_training_error}")
@@ -199,16 +276,34 @@ class PrintMetricsCallback(TrainerCallback):
         history = trainer.run_history
         self._printed_counts = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
 
-    def _new_metrics_line(self, trainer: Trainer) -> str:
+    def _new_metrics(self, trainer: Trainer) -> list[tuple[str, str]]:
         """The metrics written since they were last shown, formatted, and mark them as shown."""
         history = trainer.run_history
-        parts = []
+        metrics = []
         for name in history.get_metric_names():
             count = len(history.get_metric_values(name))
             if count > self._printed_counts.get(name, 0):
-                parts.append(f"{name}: {format_metric_value(history.get_latest_metric(name))}")
+                metrics.append((name, format_metric_value(history.get_latest_metric(name))))
             self._printed_counts[name] = count
-        return " | ".join(parts) if parts else "(no metrics)"
+        return metrics
+
+
+def format_metrics_summary(title: str, metrics: list[tuple[str, str]], width: int | None = None) -> str:
+    """``title: a: 1.0000 | b: 2.0000`` when that fits in ``width`` characters (by default the
+    terminal's), else ``title:`` over rows of aligned ``name value`` columns, indented."""
+    if not metrics:
+        return f"{title}: (no metrics)"
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    line = f"{title}: " + " | ".join(f"{name}: {value}" for name, value in metrics)
+    if len(line) <= width:
+        return line
+    name_width = max(len(name) for name, _ in metrics)
+    value_width = max(len(value) for _, value in metrics)
+    cells = [f"{name:<{name_width}}  {value:>{value_width}}" for name, value in metrics]
+    gap, indent = "   ", "  "
+    per_row = max(1, (width - len(indent) + len(gap)) // (name_width + 2 + value_width + len(gap)))
+    rows = [indent + gap.join(cells[start : start + per_row]).rstrip() for start in range(0, len(cells), per_row)]
+    return "\n".join([f"{title}:", *rows])
 
 
 def format_metric_value(value) -> str:

@@ -25,7 +25,7 @@ from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
 from .resuming import TrainingStates, batches_from
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config
-from .run_history import InMemoryRunHistory, RunHistory
+from .run_history import VALIDATION, InMemoryRunHistory, RunHistory
 from .running_loss import RunningLoss
 
 _BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
@@ -179,6 +179,7 @@ class Trainer:
         self.create_scheduler_fn = create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
+        self.run_history.bind_step_source(self._completed_update_steps)
 
         _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._preparation.unwrapped(self.accelerator, self.model))
         self._prepare_model_and_optimizer()
@@ -238,7 +239,8 @@ class Trainer:
                 self._run_train_epoch()
                 if run_eval_dataloader is not None:
                     self.eval_dataset, self.eval_dataloader = run_eval_dataset, run_eval_dataloader
-                    self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+                    with self.run_history.evaluation(VALIDATION):
+                        self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
                 self.run_history.increment_epoch()
@@ -281,9 +283,8 @@ class Trainer:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
         max_steps = self.run_config.max_num_train_steps
-        # events nobody handles are not called (handled_events follows callbacks added mid-run)
-        handler = self.callback_handler
-        call_event = handler.call_event
+        # an event nobody handles is not called: `event in handler.handled_events and call_event(...)`
+        handler, call_event = self.callback_handler, self.callback_handler.call_event  # handled_events follows changes
         # with no length, the data's end is known only from accelerate's dataloader (several processes)
         last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
         is_update_step = True  # no window is open before the first step
@@ -294,8 +295,7 @@ class Trainer:
             is_update_step = step - window_start + 1 == window_size or (
                 last_batch_known is not None and last_batch_known.end_of_dataloader
             )
-            if "on_train_step_start" in handler.handled_events:
-                call_event("on_train_step_start", self)
+            "on_train_step_start" in handler.handled_events and call_event("on_train_step_start", self)
             if self._several_processes and not is_update_step:
                 with self.accelerator.no_sync(self.model):
                     self._train_step(batch, window_size)
@@ -304,8 +304,7 @@ class Trainer:
             self.completed_epoch_batches = step + 1
             if is_update_step:
                 self._update_parameters(window_size, step - window_start + 1)
-                if "on_save_point" in handler.handled_events:
-                    self._reach_save_point("update")
+                "on_save_point" in handler.handled_events and self._reach_save_point("update")
                 if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
                     break  # _train_epoch_should_end(), inlined
         else:
@@ -321,8 +320,8 @@ class Trainer:
             _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
             self._train_loss_unchecked = False
         self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
-        if "on_train_step_end" in self.callback_handler.handled_events:
-            self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
+        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
+        "on_train_step_end" in handler.handled_events and handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
         loss = batch_output["loss"]
         # Backward needs the loss, not the outputs: unless a callback kept them, the outputs (a
         # language model's logits: gigabytes) are freed here rather than at the next forward.
@@ -336,8 +335,8 @@ class Trainer:
         if batches_in_window < window_size:  # a window cut short by the end of data of unknown length
             _data.rescale_short_window(self.model.parameters(), window_size, batches_in_window)
         self.clip_gradients()
-        if "on_before_optimizer_step" in self.callback_handler.handled_events:
-            self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
+        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
+        "on_before_optimizer_step" in handler.handled_events and handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
         # torch's own step (no grad scaler) is never skipped: no need to ask accelerate every update
         self.optimizer_step_was_skipped = self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
@@ -345,8 +344,7 @@ class Trainer:
             self.scheduler_step()
         self.optimizer_zero_grad()
         self.completed_update_steps += 1
-        if "on_optimizer_step_end" in self.callback_handler.handled_events:
-            self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
+        "on_optimizer_step_end" in handler.handled_events and handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
 
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         # an evaluation run from inside a training epoch must not end that epoch when it ends early
@@ -358,8 +356,7 @@ class Trainer:
         check_loss = True
         with torch.no_grad():
             for batch in _data.real_samples_only(self._batches_on_device(dataloader), dataloader, self.process_index):
-                if "on_eval_step_start" in self.callback_handler.handled_events:
-                    self.callback_handler.call_event("on_eval_step_start", self)
+                "on_eval_step_start" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_start", self)
                 self._eval_step(batch, loss_tracker, check_loss)
                 check_loss = False
                 if self._epoch_end_requested:
@@ -375,8 +372,7 @@ class Trainer:
         if check_loss:  # the first step of each evaluation
             _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
         loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
-        if "on_eval_step_end" in self.callback_handler.handled_events:
-            self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+        "on_eval_step_end" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _reached_max_train_steps(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
@@ -390,11 +386,15 @@ class Trainer:
         per_device_batch_size: int | None = None,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable | None = None,
+        metric_prefix: str = "",
     ) -> dict[str, Any]:
         """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
-        ``evaluation_loss`` and return the metrics recorded during it, by name. Every sample counts
+        ``eval_loss`` and return the metrics recorded during it, by name. Every sample counts
         exactly once, also on several processes. The model's train/eval mode is restored afterwards,
-        so a callback may call this in the middle of training."""
+        so a callback may call this in the middle of training.
+
+        ``metric_prefix`` is put before every name recorded (``"test_"``: ``test_eval_loss``,
+        ``test_eval_accuracy``) and names the evaluation in the history's records (``"test"``)."""
         reuse_dataloader = (
             self.eval_dataloader is not None
             and dataset in (None, self.eval_dataset)
@@ -406,21 +406,28 @@ class Trainer:
             set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
-        counts_before = {name: len(self.run_history.get_metric_values(name)) for name in self.run_history.get_metric_names()}
-        try:
-            self.evaluation_run_start()
-            self.callback_handler.call_event("on_evaluation_run_start", self)
-            self._run_eval_epoch(self.eval_dataloader, "evaluation_loss")
-        except StopTrainingError as error:
-            self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
-        self.evaluation_run_end()
-        self.callback_handler.call_event("on_evaluation_run_end", self)
+        history = self.run_history
+        counts_before = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
+        history.bind_step_source(self._completed_update_steps)
+        with history.metric_prefix(metric_prefix), history.evaluation():
+            try:
+                self.evaluation_run_start()
+                self.callback_handler.call_event("on_evaluation_run_start", self)
+                self._run_eval_epoch(self.eval_dataloader, "eval_loss")
+            except StopTrainingError as error:
+                self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+            self.evaluation_run_end()
+            self.callback_handler.call_event("on_evaluation_run_end", self)
         self.model.train(was_training)
         return {
             name: self.run_history.get_latest_metric(name)
             for name in self.run_history.get_metric_names()
             if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
         }
+
+    def _completed_update_steps(self) -> int:
+        """The run history's step source: read when a value is recorded, never per step."""
+        return self.completed_update_steps
 
     def predict(
         self,
@@ -598,8 +605,6 @@ class Trainer:
         return self._states.save(save_dir)
 
     def _reach_save_point(self, point: str) -> None:
-        if "on_save_point" not in self.callback_handler.handled_events:
-            return  # no callback can save a state here
         self._save_point = point
         try:
             self.callback_handler.call_event("on_save_point", self, point=point)

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, callbacks: Iterable[TrainerCallback] = ()) -> 
         callbacks=(
             *DEFAULT_CALLBACKS,
             MetricsCallback({"accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=NUM_CLASSES)}),
-            CSVLoggerCallback(args.run_dir / "metrics.csv"),
+            # the run folder is this run's own, continued on every launch: its log beside its states/
+            CSVLoggerCallback(args.run_dir / "metrics.csv", if_exists="error"),
             saver,
             *callbacks,
         ),

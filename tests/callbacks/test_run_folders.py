@@ -1,0 +1,174 @@
+"""Run folders that never lose a run (run_folders.py): re-running with the same paths writes a fresh
+``version_<n>`` folder, nothing of an earlier run is replaced, writing into an existing file is an
+explicit choice. (Resuming into the run's own folder: test_resume.py; two processes agreeing on the
+folder: test_watching.py::test_watchers_on_two_processes_stop_together_and_save_once.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from pytorch_accelerated.callbacks import (
+    CSVLoggerCallback,
+    JSONLinesLoggerCallback,
+    ModelEmaCallback,
+    SaveBestModelCallback,
+)
+from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, next_version
+from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
+from pytorch_accelerated.trainer.testing import run_tiny_training
+
+
+def the_script(folder):
+    """What a user's script creates: every path-taking callback, all pointing into ``folder``."""
+    return [
+        CSVLoggerCallback(folder / "metrics.csv"),
+        JSONLinesLoggerCallback(folder / "metrics.jsonl", log_every_n_steps=4),
+        SaveBestModelCallback(folder / "best_model.pt"),
+        ModelEmaCallback(decay=0.5, save_path=folder / "ema_model.pt", evaluate_during_training=False),
+    ]
+
+
+def test_running_the_same_script_twice_keeps_both_runs_whole(tmp_path):
+    first = run_tiny_training(callbacks=the_script(tmp_path), num_epochs=2)
+    second = run_tiny_training(callbacks=the_script(tmp_path), num_epochs=1)
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["version_0", "version_1"]
+    for version, result in (("version_0", first), ("version_1", second)):
+        folder = tmp_path / version
+        assert sorted(path.name for path in folder.iterdir()) == [
+            "best_model.pt", "ema_model.pt", "metrics.csv", "metrics.jsonl"
+        ]  # fmt: skip
+        with open(folder / "metrics.csv", newline="") as file:
+            rows = list(csv.DictReader(file))
+        assert [float(row["train_loss_epoch"]) for row in rows if row["train_loss_epoch"]] == result.metrics["train_loss_epoch"]
+        epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert max(epochs) == len(result.metrics["train_loss_epoch"])
+        assert safe_torch_load(folder / "best_model.pt")["epoch"] <= len(result.metrics["train_loss_epoch"])
+
+
+def test_the_callbacks_say_where_their_run_writes(tmp_path):
+    callbacks = the_script(tmp_path)
+    assert [callback.path for callback in callbacks[:2]] == [tmp_path / "metrics.csv", tmp_path / "metrics.jsonl"]
+    result = run_tiny_training(callbacks=callbacks, num_epochs=1)
+    assert [c.path for c in callbacks[:2]] + [c.save_path for c in callbacks[2:]] == [
+        tmp_path / "version_0" / name for name in ("metrics.csv", "metrics.jsonl", "best_model.pt", "ema_model.pt")
+    ]
+    # the same callbacks keep their folder for a later train() call and evaluate()
+    result.trainer.train(result.trainer.train_dataset, num_epochs=1, eval_dataset=result.trainer.eval_dataset)
+    result.trainer.evaluate()
+    assert callbacks[0].path == tmp_path / "version_0" / "metrics.csv"
+    assert not (tmp_path / "version_1").exists()
+
+
+class CountSteps(TrainerCallback):
+    count = 0
+
+    def on_train_step_start(self, trainer, **kwargs):
+        self.count += 1
+
+
+@pytest.mark.parametrize("make_callback", [
+    lambda path: SaveBestModelCallback(path),
+    lambda path: ModelEmaCallback(save_path=path, evaluate_during_training=False),
+], ids=["save-best", "ema"])  # fmt: skip
+def test_another_runs_checkpoint_is_never_replaced(tmp_path, make_callback):
+    earlier = tmp_path / "model.pt"
+    earlier.write_bytes(b"another run's checkpoint")
+    (tmp_path / "version_0").mkdir()
+    (tmp_path / "version_0" / "model.pt").write_bytes(b"another run's version_0")
+
+    callback = make_callback(earlier)
+    run_tiny_training(callbacks=[callback], num_epochs=1)
+    assert callback.save_path == tmp_path / "version_1" / "model.pt" and callback.save_path.stat().st_size > 100
+    assert earlier.read_bytes() == b"another run's checkpoint"
+    assert (tmp_path / "version_0" / "model.pt").read_bytes() == b"another run's version_0"
+
+    # writing over it is a choice: refused before the first step with "error", done with "overwrite"
+    steps = CountSteps()
+    with pytest.raises(FileExistsError, match=r"model.pt already exists.*if_exists='overwrite'"):
+        run_tiny_training(callbacks=[type(callback)(**_with(callback, earlier, "error")), steps], num_epochs=1)
+    assert steps.count == 0 and earlier.read_bytes() == b"another run's checkpoint"
+    overwriting = type(callback)(**_with(callback, earlier, "overwrite"))
+    run_tiny_training(callbacks=[overwriting], num_epochs=1)
+    assert overwriting.save_path == earlier and safe_torch_load(earlier)
+
+
+def _with(callback, path, if_exists) -> dict:
+    extra = {"evaluate_during_training": False} if isinstance(callback, ModelEmaCallback) else {}
+    return {"save_path": path, "if_exists": if_exists, **extra}
+
+
+def test_an_unknown_or_meaningless_if_exists_is_refused_when_the_callback_is_created(tmp_path):
+    with pytest.raises(ValueError, match="if_exists must be one of 'new_version', 'error', 'overwrite'; got 'append'"):
+        SaveBestModelCallback(tmp_path / "best.pt", if_exists="append")
+    with pytest.raises(ValueError, match="CSVLoggerCallback: if_exists must be one of .*got 'replace'"):
+        CSVLoggerCallback(tmp_path / "m.csv", if_exists="replace")
+
+
+def test_an_empty_file_left_by_a_run_killed_before_its_first_record_does_not_take_a_version(tmp_path):
+    (tmp_path / "version_0").mkdir()
+    (tmp_path / "version_0" / "metrics.csv").touch()
+    assert next_version(tmp_path) == 0
+    (tmp_path / "version_0" / "metrics.csv").write_text("epoch\n1\n")
+    assert next_version(tmp_path) == 1
+    (tmp_path / "version_7" / "states").mkdir(parents=True)  # versions are never reused, as Lightning numbers them
+    (tmp_path / "version_7" / "states" / "trainer.pt").write_text("x")
+    assert next_version(tmp_path) == 8
+
+
+class TrackerFolder(TrainerCallback):
+    """What a tracker callback does with its ``logging_dir``."""
+
+    def __init__(self, logging_dir):
+        self.logging_dir = logging_dir
+        self.folder = None
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.folder = choose_run_folder(trainer, self.logging_dir)
+
+
+def test_a_trackers_folder_is_the_versioned_folder_of_the_run_it_shares_with_the_file_loggers(tmp_path):
+    (tmp_path / "version_0").mkdir()
+    (tmp_path / "version_0" / "events").write_text("an earlier run's events")
+    csv_logger, tracker = CSVLoggerCallback(tmp_path / "metrics.csv"), TrackerFolder(tmp_path)
+    run_tiny_training(callbacks=[csv_logger, tracker], num_epochs=1)
+    assert tracker.folder == tmp_path / "version_1" and csv_logger.path == tmp_path / "version_1" / "metrics.csv"
+
+
+class TrackerWithState(TrainerCallback):
+    """A tracker's folder as a callback keeps it: chosen at the run's start, carried in its state."""
+
+    def __init__(self, logging_dir):
+        self.folder = RunFolder(logging_dir)
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.folder.start_run(trainer)
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        (self.folder.path / "events").write_text(f"step {trainer.completed_update_steps}")
+
+    def state_dict(self):
+        return self.folder.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.folder.load_state_dict(state_dict)
+
+
+def test_a_resumed_run_continues_its_trackers_folder_and_a_new_run_takes_the_next(tmp_path):
+    from pytorch_accelerated.callbacks import SaveTrainingStateCallback
+
+    logs = tmp_path / "logs"
+    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
+    run_tiny_training(callbacks=[TrackerWithState(logs), saver], num_epochs=2)
+    resumed = TrackerWithState(logs)  # a new process: a fresh callback, which learns its folder from the state
+    run_tiny_training(callbacks=[resumed], num_epochs=2, resume_from=saver.saved_paths[1])
+    assert resumed.folder.path == logs / "version_0"
+    fresh = TrackerWithState(logs)
+    run_tiny_training(callbacks=[fresh], num_epochs=1)
+    assert fresh.folder.path == logs / "version_1"
+    with pytest.raises(ValueError, match="RunFolder: if_exists must be one of 'new_version', 'append'"):
+        RunFolder(logs, if_exists="overwrite")
