@@ -6,7 +6,6 @@ import atexit
 import functools
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .dataloader_workers import start_workers_safely
 from .default_callbacks import DEFAULT_CALLBACKS
+from .resumable_data import TrainData
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, RunHistory
 from .training_state import (
@@ -123,6 +123,7 @@ class Trainer:
         self._save_point: str | None = None
         self._train_loss: _RunningLoss | None = None
         self._epoch_start_rng: dict | None = None
+        self._train_data: TrainData | None = None
         self._resume: _PendingResume | None = None
         self._prepared_model: torch.nn.Module | None = None
         self._trainable_when_wrapped: frozenset[int] = frozenset()
@@ -217,6 +218,7 @@ class Trainer:
         self.train_dataloader = self._prepare_dataloader(
             self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
         )
+        self._train_data = TrainData(self.train_dataloader, self.num_processes)
         self.eval_dataloader = None
         if eval_dataset is not None:
             self.eval_dataloader = self._prepare_dataloader(
@@ -303,9 +305,11 @@ class Trainer:
             restore_rng_state(self._resume.epoch_start_rng, self.train_dataloader)
         else:
             self._start_epoch_position()
+        self._train_data.start_epoch(self._epoch_start_rng)
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        batches = self._batches_on_device(self.train_dataloader, skip=self.completed_epoch_batches)
+        # a resumed epoch skips to its position without loading what the saved run had seen
+        batches = self._on_device(self._train_data.batches(skip=self.completed_epoch_batches), self.train_dataloader)
         if resuming:
             self._finish_resuming()
         if not self._train_epoch_should_end():
@@ -389,7 +393,7 @@ class Trainer:
         loss_tracker = _RunningLoss(self.device)
         check_loss = True
         with torch.no_grad():
-            for batch in _data.real_samples_only(self._batches_on_device(dataloader), dataloader, self.process_index):
+            for batch in _data.real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index):
                 self.callback_handler.call_event("on_eval_step_start", self)
                 self._eval_step(batch, loss_tracker, check_loss)
                 check_loss = False
@@ -804,6 +808,7 @@ class Trainer:
             "rng": capture_rng_state(self.train_dataloader),
             "epoch_start_rng": self._epoch_start_rng if self.completed_epoch_batches else None,
             "train_loss": self._train_loss.state_dict() if self._train_loss is not None else None,
+            "train_data": self._train_data.state_dict(),
             "callbacks": self._callback_states(per_process=True),
         }
 
@@ -888,18 +893,10 @@ class Trainer:
         self._train_loss = _RunningLoss.from_state_dict(own["train_loss"], self.device)
         self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
         self.resumed_from = path
-        if getattr(self.train_dataloader, "persistent_workers", False):
-            warnings.warn(
-                "The training dataloader has persistent_workers=True: its workers keep their random state "
-                "from epoch to epoch, which a resumed run cannot rebuild, so its data order and augmentations "
-                "will differ from the interrupted run's. Use persistent_workers=False for exact resumes.",
-                stacklevel=4,
-            )
+        mid_epoch = not position["stopped"] and position["epoch_batches"] > 0
+        self._train_data.load_state_dict(own.get("train_data"), mid_epoch)
         return _PendingResume(
-            rng=own["rng"],
-            epoch_start_rng=own["epoch_start_rng"],
-            callback_states=callback_states,
-            mid_epoch=not position["stopped"] and position["epoch_batches"] > 0,
+            rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states, mid_epoch=mid_epoch
         )
 
     def _check_training_state_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:
@@ -1112,16 +1109,8 @@ class Trainer:
         finally:
             self.accelerator.even_batches = even_batches
 
-    def _batches_on_device(self, dataloader: DataLoader, skip: int = 0) -> Iterator:
-        """The dataloader's batches after the first ``skip`` (loaded, then dropped, so that every
-        random draw of the loading happens as before), on the trainer's device."""
-        batches = iter(dataloader)
-        for skipped in range(skip):
-            if next(batches, _EXHAUSTED) is _EXHAUSTED:
-                raise CheckpointError(
-                    f"The training dataloader ran out after {skipped} batches where the saved run had seen {skip}: "
-                    "resume with the same dataset and batch size."
-                )
+    def _on_device(self, batches: Iterator, dataloader: DataLoader) -> Iterator:
+        """``dataloader``'s ``batches`` on the trainer's device."""
         if self.device.type == "cpu" or self.accelerator.distributed_type != DistributedType.NO:
             return batches  # already there, or moved by accelerate's prepared dataloader
         non_blocking = getattr(dataloader, "pin_memory", False)
@@ -1199,8 +1188,6 @@ class _RunningLoss:
         total, count = totals.tolist()
         return total / count if count else math.nan
 
-
-_EXHAUSTED = object()
 
 
 def _some(names: list[str], limit: int = 5) -> str:
