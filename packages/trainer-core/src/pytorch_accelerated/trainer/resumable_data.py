@@ -90,10 +90,18 @@ class TrainData:
                 object.__setattr__(loader, "dataset", self._fetches)
                 loader.collate_fn = _collated
         self._warned = False
+        # a stream's position at its start: put back after a resumed epoch, as datasets that keep a loaded
+        # state for every later iteration (HF datasets does, for its epoch) would otherwise start there again
+        self._start_state = self._stateful_dataset.state_dict() if self._stateful_dataset is not None else None
+        self._resumed_epochs_left = 0
 
     def start_epoch(self, epoch_start_rng: dict[str, Any]) -> None:
         """Give this epoch's fetches their seed: a digest of the random state the epoch started
         from (restored first on resume, so the same seed), which every epoch changes."""
+        if self._resumed_epochs_left:
+            self._resumed_epochs_left -= 1
+            if self._resumed_epochs_left == 0:  # the epoch after the resumed one reads the stream from its start
+                self._stateful_dataset.load_state_dict(self._start_state)
         if self._fetches is not None:
             self._fetches.epoch_seed = epoch_seed(epoch_start_rng)
 
@@ -134,6 +142,7 @@ class TrainData:
         if self._stateful_dataset is not None and state is not None:
             if mid_epoch:  # a state saved between epochs: the next epoch reads the data from its start
                 self._stateful_dataset.load_state_dict(state)
+                self._resumed_epochs_left = 2  # this epoch, then the next one's start
             return
         persistent = getattr(self.dataloader, "persistent_workers", False) and self.dataloader.num_workers > 0
         if self.replay_reason is not None and (mid_epoch or persistent) and not self._warned:
