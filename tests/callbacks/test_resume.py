@@ -88,7 +88,11 @@ def draw_kill_point(rng: random.Random, kind: str, num_processes: int) -> tuple[
     if kind == "epoch":
         epoch = rng.randrange(1, scenario.NUM_EPOCHS)
         return epoch * scenario.batches_per_epoch(num_processes), f"epoch:{epoch}"
-    batch = rng.choice({"inside-window": inside, "before-update": before_update, "write": inside + before_update}[kind])
+    # mid-epoch: a batch after the epoch's state saved at its second update, so the resume starts inside the epoch
+    per_epoch = scenario.batches_per_epoch(num_processes)
+    mid_epoch = [b for b in inside + before_update if (b - 1) % per_epoch + 1 > 2 * scenario.ACCUMULATION_STEPS]
+    pools = {"inside-window": inside, "before-update": before_update, "write": inside + before_update, "mid-epoch": mid_epoch}
+    batch = rng.choice(pools[kind])
     return batch, f"{'write' if kind == 'write' else 'batch'}:{batch}"
 
 
@@ -125,12 +129,14 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, 
 @ONE_PROCESS_AND_TWO
 @pytest.mark.parametrize(
     ("kinds", "workers"),
-    [(["inside-window", "epoch"], 2), (["before-update", "write"], 0)],
-    ids=["inside-a-window-and-at-an-epoch-end-two-workers", "before-an-update-and-mid-write-no-workers"],
+    [(["inside-window", "epoch"], 2), (["before-update", "write", "mid-epoch"], 0)],
+    ids=["inside-a-window-and-at-an-epoch-end-two-workers", "before-an-update-mid-write-and-mid-epoch-no-workers"],
 )
 def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, kinds, workers, uninterrupted):
     """Each process count with both ways of loading: in two workers, and in the main process, where
-    accelerate's dataloader (two processes) loads the batch after a save point before the save."""
+    accelerate's dataloader (two processes) loads the batch after a save point before the save; one
+    kill ("mid-epoch") is after a state saved inside its epoch, so that at least one resume starts
+    inside an epoch (replaying the loading fails that one on two processes)."""
     killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers)
 
 
