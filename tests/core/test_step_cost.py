@@ -31,7 +31,7 @@ STEPS_PER_EPOCH = 60  # the non-finite-loss check reads at steps 50 and 60 (epoc
 WINDOW = range(10, 40)  # the steps whose Python calls and tensor operations are counted
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 # reads the trainer makes by design, by the function that makes them
-ALLOWED_READERS = {"TerminateOnNaNCallback._has_non_finite_loss", "_RunningLoss.compute", "DataLoader"}
+ALLOWED_READERS = {"TerminateOnNaNCallback._has_non_finite_loss", "RunningLoss.compute", "DataLoader"}
 COLLECTIVES = (
     "all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
     "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter",
@@ -173,7 +173,7 @@ def test_a_step_reads_no_tensor_value_on_the_host_but_the_periodic_non_finite_ch
     assert unexpected == {}, f"host reads besides the allowed ones: {unexpected}"
     checks_per_epoch = -(-STEPS_PER_EPOCH // 50)  # one every 50 steps, the last at the epoch's end
     assert ledger.reads["__bool__ in TerminateOnNaNCallback._has_non_finite_loss"] == 2 * checks_per_epoch
-    assert ledger.reads["tolist in _RunningLoss.compute"] == 2  # the epoch's loss, once per epoch
+    assert ledger.reads["tolist in RunningLoss.compute"] == 2  # the epoch's loss, once per epoch
     loader_reads = sum(n for what, n in ledger.reads.items() if what.endswith(" in DataLoader"))
     assert loader_reads <= 2 * 4, f"the DataLoader read {loader_reads} values in 2 epochs: per step, not per epoch"
 

@@ -164,9 +164,9 @@ def test_the_check_can_fail_a_resume_that_loses_the_random_state(tmp_path, monke
     """The comparison above is sharp: without the generators, resumed runs differ."""
     saver = SaveAtEverySavePoint(tmp_path)
     expected = final_state(train_run([saver]))
-    import pytorch_accelerated.trainer.trainer as trainer_module
+    import pytorch_accelerated.trainer.resuming as resuming_module
 
-    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda *args, **kwargs: None)
+    monkeypatch.setattr(resuming_module, "restore_rng_state", lambda *args, **kwargs: None)
     scramble_random_generators()
     resumed = train_run(resume_from=saver.saved[1])
     with pytest.raises(AssertionError, match=r"state differs: state\['weights'\]"):

@@ -12,6 +12,8 @@ import torch
 from accelerate.utils import DistributedType
 from torch.utils.data import DistributedSampler
 
+from ._arguments import check_positive_int
+
 _OWN_MIXED_PRECISION = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)  # they do fp16 themselves
 
 
@@ -72,6 +74,34 @@ def _optimized_ids(optimizer) -> set[int]:
     return {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
 
 
+def check_accelerator_kwargs(accelerator_kwargs: dict[str, Any]) -> None:
+    if "gradient_accumulation_steps" in accelerator_kwargs:
+        raise ValueError(
+            "Pass gradient_accumulation_steps to Trainer.train(), not in accelerator_kwargs: "
+            "the trainer accumulates gradients itself so that logged losses stay true."
+        )
+
+
+def check_train_arguments(
+    train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
+    gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
+) -> None:  # fmt: skip
+    """``Trainer.train``'s arguments, checked before anything is set up."""
+    check_positive_int("num_epochs", num_epochs)
+    check_positive_int("per_device_batch_size", per_device_batch_size)
+    check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
+    if max_num_train_steps is not None:
+        check_positive_int("max_num_train_steps", max_num_train_steps)
+    if gradient_clip_value is not None and gradient_clip_norm is not None:
+        raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
+    check_clip("gradient_clip_value", gradient_clip_value)
+    check_clip("gradient_clip_norm", gradient_clip_norm)
+    check_scheduler_fn(create_scheduler_fn)
+    check_not_empty(train_dataset, "train_dataset", "training")
+    if eval_dataset is not None:
+        check_not_empty(eval_dataset, "eval_dataset", "evaluation")
+
+
 def check_scheduler_fn(create_scheduler_fn) -> None:
     if create_scheduler_fn is None:
         return
@@ -84,6 +114,16 @@ def check_scheduler_fn(create_scheduler_fn) -> None:
         )
     if not callable(create_scheduler_fn):
         raise TypeError(f"create_scheduler_fn must be callable as create_scheduler_fn(optimizer), got {create_scheduler_fn!r}.")
+
+
+def check_scheduler_steps_without_a_metric(scheduler) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise TypeError(
+            "ReduceLROnPlateau steps with a metric, and the trainer steps its scheduler every update "
+            "without one. Pass it to MetricSchedulerCallback (trainer-callbacks) instead of "
+            "create_scheduler_fn: callbacks=[..., MetricSchedulerCallback(partial(ReduceLROnPlateau, ...), "
+            "monitor='eval_loss_epoch')], which steps it with the metric at the end of each epoch."
+        )
 
 
 def _is_a_scheduler(value) -> bool:

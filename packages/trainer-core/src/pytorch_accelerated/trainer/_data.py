@@ -16,6 +16,13 @@ from accelerate.utils import find_batch_size, slice_tensors
 from torch.utils.data import IterableDataset
 
 
+def length_or_none(dataloader) -> int | None:
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
 def is_iterable(dataset) -> bool:
     return isinstance(dataset, IterableDataset)
 

@@ -1,5 +1,5 @@
 """Keeping several processes in step where one of them can decide alone: which training state to
-resume from, and whether to stop.
+resume from, whether saving or loading one failed, whether to stop, and the buffers evaluation reads.
 
 Nothing here communicates during the loop's steps. The state to resume from is agreed with one
 ``gather_object`` when ``train`` starts. A stop is agreed through the store the processes met
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 from accelerate.utils import gather_object
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpointing import CheckpointError
 from .training_state import MANIFEST_NAME
@@ -46,7 +47,35 @@ class ProcessesOutOfStepError(RuntimeError):
     run fails on every process, with the reason."""
 
 
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def sync_buffers_before_evaluation(model: torch.nn.Module) -> None:
+    """DDP broadcasts buffers (BatchNorm statistics) from process 0 in the first forward after
+    training: a collective that a process with no evaluation batch would never join. Do it here,
+    where every process is, and tell DDP it is done."""
+    if isinstance(model, DistributedDataParallel) and model.broadcast_buffers and model.require_forward_param_sync:
+        for buffer in model.module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+        model.require_forward_param_sync = False
+
+
 # ---------------------------------------------------------------------------------- resuming
+
+
+def on_every_process(trainer: Trainer, action: Callable, what: str):
+    """Run ``action`` on every process; if it fails on any, raise on all of them (never leave
+    the others waiting in a collective for a process that gave up)."""
+    error = None
+    try:
+        result = action()
+    except Exception as caught:  # re-raised below, after the processes agree
+        error = caught
+    if trainer.any_process(error is not None):
+        if error is not None:
+            raise error
+        raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
+    return result
 
 
 def agree_on_training_state(trainer: Trainer, find: Callable[[], Path | None], resume_from) -> Path | None:

@@ -1,4 +1,6 @@
-"""Safe checkpoint files: only plain data is written, loading never unpickles arbitrary objects."""
+"""Safe checkpoint files: only plain data is written, loading never unpickles arbitrary objects;
+and the Trainer's checkpoints (:meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint`):
+the weights without wrappers, the optimizer and scheduler, and extra plain data, in one file."""
 
 from __future__ import annotations
 
@@ -6,12 +8,23 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from accelerate.utils import DistributedType
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 _PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+CHECKPOINT_MODEL_KEY = "model_state_dict"
+CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
+CHECKPOINT_SCHEDULER_KEY = "scheduler_state_dict"
+RESERVED_CHECKPOINT_KEYS = (CHECKPOINT_MODEL_KEY, CHECKPOINT_OPTIMIZER_KEY, CHECKPOINT_SCHEDULER_KEY)
 
 
 class CheckpointError(RuntimeError):
@@ -119,3 +132,99 @@ def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:
             f"Cannot read checkpoint {str(path)!r}: {error}. The file is truncated, corrupted, or holds "
             "objects other than tensors and plain data; it was not loaded."
         ) from error
+
+
+def map_tensors(value, function: Callable):
+    """``value`` with ``function`` applied to every tensor in it (through dicts, lists and tuples)."""
+    if isinstance(value, torch.Tensor):
+        return function(value)
+    if isinstance(value, Mapping):
+        return {key: map_tensors(item, function) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(item, function) for item in value)
+    return value
+
+
+def to_cpu(value):
+    return map_tensors(value, lambda tensor: tensor.detach().cpu())
+
+
+# ---------------------------------------------------------------------------------- the Trainer's checkpoints
+
+
+def save_checkpoint(trainer: Trainer, save_path, checkpoint_kwargs, save_optimizer: bool, save_scheduler: bool) -> None:
+    """:meth:`Trainer.save_checkpoint`."""
+    extra = dict(checkpoint_kwargs or {})
+    clashing = sorted(set(extra) & set(RESERVED_CHECKPOINT_KEYS))
+    if clashing:
+        raise CheckpointError(f"checkpoint_kwargs may not use the reserved keys {clashing}; rename them.")
+    check_plain_data(extra, "checkpoint_kwargs")
+    checkpoint = {CHECKPOINT_MODEL_KEY: model_state_dict(trainer), **extra}
+    if save_optimizer:
+        checkpoint[CHECKPOINT_OPTIMIZER_KEY] = trainer.optimizer.state_dict()
+    if save_scheduler and trainer.scheduler is not None:
+        checkpoint[CHECKPOINT_SCHEDULER_KEY] = trainer.scheduler.state_dict()
+    if trainer.is_world_process_zero:
+        atomic_torch_save(checkpoint, save_path)
+    trainer.accelerator.wait_for_everyone()
+
+
+def load_checkpoint(trainer: Trainer, checkpoint_path, load_optimizer: bool, load_scheduler: bool) -> dict[str, Any]:
+    """:meth:`Trainer.load_checkpoint`."""
+    checkpoint = safe_torch_load(checkpoint_path)
+    if CHECKPOINT_MODEL_KEY not in checkpoint:
+        raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {CHECKPOINT_MODEL_KEY!r}.")
+    load_model_state_dict(trainer, checkpoint[CHECKPOINT_MODEL_KEY], checkpoint_path)
+    if load_optimizer and CHECKPOINT_OPTIMIZER_KEY in checkpoint:
+        trainer.optimizer.load_state_dict(checkpoint[CHECKPOINT_OPTIMIZER_KEY])
+    if load_scheduler and CHECKPOINT_SCHEDULER_KEY in checkpoint:
+        if trainer.scheduler is None:
+            raise CheckpointError(
+                f"{str(checkpoint_path)!r} holds a scheduler state but the trainer has no scheduler; "
+                "pass load_scheduler=False or create the scheduler first."
+            )
+        trainer.scheduler.load_state_dict(checkpoint[CHECKPOINT_SCHEDULER_KEY])
+    return {key: value for key, value in checkpoint.items() if key not in RESERVED_CHECKPOINT_KEYS}
+
+
+def model_state_dict(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The model's weights without wrappers (gathered by accelerate for a sharded model)."""
+    if trainer.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return trainer.accelerator.get_state_dict(trainer.model)
+    return trainer.get_model(keep_torch_compile=False).state_dict()
+
+
+def load_model_state_dict(trainer: Trainer, state_dict, checkpoint_path) -> None:
+    model = trainer.get_model(keep_torch_compile=False)
+    check_model_fits(model, state_dict, checkpoint_path)
+    model.load_state_dict(state_dict)
+
+
+def check_model_fits(model: torch.nn.Module, saved: Mapping[str, torch.Tensor], path) -> None:
+    """Raise :class:`CheckpointError` naming the differences unless ``saved`` are weights for ``model``."""
+    current = model.state_dict()
+    problems = []
+    missing = [name for name in current if name not in saved]
+    unexpected = [name for name in saved if name not in current]
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some(unexpected)}")
+    mismatched = [
+        f"{name} is {tuple(saved[name].shape)} there and {tuple(tensor.shape)} here"
+        for name, tensor in current.items()
+        if name in saved and tuple(saved[name].shape) != tuple(tensor.shape)
+    ]
+    if mismatched:
+        problems.append(_some(mismatched))
+    if problems:
+        raise CheckpointError(
+            f"The weights in {str(path)!r} are not for this model: {'; '.join(problems)}. "
+            "Use the model the checkpoint was saved from."
+        )
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    """Up to ``limit`` names, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"

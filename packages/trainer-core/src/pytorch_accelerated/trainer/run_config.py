@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from . import _data
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -121,3 +127,39 @@ class TrainerPlaceholderValues(Enum):
 
 # run settings that only a training dataset with a length gives
 _UNKNOWN_WITHOUT_LENGTH = frozenset({"train_dataloader_len", "num_update_steps_per_epoch"})
+
+
+def create_run_config(
+    trainer: Trainer, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
+) -> TrainerRunConfig:
+    """The run's settings, once ``trainer``'s dataloaders are built."""
+    train_len = _data.length_or_none(trainer.train_dataloader)
+    _data.check_length_known(train_len, max_num_train_steps)
+    if train_len == 0:
+        raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
+    updates_per_epoch = None if train_len is None else math.ceil(train_len / accumulation_steps)
+    num_epochs, num_training_steps = _data.sized_for_steps(updates_per_epoch, num_epochs, max_num_train_steps)
+    return TrainerRunConfig(
+        num_epochs=num_epochs,
+        train_per_device_batch_size=batch_size,
+        eval_per_device_batch_size=batch_size if trainer.eval_dataloader is not None else None,
+        train_dataloader_len=train_len,
+        eval_dataloader_len=_data.length_or_none(trainer.eval_dataloader) if trainer.eval_dataloader is not None else None,
+        gradient_accumulation_steps=accumulation_steps,
+        num_update_steps_per_epoch=updates_per_epoch,
+        max_num_train_steps=max_num_train_steps,
+        num_training_steps=num_training_steps,
+        gradient_clip_value=clip_value,
+        gradient_clip_norm=clip_norm,
+        num_processes=trainer.num_processes,
+        is_local_process_zero=trainer.is_local_process_zero,
+        is_world_process_zero=trainer.is_world_process_zero,
+        mixed_precision=str(trainer.accelerator.mixed_precision),
+    )
+
+
+def default_eval_batch_size(run_config: TrainerRunConfig | None) -> int:
+    """``evaluate()``'s batch size when none is given: the last run's, or 8."""
+    if run_config is None:
+        return 8
+    return run_config.eval_per_device_batch_size or run_config.train_per_device_batch_size

@@ -4,46 +4,30 @@ from __future__ import annotations
 
 import atexit
 import functools
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
-from accelerate.utils import DistributedType, gather_object, send_to_device
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from . import _accelerate_state, _checks, _data
-from ._arguments import check_positive_int
+from . import _accelerate_state, _checks, _data, _prediction, checkpointing
+from ._data import length_or_none as _length_or_none
+from ._dataloaders import on_device, prepare_dataloader, set_up_eval_dataloader
 from ._forward_inputs import ForwardInputs
+from ._preparation import ModelPreparation, plain_optimizer_calls
 from ._removed_hooks import check_no_removed_hooks
-from .agreement import StopAgreement, agree_on_training_state
+from .agreement import StopAgreement, sync_buffers_before_evaluation
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
-from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
-from .dataloader_workers import start_workers_safely
 from .default_callbacks import DEFAULT_CALLBACKS
-from .resumable_data import TrainData
-from .run_config import TrainerPlaceholderValues, TrainerRunConfig
+from .resuming import TrainingStates
+from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config
 from .run_history import InMemoryRunHistory, RunHistory
-from .training_state import (
-    capture_rng_state,
-    check_rng_state_fits,
-    load_training_state,
-    newest_of,
-    resolve_training_state,
-    restore_rng_state,
-    write_training_state,
-)
+from .running_loss import RunningLoss
 
-_CHECKPOINT_MODEL_KEY = "model_state_dict"
-_CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
-_CHECKPOINT_SCHEDULER_KEY = "scheduler_state_dict"
-_RESERVED_CHECKPOINT_KEYS = (_CHECKPOINT_MODEL_KEY, _CHECKPOINT_OPTIMIZER_KEY, _CHECKPOINT_SCHEDULER_KEY)
 _BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
 _BATCH_OUTPUT_KEY_SET = frozenset(_BATCH_OUTPUT_KEYS)
 
@@ -91,11 +75,7 @@ class Trainer:
         self.callback_handler = CallbackHandler(callbacks, custom_events=self.custom_events)
         self.run_history = run_history if run_history is not None else InMemoryRunHistory()
         self.accelerator_kwargs = dict(accelerator_kwargs or {})
-        if "gradient_accumulation_steps" in self.accelerator_kwargs:
-            raise ValueError(
-                "Pass gradient_accumulation_steps to Trainer.train(), not in accelerator_kwargs: "
-                "the trainer accumulates gradients itself so that logged losses stay true."
-            )
+        _checks.check_accelerator_kwargs(self.accelerator_kwargs)
         self.accelerator: Accelerator = self.create_accelerator()
         _checks.check_mixed_precision_runs(self.accelerator)
         self._mixed_precision = self.accelerator.mixed_precision
@@ -121,12 +101,9 @@ class Trainer:
         self._training_stopped = False
         self._in_training_run = False
         self._save_point: str | None = None
-        self._train_loss: _RunningLoss | None = None
-        self._epoch_start_rng: dict | None = None
-        self._train_data: TrainData | None = None
-        self._resume: _PendingResume | None = None
-        self._prepared_model: torch.nn.Module | None = None
-        self._trainable_when_wrapped: frozenset[int] = frozenset()
+        self._train_loss: RunningLoss | None = None
+        self._states = TrainingStates(self)  # capture, check and apply training states
+        self._preparation = ModelPreparation()
         self._torch_optimizer: torch.optim.Optimizer | None = None
         self._epoch_end_requested = False
         self._forward_inputs = ForwardInputs()
@@ -188,22 +165,13 @@ class Trainer:
         taken), or ``"latest"``: the newest one found by the callbacks that save training states
         (a fresh start when there is none yet). Pass the arguments the run was started with.
         """
-        check_positive_int("num_epochs", num_epochs)
-        check_positive_int("per_device_batch_size", per_device_batch_size)
-        check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
-        if max_num_train_steps is not None:
-            check_positive_int("max_num_train_steps", max_num_train_steps)
-        if gradient_clip_value is not None and gradient_clip_norm is not None:
-            raise ValueError("Pass gradient_clip_value or gradient_clip_norm, not both.")
-        _checks.check_clip("gradient_clip_value", gradient_clip_value)
-        _checks.check_clip("gradient_clip_norm", gradient_clip_norm)
-        _checks.check_scheduler_fn(create_scheduler_fn)
-        _checks.check_not_empty(train_dataset, "train_dataset", "training")
-        if eval_dataset is not None:
-            _checks.check_not_empty(eval_dataset, "eval_dataset", "evaluation")
-        self._check_accelerate_state_is_own()
+        _checks.check_train_arguments(
+            train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
+            gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
+        )  # fmt: skip
+        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
 
-        training_state = self._find_training_state(resume_from)
+        training_state = self._states.find(resume_from)
 
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -218,24 +186,19 @@ class Trainer:
         self.train_dataloader = self._prepare_dataloader(
             self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
         )
-        self._train_data = TrainData(self.train_dataloader, self.num_processes)
         self.eval_dataloader = None
         if eval_dataset is not None:
             self.eval_dataloader = self._prepare_dataloader(
                 self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs), train=False
             )
-        self.run_config = self._create_run_config(
-            num_epochs,
-            per_device_batch_size,
-            max_num_train_steps,
-            gradient_accumulation_steps,
-            gradient_clip_value,
-            gradient_clip_norm,
-        )
+        self.run_config = create_run_config(
+            self, num_epochs, per_device_batch_size, max_num_train_steps,
+            gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
+        )  # fmt: skip
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
-        self._start_run_position()
+        self._states.start_run()
         if training_state is not None:
-            self._resume = self._load_training_state(training_state)
+            self._states.load(training_state)
         self._run_training()
         return self.run_history
 
@@ -248,7 +211,7 @@ class Trainer:
             self.callback_handler.call_event("on_training_run_end", self)
         finally:
             self._in_training_run = False
-            self._resume = None
+            self._states.end_run()
 
     def _run_to_the_end(self) -> None:
         """The epochs and the end-of-run hook; on an error, ``on_training_run_error``, then the error."""
@@ -267,8 +230,8 @@ class Trainer:
             self.callback_handler.call_event("on_training_run_start", self)
             if self.resumed_from is None:
                 self._reach_save_point("run_start")
-            elif not self._resume.mid_epoch:
-                self._finish_resuming()
+            elif not self._states.resuming_mid_epoch:
+                self._states.finish_resuming()
             # a callback may evaluate() another dataset mid-run: each epoch evaluates this run's
             run_eval_dataset, run_eval_dataloader = self.eval_dataset, self.eval_dataloader
             while not self._run_is_over():
@@ -291,7 +254,7 @@ class Trainer:
             raise
 
     def _run_is_over(self) -> bool:
-        if self._resume is not None:
+        if self._states.resuming:
             return False  # resuming inside an epoch: that epoch is finished first
         return (
             self._training_stopped
@@ -300,18 +263,13 @@ class Trainer:
         )
 
     def _run_train_epoch(self) -> None:
-        resuming = self._resume is not None  # only a resume inside an epoch is still pending here
-        if resuming:
-            restore_rng_state(self._resume.epoch_start_rng, self.train_dataloader)
-        else:
-            self._start_epoch_position()
-        self._train_data.start_epoch(self._epoch_start_rng)
+        resuming = self._states.start_epoch()  # True where a resume inside this epoch is pending
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        # a resumed epoch skips to its position without loading what the saved run had seen
-        batches = self._on_device(self._train_data.batches(skip=self.completed_epoch_batches), self.train_dataloader)
+        # a resumed epoch starts at its position without loading the batches before it
+        batches = self._on_device(self._states.train_batches(self.completed_epoch_batches), self.train_dataloader)
         if resuming:
-            self._finish_resuming()
+            self._states.finish_resuming()
         if not self._train_epoch_should_end():
             self._run_train_steps(batches)
         self.run_history.update_metric("train_loss_epoch", self._train_loss.compute(self.accelerator))
@@ -387,10 +345,10 @@ class Trainer:
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         # an evaluation run from inside a training epoch must not end that epoch when it ends early
         training_epoch_end_requested, self._epoch_end_requested = self._epoch_end_requested, False
-        self._sync_buffers_before_evaluation()
+        sync_buffers_before_evaluation(self.model)
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
-        loss_tracker = _RunningLoss(self.device)
+        loss_tracker = RunningLoss(self.device)
         check_loss = True
         with torch.no_grad():
             for batch in _data.real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index):
@@ -404,7 +362,7 @@ class Trainer:
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
 
-    def _eval_step(self, batch, loss_tracker: _RunningLoss, check_loss: bool) -> None:
+    def _eval_step(self, batch, loss_tracker: RunningLoss, check_loss: bool) -> None:
         batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
         _check_batch_output(batch_output, "calculate_eval_batch_loss")
         if check_loss:  # the first step of each evaluation
@@ -437,7 +395,7 @@ class Trainer:
             and collate_fn is None
         )
         if not reuse_dataloader:
-            self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
+            set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
         counts_before = {name: len(self.run_history.get_metric_values(name)) for name in self.run_history.get_metric_names()}
@@ -456,30 +414,6 @@ class Trainer:
             if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
         }
 
-    def _sync_buffers_before_evaluation(self) -> None:
-        # DDP broadcasts buffers (BatchNorm statistics) from process 0 in the first forward after
-        # training: a collective that a process with no evaluation batch would never join. Do it
-        # here, where every process is, and tell DDP it is done.
-        model = self.model
-        if isinstance(model, DistributedDataParallel) and model.broadcast_buffers and model.require_forward_param_sync:
-            for buffer in model.module.buffers():
-                torch.distributed.broadcast(buffer, src=0)
-            model.require_forward_param_sync = False
-
-    def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
-        dataset = dataset if dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
-        if collate_fn is not None:
-            self.collate_fn = collate_fn
-        batch_size = per_device_batch_size or self._default_eval_batch_size()
-        check_positive_int("per_device_batch_size", batch_size)
-        _checks.check_not_empty(dataset, "The evaluation dataset", "evaluate()")
-        self.eval_dataset = dataset
-        self.eval_dataloader = self._prepare_dataloader(
-            self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
-        )
-
     def predict(
         self,
         dataset: Dataset,
@@ -491,28 +425,7 @@ class Trainer:
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
         On several processes, each predicts a contiguous share and every process gets the result.
         The model's train/eval mode is restored afterwards."""
-        check_positive_int("per_device_batch_size", per_device_batch_size)
-        _data.check_predictable(dataset)
-        self._prepare_model_and_optimizer()
-        share = _contiguous_share(len(dataset), self.accelerator.process_index, self.num_processes)
-        kwargs = {"shuffle": False, "collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
-        if kwargs.get("shuffle"):
-            raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
-        dataloader = DataLoader(Subset(dataset, share), batch_size=per_device_batch_size, **kwargs)
-        self._sync_buffers_before_evaluation()
-        was_training = self.model.training
-        self.model.eval()
-        outputs = []
-        with torch.no_grad():
-            for batch in dataloader:
-                batch_predictions = self.calculate_batch_predictions(send_to_device(batch, self.device))
-                outputs.append(send_to_device(_detach(batch_predictions), "cpu"))
-        self.model.train(was_training)
-        local = _concatenate(outputs) if outputs else None
-        if self.num_processes == 1:
-            return local
-        shares = [part for part in gather_object([local]) if part is not None]
-        return _concatenate(shares)
+        return _prediction.predict(self, dataset, per_device_batch_size, collate_fn, dataloader_kwargs)
 
     # ------------------------------------------------------------------ hooks: creation
 
@@ -522,11 +435,7 @@ class Trainer:
         Launched on several processes (``torchrun``) on a machine without an accelerator, it
         trains on the CPUs with gloo, where a bare ``Accelerator()`` would run every process alone.
         """
-        kwargs = dict(self.accelerator_kwargs)
-        _accelerate_state.make_way_for(kwargs)
-        if "cpu" not in kwargs and _launched_on_several_processes() and not _accelerator_device_available():
-            kwargs["cpu"] = True
-        return Accelerator(**kwargs)
+        return Accelerator(**_accelerate_state.accelerator_kwargs_for(self.accelerator_kwargs))
 
     def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
         """A DataLoader over ``self.train_dataset`` (shuffled, unless ``dataloader_kwargs`` give a
@@ -547,13 +456,7 @@ class Trainer:
         # torch's schedulers count the steps of the optimizer they are given: give them the one
         # whose step() really runs (accelerate's wrapper calls it, and so may the trainer).
         scheduler = scheduler_fn(self._unwrapped_optimizer())
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            raise TypeError(
-                "ReduceLROnPlateau steps with a metric, and the trainer steps its scheduler every update "
-                "without one. Pass it to MetricSchedulerCallback (trainer-callbacks) instead of "
-                "create_scheduler_fn: callbacks=[..., MetricSchedulerCallback(partial(ReduceLROnPlateau, ...), "
-                "monitor='eval_loss_epoch')], which steps it with the metric at the end of each epoch."
-            )
+        _checks.check_scheduler_steps_without_a_metric(scheduler)
         return scheduler
 
     # ------------------------------------------------------------------ hooks: the run
@@ -599,17 +502,6 @@ class Trainer:
     def optimizer_zero_grad(self) -> None:
         """Reset the gradients for the next accumulation window."""
         (self._torch_optimizer or self.optimizer).zero_grad()
-
-    def _plain_optimizer_calls(self) -> bool:
-        # Without a grad scaler, XLA, DeepSpeed or Megatron, accelerate's backward and optimizer
-        # wrapper only forward to torch, but first search for an optional package or inspect a
-        # signature on every call (0.1-0.25 ms each): call torch directly then.
-        return (
-            isinstance(self.optimizer, AcceleratedOptimizer)
-            and self.accelerator.scaler is None
-            and self.accelerator.distributed_type
-            not in (DistributedType.XLA, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-        )
 
     def train_epoch_end(self) -> None:
         """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
@@ -664,14 +556,6 @@ class Trainer:
     def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
-    def _check_accelerate_state_is_own(self) -> None:
-        if self.accelerator.mixed_precision != self._mixed_precision:
-            raise RuntimeError(
-                f"This Trainer was created with mixed_precision={self._mixed_precision!r}, but a Trainer created since "
-                f"set accelerate's process-wide state to {self.accelerator.mixed_precision!r}: create this Trainer "
-                "again (after the other) to train with it."
-            )
-
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(
@@ -684,46 +568,12 @@ class Trainer:
         """Save the model weights (without DDP or ``torch.compile`` wrappers), the optimizer and
         scheduler state, and ``checkpoint_kwargs`` (plain data only) to one file, atomically, from
         the main process. Call it on every process."""
-        extra = dict(checkpoint_kwargs or {})
-        clashing = sorted(set(extra) & set(_RESERVED_CHECKPOINT_KEYS))
-        if clashing:
-            raise CheckpointError(f"checkpoint_kwargs may not use the reserved keys {clashing}; rename them.")
-        check_plain_data(extra, "checkpoint_kwargs")
-        checkpoint = {_CHECKPOINT_MODEL_KEY: self._model_state_dict(), **extra}
-        if save_optimizer:
-            checkpoint[_CHECKPOINT_OPTIMIZER_KEY] = self.optimizer.state_dict()
-        if save_scheduler and self.scheduler is not None:
-            checkpoint[_CHECKPOINT_SCHEDULER_KEY] = self.scheduler.state_dict()
-        if self.is_world_process_zero:
-            atomic_torch_save(checkpoint, save_path)
-        self.accelerator.wait_for_everyone()
+        checkpointing.save_checkpoint(self, save_path, checkpoint_kwargs, save_optimizer, save_scheduler)
 
     def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
         unpickled) and return its extra keys."""
-        checkpoint = safe_torch_load(checkpoint_path)
-        if _CHECKPOINT_MODEL_KEY not in checkpoint:
-            raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {_CHECKPOINT_MODEL_KEY!r}.")
-        self._load_model_state_dict(checkpoint[_CHECKPOINT_MODEL_KEY], checkpoint_path)
-        if load_optimizer and _CHECKPOINT_OPTIMIZER_KEY in checkpoint:
-            self.optimizer.load_state_dict(checkpoint[_CHECKPOINT_OPTIMIZER_KEY])
-        if load_scheduler and _CHECKPOINT_SCHEDULER_KEY in checkpoint:
-            if self.scheduler is None:
-                raise CheckpointError(
-                    f"{str(checkpoint_path)!r} holds a scheduler state but the trainer has no scheduler; "
-                    "pass load_scheduler=False or create the scheduler first."
-                )
-            self.scheduler.load_state_dict(checkpoint[_CHECKPOINT_SCHEDULER_KEY])
-        return {key: value for key, value in checkpoint.items() if key not in _RESERVED_CHECKPOINT_KEYS}
-
-    def _model_state_dict(self) -> dict[str, torch.Tensor]:
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            return self.accelerator.get_state_dict(self.model)
-        return self.get_model(keep_torch_compile=False).state_dict()
-
-    def _load_model_state_dict(self, state_dict, checkpoint_path) -> None:
-        self._check_model_fits(state_dict, checkpoint_path)
-        self.get_model(keep_torch_compile=False).load_state_dict(state_dict)
+        return checkpointing.load_checkpoint(self, checkpoint_path, load_optimizer, load_scheduler)
 
     # ------------------------------------------------------------------ training states: exact resume
 
@@ -737,260 +587,7 @@ class Trainer:
         ``train`` returns; the main process writes, the others wait. The folder must be on a file
         system that every process can read when resuming.
         """
-        self._check_training_state_can_be_saved()
-        save_dir = Path(save_dir)
-        own = self._on_every_process(lambda: _to_cpu(self._process_training_state()), "collect its training state")
-        states = [own] if self.num_processes == 1 else gather_object([own])
-
-        def write() -> None:
-            if self.is_world_process_zero:
-                write_training_state(save_dir, self._shared_training_state(), states, self._position())
-
-        self._on_every_process(write, f"write the training state {str(save_dir)!r}")
-        return save_dir
-
-    def _check_training_state_can_be_saved(self) -> None:
-        if self.run_config is None:
-            raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
-        if self._in_training_run and self._save_point is None:
-            raise CheckpointError(
-                "save_training_state was called in the middle of a training step, where a saved state would "
-                "not resume exactly: call it from on_save_point (fired after each update and each epoch), "
-                "or after train() returns."
-            )
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            raise CheckpointError(
-                "save_training_state supports one device and DDP, not sharded FSDP/DeepSpeed models: "
-                "use accelerator.save_state / load_state there."
-            )
-
-    def _position(self) -> dict[str, Any]:
-        return {
-            "completed_update_steps": self.completed_update_steps,
-            "epochs_completed": self._epochs_completed,
-            "epoch_batches": self.completed_epoch_batches,
-            "epoch_end_requested": self._epoch_end_requested,
-            "stopped": self._training_stopped,
-            "epoch": self.run_history.current_epoch,
-            "point": self._save_point or "run_end",
-        }
-
-    def _resume_settings(self) -> dict[str, Any]:
-        """The settings a position inside an epoch depends on."""
-        config = self.run_config
-        return {
-            "train_dataloader_len": config.train_dataloader_len,
-            "train_per_device_batch_size": config.train_per_device_batch_size,
-            "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        }
-
-    def _shared_training_state(self) -> dict[str, Any]:
-        state = {
-            "model": self._model_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "optimizer_class": type(self._unwrapped_optimizer()).__name__,
-            "run_history": self.run_history.state_dict(),
-            "position": self._position(),
-            "settings": self._resume_settings(),
-            "callbacks": self._callback_states(per_process=False),
-        }
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-            state["scheduler_class"] = type(self.scheduler).__qualname__
-        if self.accelerator.scaler is not None:
-            state["scaler"] = self.accelerator.scaler.state_dict()
-        check_plain_data(state["run_history"], "run_history.state_dict()")
-        check_plain_data(state.get("scheduler"), "scheduler.state_dict()")
-        return state
-
-    def _process_training_state(self) -> dict[str, Any]:
-        return {
-            "rng": capture_rng_state(self.train_dataloader),
-            "epoch_start_rng": self._epoch_start_rng if self.completed_epoch_batches else None,
-            "train_loss": self._train_loss.state_dict() if self._train_loss is not None else None,
-            "train_data": self._train_data.state_dict(),
-            "callbacks": self._callback_states(per_process=True),
-        }
-
-    def _callback_keys(self) -> list[tuple[str, TrainerCallback]]:
-        """Each callback under its class name, numbered from the second of a class: ``Logger#2``."""
-        seen: dict[str, int] = {}
-        keys = []
-        for callback in self.callback_handler.callbacks:
-            name = type(callback).__qualname__
-            seen[name] = seen.get(name, 0) + 1
-            keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
-        return keys
-
-    def _callback_states(self, per_process: bool) -> dict[str, dict]:
-        states = {}
-        for key, callback in self._callback_keys():
-            if bool(callback.per_process_state) == per_process:
-                state = callback.state_dict()
-                if state:
-                    check_plain_data(state, f"{key}.state_dict()")
-                    states[key] = state
-        return states
-
-    def _on_every_process(self, action: Callable, what: str):
-        """Run ``action`` on every process; if it fails on any, raise on all of them (never leave
-        the others waiting in a collective for a process that gave up)."""
-        error = None
-        try:
-            result = action()
-        except Exception as caught:  # re-raised below, after the processes agree
-            error = caught
-        if self.any_process(error is not None):
-            if error is not None:
-                raise error
-            raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
-        return result
-
-    def _find_training_state(self, resume_from) -> Path | None:
-        if resume_from is None:
-            return None
-        if isinstance(resume_from, str) and resume_from == "latest":
-            latest = agree_on_training_state(self, self._latest_training_state_of_callbacks, resume_from)
-            if latest is None:
-                self.print("resume_from='latest': no training state has been saved yet; starting a new run.")
-            return latest
-        return agree_on_training_state(self, functools.partial(resolve_training_state, resume_from), resume_from)
-
-    def _latest_training_state_of_callbacks(self) -> Path | None:
-        finders = [
-            callback.latest_training_state
-            for callback in self.callback_handler.callbacks
-            if callable(getattr(callback, "latest_training_state", None))
-        ]
-        if not finders:
-            raise ValueError(
-                "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
-                "from trainer-callbacks); otherwise pass the folder to resume from."
-            )
-        return newest_of(path for path in (find() for find in finders) if path is not None)
-
-    def _load_training_state(self, path: Path) -> _PendingResume:
-        return self._on_every_process(lambda: self._apply_training_state(path), f"load the training state {str(path)!r}")
-
-    def _apply_training_state(self, path: Path) -> _PendingResume:
-        manifest, shared, own = load_training_state(path, self.process_index)
-        callback_states = {**shared["callbacks"], **own["callbacks"]}
-        self._check_training_state_fits(path, manifest, shared, own, callback_states)
-        # the small parts first: should one still refuse its state, the weights are untouched
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(shared["scheduler"])
-        if self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(shared["scaler"])
-        self.optimizer.load_state_dict(shared["optimizer"])
-        self._load_model_state_dict(shared["model"], path)
-        self.run_history.load_state_dict(shared["run_history"])
-        position = shared["position"]
-        self.completed_update_steps = position["completed_update_steps"]
-        self.completed_epoch_batches = position["epoch_batches"]
-        self._epochs_completed = position["epochs_completed"]
-        self._epoch_end_requested = position["epoch_end_requested"]
-        self._training_stopped = position["stopped"]
-        self._train_loss = _RunningLoss.from_state_dict(own["train_loss"], self.device)
-        self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
-        self.resumed_from = path
-        mid_epoch = not position["stopped"] and position["epoch_batches"] > 0
-        self._train_data.load_state_dict(own.get("train_data"), mid_epoch)
-        return _PendingResume(
-            rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states, mid_epoch=mid_epoch
-        )
-
-    def _check_training_state_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:
-        """Everything the state must match, checked before any of it is applied."""
-        where = repr(str(path))
-        if manifest["num_processes"] != self.num_processes:
-            raise CheckpointError(
-                f"{where} was saved by {manifest['num_processes']} process(es) and this run has {self.num_processes}: "
-                "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
-            )
-        position = shared["position"]
-        if position["epoch_batches"] > 0 and not position["stopped"]:
-            differences = [
-                f"{name} {saved} there, {now} here"
-                for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())
-                if saved != now
-            ]
-            if differences:
-                raise CheckpointError(
-                    f"{where} was saved in the middle of an epoch of a run with other settings ({'; '.join(differences)}): "
-                    "resume with the settings it was saved with."
-                )
-        self._check_model_fits(shared["model"], path)
-        self._check_optimizer_fits(shared, path)
-        for part, present in (("scheduler", self.scheduler is not None), ("scaler", self.accelerator.scaler is not None)):
-            if (part in shared) != present:
-                saved_it = "holds" if part in shared else "has no"
-                here = "has one" if present else "has none"
-                raise CheckpointError(
-                    f"{where} {saved_it} a {part} state and this run {here}: resume with the "
-                    f"{'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was saved with."
-                )
-        saved_scheduler = shared.get("scheduler_class")  # older states do not name it
-        if self.scheduler is not None and saved_scheduler not in (None, type(self.scheduler).__qualname__):
-            raise CheckpointError(
-                f"{where} holds the state of a {saved_scheduler} scheduler; this run's is a "
-                f"{type(self.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved with."
-            )
-        for rng_state in (own["rng"], own["epoch_start_rng"]):
-            if rng_state is not None:
-                check_rng_state_fits(rng_state, self.train_dataloader)
-        callbacks_here = {key for key, _ in self._callback_keys()}
-        homeless = sorted(set(callback_states) - callbacks_here)
-        if homeless:
-            raise CheckpointError(
-                f"{where} holds the state of callbacks this trainer does not have: {homeless}. Create the Trainer "
-                "with the callbacks the run was saved with (several of one class in the same order)."
-            )
-
-    def _check_model_fits(self, saved: Mapping[str, torch.Tensor], path) -> None:
-        current = self.get_model(keep_torch_compile=False).state_dict()
-        problems = []
-        missing = [name for name in current if name not in saved]
-        unexpected = [name for name in saved if name not in current]
-        if missing:
-            problems.append(f"missing {_some(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {_some(unexpected)}")
-        mismatched = [
-            f"{name} is {tuple(saved[name].shape)} there and {tuple(tensor.shape)} here"
-            for name, tensor in current.items()
-            if name in saved and tuple(saved[name].shape) != tuple(tensor.shape)
-        ]
-        if mismatched:
-            problems.append(_some(mismatched))
-        if problems:
-            raise CheckpointError(
-                f"The weights in {str(path)!r} are not for this model: {'; '.join(problems)}. "
-                "Use the model the checkpoint was saved from."
-            )
-
-    def _check_optimizer_fits(self, shared: dict, path: Path) -> None:
-        optimizer_class = type(self._unwrapped_optimizer()).__name__
-        if shared["optimizer_class"] != optimizer_class:
-            raise CheckpointError(
-                f"{str(path)!r} holds the state of a {shared['optimizer_class']} optimizer; this trainer's is a "
-                f"{optimizer_class}. Resume with the optimizer the run was saved with."
-            )
-        saved_sizes = [len(group["params"]) for group in shared["optimizer"]["param_groups"]]
-        sizes = [len(group["params"]) for group in self._unwrapped_optimizer().param_groups]
-        if saved_sizes != sizes:
-            raise CheckpointError(
-                f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
-                f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
-            )
-
-    def _finish_resuming(self) -> None:
-        """The last step of resuming, once the run-start (and epoch-start) events have run: the
-        callbacks' states, then the random generators as they were when the state was saved."""
-        resume, self._resume = self._resume, None
-        callbacks = dict(self._callback_keys())
-        for key, state in resume.callback_states.items():
-            callbacks[key].load_state_dict(state)
-        restore_rng_state(resume.rng, self.train_dataloader)
+        return self._states.save(save_dir)
 
     def _reach_save_point(self, point: str) -> None:
         self._save_point = point
@@ -998,22 +595,6 @@ class Trainer:
             self.callback_handler.call_event("on_save_point", self, point=point)
         finally:
             self._save_point = None
-
-    def _start_run_position(self) -> None:
-        self.completed_update_steps = 0
-        self.completed_epoch_batches = 0
-        self._epochs_completed = 0
-        self._training_stopped = False
-        self._epoch_end_requested = False
-        self.resumed_from = None
-        self._resume = None
-
-    def _start_epoch_position(self) -> None:
-        self.completed_epoch_batches = 0
-        self._epoch_end_requested = False
-        self._train_loss = _RunningLoss(self.device)
-        # the epoch's data order is drawn from these: a state saved inside the epoch replays them
-        self._epoch_start_rng = capture_rng_state(self.train_dataloader)
 
     def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
@@ -1074,149 +655,17 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_model_and_optimizer(self) -> None:
-        self._wrap_model_for_distribution()
+        self.model, self.optimizer = self._preparation.wrap(self.accelerator, self.model, self.optimizer, self.get_model)
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
-        self._torch_optimizer = self.optimizer.optimizer if self._plain_optimizer_calls() else None
-
-    def _wrap_model_for_distribution(self) -> None:
-        if self._prepared_model is None or self.model is not self._prepared_model:
-            self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-            self._prepared_model = self.model
-            self._trainable_when_wrapped = _trainable_parameter_ids(self.model)
-        elif isinstance(self.model, DistributedDataParallel) and _trainable_parameter_ids(self.model) != self._trainable_when_wrapped:
-            # DDP reduces the gradients of only the parameters that were trainable when it wrapped
-            # the model: after (un)freezing, wrap it again or the processes' weights drift apart.
-            self.model = self.accelerator.prepare_model(self.get_model())
-            self._prepared_model = self.model
-            self._trainable_when_wrapped = _trainable_parameter_ids(self.model)
+        self._torch_optimizer = self.optimizer.optimizer if plain_optimizer_calls(self.accelerator, self.optimizer) else None
 
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
-        _checks.check_sampler_not_sharded_twice(dataloader, self.num_processes, "training" if train else "evaluation")
-        if not train:
-            _checks.check_dataloader_not_empty(dataloader, "evaluation")
-        if self.accelerator.distributed_type == DistributedType.NO:
-            # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
-            # batches are moved to the device by _on_device instead.
-            return dataloader
-        start_workers_safely(dataloader)  # where forking this process can hang, workers start from a forkserver
-        # Evaluation shards without padding, so that every sample counts exactly once; training
-        # pads the last batches so that every process runs the same number of steps.
-        even_batches = self.accelerator.even_batches
-        self.accelerator.even_batches = train
-        try:
-            return self.accelerator.prepare(dataloader)
-        finally:
-            self.accelerator.even_batches = even_batches
+        return prepare_dataloader(self.accelerator, dataloader, train, self.num_processes)
 
     def _on_device(self, batches: Iterator, dataloader: DataLoader) -> Iterator:
         """``dataloader``'s ``batches`` on the trainer's device."""
-        if self.device.type == "cpu" or self.accelerator.distributed_type != DistributedType.NO:
-            return batches  # already there, or moved by accelerate's prepared dataloader
-        non_blocking = getattr(dataloader, "pin_memory", False)
-        return map(functools.partial(send_to_device, device=self.device, non_blocking=non_blocking), batches)
-
-    def _default_eval_batch_size(self) -> int:
-        if self.run_config is None:
-            return 8
-        return self.run_config.eval_per_device_batch_size or self.run_config.train_per_device_batch_size
-
-    def _create_run_config(
-        self, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
-    ) -> TrainerRunConfig:
-        train_len = _length_or_none(self.train_dataloader)
-        _data.check_length_known(train_len, max_num_train_steps)
-        if train_len == 0:
-            raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
-        updates_per_epoch = None if train_len is None else math.ceil(train_len / accumulation_steps)
-        num_epochs, num_training_steps = _data.sized_for_steps(updates_per_epoch, num_epochs, max_num_train_steps)
-        return TrainerRunConfig(
-            num_epochs=num_epochs,
-            train_per_device_batch_size=batch_size,
-            eval_per_device_batch_size=batch_size if self.eval_dataloader is not None else None,
-            train_dataloader_len=train_len,
-            eval_dataloader_len=_length_or_none(self.eval_dataloader) if self.eval_dataloader is not None else None,
-            gradient_accumulation_steps=accumulation_steps,
-            num_update_steps_per_epoch=updates_per_epoch,
-            max_num_train_steps=max_num_train_steps,
-            num_training_steps=num_training_steps,
-            gradient_clip_value=clip_value,
-            gradient_clip_norm=clip_norm,
-            num_processes=self.num_processes,
-            is_local_process_zero=self.is_local_process_zero,
-            is_world_process_zero=self.is_world_process_zero,
-            mixed_precision=str(self.accelerator.mixed_precision),
-        )
-
-
-@dataclass
-class _PendingResume:
-    """What a resumed run restores once its start events have run."""
-
-    rng: dict
-    epoch_start_rng: dict | None
-    callback_states: dict[str, dict]
-    mid_epoch: bool
-
-
-class _RunningLoss:
-    """A sample-weighted running mean kept on the device; read (and reduced) once per epoch."""
-
-    def __init__(self, device: torch.device):
-        self.total = torch.zeros((), dtype=torch.float32, device=device)
-        self.count = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "count": self.count}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any] | None, device: torch.device) -> _RunningLoss:
-        tracker = cls(device)
-        if state is not None:
-            tracker.total.copy_(state["total"])
-            tracker.count = state["count"]
-        return tracker
-
-    def update(self, loss: torch.Tensor, batch_size: int) -> None:
-        self.total.add_(loss.detach(), alpha=batch_size)  # one op; accumulates in float32 whatever the loss's dtype
-        self.count += batch_size
-
-    def compute(self, accelerator: Accelerator) -> float:
-        totals = torch.stack([self.total, torch.tensor(float(self.count), device=self.total.device)])
-        if accelerator.num_processes > 1:
-            totals = accelerator.reduce(totals, "sum")
-        total, count = totals.tolist()
-        return total / count if count else math.nan
-
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    """Up to ``limit`` names, and how many more there are."""
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
-
-
-def _map_tensors(value, function: Callable):
-    """``value`` with ``function`` applied to every tensor in it (through dicts, lists and tuples)."""
-    if isinstance(value, torch.Tensor):
-        return function(value)
-    if isinstance(value, Mapping):
-        return {key: _map_tensors(item, function) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(item, function) for item in value)
-    return value
-
-
-def _to_cpu(value):
-    return _map_tensors(value, lambda tensor: tensor.detach().cpu())
-
-
-def _detach(outputs):
-    return _map_tensors(outputs, torch.Tensor.detach)
-
-
-def _trainable_parameter_ids(model: torch.nn.Module) -> frozenset[int]:
-    return frozenset(id(parameter) for parameter in model.parameters() if parameter.requires_grad)
+        return on_device(batches, dataloader, self.device, self.accelerator.distributed_type)
 
 
 @functools.cache
@@ -1230,18 +679,6 @@ def _destroy_process_group_at_exit() -> None:
 def _destroy_process_group_if_alive() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _launched_on_several_processes() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _accelerator_device_available() -> bool:
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
-
-
 
 
 def _check_batch_output(batch_output, hook_name: str) -> None:
@@ -1284,30 +721,3 @@ def _loss_from_model_outputs(model_outputs) -> torch.Tensor:
             "Pass labels in the batch (as the model expects) or give the Trainer a loss_func."
         )
     return loss
-
-
-def _length_or_none(dataloader) -> int | None:
-    try:
-        return len(dataloader)
-    except TypeError:
-        return None
-
-
-def _contiguous_share(length: int, process_index: int, num_processes: int) -> range:
-    per_process, remainder = divmod(length, num_processes)
-    start = process_index * per_process + min(process_index, remainder)
-    return range(start, start + per_process + (1 if process_index < remainder else 0))
-
-
-def _concatenate(parts: list):
-    first = parts[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat([part if part.dim() else part.reshape(1) for part in parts])
-    if isinstance(first, Mapping):
-        return {key: _concatenate([part[key] for part in parts]) for key in first}
-    if isinstance(first, (list, tuple)):
-        return type(first)(_concatenate(list(items)) for items in zip(*parts))
-    raise TypeError(
-        f"predict() can concatenate tensors and dicts/tuples of tensors, not {type(first).__name__}; "
-        "override calculate_batch_predictions to return tensors."
-    )
