@@ -176,3 +176,21 @@ def test_hf_datasets_streaming_from_local_files_resumes_from_its_state_exactly(t
         resumed = run(stream(), resume_from=tmp_path / "state", **kwargs)
     assert_bitwise_equal(final_state(resumed), expected)
     assert len(loaded) <= NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES + 10, "it read the rows before its position"
+
+
+def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
+    from pytorch_accelerated.trainer.resumable_data import SeededFetches
+
+    loader = torch.utils.data.DataLoader(Augmented(), batch_size=BATCH_SIZE, shuffle=True)
+
+    class ReusesItsDataloader(Trainer):
+        def create_train_dataloader(self, batch_size, dataloader_kwargs):
+            return loader
+
+    model = torch.nn.Linear(4, 3)
+    trainer = ReusesItsDataloader(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    for _ in range(2):
+        trainer.train(loader.dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
+        assert trainer._states.train_data.replay_reason is None  # the second still skips, not replays
+    assert type(loader.dataset) is SeededFetches and type(loader.dataset.dataset) is Augmented
+    assert type(loader.batch_sampler._batch_sampler) is torch.utils.data.BatchSampler

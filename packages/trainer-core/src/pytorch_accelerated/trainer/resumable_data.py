@@ -80,7 +80,10 @@ class TrainData:
         self.replay_reason = None if self._stateful_dataset is not None else _why_it_must_replay(loader, num_processes)
         self._skipper: _SkippingBatchSampler | None = None
         self._fetches: SeededFetches | None = None
-        if self.replay_reason is None and self._stateful_dataset is None:
+        if isinstance(loader.batch_sampler, _SkippingBatchSampler):  # set up by an earlier train() with this loader
+            self._skipper = loader.batch_sampler
+            self._fetches = loader.dataset if isinstance(loader.dataset, SeededFetches) else None
+        elif self.replay_reason is None and self._stateful_dataset is None:
             self._skipper = _SkippingBatchSampler(loader.batch_sampler)
             # torch refuses to set these once a DataLoader is built, for a sampler or dataset that would
             # not match its batch_size and length; these yield the same index lists and samples
@@ -282,6 +285,8 @@ def _why_it_must_replay(loader: DataLoader, num_processes: int) -> str | None:
     if loader.persistent_workers and loader.num_workers > 0:
         return "the training dataloader has persistent_workers=True (its workers keep their random state from epoch to epoch)"
     batch_sampler = loader.batch_sampler
+    if isinstance(batch_sampler, _SkippingBatchSampler):
+        batch_sampler = batch_sampler._batch_sampler
     if batch_sampler is None:
         return "the training dataloader has batch_size=None (it fetches one index at a time)"
     inner = getattr(batch_sampler, "batch_sampler", batch_sampler) if num_processes > 1 else batch_sampler  # inside BatchSamplerShard
