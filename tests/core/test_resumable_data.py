@@ -194,3 +194,16 @@ def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
         assert trainer._states.train_data.replay_reason is None  # the second still skips, not replays
     assert type(loader.dataset) is SeededFetches and type(loader.dataset.dataset) is Augmented
     assert type(loader.batch_sampler._batch_sampler) is torch.utils.data.BatchSampler
+
+
+def test_datasets_that_cannot_draw_random_numbers_are_fetched_as_they_are():
+    """A TensorDataset with the default collate, or a dataset declaring draws_random_numbers = False,
+    costs nothing per batch: no seeded fetch is put in front of it."""
+
+    class Declared(Augmented):
+        draws_random_numbers = False
+
+    for dataset in (make_tiny_dataset(NUM_SAMPLES), Declared()):
+        trainer = run(dataset, num_epochs=1)
+        assert trainer.train_dataloader.dataset is dataset
+        assert trainer._states.train_data.replay_reason is None  # still skipped at the sampler on resume
