@@ -43,9 +43,9 @@ def test_ema_is_evaluated_with_its_prefix_and_saved(tmp_path):
     path = tmp_path / "ema.pt"
     ema = ModelEmaCallback(decay=0.5, save_path=path)
     result = run_tiny_training(callbacks=[ema], num_epochs=3)
-    assert len(result.metrics["ema_evaluation_loss"]) == 3
+    assert len(result.metrics["ema_eval_loss"]) == 3
     assert len(result.metrics["eval_loss_epoch"]) == 3
-    assert "evaluation_loss" not in result.metrics
+    assert "eval_loss" not in result.metrics
     trainer = result.trainer
     # the model kept its own weights after the EMA evaluation and save
     own_weights = {k: v.clone() for k, v in trainer.get_model().state_dict().items()}
@@ -55,13 +55,13 @@ def test_ema_is_evaluated_with_its_prefix_and_saved(tmp_path):
     assert any(not torch.equal(own_weights[k], ema.ema_state[k]) for k in own_weights)
 
 
-def test_ema_evaluation_loss_matches_evaluating_the_ema_weights_directly(tmp_path):
+def test_ema_eval_loss_matches_evaluating_the_ema_weights_directly(tmp_path):
     ema = ModelEmaCallback(decay=0.8, save_path=None)
     result = run_tiny_training(callbacks=[ema], num_epochs=2)
     trainer = result.trainer
     with ema.ema_weights_in(trainer):
-        direct = trainer.evaluate()["evaluation_loss"]
-    assert result.metrics["ema_evaluation_loss"][-1] == pytest.approx(direct, rel=1e-6)
+        direct = trainer.evaluate()["eval_loss"]
+    assert result.metrics["ema_eval_loss"][-1] == pytest.approx(direct, rel=1e-6)
 
 
 def test_ema_skips_updates_that_the_optimizer_skipped(tmp_path):

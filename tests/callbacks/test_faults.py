@@ -243,7 +243,7 @@ def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_log
         trainer.train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=8)
     assert logger._file is None  # was left open
     trainer.evaluate(make_tiny_dataset(8))
-    assert "evaluation_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on
+    assert "eval_loss" in (tmp_path / "log").read_text()  # was not logged: the logger thought the run went on
 
 
 def test_a_new_run_refuses_a_save_dir_of_damaged_states_instead_of_writing_over_them(tmp_path):

@@ -89,8 +89,8 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert [float(row[name]) for row in rows[:2]] == result.metrics[name]
     # evaluate() after training: its own row, a column added without disturbing the earlier rows
-    assert [row["evaluation_loss"] for row in rows[:2]] == ["", ""]
-    assert float(rows[2]["evaluation_loss"]) == evaluation["evaluation_loss"]
+    assert [row["eval_loss"] for row in rows[:2]] == ["", ""]
+    assert float(rows[2]["eval_loss"]) == evaluation["eval_loss"]
     assert rows[2]["train_loss_epoch"] == ""
 
 
@@ -120,7 +120,7 @@ def test_jsonl_has_one_record_per_epoch_and_one_per_evaluation(tmp_path):
         }
         for epoch in (1, 2)
     ]
-    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "evaluation_loss": evaluation["evaluation_loss"]}
+    assert records[2] == {"epoch": 2, "step": 2 * UPDATES_PER_EPOCH, "eval_loss": evaluation["eval_loss"]}
 
 
 def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
@@ -141,10 +141,11 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
 
 
 def test_step_losses_are_read_from_the_device_only_when_logged(tmp_path, monkeypatch):
-    """Without the logger the run reads no per-step value; with it, one per logged update."""
+    """Without the logger the run reads no per-step value; with it, one read (item or tolist) per logged update."""
     reads = []
-    original_item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda tensor: reads.append(1) or original_item(tensor))
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor))
 
     run_tiny_training(num_epochs=2)
     reads_without_logger = len(reads)
@@ -244,14 +245,17 @@ def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
 
     events = EventAccumulator(str(log_dir))
     events.Reload()
+    # every scalar against the update step (TrackerCallback's x-axis; epochs were x before), the epoch a scalar
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         scalars = events.Scalars(name)
-        assert [scalar.step for scalar in scalars] == [1, 2]
+        assert [scalar.step for scalar in scalars] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
         assert [scalar.value for scalar in scalars] == pytest.approx(result.metrics[name], rel=1e-6)
     assert [scalar.step for scalar in events.Scalars("train_loss_step")] == [4, 8, 12, 16]
-    (evaluation_scalar,) = events.Scalars("evaluation_loss")
-    assert evaluation_scalar.step == 2
-    assert evaluation_scalar.value == pytest.approx(evaluation["evaluation_loss"], rel=1e-6)
+    epochs = {scalar.step: scalar.value for scalar in events.Scalars("epoch")}
+    assert epochs == {4: 1, 8: 1, 12: 2, 16: 2}
+    (evaluation_scalar,) = events.Scalars("eval_loss")
+    assert evaluation_scalar.step == 2 * UPDATES_PER_EPOCH
+    assert evaluation_scalar.value == pytest.approx(evaluation["eval_loss"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- MLflow
@@ -277,9 +281,11 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
     def history(name):
         return [(metric.step, metric.value) for metric in client.get_metric_history(logger.run_id, name)]
 
+    # every metric against the update step (TrackerCallback's x-axis; epochs were MLflow's step before)
     for name in ("train_loss_epoch", "eval_loss_epoch"):
-        assert history(name) == list(zip([1, 2], result.metrics[name]))
-    assert history("evaluation_loss") == [(2, evaluation["evaluation_loss"])]
+        assert history(name) == list(zip([UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH], result.metrics[name]))
+    assert history("eval_loss") == [(2 * UPDATES_PER_EPOCH, evaluation["eval_loss"])]
+    assert dict(history("epoch")) == {8: 1, 16: 2}  # with every record: the per-step ones, the epoch's, evaluate()'s
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
 
@@ -347,11 +353,14 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     metrics = results[0]["metrics"]
     assert results[1]["metrics"]["train_loss_epoch"] == metrics["train_loss_epoch"]
 
-    rows = read_csv(out / "metrics.csv")
+    # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
+    rows = [row for row in read_csv(out / "metrics.csv") if not row["train_loss_step"] and not row["step_eval_loss"]]
     assert [row["epoch"] for row in rows] == ["1", "2", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["evaluation_loss"]) == metrics["evaluation_loss"][0]
+    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][0]
+    step_rows = [row for row in read_csv(out / "metrics.csv") if row["train_loss_step"]]
+    assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
     sizes = scenario.SIZES
     updates = results[0]["completed_update_steps"]
@@ -361,6 +370,53 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
     assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]
 
+    # the step-based evaluations: every one logged (main process only) at its update, the same on both processes
+    evaluations = list(range(sizes["eval_every_n_steps"], updates + 1, sizes["eval_every_n_steps"]))
+    assert [result["steps"]["step_eval_loss"] for result in results] == [evaluations, evaluations]
+    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "metrics.csv") if row["step_eval_loss"]]
+    assert logged == list(zip(evaluations, metrics["step_eval_loss"]))
+    assert results[1]["metrics"]["step_eval_loss"] == metrics["step_eval_loss"]
+
     # samples of both processes were counted: rate * time is the whole epoch's samples
     for rate, seconds in zip(metrics["train_samples_per_second"], metrics["train_epoch_time_seconds"]):
         assert rate * seconds == pytest.approx(sizes["train_samples"])
+
+
+# ---------------------------------------------------------------------------------------- every value at its step
+
+
+def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(tmp_path):
+    from pytorch_accelerated.callbacks import LearningRateMonitorCallback, StepBasedEvaluationCallback
+
+    csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
+    callbacks = [
+        StepBasedEvaluationCallback(eval_every_n_steps=2),
+        LearningRateMonitorCallback(log_every_n_steps=3),
+        CSVLoggerCallback(csv_path),
+        JSONLinesLoggerCallback(jsonl_path, log_every_n_steps=4),
+    ]
+    result = run_tiny_training(callbacks=callbacks, num_epochs=2)
+    history = result.trainer.run_history
+
+    # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
+    expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
+    for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
+        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
+                  if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
+        assert [(step, epoch) for step, epoch, _ in logged] == expected
+        assert [value for *_, value in logged] == history.get_metric_values("step_eval_loss")
+        lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
+        assert lrs == [(3, 0.05), (6, 0.05), (9, 0.05), (12, 0.05), (15, 0.05)]
+        losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]
+        assert losses == [4, 8, 12, 16]  # recorded by the JSON Lines logger, logged by both
+        epoch_rows = [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")]
+        assert epoch_rows == [(8, 1), (16, 2)]
+    assert [r.step for r in history.get_metric_records("train_loss_step")] == [4, 8, 12, 16]
+
+
+
+def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
+    path = tmp_path / "m.jsonl"
+    result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path, log_every_n_steps=8)], num_epochs=1)
+    result.trainer.train(result.trainer.train_dataset, num_epochs=1)  # its updates count from 0 again
+    assert [r["step"] for r in read_jsonl(path) if "train_loss_step" in r] == [8, 8]

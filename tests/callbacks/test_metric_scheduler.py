@@ -43,9 +43,9 @@ def test_the_scheduler_steps_once_per_epoch_with_the_epochs_metric():
 
 
 def test_a_metric_of_step_based_evaluations_steps_it_after_each_evaluation():
-    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="evaluation_loss")
+    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="step_eval_loss")
     result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), callback], num_epochs=2)
-    evaluations = len(result.metrics["evaluation_loss"])
+    evaluations = len(result.metrics["step_eval_loss"])
     assert evaluations == 16 // 3  # 8 updates per epoch, 2 epochs
     assert callback.scheduler.last_epoch == evaluations
 
@@ -70,13 +70,13 @@ class FailAtFirstEpochEnd(TrainerCallback):
 
 
 def test_an_evaluation_after_a_run_that_failed_does_not_step_the_scheduler():
-    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="evaluation_loss")
+    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="test_eval_loss")
     model = make_tiny_model()
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05),
                       callbacks=[callback, FailAtFirstEpochEnd()])
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train(make_tiny_dataset(), num_epochs=1, per_device_batch_size=8)
-    trainer.evaluate(make_tiny_dataset(seed=1))
+    trainer.evaluate(make_tiny_dataset(seed=1), metric_prefix="test_")
     assert callback.scheduler.last_epoch == 0  # evaluations outside training never step it
 
 

@@ -82,3 +82,18 @@ def test_the_epoch_time_does_not_include_evaluation():
     result = run_tiny_training(callbacks=[SlowEvaluation(), ThroughputMonitorCallback()], num_epochs=1)
     # 32 evaluation samples in 4 batches: 0.2 s of evaluation per epoch
     assert result.metrics["train_epoch_time_seconds"][0] < 0.15
+
+
+def test_throughput_every_n_updates_is_recorded_at_its_step():
+    step_seconds = 0.01
+    result = run_tiny_training(callbacks=[SlowSteps(step_seconds), ThroughputMonitorCallback(log_every_n_steps=3)], num_epochs=2)
+    history = result.trainer.run_history
+    for name in ("train_samples_per_second_step", "train_steps_per_second_step"):
+        assert [r.step for r in history.get_metric_records(name)] == [3, 6, 9, 12, 15]
+    # each interval: 3 updates of one 8-sample batch, each at least step_seconds long
+    steps_rates = history.get_metric_values("train_steps_per_second_step")
+    samples_rates = history.get_metric_values("train_samples_per_second_step")
+    assert all(rate <= 1 / step_seconds for rate in steps_rates)
+    for steps_rate, samples_rate in zip(steps_rates, samples_rates):
+        assert samples_rate == pytest.approx(8 * steps_rate)
+    assert len(result.metrics["train_samples_per_second"]) == 2  # the epoch's rates as before

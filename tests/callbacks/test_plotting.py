@@ -102,7 +102,7 @@ def test_titles_axis_labels_and_curves_are_named_in_words(tmp_path, drawn):
     run_tiny_training(callbacks=[LearningRateMonitorCallback(), PlotMetricsCallback(tmp_path, best_metric=None)], num_epochs=2)
 
     (loss,) = drawn["loss_epoch.png"].axes
-    assert (loss.get_title(), loss.get_xlabel(), loss.get_ylabel()) == ("Loss", "epoch", "loss")
+    assert (loss.get_title(), loss.get_xlabel(), loss.get_ylabel()) == ("Loss", "update step", "loss")
     assert legend(loss) == ["training", "validation"]
     (lr,) = drawn["lr.png"].axes
     assert (lr.get_title(), lr.get_ylabel()) == ("Learning rate", "learning rate")
@@ -133,13 +133,13 @@ def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, d
     trainer = result.trainer
     (loss,) = drawn["loss_epoch.png"].axes
     assert "stopped early (epoch 2)" in legend(loss)
-    assert "Stopped early after epoch 2: the test stops it" in drawn["loss_epoch.png"]._suptitle.get_text()
+    assert "Stopped early after epoch 2 (update step 16): the test stops it" in drawn["loss_epoch.png"]._suptitle.get_text()
     assert not [label for label in legend(loss) if label.startswith("test")]
 
     from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
     with trainer.run_history.metric_prefix("test_"):
-        test_loss = trainer.evaluate(make_tiny_dataset(16, seed=2), per_device_batch_size=8)["test_evaluation_loss"]
+        test_loss = trainer.evaluate(make_tiny_dataset(16, seed=2), per_device_batch_size=8)["test_eval_loss"]
 
     (loss,) = drawn["loss_epoch.png"].axes  # saved again, with the test score
     assert f"test: {test_loss:.4g}" in legend(loss)
@@ -148,3 +148,35 @@ def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, d
     assert sorted(path.name for path in plots.saved_paths) == ["loss_epoch.png", "metrics.png"]
     for path in plots.saved_paths:
         assert_valid_png(path)
+
+
+def test_each_value_is_drawn_at_its_update_step_with_the_epoch_ends_marked(tmp_path, drawn):
+    from pytorch_accelerated.callbacks import StepBasedEvaluationCallback
+
+    callbacks = [LearningRateMonitorCallback(log_every_n_steps=2), StepBasedEvaluationCallback(eval_every_n_steps=3),
+                 PlotMetricsCallback(tmp_path, dpi=80)]  # fmt: skip
+    result = run_tiny_training(callbacks=callbacks, num_epochs=2)  # 8 updates per epoch
+    history = result.trainer.run_history
+
+    def curve(axes, label):
+        (line,) = [line for line in axes.get_lines() if line.get_label() == label]
+        return list(line.get_xdata()), list(line.get_ydata())
+
+    (loss,) = drawn["loss_epoch.png"].axes
+    assert curve(loss, "training") == ([8, 16], history.get_metric_values("train_loss_epoch"))
+    assert curve(loss, "validation") == ([8, 16], history.get_metric_values("eval_loss_epoch"))
+    # the step-based evaluations share the loss plot, each at its update
+    assert curve(loss, "step-based evaluation") == ([3, 6, 9, 12, 15], history.get_metric_values("step_eval_loss"))
+    (lr,) = drawn["lr.png"].axes
+    assert curve(lr, "learning rate")[0] == [2, 4, 6, 8, 10, 12, 14, 16]
+    for axes in (loss, lr):
+        epoch_lines = [line.get_xdata()[0] for line in axes.get_lines() if line.get_label().startswith("_") and line.get_color() == "0.75"]
+        assert epoch_lines == [8, 16]
+        assert [text.get_text() for text in axes.texts] == ["epoch 1", "epoch 2"]
+        assert axes.get_xlabel() == "update step"
+    for path in plots_of(tmp_path):
+        assert_valid_png(path)
+
+
+def plots_of(folder):
+    return sorted(folder.glob("*.png"))

@@ -26,8 +26,11 @@ def test_step_based_evaluation_evaluates_every_n_updates_and_returns_to_training
     modes = ModeAfterUpdate()
     result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), modes], num_epochs=2)
     # 8 updates per epoch, 16 in all: evaluations after updates 3, 6, 9, 12, 15
-    assert len(result.metrics["evaluation_loss"]) == 5
-    assert len(result.metrics["eval_loss_epoch"]) == 2
+    records = result.trainer.run_history.get_metric_records("step_eval_loss")
+    assert [(r.step, r.epoch, r.evaluation) for r in records] == [
+        (3, 1, "step"), (6, 1, "step"), (9, 2, "step"), (12, 2, "step"), (15, 2, "step")]  # fmt: skip
+    assert "eval_loss" not in result.metrics  # kept apart from evaluate() and from validation:
+    assert [r.evaluation for r in result.trainer.run_history.get_metric_records("eval_loss_epoch")] == ["validation"] * 2
     assert all(modes.modes)
 
 
@@ -70,4 +73,4 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_trains():
 def test_a_limited_mid_epoch_evaluation_does_not_end_the_training_epoch():
     result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(2), LimitEvalStepsCallback(1)], num_epochs=1)
     assert result.trainer.completed_update_steps == 8  # the whole epoch, despite the evaluations ending early
-    assert len(result.metrics["evaluation_loss"]) == 4
+    assert len(result.metrics["step_eval_loss"]) == 4

@@ -170,7 +170,7 @@ def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
     assert [r["epochs_run"] for r in results] == [4, 4]
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["ema"] == results[1]["ema"]
-    assert results[0]["ema_evaluation_loss"] == results[1]["ema_evaluation_loss"] and len(results[0]["ema_evaluation_loss"]) == 4
+    assert results[0]["ema_eval_loss"] == results[1]["ema_eval_loss"] and len(results[0]["ema_eval_loss"]) == 4
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 

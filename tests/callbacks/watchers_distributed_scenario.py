@@ -58,7 +58,7 @@ def run(out: Path) -> dict:
         "epochs_run": len(trainer.run_history.get_metric_values("train_loss_epoch")),
         "weights": digest(trainer.get_model().state_dict()),
         "ema": digest(ema.ema_state),
-        "ema_evaluation_loss": trainer.run_history.get_metric_values("ema_evaluation_loss"),
+        "ema_eval_loss": trainer.run_history.get_metric_values("ema_eval_loss"),
     }
 
 

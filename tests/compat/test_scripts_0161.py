@@ -58,7 +58,7 @@ def test_the_mnist_quickstart(dataset, capsys):
     history = trainer.run_history
     assert _learned(trainer)
     assert len(history.get_metric_values("eval_loss_epoch")) == 2
-    assert len(history.get_metric_values("evaluation_loss")) == 1
+    assert len(history.get_metric_values("eval_loss")) == 1
     assert "epoch 2:" in capsys.readouterr().out  # the default callbacks print each epoch's metrics
 
 

@@ -158,9 +158,9 @@ def scenario_uneven_eval(out: Path) -> dict:
         "eval_samples_per_epoch": counter.samples_per_epoch,
         "eval_batches_per_epoch": counter.batches_per_epoch,
         "eval_loss_epoch": eval_loss_epoch,
-        "evaluation_loss_default": evaluate_default.get("evaluation_loss"),
-        "evaluation_loss_other_batch": evaluate_other_batch.get("evaluation_loss"),
-        "evaluation_loss_tiny": evaluate_tiny.get("evaluation_loss"),
+        "eval_loss_default": evaluate_default.get("eval_loss"),
+        "eval_loss_other_batch": evaluate_other_batch.get("eval_loss"),
+        "eval_loss_tiny": evaluate_tiny.get("eval_loss"),
     }
 
 
@@ -376,7 +376,7 @@ def scenario_smoke(out: Path) -> dict:
         "world_size_env": os.environ.get("WORLD_SIZE"),
         "completed_update_steps": trainer.completed_update_steps,
         "eval_samples": counter.samples_per_epoch,
-        "evaluation_loss": metrics.get("evaluation_loss"),
+        "eval_loss": metrics.get("eval_loss"),
         "parameters_digest": parameters_digest(trainer.get_model()),
     }
 
@@ -408,7 +408,7 @@ def scenario_buffers_evaluate_empty_share(out: Path) -> dict:
     return {
         **common_facts(trainer),
         "eval_samples": counter.samples_per_epoch,
-        "evaluation_loss": metrics.get("evaluation_loss"),
+        "eval_loss": metrics.get("eval_loss"),
     }
 
 

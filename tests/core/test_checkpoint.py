@@ -55,8 +55,8 @@ def test_a_compiled_model_trains_and_checkpoints_without_the_compile_wrapper(tmp
     # and the other way: plain weights into a compiled model
     recompiled = make_trainer(model=torch.compile(make_tiny_model(seed=5), backend="eager"))
     recompiled.load_checkpoint(path, load_optimizer=False)
-    assert recompiled.evaluate(make_tiny_dataset(8))["evaluation_loss"] == pytest.approx(
-        plain.evaluate(make_tiny_dataset(8))["evaluation_loss"], rel=1e-6
+    assert recompiled.evaluate(make_tiny_dataset(8))["eval_loss"] == pytest.approx(
+        plain.evaluate(make_tiny_dataset(8))["eval_loss"], rel=1e-6
     )
 
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 TRAINER_METHODS = {
     'train': '(self, train_dataset, num_epochs, eval_dataset=None, per_device_batch_size=8, max_num_train_steps=None, gradient_accumulation_steps=1, gradient_clip_value=None, gradient_clip_norm=None, create_scheduler_fn=None, collate_fn=None, train_dataloader_kwargs=None, eval_dataloader_kwargs=None, reset_run_history=True, resume_from=None)',
-    'evaluate': '(self, dataset=None, per_device_batch_size=None, dataloader_kwargs=None, collate_fn=None)',
+    'evaluate': "(self, dataset=None, per_device_batch_size=None, dataloader_kwargs=None, collate_fn=None, metric_prefix='')",
     'predict': '(self, dataset, per_device_batch_size=8, collate_fn=None, dataloader_kwargs=None)',
     'create_accelerator': '(self)',
     'create_train_dataloader': '(self, batch_size, dataloader_kwargs)',
@@ -95,6 +95,7 @@ PUBLIC_NAMES = [
     "TrainerRunConfig",
     "RunHistory",
     "InMemoryRunHistory",
+    "MetricRecord",
     "CheckpointError",
     "atomic_torch_save",
     "safe_torch_load",

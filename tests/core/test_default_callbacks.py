@@ -39,7 +39,7 @@ def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys):
 def test_print_metrics_callback_prints_evaluation_results(capsys):
     trainer = make_trainer(callbacks=[PrintMetricsCallback()])
     trainer.evaluate(make_tiny_dataset(8))
-    assert capsys.readouterr().out.startswith("evaluation: evaluation_loss: ")
+    assert capsys.readouterr().out.startswith("evaluation: eval_loss: ")
 
 
 def test_terminate_on_nan_stops_with_a_clear_message(capsys):
@@ -125,4 +125,4 @@ def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys):
     out = capsys.readouterr().out
     assert "evaluation:" not in out
     epoch_line = next(line for line in out.splitlines() if line.startswith("epoch 1:"))
-    assert "train_loss_epoch" in epoch_line and "evaluation_loss" in epoch_line and "eval_loss_epoch" in epoch_line
+    assert "train_loss_epoch" in epoch_line and "eval_loss" in epoch_line and "eval_loss_epoch" in epoch_line

@@ -208,9 +208,9 @@ def test_uneven_eval_loss_is_the_single_process_sample_weighted_mean(torchrun_ru
     assert len(eval_loss_epoch) == 2
     # The last epoch's evaluation ran on the final weights, as evaluate() did.
     assert eval_loss_epoch[-1] == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    for key in ("evaluation_loss_default", "evaluation_loss_other_batch"):
+    for key in ("eval_loss_default", "eval_loss_other_batch"):
         assert same_on_every_process(results, key) == pytest.approx(expected, rel=1e-5, abs=1e-6), key
-    assert same_on_every_process(results, "evaluation_loss_tiny") == pytest.approx(expected_tiny, rel=1e-5, abs=1e-6)
+    assert same_on_every_process(results, "eval_loss_tiny") == pytest.approx(expected_tiny, rel=1e-5, abs=1e-6)
 
 
 def test_placeholders_fill_the_scheduler_with_per_process_sizes(torchrun_runs):
@@ -328,7 +328,7 @@ def test_accelerate_launch_runs_a_training_on_two_cpu_processes(tmp_path):
         # 32 samples, batch 4, two processes: 4 updates each.
         assert result["completed_update_steps"] == 4
     assert sum(result["eval_samples"][0] for result in results) == 11
-    same_on_every_process(results, "evaluation_loss")
+    same_on_every_process(results, "eval_loss")
     same_on_every_process(results, "parameters_digest")
 
 
@@ -354,7 +354,7 @@ def test_evaluate_a_model_with_buffers_when_one_process_has_no_batch(torchrun_ru
     dataset = make_tiny_dataset(num_samples, seed=1)
     expected = reference_mean_loss(state_dict, dataset, scenarios.make_batch_norm_model())
     assert sum(result["eval_samples"][0] for result in results) == num_samples
-    assert same_on_every_process(results, "evaluation_loss") == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert same_on_every_process(results, "eval_loss") == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_predict_with_a_model_with_buffers_on_fewer_samples_than_processes(torchrun_runs):

@@ -21,7 +21,7 @@ def test_evaluate_records_the_sample_weighted_loss_over_an_uneven_last_batch():
     trainer = make_trainer(callbacks=[recorder])
     dataset = make_tiny_dataset(37)
     metrics = trainer.evaluate(dataset, per_device_batch_size=5)
-    assert metrics == {"evaluation_loss": pytest.approx(_reference_loss(trainer.get_model(), dataset), rel=1e-6)}
+    assert metrics == {"eval_loss": pytest.approx(_reference_loss(trainer.get_model(), dataset), rel=1e-6)}
     assert recorder.events[1:3] == ["on_evaluation_run_start", "on_eval_epoch_start"]
     assert recorder.events[-2:] == ["on_eval_epoch_end", "on_evaluation_run_end"]
     assert recorder.events.count("on_eval_step_end") == 8
@@ -41,7 +41,7 @@ def test_evaluate_returns_every_metric_recorded_during_it():
 
     trainer = make_trainer(callbacks=[Accuracy()])
     metrics = trainer.evaluate(make_tiny_dataset(20))
-    assert set(metrics) == {"evaluation_loss", "eval_accuracy"}
+    assert set(metrics) == {"eval_loss", "eval_accuracy"}
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
 
 
@@ -50,7 +50,7 @@ def test_evaluate_uses_the_last_eval_dataset_and_needs_one():
     with pytest.raises(ValueError, match="evaluate\\(\\) needs a dataset"):
         trainer.evaluate()
     trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(12, seed=3))
-    assert trainer.evaluate()["evaluation_loss"] == pytest.approx(
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(
         trainer.run_history.get_latest_metric("eval_loss_epoch"), rel=1e-6
     )
 

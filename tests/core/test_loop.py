@@ -299,6 +299,6 @@ def test_evaluate_mid_run_restores_train_mode_and_the_runs_eval_set():
 
     result = run_tiny_training(callbacks=[EvaluateOtherSet()], num_epochs=2)
     assert modes == [True]
-    assert len(result.metrics["evaluation_loss"]) == 1
+    assert len(result.metrics["eval_loss"]) == 1
     assert len(result.metrics["eval_loss_epoch"]) == 2
     assert len(result.trainer.eval_dataset) == 32  # the run's own eval set is back

@@ -46,7 +46,7 @@ def test_bf16_and_fp32_runs_agree_within_mixed_precision_tolerance():
     def final_eval_loss(**accelerator_kwargs):
         trainer = make_trainer(accelerator_kwargs=accelerator_kwargs, lr=0.1)
         trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=8, train_dataloader_kwargs={"shuffle": False})
-        return trainer.evaluate(make_tiny_dataset(32, seed=1))["evaluation_loss"]
+        return trainer.evaluate(make_tiny_dataset(32, seed=1))["eval_loss"]
 
     fp32 = final_eval_loss()
     from accelerate.state import AcceleratorState

@@ -2,7 +2,9 @@
 
 import pytest
 
-from pytorch_accelerated.trainer import InMemoryRunHistory
+from pytorch_accelerated.trainer import InMemoryRunHistory, RunHistory, TrainerCallback
+
+from .helpers import make_tiny_dataset, make_trainer
 
 
 def test_update_get_latest_and_values():
@@ -62,3 +64,117 @@ def test_stored_values_are_copies():
     history.update_metric("list", value)
     value.append(3)
     assert history.get_latest_metric("list") == [1, 2]
+
+
+# ------------------------------------------------------------------ records: each value's place
+
+
+def _train(history=None, callbacks=(), num_epochs=2, **train_kwargs):
+    """64 samples in batches of 8: 8 updates per epoch."""
+    extra = {} if history is None else {"run_history": history}
+    trainer = make_trainer(callbacks=callbacks, **extra)
+    trainer.train(make_tiny_dataset(), num_epochs=num_epochs, eval_dataset=make_tiny_dataset(16, seed=1),
+                  per_device_batch_size=8, **train_kwargs)  # fmt: skip
+    return trainer
+
+
+def test_every_value_of_a_run_carries_its_update_step_epoch_and_evaluation():
+    trainer = _train()
+    history = trainer.run_history
+    train_losses = history.get_metric_records("train_loss_epoch")
+    assert [(r.step, r.epoch, r.evaluation) for r in train_losses] == [(8, 1, None), (16, 2, None)]
+    assert [(r.step, r.epoch, r.evaluation) for r in history.get_metric_records("eval_loss_epoch")] == [
+        (8, 1, "validation"), (16, 2, "validation")]  # fmt: skip
+    assert [r.value for r in train_losses] == history.get_metric_values("train_loss_epoch")
+
+    trainer.evaluate(make_tiny_dataset(16, seed=2), metric_prefix="test_")
+    trainer.evaluate()
+    (test,) = history.get_metric_records("test_eval_loss")
+    (plain,) = history.get_metric_records("eval_loss")
+    assert (test.step, test.epoch, test.evaluation) == (16, 3, "test")
+    assert (plain.step, plain.evaluation) == (16, "evaluate")
+
+
+def test_a_callback_that_evaluates_every_few_steps_gets_one_record_per_evaluation_at_its_step():
+    class EvaluateEvery3(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            if trainer.completed_update_steps % 3 == 0:
+                trainer.evaluate(metric_prefix="step_")
+
+    history = _train(callbacks=[EvaluateEvery3()]).run_history
+    records = history.get_metric_records("step_eval_loss")
+    assert [(r.step, r.epoch, r.evaluation) for r in records] == [
+        (3, 1, "step"), (6, 1, "step"), (9, 2, "step"), (12, 2, "step"), (15, 2, "step")]  # fmt: skip
+    assert len(history.get_metric_values("eval_loss_epoch")) == 2  # validation kept apart
+
+
+def test_listeners_get_every_new_record_and_an_explicit_step_wins():
+    history = InMemoryRunHistory()
+    steps = iter(range(100))
+    history.bind_step_source(lambda: next(steps))
+    seen = []
+    history.add_listener(seen.append)
+    history.update_metric("a", 1.0)
+    history.update_metric("a", 2.0, step=40)
+    with history.metric_prefix("x_"), history.evaluation():
+        history.update_metric("b", 3.0)
+    history.remove_listener(seen.append)
+    history.update_metric("a", 4.0)
+    assert [(r.name, r.value, r.step, r.evaluation) for r in seen] == [
+        ("a", 1.0, 0, None), ("a", 2.0, 40, None), ("x_b", 3.0, 1, "x")]  # fmt: skip
+    assert [r.step for r in history.get_metric_records("a")] == [0, 40, 2]
+
+
+def test_a_history_saved_before_values_had_places_still_loads():
+    old_state = {"current_epoch": 3, "metrics": {"train_loss_epoch": [1.0, 0.5], "eval_loss_epoch": [0.9, 0.6]}}
+    history = InMemoryRunHistory()
+    history.load_state_dict(old_state)
+    assert history.current_epoch == 3
+    assert history.get_metric_values("train_loss_epoch") == [1.0, 0.5]
+    assert [r.step for r in history.get_metric_records("eval_loss_epoch")] == [None, None]
+    restored = InMemoryRunHistory()
+    restored.load_state_dict(history.state_dict())
+    assert restored.state_dict() == history.state_dict()
+
+
+class _DictOfListsHistory(RunHistory):
+    """A custom history written against the interface as it was before records: per-name values only."""
+
+    def __init__(self):
+        super().__init__()
+        self.values, self.epoch = {}, 1
+
+    def get_metric_names(self):
+        return list(self.values)
+
+    def get_metric_values(self, metric_name):
+        return list(self.values.get(metric_name, []))
+
+    def get_latest_metric(self, metric_name):
+        return self.values[metric_name][-1]
+
+    def write_metric(self, metric_name, metric_value):
+        self.values.setdefault(metric_name, []).append(metric_value)
+
+    @property
+    def current_epoch(self):
+        return self.epoch
+
+    def increment_epoch(self):
+        self.epoch += 1
+
+    def reset(self):
+        self.values, self.epoch = {}, 1
+
+
+def test_a_custom_history_written_against_the_old_interface_gets_records_too():
+    history = _DictOfListsHistory()
+    history.update_metric("stale", 1.0)
+    trainer = _train(history=history)  # train() resets it
+    assert trainer.run_history is history and "stale" not in history.values
+    records = history.get_metric_records("eval_loss_epoch")
+    assert [(r.step, r.epoch, r.evaluation) for r in records] == [(8, 1, "validation"), (16, 2, "validation")]
+    assert [r.value for r in records] == history.values["eval_loss_epoch"]
+    restored = _DictOfListsHistory()
+    restored.load_state_dict(history.state_dict())
+    assert [r.step for r in restored.get_metric_records("train_loss_epoch")] == [8, 16]

@@ -174,6 +174,8 @@ def test_the_main_command_end_to_end(tmp_path):
 
     test_accuracy = float(re.search(r"^test accuracy: ([0-9.]+)", completed.stdout, flags=re.M).group(1))
     assert test_accuracy > 0.9
+    # one naming scheme: the test set's loss and accuracy side by side, under one prefix
+    assert re.search(r"^evaluation: test_eval_loss: [0-9.]+ \| test_eval_accuracy: [0-9.]+", completed.stdout, flags=re.M)
 
     # progress bars (tqdm writes to stderr), early stopping, the best checkpoint loaded back
     assert "epoch 1 train" in completed.stderr and "it/s" in completed.stderr

@@ -76,14 +76,14 @@ def write_tiny_mnist(root: Path, num_train: int = 60, num_test: int = 10) -> Non
 def test_mnist_quickstart_on_fake_data():
     require("torchvision", "vision")
     metrics = example("mnist_quickstart").main(["--fake-data", "--fake-data-size", "240", "--num-epochs", "1", "--max-steps", "3"])
-    assert math.isfinite(metrics["evaluation_loss"])
+    assert math.isfinite(metrics["eval_loss"])
 
 
 def test_mnist_quickstart_reads_mnist_through_the_real_dataset_code(tmp_path):
     require("torchvision", "vision")
     write_tiny_mnist(tmp_path)
     metrics = example("mnist_quickstart").main(["--data-dir", str(tmp_path), "--num-epochs", "1", "--batch-size", "8"])
-    assert math.isfinite(metrics["evaluation_loss"])
+    assert math.isfinite(metrics["eval_loss"])
 
 
 def test_mnist_quickstart_runs_with_torchrun_on_two_processes(tmp_path):

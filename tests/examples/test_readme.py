@@ -32,7 +32,7 @@ def test_the_quickstart_code_runs_as_shown(tmp_path, monkeypatch, capsys):
 
     output = capsys.readouterr().out
     assert "Finished training run" in output
-    test_loss = float(re.search(r"evaluation: evaluation_loss: ([0-9.]+)", output).group(1))
+    test_loss = float(re.search(r"evaluation: eval_loss: ([0-9.]+)", output).group(1))
     assert test_loss < 1.0  # eight epochs learn the digits (about 0.15)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["train.py"]  # no download, no file written
 

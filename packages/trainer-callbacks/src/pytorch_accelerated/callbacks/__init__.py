@@ -23,13 +23,8 @@ from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEven
 from .metric_scheduler import MetricSchedulerCallback
 from .model_summary import ModelSummaryCallback, ModuleSummary, format_model_summary, summarize_model
 from .legacy import LogMetricsCallback, PrintProgressCallback, get_default_callbacks
-from .loggers import (
-    CSVLoggerCallback,
-    JSONLinesLoggerCallback,
-    MetricsLoggerCallback,
-    MLflowLoggerCallback,
-    TensorBoardLoggerCallback,
-)
+from .loggers import CSVLoggerCallback, JSONLinesLoggerCallback, MetricsLoggerCallback
+from .trackers import MLflowLoggerCallback, TensorBoardLoggerCallback, TrackerCallback
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
 from .profiler import ProfilerCallback
@@ -65,6 +60,7 @@ __all__ = [
     "MetricsLoggerCallback",
     "CSVLoggerCallback",
     "JSONLinesLoggerCallback",
+    "TrackerCallback",
     "TensorBoardLoggerCallback",
     "MLflowLoggerCallback",
     "LearningRateMonitorCallback",

@@ -21,7 +21,7 @@ class ModelEmaCallback(TrainerCallback):
     ``n`` updates, so that early EMA weights are not dominated by the initialisation.
 
     During training, after each evaluation epoch, the EMA weights are evaluated on the same data
-    and their metrics recorded with ``metric_prefix`` (``ema_evaluation_loss``, and e.g.
+    and their metrics recorded with ``metric_prefix`` (``ema_eval_loss``, and e.g.
     ``ema_eval_accuracy`` from a metrics callback); at the end of the run they are saved to
     ``save_path`` as a Trainer checkpoint (load them with ``trainer.load_checkpoint``).
     The average is kept on the trainer's device; updates add no host-device synchronisation.

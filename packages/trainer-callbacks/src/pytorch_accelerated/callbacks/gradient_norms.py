@@ -46,7 +46,7 @@ class GradientNormCallback(TrainerCallback):
 
     The norms stay on the device; they are read (one transfer) every ``log_every_n_steps`` updates and
     at the end of each training epoch, then recorded into the run history, one value per update, in
-    order. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision the
+    order, each at the step of its update. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision the
     norms are those of the unscaled gradients (the loss scale is divided out where the gradients
     still carry it).
     """
@@ -61,6 +61,7 @@ class GradientNormCallback(TrainerCallback):
         self._groups: list[tuple[str, list[torch.nn.Parameter]]] = []
         self._names: list[str] = []
         self._pending: list[torch.Tensor] = []  # one row of norms per update, on the device
+        self._pending_steps: list[int] = []  # the update each row belongs to
         self._clipping = False
         self._device = torch.device("cpu")
         self._all_parameters: list[torch.nn.Parameter] = []
@@ -82,7 +83,7 @@ class GradientNormCallback(TrainerCallback):
         self._all_parameters = list(trainer.get_model(keep_torch_compile=False).parameters())
         self._device = trainer.device
         self._scaler = trainer.accelerator.scaler
-        self._pending = []
+        self._pending, self._pending_steps = [], []
         self._before_clipping = None
 
     @torch.no_grad()
@@ -95,6 +96,7 @@ class GradientNormCallback(TrainerCallback):
         norms = self._norms()  # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
         row = torch.cat([self._before_clipping, norms]) if self._clipping else self._unscaled(norms)
         self._pending.append(row)
+        self._pending_steps.append(trainer.completed_update_steps + 1)
         if len(self._pending) >= self.log_every_n_steps:
             self._record(trainer)
 
@@ -123,17 +125,22 @@ class GradientNormCallback(TrainerCallback):
         if not self._pending:
             return
         rows = torch.stack(self._pending).tolist()  # the one host-device transfer per interval
-        self._pending = []
-        for row in rows:
+        steps = self._pending_steps
+        self._pending, self._pending_steps = [], []
+        for step, row in zip(steps, rows):
             for name, value in zip(self._names, row):
-                trainer.run_history.update_metric(name, value)
+                trainer.run_history.update_metric(name, value, step=step)  # at the update it belongs to
 
     def state_dict(self) -> dict[str, Any]:
         # norms of updates not yet recorded: a training state saved between two readings keeps them
-        return {"pending": [row.cpu() for row in self._pending]} if self._pending else {}
+        if not self._pending:
+            return {}
+        return {"pending": [row.cpu() for row in self._pending], "pending_steps": list(self._pending_steps)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = [row.to(self._device) for row in state_dict.get("pending", [])]
+        # a state saved before norms knew their update: those rows are recorded at the step they are read
+        self._pending_steps = list(state_dict.get("pending_steps", [None] * len(self._pending)))
 
 
 def _layer_groups(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:

@@ -1,4 +1,4 @@
-"""Callbacks that write a run's metrics to a CSV file, a JSON Lines file, TensorBoard or MLflow."""
+"""The base class of the loggers, and the callbacks that write a run's metrics to a CSV or a JSON Lines file."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ import io
 import json
 import os
 import shutil
-import time
 import warnings
+import weakref
 from numbers import Real
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from pytorch_accelerated.trainer import TrainerCallback, list_training_states
 
-from .extras import require_extra
-
 IfExists = Literal["error", "append", "overwrite"]
 
 #: The name under which per-step training losses are logged.
 STEP_LOSS_METRIC = "train_loss_step"
+#: The name under which the trainer records each training epoch's loss, once its updates are done.
+EPOCH_LOSS_METRIC = "train_loss_epoch"
 
 
 def as_number(value) -> int | float | None:
@@ -40,37 +40,63 @@ def metric_counts(run_history) -> dict[str, int]:
     return {name: len(run_history.get_metric_values(name)) for name in run_history.get_metric_names()}
 
 
+class _Pending(NamedTuple):
+    """A record received from the run history and not written yet."""
+
+    name: str
+    value: Any  # a tensor stays on its device until the batch is read
+    step: int | None
+    epoch: int
+    per_step: bool
+
+
+# the last update whose train_loss_step some logger recorded, by run history: several loggers
+# with log_every_n_steps record each update's loss once
+_STEP_LOSS_RECORDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class MetricsLoggerCallback(TrainerCallback):
-    """Base class of the loggers: decides what to log and when; a subclass writes it.
+    """Base class of the loggers: receives every value the run history records, at its update
+    step, and hands them to :meth:`write` in rows; a subclass writes them.
 
-    On the main process only, :meth:`write` receives:
+    The logger listens to ``trainer.run_history`` (:meth:`RunHistory.add_listener`) during each
+    training run and each ``evaluate()`` outside training, on the main process only. Each value
+    is logged at the update step it was recorded at (``MetricRecord.step``): a metric recorded
+    at every update (``lr``), or by each of 8 step-based evaluations, is logged 8 times, at its
+    8 steps. The values received are written as rows, one per update step (values recorded at
+    one step share a row, unless a name comes twice), at these moments:
 
-    - at the end of every epoch (``on_training_run_epoch_end``), the latest value of each metric
-      recorded during that epoch, with ``epoch`` the epoch number;
-    - at the end of each ``evaluate()`` called outside training, the metrics it recorded, with
-      ``epoch`` the last epoch logged (0 before any training);
-    - with ``log_every_n_steps=n``, after every n-th optimizer update, ``train_loss_step``: the
-      update's training loss (the mean over its accumulation window's batches, on the main
-      process's batches), with ``per_step=True``. The loss stays on the device between updates
-      and is read once per n updates, so logging adds no host-device synchronisation per step.
+    - with ``log_every_n_steps=n``, after every n-th optimizer update; the logger then also
+      records ``train_loss_step``, that update's training loss (the mean over its accumulation
+      window's batches, on each process's own batches) into the run history: the loss stays on
+      the device during the window and is read once, at its update;
+    - at the end of every epoch (``on_training_run_epoch_end``), of a run stopped early, and of
+      each ``evaluate()`` called outside training.
 
-    ``step`` is always ``trainer.completed_update_steps``. A run stopped with StopTrainingError
-    still logs the metrics of its last epoch. Non-scalar metric values are skipped.
+    Values stay as they were recorded (tensors on their device) until a row is written; then the
+    tensors among them are read in one transfer per device, so logging adds no host-device
+    synchronisation per step. ``write(metrics, *, epoch, step, per_step)`` gets plain numbers
+    (non-scalar values are skipped), the row's ``epoch`` (for values recorded by an ``evaluate()``
+    outside training, the last epoch trained, 0 before any) and ``step``, and ``per_step``: True
+    for a row of values recorded during the updates (``lr``, ``train_loss_step``, gradient norms),
+    False for the values of an epoch's end or of an evaluation.
 
     Subclasses implement :meth:`write`, and :meth:`open` / :meth:`close` if they hold a file or a
     writer: it is opened at the start of each training run (and of each ``evaluate()`` outside
     training) and closed at its end, also when the run was stopped. A resumed run opens it when
-    it first writes, after :meth:`load_state_dict` has restored what was logged before the state
-    was saved.
+    it first writes, after :meth:`load_state_dict` has restored the values not written yet when
+    the state was saved.
     """
 
     def __init__(self, log_every_n_steps: int | None = None):
         if log_every_n_steps is not None and log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be >= 1 or None, got {log_every_n_steps}.")
         self.log_every_n_steps = log_every_n_steps
-        self._logged_counts: dict[str, int] = {}
+        self._pending: list[_Pending] = []
         self._last_logged_epoch = 0
         self._in_training_run = False
+        self._in_updates = False  # from a train step's end to the epoch's train_loss_epoch: values are per-step
+        self._history = None  # the run history listened to
         self._is_open = False
         self._window_loss: torch.Tensor | None = None
         self._window_batches = 0
@@ -81,7 +107,7 @@ class MetricsLoggerCallback(TrainerCallback):
         """Get ready to write (main process only)."""
 
     def write(self, metrics: dict[str, int | float], *, epoch: int, step: int, per_step: bool) -> None:
-        """Write one record of metrics (main process only)."""
+        """Write one row of metrics (main process only)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -92,31 +118,44 @@ class MetricsLoggerCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         self._in_training_run = True
         self._window_loss, self._window_batches = None, 0
+        _STEP_LOSS_RECORDED.pop(trainer.run_history, None)  # a new run counts its updates from 0 again
         self._start_logging(trainer, open_now=trainer.resumed_from is None)
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
-        if self._logs_next_update(trainer):
+        self._in_updates = True
+        n = self.log_every_n_steps
+        if n is not None and (trainer.completed_update_steps + 1) % n == 0:
             loss = batch_output["loss"].detach().float()
             self._window_loss = loss if self._window_loss is None else self._window_loss + loss
             self._window_batches += 1
 
     def on_optimizer_step_end(self, trainer, **kwargs):
         if self._window_batches:
-            loss = (self._window_loss / self._window_batches).item()
+            self._record_step_loss(trainer, self._window_loss / self._window_batches)
             self._window_loss, self._window_batches = None, 0
-            self._write(trainer, {STEP_LOSS_METRIC: loss}, trainer.run_history.current_epoch, per_step=True)
+            self._write_pending(trainer)
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
-        self._log_new_metrics(trainer)
+        self._write_pending(trainer)
 
     def on_stop_training_error(self, trainer, **kwargs):
         # The stop may have come before this callback's on_training_run_epoch_end ran.
-        self._log_new_metrics(trainer)
+        self._write_pending(trainer)
+        if self._in_training_run:
+            self._stop_listening()
         self._close()
 
     def on_training_run_end(self, trainer, **kwargs):
+        self._write_pending(trainer)
         self._in_training_run = False
+        self._stop_listening()
         self._close()
+
+    def on_training_run_error(self, trainer, error, **kwargs):
+        # what was recorded before the error is logged; an evaluate() after a caught error logs on its own
+        self._write_pending(trainer)
+        self._in_training_run = False
+        self._stop_listening()
 
     def on_evaluation_run_start(self, trainer, **kwargs):
         if not self._in_training_run:
@@ -124,42 +163,64 @@ class MetricsLoggerCallback(TrainerCallback):
 
     def on_evaluation_run_end(self, trainer, **kwargs):
         if not self._in_training_run:
-            self._log_new_metrics(trainer)
+            self._write_pending(trainer)
+            self._stop_listening()
             self._close()
 
     # ------------------------------------------------------------------ helpers
 
-    def _logs_next_update(self, trainer) -> bool:
-        n = self.log_every_n_steps
-        return n is not None and (trainer.completed_update_steps + 1) % n == 0 and trainer.is_world_process_zero
-
     def _start_logging(self, trainer, open_now: bool = True) -> None:
         if trainer.is_world_process_zero:
-            self._logged_counts = metric_counts(trainer.run_history)
+            self._stop_listening()
             if open_now:
-                self._open(trainer)
+                self._open(trainer)  # first: a file refused leaves no listener behind
+            self._history = trainer.run_history
+            self._history.add_listener(self._receive)
 
-    def _log_new_metrics(self, trainer) -> None:
-        """Write the latest value of every metric recorded since the last call."""
-        if not trainer.is_world_process_zero:
+    def _stop_listening(self) -> None:
+        if self._history is not None:
+            self._history.remove_listener(self._receive)
+            self._history = None
+
+    def _receive(self, record) -> None:
+        """The run history's listener: keeps the record until the next row is written."""
+        if record.name == EPOCH_LOSS_METRIC:
+            self._in_updates = False  # the trainer records it once the epoch's updates are done
+        per_step = self._in_updates and self._in_training_run and record.evaluation is None
+        epoch = record.epoch if self._in_training_run else self._last_logged_epoch
+        self._pending.append(_Pending(record.name, record.value, record.step, epoch, per_step))
+
+    def _record_step_loss(self, trainer, loss: torch.Tensor) -> None:
+        """Record ``train_loss_step`` (read now: the interval's one read), unless another logger did
+        for this update. The history gets a Python number, as for every metric the trainer records."""
+        history, step = trainer.run_history, trainer.completed_update_steps
+        if _STEP_LOSS_RECORDED.get(history) != step:
+            _STEP_LOSS_RECORDED[history] = step
+            history.update_metric(STEP_LOSS_METRIC, loss.item(), step=step)
+
+    def _write_pending(self, trainer) -> None:
+        """Write every value received since the last call, in rows by step."""
+        if not self._pending or not trainer.is_world_process_zero:
+            self._pending = []
             return
-        history = trainer.run_history
-        counts = metric_counts(history)
-        new_metrics = {}
-        for name, count in counts.items():
-            if count > self._logged_counts.get(name, 0):
-                value = as_number(history.get_latest_metric(name))
-                if value is not None:
-                    new_metrics[name] = value
-        self._logged_counts = counts
+        pending, self._pending = self._pending, []
         if self._in_training_run:
-            self._last_logged_epoch = history.current_epoch
-        self._write(trainer, new_metrics, self._last_logged_epoch, per_step=False)
-
-    def _write(self, trainer, metrics: dict, epoch: int, per_step: bool) -> None:
-        if metrics:
+            self._last_logged_epoch = max(self._last_logged_epoch, *(p.epoch for p in pending))
+        rows: list[tuple[tuple, dict]] = []
+        open_rows: dict[tuple, dict] = {}
+        for record, value in zip(pending, read_numbers([p.value for p in pending])):
+            if value is None:
+                continue
+            key = (record.step, record.epoch, record.per_step)
+            row = open_rows.get(key)
+            if row is None or record.name in row:
+                row = open_rows[key] = {}
+                rows.append((key, row))
+            row[record.name] = value
+        for (step, epoch, per_step), metrics in sorted(rows, key=lambda item: _step_order(item[0][0])):
             self._open(trainer)
-            self.write(metrics, epoch=epoch, step=trainer.completed_update_steps, per_step=per_step)
+            self.write(metrics, epoch=epoch, step=step if step is not None else trainer.completed_update_steps,
+                       per_step=per_step)  # fmt: skip
 
     def _open(self, trainer) -> None:
         if not self._is_open:
@@ -172,11 +233,35 @@ class MetricsLoggerCallback(TrainerCallback):
             self.close()
 
     def state_dict(self):
-        return {"logged_counts": dict(self._logged_counts), "last_logged_epoch": self._last_logged_epoch}
+        # values received and not written yet (a state saved between two rows) go on with the state
+        pending = [[p.name, number, p.step, p.epoch, p.per_step]
+                   for p, number in zip(self._pending, read_numbers([p.value for p in self._pending]))
+                   if number is not None]  # fmt: skip
+        return {"pending": pending, "last_logged_epoch": self._last_logged_epoch}
 
     def load_state_dict(self, state_dict):
-        self._logged_counts = dict(state_dict["logged_counts"])
+        # a state saved before loggers listened to the record stream has "logged_counts" instead: nothing pending
+        self._pending = [_Pending(*row) for row in state_dict.get("pending", [])]
         self._last_logged_epoch = state_dict["last_logged_epoch"]
+
+
+def _step_order(step: int | None) -> float:
+    return float("inf") if step is None else step
+
+
+def read_numbers(values: list) -> list[int | float | None]:
+    """``values`` as Python numbers (None for a non-scalar), reading the tensors among them from
+    their device in one transfer per device and dtype rather than one per value."""
+    numbers = [None if isinstance(value, torch.Tensor) else as_number(value) for value in values]
+    batches: dict[tuple, list[int]] = {}
+    for index, value in enumerate(values):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            batches.setdefault((value.device, value.dtype), []).append(index)
+    for indices in batches.values():
+        read = torch.stack([values[i].detach().reshape(()) for i in indices]).tolist()
+        for index, number in zip(indices, read):
+            numbers[index] = number
+    return numbers
 
 
 class _FileLoggerCallback(MetricsLoggerCallback):
@@ -223,7 +308,7 @@ class _FileLoggerCallback(MetricsLoggerCallback):
 
     def on_training_run_error(self, trainer, error, **kwargs):
         # as at a run's end: the file closed, and an evaluate() after the caught error logs to it
-        self._in_training_run = False
+        super().on_training_run_error(trainer, error, **kwargs)
         self._close()
 
     def state_dict(self):
@@ -286,7 +371,7 @@ class CSVLoggerCallback(_FileLoggerCallback):
     """Writes metrics to a CSV file: one row per epoch, with the columns ``epoch``, ``step`` and
     one per metric (see :class:`MetricsLoggerCallback` for what is logged when).
 
-    A metric that first appears later (say ``evaluation_loss`` from an ``evaluate()`` after
+    A metric that first appears later (say ``eval_loss`` from an ``evaluate()`` after
     training, or ``train_loss_step`` rows from ``log_every_n_steps``) adds a column: the file is
     rewritten with the wider header (atomically) and earlier rows leave it empty. The file thus
     always has one header and reads with ``csv.DictReader`` or ``pandas.read_csv``. Each row is
@@ -417,122 +502,11 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
             return [line for line in file if line.strip()]
 
 
-class TensorBoardLoggerCallback(MetricsLoggerCallback):
-    """Writes metrics as TensorBoard scalars to ``log_dir`` (needs the ``tensorboard`` extra).
+def __getattr__(name: str):
+    # The TensorBoard and MLflow loggers are TrackerCallback's aliases now (trackers.py, which
+    # imports this module); imported from here as before.
+    if name in ("TensorBoardLoggerCallback", "MLflowLoggerCallback"):
+        from . import trackers
 
-    Epoch metrics (and ``evaluate()`` metrics) are plotted against the epoch, ``train_loss_step``
-    against the optimizer update. Each run adds its own event file to ``log_dir``, so nothing
-    written before is lost; give each experiment its own ``log_dir`` to compare them in TensorBoard.
-    A resumed run adds one too: values logged between the saved state and the interruption then
-    appear twice (once from each run).
-    """
-
-    def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None):
-        require_extra("tensorboard", "tensorboard", type(self).__name__)
-        super().__init__(log_every_n_steps)
-        self.log_dir = Path(log_dir)
-        self._writer = None
-
-    def open(self, trainer) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(log_dir=str(self.log_dir))
-
-    def write(self, metrics, *, epoch, step, per_step):
-        for name, value in metrics.items():
-            self._writer.add_scalar(name, value, global_step=step if per_step else epoch)
-        self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-class MLflowLoggerCallback(MetricsLoggerCallback):
-    """Logs metrics to MLflow (needs the ``mlflow`` extra, ``mlflow-skinny``), one MLflow run per
-    training run, with the run's settings (``trainer.run_config``) as parameters.
-
-    ``tracking_uri`` defaults to a local file store in ``./mlruns`` (resolved when the callback is
-    created); a path is turned into a ``file:`` URI, anything with a scheme (``http://...``,
-    ``sqlite:///...``) is used as is. Nothing is sent to a server unless you pass its URI. Recent
-    MLflow versions refuse file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, so for a file store
-    the callback sets that environment variable in this process, unless you set it yourself.
-
-    Epoch metrics are logged with the epoch as MLflow's ``step``; ``train_loss_step`` with the
-    optimizer update. Metrics of an ``evaluate()`` after training go to that training's MLflow
-    run. The MLflow run ends (FINISHED) at the end of the training run, also when stopped early.
-    A resumed training run goes on logging to the MLflow run it started.
-    """
-
-    def __init__(
-        self,
-        experiment_name: str = "pytorch_accelerated",
-        run_name: str | None = None,
-        tracking_uri: str | os.PathLike | None = None,
-        log_every_n_steps: int | None = None,
-        tags: dict[str, Any] | None = None,
-    ):
-        require_extra("mlflow", "mlflow", type(self).__name__)
-        super().__init__(log_every_n_steps)
-        self.experiment_name = experiment_name
-        self.run_name = run_name
-        self.tracking_uri = _as_tracking_uri(tracking_uri if tracking_uri is not None else "mlruns")
-        self.tags = {key: str(value) for key, value in (tags or {}).items()}
-        self.run_id: str | None = None
-        self._client = None
-
-    def on_training_run_start(self, trainer, **kwargs):
-        self.run_id = None  # every training run gets a new MLflow run
-        super().on_training_run_start(trainer, **kwargs)
-
-    def open(self, trainer) -> None:
-        if self.run_id is None:
-            self.run_id = self._create_run(trainer)
-
-    def write(self, metrics, *, epoch, step, per_step):
-        from mlflow.entities import Metric
-
-        timestamp = int(time.time() * 1000)
-        x = step if per_step else epoch
-        self._get_client().log_batch(
-            self.run_id, metrics=[Metric(name, float(value), timestamp, x) for name, value in metrics.items()]
-        )
-
-    def close(self) -> None:
-        self._get_client().set_terminated(self.run_id, "FINISHED")
-
-    def state_dict(self):
-        return {**super().state_dict(), "run_id": self.run_id}
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self.run_id = state_dict["run_id"]
-
-    def _create_run(self, trainer) -> str:
-        from mlflow.entities import Param
-
-        client = self._get_client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment_name)
-        run_id = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
-        if trainer.run_config is not None:
-            params = [Param(key, str(value)) for key, value in trainer.run_config.to_dict().items()]
-            client.log_batch(run_id, params=params)
-        return run_id
-
-    def _get_client(self):
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            if self.tracking_uri.startswith("file:"):
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
-
-
-def _as_tracking_uri(location: str | os.PathLike) -> str:
-    """A URI as is; a local path as an absolute ``file:`` URI (so a later chdir changes nothing)."""
-    if isinstance(location, str) and ":" in location:
-        return location
-    return Path(location).resolve().as_uri()
+        return getattr(trackers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,9 +15,9 @@ class MetricSchedulerCallback(TrainerCallback):
 
     The rule: the scheduler steps once for every new value of ``monitor``, when the epoch that
     recorded it ends (``on_training_run_epoch_end``, after every callback has recorded the epoch's
-    metrics), or, for a value recorded by an evaluation inside an epoch (``evaluation_loss`` from
+    metrics), or, for a value recorded by an evaluation inside an epoch (``step_eval_loss`` from
     ``StepBasedEvaluationCallback``), when that evaluation ends. So ``"eval_loss_epoch"`` steps it
-    once per epoch, and ``"evaluation_loss"`` once per step-based evaluation. Evaluations outside
+    once per epoch, and ``"step_eval_loss"`` once per step-based evaluation. Evaluations outside
     training never step it. An ``eval_*`` monitor in a run without an ``eval_dataset`` is a
     ``ValueError`` when the run starts; a run that ends an epoch without a value of ``monitor``
     ever recorded raises ``KeyError`` naming the metrics that are recorded.

@@ -15,10 +15,10 @@ class LearningRateMonitorCallback(TrainerCallback):
     otherwise as ``lr_group_0``, ``lr_group_1``, ...
 
     The value recorded is the one the update uses (read just before the optimizer step, after any
-    scheduler step of the previous update). The run history then holds one value per recorded
-    update, not one per epoch: the loggers log the latest value at each epoch's end, and
-    ``PlotMetricsCallback`` spreads the values over their epoch. Learning rates are Python floats
-    (or CPU tensors), so this adds no host-device synchronisation.
+    scheduler step of the previous update), recorded at that update's step (the first update is
+    step 1). The run history then holds one value per recorded update: the loggers log each one
+    at its step, and ``PlotMetricsCallback`` draws them at their update. Learning rates are Python
+    floats (or CPU tensors), so this adds no host-device synchronisation.
     """
 
     def __init__(self, log_every_n_steps: int = 1):
@@ -33,7 +33,7 @@ class LearningRateMonitorCallback(TrainerCallback):
         groups = optimizer.param_groups
         for index, group in enumerate(groups):
             name = "lr" if len(groups) == 1 else f"lr_group_{index}"
-            trainer.run_history.update_metric(name, float(group["lr"]))
+            trainer.run_history.update_metric(name, float(group["lr"]), step=update)
 
 
 class ThroughputMonitorCallback(TrainerCallback):
@@ -46,20 +46,42 @@ class ThroughputMonitorCallback(TrainerCallback):
     processes they are summed over all processes with one reduction at the end of the epoch, made
     on every process. The few samples that distributed training repeats to even out the last
     batches count too.
+
+    With ``log_every_n_steps=n``, also every n-th optimizer update, the rates over the last n
+    updates (or since the epoch's start): ``train_samples_per_second_step`` and
+    ``train_steps_per_second_step``, at that update's step. These are read without communication:
+    the samples are this process's times the number of processes.
     """
 
-    def __init__(self):
+    def __init__(self, log_every_n_steps: int | None = None):
+        if log_every_n_steps is not None and log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1 or None, got {log_every_n_steps}.")
+        self.log_every_n_steps = log_every_n_steps
         self._start_time = 0.0
         self._start_update = 0
         self._num_samples = 0
+        self._interval = (0.0, 0, 0)  # (time, update, samples) where the current interval started
 
     def on_train_epoch_start(self, trainer, **kwargs):
         self._start_time = time.perf_counter()
         self._start_update = trainer.completed_update_steps
         self._num_samples = 0
+        self._interval = (self._start_time, self._start_update, 0)
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         self._num_samples += int(batch_output["batch_size"])
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        n, update = self.log_every_n_steps, trainer.completed_update_steps
+        if n is None or update % n:
+            return
+        now = time.perf_counter()
+        start_time, start_update, start_samples = self._interval
+        elapsed = now - start_time
+        history = trainer.run_history
+        history.update_metric("train_samples_per_second_step", (self._num_samples - start_samples) * trainer.num_processes / elapsed)
+        history.update_metric("train_steps_per_second_step", (update - start_update) / elapsed)
+        self._interval = (now, update, self._num_samples)
 
     def on_train_epoch_end(self, trainer, **kwargs):
         elapsed = time.perf_counter() - self._start_time

@@ -8,14 +8,17 @@ from pytorch_accelerated.trainer import TrainerCallback
 
 
 class StepBasedEvaluationCallback(TrainerCallback):
-    """Runs ``trainer.evaluate()`` every ``eval_every_n_steps`` optimizer updates, recording
-    ``evaluation_loss`` (and whatever metric callbacks record); the model goes back to training
-    mode afterwards. Needs ``eval_dataset`` in ``train``."""
+    """Runs ``trainer.evaluate()`` every ``eval_every_n_steps`` optimizer updates, recording its
+    values under ``metric_prefix``: ``step_eval_loss`` (and ``step_eval_<name>`` for what
+    metric callbacks record), apart from the validation after each epoch (``eval_loss_epoch``,
+    ``eval_<name>``); each value's record carries its update step and ``evaluation="step"``. The
+    model goes back to training mode afterwards. Needs ``eval_dataset`` in ``train``."""
 
-    def __init__(self, eval_every_n_steps: int):
+    def __init__(self, eval_every_n_steps: int, metric_prefix: str = "step_"):
         if eval_every_n_steps < 1:
             raise ValueError(f"eval_every_n_steps must be >= 1, got {eval_every_n_steps}.")
         self.eval_every_n_steps = eval_every_n_steps
+        self.metric_prefix = metric_prefix
 
     def on_training_run_start(self, trainer, **kwargs):
         if trainer.eval_dataloader is None:
@@ -23,7 +26,7 @@ class StepBasedEvaluationCallback(TrainerCallback):
 
     def on_optimizer_step_end(self, trainer, **kwargs):
         if trainer.completed_update_steps % self.eval_every_n_steps == 0:
-            trainer.evaluate()
+            trainer.evaluate(metric_prefix=self.metric_prefix)
 
 
 class _EpochLengthLimit(TrainerCallback):

@@ -15,7 +15,7 @@ from .default_callbacks import (
     format_metric_value,
 )
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
-from .run_history import InMemoryRunHistory, RunHistory
+from .run_history import InMemoryRunHistory, MetricRecord, RunHistory
 from .seeding import seed_everything
 from .trainer import Trainer
 from .training_state import find_latest_training_state, list_training_states
@@ -34,6 +34,7 @@ __all__ = [
     "TrainerRunConfig",
     "RunHistory",
     "InMemoryRunHistory",
+    "MetricRecord",
     "CheckpointError",
     "atomic_torch_save",
     "safe_torch_load",

@@ -25,7 +25,7 @@ from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
 from .resuming import TrainingStates
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config
-from .run_history import InMemoryRunHistory, RunHistory
+from .run_history import VALIDATION, InMemoryRunHistory, RunHistory
 from .running_loss import RunningLoss
 
 _BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
@@ -179,6 +179,7 @@ class Trainer:
         self.create_scheduler_fn = create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
+        self.run_history.bind_step_source(self._completed_update_steps)
 
         _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._unwrapped_model(self.model))
         self._prepare_model_and_optimizer()
@@ -238,7 +239,8 @@ class Trainer:
                 self._run_train_epoch()
                 if run_eval_dataloader is not None:
                     self.eval_dataset, self.eval_dataloader = run_eval_dataset, run_eval_dataloader
-                    self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+                    with self.run_history.evaluation(VALIDATION):
+                        self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
                 self.run_history.increment_epoch()
@@ -382,11 +384,15 @@ class Trainer:
         per_device_batch_size: int | None = None,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable | None = None,
+        metric_prefix: str = "",
     ) -> dict[str, Any]:
         """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
-        ``evaluation_loss`` and return the metrics recorded during it, by name. Every sample counts
+        ``eval_loss`` and return the metrics recorded during it, by name. Every sample counts
         exactly once, also on several processes. The model's train/eval mode is restored afterwards,
-        so a callback may call this in the middle of training."""
+        so a callback may call this in the middle of training.
+
+        ``metric_prefix`` is put before every name recorded (``"test_"``: ``test_eval_loss``,
+        ``test_eval_accuracy``) and names the evaluation in the history's records (``"test"``)."""
         reuse_dataloader = (
             self.eval_dataloader is not None
             and dataset in (None, self.eval_dataset)
@@ -398,21 +404,28 @@ class Trainer:
             set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
-        counts_before = {name: len(self.run_history.get_metric_values(name)) for name in self.run_history.get_metric_names()}
-        try:
-            self.evaluation_run_start()
-            self.callback_handler.call_event("on_evaluation_run_start", self)
-            self._run_eval_epoch(self.eval_dataloader, "evaluation_loss")
-        except StopTrainingError as error:
-            self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
-        self.evaluation_run_end()
-        self.callback_handler.call_event("on_evaluation_run_end", self)
+        history = self.run_history
+        counts_before = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
+        history.bind_step_source(self._completed_update_steps)
+        with history.metric_prefix(metric_prefix), history.evaluation():
+            try:
+                self.evaluation_run_start()
+                self.callback_handler.call_event("on_evaluation_run_start", self)
+                self._run_eval_epoch(self.eval_dataloader, "eval_loss")
+            except StopTrainingError as error:
+                self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+            self.evaluation_run_end()
+            self.callback_handler.call_event("on_evaluation_run_end", self)
         self.model.train(was_training)
         return {
             name: self.run_history.get_latest_metric(name)
             for name in self.run_history.get_metric_names()
             if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
         }
+
+    def _completed_update_steps(self) -> int:
+        """The run history's step source: read when a value is recorded, never per step."""
+        return self.completed_update_steps
 
     def predict(
         self,

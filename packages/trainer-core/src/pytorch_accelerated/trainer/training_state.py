@@ -8,6 +8,14 @@ written last: the file names, sizes and SHA-256 digests, the number of processes
 position, as JSON. A folder whose replacement was killed between its two renames is put back
 under its name on resume and on the next write; a state whose files no longer match their
 digests is refused by name, and a folder of states falls back to the newest intact one.
+
+The manifest also names where each large component is stored and how (``"components"``, since
+format version 2): today the model's and the optimizer's state dicts are entries of
+``trainer.pt`` (``{"format": "torch.save", "file": "trainer.pt", "key": "model"}``). A sharded
+model's (FSDP) can later be stored another way, such as a ``torch.distributed.checkpoint``
+folder, under a new ``format``, without a new format version: a reader refuses by name a
+component stored in a format it does not know, before reading any file. States of format
+version 1 (no ``"components"``: both entries of ``trainer.pt``) still load.
 """
 
 from __future__ import annotations
@@ -30,7 +38,14 @@ from .checkpointing import CheckpointError, atomic_torch_save, is_out_of_space, 
 MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
 _FORMAT = "pytorch_accelerated.training_state"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_READABLE_FORMAT_VERSIONS = (1, 2)
+#: Where the large components are stored: entries of trainer.pt, each written with torch.save.
+#: Version 1 states stored them so without saying it.
+_COMPONENTS = {
+    name: {"format": "torch.save", "file": "trainer.pt", "key": name} for name in ("model", "optimizer")
+}
+_READABLE_COMPONENT_FORMATS = ("torch.save",)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
 # attributes through which a dataloader reaches its samplers' and its own random generators
@@ -144,6 +159,7 @@ def write_training_state(
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "num_processes": len(per_process),
             "position": position,
+            "components": _COMPONENTS,
             "files": files,
             # read back from the disk, once per save: a later flipped bit is then detected on load
             "sha256": {path.name: _sha256(path) for path in parts},
@@ -259,10 +275,10 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
     if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
         raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
-    if manifest.get("format_version") != _FORMAT_VERSION:
+    if manifest.get("format_version") not in _READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
             f"{str(state_dir)!r} was written in training-state format {manifest.get('format_version')}; "
-            f"this trainer-core reads format {_FORMAT_VERSION}."
+            f"this trainer-core reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}."
         )
     for name, size in manifest["files"].items():
         path = state_dir / name
@@ -313,10 +329,40 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
             f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
             "in it. Resume with the number of processes the run was saved with."
         )
-    check_digests(state_dir, manifest, [SHARED_FILE_NAME, process_file_name(process_index)])
+    components = components_of(state_dir, manifest)
+    component_files = sorted({storage["file"] for storage in components.values()} - {SHARED_FILE_NAME})
+    check_digests(state_dir, manifest, [SHARED_FILE_NAME, process_file_name(process_index), *component_files])
     shared = safe_torch_load(state_dir / SHARED_FILE_NAME)
+    files = {SHARED_FILE_NAME: shared, **{name: safe_torch_load(state_dir / name) for name in component_files}}
+    for name, storage in components.items():
+        if storage["key"] not in files[storage["file"]]:
+            raise CheckpointError(
+                f"{str(state_dir / storage['file'])!r} has no {storage['key']!r}, where {MANIFEST_NAME} says the {name} "
+                "state is: the state is damaged. Resume from another training state."
+            )
+        shared[name] = files[storage["file"]][storage["key"]]
     own = safe_torch_load(state_dir / process_file_name(process_index))
     return manifest, shared, own
+
+
+def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Where and how the manifest says each large component (model, optimizer) is stored, once
+    shown readable: a storage format this trainer-core reads, in a file the manifest lists."""
+    components = manifest.get("components") if manifest["format_version"] >= 2 else _COMPONENTS
+    where = repr(str(state_dir))
+    if not isinstance(components, dict) or set(components) != set(_COMPONENTS):
+        raise CheckpointError(f"{where} is damaged: its {MANIFEST_NAME} does not say where {sorted(_COMPONENTS)} are stored.")
+    for name, storage in components.items():
+        kind = storage.get("format") if isinstance(storage, dict) else None
+        if kind not in _READABLE_COMPONENT_FORMATS:
+            raise CheckpointError(
+                f"{where} stores its {name} state in the format {kind!r}, which this trainer-core cannot read (it reads "
+                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core or for a sharded "
+                "model. Resume with the trainer-core that wrote it."
+            )
+        if not isinstance(storage.get("key"), str) or storage.get("file") not in manifest["files"]:
+            raise CheckpointError(f"{where} is damaged: its {MANIFEST_NAME} stores the {name} state in a file it does not list.")
+    return components
 
 
 def training_state_progress(manifest: dict[str, Any]) -> tuple:

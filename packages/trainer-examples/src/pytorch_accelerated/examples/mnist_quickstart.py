@@ -75,7 +75,7 @@ def main(argv=None):
         per_device_batch_size=args.batch_size,
     )
     test_metrics = trainer.evaluate(dataset=test_dataset, per_device_batch_size=64)
-    trainer.print(f"test loss: {test_metrics['evaluation_loss']:.4f}")
+    trainer.print(f"test loss: {test_metrics['eval_loss']:.4f}")
     return test_metrics
 
 

@@ -132,13 +132,13 @@ def main(argv=None) -> QuickstartResult:
     num_epochs_run = len(trainer.run_history.get_metric_values("train_loss_epoch"))
 
     # The best checkpoint has been loaded back: score it once on data it has never seen. The
-    # prefix names the test set's metrics in the run history and the CSV log.
-    with trainer.run_history.metric_prefix("test_"):
-        test_metrics = trainer.evaluate(test_dataset, per_device_batch_size=256)
+    # prefix keeps the test set's metrics apart from validation's in the run history and the CSV
+    # log: test_eval_loss, test_eval_accuracy.
+    test_metrics = trainer.evaluate(test_dataset, per_device_batch_size=256, metric_prefix="test_")
     result = QuickstartResult(
         run_dir=run_dir,
         test_accuracy=test_metrics["test_eval_accuracy"],
-        test_loss=test_metrics["test_evaluation_loss"],
+        test_loss=test_metrics["test_eval_loss"],
         num_epochs_run=num_epochs_run,
         checkpoint_path=checkpoint_path,
         csv_path=csv_path,

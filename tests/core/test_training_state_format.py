@@ -1,0 +1,126 @@
+"""The training-state format names where and how each large component is stored, so that a sharded
+model's weights and optimizer can later be stored another way (torch.distributed.checkpoint), and
+states of the previous format still load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytorch_accelerated.trainer import CheckpointError, TrainerCallback, find_latest_training_state
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
+
+from .test_training_state import train_run
+
+# what format version 1 (trainer-core 0.3.0) wrote in training_state.json
+VERSION_1_FIELDS = {"format", "format_version", "saved_at", "num_processes", "position", "files", "sha256"}
+
+
+class SavesAtUpdate4(TrainerCallback):
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if point == "update" and trainer.completed_update_steps == 4:
+            trainer.save_training_state(self.path)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A state saved at update 4 of a run, and that (uninterrupted) run's final state."""
+    path = tmp_path / "states" / "state"
+    run = train_run([SavesAtUpdate4(path)])
+    return path, final_state(run)
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "training_state.json").read_text())
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    (path / "training_state.json").write_text(json.dumps(manifest))
+
+
+def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    assert manifest["format_version"] == 2
+    assert manifest["components"] == {
+        "model": {"format": "torch.save", "file": "trainer.pt", "key": "model"},
+        "optimizer": {"format": "torch.save", "file": "trainer.pt", "key": "optimizer"},
+    }
+    shared = torch.load(path / "trainer.pt", weights_only=True)
+    assert {"model", "optimizer"} <= set(shared)
+
+
+def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
+    path, expected = saved
+    manifest = _manifest(path)
+    del manifest["components"]  # the files are what version 1 wrote; only the manifest says more now
+    manifest["format_version"] = 1
+    assert set(manifest) == VERSION_1_FIELDS
+    _write_manifest(path, manifest)
+    assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_component_stored_in_a_file_of_its_own_loads(saved):
+    """The model's state is separable from the small shared parts: stored elsewhere, it is found there."""
+    path, expected = saved
+    shared = torch.load(path / "trainer.pt", weights_only=True)
+    torch.save({"weights": shared.pop("model")}, path / "model.pt")
+    torch.save(shared, path / "trainer.pt")
+    manifest = _manifest(path)
+    for name in ("trainer.pt", "model.pt"):
+        manifest["files"][name] = (path / name).stat().st_size
+        manifest["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+    manifest["components"]["model"] = {"format": "torch.save", "file": "model.pt", "key": "weights"}
+    _write_manifest(path, manifest)
+    assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_component_stored_in_a_format_this_trainer_core_cannot_read_is_refused_by_name(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    manifest["components"]["model"] = {"format": "dcp", "folder": "model"}  # as a sharded save might store it
+    (path / "trainer.pt").write_bytes(b"")  # refused before the files are loaded: reading this one would fail
+    manifest["files"]["trainer.pt"] = 0
+    manifest["sha256"]["trainer.pt"] = hashlib.sha256(b"").hexdigest()
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=r"stores its model state in the format 'dcp', which this trainer-core cannot read"):
+        train_run(resume_from=path)
+    # not mistaken for a damaged state: listing states leaves it where it is
+    assert find_latest_training_state(path.parent) == path
+
+
+@pytest.mark.parametrize(
+    "components, message",
+    [
+        (None, "does not say where"),
+        ({"model": {"format": "torch.save", "file": "trainer.pt", "key": "model"}}, "does not say where"),
+        (
+            {
+                "model": {"format": "torch.save", "file": "elsewhere.pt", "key": "model"},
+                "optimizer": {"format": "torch.save", "file": "trainer.pt", "key": "optimizer"},
+            },
+            "in a file it does not list",
+        ),
+        (
+            {
+                "model": {"format": "torch.save", "file": "trainer.pt", "key": "weights"},
+                "optimizer": {"format": "torch.save", "file": "trainer.pt", "key": "optimizer"},
+            },
+            "has no 'weights'",
+        ),
+    ],
+)
+def test_a_manifest_that_misstates_the_components_is_a_clear_error(saved, components, message):
+    path, _ = saved
+    manifest = _manifest(path)
+    manifest["components"] = components
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=message):
+        train_run(resume_from=path)
