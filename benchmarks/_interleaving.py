@@ -89,6 +89,10 @@ class HandLoop:
 class InterleavedDataset(Dataset):
     """``dataset``, with one step of ``hand`` run (and timed) before each batch is loaded."""
 
+    # the samples are the wrapped TensorDataset's; the hand step's own draws need no exact resume, and
+    # seeding the fetch would put that cost (not the Trainer's per-step work) on the Trainer's side
+    draws_random_numbers = False
+
     def __init__(self, dataset, hand: HandLoop):
         self.dataset, self.hand = dataset, hand
         self.hand_starts: list[int] = []

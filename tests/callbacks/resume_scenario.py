@@ -4,11 +4,12 @@ sends, and a later launch continues it.
 
 Run on one process or on every process of a launch::
 
-    python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N]
+    python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N]
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
 
-The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data loaded by two
-dataloader workers; gradient accumulation over 3 batches with a shorter last window; an
+The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
+augmentation in ``__getitem__`` (torch's, NumPy's and Python's generators), loaded by ``--workers``
+dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3 batches with a shorter last window; an
 evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
 ``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3. Every launch starts
 with ``resume_from="latest"``.
@@ -28,6 +29,7 @@ import argparse
 import functools
 import io
 import os
+import random
 import signal
 import sys
 import time
@@ -35,6 +37,7 @@ import traceback
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import InitProcessGroupKwargs
 
@@ -59,6 +62,21 @@ COLLECTIVE_TIMEOUT_S = 60
 def batches_per_epoch(num_processes: int) -> int:
     per_process = BATCH_SIZE_ON_ALL_PROCESSES // num_processes
     return -(-NUM_TRAIN_SAMPLES // (per_process * num_processes))
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    """The tiny dataset with noise added to each sample as it is loaded, from all three generators."""
+
+    def __init__(self, num_samples: int):
+        self.samples = make_tiny_dataset(num_samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        inputs, target = self.samples[index]
+        noise = 0.1 * torch.randn(inputs.shape) + 0.05 * float(np.random.randn()) + 0.05 * random.random()
+        return inputs + noise, target
 
 
 def make_model() -> torch.nn.Module:
@@ -130,7 +148,7 @@ def accelerator_kwargs() -> dict:
     return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
 
 
-def run(out: Path, kill: str | None, slow_after: int | None) -> Trainer:
+def run(out: Path, kill: str | None, slow_after: int | None, workers: int) -> Trainer:
     seed_everything(1234)
     callbacks = [
         PrintMetricsCallback(),
@@ -153,7 +171,7 @@ def run(out: Path, kill: str | None, slow_after: int | None) -> Trainer:
         accelerator_kwargs=accelerator_kwargs(),
     )
     trainer.train(
-        make_tiny_dataset(NUM_TRAIN_SAMPLES),
+        AugmentedDataset(NUM_TRAIN_SAMPLES),
         num_epochs=NUM_EPOCHS,
         eval_dataset=make_tiny_dataset(30, seed=1),
         per_device_batch_size=BATCH_SIZE_ON_ALL_PROCESSES // trainer.num_processes,
@@ -161,7 +179,7 @@ def run(out: Path, kill: str | None, slow_after: int | None) -> Trainer:
         create_scheduler_fn=functools.partial(
             torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
         ),
-        train_dataloader_kwargs={"num_workers": 2},
+        train_dataloader_kwargs={"num_workers": workers},
         resume_from="latest",
     )
     return trainer
@@ -172,11 +190,12 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--kill")
     parser.add_argument("--slow-after", type=int)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     try:
-        trainer = run(args.out, args.kill, args.slow_after)
+        trainer = run(args.out, args.kill, args.slow_after, args.workers)
     except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
         print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         os._exit(1)  # do not wait in a collective for a process that went on

@@ -380,7 +380,7 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     # the step-based evaluations: every one logged (main process only) at its update, the same on both processes
     evaluations = list(range(sizes["eval_every_n_steps"], updates + 1, sizes["eval_every_n_steps"]))
     assert [result["steps"]["step_eval_loss"] for result in results] == [evaluations, evaluations]
-    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "metrics.csv") if row["step_eval_loss"]]
+    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "version_0" / "metrics.csv") if row["step_eval_loss"]]
     assert logged == list(zip(evaluations, metrics["step_eval_loss"]))
     assert results[1]["metrics"]["step_eval_loss"] == metrics["step_eval_loss"]
 

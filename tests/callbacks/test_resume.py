@@ -1,14 +1,15 @@
 """Exact resume, proven on real processes: a run killed with SIGKILL (inside an accumulation
 window, just before an update, on an epoch boundary, halfway through writing a state) and resumed
 each time from the latest state ends bitwise like the uninterrupted run, on one process and on two
-(gloo); SIGTERM makes a run save and stop, and it resumes as well.
+(gloo), with its random augmentation loaded by two dataloader workers or in the main process;
+SIGTERM makes a run save and stop, and it resumes as well.
 
 Each launch runs ``resume_scenario.py`` (a few seconds each). The suite kills each run at two points
 (every kind of point, on one process and on two), so that no test runs for a minute; the test marked
 ``slow`` kills one run at ten random points in a row (``pytest -m slow``; CI runs it in a step of
 its own). The kill points are drawn at random; set ``RESUME_KILL_SEED`` to replay a failing draw
 (the seed is in every failure message). The tests share one uninterrupted run per number of
-processes (one per pytest-xdist worker).
+processes and of workers (one per pytest-xdist worker).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def command(out: Path, num_processes: int, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def launch(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[int | None, str]:
-    return run_launch(command(out, num_processes, *args), tmp_path)
+def launch(out: Path, num_processes: int, tmp_path: Path, *args: str, workers: int = 2) -> tuple[int | None, str]:
+    return run_launch(command(out, num_processes, *args, "--workers", str(workers)), tmp_path)
 
 
 def results(out: Path, num_processes: int) -> list[dict]:
@@ -53,16 +54,16 @@ def results(out: Path, num_processes: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The uninterrupted run's results and CSV log, per number of processes."""
+    """The uninterrupted run's results and CSV log, per number of processes and of dataloader workers."""
     runs = {}
 
-    def get(num_processes: int):
-        if num_processes not in runs:
-            tmp = tmp_path_factory.mktemp(f"uninterrupted{num_processes}")
-            status, output = launch(tmp / "out", num_processes, tmp)
+    def get(num_processes: int, workers: int = 2):
+        if (num_processes, workers) not in runs:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted{num_processes}-{workers}")
+            status, output = launch(tmp / "out", num_processes, tmp, workers=workers)
             assert status == 0, tail(output)
-            runs[num_processes] = (results(tmp / "out", num_processes), (tmp / "out" / "version_0" / "metrics.csv").read_text())
-        return runs[num_processes]
+            runs[num_processes, workers] = (results(tmp / "out", num_processes), (tmp / "out" / "version_0" / "metrics.csv").read_text())
+        return runs[num_processes, workers]
 
     return get
 
@@ -87,7 +88,11 @@ def draw_kill_point(rng: random.Random, kind: str, num_processes: int) -> tuple[
     if kind == "epoch":
         epoch = rng.randrange(1, scenario.NUM_EPOCHS)
         return epoch * scenario.batches_per_epoch(num_processes), f"epoch:{epoch}"
-    batch = rng.choice({"inside-window": inside, "before-update": before_update, "write": inside + before_update}[kind])
+    # mid-epoch: a batch after the epoch's state saved at its second update, so the resume starts inside the epoch
+    per_epoch = scenario.batches_per_epoch(num_processes)
+    mid_epoch = [b for b in inside + before_update if (b - 1) % per_epoch + 1 > 2 * scenario.ACCUMULATION_STEPS]
+    pools = {"inside-window": inside, "before-update": before_update, "write": inside + before_update, "mid-epoch": mid_epoch}
+    batch = rng.choice(pools[kind])
     return batch, f"{'write' if kind == 'write' else 'batch'}:{batch}"
 
 
@@ -99,20 +104,21 @@ def draw_kill_points(rng: random.Random, kinds: list[str], num_processes: int) -
             return [point for _, point in sorted(points)]
 
 
-def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted) -> None:
+def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers: int = 2) -> None:
     seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
     kill_points = draw_kill_points(random.Random(seed), kinds, num_processes)
-    context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}"
+    context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}, {workers} workers"
     out = tmp_path / "out"
     for kill_point in kill_points:
-        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point)
+        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point, workers=workers)
         assert status != 0 and "KILLED" in output, f"{context}: the launch to kill at {kill_point} was not killed\n{tail(output)}"
         assert not (out / "result_rank0.pt").exists()
-    status, output = launch(out, num_processes, tmp_path)
+    status, output = launch(out, num_processes, tmp_path, workers=workers)
     assert status == 0, f"{context}\n{tail(output)}"
     assert "Resuming training run from" in output
+    assert "loading again the batches" not in output, "the resume replayed the epoch instead of skipping to its position"
 
-    expected_results, expected_log = uninterrupted(num_processes)
+    expected_results, expected_log = uninterrupted(num_processes, workers)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
         assert_bitwise_equal(result, expected, f"{context}: rank {rank}")
     # the resumed launches went on writing the interrupted run's own folder (run_folders.py)
@@ -124,10 +130,16 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, 
 
 @ONE_PROCESS_AND_TWO
 @pytest.mark.parametrize(
-    "kinds", [["inside-window", "epoch"], ["before-update", "write"]], ids=["inside-a-window-and-at-an-epoch-end", "before-an-update-and-mid-write"]
+    ("kinds", "workers"),
+    [(["inside-window", "epoch"], 2), (["before-update", "write", "mid-epoch"], 0)],
+    ids=["inside-a-window-and-at-an-epoch-end-two-workers", "before-an-update-mid-write-and-mid-epoch-no-workers"],
 )
-def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted):
-    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted)
+def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, kinds, workers, uninterrupted):
+    """Each process count with both ways of loading: in two workers, and in the main process, where
+    accelerate's dataloader (two processes) loads the batch after a save point before the save; one
+    kill ("mid-epoch") is after a state saved inside its epoch, so that at least one resume starts
+    inside an epoch (replaying the loading fails that one on two processes)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers)
 
 
 @pytest.mark.slow
@@ -158,15 +170,15 @@ def _wait_for(path: Path, process: subprocess.Popen, log_path: Path, timeout_s: 
 
 
 @pytest.mark.parametrize(
-    ("num_processes", "signal_number", "rank_signalled"),
-    [(1, signal.SIGTERM, 0), (1, signal.SIGINT, 0), (2, signal.SIGTERM, 1)],
-    ids=["sigterm", "sigint", "sigterm-to-one-of-two-processes"],
+    ("num_processes", "signal_number", "rank_signalled", "workers"),
+    [(1, signal.SIGTERM, 0, 0), (1, signal.SIGINT, 0, 2), (2, signal.SIGTERM, 1, 0)],
+    ids=["sigterm-no-workers", "sigint-two-workers", "sigterm-to-one-of-two-processes-no-workers"],
 )
 def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
-    tmp_path, num_processes, signal_number, rank_signalled, uninterrupted
+    tmp_path, num_processes, signal_number, rank_signalled, workers, uninterrupted
 ):
     out = tmp_path / "out"
-    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5")
+    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5", "--workers", str(workers))
     marker = out / f"ready_rank{rank_signalled}"
     _wait_for(marker, process, log_path)
     os.kill(int(marker.read_text()), signal_number)
@@ -184,9 +196,9 @@ def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
 
     for leftover in [*out.glob("ready_rank*"), *out.glob("result_rank*")]:
         leftover.unlink()  # the stopped run returned normally and wrote its (partial) results
-    status, output = launch(out, num_processes, tmp_path)
+    status, output = launch(out, num_processes, tmp_path, workers=workers)
     assert status == 0, tail(output)
-    expected_results, expected_log = uninterrupted(num_processes)
+    expected_results, expected_log = uninterrupted(num_processes, workers)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
         assert_bitwise_equal(result, expected, f"rank {rank}")
     # the resumed launches went on writing the interrupted run's own folder (run_folders.py)

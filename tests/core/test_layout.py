@@ -28,4 +28,4 @@ def test_the_training_state_machinery_is_not_in_the_trainer_class():
     }  # fmt: skip
     assert "TrainingStates(self)" in inspect.getsource(Trainer.__init__)
     assert "self._states.save(" in inspect.getsource(Trainer.save_training_state)
-    assert callable(resuming.batches_from)
+    assert callable(resuming.TrainingStates.train_batches)  # a resumed epoch's skip: resumable_data's

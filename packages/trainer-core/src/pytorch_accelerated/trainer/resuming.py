@@ -3,7 +3,8 @@ and the run's position it records.
 
 The Trainer holds one :class:`TrainingStates` and calls it at a few named points: ``find`` and
 ``start_run``/``load`` as ``train`` starts, ``start_epoch`` as each training epoch starts,
-``finish_resuming`` once the resumed run's start events have run, and ``save`` from
+``train_batches`` for its batches (a resumed epoch's skip to its position is
+:mod:`resumable_data`'s), ``finish_resuming`` once the resumed run's start events have run, and ``save`` from
 :meth:`Trainer.save_training_state`. The position itself (``completed_update_steps``,
 ``completed_epoch_batches``, ...) stays on the Trainer, where the loop advances it every step;
 how a state is laid out on disk is :mod:`training_state`'s.
@@ -12,7 +13,6 @@ how a state is laid out on disk is :mod:`training_state`'s.
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -28,6 +28,7 @@ from .checkpointing import (
     model_state_dict,
     to_cpu,
 )
+from .resumable_data import TrainData
 from .running_loss import RunningLoss
 from .training_state import (
     capture_rng_state,
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from .callbacks import TrainerCallback
     from .trainer import Trainer
 
-_EXHAUSTED = object()
-
-
 @dataclass
 class PendingResume:
     """What a resumed run restores once its start events have run."""
@@ -56,19 +54,6 @@ class PendingResume:
     mid_epoch: bool
 
 
-def batches_from(dataloader, skip: int) -> Iterator:
-    """The dataloader's batches after the first ``skip`` (loaded, then dropped, so that every
-    random draw of the loading happens as before). The skip happens now, not lazily."""
-    batches = iter(dataloader)
-    for skipped in range(skip):
-        if next(batches, _EXHAUSTED) is _EXHAUSTED:
-            raise CheckpointError(
-                f"The training dataloader ran out after {skipped} batches where the saved run had seen {skip}: "
-                "resume with the same dataset and batch size."
-            )
-    return batches
-
-
 class TrainingStates:
     """The training states of one :class:`Trainer`'s runs: capture, check, apply, and the position."""
 
@@ -76,6 +61,7 @@ class TrainingStates:
         self.trainer = trainer
         self.pending: PendingResume | None = None  # set by load(), cleared by finish_resuming()
         self.epoch_start_rng: dict | None = None
+        self.train_data: TrainData | None = None  # the training dataloader as a resume needs it, set by start_run()
 
     # ------------------------------------------------------------------ the points the loop calls
 
@@ -109,6 +95,7 @@ class TrainingStates:
         trainer._epoch_end_requested = False
         trainer.resumed_from = None
         self.pending = None
+        self.train_data = TrainData(trainer.train_dataloader, trainer.num_processes)
 
     def load(self, path: Path) -> None:
         """Check the state at ``path`` against this run and apply it, on every process; what must
@@ -121,15 +108,23 @@ class TrainingStates:
         trainer = self.trainer
         if self.pending is not None:  # only a resume inside an epoch is still pending here
             restore_rng_state(self.pending.epoch_start_rng, trainer.train_dataloader)
+            self.train_data.start_epoch(self.pending.epoch_start_rng)
             return True
         trainer.completed_epoch_batches = 0
         trainer._epoch_end_requested = False
         trainer._train_loss = RunningLoss(trainer.device)
-        # the epoch's data order is drawn from these: a state saved inside the epoch replays them.
-        # Only a callback handling on_save_point can save one there: otherwise skip the capture (~0.2 ms).
-        can_save_inside = "on_save_point" in trainer.callback_handler.handled_events
-        self.epoch_start_rng = capture_rng_state(trainer.train_dataloader) if can_save_inside else None
+        # the epoch's data order is drawn from these: a state saved inside the epoch replays them, and
+        # seeded fetches take their seed from them. Only a callback handling on_save_point can save a
+        # state inside the epoch: without one, and without seeded fetches, skip the capture (~0.2 ms).
+        needed = "on_save_point" in trainer.callback_handler.handled_events or self.train_data.seeds_fetches
+        self.epoch_start_rng = capture_rng_state(trainer.train_dataloader) if needed else None
+        self.train_data.start_epoch(self.epoch_start_rng)
         return False
+
+    def train_batches(self, skip: int) -> Iterator:
+        """The training epoch's batches after the first ``skip``: a resumed epoch starts at its
+        position without loading what the saved run had seen (see :class:`resumable_data.TrainData`)."""
+        return self.train_data.batches(skip)
 
     def finish_resuming(self) -> None:
         """The last step of resuming, once the run-start (and epoch-start) events have run: the
@@ -229,6 +224,7 @@ class TrainingStates:
             "rng": capture_rng_state(trainer.train_dataloader),
             "epoch_start_rng": self.epoch_start_rng if trainer.completed_epoch_batches else None,
             "train_loss": trainer._train_loss.state_dict() if trainer._train_loss is not None else None,
+            "train_data": self.train_data.state_dict(),
             "callbacks": self._callback_states(per_process=True),
         }
 
@@ -291,18 +287,10 @@ class TrainingStates:
         trainer._train_loss = RunningLoss.from_state_dict(own["train_loss"], trainer.device)
         self.epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
         trainer.resumed_from = path
-        if getattr(trainer.train_dataloader, "persistent_workers", False):
-            warnings.warn(
-                "The training dataloader has persistent_workers=True: its workers keep their random state "
-                "from epoch to epoch, which a resumed run cannot rebuild, so its data order and augmentations "
-                "will differ from the interrupted run's. Use persistent_workers=False for exact resumes.",
-                stacklevel=4,
-            )
+        mid_epoch = not position["stopped"] and position["epoch_batches"] > 0
+        self.train_data.load_state_dict(own.get("train_data"), mid_epoch)  # warns once where it must replay
         return PendingResume(
-            rng=own["rng"],
-            epoch_start_rng=own["epoch_start_rng"],
-            callback_states=callback_states,
-            mid_epoch=not position["stopped"] and position["epoch_batches"] > 0,
+            rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states, mid_epoch=mid_epoch
         )
 
     def _check_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:

@@ -23,7 +23,7 @@ from ._removed_hooks import check_no_removed_hooks
 from .agreement import StopAgreement, sync_buffers_before_evaluation
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
-from .resuming import TrainingStates, batches_from
+from .resuming import TrainingStates
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config
 from .run_history import VALIDATION, InMemoryRunHistory, RunHistory
 from .running_loss import RunningLoss
@@ -268,7 +268,8 @@ class Trainer:
         resuming = self._states.start_epoch()  # True where a resume inside this epoch is pending
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        batches = self._batches_on_device(self.train_dataloader, skip=self.completed_epoch_batches)
+        # a resumed epoch starts at its position without loading the batches before it
+        batches = self._on_device(self._states.train_batches(self.completed_epoch_batches), self.train_dataloader)
         if resuming:
             self._states.finish_resuming()
         if not self._train_epoch_should_end():
@@ -283,8 +284,7 @@ class Trainer:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
         max_steps = self.run_config.max_num_train_steps
-        # an event nobody handles is not called: `event in handler.handled_events and call_event(...)`
-        handler, call_event = self.callback_handler, self.callback_handler.call_event  # handled_events follows changes
+        handler, call_event = self.callback_handler, self.callback_handler.call_event  # an event nobody handles is not called
         # with no length, the data's end is known only from accelerate's dataloader (several processes)
         last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
         is_update_step = True  # no window is open before the first step
@@ -355,7 +355,7 @@ class Trainer:
         loss_tracker = RunningLoss(self.device)
         check_loss = True
         with torch.no_grad():
-            for batch in _data.real_samples_only(self._batches_on_device(dataloader), dataloader, self.process_index):
+            for batch in _data.real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index):
                 "on_eval_step_start" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_start", self)
                 self._eval_step(batch, loss_tracker, check_loss)
                 check_loss = False
@@ -678,9 +678,9 @@ class Trainer:
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
         return prepare_dataloader(self.accelerator, dataloader, train, self.num_processes)
 
-    def _batches_on_device(self, dataloader: DataLoader, skip: int = 0) -> Iterator:
-        """The dataloader's batches after the first ``skip`` (see :func:`resuming.batches_from`), on the device."""
-        return on_device(batches_from(dataloader, skip), dataloader, self.device, self.accelerator.distributed_type)
+    def _on_device(self, batches: Iterator, dataloader: DataLoader) -> Iterator:
+        """``dataloader``'s ``batches`` on the trainer's device."""
+        return on_device(batches, dataloader, self.device, self.accelerator.distributed_type)
 
 
 @functools.cache

@@ -1,0 +1,209 @@
+"""A resume inside an epoch skips to its position without loading what the saved run had seen
+(O(1) in the position), exactly, with a random augmentation in ``__getitem__`` and dropout; an
+iterable dataset with ``state_dict`` resumes from its own state; where exactness cannot be had,
+the epoch is replayed with one warning that says why. (Two processes, dataloader workers, kill -9
+and SIGTERM: ``tests/callbacks/test_resume.py``.)"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
+
+BATCH_SIZE = 4
+NUM_SAMPLES = 40  # 10 batches an epoch
+SAVED_AFTER = 6
+
+
+class Augmented(Dataset):
+    """The tiny dataset with noise from all three generators added as a sample loads; counts loads."""
+
+    def __init__(self, num_samples: int = NUM_SAMPLES):
+        self.samples = make_tiny_dataset(num_samples)
+        self.loaded: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        self.loaded.append(index)
+        inputs, target = self.samples[index]
+        return inputs + 0.1 * torch.randn(4) + 0.05 * float(np.random.randn()) + 0.05 * random.random(), target
+
+
+class WithItsOwnGenerator(Augmented):
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+
+
+class Counted(IterableDataset):
+    """A stream with its position in ``state_dict`` (torchdata's Stateful protocol), augmented as it loads."""
+
+    def __init__(self, num_samples: int = NUM_SAMPLES):
+        self.samples = make_tiny_dataset(num_samples)
+        self.position = 0
+        self.loaded = 0
+
+    def __iter__(self):
+        start, self.position = self.position, 0
+        for index in range(start, len(self.samples)):
+            self.position = index + 1
+            self.loaded += 1
+            inputs, target = self.samples[index]
+            yield inputs + 0.1 * torch.randn(4), target
+        self.position = 0
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+class SaveThenStop(TrainerCallback):
+    def __init__(self, path, after: int = SAVED_AFTER):
+        self.path, self.after = path, after
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if point == "update" and trainer.completed_update_steps == self.after:
+            trainer.save_training_state(self.path)
+            raise StopTrainingError("saved")
+
+
+def run(dataset, callbacks=(), num_epochs: int = 2, resume_from=None, **train_kwargs):
+    seed_everything(7)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=list(callbacks))
+    trainer.train(dataset, num_epochs=num_epochs, per_device_batch_size=BATCH_SIZE, resume_from=resume_from, **train_kwargs)
+    return trainer
+
+
+def scramble():
+    random.seed()
+    np.random.seed()
+    torch.seed()
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
+def test_a_resume_inside_an_epoch_loads_no_sample_before_its_position_and_ends_bitwise_equal(tmp_path, workers):
+    loader_kwargs = {"train_dataloader_kwargs": {"num_workers": workers}}
+    expected = final_state(run(Augmented(), **loader_kwargs))
+    run(Augmented(), [SaveThenStop(tmp_path / "state")], **loader_kwargs)
+    scramble()
+    dataset = Augmented()
+    resumed = run(dataset, resume_from=tmp_path / "state", **loader_kwargs)
+    assert_bitwise_equal(final_state(resumed), expected)
+    if workers == 0:  # the workers' copies count their own loads
+        remaining = (NUM_SAMPLES // BATCH_SIZE - SAVED_AFTER) * BATCH_SIZE
+        assert len(dataset.loaded) == remaining + NUM_SAMPLES, "the resumed epoch loaded batches the saved run had seen"
+
+
+def test_the_time_to_the_first_step_does_not_grow_with_the_position(tmp_path):
+    """Loads before the resumed run's first step: one batch, wherever the state was saved."""
+    loads_before_first_step = {}
+    for after in (1, 9):
+        run(Augmented(), [SaveThenStop(tmp_path / f"after-{after}", after)], num_epochs=1)
+        dataset = Augmented()
+
+        class CountAtFirstStep(TrainerCallback):
+            def on_train_step_start(self, trainer, **kwargs):
+                loads_before_first_step.setdefault(after, len(dataset.loaded))
+
+        run(dataset, [CountAtFirstStep()], num_epochs=1, resume_from=tmp_path / f"after-{after}")
+    assert loads_before_first_step == {1: BATCH_SIZE, 9: BATCH_SIZE}
+
+
+def test_a_dataset_with_a_generator_of_its_own_is_replayed_with_one_warning(tmp_path):
+    run(WithItsOwnGenerator(), [SaveThenStop(tmp_path / "state")])
+    dataset = WithItsOwnGenerator()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(dataset, resume_from=tmp_path / "state")
+    messages = [str(w.message) for w in caught if "loading again the batches" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "WithItsOwnGenerator.rng, a numpy.random._generator.Generator" in messages[0]
+    assert len(dataset.loaded) == 2 * NUM_SAMPLES  # the whole resumed epoch, replayed, and the next
+
+
+def test_an_iterable_dataset_with_a_state_dict_resumes_from_it_exactly_without_replaying(tmp_path):
+    kwargs = {"max_num_train_steps": 100}
+    expected = final_state(run(Counted(), **kwargs))
+    run(Counted(), [SaveThenStop(tmp_path / "state")], **kwargs)
+    scramble()
+    dataset = Counted()
+    resumed = run(dataset, resume_from=tmp_path / "state", **kwargs)
+    assert_bitwise_equal(final_state(resumed), expected)
+    assert dataset.loaded == NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES
+
+
+def test_hf_datasets_streaming_from_local_files_resumes_from_its_state_exactly(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
+    path = tmp_path / "data.jsonl"
+    inputs, targets = make_tiny_dataset(NUM_SAMPLES).tensors
+    path.write_text("".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist())))
+
+    loaded = []
+
+    def counted(row):
+        loaded.append(1)
+        return row
+
+    def stream():
+        rows = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
+        return rows.map(counted).with_format("torch")
+
+    def collate(rows):
+        return torch.stack([row["x"] for row in rows]), torch.stack([row["y"] for row in rows])
+
+    kwargs = {"max_num_train_steps": 100, "collate_fn": collate}
+    expected = final_state(run(stream(), **kwargs))
+    run(stream(), [SaveThenStop(tmp_path / "state")], **kwargs)
+    scramble()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*loading again the batches")  # no replay
+        loaded.clear()
+        resumed = run(stream(), resume_from=tmp_path / "state", **kwargs)
+    assert_bitwise_equal(final_state(resumed), expected)
+    assert len(loaded) <= NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES + 10, "it read the rows before its position"
+
+
+def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
+    from pytorch_accelerated.trainer.resumable_data import SeededFetches
+
+    loader = torch.utils.data.DataLoader(Augmented(), batch_size=BATCH_SIZE, shuffle=True)
+
+    class ReusesItsDataloader(Trainer):
+        def create_train_dataloader(self, batch_size, dataloader_kwargs):
+            return loader
+
+    model = torch.nn.Linear(4, 3)
+    trainer = ReusesItsDataloader(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    for _ in range(2):
+        trainer.train(loader.dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
+        assert trainer._states.train_data.replay_reason is None  # the second still skips, not replays
+    assert type(loader.dataset) is SeededFetches and type(loader.dataset.dataset) is Augmented
+    assert type(loader.batch_sampler._batch_sampler) is torch.utils.data.BatchSampler
+
+
+def test_datasets_that_cannot_draw_random_numbers_are_fetched_as_they_are():
+    """A TensorDataset with the default collate, or a dataset declaring draws_random_numbers = False,
+    costs nothing per batch: no seeded fetch is put in front of it."""
+
+    class Declared(Augmented):
+        draws_random_numbers = False
+
+    for dataset in (make_tiny_dataset(NUM_SAMPLES), Declared()):
+        trainer = run(dataset, num_epochs=1)
+        assert trainer.train_dataloader.dataset is dataset
+        assert trainer._states.train_data.replay_reason is None  # still skipped at the sampler on resume
