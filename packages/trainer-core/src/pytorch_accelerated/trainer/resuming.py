@@ -220,7 +220,11 @@ class TrainingStates:
 
     def _process_state(self) -> dict[str, Any]:
         trainer = self.trainer
+        # each process's own history too: values such as train_loss_step are the process's own
+        history = trainer.run_history.state_dict()
+        check_plain_data(history, "run_history.state_dict()")
         return {
+            "run_history": history,
             "rng": capture_rng_state(trainer.train_dataloader),
             "epoch_start_rng": self.epoch_start_rng if trainer.completed_epoch_batches else None,
             "train_loss": trainer._train_loss.state_dict() if trainer._train_loss is not None else None,
@@ -277,7 +281,7 @@ class TrainingStates:
             trainer.accelerator.scaler.load_state_dict(shared["scaler"])
         trainer.optimizer.load_state_dict(shared["optimizer"])
         load_model_state_dict(trainer, shared["model"], path)
-        trainer.run_history.load_state_dict(shared["run_history"])
+        trainer.run_history.load_state_dict(own.get("run_history", shared["run_history"]))  # states before 0.4: shared only
         position = shared["position"]
         trainer.completed_update_steps = position["completed_update_steps"]
         trainer.completed_epoch_batches = position["epoch_batches"]

@@ -3,7 +3,8 @@ exactly, written atomically and read back without unpickling arbitrary objects.
 
 A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, scheduler, scaler,
 run history, position, shared callback states), one ``process_<i>.pt`` per process (its random
-generators, its running loss, its own callback states) and ``training_state.json``, the manifest,
+generators, its running loss, its own run history (per-step values are each process's own), its
+own callback states) and ``training_state.json``, the manifest,
 written last: the file names, sizes and SHA-256 digests, the number of processes and the
 position, as JSON. A folder whose replacement was killed between its two renames is put back
 under its name on resume and on the next write; a state whose files no longer match their
