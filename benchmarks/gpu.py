@@ -5,7 +5,11 @@ the same initial weights, as a hand-written loop and through ``Trainer`` (defaul
 
 - ``mlp``: the seed's MNIST MLP, batch 32 (overhead-bound);
 - ``cnn``: a small CNN on 32x32x3 images, batch 128 (compute-bound);
-- ``transformer``: a stack of pre-norm transformer encoder blocks, in bf16.
+- ``transformer``: a stack of pre-norm transformer encoder blocks, in bf16;
+- ``lm-head``: the large-output model of ``memory.py`` (an embedding, one hidden layer and a
+  32k-vocabulary head over 2,048 tokens a batch: 250 MiB of fp32 logits per batch), where the
+  peak memory is the figure to read: the hand loop is written the usual way, so that a step's
+  outputs stay alive in its variable until the next forward.
 
 Modes: ``fp32``; ``bf16`` (autocast around the forward pass in the hand loop,
 ``accelerator_kwargs={"mixed_precision": "bf16"}`` for the Trainer); ``compile`` (fp32, the model
@@ -16,11 +20,13 @@ CUDA only), the peak memory of a run (``torch.cuda.max_memory_allocated``, CUDA 
 loss after training: the final weights' fp32 loss on held-out batches, which must agree across
 loops and modes within mixed-precision tolerance (the exit status is 1 if not).
 
-Without a CUDA GPU it runs everything on the CPU at small sizes, so that the script stays tested;
-those figures are not GPU figures.
+Without a CUDA GPU (or with ``--device cpu``) it runs everything on the CPU at small sizes, so that
+the script stays tested; those figures are not GPU figures.
 
     python benchmarks/gpu.py                     # hatch run bench:gpu
     python benchmarks/gpu.py --workloads mlp --modes fp32 bf16 --repeats 5
+    python benchmarks/gpu.py --workloads lm-head # peak memory: Trainer against a hand loop
+    python benchmarks/gpu.py --device cpu        # the dry run: small sizes on the CPU
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback
 
 MODES = ("fp32", "bf16", "compile", "bf16-compile")
-DEFAULT_MODES = {"mlp": ("fp32", "bf16", "compile"), "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile")}
+DEFAULT_MODES = {
+    "mlp": ("fp32", "bf16", "compile"), "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
+    "lm-head": ("fp32", "bf16"),
+}  # fmt: skip
 # Relative tolerance of a final loss against the workload's reference (the hand loop in the first
 # mode): the same arithmetic may differ only by reduction order (fp32, compile); bf16 by rounding.
 TOLERANCE = {"fp32": 1e-3, "compile": 1e-2, "bf16": 5e-2, "bf16-compile": 5e-2}
@@ -54,6 +63,11 @@ SIZES = {
     "transformer": (
         {"batch": 16, "steps": 60, "warmup": 15, "width": 1024, "heads": 16, "layers": 8, "seq": 512, "vocab": 8192},
         {"batch": 4, "steps": 10, "warmup": 4, "width": 64, "heads": 4, "layers": 2, "seq": 32, "vocab": 256},
+    ),
+    # memory.py's sizes on CUDA (8 x 256 tokens, a 32,000-token vocabulary, width 64)
+    "lm-head": (
+        {"batch": 8, "steps": 40, "warmup": 10, "width": 64, "seq": 256, "vocab": 32_000},
+        {"batch": 4, "steps": 6, "warmup": 2, "width": 32, "seq": 64, "vocab": 2_000},
     ),
 }
 
@@ -97,6 +111,11 @@ class TransformerStack(nn.Module):
         return self.head(self.norm(self.blocks(self.embed(tokens) + self.position)))
 
 
+def lm_head(vocab: int, width: int) -> nn.Module:
+    """memory.py's model: a language-model head whose outputs outweigh everything else."""
+    return nn.Sequential(nn.Embedding(vocab, width), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, vocab))
+
+
 def token_loss(outputs, targets):
     return cross_entropy(outputs.flatten(0, -2), targets.flatten())
 
@@ -110,6 +129,10 @@ def make_workload(name: str, sizes: dict, num_samples: int, seed: int):
         targets = (tokens * 7 + torch.roll(tokens, 1, dims=1)) % vocab  # a learnable token mapping
         factory = lambda: TransformerStack(vocab, sizes["width"], sizes["heads"], sizes["layers"], seq)  # noqa: E731
         return factory, token_loss, TensorDataset(tokens, targets)
+    if name == "lm-head":
+        tokens = torch.randint(0, sizes["vocab"], (num_samples, sizes["seq"]), generator=generator)
+        factory = lambda: lm_head(sizes["vocab"], sizes["width"])  # noqa: E731
+        return factory, token_loss, TensorDataset(tokens, torch.roll(tokens, -1, dims=1))
     shape = (1, 28, 28) if name == "mlp" else (3, 32, 32)
     prototypes = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
@@ -262,16 +285,19 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, help="default: fp32 bf16 compile; bf16 bf16-compile for the transformer")
     parser.add_argument("--repeats", type=int, help="alternating runs per variant (default 3 on CUDA, 1 on CPU)")
     parser.add_argument("--steps", type=int, help="timed steps per run (default: per workload)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="cpu: the dry run at small sizes")
     args = parser.parse_args(argv)
 
-    on_cuda = torch.cuda.is_available()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is available here")
+    on_cuda = args.device != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda" if on_cuda else "cpu")
     if on_cuda:
         print(f"CUDA GPU: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
     else:
         torch.set_num_threads(1)  # steadier than several threads on a shared machine
         print(
-            "no CUDA GPU: running on CPU, figures are not GPU figures (small sizes, to check that the script "
+            f"{'--device cpu' if args.device == 'cpu' else 'no CUDA GPU'}: running on CPU, figures are not GPU figures (small sizes, to check that the script "
             f"runs and that the losses agree); torch {torch.__version__}"
         )
     repeats = args.repeats or (3 if on_cuda else 1)

@@ -181,6 +181,29 @@ def test_a_handler_requiring_an_argument_its_event_never_passes_is_an_error_at_c
     assert _event_name_warnings([WithDefaults()]) == []
 
 
+def test_the_handler_check_reads_keyword_only_and_decorated_handlers_and_is_made_for_every_trainer():
+    import functools
+
+    class KeywordOnly(TrainerCallback):
+        def on_train_step_start(self, trainer, *, epoch, **kwargs): ...
+
+    def logged(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            return method(*args, **kwargs)
+
+        return wrapper
+
+    class Decorated(TrainerCallback):
+        @logged
+        def on_eval_step_end(self, trainer, batch, batch_output, step, **kwargs): ...
+
+    for callback_class, missing in ((KeywordOnly, "epoch"), (Decorated, "step")):
+        for _ in range(2):  # the check's result is cached per class only once it passes
+            with pytest.raises(TypeError, match=rf"{callback_class.__name__}\.\w+ requires {missing},"):
+                _make_trainer([callback_class()])
+
+
 def _subclasses(cls):
     for subclass in cls.__subclasses__():
         yield subclass

@@ -278,6 +278,42 @@ def test_saving_inside_a_training_step_or_before_training_is_refused(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_an_epoch_records_its_data_order_only_where_a_callback_can_save_inside_it(tmp_path, monkeypatch):
+    from pytorch_accelerated.trainer import resuming
+
+    captures = []
+    capture = resuming.capture_rng_state
+    monkeypatch.setattr(resuming, "capture_rng_state", lambda *args: captures.append(args) or capture(*args))
+
+    class FailsInTheThirdStep(TrainerCallback):
+        def on_train_step_end(self, trainer, **kwargs):
+            if trainer.completed_epoch_batches == 2:
+                raise RuntimeError("a failure inside the epoch")
+
+    class CouldSave(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs): ...
+
+    def failed_run(callbacks):
+        model = make_model()
+        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks)
+        with pytest.raises(RuntimeError, match="a failure inside the epoch"):
+            trainer.train(make_tiny_dataset(40), num_epochs=1, per_device_batch_size=4)
+        return trainer
+
+    # nothing handles on_save_point: the epoch's start is not captured (~0.2 ms a epoch), and a state
+    # saved inside that epoch afterwards, which could not resume exactly, is refused
+    trainer = failed_run([FailsInTheThirdStep()])
+    assert captures == []
+    with pytest.raises(CheckpointError, match="its data order was not recorded.*SaveTrainingStateCallback"):
+        trainer.save_training_state(tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+    # with a callback that could save inside the epoch, its start is captured and the state is saved
+    trainer = failed_run([FailsInTheThirdStep(), CouldSave()])
+    assert len(captures) == 1
+    trainer.save_training_state(tmp_path / "state")
+    assert read_manifest(tmp_path / "state")
+
+
 def test_a_callback_state_that_cannot_be_loaded_safely_is_refused_when_saving(tmp_path):
     class HoldsAnObject(TrainerCallback):
         def state_dict(self):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -151,6 +153,10 @@ class CallbackHandler:
     names are checked when it is added: an ``on_*`` method that names no event (a trainer event,
     a synonym from :data:`EVENT_SYNONYMS`, or a declared custom event) gets one warning naming the
     closest event. ``custom_events`` are the events the trainer fires beyond its own.
+
+    ``handled_events`` holds the trainer events that at least one callback handles, kept current
+    as callbacks are added and removed (also during a run): the loop fires the events of its steps
+    only if they are in it, so that an event nobody handles costs nothing per step.
     """
 
     def __init__(
@@ -160,8 +166,11 @@ class CallbackHandler:
     ):
         self._callbacks: list[TrainerCallback] = []
         self._handlers: dict[str, list] = {}
+        #: The trainer events (of ``TRAINER_EVENTS``) that at least one callback handles.
+        self.handled_events: frozenset[str] = frozenset()
         self._custom_events = set(_checked_event_names(custom_events, "the trainer's custom_events"))
-        added = [self._append(callback) for callback in callbacks]
+        added = [self._append(callback, resolve=False) for callback in callbacks]
+        self._resolve_handled_events()
         for callback in added:  # once all are in: one callback may handle another's custom event
             self._check_event_names(callback, stacklevel=4)  # the line that created the Trainer
 
@@ -171,7 +180,7 @@ class CallbackHandler:
         self._check_event_names(callback, stacklevel=3)  # the line that called add_callback
         return callback
 
-    def _append(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
+    def _append(self, callback: TrainerCallback | type[TrainerCallback], resolve: bool = True) -> TrainerCallback:
         if isinstance(callback, type):
             callback = callback()
         if not isinstance(callback, TrainerCallback):
@@ -187,7 +196,8 @@ class CallbackHandler:
             )
         self._custom_events.update(_checked_event_names(callback.custom_events, f"{type(callback).__qualname__}.custom_events"))
         self._callbacks.append(callback)
-        self._handlers.clear()
+        if resolve:
+            self._resolve_handled_events()
         return callback
 
     def remove_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
@@ -196,19 +206,34 @@ class CallbackHandler:
             self._callbacks = [cb for cb in self._callbacks if not isinstance(cb, callback)]
         else:
             self._callbacks.remove(callback)
-        self._handlers.clear()
+        self._resolve_handled_events()
 
     def get_callback(self, callback_class: type[TrainerCallback]) -> TrainerCallback | None:
         """The first callback that is an instance of ``callback_class``, or None."""
         return next((cb for cb in self._callbacks if isinstance(cb, callback_class)), None)
 
+    def has_handlers(self, event: str) -> bool:
+        """Whether calling ``event`` (a trainer event, a synonym or a custom event) calls any callback."""
+        return bool(self._handlers_of(event))
+
     def call_event(self, event: str, *args, **kwargs) -> None:
         """Call ``event`` on every callback that defines it; custom event names are allowed."""
         handlers = self._handlers.get(event)
         if handlers is None:
-            handlers = self._handlers[event] = self._find_handlers(event)
+            handlers = self._handlers_of(event)
         for handler in handlers:
             handler(*args, **kwargs)
+
+    def _handlers_of(self, event: str) -> list:
+        handlers = self._handlers.get(event)
+        if handlers is None:
+            handlers = self._handlers[event] = self._find_handlers(event)
+        return handlers
+
+    def _resolve_handled_events(self) -> None:
+        """After the callbacks changed: forget the resolved handlers, find which trainer events have some."""
+        self._handlers.clear()
+        self.handled_events = frozenset(event for event in TRAINER_EVENTS if self._handlers_of(event))
 
     def _find_handlers(self, event: str) -> list:
         # Resolved once per event: the loop fires several events per step. The base class's empty
@@ -227,7 +252,7 @@ class CallbackHandler:
         """Warn once per ``on_*`` method that names no event, and once per event defined under two names."""
         known = {*TRAINER_EVENTS, *EVENT_SYNONYMS, *self._custom_events}
         cls = type(callback)
-        methods = [name for name in dir(cls) if name.startswith("on_") and callable(getattr(cls, name, None))]
+        methods = _event_methods(cls)
         for name in methods:
             if name not in known:
                 closest = difflib.get_close_matches(name, sorted(known), n=1)
@@ -238,8 +263,6 @@ class CallbackHandler:
                     "or on the Trainer subclass that fires it.",
                     stacklevel=stacklevel,
                 )
-        for name in methods:
-            _check_handler_signature(cls, name)
         for synonym, event in EVENT_SYNONYMS.items():
             if synonym in methods and getattr(cls, event) is not getattr(TrainerCallback, event):
                 warnings.warn(
@@ -260,6 +283,23 @@ class CallbackHandler:
         return len(self._callbacks)
 
 
+# A class's on_* methods, their signatures checked: once per class (the check costs ~0.2 ms a
+# class, and a Trainer is often created many times with the same callback classes). Weak keys: a
+# class made on the fly is not kept alive by this cache.
+_EVENT_METHODS: weakref.WeakKeyDictionary[type, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def _event_methods(cls: type) -> tuple[str, ...]:
+    """The names of ``cls``'s ``on_*`` methods; raises TypeError for a handler that could never be called."""
+    methods = _EVENT_METHODS.get(cls)
+    if methods is None:
+        methods = tuple(name for name in dir(cls) if name.startswith("on_") and callable(getattr(cls, name, None)))
+        for name in methods:
+            _check_handler_signature(cls, name)
+        _EVENT_METHODS[cls] = methods  # only once every check passed: a failing class fails every time
+    return methods
+
+
 # What pytorch-accelerated 0.1.61 passed that the events here do not, and where to read it instead.
 _NOT_PASSED_HINTS = {
     "step": "read trainer.completed_epoch_batches (the batches of this epoch done before this one)",
@@ -274,15 +314,8 @@ def _check_handler_signature(cls: type, name: str) -> None:
     handler = inspect.getattr_static(cls, name)
     if event not in TRAINER_EVENTS or not inspect.isfunction(handler) or handler is getattr(TrainerCallback, name, None):
         return  # not a trainer event, the base class's, or not a plain method (a staticmethod, a callable object)
-    passed = list(inspect.signature(getattr(TrainerCallback, event)).parameters)[2:]  # after self, trainer
-    parameters = list(inspect.signature(handler).parameters.values())[2:]
-    missing = [
-        p.name
-        for p in parameters
-        if p.default is p.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and p.name not in passed
-    ]
+    passed = _passed_arguments(event)
+    missing = [name for name in _required_by_name(handler) if name not in passed]
     if missing:
         hints = "; ".join(f"for {arg}, {_NOT_PASSED_HINTS[arg]}" for arg in missing if arg in _NOT_PASSED_HINTS)
         given = ", ".join(["trainer", *(arg for arg in passed if arg != "kwargs")])
@@ -290,6 +323,26 @@ def _check_handler_signature(cls: type, name: str) -> None:
             f"{cls.__qualname__}.{name} requires {', '.join(missing)}, which {event} never passes (it passes "
             f"{given}): remove the argument or give it a default{'; ' + hints if hints else ''}."
         )
+
+
+def _required_by_name(function) -> list[str]:
+    """The parameters of a method after (self, trainer) that have no default and may be passed by name."""
+    if hasattr(function, "__wrapped__"):  # decorated: the signature is the wrapped function's
+        parameters = list(inspect.signature(function).parameters.values())[2:]
+        return [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    # read from the code object: inspect.signature costs ~20 us a method, on every Trainer's first creation
+    code = function.__code__
+    positional = code.co_varnames[: code.co_argcount]
+    keyword_only = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    without_default = positional[: len(positional) - len(function.__defaults__ or ())]
+    required = list(without_default[max(2, code.co_posonlyargcount) :])
+    return required + [name for name in keyword_only if name not in (function.__kwdefaults__ or {})]
+
+
+@functools.cache
+def _passed_arguments(event: str) -> list[str]:
+    """The arguments ``event`` passes after the trainer, from the base class's signature."""
+    return list(inspect.signature(getattr(TrainerCallback, event)).parameters)[2:]  # after self, trainer
 
 
 def _checked_event_names(names: Iterable[str], where: str) -> tuple[str, ...]:

@@ -98,7 +98,12 @@ class TrainData:
         self._start_state = self._stateful_dataset.state_dict() if self._stateful_dataset is not None else None
         self._resumed_epochs_left = 0
 
-    def start_epoch(self, epoch_start_rng: dict[str, Any]) -> None:
+    @property
+    def seeds_fetches(self) -> bool:
+        """Whether each epoch's fetches are seeded from the random state the epoch started from."""
+        return self._fetches is not None
+
+    def start_epoch(self, epoch_start_rng: dict[str, Any] | None) -> None:
         """Give this epoch's fetches their seed: a digest of the random state the epoch started
         from (restored first on resume, so the same seed), which every epoch changes."""
         if self._resumed_epochs_left:

@@ -181,7 +181,7 @@ class Trainer:
             self.run_history.reset()
         self.run_history.bind_step_source(self._completed_update_steps)
 
-        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._unwrapped_model(self.model))
+        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._preparation.unwrapped(self.accelerator, self.model))
         self._prepare_model_and_optimizer()
         self._train_loss_unchecked = True
         self.train_dataloader = self._prepare_dataloader(
@@ -284,7 +284,7 @@ class Trainer:
         num_batches = _length_or_none(self.train_dataloader)
         accumulation_steps = self.run_config.gradient_accumulation_steps
         max_steps = self.run_config.max_num_train_steps
-        call_event = self.callback_handler.call_event
+        handler, call_event = self.callback_handler, self.callback_handler.call_event  # an event nobody handles is not called
         # with no length, the data's end is known only from accelerate's dataloader (several processes)
         last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
         is_update_step = True  # no window is open before the first step
@@ -295,7 +295,7 @@ class Trainer:
             is_update_step = step - window_start + 1 == window_size or (
                 last_batch_known is not None and last_batch_known.end_of_dataloader
             )
-            call_event("on_train_step_start", self)
+            "on_train_step_start" in handler.handled_events and call_event("on_train_step_start", self)
             if self._several_processes and not is_update_step:
                 with self.accelerator.no_sync(self.model):
                     self._train_step(batch, window_size)
@@ -304,7 +304,7 @@ class Trainer:
             self.completed_epoch_batches = step + 1
             if is_update_step:
                 self._update_parameters(window_size, step - window_start + 1)
-                self._reach_save_point("update")
+                "on_save_point" in handler.handled_events and self._reach_save_point("update")
                 if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
                     break  # _train_epoch_should_end(), inlined
         else:
@@ -320,7 +320,8 @@ class Trainer:
             _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
             self._train_loss_unchecked = False
         self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
-        self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
+        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
+        "on_train_step_end" in handler.handled_events and handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
         loss = batch_output["loss"]
         # Backward needs the loss, not the outputs: unless a callback kept them, the outputs (a
         # language model's logits: gigabytes) are freed here rather than at the next forward.
@@ -334,7 +335,8 @@ class Trainer:
         if batches_in_window < window_size:  # a window cut short by the end of data of unknown length
             _data.rescale_short_window(self.model.parameters(), window_size, batches_in_window)
         self.clip_gradients()
-        self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
+        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
+        "on_before_optimizer_step" in handler.handled_events and handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
         # torch's own step (no grad scaler) is never skipped: no need to ask accelerate every update
         self.optimizer_step_was_skipped = self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
@@ -342,7 +344,7 @@ class Trainer:
             self.scheduler_step()
         self.optimizer_zero_grad()
         self.completed_update_steps += 1
-        self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
+        "on_optimizer_step_end" in handler.handled_events and handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
 
     def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         # an evaluation run from inside a training epoch must not end that epoch when it ends early
@@ -354,7 +356,7 @@ class Trainer:
         check_loss = True
         with torch.no_grad():
             for batch in _data.real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index):
-                self.callback_handler.call_event("on_eval_step_start", self)
+                "on_eval_step_start" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_start", self)
                 self._eval_step(batch, loss_tracker, check_loss)
                 check_loss = False
                 if self._epoch_end_requested:
@@ -370,7 +372,7 @@ class Trainer:
         if check_loss:  # the first step of each evaluation
             _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
         loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
-        self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+        "on_eval_step_end" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _reached_max_train_steps(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
