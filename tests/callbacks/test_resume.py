@@ -104,10 +104,16 @@ def draw_kill_points(rng: random.Random, kinds: list[str], num_processes: int) -
             return [point for _, point in sorted(points)]
 
 
-def killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers: int = 2) -> None:
-    seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
-    kill_points = draw_kill_points(random.Random(seed), kinds, num_processes)
-    context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}, {workers} workers"
+def killed_and_resumed_ends_like_the_uninterrupted_run(
+    tmp_path, num_processes, kinds, uninterrupted, workers: int = 2, kill_points: list[str] | None = None
+) -> None:
+    """Kill a run at one point per kind (drawn at random; or at ``kill_points``), resume, compare."""
+    if kill_points is None:
+        seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
+        kill_points = draw_kill_points(random.Random(seed), kinds, num_processes)
+        context = f"RESUME_KILL_SEED={seed}, kill points {kill_points}, {workers} workers"
+    else:
+        context = f"kill points {kill_points}, {workers} workers"
     out = tmp_path / "out"
     for kill_point in kill_points:
         status, output = launch(out, num_processes, tmp_path, "--kill", kill_point, workers=workers)
@@ -140,6 +146,15 @@ def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, nu
     kill ("mid-epoch") is after a state saved inside its epoch, so that at least one resume starts
     inside an epoch (replaying the loading fails that one on two processes)."""
     killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers)
+
+
+def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupted_run_draws_it(tmp_path, uninterrupted):
+    """Killed in epoch 1's 8th batch of 12, two processes resume from the state saved after its 6th:
+    there, two workers have asked accelerate's sharded sampler for index lists up to the
+    epoch's 11th, and the resumed epoch (one look-ahead further) for its 12th, for which the
+    shuffling sampler makes its draw at its end. The saved state of its generator, put back
+    after that, undid the draw: epochs 2 to 5 were shuffled otherwise."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, 2, [], uninterrupted, workers=2, kill_points=["batch:8"])
 
 
 @pytest.mark.slow

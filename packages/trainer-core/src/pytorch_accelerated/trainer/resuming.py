@@ -128,12 +128,21 @@ class TrainingStates:
 
     def finish_resuming(self) -> None:
         """The last step of resuming, once the run-start (and epoch-start) events have run: the
-        callbacks' states, then the random generators as they were when the state was saved."""
+        callbacks' states, then the random generators as they were when the state was saved.
+
+        An epoch resumed inside goes on with the training dataloader's own generators (its
+        sampler's) as its iteration has drawn them from the epoch's start: by now it has asked
+        for one index list more than the saved run had at its save point (for the look-ahead
+        of the batch it yields first), and with workers reading ahead that may take the sampler
+        to its end and its last draw, which the saved state does not hold yet; put back, that
+        draw would be undone and the next epoch's order would differ. An epoch that ends right
+        away leaves its iteration here, as the saved run did: its saved state is put back."""
         resume, self.pending = self.pending, None
         callbacks = dict(self._callback_keys())
         for key, state in resume.callback_states.items():
             callbacks[key].load_state_dict(state)
-        restore_rng_state(resume.rng, self.trainer.train_dataloader)
+        epoch_goes_on = resume.mid_epoch and not self.trainer._train_epoch_should_end()
+        restore_rng_state(resume.rng, self.trainer.train_dataloader, loader_generators=not epoch_goes_on)
 
     def end_run(self) -> None:
         self.pending = None

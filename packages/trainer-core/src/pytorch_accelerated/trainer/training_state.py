@@ -93,8 +93,9 @@ def check_rng_state_fits(state: dict[str, Any], dataloader=None) -> None:
         )
 
 
-def restore_rng_state(state: dict[str, Any], dataloader=None) -> None:
-    """Put every generator back in the state :func:`capture_rng_state` returned."""
+def restore_rng_state(state: dict[str, Any], dataloader=None, loader_generators: bool = True) -> None:
+    """Put every generator back in the state :func:`capture_rng_state` returned; with
+    ``loader_generators=False``, all but ``dataloader``'s own (and its epoch counter)."""
     check_rng_state_fits(state, dataloader)
     generators = _dataloader_generators(dataloader)
     version, internal, gauss_next = state["python"]
@@ -113,6 +114,8 @@ def restore_rng_state(state: dict[str, Any], dataloader=None) -> None:
     if state["cuda"] and torch.cuda.is_available():
         for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, device)
+    if not loader_generators:
+        return
     for generator, generator_state in zip(generators, state["dataloader"]):
         generator.set_state(generator_state)
     if "dataloader_iteration" in state:
