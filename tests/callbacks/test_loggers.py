@@ -407,6 +407,7 @@ def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(t
 
     # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
     expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
+    csv_path, jsonl_path = callbacks[2].path, callbacks[3].path  # the run's version_0 folder
     for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
         logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
                   if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
@@ -423,7 +424,7 @@ def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(t
 
 
 def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
-    path = tmp_path / "m.jsonl"
-    result = run_tiny_training(callbacks=[JSONLinesLoggerCallback(path, log_every_n_steps=8)], num_epochs=1)
+    logger = JSONLinesLoggerCallback(tmp_path / "m.jsonl", log_every_n_steps=8)
+    result = run_tiny_training(callbacks=[logger], num_epochs=1)
     result.trainer.train(result.trainer.train_dataset, num_epochs=1)  # its updates count from 0 again
-    assert [r["step"] for r in read_jsonl(path) if "train_loss_step" in r] == [8, 8]
+    assert [r["step"] for r in read_jsonl(logger.path) if "train_loss_step" in r] == [8, 8]
