@@ -138,3 +138,36 @@ def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up_with_the_f
     kept = DataLoader(make_tiny_dataset(8), num_workers=2, multiprocessing_context="spawn")
     start_workers_safely(kept)
     assert kept.multiprocessing_context.get_start_method() == "spawn"
+
+
+_KILLED_WITH_ITS_WORKERS = """
+import multiprocessing.forkserver, os, signal, sys
+from torch.utils.data import DataLoader
+from pytorch_accelerated.trainer.dataloader_workers import _forkserver
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+if __name__ == "__main__":
+    loader = DataLoader(make_tiny_dataset(16), batch_size=4, num_workers=2)
+    loader.multiprocessing_context = _forkserver(loader)
+    batches = iter(loader)
+    next(batches)
+    print(multiprocessing.forkserver._forkserver._forkserver_pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_path):
+    """The forkserver (and the workers forked from it, whose watchdog watches the forkserver) used
+    to outlive a SIGKILLed training process, holding hundreds of MB each."""
+    import os
+    import subprocess
+
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_WITH_ITS_WORKERS)
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert completed.returncode == -9, completed.stderr
+    forkserver_pid = int(completed.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{forkserver_pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{forkserver_pid}"), "the forkserver outlived the training process"
