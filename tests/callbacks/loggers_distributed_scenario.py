@@ -96,7 +96,10 @@ def write_result(out: Path, rank: int, result: dict) -> None:
     os.replace(temporary, path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], run=None) -> int:
+    """Run ``run(out)`` (this scenario's, or another scenario's) on this process and write its
+    result, or its error, for the test to read."""
+    run = run if run is not None else globals()["run"]
     if len(argv) != 2:
         print(f"usage: {argv[0]} OUTPUT_DIR", file=sys.stderr)
         return 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loggers_distributed_scenario import write_result  # noqa: E402
+from loggers_distributed_scenario import main as run_and_report  # noqa: E402
 
 COLLECTIVE_TIMEOUT_S = 60
 
@@ -89,19 +88,7 @@ def run(out: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1])
-    out.mkdir(parents=True, exist_ok=True)
-    rank = int(os.environ.get("RANK", "0"))
-    torch.manual_seed(0)
-    try:
-        result = run(out)
-    except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
-        error = traceback.format_exc()
-        write_result(out, rank, {"error": error})
-        print(f"[rank {rank}] failed:\n{error}", file=sys.stderr, flush=True)
-        os._exit(1)
-    write_result(out, rank, result)
-    return 0
+    return run_and_report(argv, run)
 
 
 if __name__ == "__main__":
