@@ -209,18 +209,21 @@ def _draw(axes, quantity: str, curves: dict[str, Curve], marks: _RunMarks, best_
     if "loss" in quantity and min(values) > 0 and max(values) > 10 * min(values):
         axes.set_yscale("log")  # a loss falls by orders of magnitude: the late epochs stay readable
     words = _words(quantity)
-    axes.set(xlabel="update step", ylabel=words, title=words[:1].upper() + words[1:])
+    axes.set(xlabel="update step", ylabel=words)
+    axes.set_title(words[:1].upper() + words[1:], pad=14)  # above the epoch labels
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
 
 
 def _mark_epoch_ends(axes, epoch_ends: list[tuple[int, int]]) -> None:
-    """A thin line at each epoch's last update, labelled with the epoch at the top (at most ~10 labels)."""
-    every = max(1, -(-len(epoch_ends) // 10))
+    """A thin line at each epoch's last update, labelled with the epoch at the top (at most ~5 labels:
+    more overlap on a plot of the summary's width)."""
+    every = max(1, -(-len(epoch_ends) // 5))
     for index, (step, epoch) in enumerate(epoch_ends):
         axes.axvline(step, color="0.75", linestyle="-", linewidth=0.8, zorder=0)
-        if index % every == every - 1 or index == len(epoch_ends) - 1:
+        last_far_enough = index == len(epoch_ends) - 1 and index % every >= every // 2  # not on top of the one before
+        if index % every == every - 1 or last_far_enough:
             axes.text(step, 1.0, f"epoch {epoch}", transform=axes.get_xaxis_transform(), fontsize=7,
                       color="0.45", ha="right", va="bottom")  # fmt: skip
 
