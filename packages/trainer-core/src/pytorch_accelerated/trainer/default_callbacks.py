@@ -19,6 +19,7 @@ from ._arguments import check_positive_int
 from .callbacks import StopTrainingError, TrainerCallback
 
 if TYPE_CHECKING:
+    from .running_loss import RunningLoss
     from .trainer import Trainer
 
 
@@ -41,11 +42,13 @@ class MoveModulesToDeviceCallback(TrainerCallback):
 class TerminateOnNaNCallback(TrainerCallback):
     """Stops training, on every process, once the training loss is NaN or infinite.
 
-    Each step's loss is kept (detached, on its device, never read on its own); every
-    ``check_every_n_steps`` steps and at the end of each epoch the kept losses are checked with
-    one read, so the check adds no host-device synchronisation per step (a read costs ~10 us
-    even on the CPU) and a run stops at most that many steps after its first non-finite loss.
-    Losses kept but not yet checked are part of each process's training state.
+    The loop adds each step's loss to its running loss of the epoch, a sum kept on the device,
+    which a non-finite loss makes non-finite for the rest of the epoch. Every
+    ``check_every_n_steps`` steps and at the end of each epoch that one number is checked with one
+    read, so the check adds no host-device synchronisation (a read costs ~10 us even on the CPU)
+    and no tensor operation to a step, and a run stops at most that many steps after its first
+    non-finite loss. (A sum beyond float32's range, about 3.4e38, counts as infinite too: only
+    losses that have diverged get there.)
     """
 
     per_process_state = True
@@ -53,16 +56,18 @@ class TerminateOnNaNCallback(TrainerCallback):
     def __init__(self, check_every_n_steps: int = 50):
         check_positive_int("check_every_n_steps", check_every_n_steps)
         self.check_every_n_steps = check_every_n_steps
-        self._unchecked_losses: list[torch.Tensor] = []
+        self._steps_since_check = 0
         self._found_non_finite = False
+        self._running_loss: RunningLoss | None = None
 
     def on_train_epoch_start(self, trainer, **kwargs):
-        self._unchecked_losses.clear()
+        self._steps_since_check = 0
         self._found_non_finite = False
+        self._running_loss = trainer._train_loss  # the loop's running loss of this epoch
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
-        self._unchecked_losses.append(batch_output["loss"].detach())
-        if len(self._unchecked_losses) >= self.check_every_n_steps:
+        self._steps_since_check += 1
+        if self._steps_since_check >= self.check_every_n_steps:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer, **kwargs):
@@ -72,15 +77,14 @@ class TerminateOnNaNCallback(TrainerCallback):
         return {"found_non_finite": self._has_non_finite_loss()}
 
     def load_state_dict(self, state_dict):
-        self._unchecked_losses.clear()
+        self._steps_since_check = 0
         self._found_non_finite = state_dict["found_non_finite"]
 
     def _has_non_finite_loss(self) -> bool:
-        """Whether a kept loss is not finite (one read); forgets the kept losses."""
-        if self._unchecked_losses:
-            losses = torch.cat([loss.reshape(-1).float() for loss in self._unchecked_losses])
-            self._found_non_finite = self._found_non_finite or not bool(torch.isfinite(losses).all())
-            self._unchecked_losses.clear()
+        """Whether a loss of the epoch so far was not finite (one read)."""
+        self._steps_since_check = 0
+        if not self._found_non_finite and self._running_loss is not None:
+            self._found_non_finite = not self._running_loss.is_finite()
         return self._found_non_finite
 
     def _check(self, trainer: Trainer) -> None:
@@ -208,7 +212,7 @@ class ProgressBarCallback(TrainerCallback):
     @staticmethod
     def _running_train_loss(trainer: Trainer) -> float | None:
         """This process's running mean training loss of the epoch: one read, when the bar is drawn."""
-        running = trainer._train_loss  # the loop's own running mean (trainer.py's _RunningLoss)
+        running = trainer._train_loss  # the loop's own running mean (running_loss.RunningLoss)
         if running is None or not running.count:
             return None
         return running.total.item() / running.count

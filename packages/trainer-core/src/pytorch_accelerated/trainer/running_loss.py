@@ -31,6 +31,10 @@ class RunningLoss:
         self.total.add_(loss.detach(), alpha=batch_size)  # one op; accumulates in float32 whatever the loss's dtype
         self.count += batch_size
 
+    def is_finite(self) -> bool:
+        """Whether every loss added so far was finite (one read of the total)."""
+        return bool(torch.isfinite(self.total))
+
     def compute(self, accelerator: Accelerator) -> float:
         totals = torch.stack([self.total, torch.tensor(float(self.count), device=self.total.device)])
         if accelerator.num_processes > 1:
