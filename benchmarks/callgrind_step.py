@@ -1,16 +1,19 @@
 """Instructions per training step, counted by valgrind: a measure that a busy machine cannot disturb.
 
 Run under callgrind with collection off at the start; the script switches it on for ``steps``
-steady-state MLP steps (batch 32, Adam) and off again with ``callgrind_control``:
+steady-state steps (Adam) and off again with ``callgrind_control``: of the MLP (batch 32, the
+default) or of ``peers.py``'s CNN workload (``cnn``: its model and data, batch 128):
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=trainer.%p.out \\
         python benchmarks/callgrind_step.py trainer 50
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=hand.%p.out \\
         python benchmarks/callgrind_step.py hand 50
     callgrind_annotate trainer.*.out | head        # "PROGRAM TOTALS" / 50 = instructions per step
+    ... python benchmarks/callgrind_step.py trainer 10 cnn
 
-About 2 minutes of CPU each (torch's import runs uninstrumented). tqdm gets a fake clock: its
-redraws are timed, and valgrind runs 50 times slower than the machine.
+About 2 minutes of CPU each for 50 MLP steps, 5 for 10 CNN steps (torch's import runs
+uninstrumented). tqdm gets a fake clock: its redraws are timed, and valgrind runs 50 times slower
+than the machine.
 """
 
 import contextlib
@@ -57,19 +60,18 @@ class _Collect(TrainerCallback):
 
 def main() -> None:
     variant, steps = sys.argv[1], int(sys.argv[2])
+    workload = sys.argv[3] if len(sys.argv) > 3 else "mlp"
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    num_samples = 32 * (steps + 2 * WARM_UP)
-    dataset = TensorDataset(torch.randn(num_samples, 784), torch.randint(0, 10, (num_samples,)))
-    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    model, dataset, batch_size = _workload(workload, steps + 2 * WARM_UP)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if variant == "trainer":
         trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[_Collect(steps), *DEFAULT_CALLBACKS])
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            trainer.train(dataset, num_epochs=1, per_device_batch_size=32)
+            trainer.train(dataset, num_epochs=1, per_device_batch_size=batch_size)
         return
     loss_func, total = nn.CrossEntropyLoss(), torch.zeros(())
-    for step, (inputs, targets) in enumerate(DataLoader(dataset, batch_size=32, shuffle=True)):
+    for step, (inputs, targets) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=True)):
         if step == WARM_UP:
             collect("on")
         elif step == WARM_UP + steps:
@@ -80,6 +82,16 @@ def main() -> None:
         optimizer.zero_grad()
         total += loss.detach() * targets.size(0)
     total.item()
+
+
+def _workload(name: str, num_batches: int):
+    """The model, its training data (``num_batches`` batches) and the batch size."""
+    if name == "mlp":
+        dataset = TensorDataset(torch.randn(32 * num_batches, 784), torch.randint(0, 10, (32 * num_batches,)))
+        return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)), dataset, 32
+    from _peers_child import build_model, make_dataset  # peers.py's CNN workload, beside this script
+
+    return build_model(name), make_dataset(name, 128 * num_batches, seed=1), 128
 
 
 if __name__ == "__main__":
