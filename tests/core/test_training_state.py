@@ -502,6 +502,37 @@ def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_
     assert_bitwise_equal(final_state(resumed), expected)
 
 
+def test_a_flipped_bit_in_the_manifests_step_count_is_refused_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
+    # the manifest's values (the position, the parts' sizes and digests) are covered by its own digest:
+    # before, a changed digit resumed at another position, silently
+    saver = SaveAtEverySavePoint(tmp_path)
+    expected = final_state(train_run([saver]))
+    newest = saver.saved[-1]
+    manifest = newest / "training_state.json"
+    content = bytearray(manifest.read_bytes())
+    steps = read_manifest(newest)["position"]["completed_update_steps"]
+    digit = bytes(content).index(f'"completed_update_steps": {steps}'.encode()) + len('"completed_update_steps": ')
+    content[digit] ^= 0x01  # '4' -> '5', still a number
+    manifest.write_bytes(bytes(content))
+    assert json.loads(content)["position"]["completed_update_steps"] != steps
+    with pytest.raises(CheckpointError, match=r"training_state\.json' is damaged: its content no longer matches the SHA-256 it was written with"):
+        train_run(resume_from=newest)
+    with pytest.warns(UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"):
+        resumed = train_run(resume_from=tmp_path)
+    assert resumed.resumed_from == saver.saved[-2]
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_a_manifest_without_its_own_digest_still_loads(tmp_path):
+    # states written before the manifest had a digest of its own
+    path = _saved_state(tmp_path)
+    manifest = json.loads((path / "training_state.json").read_text())
+    del manifest["manifest_sha256"]
+    (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
+    assert read_manifest(path)["position"] == manifest["position"]
+    train_run(resume_from=path)
+
+
 def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):
     path = _saved_state(tmp_path)  # a OneCycleLR state
     model = make_model()

@@ -48,6 +48,7 @@ _COMPONENTS = {
 }
 _READABLE_COMPONENT_FORMATS = ("torch.save",)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
+_MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
 # attributes through which a dataloader reaches its samplers' and its own random generators
 _GENERATOR_PATHS = ("generator", "synchronized_generator", "sampler", "batch_sampler", "dataset")
@@ -168,6 +169,7 @@ def write_training_state(
             # read back from the disk, once per save: a later flipped bit is then detected on load
             "sha256": {path.name: _sha256(path) for path in parts},
         }
+        manifest[_MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
         _write_json_atomically(manifest, temporary / MANIFEST_NAME)
         _install_folder(temporary, save_dir)
     except BaseException as error:
@@ -224,6 +226,13 @@ def _is_complete(state_dir: Path) -> bool:
     return True
 
 
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """The SHA-256 of what the manifest says (its canonical JSON, less this digest): one changed
+    byte in a value (a step count, a file's size or digest) no longer passes unseen."""
+    content = json.loads(json.dumps({key: value for key, value in manifest.items() if key != _MANIFEST_DIGEST_KEY}))
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -277,6 +286,12 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
+    recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)  # states written before trainer-core 0.4 have none
+    if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
+        raise CheckpointError(
+            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
+            "(a changed byte). Resume from another training state."
+        )
     if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
         raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
     if manifest.get("format_version") not in _READABLE_FORMAT_VERSIONS:
