@@ -31,7 +31,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
-from pytorch_accelerated.trainer.training_state import read_manifest  # noqa
+from pytorch_accelerated.trainer.training_state import _manifest_digest, read_manifest  # noqa
 from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
 # ---------------------------------------------------------------------------------------- a run
@@ -384,6 +384,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     manifest = json.loads((path / "training_state.json").read_text())
     manifest["files"]["trainer.pt"] = shared.stat().st_size
     manifest["sha256"]["trainer.pt"] = hashlib.sha256(shared.read_bytes()).hexdigest()  # a forged manifest too
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
     (path / "training_state.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
         train_run(resume_from=path)
