@@ -21,7 +21,7 @@ from .trainer import Trainer
 from .training_state import find_latest_training_state, list_training_states
 from . import testing  # noqa: E402  (the test kit for callback authors)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "Trainer",
