@@ -9,9 +9,9 @@ default) or of ``peers.py``'s CNN workload (``cnn``: its model and data, batch 1
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=hand.%p.out \\
         python benchmarks/callgrind_step.py hand 50
     callgrind_annotate trainer.*.out | head        # "PROGRAM TOTALS" / 50 = instructions per step
-    ... python benchmarks/callgrind_step.py trainer 10 cnn
+    ... python benchmarks/callgrind_step.py trainer 3 cnn
 
-About 2 minutes of CPU each for 50 MLP steps, 5 for 10 CNN steps (torch's import runs
+About 2 minutes of CPU each for 50 MLP steps, ~10 for 3 CNN steps (torch's import runs
 uninstrumented). tqdm gets a fake clock: its redraws are timed, and valgrind runs 50 times slower
 than the machine.
 """
@@ -39,7 +39,7 @@ tqdm.std.time = _fake_time  # read by every bar created from here on
 
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback  # noqa: E402
 
-WARM_UP = 20
+WARM_UP = {"mlp": 20, "cnn": 2}  # steps before collection starts (a CNN step takes minutes under valgrind)
 
 
 def collect(state: str) -> None:
@@ -47,14 +47,14 @@ def collect(state: str) -> None:
 
 
 class _Collect(TrainerCallback):
-    def __init__(self, steps: int):
-        self.steps, self.step = steps, -1
+    def __init__(self, steps: int, warm_up: int):
+        self.steps, self.warm_up, self.step = steps, warm_up, -1
 
     def on_train_step_start(self, trainer, **kwargs):
         self.step += 1
-        if self.step == WARM_UP:
+        if self.step == self.warm_up:
             collect("on")
-        elif self.step == WARM_UP + self.steps:
+        elif self.step == self.warm_up + self.steps:
             collect("off")
 
 
@@ -63,18 +63,19 @@ def main() -> None:
     workload = sys.argv[3] if len(sys.argv) > 3 else "mlp"
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, dataset, batch_size = _workload(workload, steps + 2 * WARM_UP)
+    warm_up = WARM_UP[workload]
+    model, dataset, batch_size = _workload(workload, steps + 2 * warm_up)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if variant == "trainer":
-        trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[_Collect(steps), *DEFAULT_CALLBACKS])
+        trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[_Collect(steps, warm_up), *DEFAULT_CALLBACKS])
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             trainer.train(dataset, num_epochs=1, per_device_batch_size=batch_size)
         return
     loss_func, total = nn.CrossEntropyLoss(), torch.zeros(())
     for step, (inputs, targets) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=True)):
-        if step == WARM_UP:
+        if step == warm_up:
             collect("on")
-        elif step == WARM_UP + steps:
+        elif step == warm_up + steps:
             collect("off")
         loss = loss_func(model(inputs), targets)
         loss.backward()
