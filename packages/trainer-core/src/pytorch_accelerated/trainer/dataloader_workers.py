@@ -61,6 +61,7 @@ class _WorkerStart:
         self.worker_init_fn = worker_init_fn
 
     def __call__(self, worker_id: int) -> None:
+        _end_with_the_forkserver()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signal_number, signal.SIG_IGN)
         if self.worker_init_fn is not None:
@@ -109,15 +110,31 @@ def _end_with_the_training_process() -> None:
     training process that started it dies. A training process killed with SIGKILL otherwise leaves
     its forkserver behind, and the workers forked from it with it: their watchdog watches the
     forkserver, their parent, not the training process (each holds hundreds of MB of torch)."""
+    global _forkserver_pid
     if not sys.platform.startswith("linux") or not _importing_in_a_forkserver():
         return
+    _forkserver_pid = os.getpid()  # the workers forked from here inherit it
+    _kill_me_when_my_parent_dies()
+    if os.getppid() == 1:  # the training process died before the request: nobody will ask for workers
+        os._exit(0)
+
+
+def _end_with_the_forkserver() -> None:
+    """In a worker forked by that forkserver: end with it. A worker still starting when the training
+    process died finds the forkserver gone already and ends now; torch's watchdog would not see it,
+    since it takes the parent it finds at the worker's start (here init) for the training process."""
+    if _forkserver_pid is None:  # not started by this module's forkserver
+        return
+    _kill_me_when_my_parent_dies()
+    if os.getppid() != _forkserver_pid:
+        os._exit(0)
+
+
+def _kill_me_when_my_parent_dies() -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the training process died before the request: nobody will ask for workers
-        os._exit(0)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def _importing_in_a_forkserver() -> bool:
@@ -130,5 +147,6 @@ def _importing_in_a_forkserver() -> bool:
     return False
 
 
+_forkserver_pid: int | None = None  # in the forkserver and its workers: the forkserver's pid
 _end_with_the_training_process()
 
