@@ -491,11 +491,22 @@ def _flip_a_byte_inside(path: Path, tensor: torch.Tensor) -> None:
 
 
 def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
+    def damage(newest):
+        _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
+
+    _check_the_damaged_newest_is_refused_and_the_one_before_resumes(
+        tmp_path, damage, r"trainer\.pt' is corrupted: its content no longer matches the SHA-256"
+    )
+
+
+def _check_the_damaged_newest_is_refused_and_the_one_before_resumes(tmp_path, damage, error: str) -> None:
+    """Save at every save point, ``damage`` the newest state: resuming from it raises ``error``, and
+    from the folder resumes exactly from the state before it, with a warning."""
     saver = SaveAtEverySavePoint(tmp_path)
     expected = final_state(train_run([saver]))
     newest = saver.saved[-1]
-    _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
-    with pytest.raises(CheckpointError, match=r"trainer\.pt' is corrupted: its content no longer matches the SHA-256"):
+    damage(newest)
+    with pytest.raises(CheckpointError, match=error):
         train_run(resume_from=newest)
     with pytest.warns(UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"):
         resumed = train_run(resume_from=tmp_path)
@@ -506,22 +517,18 @@ def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_
 def test_a_flipped_bit_in_the_manifests_step_count_is_refused_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
     # the manifest's values (the position, the parts' sizes and digests) are covered by its own digest:
     # before, a changed digit resumed at another position, silently
-    saver = SaveAtEverySavePoint(tmp_path)
-    expected = final_state(train_run([saver]))
-    newest = saver.saved[-1]
-    manifest = newest / "training_state.json"
-    content = bytearray(manifest.read_bytes())
-    steps = read_manifest(newest)["position"]["completed_update_steps"]
-    digit = bytes(content).index(f'"completed_update_steps": {steps}'.encode()) + len('"completed_update_steps": ')
-    content[digit] ^= 0x01  # '4' -> '5', still a number
-    manifest.write_bytes(bytes(content))
-    assert json.loads(content)["position"]["completed_update_steps"] != steps
-    with pytest.raises(CheckpointError, match=r"training_state\.json' is damaged: its content no longer matches the SHA-256 it was written with"):
-        train_run(resume_from=newest)
-    with pytest.warns(UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"):
-        resumed = train_run(resume_from=tmp_path)
-    assert resumed.resumed_from == saver.saved[-2]
-    assert_bitwise_equal(final_state(resumed), expected)
+    def damage(newest):
+        manifest = newest / "training_state.json"
+        content = bytearray(manifest.read_bytes())
+        steps = read_manifest(newest)["position"]["completed_update_steps"]
+        digit = bytes(content).index(f'"completed_update_steps": {steps}'.encode()) + len('"completed_update_steps": ')
+        content[digit] ^= 0x01  # '4' -> '5', still a number
+        manifest.write_bytes(bytes(content))
+        assert json.loads(content)["position"]["completed_update_steps"] != steps
+
+    _check_the_damaged_newest_is_refused_and_the_one_before_resumes(
+        tmp_path, damage, r"training_state\.json' is damaged: its content no longer matches the SHA-256 it was written with"
+    )
 
 
 def test_a_manifest_without_its_own_digest_still_loads(tmp_path):
