@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from accelerate.utils import InitProcessGroupKwargs
 
-import pytorch_accelerated.trainer.training_state as training_state_files
+import pytorch_accelerated.trainer.state_format as training_state_files
 from pytorch_accelerated.callbacks import (
     CSVLoggerCallback,
     LearningRateMonitorCallback,

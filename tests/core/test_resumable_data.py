@@ -179,7 +179,7 @@ def test_hf_datasets_streaming_from_local_files_resumes_from_its_state_exactly(t
 
 
 def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
-    from pytorch_accelerated.trainer.resumable_data import SeededFetches
+    from pytorch_accelerated.trainer.data_position import SeededFetches
 
     loader = torch.utils.data.DataLoader(Augmented(), batch_size=BATCH_SIZE, shuffle=True)
 
@@ -191,7 +191,7 @@ def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
     trainer = ReusesItsDataloader(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     for _ in range(2):
         trainer.train(loader.dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
-        assert trainer._states.train_data.replay_reason is None  # the second still skips, not replays
+        assert trainer._resume.train_data.replay_reason is None  # the second still skips, not replays
     assert type(loader.dataset) is SeededFetches and type(loader.dataset.dataset) is Augmented
     assert type(loader.batch_sampler._batch_sampler) is torch.utils.data.BatchSampler
 
@@ -206,4 +206,4 @@ def test_datasets_that_cannot_draw_random_numbers_are_fetched_as_they_are():
     for dataset in (make_tiny_dataset(NUM_SAMPLES), Declared()):
         trainer = run(dataset, num_epochs=1)
         assert trainer.train_dataloader.dataset is dataset
-        assert trainer._states.train_data.replay_reason is None  # still skipped at the sampler on resume
+        assert trainer._resume.train_data.replay_reason is None  # still skipped at the sampler on resume

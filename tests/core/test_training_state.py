@@ -31,7 +31,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
-from pytorch_accelerated.trainer.training_state import _manifest_digest, read_manifest  # noqa
+from pytorch_accelerated.trainer.state_format import _manifest_digest, read_manifest  # noqa
 from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
 # ---------------------------------------------------------------------------------------- a run
@@ -393,7 +393,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
 def test_a_failed_write_leaves_the_state_under_that_name_as_it_was(tmp_path, monkeypatch):
     path = _saved_state(tmp_path)
     before = {file.name: file.read_bytes() for file in path.iterdir()}
-    import pytorch_accelerated.trainer.training_state as training_state
+    import pytorch_accelerated.trainer.state_format as training_state
 
     written = []
 

@@ -13,7 +13,7 @@ import torch
 
 from pytorch_accelerated.trainer import CheckpointError, TrainerCallback, find_latest_training_state
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
-from pytorch_accelerated.trainer.training_state import _manifest_digest
+from pytorch_accelerated.trainer.state_format import _manifest_digest
 
 from .test_training_state import train_run
 

@@ -5,7 +5,7 @@ else (private modules, names starting with an underscore) may change without not
 """
 
 from .callbacks import EVENT_SYNONYMS, TRAINER_EVENTS, CallbackHandler, StopTrainingError, TrainerCallback
-from .checkpointing import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
+from .safe_files import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 from .default_callbacks import (
     DEFAULT_CALLBACKS,
     MoveModulesToDeviceCallback,
@@ -18,7 +18,7 @@ from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, MetricRecord, RunHistory
 from .seeding import seed_everything
 from .trainer import Trainer
-from .training_state import find_latest_training_state, list_training_states
+from .state_format import find_latest_training_state, list_training_states
 from . import testing  # noqa: E402  (the test kit for callback authors)
 
 __version__ = "0.4.0"

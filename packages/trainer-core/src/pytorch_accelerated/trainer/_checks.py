@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from accelerate.utils import DistributedType
 from torch.utils.data import DistributedSampler
 
 from ._arguments import check_positive_int
+from ._warnings import warn_user
 
 _OWN_MIXED_PRECISION = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)  # they do fp16 themselves
 
@@ -62,11 +63,10 @@ def warn_of_parameters_outside_the_optimizer(optimizer, model: torch.nn.Module) 
     left_out = [name for name, parameter in model.named_parameters() if parameter.requires_grad and id(parameter) not in optimized]
     if left_out:
         shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
-        warnings.warn(
+        warn_user(
             f"{len(left_out)} model parameter(s) require grad but are in no param group of the optimizer, so they "
             f"will not be trained: {shown}. Add them (optimizer.add_param_group) or freeze them "
-            "(requires_grad_(False)).",
-            stacklevel=3,  # the line that called train()
+            "(requires_grad_(False))."
         )
 
 
@@ -186,6 +186,25 @@ def check_sampler_not_sharded_twice(dataloader, num_processes: int, name: str) -
             "across processes (with accelerate): each process would see only 1/num_processes² of the data. "
             "Pass a sampler over the whole dataset (or none)."
         )
+
+
+_BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
+_BATCH_OUTPUT_KEY_SET = frozenset(_BATCH_OUTPUT_KEYS)
+
+
+def check_batch_output(batch_output, hook_name: str, check_loss: bool, training: bool = True) -> None:
+    """A ``calculate_*_batch_loss`` hook returned a dict with the keys the loop reads; with ``check_loss``
+    (a run's first step), its loss is checked too."""
+    if type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:  # one comparison, every step
+        _check_batch_output_mapping(batch_output, hook_name)
+    if check_loss:
+        check_batch_loss(batch_output, hook_name, training)
+
+
+def _check_batch_output_mapping(batch_output, hook_name: str) -> None:
+    if not isinstance(batch_output, Mapping) or any(key not in batch_output for key in _BATCH_OUTPUT_KEYS):
+        found = sorted(batch_output) if isinstance(batch_output, Mapping) else type(batch_output).__name__
+        raise TypeError(f"{hook_name} must return a dict with the keys {list(_BATCH_OUTPUT_KEYS)}; it returned {found}.")
 
 
 def check_batch_loss(batch_output, hook_name: str, training: bool) -> None:

@@ -5,14 +5,11 @@ On several processes the trainer shards them with accelerate's dispatching (acce
 an ``IterableDataset``): the main process reads each global batch and every process gets its slice,
 so every process runs the same number of steps and no sample appears twice in one global batch. The
 last global batch is completed with samples from the epoch's first; evaluation drops those again
-(:func:`real_samples_only`), so that each evaluation sample counts once.
+(``_evaluation.real_samples_only``), so that each evaluation sample counts once.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
-
-from accelerate.utils import find_batch_size, slice_tensors
 from torch.utils.data import IterableDataset
 
 
@@ -55,37 +52,6 @@ def last_batch_signal(dataloader):
     batch's random numbers early (a resumed run could not replay them): the trainer updates the
     last window once the data has ended. ``None`` for that case."""
     return dataloader if hasattr(dataloader, "end_of_dataloader") else None
-
-
-def rescale_short_window(parameters, accumulation_steps: int, batches_in_window: int) -> None:
-    """Gradients of a window of ``batches_in_window`` batches, each backpropagated as ``loss /
-    accumulation_steps`` (its length was unknown until the data ended), made the window's mean:
-    exact up to rounding, as a window of known length would have been. Once per epoch."""
-    factor = accumulation_steps / batches_in_window
-    for parameter in parameters:
-        if parameter.grad is not None:
-            parameter.grad.mul_(factor)
-
-
-def real_samples_only(batches: Iterator, dataloader, process_index: int) -> Iterator:
-    """Evaluation batches of a dispatched iterable dataset without the samples that complete its
-    last global batch (copies of the first batch's), so that every sample counts once; a process
-    whose share of it holds none gets no last batch. Other dataloaders' batches pass unchanged."""
-    if not hasattr(dataloader, "remainder") or not is_iterable(getattr(dataloader, "dataset", None)):
-        return batches
-    return _trimmed(batches, dataloader, process_index)
-
-
-def _trimmed(batches: Iterator, dataloader, process_index: int) -> Iterator:
-    for batch in batches:
-        if dataloader.end_of_dataloader and dataloader.remainder > 0:  # remainder: the real samples of the last global batch
-            size = find_batch_size(batch)
-            real = min(max(dataloader.remainder - process_index * size, 0), size)
-            if real == 0:
-                continue
-            if real < size:
-                batch = slice_tensors(batch, slice(0, real))
-        yield batch
 
 
 def sized_for_steps(updates_per_epoch: int | None, num_epochs: int, max_num_train_steps: int | None) -> tuple[int, int]:

@@ -4,7 +4,7 @@ started safely) and their batches moved to the trainer's device."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -12,12 +12,7 @@ from accelerate.utils import DistributedType, send_to_device
 from torch.utils.data import DataLoader
 
 from . import _checks
-from ._arguments import check_positive_int
 from .dataloader_workers import start_workers_safely
-from .run_config import default_eval_batch_size
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 
 def prepare_dataloader(accelerator: Accelerator, dataloader: DataLoader, train: bool, num_processes: int) -> DataLoader:
@@ -47,17 +42,3 @@ def on_device(batches: Iterator, dataloader: DataLoader, device: torch.device, d
         return batches  # already there, or moved by accelerate's prepared dataloader
     non_blocking = getattr(dataloader, "pin_memory", False)
     return map(functools.partial(send_to_device, device=device, non_blocking=non_blocking), batches)
-
-
-def set_up_eval_dataloader(trainer: Trainer, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
-    """``trainer.eval_dataloader`` for ``evaluate(dataset, ...)``, built by its ``create_eval_dataloader``."""
-    dataset = dataset if dataset is not None else trainer.eval_dataset
-    if dataset is None:
-        raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
-    if collate_fn is not None:
-        trainer.collate_fn = collate_fn
-    batch_size = per_device_batch_size or default_eval_batch_size(trainer.run_config)
-    check_positive_int("per_device_batch_size", batch_size)
-    _checks.check_not_empty(dataset, "The evaluation dataset", "evaluate()")
-    trainer.eval_dataset = dataset
-    trainer.eval_dataloader = trainer._prepare_dataloader(trainer.create_eval_dataloader(batch_size, dataloader_kwargs), train=False)

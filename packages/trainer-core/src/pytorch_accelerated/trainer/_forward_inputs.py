@@ -4,11 +4,11 @@ the dataset columns a model does not take. Read from the signature once per mode
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Mapping
 from typing import Callable
 
 import torch
+from ._warnings import warn_user
 
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -60,9 +60,8 @@ class ForwardInputs:
         dropped = tuple(key for key in batch if key not in names and not (key == "labels" and loss_func_given))
         if dropped and dropped != self._warned:
             self._warned = dropped
-            warnings.warn(
+            warn_user(
                 f"{type(model).__name__}.forward takes no argument named {list(dropped)}: these batch keys are not "
-                "passed to the model. Remove them from the batch (or give forward **kwargs) to silence this.",
-                stacklevel=5,
+                "passed to the model. Remove them from the batch (or give forward **kwargs) to silence this."
             )
         return names

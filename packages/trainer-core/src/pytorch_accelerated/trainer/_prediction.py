@@ -4,41 +4,50 @@ every process (each process predicts a contiguous share; the shares are gathered
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader, Subset
 
 from . import _data
 from ._arguments import check_positive_int
-from .agreement import sync_buffers_before_evaluation
-from .checkpointing import map_tensors
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from ._evaluation import sync_buffers_before_evaluation
+from .safe_files import map_tensors
 
 
-def predict(trainer: Trainer, dataset, batch_size: int, collate_fn, dataloader_kwargs: dict[str, Any] | None):
+def check_arguments(dataset, batch_size: int) -> None:
+    """What :meth:`Trainer.predict` refuses before it prepares anything."""
     check_positive_int("per_device_batch_size", batch_size)
     _data.check_predictable(dataset)
-    trainer._prepare_model_and_optimizer()
-    share = _contiguous_share(len(dataset), trainer.accelerator.process_index, trainer.num_processes)
-    kwargs = {"shuffle": False, "collate_fn": collate_fn or trainer.collate_fn, **(dataloader_kwargs or {})}
+
+
+def predict(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    predict_batch: Callable,
+    dataset,
+    batch_size: int,
+    dataloader_kwargs: dict[str, Any],
+):
+    """Every sample's ``predict_batch(batch)`` (the model in evaluation mode), in dataset order, on every process."""
+    share = _contiguous_share(len(dataset), accelerator.process_index, accelerator.num_processes)
+    kwargs = {"shuffle": False, **dataloader_kwargs}
     if kwargs.get("shuffle"):
         raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
     dataloader = DataLoader(Subset(dataset, share), batch_size=batch_size, **kwargs)
-    sync_buffers_before_evaluation(trainer.model)
-    was_training = trainer.model.training
-    trainer.model.eval()
+    sync_buffers_before_evaluation(model)
+    was_training = model.training
+    model.eval()
     outputs = []
     with torch.no_grad():
         for batch in dataloader:
-            batch_predictions = trainer.calculate_batch_predictions(send_to_device(batch, trainer.device))
+            batch_predictions = predict_batch(send_to_device(batch, accelerator.device))
             outputs.append(send_to_device(map_tensors(batch_predictions, torch.Tensor.detach), "cpu"))
-    trainer.model.train(was_training)
+    model.train(was_training)
     local = _concatenate(outputs) if outputs else None
-    if trainer.num_processes == 1:
+    if accelerator.num_processes == 1:
         return local
     shares = [part for part in gather_object([local]) if part is not None]
     return _concatenate(shares)

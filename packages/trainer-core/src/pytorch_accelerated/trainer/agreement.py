@@ -1,5 +1,5 @@
 """Keeping several processes in step where one of them can decide alone: which training state to
-resume from, whether saving or loading one failed, whether to stop, and the buffers evaluation reads.
+resume from, whether saving or loading one failed, and whether to stop.
 
 Nothing here communicates during the loop's steps. The state to resume from is agreed with one
 ``gather_object`` when ``train`` starts. A stop is agreed through the store the processes met
@@ -12,6 +12,7 @@ cancelled, and a gloo process group can be broken only by its process ending.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -19,18 +20,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Iterator
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import gather_object
-from torch.nn.parallel import DistributedDataParallel
 
-from .checkpointing import CheckpointError
-from .training_state import MANIFEST_NAME
-
-if TYPE_CHECKING:
-    from .callbacks import StopTrainingError
-    from .trainer import Trainer
+from .callbacks import StopTrainingError
+from .position import RunPosition
+from .run_history import RunHistory
+from .safe_files import CheckpointError
+from .state_format import MANIFEST_NAME
 
 #: How long a process that raised StopTrainingError waits for the others to raise it at the same
 #: step before it concludes that it raised it alone. Processes that raise it together arrive within
@@ -47,23 +47,18 @@ class ProcessesOutOfStepError(RuntimeError):
     run fails on every process, with the reason."""
 
 
-# ---------------------------------------------------------------------------------- evaluation
-
-
-def sync_buffers_before_evaluation(model: torch.nn.Module) -> None:
-    """DDP broadcasts buffers (BatchNorm statistics) from process 0 in the first forward after
-    training: a collective that a process with no evaluation batch would never join. Do it here,
-    where every process is, and tell DDP it is done."""
-    if isinstance(model, DistributedDataParallel) and model.broadcast_buffers and model.require_forward_param_sync:
-        for buffer in model.module.buffers():
-            torch.distributed.broadcast(buffer, src=0)
-        model.require_forward_param_sync = False
+def any_process(accelerator: Accelerator, flag: bool | torch.Tensor) -> bool:
+    """True on every process if ``flag`` is true on any (call it on every process at the same point)."""
+    if accelerator.num_processes == 1:
+        return bool(flag)
+    value = torch.as_tensor(flag, device=accelerator.device).to(torch.float32).reshape(())
+    return bool(accelerator.reduce(value, "sum").item() > 0)
 
 
 # ---------------------------------------------------------------------------------- resuming
 
 
-def on_every_process(trainer: Trainer, action: Callable, what: str):
+def on_every_process(accelerator: Accelerator, action: Callable, what: str):
     """Run ``action`` on every process; if it fails on any, raise on all of them (never leave
     the others waiting in a collective for a process that gave up)."""
     error = None
@@ -71,25 +66,25 @@ def on_every_process(trainer: Trainer, action: Callable, what: str):
         result = action()
     except Exception as caught:  # re-raised below, after the processes agree
         error = caught
-    if trainer.any_process(error is not None):
+    if any_process(accelerator, error is not None):
         if error is not None:
             raise error
         raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
     return result
 
 
-def agree_on_training_state(trainer: Trainer, find: Callable[[], Path | None], resume_from) -> Path | None:
+def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | None], resume_from) -> Path | None:
     """The state ``find()`` gives, once every process has found the same one (the same manifest;
     the paths may differ). Otherwise a :class:`CheckpointError` on every process, naming what each
     one found; an error in ``find`` on one process is raised on every process too."""
-    if trainer.num_processes == 1 or not _distributed():
+    if accelerator.num_processes == 1 or not _distributed():
         return find()
     candidate, error = None, None
     try:
         candidate = find()
     except Exception as caught:  # re-raised below, once every process knows
         error = caught
-    seen = gather_object([_describe_training_state(trainer.process_index, candidate, error)])
+    seen = gather_object([_describe_training_state(accelerator.process_index, candidate, error)])
     if error is not None:
         raise error
     if len({found["identity"] for found in seen}) == 1:
@@ -126,26 +121,48 @@ def _describe_training_state(process_index: int, candidate: Path | None, error: 
 class StopAgreement:
     """One training run's agreement on a :class:`StopTrainingError` across processes.
 
+    - :meth:`stopping_cleanly`: the block of the run's start and epochs, which a :class:`StopTrainingError`
+      ends (on every process: :meth:`agree`), and where any other error is explained (:meth:`explain`).
     - :meth:`agree`, called by a process that caught it: returns once every process has stopped
       at the same step (a clean stop); raises :class:`ProcessesOutOfStepError` if the others did
       not stop within :data:`STOP_AGREEMENT_TIMEOUT_S`, or stopped at other steps.
     - :meth:`explain`, called with any other error: if a process stopped alone (the usual cause of
       a failed collective here), raises :class:`ProcessesOutOfStepError` naming its reason.
+
+    Args:
+        accelerator: the run's accelerator (its processes and store).
+        position: the run's position, compared between the processes that stop.
+        run_history: the run's history (its current epoch, compared too).
     """
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.store = _default_store() if trainer.num_processes > 1 and _distributed() else None
+    def __init__(self, accelerator: Accelerator, position: RunPosition, run_history: RunHistory):
+        self.process_index = accelerator.process_index
+        self.num_processes = accelerator.num_processes
+        self.position = position
+        self.run_history = run_history
+        self.store = _default_store() if accelerator.num_processes > 1 and _distributed() else None
         # a run number every process counts alike, and torchrun's restart: no key of an earlier run is read
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self.prefix = f"{_KEY_PREFIX}/{attempt}/{next(_run_numbers)}" if self.store is not None else ""
 
+    @contextlib.contextmanager
+    def stopping_cleanly(self, on_stop: Callable[[StopTrainingError], None]) -> Iterator[None]:
+        """Run the block of the run's start and epochs: a :class:`StopTrainingError` ends it, agreed by
+        every process, then ``on_stop(error)`` runs; another error is explained, then propagates."""
+        try:
+            yield
+        except StopTrainingError as error:
+            self.agree(error)
+            on_stop(error)
+        except Exception as error:
+            self.explain(error)
+            raise
+
     def agree(self, error: StopTrainingError) -> None:
         if self.store is None:
             return
-        trainer = self.trainer
-        mine = {"process": trainer.process_index, "position": _position(trainer), "reason": str(error)}
-        self.store.set(self._key(trainer.process_index), json.dumps(mine))
+        mine = {"process": self.process_index, "position": self._where(), "reason": str(error)}
+        self.store.set(self._key(self.process_index), json.dumps(mine))
         stops = self._wait_for_every_stop()
         if stops is not None and all(stop["position"] == mine["position"] for stop in stops):
             return
@@ -154,7 +171,7 @@ class StopAgreement:
             message = f"The processes raised StopTrainingError at different steps ({at}): {error}"
         else:
             message = (
-                f"StopTrainingError was raised on process {trainer.process_index} ({error}), and the other "
+                f"StopTrainingError was raised on process {self.process_index} ({error}), and the other "
                 f"processes went on without it for {STOP_AGREEMENT_TIMEOUT_S:g} s."
             )
         self._fail(message, cause=error)
@@ -180,16 +197,20 @@ class StopAgreement:
             "process at the same step: decide with trainer.any_process(flag)."
         )
         # said at once: a launcher may end this process as soon as another one has failed
-        print(f"[process {self.trainer.process_index}] {message}", file=sys.stderr, flush=True)
-        self._set_quietly(f"{self.prefix}/failed", str(self.trainer.process_index))
+        print(f"[process {self.process_index}] {message}", file=sys.stderr, flush=True)
+        self._set_quietly(f"{self.prefix}/failed", str(self.process_index))
         raise ProcessesOutOfStepError(message) from cause
+
+    def _where(self) -> list[int]:
+        position = self.position
+        return [position.completed_update_steps, self.run_history.current_epoch, position.epoch_batches]
 
     def _key(self, process_index: int) -> str:
         return f"{self.prefix}/{process_index}"
 
     def _wait_for_every_stop(self) -> list[dict] | None:
         """Every process's stop, or None once one failed or the time is up."""
-        keys = [self._key(index) for index in range(self.trainer.num_processes)]
+        keys = [self._key(index) for index in range(self.num_processes)]
         deadline = time.monotonic() + STOP_AGREEMENT_TIMEOUT_S
         while not self.store.check(keys):
             if self.store.check([f"{self.prefix}/failed"]) or time.monotonic() > deadline:
@@ -200,8 +221,8 @@ class StopAgreement:
     def _published_stops(self) -> list[dict]:
         stops = []
         try:
-            for index in range(self.trainer.num_processes):
-                if index != self.trainer.process_index and self.store.check([self._key(index)]):
+            for index in range(self.num_processes):
+                if index != self.process_index and self.store.check([self._key(index)]):
                     stops.append(json.loads(self.store.get(self._key(index))))
         except Exception:  # noqa: BLE001 - the store went with a failed process: the original error stands
             return []
@@ -212,10 +233,6 @@ class StopAgreement:
             self.store.set(key, value)
         except Exception:  # noqa: BLE001 - the error raised next says it all
             pass
-
-
-def _position(trainer: Trainer) -> list[int]:
-    return [trainer.completed_update_steps, trainer.run_history.current_epoch, trainer.completed_epoch_batches]
 
 
 def _describe_position(position: list[int]) -> str:

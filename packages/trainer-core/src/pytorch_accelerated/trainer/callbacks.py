@@ -5,12 +5,9 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from typing import Any, Iterable
+from ._warnings import warn_user
 
 
 class StopTrainingError(Exception):
@@ -49,35 +46,35 @@ class TrainerCallback:
     #: callback of the trainer, or the Trainer subclass) is reported as a likely misspelling.
     custom_events: tuple[str, ...] = ()
 
-    def on_init_end(self, trainer: Trainer, **kwargs): ...
+    def on_init_end(self, trainer, **kwargs): ...
 
-    def on_training_run_start(self, trainer: Trainer, **kwargs): ...
+    def on_training_run_start(self, trainer, **kwargs): ...
 
-    def on_train_epoch_start(self, trainer: Trainer, **kwargs): ...
+    def on_train_epoch_start(self, trainer, **kwargs): ...
 
-    def on_train_step_start(self, trainer: Trainer, **kwargs): ...
+    def on_train_step_start(self, trainer, **kwargs): ...
 
-    def on_train_step_end(self, trainer: Trainer, batch, batch_output: dict, **kwargs): ...
+    def on_train_step_end(self, trainer, batch, batch_output: dict, **kwargs): ...
 
-    def on_before_optimizer_step(self, trainer: Trainer, optimizer, **kwargs): ...
+    def on_before_optimizer_step(self, trainer, optimizer, **kwargs): ...
 
-    def on_optimizer_step_end(self, trainer: Trainer, optimizer, **kwargs): ...
+    def on_optimizer_step_end(self, trainer, optimizer, **kwargs): ...
 
-    def on_train_epoch_end(self, trainer: Trainer, **kwargs): ...
+    def on_train_epoch_end(self, trainer, **kwargs): ...
 
-    def on_eval_epoch_start(self, trainer: Trainer, **kwargs): ...
+    def on_eval_epoch_start(self, trainer, **kwargs): ...
 
-    def on_eval_step_start(self, trainer: Trainer, **kwargs): ...
+    def on_eval_step_start(self, trainer, **kwargs): ...
 
-    def on_eval_step_end(self, trainer: Trainer, batch, batch_output: dict, **kwargs): ...
+    def on_eval_step_end(self, trainer, batch, batch_output: dict, **kwargs): ...
 
-    def on_eval_epoch_end(self, trainer: Trainer, **kwargs): ...
+    def on_eval_epoch_end(self, trainer, **kwargs): ...
 
-    def on_training_run_epoch_end(self, trainer: Trainer, **kwargs): ...
+    def on_training_run_epoch_end(self, trainer, **kwargs): ...
 
-    def on_training_run_end(self, trainer: Trainer, **kwargs): ...
+    def on_training_run_end(self, trainer, **kwargs): ...
 
-    def on_training_run_error(self, trainer: Trainer, error: BaseException, **kwargs):
+    def on_training_run_error(self, trainer, error: BaseException, **kwargs):
         """``train`` is ending with ``error`` (any exception but :class:`StopTrainingError`, which
         ends a run cleanly; KeyboardInterrupt included), which propagates once every callback ran.
         Release here what ``on_training_run_start`` acquired and ``on_training_run_end`` would have
@@ -85,13 +82,13 @@ class TrainerCallback:
         error raised by a callback inside ``on_training_run_end`` itself (the run has ended) propagates
         without this event."""
 
-    def on_evaluation_run_start(self, trainer: Trainer, **kwargs): ...
+    def on_evaluation_run_start(self, trainer, **kwargs): ...
 
-    def on_evaluation_run_end(self, trainer: Trainer, **kwargs): ...
+    def on_evaluation_run_end(self, trainer, **kwargs): ...
 
-    def on_stop_training_error(self, trainer: Trainer, stop_training_error: StopTrainingError, **kwargs): ...
+    def on_stop_training_error(self, trainer, stop_training_error: StopTrainingError, **kwargs): ...
 
-    def on_save_point(self, trainer: Trainer, point: str, **kwargs):
+    def on_save_point(self, trainer, point: str, **kwargs):
         """A place where ``trainer.save_training_state`` captures a state that resumes exactly:
         every callback has handled the stage before it. ``point`` is ``"run_start"`` (before the
         first epoch of a run that does not resume), ``"update"`` (after each optimizer update's
@@ -152,11 +149,12 @@ class CallbackHandler:
     Errors raised inside a callback propagate: they are never swallowed. Each callback's event
     names are checked when it is added: an ``on_*`` method that names no event (a trainer event,
     a synonym from :data:`EVENT_SYNONYMS`, or a declared custom event) gets one warning naming the
-    closest event. ``custom_events`` are the events the trainer fires beyond its own.
+    closest event. Each event's handlers are resolved once (again when callbacks are added or
+    removed, also during a run), so that calling an event nobody handles returns at once.
 
-    ``handled_events`` holds the trainer events that at least one callback handles, kept current
-    as callbacks are added and removed (also during a run): the loop fires the events of its steps
-    only if they are in it, so that an event nobody handles costs nothing per step.
+    Args:
+        callbacks: callback instances or classes (instantiated with no arguments), in calling order.
+        custom_events: the events the trainer fires beyond its own.
     """
 
     def __init__(
@@ -165,19 +163,19 @@ class CallbackHandler:
         custom_events: Iterable[str] = (),
     ):
         self._callbacks: list[TrainerCallback] = []
-        self._handlers: dict[str, list] = {}
+        self._handlers: dict[str, tuple] = {}
         #: The trainer events (of ``TRAINER_EVENTS``) that at least one callback handles.
         self.handled_events: frozenset[str] = frozenset()
         self._custom_events = set(_checked_event_names(custom_events, "the trainer's custom_events"))
         added = [self._append(callback, resolve=False) for callback in callbacks]
         self._resolve_handled_events()
         for callback in added:  # once all are in: one callback may handle another's custom event
-            self._check_event_names(callback, stacklevel=4)  # the line that created the Trainer
+            self._check_event_names(callback)  # the line that created the Trainer
 
     def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback:
         """Append a callback instance, or a callback class (instantiated with no arguments)."""
         callback = self._append(callback)
-        self._check_event_names(callback, stacklevel=3)  # the line that called add_callback
+        self._check_event_names(callback)  # the line that called add_callback
         return callback
 
     def _append(self, callback: TrainerCallback | type[TrainerCallback], resolve: bool = True) -> TrainerCallback:
@@ -217,14 +215,20 @@ class CallbackHandler:
         return bool(self._handlers_of(event))
 
     def call_event(self, event: str, *args, **kwargs) -> None:
-        """Call ``event`` on every callback that defines it; custom event names are allowed."""
+        """Call ``event`` on every callback that defines it; custom event names are allowed.
+
+        Args:
+            event: the event's name (a trainer event, a synonym or a custom event).
+            *args: passed to each handler (the trainer first).
+            **kwargs: passed to each handler.
+        """
         handlers = self._handlers.get(event)
-        if handlers is None:
+        if handlers is None:  # an event not resolved yet (a custom one)
             handlers = self._handlers_of(event)
         for handler in handlers:
             handler(*args, **kwargs)
 
-    def _handlers_of(self, event: str) -> list:
+    def _handlers_of(self, event: str) -> tuple:
         handlers = self._handlers.get(event)
         if handlers is None:
             handlers = self._handlers[event] = self._find_handlers(event)
@@ -235,9 +239,8 @@ class CallbackHandler:
         self._handlers.clear()
         self.handled_events = frozenset(event for event in TRAINER_EVENTS if self._handlers_of(event))
 
-    def _find_handlers(self, event: str) -> list:
-        # Resolved once per event: the loop fires several events per step. The base class's empty
-        # methods are skipped, and a method under a synonym's name handles the event too.
+    def _find_handlers(self, event: str) -> tuple:
+        # The base class's empty methods are skipped; a method under a synonym's name handles the event too.
         event = EVENT_SYNONYMS.get(event, event)
         base = getattr(TrainerCallback, event, None)
         handlers = []
@@ -246,9 +249,9 @@ class CallbackHandler:
                 handler = getattr(callback, name, None)
                 if handler is not None and (base is None or getattr(handler, "__func__", None) is not base):
                     handlers.append(handler)
-        return handlers
+        return tuple(handlers)
 
-    def _check_event_names(self, callback: TrainerCallback, stacklevel: int) -> None:
+    def _check_event_names(self, callback: TrainerCallback) -> None:
         """Warn once per ``on_*`` method that names no event, and once per event defined under two names."""
         known = {*TRAINER_EVENTS, *EVENT_SYNONYMS, *self._custom_events}
         cls = type(callback)
@@ -257,18 +260,16 @@ class CallbackHandler:
             if name not in known:
                 closest = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"did you mean {closest[0]}?" if closest else "it is not an event the trainer fires."
-                warnings.warn(
+                warn_user(
                     f"{cls.__qualname__}.{name} is never called: no event is named {name!r}; {hint} "
                     f"If it is a custom event, declare it: custom_events = ({name!r},) on the callback "
-                    "or on the Trainer subclass that fires it.",
-                    stacklevel=stacklevel,
+                    "or on the Trainer subclass that fires it."
                 )
         for synonym, event in EVENT_SYNONYMS.items():
             if synonym in methods and getattr(cls, event) is not getattr(TrainerCallback, event):
-                warnings.warn(
+                warn_user(
                     f"{cls.__qualname__} defines both {event} and {synonym}, two names of one event: "
-                    f"both are called ({event} first) each time it fires. Keep one of them.",
-                    stacklevel=stacklevel,
+                    f"both are called ({event} first) each time it fires. Keep one of them."
                 )
 
     @property

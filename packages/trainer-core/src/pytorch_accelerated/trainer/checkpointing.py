@@ -1,25 +1,16 @@
-"""Safe checkpoint files: only plain data is written, loading never unpickles arbitrary objects;
-and the Trainer's checkpoints (:meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint`):
-the weights without wrappers, the optimizer and scheduler, and extra plain data, in one file."""
+"""The Trainer's checkpoints (:meth:`Trainer.save_checkpoint` / :meth:`Trainer.load_checkpoint`): the
+weights without wrappers, the optimizer and scheduler states, and extra plain data, in one file."""
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
-_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device, torch.Size)
-
+from .safe_files import CheckpointError, atomic_torch_save, check_plain_data, safe_torch_load
 
 CHECKPOINT_MODEL_KEY = "model_state_dict"
 CHECKPOINT_OPTIMIZER_KEY = "optimizer_state_dict"
@@ -27,175 +18,55 @@ CHECKPOINT_SCHEDULER_KEY = "scheduler_state_dict"
 RESERVED_CHECKPOINT_KEYS = (CHECKPOINT_MODEL_KEY, CHECKPOINT_OPTIMIZER_KEY, CHECKPOINT_SCHEDULER_KEY)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or read: the message names the file and the fix."""
-
-
-def check_plain_data(value: Any, where: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` unless ``value`` is made only of tensors, numbers,
-    strings, ``None`` and lists, tuples and dicts of these: what weights-only loading accepts."""
-    if isinstance(value, _PLAIN_SCALARS):
-        return
-    if isinstance(value, (list, tuple, set)):
-        for index, item in enumerate(value):
-            check_plain_data(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            check_plain_data(key, f"{where} key {key!r}")
-            check_plain_data(item, f"{where}[{key!r}]")
-        return
-    raise CheckpointError(
-        f"{where} holds a {type(value).__qualname__}, which cannot be loaded back safely. "
-        "Store tensors, numbers, strings, None, or lists/tuples/dicts of these "
-        "(e.g. convert it with .state_dict() or to a plain dict first)."
-    )
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` with ``torch.save`` to a temporary file beside ``path``, then rename it over
-    ``path``: a file at ``path`` is always complete, and an older one survives a failed write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(file_descriptor, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if is_out_of_space(error):
-            raise out_of_space_error(f"{str(path)!r}", path.parent, stored_bytes(obj)) from error
-        raise
-    return path
-
-
-def is_out_of_space(error: BaseException) -> bool:
-    """Whether ``error`` or one it was raised from is a full disk (torch.save reports one as
-    ``RuntimeError: ... unexpected pos``, raised while handling the OSError)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def out_of_space_error(what: str, folder: Path, needed: int) -> CheckpointError:
-    """The error for a write of ``what`` into ``folder`` that found no space left."""
-    free = shutil.disk_usage(folder).free
-    return CheckpointError(
-        f"No space left on device writing {what}: it needs about {_size(needed)}, and {_size(free)} are free "
-        f"in {str(folder)!r}. Free some space or save elsewhere; the files there before are unchanged."
-    )
-
-
-def stored_bytes(value: Any) -> int:
-    """About how many bytes ``torch.save(value)`` writes: the bytes of its tensors' storages."""
-    storages: dict[tuple, int] = {}
-
-    def visit(item) -> None:
-        if isinstance(item, torch.Tensor):
-            storage = item.untyped_storage()
-            storages[(storage.data_ptr(), item.device)] = storage.nbytes()
-        elif isinstance(item, dict):
-            for child in item.values():
-                visit(child)
-        elif isinstance(item, (list, tuple, set)):
-            for child in item:
-                visit(child)
-
-    visit(value)
-    return sum(storages.values())
-
-
-def _size(num_bytes: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if num_bytes < 1024 or unit == "GiB":
-            return f"{num_bytes} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
-
-
-def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:
-    """Load a file written by :func:`atomic_torch_save` without unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No checkpoint file at {str(path)!r}: check the path.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"Cannot read checkpoint {str(path)!r}: {error}. The file is truncated, corrupted, or holds "
-            "objects other than tensors and plain data; it was not loaded."
-        ) from error
-
-
-def map_tensors(value, function: Callable):
-    """``value`` with ``function`` applied to every tensor in it (through dicts, lists and tuples)."""
-    if isinstance(value, torch.Tensor):
-        return function(value)
-    if isinstance(value, Mapping):
-        return {key: map_tensors(item, function) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(map_tensors(item, function) for item in value)
-    return value
-
-
-def to_cpu(value):
-    return map_tensors(value, lambda tensor: tensor.detach().cpu())
-
-
-# ---------------------------------------------------------------------------------- the Trainer's checkpoints
-
-
-def save_checkpoint(trainer: Trainer, save_path, checkpoint_kwargs, save_optimizer: bool, save_scheduler: bool) -> None:
-    """:meth:`Trainer.save_checkpoint`."""
+def save_checkpoint(
+    accelerator: Accelerator, model, optimizer, scheduler, save_path, checkpoint_kwargs, save_optimizer: bool, save_scheduler: bool
+) -> None:
+    """:meth:`Trainer.save_checkpoint`: the main process writes, every process waits for it."""
     extra = dict(checkpoint_kwargs or {})
     clashing = sorted(set(extra) & set(RESERVED_CHECKPOINT_KEYS))
     if clashing:
         raise CheckpointError(f"checkpoint_kwargs may not use the reserved keys {clashing}; rename them.")
     check_plain_data(extra, "checkpoint_kwargs")
-    checkpoint = {CHECKPOINT_MODEL_KEY: model_state_dict(trainer), **extra}
+    checkpoint = {CHECKPOINT_MODEL_KEY: model_state_dict(accelerator, model), **extra}
     if save_optimizer:
-        checkpoint[CHECKPOINT_OPTIMIZER_KEY] = trainer.optimizer.state_dict()
-    if save_scheduler and trainer.scheduler is not None:
-        checkpoint[CHECKPOINT_SCHEDULER_KEY] = trainer.scheduler.state_dict()
-    if trainer.is_world_process_zero:
+        checkpoint[CHECKPOINT_OPTIMIZER_KEY] = optimizer.state_dict()
+    if save_scheduler and scheduler is not None:
+        checkpoint[CHECKPOINT_SCHEDULER_KEY] = scheduler.state_dict()
+    if accelerator.is_main_process:
         atomic_torch_save(checkpoint, save_path)
-    trainer.accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()
 
 
-def load_checkpoint(trainer: Trainer, checkpoint_path, load_optimizer: bool, load_scheduler: bool) -> dict[str, Any]:
-    """:meth:`Trainer.load_checkpoint`."""
+def load_checkpoint(
+    accelerator: Accelerator, model, optimizer, scheduler, checkpoint_path, load_optimizer: bool, load_scheduler: bool
+) -> dict[str, Any]:
+    """:meth:`Trainer.load_checkpoint`: returns the checkpoint's extra keys."""
     checkpoint = safe_torch_load(checkpoint_path)
     if CHECKPOINT_MODEL_KEY not in checkpoint:
         raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {CHECKPOINT_MODEL_KEY!r}.")
-    load_model_state_dict(trainer, checkpoint[CHECKPOINT_MODEL_KEY], checkpoint_path)
+    load_model_state_dict(accelerator, model, checkpoint[CHECKPOINT_MODEL_KEY], checkpoint_path)
     if load_optimizer and CHECKPOINT_OPTIMIZER_KEY in checkpoint:
-        trainer.optimizer.load_state_dict(checkpoint[CHECKPOINT_OPTIMIZER_KEY])
+        optimizer.load_state_dict(checkpoint[CHECKPOINT_OPTIMIZER_KEY])
     if load_scheduler and CHECKPOINT_SCHEDULER_KEY in checkpoint:
-        if trainer.scheduler is None:
+        if scheduler is None:
             raise CheckpointError(
                 f"{str(checkpoint_path)!r} holds a scheduler state but the trainer has no scheduler; "
                 "pass load_scheduler=False or create the scheduler first."
             )
-        trainer.scheduler.load_state_dict(checkpoint[CHECKPOINT_SCHEDULER_KEY])
+        scheduler.load_state_dict(checkpoint[CHECKPOINT_SCHEDULER_KEY])
     return {key: value for key, value in checkpoint.items() if key not in RESERVED_CHECKPOINT_KEYS}
 
 
-def model_state_dict(trainer: Trainer) -> dict[str, torch.Tensor]:
+def model_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights without wrappers (gathered by accelerate for a sharded model)."""
-    if trainer.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return trainer.accelerator.get_state_dict(trainer.model)
-    return trainer.get_model(keep_torch_compile=False).state_dict()
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return accelerator.get_state_dict(model)
+    return accelerator.unwrap_model(model, keep_torch_compile=False).state_dict()
 
 
-def load_model_state_dict(trainer: Trainer, state_dict, checkpoint_path) -> None:
-    model = trainer.get_model(keep_torch_compile=False)
+def load_model_state_dict(accelerator: Accelerator, model: torch.nn.Module, state_dict, checkpoint_path) -> None:
+    """Load ``state_dict`` into the model without wrappers, once it is shown to fit."""
+    model = accelerator.unwrap_model(model, keep_torch_compile=False)
     check_model_fits(model, state_dict, checkpoint_path)
     model.load_state_dict(state_dict)
 

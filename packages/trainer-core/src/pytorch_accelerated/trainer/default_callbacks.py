@@ -8,7 +8,7 @@ import shutil
 import sys
 import threading
 from numbers import Number
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -17,17 +17,14 @@ from tqdm.std import tqdm as _terminal_tqdm
 
 from ._arguments import check_positive_int
 from .callbacks import StopTrainingError, TrainerCallback
-
-if TYPE_CHECKING:
-    from .running_loss import RunningLoss
-    from .trainer import Trainer
+from .running_loss import RunningLoss
 
 
 class MoveModulesToDeviceCallback(TrainerCallback):
     """Moves every ``nn.Module`` attribute of the trainer other than the model (a loss with
     weights, a metric) to the trainer's device; the model itself is placed by accelerate."""
 
-    def _move_modules(self, trainer: Trainer) -> None:
+    def _move_modules(self, trainer) -> None:
         for name, value in vars(trainer).items():
             if isinstance(value, torch.nn.Module) and name != "model":
                 value.to(trainer.device)
@@ -63,7 +60,7 @@ class TerminateOnNaNCallback(TrainerCallback):
     def on_train_epoch_start(self, trainer, **kwargs):
         self._steps_since_check = 0
         self._found_non_finite = False
-        self._running_loss = trainer._train_loss  # the loop's running loss of this epoch
+        self._running_loss = trainer.running_train_loss
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         self._steps_since_check += 1
@@ -87,7 +84,7 @@ class TerminateOnNaNCallback(TrainerCallback):
             self._found_non_finite = not self._running_loss.is_finite()
         return self._found_non_finite
 
-    def _check(self, trainer: Trainer) -> None:
+    def _check(self, trainer) -> None:
         if trainer.any_process(self._has_non_finite_loss()):
             raise StopTrainingError(
                 f"The training loss became NaN or infinite (at or before update step "
@@ -155,7 +152,7 @@ class ProgressBarCallback(TrainerCallback):
         self.file_refresh_interval_s = file_refresh_interval_s
         self._bar: tqdm | None = None
 
-    def _open(self, trainer: Trainer, total: int | None, description: str, initial: int = 0, read_loss=None) -> None:
+    def _open(self, trainer, total: int | None, description: str, initial: int = 0, read_loss=None) -> None:
         live = _draws_live_bars(sys.stderr)
         interval = self.refresh_interval_s if live else self.file_refresh_interval_s
         self._bar = _Bar(
@@ -210,12 +207,9 @@ class ProgressBarCallback(TrainerCallback):
         self._close()
 
     @staticmethod
-    def _running_train_loss(trainer: Trainer) -> float | None:
+    def _running_train_loss(trainer) -> float | None:
         """This process's running mean training loss of the epoch: one read, when the bar is drawn."""
-        running = trainer._train_loss  # the loop's own running mean (running_loss.RunningLoss)
-        if running is None or not running.count:
-            return None
-        return running.total.item() / running.count
+        return trainer.running_train_loss.mean()
 
 
 def _draws_live_bars(stream) -> bool:
@@ -276,11 +270,11 @@ class PrintMetricsCallback(TrainerCallback):
     def load_state_dict(self, state_dict):
         self._printed_counts = dict(state_dict["printed_counts"])
 
-    def _mark_all_printed(self, trainer: Trainer) -> None:
+    def _mark_all_printed(self, trainer) -> None:
         history = trainer.run_history
         self._printed_counts = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
 
-    def _new_metrics(self, trainer: Trainer) -> list[tuple[str, str]]:
+    def _new_metrics(self, trainer) -> list[tuple[str, str]]:
         """The metrics written since they were last shown, formatted, and mark them as shown."""
         history = trainer.run_history
         metrics = []

@@ -1,242 +1,269 @@
-"""Exact resume: what a training state holds, whether a saved one fits this run, putting it back,
-and the run's position it records.
-
-The Trainer holds one :class:`TrainingStates` and calls it at a few named points: ``find`` and
-``start_run``/``load`` as ``train`` starts, ``start_epoch`` as each training epoch starts,
-``train_batches`` for its batches (a resumed epoch's skip to its position is
-:mod:`resumable_data`'s), ``finish_resuming`` once the resumed run's start events have run, and ``save`` from
-:meth:`Trainer.save_training_state`. The position itself (``completed_update_steps``,
-``completed_epoch_batches``, ...) stays on the Trainer, where the loop advances it every step;
-how a state is laid out on disk is :mod:`training_state`'s.
-"""
+"""Exact resume of a training run: :class:`Resume`, the collaborator the loop calls at four points."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator
 
+from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
 from .agreement import agree_on_training_state, on_every_process
-from .checkpointing import (
-    CheckpointError,
-    check_model_fits,
-    check_plain_data,
-    load_model_state_dict,
-    model_state_dict,
-    to_cpu,
-)
-from .resumable_data import TrainData
+from .callbacks import CallbackHandler, TrainerCallback
+from .checkpointing import check_model_fits, load_model_state_dict, model_state_dict
+from .data_position import TrainData
+from .position import RunPosition
+from .random_state import capture_rng_state, check_rng_state_fits, restore_rng_state
+from .run_config import TrainerRunConfig
+from .run_history import RunHistory
 from .running_loss import RunningLoss
-from .training_state import (
-    capture_rng_state,
-    check_rng_state_fits,
-    load_training_state,
-    newest_of,
-    resolve_training_state,
-    restore_rng_state,
-    write_training_state,
-)
+from .safe_files import CheckpointError, check_plain_data, to_cpu
+from .state_format import load_training_state, newest_of, resolve_training_state, write_training_state
 
-if TYPE_CHECKING:
-    from .callbacks import TrainerCallback
-    from .trainer import Trainer
 
 @dataclass
-class PendingResume:
-    """What a resumed run restores once its start events have run."""
+class _Pending:
+    """What a loaded state still has to put back once the start events have run."""
 
     rng: dict
     epoch_start_rng: dict | None
     callback_states: dict[str, dict]
-    mid_epoch: bool
 
 
-class TrainingStates:
-    """The training states of one :class:`Trainer`'s runs: capture, check, apply, and the position."""
+class Resume:
+    """Saves the states one training run resumes exactly from, and resumes it from one.
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.pending: PendingResume | None = None  # set by load(), cleared by finish_resuming()
-        self.epoch_start_rng: dict | None = None
-        self.train_data: TrainData | None = None  # the training dataloader as a resume needs it, set by start_run()
+    The loop calls it at four points: :meth:`begin` around the run's start hook and events,
+    :meth:`epoch_batches` as each training epoch starts, :meth:`save` from
+    ``Trainer.save_training_state`` and :meth:`end` when the run ends. How a state lies on disk is
+    :mod:`state_format`'s; where a resumed epoch's data starts, :mod:`data_position`'s.
 
-    # ------------------------------------------------------------------ the points the loop calls
+    Args:
+        accelerator: the run's accelerator (processes, device, gradient scaler).
+        model: the prepared model.
+        optimizer: the prepared optimizer.
+        scheduler: the learning-rate scheduler, or ``None``.
+        run_history: the run's history.
+        position: the run's position, which the loop advances.
+        train_loss: the training epoch's running loss.
+        train_dataloader: the prepared training dataloader.
+        callbacks: the trainer's callbacks.
+        run_config: the run's settings.
+    """
 
-    @property
-    def resuming(self) -> bool:
-        """Whether a loaded state has still to be finished (its callbacks' states and generators)."""
-        return self.pending is not None
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model,
+        optimizer,
+        scheduler,
+        run_history: RunHistory,
+        position: RunPosition,
+        train_loss: RunningLoss,
+        train_dataloader,
+        callbacks: CallbackHandler,
+        run_config: TrainerRunConfig,
+    ):
+        self.accelerator = accelerator
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.run_history = run_history
+        self.position = position
+        self.train_loss = train_loss
+        self.train_dataloader = train_dataloader
+        self.callbacks = callbacks
+        self.run_config = run_config
+        self.train_data = TrainData(train_dataloader, accelerator.num_processes)
+        #: The training state this run resumed from, or None.
+        self.resumed_from: Path | None = None
+        self._pending: _Pending | None = None
+        self._epoch_start_rng: dict | None = None  # the random state the current epoch started from
 
-    @property
-    def resuming_mid_epoch(self) -> bool:
-        return self.pending is not None and self.pending.mid_epoch
+    # ------------------------------------------------------------------ the four points
 
-    def find(self, resume_from) -> Path | None:
-        """The state ``train(resume_from=...)`` names, agreed by every process; ``None`` for a fresh start."""
-        trainer = self.trainer
+    @contextlib.contextmanager
+    def begin(self, resume_from) -> Iterator[None]:
+        """Around the run's start hook and events: the state ``resume_from`` names (none for ``None``)
+        is put back before them, so that they see the resumed position; the callbacks' states and the
+        random generators after them, so that what they reset is as saved. A state saved inside an
+        epoch puts those back once that epoch has started again (:meth:`epoch_batches`)."""
+        path = self._find(resume_from)
+        if path is not None:
+            self._pending = on_every_process(self.accelerator, lambda: self._load(path), f"load the training state {str(path)!r}")
+        yield
+        if self._pending is not None and not self.position.in_epoch:
+            self._finish(epoch_goes_on=False)
+
+    def epoch_batches(self) -> _EpochBatches:
+        """The training epoch's batches: the epoch's random state is set now, before its start hook
+        (as saved, for an epoch resumed inside); the batches are drawn when iterated, after its
+        start events, skipping a resumed epoch's batches done without loading them."""
+        if self._pending is not None:
+            restore_rng_state(self._pending.epoch_start_rng, self.train_dataloader)
+        elif self._needs_epoch_start_rng():
+            self._epoch_start_rng = capture_rng_state(self.train_dataloader)
+        else:
+            self._epoch_start_rng = None
+        self.train_data.start_epoch(self._epoch_start_rng)
+        return _EpochBatches(self._iterate_epoch)
+
+    def save(self, save_dir, point: str | None) -> Path:
+        """Save the run's state into the folder ``save_dir``: every process's part is gathered, the
+        main process writes. ``point`` is the save point reached, ``None`` inside a step."""
+        self._check_can_be_saved(point)
+        save_dir = Path(save_dir)
+        own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
+        states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
+
+        def write() -> None:
+            if self.accelerator.is_main_process:
+                write_training_state(save_dir, self._shared_state(point), states, self._saved_position(point))
+
+        on_every_process(self.accelerator, write, f"write the training state {str(save_dir)!r}")
+        return save_dir
+
+    def end(self) -> None:
+        """The run ended (or failed): nothing loaded stays pending."""
+        self._pending = None
+
+    # ------------------------------------------------------------------ resuming
+
+    def _find(self, resume_from) -> Path | None:
+        """The state ``resume_from`` names, agreed by every process; ``None`` for a fresh start."""
         if resume_from is None:
             return None
         if isinstance(resume_from, str) and resume_from == "latest":
-            latest = agree_on_training_state(trainer, self._latest_training_state_of_callbacks, resume_from)
+            latest = agree_on_training_state(self.accelerator, self._latest_of_callbacks, resume_from)
             if latest is None:
-                trainer.print("resume_from='latest': no training state has been saved yet; starting a new run.")
+                self.accelerator.print("resume_from='latest': no training state has been saved yet; starting a new run.")
             return latest
-        return agree_on_training_state(trainer, functools.partial(resolve_training_state, resume_from), resume_from)
+        return agree_on_training_state(self.accelerator, functools.partial(resolve_training_state, resume_from), resume_from)
 
-    def start_run(self) -> None:
-        trainer = self.trainer
-        trainer.completed_update_steps = 0
-        trainer.completed_epoch_batches = 0
-        trainer._epochs_completed = 0
-        trainer._training_stopped = False
-        trainer._epoch_end_requested = False
-        trainer.resumed_from = None
-        self.pending = None
-        self.train_data = TrainData(trainer.train_dataloader, trainer.num_processes)
+    def _latest_of_callbacks(self) -> Path | None:
+        finders = [
+            callback.latest_training_state
+            for callback in self.callbacks
+            if callable(getattr(callback, "latest_training_state", None))
+        ]
+        if not finders:
+            raise ValueError(
+                "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
+                "from trainer-callbacks); otherwise pass the folder to resume from."
+            )
+        return newest_of(path for path in (find() for find in finders) if path is not None)
 
-    def load(self, path: Path) -> None:
-        """Check the state at ``path`` against this run and apply it, on every process; what must
-        wait for the run's start events (callbacks, generators) waits for :meth:`finish_resuming`."""
-        self.pending = on_every_process(self.trainer, lambda: self._apply(path), f"load the training state {str(path)!r}")
+    def _load(self, path: Path) -> _Pending:
+        """Check the state at ``path`` against this run, then put back all but what waits for the start events."""
+        manifest, shared, own = load_training_state(path, self.accelerator.process_index)
+        callback_states = {**shared["callbacks"], **own["callbacks"]}
+        self._check_fits(path, manifest, shared, own, callback_states)
+        # the small parts first: should one still refuse its state, the weights are untouched
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(shared["scheduler"])
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(shared["scaler"])
+        self.optimizer.load_state_dict(shared["optimizer"])
+        load_model_state_dict(self.accelerator, self.model, shared["model"], path)
+        self.run_history.load_state_dict(own.get("run_history", shared["run_history"]))  # states before 0.4: shared only
+        self.position.load_state_dict(shared["position"])
+        self.train_loss.load_state_dict(own["train_loss"])
+        self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
+        self.resumed_from = path
+        self.train_data.load_state_dict(own.get("train_data"), self.position.in_epoch)  # warns where it must replay
+        return _Pending(rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states)
 
-    def start_epoch(self) -> bool:
-        """At a training epoch's start: a fresh epoch's position and data order, or, for a resume
-        inside this epoch, the data order it started with. Returns whether it is that resume."""
-        trainer = self.trainer
-        if self.pending is not None:  # only a resume inside an epoch is still pending here
-            restore_rng_state(self.pending.epoch_start_rng, trainer.train_dataloader)
-            self.train_data.start_epoch(self.pending.epoch_start_rng)
-            return True
-        trainer.completed_epoch_batches = 0
-        trainer._epoch_end_requested = False
-        trainer._train_loss = RunningLoss(trainer.device)
-        # the epoch's data order is drawn from these: a state saved inside the epoch replays them, and
-        # seeded fetches take their seed from them. Only a callback handling on_save_point can save a
-        # state inside the epoch: without one, and without seeded fetches, skip the capture (~0.2 ms).
-        needed = "on_save_point" in trainer.callback_handler.handled_events or self.train_data.seeds_fetches
-        self.epoch_start_rng = capture_rng_state(trainer.train_dataloader) if needed else None
-        self.train_data.start_epoch(self.epoch_start_rng)
-        return False
+    def _finish(self, epoch_goes_on: bool) -> None:
+        """The callbacks' states, then the random generators as saved.
 
-    def train_batches(self, skip: int) -> Iterator:
-        """The training epoch's batches after the first ``skip``: a resumed epoch starts at its
-        position without loading what the saved run had seen (see :class:`resumable_data.TrainData`)."""
-        return self.train_data.batches(skip)
-
-    def finish_resuming(self) -> None:
-        """The last step of resuming, once the run-start (and epoch-start) events have run: the
-        callbacks' states, then the random generators as they were when the state was saved.
-
-        An epoch resumed inside goes on with the training dataloader's own generators (its
-        sampler's) as its iteration has drawn them from the epoch's start: by now it has asked
-        for one index list more than the saved run had at its save point (for the look-ahead
-        of the batch it yields first), and with workers reading ahead that may take the sampler
-        to its end and its last draw, which the saved state does not hold yet; put back, that
-        draw would be undone and the next epoch's order would differ. An epoch that ends right
-        away leaves its iteration here, as the saved run did: its saved state is put back."""
-        resume, self.pending = self.pending, None
+        An epoch resumed inside that goes on keeps the training dataloader's own generators (its
+        sampler's) as its iteration drew them from the epoch's start: that iteration asked for one
+        index list more than the saved run had (for the batch it yields first), and workers reading
+        ahead may take the sampler to its last draw, which the saved state does not hold yet."""
+        pending, self._pending = self._pending, None
         callbacks = dict(self._callback_keys())
-        for key, state in resume.callback_states.items():
+        for key, state in pending.callback_states.items():
             callbacks[key].load_state_dict(state)
-        epoch_goes_on = resume.mid_epoch and not self.trainer._train_epoch_should_end()
-        restore_rng_state(resume.rng, self.trainer.train_dataloader, loader_generators=not epoch_goes_on)
+        restore_rng_state(pending.rng, self.train_dataloader, loader_generators=not epoch_goes_on)
 
-    def end_run(self) -> None:
-        self.pending = None
+    def _iterate_epoch(self) -> Iterator:
+        if self._pending is None:
+            return self.train_data.batches(self.position.epoch_batches)
+        # a state saved at the update that ended its epoch: the epoch has no batch left, only its end
+        goes_on = not self.position.train_epoch_should_end(self.run_config.max_num_train_steps)
+        batches = self.train_data.batches(self.position.epoch_batches) if goes_on else iter(())
+        self._finish(epoch_goes_on=goes_on)
+        return batches
 
-    def save(self, save_dir) -> Path:
-        """:meth:`Trainer.save_training_state`: gather every process's part, the main process writes."""
-        trainer = self.trainer
-        self._check_can_be_saved()
-        save_dir = Path(save_dir)
-        own = on_every_process(trainer, lambda: to_cpu(self._process_state()), "collect its training state")
-        states = [own] if trainer.num_processes == 1 else gather_object([own])
+    def _needs_epoch_start_rng(self) -> bool:
+        # only a callback handling on_save_point can save a state inside the epoch, which replays this
+        # random state; seeded fetches take their seed from it. Without either, the capture is skipped.
+        return "on_save_point" in self.callbacks.handled_events or self.train_data.seeds_fetches
 
-        def write() -> None:
-            if trainer.is_world_process_zero:
-                write_training_state(save_dir, self._shared_state(), states, self.position())
+    # ------------------------------------------------------------------ saving
 
-        on_every_process(trainer, write, f"write the training state {str(save_dir)!r}")
-        return save_dir
-
-    def position(self) -> dict[str, Any]:
-        trainer = self.trainer
-        return {
-            "completed_update_steps": trainer.completed_update_steps,
-            "epochs_completed": trainer._epochs_completed,
-            "epoch_batches": trainer.completed_epoch_batches,
-            "epoch_end_requested": trainer._epoch_end_requested,
-            "stopped": trainer._training_stopped,
-            "epoch": trainer.run_history.current_epoch,
-            "point": trainer._save_point or "run_end",
-        }
-
-    # ------------------------------------------------------------------ capture
-
-    def _check_can_be_saved(self) -> None:
-        trainer = self.trainer
-        if trainer.run_config is None:
-            raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
-        if trainer._in_training_run and trainer._save_point is None:
+    def _check_can_be_saved(self, point: str | None) -> None:
+        if point is None:
             raise CheckpointError(
                 "save_training_state was called in the middle of a training step, where a saved state would "
                 "not resume exactly: call it from on_save_point (fired after each update and each epoch), "
                 "or after train() returns."
             )
-        if trainer.completed_epoch_batches and self.epoch_start_rng is None and not trainer._training_stopped:
+        if self.position.in_epoch and self._epoch_start_rng is None:
             raise CheckpointError(
                 "This epoch started without a callback that handles on_save_point, so its data order was not "
                 "recorded and a state saved inside it would not resume exactly: give the Trainer the callback "
                 "that saves (SaveTrainingStateCallback, or one with an on_save_point) before train()."
             )
-        if trainer.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             raise CheckpointError(
                 "save_training_state supports one device and DDP, not sharded FSDP/DeepSpeed models: "
                 "use accelerator.save_state / load_state there."
             )
 
+    def _saved_position(self, point: str) -> dict[str, Any]:
+        return {**self.position.state_dict(), "epoch": self.run_history.current_epoch, "point": point}
+
     def _resume_settings(self) -> dict[str, Any]:
         """The settings a position inside an epoch depends on."""
-        config = self.trainer.run_config
+        config = self.run_config
         return {
             "train_dataloader_len": config.train_dataloader_len,
             "train_per_device_batch_size": config.train_per_device_batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
         }
 
-    def _shared_state(self) -> dict[str, Any]:
-        trainer = self.trainer
+    def _shared_state(self, point: str) -> dict[str, Any]:
         state = {
-            "model": model_state_dict(trainer),
-            "optimizer": trainer.optimizer.state_dict(),
-            "optimizer_class": type(trainer._unwrapped_optimizer()).__name__,
-            "run_history": trainer.run_history.state_dict(),
-            "position": self.position(),
+            "model": model_state_dict(self.accelerator, self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": type(self._torch_optimizer()).__name__,
+            "run_history": self.run_history.state_dict(),
+            "position": self._saved_position(point),
             "settings": self._resume_settings(),
             "callbacks": self._callback_states(per_process=False),
         }
-        if trainer.scheduler is not None:
-            state["scheduler"] = trainer.scheduler.state_dict()
-            state["scheduler_class"] = type(trainer.scheduler).__qualname__
-        if trainer.accelerator.scaler is not None:
-            state["scaler"] = trainer.accelerator.scaler.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+            state["scheduler_class"] = type(self.scheduler).__qualname__
+        if self.accelerator.scaler is not None:
+            state["scaler"] = self.accelerator.scaler.state_dict()
         check_plain_data(state["run_history"], "run_history.state_dict()")
         check_plain_data(state.get("scheduler"), "scheduler.state_dict()")
         return state
 
     def _process_state(self) -> dict[str, Any]:
-        trainer = self.trainer
         # each process's own history too: values such as train_loss_step are the process's own
-        history = trainer.run_history.state_dict()
+        history = self.run_history.state_dict()
         check_plain_data(history, "run_history.state_dict()")
         return {
             "run_history": history,
-            "rng": capture_rng_state(trainer.train_dataloader),
-            "epoch_start_rng": self.epoch_start_rng if trainer.completed_epoch_batches else None,
-            "train_loss": trainer._train_loss.state_dict() if trainer._train_loss is not None else None,
+            "rng": capture_rng_state(self.train_dataloader),
+            "epoch_start_rng": self._epoch_start_rng if self.position.epoch_batches else None,
+            "train_loss": self.train_loss.state_dict(),
             "train_data": self.train_data.state_dict(),
             "callbacks": self._callback_states(per_process=True),
         }
@@ -245,7 +272,7 @@ class TrainingStates:
         """Each callback under its class name, numbered from the second of a class: ``Logger#2``."""
         seen: dict[str, int] = {}
         keys = []
-        for callback in self.trainer.callback_handler.callbacks:
+        for callback in self.callbacks.callbacks:
             name = type(callback).__qualname__
             seen[name] = seen.get(name, 0) + 1
             keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
@@ -261,58 +288,18 @@ class TrainingStates:
                     states[key] = state
         return states
 
-    # ------------------------------------------------------------------ find
+    def _torch_optimizer(self):
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate's wrapper holds torch's
 
-    def _latest_training_state_of_callbacks(self) -> Path | None:
-        finders = [
-            callback.latest_training_state
-            for callback in self.trainer.callback_handler.callbacks
-            if callable(getattr(callback, "latest_training_state", None))
-        ]
-        if not finders:
-            raise ValueError(
-                "resume_from='latest' needs a callback that saves training states (SaveTrainingStateCallback "
-                "from trainer-callbacks); otherwise pass the folder to resume from."
-            )
-        return newest_of(path for path in (find() for find in finders) if path is not None)
-
-    # ------------------------------------------------------------------ check and apply
-
-    def _apply(self, path: Path) -> PendingResume:
-        trainer = self.trainer
-        manifest, shared, own = load_training_state(path, trainer.process_index)
-        callback_states = {**shared["callbacks"], **own["callbacks"]}
-        self._check_fits(path, manifest, shared, own, callback_states)
-        # the small parts first: should one still refuse its state, the weights are untouched
-        if trainer.scheduler is not None:
-            trainer.scheduler.load_state_dict(shared["scheduler"])
-        if trainer.accelerator.scaler is not None:
-            trainer.accelerator.scaler.load_state_dict(shared["scaler"])
-        trainer.optimizer.load_state_dict(shared["optimizer"])
-        load_model_state_dict(trainer, shared["model"], path)
-        trainer.run_history.load_state_dict(own.get("run_history", shared["run_history"]))  # states before 0.4: shared only
-        position = shared["position"]
-        trainer.completed_update_steps = position["completed_update_steps"]
-        trainer.completed_epoch_batches = position["epoch_batches"]
-        trainer._epochs_completed = position["epochs_completed"]
-        trainer._epoch_end_requested = position["epoch_end_requested"]
-        trainer._training_stopped = position["stopped"]
-        trainer._train_loss = RunningLoss.from_state_dict(own["train_loss"], trainer.device)
-        self.epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
-        trainer.resumed_from = path
-        mid_epoch = not position["stopped"] and position["epoch_batches"] > 0
-        self.train_data.load_state_dict(own.get("train_data"), mid_epoch)  # warns once where it must replay
-        return PendingResume(
-            rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states, mid_epoch=mid_epoch
-        )
+    # ------------------------------------------------------------------ checks before loading
 
     def _check_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:
         """Everything the state must match, checked before any of it is applied."""
-        trainer = self.trainer
         where = repr(str(path))
-        if manifest["num_processes"] != trainer.num_processes:
+        num_processes = self.accelerator.num_processes
+        if manifest["num_processes"] != num_processes:
             raise CheckpointError(
-                f"{where} was saved by {manifest['num_processes']} process(es) and this run has {trainer.num_processes}: "
+                f"{where} was saved by {manifest['num_processes']} process(es) and this run has {num_processes}: "
                 "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
             )
         position = shared["position"]
@@ -327,9 +314,9 @@ class TrainingStates:
                     f"{where} was saved in the middle of an epoch of a run with other settings ({'; '.join(differences)}): "
                     "resume with the settings it was saved with."
                 )
-        check_model_fits(trainer.get_model(keep_torch_compile=False), shared["model"], path)
+        check_model_fits(self.accelerator.unwrap_model(self.model, keep_torch_compile=False), shared["model"], path)
         self._check_optimizer_fits(shared, path)
-        for part, present in (("scheduler", trainer.scheduler is not None), ("scaler", trainer.accelerator.scaler is not None)):
+        for part, present in (("scheduler", self.scheduler is not None), ("scaler", self.accelerator.scaler is not None)):
             if (part in shared) != present:
                 saved_it = "holds" if part in shared else "has no"
                 here = "has one" if present else "has none"
@@ -338,14 +325,14 @@ class TrainingStates:
                     f"{'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was saved with."
                 )
         saved_scheduler = shared.get("scheduler_class")  # older states do not name it
-        if trainer.scheduler is not None and saved_scheduler not in (None, type(trainer.scheduler).__qualname__):
+        if self.scheduler is not None and saved_scheduler not in (None, type(self.scheduler).__qualname__):
             raise CheckpointError(
                 f"{where} holds the state of a {saved_scheduler} scheduler; this run's is a "
-                f"{type(trainer.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved with."
+                f"{type(self.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved with."
             )
         for rng_state in (own["rng"], own["epoch_start_rng"]):
             if rng_state is not None:
-                check_rng_state_fits(rng_state, trainer.train_dataloader)
+                check_rng_state_fits(rng_state, self.train_dataloader)
         callbacks_here = {key for key, _ in self._callback_keys()}
         homeless = sorted(set(callback_states) - callbacks_here)
         if homeless:
@@ -355,7 +342,7 @@ class TrainingStates:
             )
 
     def _check_optimizer_fits(self, shared: dict, path: Path) -> None:
-        optimizer = self.trainer._unwrapped_optimizer()
+        optimizer = self._torch_optimizer()
         optimizer_class = type(optimizer).__name__
         if shared["optimizer_class"] != optimizer_class:
             raise CheckpointError(
@@ -369,3 +356,13 @@ class TrainingStates:
                 f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
                 f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
             )
+
+
+class _EpochBatches:
+    """A training epoch's batches, drawn from the dataloader when iterated (after the epoch's start events)."""
+
+    def __init__(self, iterate: Callable[[], Iterator]):
+        self.iterate = iterate
+
+    def __iter__(self) -> Iterator:
+        return self.iterate()

@@ -6,12 +6,11 @@ import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
+
+from accelerate import Accelerator
 
 from . import _data
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,11 @@ _UNKNOWN_WITHOUT_LENGTH = frozenset({"train_dataloader_len", "num_update_steps_p
 
 
 def create_run_config(
-    trainer: Trainer, num_epochs, batch_size, max_num_train_steps, accumulation_steps, clip_value, clip_norm
+    accelerator: Accelerator, train_dataloader, eval_dataloader, num_epochs, batch_size, max_num_train_steps,
+    accumulation_steps, clip_value, clip_norm,
 ) -> TrainerRunConfig:
-    """The run's settings, once ``trainer``'s dataloaders are built."""
-    train_len = _data.length_or_none(trainer.train_dataloader)
+    """The run's settings, once its dataloaders are built."""
+    train_len = _data.length_or_none(train_dataloader)
     _data.check_length_known(train_len, max_num_train_steps)
     if train_len == 0:
         raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
@@ -142,19 +142,19 @@ def create_run_config(
     return TrainerRunConfig(
         num_epochs=num_epochs,
         train_per_device_batch_size=batch_size,
-        eval_per_device_batch_size=batch_size if trainer.eval_dataloader is not None else None,
+        eval_per_device_batch_size=batch_size if eval_dataloader is not None else None,
         train_dataloader_len=train_len,
-        eval_dataloader_len=_data.length_or_none(trainer.eval_dataloader) if trainer.eval_dataloader is not None else None,
+        eval_dataloader_len=_data.length_or_none(eval_dataloader) if eval_dataloader is not None else None,
         gradient_accumulation_steps=accumulation_steps,
         num_update_steps_per_epoch=updates_per_epoch,
         max_num_train_steps=max_num_train_steps,
         num_training_steps=num_training_steps,
         gradient_clip_value=clip_value,
         gradient_clip_norm=clip_norm,
-        num_processes=trainer.num_processes,
-        is_local_process_zero=trainer.is_local_process_zero,
-        is_world_process_zero=trainer.is_world_process_zero,
-        mixed_precision=str(trainer.accelerator.mixed_precision),
+        num_processes=accelerator.num_processes,
+        is_local_process_zero=accelerator.is_local_main_process,
+        is_world_process_zero=accelerator.is_main_process,
+        mixed_precision=str(accelerator.mixed_precision),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 from collections.abc import Mapping
@@ -15,21 +16,24 @@ from accelerate.optimizer import AcceleratedOptimizer
 from torch.utils.data import DataLoader, Dataset
 
 from . import _accelerate_state, _checks, _data, _prediction, checkpointing
-from ._data import length_or_none as _length_or_none
-from ._dataloaders import on_device, prepare_dataloader, set_up_eval_dataloader
+from ._arguments import check_positive_int
+from ._dataloaders import on_device, prepare_dataloader
+from ._evaluation import real_samples_only, sync_buffers_before_evaluation
 from ._forward_inputs import ForwardInputs
 from ._preparation import ModelPreparation, plain_optimizer_calls
 from ._removed_hooks import check_no_removed_hooks
-from .agreement import StopAgreement, sync_buffers_before_evaluation
+from .accumulation import AccumulationWindows, Window, rescale_cut_window
+from .agreement import StopAgreement, any_process
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
-from .resuming import TrainingStates
-from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config
+from .position import RunPosition
+from .resuming import Resume
+from .run_config import TrainerPlaceholderValues, TrainerRunConfig, create_run_config, default_eval_batch_size
 from .run_history import VALIDATION, InMemoryRunHistory, RunHistory
 from .running_loss import RunningLoss
+from .safe_files import CheckpointError
 
-_BATCH_OUTPUT_KEYS = ("loss", "model_outputs", "batch_size")
-_BATCH_OUTPUT_KEY_SET = frozenset(_BATCH_OUTPUT_KEYS)
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 class Trainer:
@@ -81,7 +85,7 @@ class Trainer:
         self._mixed_precision = self.accelerator.mixed_precision
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             _destroy_process_group_at_exit()
-        # read once: accelerate's properties cost microseconds a read, and these are read every step
+        # read once: accelerate's properties cost microseconds a read
         self._is_main_process = self.accelerator.is_main_process
         self._is_local_main_process = self.accelerator.is_local_main_process
         self._several_processes = self.accelerator.use_distributed  # whether no_sync holds anything back
@@ -93,21 +97,19 @@ class Trainer:
         self.eval_dataloader: DataLoader | None = None
         self.run_config: TrainerRunConfig | None = None
         self.create_scheduler_fn: Callable | None = None
-        self.completed_update_steps = 0
-        self.completed_epoch_batches = 0
         self.optimizer_step_was_skipped = False
-        self.resumed_from: Path | None = None
-        self._epochs_completed = 0
-        self._training_stopped = False
+        self._position = RunPosition()
+        self._running_train_loss = RunningLoss(self.device)
+        self._resume: Resume | None = None  # the current (or last) run's
+        self._run_eval: tuple[Dataset, DataLoader] | None = None  # the run's evaluation set and its dataloader
+        self._stop_agreement: StopAgreement | None = None
         self._in_training_run = False
         self._save_point: str | None = None
-        self._train_loss: RunningLoss | None = None
-        self._states = TrainingStates(self)  # capture, check and apply training states
         self._preparation = ModelPreparation()
         self._torch_optimizer: torch.optim.Optimizer | None = None
-        self._epoch_end_requested = False
         self._forward_inputs = ForwardInputs()
-        self._train_loss_unchecked = True
+        self._loss_unchecked = True
+        self._kept_loss: torch.Tensor | None = None
         self.callback_handler.call_event("on_init_end", self)
 
     # ------------------------------------------------------------------ facts about the run
@@ -132,6 +134,31 @@ class Trainer:
     def is_local_process_zero(self) -> bool:
         return self._is_local_main_process
 
+    @property
+    def position(self) -> RunPosition:
+        """Where the current (or last) training run is: updates, epochs and batches done, stopped or not."""
+        return self._position
+
+    @property
+    def completed_update_steps(self) -> int:
+        """The optimizer updates done in the current (or last) run."""
+        return self._position.completed_update_steps
+
+    @property
+    def completed_epoch_batches(self) -> int:
+        """The batches of the current training epoch done before the one being trained."""
+        return self._position.epoch_batches
+
+    @property
+    def resumed_from(self) -> Path | None:
+        """The training state the current (or last) run resumed from, or ``None``."""
+        return self._resume.resumed_from if self._resume is not None else None
+
+    @property
+    def running_train_loss(self) -> RunningLoss:
+        """This process's running mean training loss of the epoch, kept on the device."""
+        return self._running_train_loss
+
     # ------------------------------------------------------------------ the training run
 
     def train(
@@ -154,230 +181,212 @@ class Trainer:
         """Train for ``num_epochs`` epochs or ``max_num_train_steps`` optimizer updates, whichever
         comes first, evaluating on ``eval_dataset`` after each epoch. Returns the run history.
 
-        ``per_device_batch_size`` is per process; one optimizer update uses
-        ``per_device_batch_size * gradient_accumulation_steps * num_processes`` samples.
-        ``create_scheduler_fn`` builds the scheduler from the optimizer; use
-        ``functools.partial`` with :class:`TrainerPlaceholderValues` for sizes known only now.
-        The scheduler steps once per optimizer update, and not when the update was skipped.
-
-        ``resume_from`` continues an interrupted run exactly, as if it had never stopped: a folder
-        written by :meth:`save_training_state`, a folder of them (the one that got furthest is
-        taken), or ``"latest"``: the newest one found by the callbacks that save training states
-        (a fresh start when there is none yet). Pass the arguments the run was started with.
+        Args:
+            train_dataset: the training data (map-style, or an ``IterableDataset``).
+            num_epochs: the number of epochs.
+            eval_dataset: evaluated after each epoch, or ``None``.
+            per_device_batch_size: the batch size of each process; one update uses
+                ``per_device_batch_size * gradient_accumulation_steps * num_processes`` samples.
+            max_num_train_steps: stop after this many optimizer updates (needed for data without a length).
+            gradient_accumulation_steps: batches per optimizer update.
+            gradient_clip_value: clip each gradient to this value, once per update.
+            gradient_clip_norm: clip the gradients' norm to this value, once per update.
+            create_scheduler_fn: builds the scheduler from the optimizer (use ``functools.partial`` with
+                :class:`TrainerPlaceholderValues` for sizes known only now); it steps once per update,
+                and not when the update was skipped.
+            collate_fn: the dataloaders' ``collate_fn``.
+            train_dataloader_kwargs: more keyword arguments for the training ``DataLoader``.
+            eval_dataloader_kwargs: more keyword arguments for the evaluation ``DataLoader``.
+            reset_run_history: forget the metrics of earlier runs first.
+            resume_from: continue an interrupted run exactly, as if it had never stopped: a folder written
+                by :meth:`save_training_state`, a folder of them (the one that got furthest), or
+                ``"latest"`` (the newest one the callbacks that save states find; a fresh start when
+                there is none). Pass the arguments the run was started with.
         """
         _checks.check_train_arguments(
             train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
             gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
         )  # fmt: skip
-        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
-
-        training_state = self._states.find(resume_from)
-
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
-        self.collate_fn = collate_fn
-        self.create_scheduler_fn = create_scheduler_fn
-        if reset_run_history:
-            self.run_history.reset()
-        self.run_history.bind_step_source(self._completed_update_steps)
-
-        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), self._preparation.unwrapped(self.accelerator, self.model))
+        self._take_run_inputs(train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history)
         self._prepare_model_and_optimizer()
-        self._train_loss_unchecked = True
-        self.train_dataloader = self._prepare_dataloader(
-            self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs), train=True
-        )
-        self.eval_dataloader = None if eval_dataset is None else self._prepare_dataloader(
-            self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs), train=False
-        )
+        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
         self.run_config = create_run_config(
-            self, num_epochs, per_device_batch_size, max_num_train_steps,
-            gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
-        )  # fmt: skip
+            self.accelerator, self.train_dataloader, self.eval_dataloader, num_epochs, per_device_batch_size,
+            max_num_train_steps, gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
+        )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
-        self._states.start_run()
-        if training_state is not None:
-            self._states.load(training_state)
-        self._run_training()
-        return self.run_history
-
-    def _run_training(self) -> None:
-        self._in_training_run = True
+        self._start_position_and_resume()
         try:
-            self._run_to_the_end()
-            # the run has ended: an error a callback raises from here on (optuna's TrialPruned, say)
-            # propagates as it is, without on_training_run_error
-            self.callback_handler.call_event("on_training_run_end", self)
-        finally:
-            self._in_training_run = False
-            self._states.end_run()
-
-    def _run_to_the_end(self) -> None:
-        """The epochs and the end-of-run hook; on an error, ``on_training_run_error``, then the error."""
-        try:
-            self._run_epochs()
+            with self._stop_agreement.stopping_cleanly(on_stop=self._stop_early):
+                with self._resume.begin(resume_from):  # a saved state before the start events, its callbacks' after
+                    self.training_run_start()
+                    self.callback_handler.call_event("on_training_run_start", self)
+                if self._position.at_run_start:
+                    self._reach_save_point("run_start")
+                while not self._run_is_over():
+                    self._train_epoch()
+                    self._evaluate_epoch()
+                    self._end_epoch()
             self._reach_save_point("run_end")
             self.training_run_end()
         except BaseException as error:
             self.callback_handler.call_event("on_training_run_error", self, error=error)
             raise
+        finally:
+            self._in_training_run, self._save_point = False, None
+            self._resume.end()
+        # the run has ended: an error a callback raises here (optuna's TrialPruned, say) propagates as it is
+        self.callback_handler.call_event("on_training_run_end", self)
+        return self.run_history
 
-    def _run_epochs(self) -> None:
-        stop_agreement = StopAgreement(self)  # a stop raised on one process only fails all, with its reason
-        try:
-            self.training_run_start()
-            self.callback_handler.call_event("on_training_run_start", self)
-            if self.resumed_from is None:
-                self._reach_save_point("run_start")
-            elif not self._states.resuming_mid_epoch:
-                self._states.finish_resuming()
-            # a callback may evaluate() another dataset mid-run: each epoch evaluates this run's
-            run_eval_dataset, run_eval_dataloader = self.eval_dataset, self.eval_dataloader
-            while not self._run_is_over():
-                self._run_train_epoch()
-                if run_eval_dataloader is not None:
-                    self.eval_dataset, self.eval_dataloader = run_eval_dataset, run_eval_dataloader
-                    with self.run_history.evaluation(VALIDATION):
-                        self._run_eval_epoch(self.eval_dataloader, "eval_loss_epoch")
-                self.training_run_epoch_end()
-                self.callback_handler.call_event("on_training_run_epoch_end", self)
-                self.run_history.increment_epoch()
-                self._epochs_completed += 1
-                self.completed_epoch_batches = 0
-                self._reach_save_point("epoch_end")
-        except StopTrainingError as error:
-            stop_agreement.agree(error)
-            self._training_stopped = True
-            self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
-        except Exception as error:
-            stop_agreement.explain(error)
-            raise
-
-    def _run_is_over(self) -> bool:
-        if self._states.resuming:
-            return False  # resuming inside an epoch: that epoch is finished first
-        return (
-            self._training_stopped
-            or self._epochs_completed >= self.run_config.num_epochs
-            or self._reached_max_train_steps()
-        )
-
-    def _run_train_epoch(self) -> None:
-        resuming = self._states.start_epoch()  # True where a resume inside this epoch is pending
+    def _train_epoch(self) -> None:
+        """One training epoch: a step per batch, the parameters updated at the end of each accumulation window."""
+        batches = self._resume.epoch_batches()  # the epoch's random state is set now; a resumed epoch's batches skip to its position
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        # a resumed epoch starts at its position without loading the batches before it
-        batches = self._on_device(self._states.train_batches(self.completed_epoch_batches), self.train_dataloader)
-        if resuming:
-            self._states.finish_resuming()
-        if not self._train_epoch_should_end():
-            self._run_train_steps(batches)
-        self.run_history.update_metric("train_loss_epoch", self._train_loss.compute(self.accelerator))
+        windows = AccumulationWindows(
+            self.run_config.gradient_accumulation_steps, _data.length_or_none(self.train_dataloader),
+            _data.last_batch_signal(self.train_dataloader),
+        )  # fmt: skip
+        for batch in self._on_device(batches, self.train_dataloader):
+            window = windows.at(self._position.epoch_batches)
+            self._train_step(batch, window)
+            if window.closes:
+                self._update_parameters(window)
+                if self._position.train_epoch_should_end(self.run_config.max_num_train_steps):
+                    break
+        cut_window = windows.left_open(self._position.epoch_batches)
+        if cut_window is not None:  # data of unknown length ended inside a window: it updates too
+            self._update_parameters(cut_window)
+        self.run_history.update_metric("train_loss_epoch", self._running_train_loss.compute(self.accelerator))
         self.train_epoch_end()
         self.callback_handler.call_event("on_train_epoch_end", self)
 
-    def _run_train_steps(self, batches: Iterator) -> None:
-        # Every Python call here runs on every step (tests/core/test_step_cost.py counts them): what
-        # is known for the epoch is read once, and the step makes as few calls as it can.
-        num_batches = _length_or_none(self.train_dataloader)
-        accumulation_steps = self.run_config.gradient_accumulation_steps
-        max_steps = self.run_config.max_num_train_steps
-        handler, call_event = self.callback_handler, self.callback_handler.call_event  # an event nobody handles is not called
-        # with no length, the data's end is known only from accelerate's dataloader (several processes)
-        last_batch_known = _data.last_batch_signal(self.train_dataloader) if num_batches is None else None
-        is_update_step = True  # no window is open before the first step
-        for step, batch in enumerate(batches, start=self.completed_epoch_batches):
-            window_start = step - step % accumulation_steps
-            # the window's length: shorter at the end of an epoch that accumulation_steps does not divide
-            window_size = accumulation_steps if num_batches is None else min(accumulation_steps, num_batches - window_start)
-            is_update_step = step - window_start + 1 == window_size or (
-                last_batch_known is not None and last_batch_known.end_of_dataloader
-            )
-            "on_train_step_start" in handler.handled_events and call_event("on_train_step_start", self)
-            if self._several_processes and not is_update_step:
-                with self.accelerator.no_sync(self.model):
-                    loss = self._train_step(batch, window_size)
-            else:
-                loss = self._train_step(batch, window_size)  # no context to enter: ~1 us a step
-            self.completed_epoch_batches = step + 1
-            if is_update_step:
-                self._update_parameters(window_size, step - window_start + 1)
-                "on_save_point" in handler.handled_events and self._reach_save_point("update")
-                if self._epoch_end_requested or (max_steps is not None and self.completed_update_steps >= max_steps):
-                    break  # _train_epoch_should_end(), inlined
-        else:
-            if not is_update_step:  # the data ended inside a window whose length was unknown: it updates too
-                self._update_parameters(window_size, step - window_start + 1)
-                self._reach_save_point("update")
+    def _train_step(self, batch, window: Window) -> None:
+        """Forward and loss, backward; gradients are not synchronised between processes inside a window."""
+        self.callback_handler.call_event("on_train_step_start", self)
+        with self._accumulating(window):
+            batch_output = self.calculate_train_batch_loss(batch)
+            _checks.check_batch_output(batch_output, "calculate_train_batch_loss", check_loss=self._loss_unchecked)
+            self._loss_unchecked = False
+            self._running_train_loss.update(batch_output["loss"], batch_output["batch_size"])
+            self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
+            loss = batch_output["loss"]
+            del batch_output  # the outputs (a language model's logits) are freed before backward, unless a callback kept them
+            self.backward_step(loss / window.size if window.size > 1 else loss)
+        self._position.epoch_batches += 1
+        # kept to the next step, as a hand loop keeps its loss: its graph holds the parameters in C++
+        # through the update, which spares torch a GIL round trip per parameter reference
+        self._kept_loss = loss
 
-    def _train_step(self, batch, window_size: int) -> torch.Tensor:
-        batch_output = self.calculate_train_batch_loss(batch)
-        if type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
-            _check_batch_output(batch_output, "calculate_train_batch_loss")  # a Mapping, or an error
-        if self._train_loss_unchecked:  # once per run: the loss's type does not change from step to step
-            _checks.check_batch_loss(batch_output, "calculate_train_batch_loss", training=True)
-            self._train_loss_unchecked = False
-        self._train_loss.update(batch_output["loss"], batch_output["batch_size"])
-        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
-        "on_train_step_end" in handler.handled_events and handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
-        loss = batch_output["loss"]
-        # Backward needs the loss, not the outputs: unless a callback kept them, the outputs (a
-        # language model's logits: gigabytes) are freed here rather than at the next forward.
-        del batch_output
-        self.backward_step(loss / window_size if window_size > 1 else loss)
-        # kept by the loop to the next step, as a hand loop keeps its loss: its graph (backward freed its saved
-        # tensors) holds the parameters in C++ through the update, sparing torch ~35 GIL round trips a step
-        return loss
+    def _accumulating(self, window: Window):
+        """Inside an accumulation window on several processes: gradients are not synchronised (``no_sync``)."""
+        if self._several_processes and not window.closes:
+            return self.accelerator.no_sync(self.model)
+        return _NO_CONTEXT
 
-    def _train_epoch_should_end(self) -> bool:
-        return self._reached_max_train_steps() or self._epoch_end_requested
-
-    def _update_parameters(self, window_size: int, batches_in_window: int) -> None:
-        if batches_in_window < window_size:  # a window cut short by the end of data of unknown length
-            _data.rescale_short_window(self.model.parameters(), window_size, batches_in_window)
+    def _update_parameters(self, window: Window) -> None:
+        """The update at the end of an accumulation window, then its save point."""
+        if window.filled < window.size:
+            rescale_cut_window(self.model.parameters(), window)
         self.clip_gradients()
-        handler = self.callback_handler  # as in _run_train_steps: an event nobody handles is not called
-        "on_before_optimizer_step" in handler.handled_events and handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
+        self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
         # torch's own step (no grad scaler) is never skipped: no need to ask accelerate every update
         self.optimizer_step_was_skipped = self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
         if self.scheduler is not None and not self.optimizer_step_was_skipped:
             self.scheduler_step()
         self.optimizer_zero_grad()
-        self.completed_update_steps += 1
-        "on_optimizer_step_end" in handler.handled_events and handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
+        self._position.completed_update_steps += 1
+        self.callback_handler.call_event("on_optimizer_step_end", self, optimizer=self.optimizer)
+        self._reach_save_point("update")
 
-    def _run_eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
+    def _evaluate_epoch(self) -> None:
+        """The evaluation after a training epoch, on the run's evaluation set (a callback may have evaluated another)."""
+        if self._run_eval is None:
+            return
+        self.eval_dataset, self.eval_dataloader = self._run_eval
+        with self.run_history.evaluation(VALIDATION):
+            self._eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+
+    def _eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
+        """One evaluation epoch under ``torch.no_grad``, its loss recorded as ``loss_metric_name``."""
         # an evaluation run from inside a training epoch must not end that epoch when it ends early
-        training_epoch_end_requested, self._epoch_end_requested = self._epoch_end_requested, False
+        training_epoch_end_requested, self._position.epoch_end_requested = self._position.epoch_end_requested, False
         sync_buffers_before_evaluation(self.model)
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
-        loss_tracker = RunningLoss(self.device)
-        check_loss = True
+        eval_loss = RunningLoss(self.device)
         with torch.no_grad():
-            for batch in _data.real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index):
-                "on_eval_step_start" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_start", self)
-                self._eval_step(batch, loss_tracker, check_loss)
-                check_loss = False
-                if self._epoch_end_requested:
+            batches = real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index)
+            for step, batch in enumerate(batches):
+                self._eval_step(batch, eval_loss, check_loss=step == 0)
+                if self._position.epoch_end_requested:
                     break
-        self.run_history.update_metric(loss_metric_name, loss_tracker.compute(self.accelerator))
-        self._epoch_end_requested = training_epoch_end_requested
+        self.run_history.update_metric(loss_metric_name, eval_loss.compute(self.accelerator))
+        self._position.epoch_end_requested = training_epoch_end_requested
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
 
-    def _eval_step(self, batch, loss_tracker: RunningLoss, check_loss: bool) -> None:
+    def _eval_step(self, batch, eval_loss: RunningLoss, check_loss: bool) -> None:
+        self.callback_handler.call_event("on_eval_step_start", self)
         batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
-        _check_batch_output(batch_output, "calculate_eval_batch_loss")
-        if check_loss:  # the first step of each evaluation
-            _checks.check_batch_loss(batch_output, "calculate_eval_batch_loss", training=False)
-        loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
-        "on_eval_step_end" in self.callback_handler.handled_events and self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+        _checks.check_batch_output(batch_output, "calculate_eval_batch_loss", check_loss=check_loss, training=False)
+        eval_loss.update(batch_output["loss"], batch_output["batch_size"])
+        self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
-    def _reached_max_train_steps(self) -> bool:
-        max_steps = self.run_config.max_num_train_steps
-        return max_steps is not None and self.completed_update_steps >= max_steps
+    def _end_epoch(self) -> None:
+        """The end of an epoch's training and evaluation: its hook and event, then the next epoch's position."""
+        self.training_run_epoch_end()
+        self.callback_handler.call_event("on_training_run_epoch_end", self)
+        self.run_history.increment_epoch()
+        self._position.end_epoch()
+        self._running_train_loss.reset()
+        self._reach_save_point("epoch_end")
+
+    def _run_is_over(self) -> bool:
+        position, config = self._position, self.run_config
+        if position.in_epoch:
+            return False  # an epoch the run resumed inside is finished first
+        return position.stopped or position.epochs_completed >= config.num_epochs or position.reached(config.max_num_train_steps)
+
+    def _stop_early(self, error: StopTrainingError) -> None:
+        self._position.stopped = True
+        self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
+
+    def _reach_save_point(self, point: str) -> None:
+        self._save_point = point
+        self.callback_handler.call_event("on_save_point", self, point=point)
+        self._save_point = None
+
+    def _take_run_inputs(self, train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
+        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
+        if reset_run_history:
+            self.run_history.reset()
+        self.run_history.bind_step_source(self._completed_update_steps)
+        model = self._preparation.unwrapped(self.accelerator, self.model)
+        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
+        self._loss_unchecked = True
+
+    def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs) -> None:
+        self.train_dataloader = self._prepare_dataloader(self.create_train_dataloader(batch_size, train_kwargs), train=True)
+        self.eval_dataloader = None
+        if self.eval_dataset is not None:
+            self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, eval_kwargs), train=False)
+
+    def _start_position_and_resume(self) -> None:
+        """A new run's position, running loss and resume, its dataloaders and scheduler being ready."""
+        self._position = RunPosition()
+        self._running_train_loss = RunningLoss(self.device)
+        self._run_eval = (self.eval_dataset, self.eval_dataloader) if self.eval_dataset is not None else None
+        self._stop_agreement = StopAgreement(self.accelerator, self._position, self.run_history)
+        self._resume = Resume(
+            self.accelerator, self.model, self.optimizer, self.scheduler, self.run_history, self._position,
+            self._running_train_loss, self.train_dataloader, self.callback_handler, self.run_config,
+        )  # fmt: skip
+        self._in_training_run = True
 
     # ------------------------------------------------------------------ evaluation and prediction
 
@@ -389,13 +398,19 @@ class Trainer:
         collate_fn: Callable | None = None,
         metric_prefix: str = "",
     ) -> dict[str, Any]:
-        """Run one evaluation epoch over ``dataset`` (default: the last ``eval_dataset``), record
-        ``eval_loss`` and return the metrics recorded during it, by name. Every sample counts
-        exactly once, also on several processes. The model's train/eval mode is restored afterwards,
-        so a callback may call this in the middle of training.
+        """Run one evaluation epoch and return the metrics recorded during it, by name.
 
-        ``metric_prefix`` is put before every name recorded (``"test_"``: ``test_eval_loss``,
-        ``test_eval_accuracy``) and names the evaluation in the history's records (``"test"``)."""
+        Every sample counts exactly once, also on several processes. The model's train/eval mode is
+        restored afterwards, so a callback may call this in the middle of training.
+
+        Args:
+            dataset: the data to evaluate on; the last ``eval_dataset`` by default.
+            per_device_batch_size: the batch size of each process; the last run's by default.
+            dataloader_kwargs: more keyword arguments for the ``DataLoader``.
+            collate_fn: the ``DataLoader``'s ``collate_fn``.
+            metric_prefix: put before every name recorded (``"test_"``: ``test_eval_loss``,
+                ``test_eval_accuracy``); it names the evaluation in the history's records (``"test"``).
+        """
         reuse_dataloader = (
             self.eval_dataloader is not None
             and dataset in (None, self.eval_dataset)
@@ -404,7 +419,7 @@ class Trainer:
             and collate_fn is None
         )
         if not reuse_dataloader:
-            set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
+            self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
         history = self.run_history
@@ -414,21 +429,17 @@ class Trainer:
             try:
                 self.evaluation_run_start()
                 self.callback_handler.call_event("on_evaluation_run_start", self)
-                self._run_eval_epoch(self.eval_dataloader, "eval_loss")
+                self._eval_epoch(self.eval_dataloader, "eval_loss")
             except StopTrainingError as error:
                 self.callback_handler.call_event("on_stop_training_error", self, stop_training_error=error)
             self.evaluation_run_end()
             self.callback_handler.call_event("on_evaluation_run_end", self)
         self.model.train(was_training)
         return {
-            name: self.run_history.get_latest_metric(name)
-            for name in self.run_history.get_metric_names()
-            if len(self.run_history.get_metric_values(name)) > counts_before.get(name, 0)
+            name: history.get_latest_metric(name)
+            for name in history.get_metric_names()
+            if len(history.get_metric_values(name)) > counts_before.get(name, 0)
         }
-
-    def _completed_update_steps(self) -> int:
-        """The run history's step source: read when a value is recorded, never per step."""
-        return self.completed_update_steps
 
     def predict(
         self,
@@ -439,9 +450,36 @@ class Trainer:
     ):
         """The model's outputs for every sample of ``dataset``, exactly once and in dataset order,
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
+
         On several processes, each predicts a contiguous share and every process gets the result.
-        The model's train/eval mode is restored afterwards."""
-        return _prediction.predict(self, dataset, per_device_batch_size, collate_fn, dataloader_kwargs)
+        The model's train/eval mode is restored afterwards.
+
+        Args:
+            dataset: a map-style dataset.
+            per_device_batch_size: the batch size of each process.
+            collate_fn: the ``DataLoader``'s ``collate_fn``; the trainer's by default.
+            dataloader_kwargs: more keyword arguments for the ``DataLoader`` (never ``shuffle=True``).
+        """
+        _prediction.check_arguments(dataset, per_device_batch_size)
+        self._prepare_model_and_optimizer()
+        kwargs = {"collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
+        return _prediction.predict(self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size, kwargs)
+
+    def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
+        if collate_fn is not None:
+            self.collate_fn = collate_fn
+        batch_size = per_device_batch_size or default_eval_batch_size(self.run_config)
+        check_positive_int("per_device_batch_size", batch_size)
+        _checks.check_not_empty(dataset, "The evaluation dataset", "evaluate()")
+        self.eval_dataset = dataset
+        self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False)
+
+    def _completed_update_steps(self) -> int:
+        """The run history's step source: read when a value is recorded, never per step."""
+        return self._position.completed_update_steps
 
     # ------------------------------------------------------------------ hooks: creation
 
@@ -569,7 +607,101 @@ class Trainer:
     def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ hooks: the run
+
+    def training_run_start(self) -> None:
+        """Called once before the first epoch."""
+
+    def train_epoch_start(self) -> None:
+        """Called at the start of each training epoch: puts the model in training mode."""
+        self.model.train()
+
+    def calculate_train_batch_loss(self, batch) -> dict[str, Any]:
+        """The loss of one training batch: a dict with ``loss`` (a scalar tensor), ``model_outputs``
+        and ``batch_size``; any other key reaches ``on_train_step_end`` unchanged.
+
+        By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
+        batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
+        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
+        return self._forward_and_loss(batch)
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
+        if self._torch_optimizer is not None:
+            loss.backward()  # all accelerate's backward would do here, less a division by 1
+        else:
+            self.accelerator.backward(loss)
+
+    def clip_gradients(self) -> None:
+        """Clip the gradients once per optimizer update, by value or norm as configured."""
+        if self.run_config.gradient_clip_norm is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.run_config.gradient_clip_norm)
+        elif self.run_config.gradient_clip_value is not None:
+            self.accelerator.clip_grad_value_(self.model.parameters(), self.run_config.gradient_clip_value)
+
+    def optimizer_step(self) -> None:
+        """Update the parameters."""
+        (self._torch_optimizer or self.optimizer).step()
+
+    def scheduler_step(self) -> None:
+        """Advance the scheduler by one optimizer update."""
+        self.scheduler.step()
+
+    def optimizer_zero_grad(self) -> None:
+        """Reset the gradients for the next accumulation window."""
+        (self._torch_optimizer or self.optimizer).zero_grad()
+
+    def train_epoch_end(self) -> None:
+        """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
+
+    def eval_epoch_start(self) -> None:
+        """Called at the start of each evaluation epoch: puts the model in evaluation mode."""
+        self.model.eval()
+
+    def calculate_eval_batch_loss(self, batch) -> dict[str, Any]:
+        """The loss of one evaluation batch (run under ``torch.no_grad``); same contract as
+        :meth:`calculate_train_batch_loss`."""
+        return self._forward_and_loss(batch)
+
+    def eval_epoch_end(self) -> None:
+        """Called after each evaluation epoch, once its loss is recorded."""
+
+    def training_run_epoch_end(self) -> None:
+        """Called after each epoch's training and evaluation."""
+
+    def training_run_end(self) -> None:
+        """Called once at the end of the run, also when it was stopped early."""
+
+    def evaluation_run_start(self) -> None:
+        """Called when :meth:`evaluate` starts."""
+
+    def evaluation_run_end(self) -> None:
+        """Called when :meth:`evaluate` ends."""
+
+    def calculate_batch_predictions(self, batch):
+        """The model's outputs for one batch in :meth:`predict` (inputs: ``batch[0]``, the batch
+        when it is a tensor, or a dict batch's keys that ``forward`` names, passed by name)."""
+        if isinstance(batch, Mapping):
+            return self.model(**self._forward_inputs_of(batch))
+        return self.model(_model_inputs(batch))
+
+    def _forward_and_loss(self, batch) -> dict[str, Any]:
+        if isinstance(batch, (list, tuple)):  # first: isinstance(batch, Mapping) is an ABC check, slow on a list
+            model_outputs, targets = self.model(batch[0]), batch[1] if len(batch) > 1 else None
+        elif isinstance(batch, Mapping):
+            model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
+        else:
+            model_outputs, targets = self.model(batch), None
+        loss = _loss_from_model_outputs(model_outputs) if self.loss_func is None else self.loss_func(model_outputs, targets)
+        return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
+
+    def _forward_inputs_of(self, batch: Mapping) -> Mapping:
+        return self._forward_inputs.select(self.model, batch, self._unwrapped_model, self.loss_func is not None)
+
+    def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
+
+    # ------------------------------------------------------------------ checkpoints and training states
 
     def save_checkpoint(
         self,
@@ -578,17 +710,31 @@ class Trainer:
         save_optimizer: bool = True,
         save_scheduler: bool = True,
     ) -> None:
-        """Save the model weights (without DDP or ``torch.compile`` wrappers), the optimizer and
-        scheduler state, and ``checkpoint_kwargs`` (plain data only) to one file, atomically, from
-        the main process. Call it on every process."""
-        checkpointing.save_checkpoint(self, save_path, checkpoint_kwargs, save_optimizer, save_scheduler)
+        """Save the model weights (without DDP or ``torch.compile`` wrappers), the optimizer and scheduler
+        states and extra plain data to one file, atomically, from the main process. Call it on every process.
+
+        Args:
+            save_path: the file to write.
+            checkpoint_kwargs: extra plain data (tensors, numbers, strings, lists and dicts of these).
+            save_optimizer: include the optimizer's state.
+            save_scheduler: include the scheduler's state, if there is a scheduler.
+        """
+        checkpointing.save_checkpoint(
+            self.accelerator, self.model, self.optimizer, self.scheduler, save_path, checkpoint_kwargs, save_optimizer, save_scheduler
+        )
 
     def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
-        unpickled) and return its extra keys."""
-        return checkpointing.load_checkpoint(self, checkpoint_path, load_optimizer, load_scheduler)
+        unpickled) and return its extra keys.
 
-    # ------------------------------------------------------------------ training states: exact resume
+        Args:
+            checkpoint_path: the file to read.
+            load_optimizer: put the optimizer's state back, if the file holds one.
+            load_scheduler: put the scheduler's state back, if the file holds one.
+        """
+        return checkpointing.load_checkpoint(
+            self.accelerator, self.model, self.optimizer, self.scheduler, checkpoint_path, load_optimizer, load_scheduler
+        )
 
     def save_training_state(self, save_dir: str | os.PathLike) -> Path:
         """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
@@ -599,18 +745,13 @@ class Trainer:
         Call it on every process, from ``on_save_point`` (where a state resumes exactly) or after
         ``train`` returns; the main process writes, the others wait. The folder must be on a file
         system that every process can read when resuming.
+
+        Args:
+            save_dir: the folder to write.
         """
-        return self._states.save(save_dir)
-
-    def _reach_save_point(self, point: str) -> None:
-        self._save_point = point
-        try:
-            self.callback_handler.call_event("on_save_point", self, point=point)
-        finally:
-            self._save_point = None
-
-    def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
-        return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
+        if self._resume is None:
+            raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
+        return self._resume.save(save_dir, self._save_point if self._in_training_run else "run_end")
 
     # ------------------------------------------------------------------ helpers for users and callbacks
 
@@ -638,10 +779,7 @@ class Trainer:
     def any_process(self, flag: bool | torch.Tensor) -> bool:
         """True on every process if ``flag`` is true on any: lets a callback that decides on one
         process stop all of them together (call it on every process at the same point)."""
-        if self.num_processes == 1:
-            return bool(flag)
-        value = torch.as_tensor(flag, device=self.device).to(torch.float32).reshape(())
-        return bool(self.accelerator.reduce(value, "sum").item() > 0)
+        return any_process(self.accelerator, flag)
 
     def num_real_samples(self, batch_size: int) -> int:
         """How many of this process's ``batch_size`` samples in the current training batch are
@@ -659,7 +797,7 @@ class Trainer:
         """End the current epoch early: an evaluation epoch after the current step, a training
         epoch after the current accumulation window's update. Request it on every process at the
         same step (decide with :meth:`any_process` if needed) so that processes stay in step."""
-        self._epoch_end_requested = True
+        self._position.epoch_end_requested = True
 
     def wait_for_everyone(self) -> None:
         """Block until every process reaches this point."""
@@ -676,9 +814,12 @@ class Trainer:
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
         return prepare_dataloader(self.accelerator, dataloader, train, self.num_processes)
 
-    def _on_device(self, batches: Iterator, dataloader: DataLoader) -> Iterator:
+    def _on_device(self, batches: Iterable, dataloader: DataLoader) -> Iterator:
         """``dataloader``'s ``batches`` on the trainer's device."""
         return on_device(batches, dataloader, self.device, self.accelerator.distributed_type)
+
+    def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
 
 
 @functools.cache
@@ -692,16 +833,6 @@ def _destroy_process_group_at_exit() -> None:
 def _destroy_process_group_if_alive() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _check_batch_output(batch_output, hook_name: str) -> None:
-    if type(batch_output) is dict and batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
-        return  # the usual case, in one comparison: this runs on every step
-    if not isinstance(batch_output, Mapping) or any(key not in batch_output for key in _BATCH_OUTPUT_KEYS):
-        found = sorted(batch_output) if isinstance(batch_output, Mapping) else type(batch_output).__name__
-        raise TypeError(
-            f"{hook_name} must return a dict with the keys {list(_BATCH_OUTPUT_KEYS)}; it returned {found}."
-        )
 
 
 def _model_inputs(batch):

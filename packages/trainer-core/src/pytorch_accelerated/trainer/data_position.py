@@ -1,6 +1,6 @@
-"""Where a resumed epoch starts: the training data skipped to the saved position without loading
-what comes before it, and random draws of the loading that do not depend on when, or in which
-process, a batch is loaded.
+"""The data position of a training run: where a resumed epoch starts, the training data skipped to the
+saved position without loading what comes before it, and random draws of the loading that do not
+depend on when, or in which process, a batch is loaded.
 
 A run resumed inside an epoch needs the epoch's batches after the first ``k``, and every random
 number as the interrupted run drew it. Loading and dropping ``k`` batches (replaying) costs up to
@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -60,7 +59,8 @@ from torch.utils.data import (
 )
 from torch.utils.data.distributed import DistributedSampler
 
-from .checkpointing import CheckpointError
+from .safe_files import CheckpointError
+from ._warnings import warn_user
 
 _KNOWN_SAMPLERS = (SequentialSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler, DistributedSampler)
 _RANDOM_GENERATOR_TYPES = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
@@ -155,7 +155,7 @@ class TrainData:
         persistent = getattr(self.dataloader, "persistent_workers", False) and self.dataloader.num_workers > 0
         if self.replay_reason is not None and (mid_epoch or persistent) and not self._warned:
             self._warned = True  # once per train(): a resume is one event
-            warnings.warn(self._inexact_message(persistent), stacklevel=4)
+            warn_user(self._inexact_message(persistent))
 
     def _inexact_message(self, persistent: bool) -> str:
         if persistent:

@@ -1,4 +1,4 @@
-"""Training states on disk: one folder holding everything an interrupted run needs to continue
+"""The training-state format: how a state lies on disk, one folder holding everything an interrupted run needs to continue
 exactly, written atomically and read back without unpickling arbitrary objects.
 
 A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, scheduler, scaler,
@@ -24,17 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-import torch
-
-from .checkpointing import CheckpointError, atomic_torch_save, is_out_of_space, out_of_space_error, safe_torch_load, stored_bytes
+from .safe_files import CheckpointError, atomic_torch_save, is_out_of_space, out_of_space_error, safe_torch_load, stored_bytes
+from ._warnings import warn_user
 
 MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
@@ -50,92 +46,10 @@ _READABLE_COMPONENT_FORMATS = ("torch.save",)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
-# attributes through which a dataloader reaches its samplers' and its own random generators
-_GENERATOR_PATHS = ("generator", "synchronized_generator", "sampler", "batch_sampler", "dataset")
 
 
 def process_file_name(process_index: int) -> str:
     return f"process_{process_index}.pt"
-
-
-# ---------------------------------------------------------------------------------- random generators
-
-
-def capture_rng_state(dataloader=None) -> dict[str, Any]:
-    """The state of every random generator a run draws from: Python's, NumPy's, torch's (CPU and
-    each CUDA device) and the generators reachable from ``dataloader`` (its samplers')."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "dataloader": [generator.get_state() for generator in _dataloader_generators(dataloader)],
-    }
-    iteration = getattr(dataloader, "iteration", None)  # accelerate's epoch counter, fed to set_epoch
-    if isinstance(iteration, int):
-        state["dataloader_iteration"] = iteration
-    return state
-
-
-def check_rng_state_fits(state: dict[str, Any], dataloader=None) -> None:
-    """Raise :class:`CheckpointError` unless ``dataloader`` draws from as many generators as the saved run's."""
-    found = len(_dataloader_generators(dataloader))
-    if found != len(state["dataloader"]):
-        raise CheckpointError(
-            f"The training dataloader draws from {found} random generator(s), the saved run from "
-            f"{len(state['dataloader'])}: build the dataloader (sampler, generator) as the saved run did."
-        )
-
-
-def restore_rng_state(state: dict[str, Any], dataloader=None, loader_generators: bool = True) -> None:
-    """Put every generator back in the state :func:`capture_rng_state` returned; with
-    ``loader_generators=False``, all but ``dataloader``'s own (and its epoch counter)."""
-    check_rng_state_fits(state, dataloader)
-    generators = _dataloader_generators(dataloader)
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["kind"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, device)
-    if not loader_generators:
-        return
-    for generator, generator_state in zip(generators, state["dataloader"]):
-        generator.set_state(generator_state)
-    if "dataloader_iteration" in state:
-        dataloader.iteration = state["dataloader_iteration"]
-
-
-def _dataloader_generators(dataloader) -> list[torch.Generator]:
-    """Every distinct ``torch.Generator`` reachable from ``dataloader``, in a fixed order."""
-    found: dict[int, torch.Generator] = {}
-
-    def visit(value, depth: int) -> None:
-        if isinstance(value, torch.Generator):
-            found.setdefault(id(value), value)
-        elif value is not None and depth < 5:
-            for name in _GENERATOR_PATHS:
-                visit(getattr(value, name, None), depth + 1)
-
-    visit(dataloader, 0)
-    return list(found.values())
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -433,11 +347,10 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
             _set_aside(state)
             continue
         if damaged:
-            warnings.warn(
+            warn_user(
                 f"{len(damaged)} training state(s) in {str(folder)!r} are damaged and passed over "
                 f"({' '.join(damaged)}); using {str(state)!r}, the newest intact one. The damaged ones are "
-                "renamed .<name>.damaged, kept for inspection.",
-                stacklevel=2,
+                "renamed .<name>.damaged, kept for inspection."
             )
         return state
     if damaged:
