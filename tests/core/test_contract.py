@@ -96,6 +96,8 @@ PUBLIC_NAMES = [
     "RunHistory",
     "InMemoryRunHistory",
     "MetricRecord",
+    "RunPosition",
+    "RunningLoss",
     "CheckpointError",
     "atomic_torch_save",
     "safe_torch_load",

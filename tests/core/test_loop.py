@@ -1,9 +1,11 @@
 """The loop's order of hooks and events, stopping, errors and the batch-output contract."""
 
+import json
+
 import pytest
 import torch
 
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
+from pytorch_accelerated.trainer import RunPosition, StopTrainingError, Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset, run_tiny_training
 
 from .helpers import make_trainer
@@ -302,3 +304,24 @@ def test_evaluate_mid_run_restores_train_mode_and_the_runs_eval_set():
     assert len(result.metrics["eval_loss"]) == 1
     assert len(result.metrics["eval_loss_epoch"]) == 2
     assert len(result.trainer.eval_dataset) == 32  # the run's own eval set is back
+
+
+class _PositionRecorder(TrainerCallback):
+    def __init__(self):
+        self.seen = []
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        self.seen.append((trainer.completed_update_steps, trainer.completed_epoch_batches, trainer.position.epochs_completed))
+
+
+def test_the_run_position_is_one_object_read_through_properties(tmp_path):
+    recorder = _PositionRecorder()
+    trainer = run_tiny_training(callbacks=[recorder], num_epochs=2, num_samples=32, gradient_accumulation_steps=2).trainer
+    # 4 batches an epoch, an update every 2: the position counts batches of the epoch and updates of the run
+    assert recorder.seen == [(1, 2, 0), (2, 4, 0), (3, 2, 1), (4, 4, 1)]
+    assert trainer.position == RunPosition(completed_update_steps=4, epochs_completed=2)
+    with pytest.raises(AttributeError):
+        trainer.completed_update_steps = 0  # read-only: the loop advances trainer.position
+    trainer.save_training_state(tmp_path / "state")
+    saved = json.loads((tmp_path / "state" / "training_state.json").read_text())["position"]
+    assert {key: saved[key] for key in trainer.position.state_dict()} == trainer.position.state_dict()

@@ -14,8 +14,10 @@ from .default_callbacks import (
     TerminateOnNaNCallback,
     format_metric_value,
 )
+from .position import RunPosition
 from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, MetricRecord, RunHistory
+from .running_loss import RunningLoss
 from .seeding import seed_everything
 from .trainer import Trainer
 from .state_format import find_latest_training_state, list_training_states
@@ -35,6 +37,8 @@ __all__ = [
     "RunHistory",
     "InMemoryRunHistory",
     "MetricRecord",
+    "RunPosition",
+    "RunningLoss",
     "CheckpointError",
     "atomic_torch_save",
     "safe_torch_load",

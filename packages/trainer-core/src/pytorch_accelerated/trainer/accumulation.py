@@ -6,6 +6,8 @@ from typing import Iterable, NamedTuple
 
 import torch
 
+from . import _data
+
 
 class Window(NamedTuple):
     """The accumulation window of one batch.
@@ -36,6 +38,11 @@ class AccumulationWindows:
         self.accumulation_steps = accumulation_steps
         self.num_batches = num_batches
         self.end_signal = end_signal if num_batches is None else None
+
+    @classmethod
+    def of(cls, dataloader, accumulation_steps: int) -> AccumulationWindows:
+        """The windows of an epoch of ``dataloader``."""
+        return cls(accumulation_steps, _data.length_or_none(dataloader), _data.last_batch_signal(dataloader))
 
     def at(self, batch_index: int) -> Window:
         """The window of the epoch's batch ``batch_index`` (counted from 0)."""

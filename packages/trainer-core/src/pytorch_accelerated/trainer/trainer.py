@@ -207,7 +207,7 @@ class Trainer:
             train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
             gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
         )  # fmt: skip
-        self._take_run_inputs(train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history)
+        self._take_run_arguments(train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history)
         self._prepare_model_and_optimizer()
         self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
         self.run_config = create_run_config(
@@ -215,7 +215,7 @@ class Trainer:
             max_num_train_steps, gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
         )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
-        self._start_position_and_resume()
+        self._start_run_state()
         try:
             with self._stop_agreement.stopping_cleanly(on_stop=self._stop_early):
                 with self._resume.begin(resume_from):  # a saved state before the start events, its callbacks' after
@@ -241,13 +241,10 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         """One training epoch: a step per batch, the parameters updated at the end of each accumulation window."""
-        batches = self._resume.epoch_batches()  # the epoch's random state is set now; a resumed epoch's batches skip to its position
+        batches = self._resume.epoch_batches()  # a resumed epoch's skip to its position
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        windows = AccumulationWindows(
-            self.run_config.gradient_accumulation_steps, _data.length_or_none(self.train_dataloader),
-            _data.last_batch_signal(self.train_dataloader),
-        )  # fmt: skip
+        windows = AccumulationWindows.of(self.train_dataloader, self.run_config.gradient_accumulation_steps)
         for batch in self._on_device(batches, self.train_dataloader):
             window = windows.at(self._position.epoch_batches)
             self._train_step(batch, window)
@@ -359,7 +356,7 @@ class Trainer:
         self.callback_handler.call_event("on_save_point", self, point=point)
         self._save_point = None
 
-    def _take_run_inputs(self, train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
+    def _take_run_arguments(self, train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
         _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
@@ -376,7 +373,7 @@ class Trainer:
         if self.eval_dataset is not None:
             self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, eval_kwargs), train=False)
 
-    def _start_position_and_resume(self) -> None:
+    def _start_run_state(self) -> None:
         """A new run's position, running loss and resume, its dataloaders and scheduler being ready."""
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
