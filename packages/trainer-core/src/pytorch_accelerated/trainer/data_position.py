@@ -1,37 +1,12 @@
-"""The data position of a training run: where a resumed epoch starts, the training data skipped to the
-saved position without loading what comes before it, and random draws of the loading that do not
-depend on when, or in which process, a batch is loaded.
+"""The data position of a training run: a resumed epoch starts at its saved batch without loading the
+batches before it, and the random numbers drawn while loading do not depend on when, or in which process,
+a batch is loaded.
 
-A run resumed inside an epoch needs the epoch's batches after the first ``k``, and every random
-number as the interrupted run drew it. Loading and dropping ``k`` batches (replaying) costs up to
-an epoch of loading. Here:
-
-- **The order** is skipped at the batch sampler: the first ``k`` index lists are drawn (the
-  permutation is the same: the epoch's random state is restored first) and dropped, nothing is
-  fetched. The wrapper sits where the loader reads its index lists, above accelerate's
-  ``BatchSamplerShard`` on several processes (which needs the epoch's first batches to complete
-  its last), and yields the same lists as the sampler it wraps, so the loader's settings
-  (``batch_size``, ``drop_last``) and the trainer's view of it (``len``, accelerate's
-  ``end_of_dataloader`` and ``remainder``) stay true. accelerate's ``skip_first_batches`` builds a
-  new dataloader instead, which loses those; torchdata's ``StatefulDataLoader`` skips the same way
-  but asks a map-style dataset nothing about its random state.
-- **The random numbers of the loading** (augmentations in ``__getitem__``, random masking in a
-  ``collate_fn``) are made a function of the batch alone: each batch is fetched with Python's,
-  NumPy's and torch's CPU generators seeded from the epoch's seed and the batch's indices
-  (:class:`SeededFetches`). In the main process (``num_workers=0``) this runs inside a fork of the
-  generators, which are put back afterwards: dropout's stream does not depend on the loading, so
-  the batch accelerate's prepared dataloader loads ahead of the step (several processes) draws
-  nothing from it. In a worker, it does not matter which worker loads a batch, nor how many that
-  worker loaded before (after a skip, workers start afresh). Plain PyTorch would give the
-  augmentations other (equally random) numbers; a dataset that declares
-  ``draws_random_numbers = False`` (or a ``TensorDataset`` with the default collate) is fetched as
-  it is, at no cost.
-- **Where exactness cannot be had** - a dataset keeping a random generator of its own, a batch
-  sampler or sampler of the user's (it may draw as it goes), ``persistent_workers=True`` (workers
-  keep their state between epochs) - the epoch is replayed as before, with one warning that says why.
-- **Iterable datasets** with ``state_dict``/``load_state_dict`` (torchdata's ``Stateful`` protocol,
-  HF ``datasets`` in streaming mode) on one process with ``num_workers=0`` resume from their own
-  state: exact and O(1). Others are replayed, with the warning.
+The batch sampler skips to the position (the epoch's random state restored first: the same order, nothing
+fetched); each batch is fetched with the CPU generators seeded from the epoch's seed and its indices
+(:class:`SeededFetches`); an iterable dataset resumes from its own ``state_dict``; where none of that is
+exact the epoch is replayed, with one warning naming why. The package README's "Exact resume" says why each
+choice, and what accelerate's ``skip_first_batches`` and torchdata's ``StatefulDataLoader`` do instead.
 """
 
 from __future__ import annotations
@@ -68,10 +43,15 @@ _EXHAUSTED = object()
 
 
 class TrainData:
-    """The training dataloader, set up once per ``train()`` so that a resumed epoch starts where the
-    saved one was (see the module docstring). The trainer calls :meth:`start_epoch` at each
-    epoch's start, :meth:`batches` for the epoch's batches, :meth:`state_dict` when it saves and
-    :meth:`load_state_dict` when it resumes."""
+    """The training dataloader, set up once per run so that a resumed epoch starts where the saved one was.
+
+    ``resuming.Resume`` calls :meth:`start_epoch` at each epoch's start, :meth:`batches` for its batches,
+    :meth:`state_dict` when it saves and :meth:`load_state_dict` when it resumes.
+
+    Args:
+        dataloader: the prepared training dataloader.
+        num_processes: the run's number of processes.
+    """
 
     def __init__(self, dataloader: DataLoader, num_processes: int = 1):
         self.dataloader = dataloader
