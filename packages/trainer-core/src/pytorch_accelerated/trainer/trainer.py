@@ -22,7 +22,7 @@ from ._evaluation import real_samples_only, sync_buffers_before_evaluation
 from ._forward_inputs import ForwardInputs
 from ._preparation import ModelPreparation, plain_optimizer_calls
 from ._removed_hooks import check_no_removed_hooks
-from .accumulation import AccumulationWindows, Window, rescale_cut_window
+from .accumulation import AccumulationWindows, Window, WindowItems, rescale_cut_window
 from .agreement import StopAgreement, any_process
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -100,6 +100,7 @@ class Trainer:
         self.optimizer_step_was_skipped = False
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
+        self._window_items = WindowItems(self.device)
         self._resume: Resume | None = None  # the current (or last) run's
         self._run_eval: tuple[Dataset, DataLoader] | None = None  # the run's evaluation set and its dataloader
         self._stop_agreement: StopAgreement | None = None
@@ -266,11 +267,11 @@ class Trainer:
             batch_output = self.calculate_train_batch_loss(batch)
             _checks.check_batch_output(batch_output, "calculate_train_batch_loss", check_loss=self._loss_unchecked)
             self._loss_unchecked = False
-            self._running_train_loss.update(batch_output["loss"], batch_output["batch_size"])
+            loss, num_items = batch_output["loss"], batch_output.get("num_items_in_batch")
+            self._running_train_loss.update(loss, batch_output["batch_size"], num_items)
             self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
-            loss = batch_output["loss"]
             del batch_output  # the outputs (a language model's logits) are freed before backward, unless a callback kept them
-            self.backward_step(loss / window.size if window.size > 1 else loss)
+            self.backward_step(self._share_of_window(loss, window, num_items))
         self._position.epoch_batches += 1
         # kept to the next step, as a hand loop keeps its loss: its graph holds the parameters in C++
         # through the update, which spares torch a GIL round trip per parameter reference
@@ -282,9 +283,18 @@ class Trainer:
             return self.accelerator.no_sync(self.model)
         return _NO_CONTEXT
 
+    def _share_of_window(self, loss: torch.Tensor, window: Window, num_items) -> torch.Tensor:
+        """What a batch backpropagates: its loss divided by the window's batches, or, given the items (tokens)
+        it is a mean over, summed over them (the update divides by the global window's items)."""
+        if num_items is not None:
+            return self._window_items.summed(loss, num_items)
+        return loss / window.size if window.size > 1 else loss
+
     def _update_parameters(self, window: Window) -> None:
         """The update at the end of an accumulation window, then its save point."""
-        if window.filled < window.size:
+        if self._window_items.batches:
+            self._window_items.average_gradients(self.model.parameters(), window, self.accelerator)
+        elif window.filled < window.size:
             rescale_cut_window(self.model.parameters(), window)
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
@@ -329,7 +339,7 @@ class Trainer:
         self.callback_handler.call_event("on_eval_step_start", self)
         batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
         _checks.check_batch_output(batch_output, "calculate_eval_batch_loss", check_loss=check_loss, training=False)
-        eval_loss.update(batch_output["loss"], batch_output["batch_size"])
+        eval_loss.update(batch_output["loss"], batch_output["batch_size"], batch_output.get("num_items_in_batch"))
         self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _end_epoch(self) -> None:
@@ -377,6 +387,7 @@ class Trainer:
         """A new run's position, running loss and resume, its dataloaders and scheduler being ready."""
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
+        self._window_items = WindowItems(self.device)
         self._run_eval = (self.eval_dataset, self.eval_dataloader) if self.eval_dataset is not None else None
         self._stop_agreement = StopAgreement(self.accelerator, self._position, self.run_history)
         self._resume = Resume(
@@ -525,11 +536,20 @@ class Trainer:
 
         By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
         batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
-        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
+        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target.
+
+        A loss that is a mean over items of uneven number (a language model's non-padding tokens) adds
+        ``num_items_in_batch``: their count, a tensor on the device. Each update's gradient is then that of
+        the mean over every item of the global batch (all accumulated batches, all processes), and the
+        logged losses are means over items too.
+
+        Args:
+            batch: a batch of the training dataloader, on the trainer's device.
+        """
         return self._forward_and_loss(batch)
 
     def backward_step(self, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
+        """Backpropagate ``loss`` (already divided by the accumulation window's length, or summed over its items)."""
         if self._torch_optimizer is not None:
             loss.backward()  # all accelerate's backward would do here, less a division by 1
         else:
