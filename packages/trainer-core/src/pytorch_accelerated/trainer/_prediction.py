@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, send_to_device
+from accelerate.utils import find_batch_size, gather_object, send_to_device
 from torch.utils.data import DataLoader, Subset
 
 from . import _data
@@ -44,7 +44,8 @@ def predict(
     with torch.no_grad():
         for batch in dataloader:
             batch_predictions = predict_batch(send_to_device(batch, accelerator.device))
-            outputs.append(send_to_device(map_tensors(batch_predictions, torch.Tensor.detach), "cpu"))
+            batch_predictions = _per_sample(map_tensors(batch_predictions, torch.Tensor.detach), find_batch_size(batch))
+            outputs.append(send_to_device(batch_predictions, "cpu"))
     model.train(was_training)
     local = _concatenate(outputs) if outputs else None
     if accelerator.num_processes == 1:
@@ -59,8 +60,31 @@ def _contiguous_share(length: int, process_index: int, num_processes: int) -> ra
     return range(start, start + per_process + (1 if process_index < remainder else 0))
 
 
+def _per_sample(predictions, batch_size: int):
+    """A batch's predictions without its per-batch values (a transformers model's ``loss``): scalars in a dict
+    are left out, in a tuple replaced by ``None``; they are not one per sample (``evaluate()`` gives the loss)."""
+    if isinstance(predictions, torch.Tensor):
+        if predictions.dim() == 0 and batch_size != 1:
+            raise TypeError(
+                f"calculate_batch_predictions returned one scalar for a batch of {batch_size} samples, and predict() "
+                "returns a value per sample: return the per-sample outputs (use evaluate() for a loss)."
+            )
+        return predictions
+    if isinstance(predictions, Mapping):
+        return {key: _per_sample(value, batch_size) for key, value in predictions.items() if not _is_scalar(value)}
+    if isinstance(predictions, (list, tuple)):
+        return type(predictions)(None if _is_scalar(item) else _per_sample(item, batch_size) for item in predictions)
+    return predictions
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 0
+
+
 def _concatenate(parts: list):
     first = parts[0]
+    if first is None:  # a per-batch value's place in a tuple
+        return None
     if isinstance(first, torch.Tensor):
         return torch.cat([part if part.dim() else part.reshape(1) for part in parts])
     if isinstance(first, Mapping):

@@ -82,6 +82,7 @@ class Trainer:
         _checks.check_accelerator_kwargs(self.accelerator_kwargs)
         self.accelerator: Accelerator = self.create_accelerator()
         _checks.check_mixed_precision_runs(self.accelerator)
+        _checks.check_launched_as_asked(self.accelerator)
         self._mixed_precision = self.accelerator.mixed_precision
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             _destroy_process_group_at_exit()
@@ -102,8 +103,9 @@ class Trainer:
         self._running_train_loss = RunningLoss(self.device)
         self._window_items = WindowItems(self.device)
         self._resume: Resume | None = None  # the current (or last) run's
-        self._run_eval: tuple[Dataset, DataLoader] | None = None  # the run's evaluation set and its dataloader
+        self._run_eval: dict[str | None, tuple[Dataset, DataLoader]] = {}  # the run's evaluation sets by name
         self._stop_agreement: StopAgreement | None = None
+        self._num_epochs_asked = 0
         self._in_training_run = False
         self._save_point: str | None = None
         self._preparation = ModelPreparation()
@@ -185,7 +187,8 @@ class Trainer:
         Args:
             train_dataset: the training data (map-style, or an ``IterableDataset``).
             num_epochs: the number of epochs.
-            eval_dataset: evaluated after each epoch, or ``None``.
+            eval_dataset: evaluated after each epoch, or ``None``; several sets as a dict by name
+                (``{"val": a, "ood": b}``), each recorded under its name (``val_eval_loss_epoch``, ...).
             per_device_batch_size: the batch size of each process; one update uses
                 ``per_device_batch_size * gradient_accumulation_steps * num_processes`` samples.
             max_num_train_steps: stop after this many optimizer updates (needed for data without a length).
@@ -208,11 +211,13 @@ class Trainer:
             train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
             gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
         )  # fmt: skip
-        self._take_run_arguments(train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history)
+        self._take_run_arguments(train_dataset, collate_fn, create_scheduler_fn, reset_run_history)
+        self._num_epochs_asked = num_epochs
         self._prepare_model_and_optimizer()
-        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
+        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs, eval_dataset)
+        eval_dataloaders = [dataloader for _, dataloader in self._run_eval.values()]
         self.run_config = create_run_config(
-            self.accelerator, self.train_dataloader, self.eval_dataloader, num_epochs, per_device_batch_size,
+            self.accelerator, self.train_dataloader, eval_dataloaders, num_epochs, per_device_batch_size,
             max_num_train_steps, gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
         )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
@@ -309,12 +314,11 @@ class Trainer:
         self._reach_save_point("update")
 
     def _evaluate_epoch(self) -> None:
-        """The evaluation after a training epoch, on the run's evaluation set (a callback may have evaluated another)."""
-        if self._run_eval is None:
-            return
-        self.eval_dataset, self.eval_dataloader = self._run_eval
-        with self.run_history.evaluation(VALIDATION):
-            self._eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+        """The evaluation after a training epoch, on each of the run's evaluation sets, under its name."""
+        for name, (dataset, dataloader) in self._run_eval.items():
+            self.eval_dataset, self.eval_dataloader = dataset, dataloader  # a callback may have evaluated another
+            with self.run_history.metric_prefix(_prefix_of(name)), self.run_history.evaluation(VALIDATION):
+                self._eval_epoch(dataloader, "eval_loss_epoch")
 
     def _eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         """One evaluation epoch under ``torch.no_grad``, its loss recorded as ``loss_metric_name``."""
@@ -352,10 +356,12 @@ class Trainer:
         self._reach_save_point("epoch_end")
 
     def _run_is_over(self) -> bool:
-        position, config = self._position, self.run_config
+        position = self._position
         if position.in_epoch:
             return False  # an epoch the run resumed inside is finished first
-        return position.stopped or position.epochs_completed >= config.num_epochs or position.reached(config.max_num_train_steps)
+        # the epochs asked for, not those max_num_train_steps sized: a run resumed with more steps goes on
+        epochs_done = position.epochs_completed >= self._num_epochs_asked
+        return position.stopped or epochs_done or position.reached(self.run_config.max_num_train_steps)
 
     def _stop_early(self, error: StopTrainingError) -> None:
         self._position.stopped = True
@@ -366,9 +372,9 @@ class Trainer:
         self.callback_handler.call_event("on_save_point", self, point=point)
         self._save_point = None
 
-    def _take_run_arguments(self, train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
+    def _take_run_arguments(self, train_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
         _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
-        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.train_dataset = train_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
@@ -377,18 +383,20 @@ class Trainer:
         _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
         self._loss_unchecked = True
 
-    def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs) -> None:
+    def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs, eval_dataset) -> None:
+        """The training dataloader, and one for each evaluation set (a single one is named ``None``)."""
         self.train_dataloader = self._prepare_dataloader(self.create_train_dataloader(batch_size, train_kwargs), train=True)
-        self.eval_dataloader = None
-        if self.eval_dataset is not None:
+        self.eval_dataloader, self._run_eval = None, {}
+        named = eval_dataset if isinstance(eval_dataset, Mapping) else {None: eval_dataset} if eval_dataset is not None else {}
+        for name, self.eval_dataset in named.items():  # create_eval_dataloader reads self.eval_dataset
             self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, eval_kwargs), train=False)
+            self._run_eval[name] = (self.eval_dataset, self.eval_dataloader)
 
     def _start_run_state(self) -> None:
         """A new run's position, running loss and resume, its dataloaders and scheduler being ready."""
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
         self._window_items = WindowItems(self.device)
-        self._run_eval = (self.eval_dataset, self.eval_dataloader) if self.eval_dataset is not None else None
         self._stop_agreement = StopAgreement(self.accelerator, self._position, self.run_history)
         self._resume = Resume(
             self.accelerator, self.model, self.optimizer, self.scheduler, self.run_history, self._position,
@@ -412,21 +420,23 @@ class Trainer:
         restored afterwards, so a callback may call this in the middle of training.
 
         Args:
-            dataset: the data to evaluate on; the last ``eval_dataset`` by default.
+            dataset: the data to evaluate on, or several sets as a dict by name (each recorded under
+                ``metric_prefix`` and its name); by default the last run's evaluation set(s).
             per_device_batch_size: the batch size of each process; the last run's by default.
             dataloader_kwargs: more keyword arguments for the ``DataLoader``.
             collate_fn: the ``DataLoader``'s ``collate_fn``.
             metric_prefix: put before every name recorded (``"test_"``: ``test_eval_loss``,
                 ``test_eval_accuracy``); it names the evaluation in the history's records (``"test"``).
         """
-        reuse_dataloader = (
-            self.eval_dataloader is not None
-            and dataset in (None, self.eval_dataset)
-            and per_device_batch_size is None
-            and dataloader_kwargs is None
-            and collate_fn is None
-        )
-        if not reuse_dataloader:
+        if dataset is None and len(self._run_eval) > 1:
+            dataset = {name: data for name, (data, _) in self._run_eval.items()}
+        if isinstance(dataset, Mapping):  # several sets: one evaluation each, under its name
+            return {
+                metric: value
+                for name, data in _checks.named_eval_sets(dataset, "evaluate()").items()
+                for metric, value in self.evaluate(data, per_device_batch_size, dataloader_kwargs, collate_fn, metric_prefix + _prefix_of(name)).items()
+            }
+        if per_device_batch_size is not None or dataloader_kwargs is not None or collate_fn is not None or not self._reuse_eval_dataloader(dataset):
             self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
@@ -460,7 +470,9 @@ class Trainer:
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
 
         On several processes, each predicts a contiguous share and every process gets the result.
-        The model's train/eval mode is restored afterwards.
+        Per-batch values among the outputs (a transformers model's scalar ``loss``) are not per sample:
+        they are left out of a dict, and ``None`` in a tuple (``evaluate()`` gives the loss). The model's
+        train/eval mode is restored afterwards.
 
         Args:
             dataset: a map-style dataset.
@@ -472,6 +484,16 @@ class Trainer:
         self._prepare_model_and_optimizer()
         kwargs = {"collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
         return _prediction.predict(self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size, kwargs)
+
+    def _reuse_eval_dataloader(self, dataset) -> bool:
+        """Whether ``dataset`` has a dataloader already (the current one, or one of the run's sets): made current."""
+        if self.eval_dataloader is not None and dataset in (None, self.eval_dataset):
+            return True
+        for data, dataloader in self._run_eval.values():
+            if data is dataset:
+                self.eval_dataset, self.eval_dataloader = data, dataloader
+                return True
+        return False
 
     def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
         dataset = dataset if dataset is not None else self.eval_dataset
@@ -756,6 +778,10 @@ def _destroy_process_group_at_exit() -> None:
 def _destroy_process_group_if_alive() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def _prefix_of(eval_set_name: str | None) -> str:
+    return f"{eval_set_name}_" if eval_set_name else ""
 
 
 def _model_inputs(batch):
