@@ -6,7 +6,8 @@ For each scheduler (``cosine``, ``wsd``) it trains a tiny model for 4 epochs of 
 records each update's learning rates (both param groups) as ``uninterrupted``. Then a new 0.1.61
 ``Trainer`` loads that checkpoint as its run starts (``load_checkpoint`` from ``on_training_run_start``,
 0.1.61's way) and trains the 2 remaining epochs: its rates are ``continued_by_0161``. All go to
-``learning_rates.json``.
+``learning_rates.json``. The cosine run's training state (``trainer.save_training_state``, accelerate's
+``save_state`` folder) goes to ``training_state_cosine/``.
 """
 
 import json
@@ -68,6 +69,7 @@ def train(callbacks, num_epochs, scheduler_fn):
         train_dataset=data, num_epochs=num_epochs, per_device_batch_size=8,
         create_scheduler_fn=scheduler_fn, train_dataloader_kwargs={"num_workers": 0},
     )  # fmt: skip
+    return trainer
 
 
 def main(out: Path) -> None:
@@ -76,7 +78,9 @@ def main(out: Path) -> None:
     for name, scheduler_fn in SCHEDULERS.items():
         path = out / f"{name}.pt"
         uninterrupted, continued = RecordLrs(), RecordLrs()
-        train([uninterrupted, SaveAfterEpoch(path)], NUM_EPOCHS, scheduler_fn())
+        trainer = train([uninterrupted, SaveAfterEpoch(path)], NUM_EPOCHS, scheduler_fn())
+        if name == "cosine":
+            trainer.save_training_state(out / "training_state_cosine", checkpoint_kwargs={"note": "0.1.61"})
         train([LoadAtStart(path), continued], NUM_EPOCHS - SAVE_AFTER_EPOCH, scheduler_fn())
         rates[name] = {"uninterrupted": uninterrupted.lrs, "continued_by_0161": continued.lrs}
     (out / "learning_rates.json").write_text(json.dumps(rates, indent=1) + "\n")
