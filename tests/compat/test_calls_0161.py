@@ -33,7 +33,8 @@ FIXTURES_0161 = Path(__file__).parent / "checkpoints_0161"
 
 def make_trainer(callbacks=(), model=None, optimizer_class=torch.optim.SGD):
     model = model if model is not None else make_tiny_model()
-    optimizer = optimizer_class(model.parameters(), lr=0.05, **({"momentum": 0.9} if optimizer_class is torch.optim.SGD else {}))
+    momentum = {"momentum": 0.9} if optimizer_class is torch.optim.SGD else {}
+    optimizer = optimizer_class(model.parameters(), lr=0.05, **momentum)
     return Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=callbacks)
 
 
@@ -77,7 +78,8 @@ def _copy(state):
 def saved_state(tmp_path):
     """A state saved after a 2-epoch run (12 updates), with 0.1.61-style metadata, and the run's parts."""
     trainer = train(make_trainer())
-    path = trainer.save_training_state(tmp_path / "state", checkpoint_kwargs={"checkpoint_type": "wsd_pre_decay", "step": 12})
+    metadata = {"checkpoint_type": "wsd_pre_decay", "step": 12}
+    path = trainer.save_training_state(tmp_path / "state", checkpoint_kwargs=metadata)
     return path, _copy(parts(trainer))
 
 
@@ -87,7 +89,9 @@ def test_load_training_state_loads_a_states_parts_into_a_new_run_and_returns_its
     trainer = train(make_trainer([loader], model=make_tiny_model(seed=5)), num_epochs=1)
 
     assert_bitwise_equal(loader.loaded, saved, "what load_training_state loaded")
-    assert loader.metadata == {"current_epoch": 3, "completed_update_steps": 12, "checkpoint_type": "wsd_pre_decay", "step": 12}
+    assert loader.metadata == {
+        "current_epoch": 3, "completed_update_steps": 12, "checkpoint_type": "wsd_pre_decay", "step": 12
+    }  # fmt: skip
     # the parts, not the position: a new run of one epoch, whose schedule goes on from the saved one
     assert trainer.completed_update_steps == 6 and trainer.scheduler.num_updates == 18
 
@@ -96,10 +100,10 @@ def test_load_training_state_refuses_another_model_or_optimizer_and_loads_nothin
     path, _ = saved_state
     other_model = make_trainer(model=make_tiny_model(hidden=8))
     before = _copy(other_model.get_model().state_dict())
-    with pytest.raises(CheckpointError, match=r"not for this model: .*0.weight is \(16, 4\) there and \(8, 4\) here"):
+    with pytest.raises(CheckpointError, match=r"not for this model: .*0.weight is \(16, 4\) there and \(8"):
         other_model.load_training_state(path)
     assert_bitwise_equal(other_model.get_model().state_dict(), before, "the model after a refused state")
-    with pytest.raises(CheckpointError, match="holds the state of a SGD .* this trainer's optimizer is a Adam"):
+    with pytest.raises(CheckpointError, match="holds the state of a SGD .* trainer's optimizer is a Adam"):
         make_trainer(optimizer_class=torch.optim.Adam).load_training_state(path)
 
 
@@ -116,7 +120,7 @@ def test_save_training_state_checkpoint_kwargs_must_be_plain_data(tmp_path):
 
 
 @pytest.mark.parametrize("save_at_end, last", [(True, "step-00000012-end"), (False, "step-00000010")])
-def test_save_training_state_callback_saves_at_the_end_unless_save_at_end_is_false(tmp_path, save_at_end, last):
+def test_save_training_state_callback_saves_at_the_end_unless_told_not_to(tmp_path, save_at_end, last):
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_steps=5, save_at_end=save_at_end)
     train(make_trainer([saver]))
     assert [path.name for path in list_training_states(tmp_path / "states")] == [
@@ -149,7 +153,8 @@ def test_check_for_nan_after_batch_stops_a_run_from_a_subclass():
     inputs, labels = make_tiny_dataset(16, seed=1).tensors
     nan_eval_data = torch.utils.data.TensorDataset(torch.full_like(inputs, float("nan")), labels)
     trainer = train(make_trainer([AlsoCheckEvaluationLosses()]), num_epochs=3, eval_dataset=nan_eval_data)
-    assert len(trainer.run_history.get_metric_values("train_loss_epoch")) == 1, "stopped in the first evaluation"
+    epochs_trained = len(trainer.run_history.get_metric_values("train_loss_epoch"))
+    assert epochs_trained == 1, "stopped in the first evaluation"
 
 
 # ---------------------------------------------------------------------------------------- 0.1.61's utils
@@ -167,7 +172,9 @@ def test_remove_padding_drops_the_rows_that_are_padding_only(shape):
     assert torch.equal(remove_padding(padded, PAD), padded[:-1])
 
 
-@pytest.mark.parametrize("decorator", [world_process_zero_only, local_process_zero_only, local_process_zero_first])
+@pytest.mark.parametrize(
+    "decorator", [world_process_zero_only, local_process_zero_only, local_process_zero_first]
+)
 def test_the_process_decorators_run_the_function_on_one_process(decorator):
     assert decorator(lambda: 42)() == 42
 

@@ -42,17 +42,19 @@ class LoadAtStart(TrainerCallback):
 
 def assert_same_lrs(actual, expected, message=""):
     """Every update's lrs of every param group, equal to float precision."""
-    torch.testing.assert_close(torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64),
-                               rtol=1e-12, atol=0, msg=message or None)  # fmt: skip
+    actual, expected = (torch.tensor(lrs, dtype=torch.float64) for lrs in (actual, expected))
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0, msg=message or None)
 
 
 def continue_from(name, scheduler_fn, then=None):
     """The 2 remaining epochs of make_checkpoints.py's run, from its checkpoint, as its script continued."""
     model = torch.nn.Linear(4, 2)
-    optimizer = torch.optim.SGD([{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.05}], momentum=0.9)
+    groups = [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.05}]
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
     loader, recorder = LoadAtStart(FIXTURES / f"{name}.pt", then), RecordLrs()
     trainer = Trainer(model, torch.nn.MSELoss(), optimizer, callbacks=[loader, recorder])
-    trainer.train(TensorDataset(torch.randn(64, 4), torch.randn(64, 2)), num_epochs=2, create_scheduler_fn=scheduler_fn)
+    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 2))
+    trainer.train(data, num_epochs=2, create_scheduler_fn=scheduler_fn)
     return trainer, loader.checkpoint, recorder.lrs
 
 
@@ -61,11 +63,11 @@ def test_a_0161_cosine_checkpoint_continues_with_the_learning_rates_0161_used():
     trainer, checkpoint, lrs = continue_from("cosine", scheduler_fn)
 
     uninterrupted = RATES_0161["cosine"]["uninterrupted"]
-    assert_same_lrs(lrs, uninterrupted[UPDATES_BEFORE_THE_CHECKPOINT:],
-                    "each update after the checkpoint uses the lrs 0.1.61's own run used at that update")  # fmt: skip
+    message = "each update after the checkpoint uses the lrs 0.1.61's own run used at that update"
+    assert_same_lrs(lrs, uninterrupted[UPDATES_BEFORE_THE_CHECKPOINT:], message)
     assert_same_lrs(RATES_0161["cosine"]["continued_by_0161"], uninterrupted[UPDATES_BEFORE_THE_CHECKPOINT:])
     assert checkpoint["epoch"] == 2 and set(checkpoint) >= {"model_state_dict", "optimizer_state_dict"}
-    assert trainer.scheduler.total_steps == 32, "the saved schedule (4 epochs) replaces the one sized for this run"
+    assert trainer.scheduler.total_steps == 32, "the saved schedule (4 epochs) replaces this run's"
 
 
 def test_a_0161_checkpoints_weights_and_optimizer_state_are_loaded():
@@ -104,5 +106,5 @@ def test_a_0161_wsd_checkpoint_continues_at_the_saved_update_with_step_update():
     for lrs_of_update in lrs:
         assert lrs_of_update[0] == pytest.approx(expected.get_last_lr()[0], rel=1e-12)
         expected.step()
-    assert lrs[-1] == pytest.approx([0.001, 0.0005]), "the last update of the run reaches lr_min (0.01 of each lr)"
+    assert lrs[-1] == pytest.approx([0.001, 0.0005]), "the last update reaches lr_min (0.01 of each lr)"
     assert trainer.scheduler.get_current_step() == 32

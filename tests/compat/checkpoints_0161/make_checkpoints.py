@@ -23,7 +23,9 @@ from pytorch_accelerated.schedulers import CosineLrScheduler, WSDLrScheduler
 from pytorch_accelerated.trainer import Trainer
 
 SCHEDULERS = {
-    "cosine": lambda: CosineLrScheduler.create_scheduler_fn(k_decay=2.0, min_lr_ratio=0.1, num_cooldown_epochs=1),
+    "cosine": lambda: CosineLrScheduler.create_scheduler_fn(
+        k_decay=2.0, min_lr_ratio=0.1, num_cooldown_epochs=1
+    ),
     "wsd": lambda: WSDLrScheduler.create_scheduler_fn(decay_phase_ratio=0.25, lr_min=0.01),
 }
 NUM_EPOCHS, SAVE_AFTER_EPOCH = 4, 2
@@ -73,7 +75,7 @@ def train(callbacks, num_epochs, scheduler_fn):
 
 
 def main(out: Path) -> None:
-    assert "site-packages" in pytorch_accelerated.__file__, "run this with pytorch-accelerated 0.1.61 installed"
+    assert "site-packages" in pytorch_accelerated.__file__, "run it with pytorch-accelerated 0.1.61 installed"
     rates = {"torch": torch.__version__}
     for name, scheduler_fn in SCHEDULERS.items():
         path = out / f"{name}.pt"
