@@ -18,7 +18,7 @@ LEAVES = {
     "_accelerate_state", "seeding", "run_config", "callbacks", "default_callbacks",
 }  # fmt: skip
 COLLABORATORS = {
-    "agreement", "checkpointing", "resuming", "_dataloaders", "dataloader_workers", "_preparation",
+    "agreement", "checkpointing", "resuming", "warm_start", "_dataloaders", "dataloader_workers", "_preparation",
     "_prediction", "_evaluation",
 }  # fmt: skip
 LAYERS = [LEAVES, COLLABORATORS, {"trainer"}, {"testing", "__init__"}]

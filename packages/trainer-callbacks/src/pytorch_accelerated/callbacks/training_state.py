@@ -28,8 +28,10 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class SaveTrainingStateCallback(TrainerCallback):
     """Saves the full training state (``Trainer.save_training_state``) into folders inside
     ``save_dir``: every ``save_every_n_steps`` optimizer updates, every ``save_every_n_epochs``
-    epochs and/or every ``save_every_n_minutes`` minutes, and when the run starts and ends. Only
-    the newest ``max_checkpoints`` are kept (all of them with ``None``).
+    epochs and/or every ``save_every_n_minutes`` minutes, when the run starts, and when it ends
+    (unless ``save_at_end=False``). Only the newest ``max_checkpoints`` are kept (all of them with
+    ``None``). The arguments after ``save_dir`` are keyword-only (0.1.61 took its second positional
+    argument as ``save_every_n_epochs``).
 
     Resume an interrupted run with ``trainer.train(..., resume_from="latest")``: the same script
     then starts a new run the first time and continues the newest complete state after that. The
@@ -52,14 +54,25 @@ class SaveTrainingStateCallback(TrainerCallback):
     ``step-00000160-epoch-4-end`` after an epoch, ``step-00000163-end`` at the run's end
     (``-stopped`` when it was stopped early); ``saved_paths`` lists those this callback wrote, and
     ``stopped_by_signal`` names the signal that stopped the last run (None if none did).
+
+    Args:
+        save_dir: the folder the states are saved in (``"training_states"``, as in 0.1.61).
+        save_every_n_steps: save after every this many optimizer updates.
+        save_every_n_epochs: save after every this many epochs.
+        save_every_n_minutes: save at the first update after this many minutes since the last save.
+        save_at_end: save when the run ends (a run stopped by a signal has saved already).
+        max_checkpoints: how many of the newest states to keep; ``None`` keeps all.
+        handle_signals: save and stop on SIGTERM or SIGINT.
     """
 
     def __init__(
         self,
-        save_dir: str | os.PathLike,
+        save_dir: str | os.PathLike = "training_states",
+        *,
         save_every_n_steps: int | None = None,
         save_every_n_epochs: int | None = None,
         save_every_n_minutes: float | None = None,
+        save_at_end: bool = True,
         max_checkpoints: int | None = None,
         handle_signals: bool = True,
     ):
@@ -76,6 +89,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.save_every_n_steps = save_every_n_steps
         self.save_every_n_epochs = save_every_n_epochs
         self.save_every_n_minutes = save_every_n_minutes
+        self.save_at_end = save_at_end
         self.max_checkpoints = max_checkpoints
         self.handle_signals = handle_signals
         self.saved_paths: list[Path] = []
@@ -158,7 +172,9 @@ class SaveTrainingStateCallback(TrainerCallback):
         return flags[0], bool(flags[1])
 
     def _save_at_run_end(self, trainer) -> None:
-        if self.stopped_by_signal is None and self._position(trainer) != self._last_saved_position:
+        if not self.save_at_end or self.stopped_by_signal is not None:
+            return
+        if self._position(trainer) != self._last_saved_position:
             self._save(trainer, "run_end")
 
     # ------------------------------------------------------------------ saving and pruning

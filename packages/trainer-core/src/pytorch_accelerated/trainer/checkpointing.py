@@ -40,7 +40,7 @@ def save_checkpoint(
 def load_checkpoint(
     accelerator: Accelerator, model, optimizer, scheduler, checkpoint_path, load_optimizer: bool, load_scheduler: bool
 ) -> dict[str, Any]:
-    """:meth:`Trainer.load_checkpoint`: returns the checkpoint's extra keys."""
+    """:meth:`Trainer.load_checkpoint`: returns the whole checkpoint dict, its extra keys included."""
     checkpoint = safe_torch_load(checkpoint_path)
     if CHECKPOINT_MODEL_KEY not in checkpoint:
         raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {CHECKPOINT_MODEL_KEY!r}.")
@@ -54,7 +54,7 @@ def load_checkpoint(
                 "pass load_scheduler=False or create the scheduler first."
             )
         scheduler.load_state_dict(checkpoint[CHECKPOINT_SCHEDULER_KEY])
-    return {key: value for key, value in checkpoint.items() if key not in RESERVED_CHECKPOINT_KEYS}
+    return checkpoint
 
 
 def model_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -70,6 +70,17 @@ class TerminateOnNaNCallback(TrainerCallback):
     def on_train_epoch_end(self, trainer, **kwargs):
         self._check(trainer)
 
+    def check_for_nan_after_batch(self, batch_output: dict, step: str | None = None) -> None:
+        """Raise :class:`StopTrainingError` if one batch's loss is NaN or infinite (0.1.61's check, one
+        host-device read; the loop does not call it: it checks the running loss as described above).
+
+        Args:
+            batch_output: what ``calculate_train_batch_loss`` or ``calculate_eval_batch_loss`` returned.
+            step: the stage named in the message, e.g. ``"training"`` or ``"validation"``.
+        """
+        if not bool(torch.isfinite(batch_output["loss"]).all()):
+            raise StopTrainingError(f"Stopping training due to NaN loss in {step} step")
+
     def state_dict(self):
         return {"found_non_finite": self._has_non_finite_loss()}
 

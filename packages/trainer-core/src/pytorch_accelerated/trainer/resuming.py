@@ -111,17 +111,22 @@ class Resume:
         self.train_data.start_epoch(self._epoch_start_rng)
         return _EpochBatches(self._iterate_epoch)
 
-    def save(self, save_dir, point: str | None) -> Path:
+    def save(self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None) -> Path:
         """Save the run's state into the folder ``save_dir``: every process's part is gathered, the
-        main process writes. ``point`` is the save point reached, ``None`` inside a step."""
+        main process writes. ``point`` is the save point reached, ``None`` inside a step;
+        ``checkpoint_kwargs``, the user's plain data, is kept in the shared part."""
         self._check_can_be_saved(point)
+        check_plain_data(checkpoint_kwargs, "checkpoint_kwargs")
         save_dir = Path(save_dir)
         own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
         states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
 
         def write() -> None:
             if self.accelerator.is_main_process:
-                write_training_state(save_dir, self._shared_state(point), states, self._saved_position(point))
+                shared = self._shared_state(point)
+                if checkpoint_kwargs:  # returned by Trainer.load_training_state
+                    shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
+                write_training_state(save_dir, shared, states, self._saved_position(point))
 
         on_every_process(self.accelerator, write, f"write the training state {str(save_dir)!r}")
         return save_dir

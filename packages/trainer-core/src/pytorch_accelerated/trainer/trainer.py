@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch.utils.data import DataLoader, Dataset
 
-from . import _accelerate_state, _checks, _data, _prediction, checkpointing
+from . import _accelerate_state, _checks, _data, _prediction, checkpointing, warm_start
 from ._arguments import check_positive_int
 from ._dataloaders import on_device, prepare_dataloader
 from ._evaluation import real_samples_only, sync_buffers_before_evaluation
@@ -670,7 +670,7 @@ class Trainer:
 
     def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
-        unpickled) and return its extra keys.
+        unpickled) and return it whole, its extra keys included (as 0.1.61 did).
 
         Args:
             checkpoint_path: the file to read.
@@ -681,11 +681,11 @@ class Trainer:
             self.accelerator, self.model, self.optimizer, self.scheduler, checkpoint_path, load_optimizer, load_scheduler
         )
 
-    def save_training_state(self, save_dir: str | os.PathLike) -> Path:
+    def save_training_state(self, save_dir: str | os.PathLike, checkpoint_kwargs: dict | None = None) -> Path:
         """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
         atomically if it exists): weights, optimizer, scheduler, gradient scaler, every random
-        generator of every process, the position in the epoch, the run history and the callbacks'
-        states. ``train(..., resume_from=save_dir)`` continues from it.
+        generator of every process, the position in the epoch, the run history, the callbacks'
+        states and ``checkpoint_kwargs``. ``train(..., resume_from=save_dir)`` continues from it.
 
         Call it on every process, from ``on_save_point`` (where a state resumes exactly) or after
         ``train`` returns; the main process writes, the others wait. The folder must be on a file
@@ -693,10 +693,24 @@ class Trainer:
 
         Args:
             save_dir: the folder to write.
+            checkpoint_kwargs: extra plain data, returned by :meth:`load_training_state`.
         """
         if self._resume is None:
             raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
-        return self._resume.save(save_dir, self._save_point if self._in_training_run else "run_end")
+        point = self._save_point if self._in_training_run else "run_end"
+        return self._resume.save(save_dir, point, checkpoint_kwargs)
+
+    def load_training_state(self, state_dir: str | os.PathLike) -> dict[str, Any]:
+        """Load a training state's weights, optimizer, scheduler and gradient scaler now, not its
+        position (pytorch-accelerated 0.1.61's hand resume; ``resume_from`` is the exact resume).
+
+        Args:
+            state_dir: a folder written by :meth:`save_training_state`.
+
+        Returns:
+            ``{"current_epoch", "completed_update_steps", **checkpoint_kwargs}`` of the state.
+        """
+        return warm_start.load_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, state_dir)
 
     # ------------------------------------------------------------------ helpers for users and callbacks
 
