@@ -522,12 +522,3 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
         with open(self.path, encoding="utf-8") as file:
             return [line for line in file if line.strip()]
 
-
-def __getattr__(name: str):
-    # The TensorBoard and MLflow loggers are TrackerCallback's aliases now (trackers.py, which
-    # imports this module); imported from here as before.
-    if name in ("TensorBoardLoggerCallback", "MLflowLoggerCallback"):
-        from . import trackers
-
-        return getattr(trackers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
