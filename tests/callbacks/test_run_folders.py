@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +19,14 @@ from pytorch_accelerated.callbacks import (
     ModelEmaCallback,
     SaveBestModelCallback,
 )
-from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, next_version
+from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, claim_version, next_version
 from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
+
+from ..launching import LAUNCH_TIMEOUT_S, REPO_ROOT, launch_env, stop_process_tree, tail
+from . import run_folders_scenario as scenario
+
+SCENARIO = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
 
 
 def the_script(folder):
@@ -108,15 +116,47 @@ def test_an_unknown_or_meaningless_if_exists_is_refused_when_the_callback_is_cre
         CSVLoggerCallback(tmp_path / "m.csv", if_exists="replace")
 
 
-def test_an_empty_file_left_by_a_run_killed_before_its_first_record_does_not_take_a_version(tmp_path):
-    (tmp_path / "version_0").mkdir()
-    (tmp_path / "version_0" / "metrics.csv").touch()
-    assert next_version(tmp_path) == 0
-    (tmp_path / "version_0" / "metrics.csv").write_text("epoch\n1\n")
+def test_a_version_is_never_used_again_once_its_folder_exists(tmp_path):
+    (tmp_path / "version_0").mkdir()  # a run killed before its first record, or one starting now
     assert next_version(tmp_path) == 1
-    (tmp_path / "version_7" / "states").mkdir(parents=True)  # versions are never reused, as Lightning numbers them
-    (tmp_path / "version_7" / "states" / "trainer.pt").write_text("x")
+    (tmp_path / "version_7" / "states").mkdir(parents=True)  # numbers are never reused, as Lightning numbers them
     assert next_version(tmp_path) == 8
+    assert claim_version(tmp_path) == 8 and claim_version(tmp_path) == 9
+    assert claim_version(tmp_path, start=3) == 10
+
+
+def test_runs_started_together_never_share_a_run_folder(tmp_path):
+    """Two scripts with the same paths, started at the same moment (each waits for the other at a
+    barrier before train()): each writes every file into a version folder of its own."""
+    folder, barrier = tmp_path / "runs", tmp_path / "barrier"
+    barrier.mkdir()
+    logs = [tmp_path / f"run-{run_id}.log" for run_id in range(2)]
+    runs = []
+    for run_id, log in enumerate(logs):
+        with open(log, "w") as output:
+            command = [sys.executable, SCENARIO, str(folder), str(barrier), str(run_id), "2"]
+            runs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=launch_env(tmp_path), stdout=output, stderr=output))
+    for run, log in zip(runs, logs):
+        try:
+            assert run.wait(timeout=LAUNCH_TIMEOUT_S) == 0, tail(log.read_text())
+        except subprocess.TimeoutExpired:
+            stop_process_tree(run)
+            pytest.fail(f"a run hung:\n{tail(log.read_text())}")
+
+    results = [json.loads((barrier / f"result-{run_id}.json").read_text()) for run_id in range(2)]
+    folders = [{Path(path).parent if name != "tensorboard" else Path(path) for name, path in result.items()} for result in results]
+    assert all(len(run_folders) == 1 for run_folders in folders), f"a run's files are spread over folders: {results}"
+    assert folders[0] != folders[1], f"both runs wrote into {folders[0]}"
+    for run_id, result in enumerate(results):
+        with open(result["csv"], newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["run_id"]]
+        assert [row["run_id"] for row in rows] == [str(run_id)] * scenario.NUM_EPOCHS, f"{result['csv']} mixes runs"
+        lines = [json.loads(line) for line in Path(result["jsonl"]).read_text().splitlines()]
+        assert {line["run_id"] for line in lines if "run_id" in line} == {run_id}, f"{result['jsonl']} mixes runs"
+        assert safe_torch_load(result["best"])["run_id"] == run_id, f"{result['best']} is the other run's"
+        assert safe_torch_load(result["ema"])["model_state_dict"]
+        event_files = list((Path(result["tensorboard"]) / "tb").glob("events.out.tfevents.*"))
+        assert len(event_files) == 1, f"two TensorBoard writers in {result['tensorboard']}: {event_files}"
 
 
 class TrackerFolder(TrainerCallback):

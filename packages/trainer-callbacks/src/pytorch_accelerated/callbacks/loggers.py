@@ -18,7 +18,7 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback, list_training_states
 
-from .run_folders import IfExists, RunPath, check_if_exists
+from .run_folders import IfExists, RunPath
 
 #: The name under which per-step training losses are logged.
 STEP_LOSS_METRIC = "train_loss_step"
@@ -272,8 +272,7 @@ class _FileLoggerCallback(MetricsLoggerCallback):
 
     def __init__(self, path: str | os.PathLike, log_every_n_steps: int | None, if_exists: IfExists):
         super().__init__(log_every_n_steps)
-        check_if_exists(if_exists, type(self).__name__)
-        self._run_path = RunPath(path, if_exists)
+        self._run_path = RunPath(path, if_exists, owner=type(self).__name__)
         self.if_exists = if_exists
         self._file = None
         # Once this callback has started the file, its later runs (and evaluations) append to it.
@@ -288,17 +287,8 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         return self._run_path.path
 
     def on_training_run_start(self, trainer, **kwargs):
-        if trainer.resumed_from is None:  # a resumed run's state says where it wrote
-            self._run_path.choose(trainer)
+        self._run_path.start_run(trainer)
         super().on_training_run_start(trainer, **kwargs)
-
-    def _refuse_existing_file(self) -> None:
-        if self.if_exists == "error" and self.path.is_file() and self.path.stat().st_size > 0:
-            raise FileExistsError(
-                f"{self.path} already exists and is not empty, and {type(self).__name__} will not overwrite it: "
-                "pass if_exists='append' to add to it, if_exists='overwrite' to replace it, "
-                "if_exists='new_version' to write a fresh version_<n> folder beside it, or choose another path."
-            )
 
     def open(self, trainer) -> None:
         self._run_path.choose(trainer, agree=False)  # an evaluate() before any training: the main process alone
@@ -308,8 +298,8 @@ class _FileLoggerCallback(MetricsLoggerCallback):
             self._keep_first_records(self._records_to_keep)
             self._records_to_keep, self._started_file = None, True
         append = self._started_file or self.if_exists == "append"
-        if not append:
-            self._refuse_existing_file()
+        if not append and self._run_path.refusal() is not None:
+            raise FileExistsError(self._run_path.refusal())
         self._num_records = self._count_records() if append else 0
         self._file = open(self.path, "a" if append else "w", newline="", encoding="utf-8")
         self._started_file = True

@@ -90,7 +90,7 @@ class TrackerCallback(MetricsLoggerCallback):
         if_exists: Literal["new_version", "append"] = "new_version",
     ):
         super().__init__(log_every_n_steps)
-        self._folder = RunFolder(logging_dir, if_exists)
+        self._folder = RunFolder(logging_dir, if_exists, owner=type(self).__name__)
         if on_unreachable not in ("warn", "error"):
             raise ValueError(f"on_unreachable must be 'warn' or 'error', got {on_unreachable!r}.")
         self.project_name = project_name

@@ -8,7 +8,7 @@ from typing import Any
 
 from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, format_metric_value
 
-from .run_folders import IfExists, RunPath, check_if_exists
+from .run_folders import CHECKPOINT_IF_EXISTS_CHOICES, IfExists, RunPath
 
 
 def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
@@ -142,8 +142,7 @@ class SaveBestModelCallback(TrainerCallback):
         save_scheduler: bool = True,
         if_exists: IfExists = "new_version",
     ):
-        check_if_exists(if_exists, type(self).__name__, ("new_version", "error", "overwrite"))
-        self._run_path = RunPath(save_path, if_exists)
+        self._run_path = RunPath(save_path, if_exists, type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES)
         self.watcher = MetricWatcher(watch_metric, greater_is_better, improvement_threshold)
         self.load_saved_checkpoint = load_saved_checkpoint
         self.save_optimizer = save_optimizer
@@ -158,11 +157,11 @@ class SaveBestModelCallback(TrainerCallback):
 
     @save_path.setter
     def save_path(self, path: str | Path) -> None:
-        self._run_path = RunPath(path, self._run_path.if_exists)
+        self._run_path = RunPath(path, self._run_path.if_exists, type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES)
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
-        self._run_path.start_run(trainer, type(self).__name__)
+        self._run_path.start_run(trainer)
         if self.reset_on_train:
             self.watcher.best = None
             self.saved_this_run = False
