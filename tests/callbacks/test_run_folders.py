@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from pytorch_accelerated.callbacks import (
     JSONLinesLoggerCallback,
     ModelEmaCallback,
     SaveBestModelCallback,
+    SaveTrainingStateCallback,
+    TrackerCallback,
 )
-from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, claim_version, next_version
+from pytorch_accelerated.callbacks.run_folders import RunFolder, RunPath, choose_run_folder, claim_version, next_version
 from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
@@ -212,3 +215,50 @@ def test_a_resumed_run_continues_its_trackers_folder_and_a_new_run_takes_the_nex
     assert fresh.folder.path == logs / "version_1"
     with pytest.raises(ValueError, match="RunFolder: if_exists must be one of 'new_version', 'append'"):
         RunFolder(logs, if_exists="overwrite")
+
+
+class InterruptAtEpochEnd(TrainerCallback):
+    """Interrupts the run at the end of ``epoch``, after the loggers wrote it, before its state is saved."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_run_folder_moved_elsewhere_resumes_in_its_new_place(tmp_path):
+    def the_run(folder):
+        saver = SaveTrainingStateCallback(folder / "states", save_every_n_epochs=1)
+        tracker = TrackerCallback("tensorboard", project_name="tb", logging_dir=folder)
+        return [*the_script(folder), tracker, saver]
+
+    old, new = tmp_path / "old", tmp_path / "moved" / "new"
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny_training(callbacks=[*the_run(old), InterruptAtEpochEnd(2)], num_epochs=3)
+    shutil.move(old, new)  # the whole run folder, as to another machine
+    callbacks = the_run(new)
+    run_tiny_training(callbacks=callbacks, num_epochs=3, resume_from="latest")
+
+    assert not old.exists(), f"the resumed run wrote into the old folder: {sorted(old.rglob('*'))}"
+    assert sorted(path.name for path in new.iterdir()) == ["states", "version_0"]
+    run = new / "version_0"
+    assert [c.path for c in callbacks[:2]] + [c.save_path for c in callbacks[2:4]] + [callbacks[4].run_folder(None)] == [
+        run / "metrics.csv", run / "metrics.jsonl", run / "best_model.pt", run / "ema_model.pt", run,
+    ]  # fmt: skip
+    with open(run / "metrics.csv", newline="") as file:
+        assert [row["epoch"] for row in csv.DictReader(file) if row["train_loss_epoch"]] == ["1", "2", "3"]
+    logged_epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged_epochs == sorted(logged_epochs) and logged_epochs[-1] == 3
+    assert safe_torch_load(run / "ema_model.pt") and safe_torch_load(run / "best_model.pt")["epoch"] >= 1
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # the interrupted run's and the resumed run's
+
+
+def test_a_state_that_holds_the_absolute_path_as_0_4_0_saved_it_loads(tmp_path):
+    run_path, folder = RunPath(tmp_path / "metrics.csv"), RunFolder(tmp_path / "runs")
+    run_path.load_state_dict({"run_path": "/elsewhere/version_2/metrics.csv"})
+    folder.load_state_dict({"run_folder": "/elsewhere/runs/version_2"})
+    assert (run_path.path, folder.path) == (Path("/elsewhere/version_2/metrics.csv"), Path("/elsewhere/runs/version_2"))
+    run_path.load_state_dict({"run_subfolder": "version_2"})
+    assert run_path.path == tmp_path / "version_2" / "metrics.csv" and run_path.state_dict() == {"run_subfolder": "version_2"}
