@@ -60,3 +60,26 @@ def _targets(batch):
 
 def _takes_class_scores(metric: Metric) -> bool:
     return type(metric).__module__.startswith("torchmetrics.classification")
+
+
+def check_class_count(name: str, metric: Metric, inputs) -> None:
+    """A clear error where a metric counts another number of classes than the model scores: torchmetrics
+    says only that the shapes differ, and with ``validate_args=False`` nothing until compute, or never.
+
+    Args:
+        name: the metric's name, for the error.
+        metric: the metric.
+        inputs: its ``update`` arguments, predictions first, targets second.
+    """
+    num_classes = getattr(metric, "num_classes", None)
+    if not isinstance(num_classes, int) or len(inputs) < 2:
+        return
+    preds, target = inputs[0], inputs[1]
+    scores = isinstance(preds, torch.Tensor) and preds.is_floating_point() and preds.dim() >= 2
+    if scores and isinstance(target, torch.Tensor) and preds.dim() == target.dim() + 1 and preds.shape[1] != num_classes:
+        raise ValueError(
+            f"Metric {name!r} ({type(metric).__name__}) was created with num_classes={num_classes}, but the model "
+            f"gives {preds.shape[1]} class scores per sample (predictions {str(preds.dtype).removeprefix('torch.')}"
+            f"{list(preds.shape)}): create it with num_classes={preds.shape[1]}, or give the model "
+            f"{num_classes} outputs."
+        )
