@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,15 @@ class MetricWatcher:
         check_metric_can_be_recorded(self.watch_metric, trainer, owner)
 
     def read(self, trainer, owner: str) -> float:
-        """The metric's latest value as a float; a clear error if the run does not record it."""
+        """The metric's latest value as a float; a clear error if the run does not record it (known
+        once an epoch and its evaluation are over: any callback may record any name until then)."""
         if not trainer.run_history.get_metric_values(self.watch_metric):
+            recorded = sorted(trainer.run_history.get_metric_names())
+            close = difflib.get_close_matches(self.watch_metric, recorded, n=1)
             raise ValueError(
                 f"{owner} watches {self.watch_metric!r}, which this run has not recorded; recorded metrics: "
-                f"{sorted(trainer.run_history.get_metric_names())}. An eval_dataset gives eval_loss_epoch, "
-                "a metrics callback gives eval_<name>."
+                f"{recorded}.{f' Did you mean {close[0]!r}?' if close else ''} An eval_dataset gives "
+                "eval_loss_epoch, a metrics callback gives eval_<name>."
             )
         return float(trainer.run_history.get_latest_metric(self.watch_metric))
 
