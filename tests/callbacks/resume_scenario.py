@@ -4,7 +4,8 @@ sends, and a later launch continues it.
 
 Run on one process or on every process of a launch::
 
-    python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N] [--tensorboard]
+    python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N]
+        [--tensorboard]
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
 
 The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
@@ -162,7 +163,7 @@ def accelerator_kwargs() -> dict:
     return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
 
 
-def run(out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool = False) -> Trainer:
+def run(out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool) -> Trainer:
     seed_everything(1234)
     callbacks = [
         PrintMetricsCallback(),

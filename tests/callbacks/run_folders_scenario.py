@@ -51,7 +51,8 @@ def wait_for_every_run(barrier: Path, run_id: int, num_runs: int) -> None:
 
 
 def main() -> int:
-    folder, barrier, run_id, num_runs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    folder, barrier = Path(sys.argv[1]), Path(sys.argv[2])
+    run_id, num_runs = int(sys.argv[3]), int(sys.argv[4])
     callbacks = [
         RecordRunId(run_id),
         CSVLoggerCallback(folder / "metrics.csv"),

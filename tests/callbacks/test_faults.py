@@ -248,7 +248,7 @@ class FillsTheDiskAtEpoch(TrainerCallback):
 
 
 def whole_records(log: Path) -> list:
-    """The log's records, each checked whole: a line end after the last, every CSV row as wide as its header."""
+    """The log's records, checked whole: a line end after the last, each CSV row as wide as the header."""
     text = log.read_text()
     assert text.endswith("\n"), f"{log} ends in half a record: {text[-80:]!r}"
     if log.suffix == ".csv":
@@ -263,8 +263,9 @@ def test_a_full_disk_under_a_logger_names_the_file_and_leaves_whole_records(smal
     log = small_disk / name
     logger_class = CSVLoggerCallback if name.endswith(".csv") else JSONLinesLoggerCallback
     logger = logger_class(log, if_exists="error", log_every_n_steps=1)
-    with pytest.raises(OSError, match=rf"No space left on device writing a record to {log}: .*Free some space"):
-        train([logger, FillsTheDiskAtEpoch(small_disk, epoch=2)], num_epochs=1000)  # was a bare [Errno 28]
+    expected = rf"No space left on device writing a record to {log}: .*Free some space"  # was [Errno 28]
+    with pytest.raises(OSError, match=expected):
+        train([logger, FillsTheDiskAtEpoch(small_disk, epoch=2)], num_epochs=1000)
     records = whole_records(log)
     assert len(records) == logger._num_records > 20  # every record written before the disk filled is there
 

@@ -226,7 +226,8 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
     reader = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every point
     reader.Reload()
-    return {tag: [(event.step, event.value) for event in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]}
+    tags = reader.Tags()["scalars"]
+    return {tag: [(event.step, event.value) for event in reader.Scalars(tag)] for tag in tags}
 
 
 def test_tensorboard_shows_a_killed_and_resumed_run_as_the_uninterrupted_one(tmp_path):

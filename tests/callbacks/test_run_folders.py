@@ -22,7 +22,13 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
     TrackerCallback,
 )
-from pytorch_accelerated.callbacks.run_folders import RunFolder, RunPath, choose_run_folder, claim_version, next_version
+from pytorch_accelerated.callbacks.run_folders import (
+    RunFolder,
+    RunPath,
+    choose_run_folder,
+    claim_version,
+    next_version,
+)
 from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
@@ -122,7 +128,7 @@ def test_an_unknown_or_meaningless_if_exists_is_refused_when_the_callback_is_cre
 def test_a_version_is_never_used_again_once_its_folder_exists(tmp_path):
     (tmp_path / "version_0").mkdir()  # a run killed before its first record, or one starting now
     assert next_version(tmp_path) == 1
-    (tmp_path / "version_7" / "states").mkdir(parents=True)  # numbers are never reused, as Lightning numbers them
+    (tmp_path / "version_7" / "states").mkdir(parents=True)  # never reused, as Lightning numbers them
     assert next_version(tmp_path) == 8
     assert claim_version(tmp_path) == 8 and claim_version(tmp_path) == 9
     assert claim_version(tmp_path, start=3) == 10
@@ -138,7 +144,8 @@ def test_runs_started_together_never_share_a_run_folder(tmp_path):
     for run_id, log in enumerate(logs):
         with open(log, "w") as output:
             command = [sys.executable, SCENARIO, str(folder), str(barrier), str(run_id), "2"]
-            runs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=launch_env(tmp_path), stdout=output, stderr=output))
+            env = launch_env(tmp_path)
+            runs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=output))
     for run, log in zip(runs, logs):
         try:
             assert run.wait(timeout=LAUNCH_TIMEOUT_S) == 0, tail(log.read_text())
@@ -147,15 +154,15 @@ def test_runs_started_together_never_share_a_run_folder(tmp_path):
             pytest.fail(f"a run hung:\n{tail(log.read_text())}")
 
     results = [json.loads((barrier / f"result-{run_id}.json").read_text()) for run_id in range(2)]
-    folders = [{Path(path).parent if name != "tensorboard" else Path(path) for name, path in result.items()} for result in results]
-    assert all(len(run_folders) == 1 for run_folders in folders), f"a run's files are spread over folders: {results}"
+    folders = [{Path(p) if key == "tensorboard" else Path(p).parent for key, p in r.items()} for r in results]
+    assert all(len(run_folders) == 1 for run_folders in folders), f"a run's files are spread out: {results}"
     assert folders[0] != folders[1], f"both runs wrote into {folders[0]}"
     for run_id, result in enumerate(results):
         with open(result["csv"], newline="") as file:
             rows = [row for row in csv.DictReader(file) if row["run_id"]]
-        assert [row["run_id"] for row in rows] == [str(run_id)] * scenario.NUM_EPOCHS, f"{result['csv']} mixes runs"
+        assert [row["run_id"] for row in rows] == [str(run_id)] * scenario.NUM_EPOCHS, result["csv"]
         lines = [json.loads(line) for line in Path(result["jsonl"]).read_text().splitlines()]
-        assert {line["run_id"] for line in lines if "run_id" in line} == {run_id}, f"{result['jsonl']} mixes runs"
+        assert {line["run_id"] for line in lines if "run_id" in line} == {run_id}, result["jsonl"]
         assert safe_torch_load(result["best"])["run_id"] == run_id, f"{result['best']} is the other run's"
         assert safe_torch_load(result["ema"])["model_state_dict"]
         event_files = list((Path(result["tensorboard"]) / "tb").glob("events.out.tfevents.*"))
@@ -244,21 +251,24 @@ def test_a_run_folder_moved_elsewhere_resumes_in_its_new_place(tmp_path):
     assert not old.exists(), f"the resumed run wrote into the old folder: {sorted(old.rglob('*'))}"
     assert sorted(path.name for path in new.iterdir()) == ["states", "version_0"]
     run = new / "version_0"
-    assert [c.path for c in callbacks[:2]] + [c.save_path for c in callbacks[2:4]] + [callbacks[4].run_folder(None)] == [
-        run / "metrics.csv", run / "metrics.jsonl", run / "best_model.pt", run / "ema_model.pt", run,
-    ]  # fmt: skip
+    csv_logger, jsonl_logger, best, ema, tracker = callbacks[:5]
+    paths = [csv_logger.path, jsonl_logger.path, best.save_path, ema.save_path, tracker.run_folder(None)]
+    names = ["metrics.csv", "metrics.jsonl", "best_model.pt", "ema_model.pt"]
+    assert paths == [*(run / name for name in names), run]
     with open(run / "metrics.csv", newline="") as file:
         assert [row["epoch"] for row in csv.DictReader(file) if row["train_loss_epoch"]] == ["1", "2", "3"]
     logged_epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert logged_epochs == sorted(logged_epochs) and logged_epochs[-1] == 3
     assert safe_torch_load(run / "ema_model.pt") and safe_torch_load(run / "best_model.pt")["epoch"] >= 1
-    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # the interrupted run's and the resumed run's
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # the interrupted and the resumed run's
 
 
 def test_a_state_that_holds_the_absolute_path_as_0_4_0_saved_it_loads(tmp_path):
     run_path, folder = RunPath(tmp_path / "metrics.csv"), RunFolder(tmp_path / "runs")
     run_path.load_state_dict({"run_path": "/elsewhere/version_2/metrics.csv"})
     folder.load_state_dict({"run_folder": "/elsewhere/runs/version_2"})
-    assert (run_path.path, folder.path) == (Path("/elsewhere/version_2/metrics.csv"), Path("/elsewhere/runs/version_2"))
+    assert run_path.path == Path("/elsewhere/version_2/metrics.csv")
+    assert folder.path == Path("/elsewhere/runs/version_2")
     run_path.load_state_dict({"run_subfolder": "version_2"})
-    assert run_path.path == tmp_path / "version_2" / "metrics.csv" and run_path.state_dict() == {"run_subfolder": "version_2"}
+    assert run_path.path == tmp_path / "version_2" / "metrics.csv"
+    assert run_path.state_dict() == {"run_subfolder": "version_2"}

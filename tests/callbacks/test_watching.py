@@ -86,7 +86,8 @@ def test_a_training_metric_never_recorded_names_the_recorded_ones_at_the_first_e
 ], ids=["early-stopping", "save-best"])  # fmt: skip
 def test_a_watched_metric_nobody_records_suggests_the_name_closest_to_it(tmp_path, make_watcher):
     metrics = ScriptedMetric("eval_accuracy", [0.5])
-    with pytest.raises(ValueError, match=r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"):
+    expected = r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"
+    with pytest.raises(ValueError, match=expected):
         run_tiny_training(callbacks=[make_watcher(tmp_path / "best.pt"), metrics], num_epochs=1)
 
 

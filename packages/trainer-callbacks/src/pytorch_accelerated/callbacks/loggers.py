@@ -470,7 +470,8 @@ class RecordFile:
     def __init__(self, path: Path, append: bool, owner: str):
         self.path, self.owner = path, owner
         # os-level writes: Python's buffered file writes a record that does not fit in part, then fails
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC), 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        self._fd: int | None = os.open(path, flags, 0o666)
 
     def write(self, text: str) -> None:
         """Append ``text`` whole, or raise naming the file and leave it as it was."""
@@ -518,8 +519,8 @@ def _cut_torn_last_record(path: Path) -> None:
         kept = start + line_end + 1 if position > 0 else 0
         file.truncate(kept)
     warnings.warn(
-        f"{path} ended in half a record ({end - kept} bytes without a line end: a process killed or a disk full "
-        "while writing it); it was cut off, and the file goes on after its last whole record.",
+        f"{path} ended in half a record ({end - kept} bytes without a line end: a process killed or a disk "
+        "full while writing it); it was cut off, and the file goes on after its last whole record.",
         stacklevel=3,
     )
 

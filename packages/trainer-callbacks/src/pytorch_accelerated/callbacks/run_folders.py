@@ -128,13 +128,13 @@ class RunPath:
         says where it wrote), and check the main process can write there, before the first step;
         with ``if_exists="error"``, refuse a file another run left at the path given."""
         if trainer.resumed_from is None:
-            first_run = not self._agreed  # the same on every process (an evaluate() may have chosen on the main one)
+            first_run = not self._agreed  # the same on every process (an evaluate() may have chosen on one)
             written_before = self.chosen is not None
             self.choose(trainer)
             if first_run and self.if_exists == "error":
                 refused = trainer.is_world_process_zero and not written_before and self.refusal() is not None
                 if trainer.any_process(refused):
-                    raise FileExistsError(self.refusal() or f"{self.owner} refused {self.path} on the main process.")
+                    raise FileExistsError(self.refusal() or f"{self.owner} refused {self.path} on process 0")
         check_can_write(trainer, self.path, self.owner)
         return self.path
 
@@ -160,8 +160,9 @@ class RunPath:
             return None
         others = ", ".join(f"if_exists={choice!r}" for choice in self.choices if choice != "error")
         return (
-            f"{path} already exists, and {self.owner} will not replace another run's file with if_exists='error': "
-            f"pass one of {others} (new_version: a fresh version_<n> folder beside it), or choose another path."
+            f"{path} already exists, and {self.owner} will not replace another run's file with "
+            f"if_exists='error': pass one of {others} (new_version: a fresh version_<n> folder beside it), "
+            "or choose another path."
         )
 
     def state_dict(self) -> dict:
@@ -254,5 +255,5 @@ def _main_process_version(trainer, folder: Path, name: str | None) -> int:
         return shared
     try:
         return claim_version(folder)
-    except OSError:  # a folder this process cannot write: the check at the run's start says so on every process
+    except OSError:  # a folder this process cannot write: start_run's check says so on every process
         return next_version(folder)

@@ -149,7 +149,7 @@ class TrackerCallback(MetricsLoggerCallback):
         self.run_ids = {}  # every training run starts new tracker runs (a resumed one gets its own back)
         self._config_stored = False
         self._left_out = self._unreachable_trackers(trainer)
-        self._last_step, self._last_step_rows, self._hide_from = None, [], None  # a resumed run's come with its state
+        self._last_step, self._last_step_rows, self._hide_from = None, [], None  # a resumed run's: its state
         self._folder.start_run(trainer)
         super().on_training_run_start(trainer, **kwargs)
 
@@ -201,7 +201,7 @@ class TrackerCallback(MetricsLoggerCallback):
         self._folder.load_state_dict(state_dict)
         self._config_stored = state_dict.get("config_stored", True)
         if "last_step" in state_dict:  # (states of trainer-callbacks 0.4.0 have none: nothing is hidden)
-            self._last_step, self._last_step_rows = state_dict["last_step"], list(state_dict["last_step_rows"])
+            self._last_step, self._last_step_rows = state_dict["last_step"], state_dict["last_step_rows"]
             self._hide_from = self._last_step if self._last_step is not None else 0
 
     # ------------------------------------------------------------------ what is logged

@@ -161,7 +161,7 @@ class SaveBestModelCallback(TrainerCallback):
 
     @save_path.setter
     def save_path(self, path: str | Path) -> None:
-        self._run_path = RunPath(path, self._run_path.if_exists, type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES)
+        self._run_path = RunPath(path, self._run_path.if_exists, self._run_path.owner, self._run_path.choices)
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)

@@ -129,8 +129,8 @@ class MetricsCallback(TrainerCallback):
                 )
 
     def _check_eval_inputs_on(self, batch, batch_output) -> None:
-        """Check the evaluation metrics' class counts on a training step's outputs, before the
-        first update rather than after the first epoch; what cannot be told from them waits for the evaluation."""
+        """Check the evaluation metrics' class counts on a training step's outputs: before the first
+        update rather than after the first epoch (what they cannot tell waits for the evaluation)."""
         for name, metric in self.eval_metrics.items():
             try:
                 inputs = self.inputs_fn(batch, batch_output, metric)

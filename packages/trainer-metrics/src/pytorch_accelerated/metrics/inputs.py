@@ -75,11 +75,13 @@ def check_class_count(name: str, metric: Metric, inputs) -> None:
     if not isinstance(num_classes, int) or len(inputs) < 2:
         return
     preds, target = inputs[0], inputs[1]
-    scores = isinstance(preds, torch.Tensor) and preds.is_floating_point() and preds.dim() >= 2
-    if scores and isinstance(target, torch.Tensor) and preds.dim() == target.dim() + 1 and preds.shape[1] != num_classes:
+    if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return
+    class_scores = preds.is_floating_point() and preds.dim() >= 2 and preds.dim() == target.dim() + 1
+    if class_scores and preds.shape[1] != num_classes:
+        shape = f"{str(preds.dtype).removeprefix('torch.')}{list(preds.shape)}"
         raise ValueError(
-            f"Metric {name!r} ({type(metric).__name__}) was created with num_classes={num_classes}, but the model "
-            f"gives {preds.shape[1]} class scores per sample (predictions {str(preds.dtype).removeprefix('torch.')}"
-            f"{list(preds.shape)}): create it with num_classes={preds.shape[1]}, or give the model "
-            f"{num_classes} outputs."
+            f"Metric {name!r} ({type(metric).__name__}) was created with num_classes={num_classes}, but the "
+            f"model gives {preds.shape[1]} class scores per sample (predictions {shape}): create it with "
+            f"num_classes={preds.shape[1]}, or give the model {num_classes} outputs."
         )
