@@ -269,6 +269,8 @@ def test_a_state_that_holds_the_absolute_path_as_0_4_0_saved_it_loads(tmp_path):
     folder.load_state_dict({"run_folder": "/elsewhere/runs/version_2"})
     assert run_path.path == Path("/elsewhere/version_2/metrics.csv")
     assert folder.path == Path("/elsewhere/runs/version_2")
+    # the next state saved holds it as the new format does
+    assert run_path.state_dict() == folder.state_dict() == {"run_subfolder": "version_2"}
     run_path.load_state_dict({"run_subfolder": "version_2"})
     assert run_path.path == tmp_path / "version_2" / "metrics.csv"
     assert run_path.state_dict() == {"run_subfolder": "version_2"}

@@ -145,7 +145,8 @@ class RunPath:
         must_agree = agree and trainer.num_processes > 1 and not self._agreed
         if self.chosen is None or must_agree:
             if self.is_versioned:
-                known = int(self._subfolder.removeprefix("version_")) if self._subfolder else None
+                match = _VERSION.fullmatch(self._subfolder or "")  # chosen by the main process alone before
+                known = int(match.group(1)) if match else None
                 version = _agreed_version(trainer, self._versioned_folder, self._name, agree, known)
                 self._set_subfolder(f"version_{version}")
             else:
@@ -178,6 +179,7 @@ class RunPath:
         else:  # trainer-callbacks 0.4.0 saved the absolute path (a state before run folders: the path given)
             chosen = state_dict.get("run_path", state_dict.get("run_folder", str(self.requested)))
             self.chosen = Path(chosen) if chosen is not None else None
+            self._subfolder = None if chosen is None else self._subfolder_of(self.chosen)
         self._agreed = self.chosen is not None  # every process loads the same state
 
     # ------------------------------------------------------------------ a file, or a whole folder (RunFolder)
@@ -194,6 +196,9 @@ class RunPath:
     def _set_subfolder(self, subfolder: str) -> None:
         self._subfolder = subfolder
         self.chosen = self._versioned_folder / subfolder / self.requested.name
+
+    def _subfolder_of(self, chosen: Path) -> str:
+        return chosen.parent.name if _VERSION.fullmatch(chosen.parent.name) else _AS_GIVEN
 
 
 class RunFolder(RunPath):
@@ -226,6 +231,9 @@ class RunFolder(RunPath):
     def _set_subfolder(self, subfolder: str) -> None:
         self._subfolder = subfolder
         self.chosen = self.requested / subfolder
+
+    def _subfolder_of(self, chosen: Path) -> str:
+        return chosen.name if _VERSION.fullmatch(chosen.name) else _AS_GIVEN
 
 
 def choose_run_folder(trainer, folder: str | os.PathLike, agree: bool = True) -> Path:
