@@ -5,18 +5,21 @@ sends, and a later launch continues it.
 Run on one process or on every process of a launch::
 
     python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N]
+        [--tensorboard]
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
 
 The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
 augmentation in ``__getitem__`` (torch's, NumPy's and Python's generators), loaded by ``--workers``
 dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3 batches with a shorter last window; an
 evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
-``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3. Every launch starts
-with ``resume_from="latest"``.
+``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3; with ``--tensorboard``, two
+TensorBoard trackers (``OUT_DIR/tb_steps``: every update, ``OUT_DIR/tb_epochs``: every epoch). Every
+launch starts with ``resume_from="latest"``.
 
 ``--kill KIND:AT`` ends the launch with SIGKILL on every process (``batch``: in the AT-th training
 batch overall, before its backward pass, so inside an accumulation window or just before an
-update; ``epoch``: once epoch AT has ended and its state was saved; ``write``: halfway through
+update; ``epoch``: once epoch AT has ended and its state was saved; ``logged``: once epoch AT's
+metrics are logged, before its state is saved; ``write``: halfway through
 writing the first file of the first state saved from batch AT on, on the main process).
 ``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
 the process id) so that the test can send a signal mid-run. A run that completes writes
@@ -48,6 +51,7 @@ from pytorch_accelerated.callbacks import (
     ModelEmaCallback,
     PrintMetricsCallback,
     SaveTrainingStateCallback,
+    TrackerCallback,
 )
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
 from pytorch_accelerated.trainer.testing import final_state, make_tiny_dataset
@@ -105,6 +109,10 @@ class KillAt(TrainerCallback):
         if self.kind == "write" and batch >= self.at and trainer.is_world_process_zero:
             arm_the_half_write()
 
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if self.kind == "logged" and trainer.run_history.current_epoch == self.at:
+            kill_everything_now(f"after logging epoch {self.at}")
+
     def on_save_point(self, trainer, point, **kwargs):
         if self.kind == "epoch" and point == "epoch_end" and trainer.run_history.current_epoch - 1 == self.at:
             kill_everything_now(f"after epoch {self.at}")
@@ -141,6 +149,13 @@ class SlowAfter(TrainerCallback):
             time.sleep(0.05)
 
 
+def tensorboard_trackers(out: Path) -> list[TrackerCallback]:
+    return [
+        TrackerCallback("tensorboard", project_name="tb", logging_dir=out / "tb_steps", log_every_n_steps=1),
+        TrackerCallback("tensorboard", project_name="tb", logging_dir=out / "tb_epochs"),
+    ]
+
+
 def accelerator_kwargs() -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return {}
@@ -148,13 +163,14 @@ def accelerator_kwargs() -> dict:
     return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
 
 
-def run(out: Path, kill: str | None, slow_after: int | None, workers: int) -> Trainer:
+def run(out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool) -> Trainer:
     seed_everything(1234)
     callbacks = [
         PrintMetricsCallback(),
         LearningRateMonitorCallback(),
         ModelEmaCallback(decay=0.9, save_path=None),
         CSVLoggerCallback(out / "metrics.csv", log_every_n_steps=1),
+        *(tensorboard_trackers(out) if tensorboard else []),
         SaveTrainingStateCallback(out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3),
     ]
     if kill:
@@ -191,11 +207,12 @@ def main() -> int:
     parser.add_argument("--kill")
     parser.add_argument("--slow-after", type=int)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tensorboard", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     try:
-        trainer = run(args.out, args.kill, args.slow_after, args.workers)
+        trainer = run(args.out, args.kill, args.slow_after, args.workers, args.tensorboard)
     except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
         print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         os._exit(1)  # do not wait in a collective for a process that went on

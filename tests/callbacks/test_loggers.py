@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pytorch_accelerated.callbacks.extras import require_extra
-from pytorch_accelerated.callbacks.loggers import (
+from pytorch_accelerated.callbacks import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
     MLflowLoggerCallback,

@@ -218,3 +218,34 @@ def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
         assert_bitwise_equal(result, expected, f"rank {rank}")
     # the resumed launches went on writing the interrupted run's own folder (run_folders.py)
     assert (out / "version_0" / "metrics.csv").read_text() == expected_log
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard run folder as TensorBoard's reader shows it: (step, value) by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every point
+    reader.Reload()
+    tags = reader.Tags()["scalars"]
+    return {tag: [(event.step, event.value) for event in reader.Scalars(tag)] for tag in tags}
+
+
+def test_tensorboard_shows_a_killed_and_resumed_run_as_the_uninterrupted_one(tmp_path):
+    """Killed after update 7 (its rows logged, the state saved at 6), then after epoch 2's metrics are
+    logged (its state not saved yet; the one before was saved at its last update, with values
+    waiting for the epoch's row): TensorBoard's reader sees every step's values once, as in the
+    run never killed (they showed twice: the interrupted run's and the resumed run's)."""
+    pytest.importorskip("tensorboard")
+    expected = tmp_path / "expected"
+    status, output = launch(expected, 1, tmp_path, "--tensorboard", workers=0)
+    assert status == 0, tail(output)
+    out = tmp_path / "out"
+    for kill_point in ["batch:22", "logged:2"]:
+        status, output = launch(out, 1, tmp_path, "--tensorboard", "--kill", kill_point, workers=0)
+        assert status != 0 and "KILLED" in output, f"not killed at {kill_point}:\n{tail(output)}"
+    status, output = launch(out, 1, tmp_path, "--tensorboard", workers=0)
+    assert status == 0, tail(output)
+    for logged in ["tb_steps", "tb_epochs"]:
+        resumed = tensorboard_scalars(out / logged / "version_0" / "tb")
+        assert resumed == tensorboard_scalars(expected / logged / "version_0" / "tb"), logged
+        assert len(list((out / logged / "version_0" / "tb").glob("events.out.tfevents.*"))) == 3

@@ -80,6 +80,17 @@ def test_a_training_metric_never_recorded_names_the_recorded_ones_at_the_first_e
         run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1)
 
 
+@pytest.mark.parametrize("make_watcher", [
+    lambda path: EarlyStoppingCallback(watch_metric="eval_acc"),
+    lambda path: SaveBestModelCallback(path, watch_metric="eval_acc"),
+], ids=["early-stopping", "save-best"])  # fmt: skip
+def test_a_watched_metric_nobody_records_suggests_the_name_closest_to_it(tmp_path, make_watcher):
+    metrics = ScriptedMetric("eval_accuracy", [0.5])
+    expected = r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"
+    with pytest.raises(ValueError, match=expected):
+        run_tiny_training(callbacks=[make_watcher(tmp_path / "best.pt"), metrics], num_epochs=1)
+
+
 def test_early_stopping_rejects_bad_arguments():
     with pytest.raises(ValueError, match="patience"):
         EarlyStoppingCallback(early_stopping_patience=0)

@@ -18,7 +18,7 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback, list_training_states
 
-from .run_folders import IfExists, RunPath, check_if_exists
+from .run_folders import IfExists, RunPath
 
 #: The name under which per-step training losses are logged.
 STEP_LOSS_METRIC = "train_loss_step"
@@ -272,8 +272,7 @@ class _FileLoggerCallback(MetricsLoggerCallback):
 
     def __init__(self, path: str | os.PathLike, log_every_n_steps: int | None, if_exists: IfExists):
         super().__init__(log_every_n_steps)
-        check_if_exists(if_exists, type(self).__name__)
-        self._run_path = RunPath(path, if_exists)
+        self._run_path = RunPath(path, if_exists, owner=type(self).__name__)
         self.if_exists = if_exists
         self._file = None
         # Once this callback has started the file, its later runs (and evaluations) append to it.
@@ -288,30 +287,23 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         return self._run_path.path
 
     def on_training_run_start(self, trainer, **kwargs):
-        if trainer.resumed_from is None:  # a resumed run's state says where it wrote
-            self._run_path.choose(trainer)
+        self._run_path.start_run(trainer)
         super().on_training_run_start(trainer, **kwargs)
-
-    def _refuse_existing_file(self) -> None:
-        if self.if_exists == "error" and self.path.is_file() and self.path.stat().st_size > 0:
-            raise FileExistsError(
-                f"{self.path} already exists and is not empty, and {type(self).__name__} will not overwrite it: "
-                "pass if_exists='append' to add to it, if_exists='overwrite' to replace it, "
-                "if_exists='new_version' to write a fresh version_<n> folder beside it, or choose another path."
-            )
 
     def open(self, trainer) -> None:
         self._run_path.choose(trainer, agree=False)  # an evaluate() before any training: the main process alone
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        append = self._started_file or self.if_exists == "append" or self._records_to_keep is not None
+        if append:
+            _cut_torn_last_record(self.path)
         if self._records_to_keep is not None:
             self._back_up_later_records(self._records_to_keep, trainer.resumed_from)
             self._keep_first_records(self._records_to_keep)
             self._records_to_keep, self._started_file = None, True
-        append = self._started_file or self.if_exists == "append"
-        if not append:
-            self._refuse_existing_file()
+        elif not append and self._run_path.refusal() is not None:
+            raise FileExistsError(self._run_path.refusal())
         self._num_records = self._count_records() if append else 0
-        self._file = open(self.path, "a" if append else "w", newline="", encoding="utf-8")
+        self._file = RecordFile(self.path, append, owner=type(self).__name__)
         self._started_file = True
 
     def close(self) -> None:
@@ -422,9 +414,10 @@ class CSVLoggerCallback(_FileLoggerCallback):
         if new_columns:
             self._file.close()
             self._rewrite([*self._fieldnames, *new_columns], self._read_rows())
-            self._file = open(self.path, "a", newline="", encoding="utf-8")
-        csv.DictWriter(self._file, self._fieldnames).writerow(row)
-        self._file.flush()
+            self._file = RecordFile(self.path, append=True, owner=type(self).__name__)
+        line = io.StringIO()
+        csv.DictWriter(line, self._fieldnames).writerow(row)
+        self._file.write(line.getvalue())
         self._num_records += 1
 
     def state_dict(self):
@@ -462,6 +455,74 @@ class CSVLoggerCallback(_FileLoggerCallback):
             writer.writerows(rows)
 
         _replace_atomically(self.path, write)
+
+
+class RecordFile:
+    """A log file written one whole record at a time: a record the disk has no room for is taken
+    back, so that the file never ends in half a record.
+
+    Args:
+        path: the file.
+        append: add to the file (else it is emptied first).
+        owner: the logger's name, for the errors.
+    """
+
+    def __init__(self, path: Path, append: bool, owner: str):
+        self.path, self.owner = path, owner
+        # os-level writes: Python's buffered file writes a record that does not fit in part, then fails
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        self._fd: int | None = os.open(path, flags, 0o666)
+
+    def write(self, text: str) -> None:
+        """Append ``text`` whole, or raise naming the file and leave it as it was."""
+        data = text.encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as error:
+            os.ftruncate(self._fd, size)
+            raise OSError(error.errno, self._explain(error)) from error
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _explain(self, error: OSError) -> str:
+        reason = "No space left on device" if error.errno in (errno.ENOSPC, errno.EDQUOT) else error.strerror
+        return (
+            f"{reason} writing a record to {self.path}: the record was not written, and the file keeps every "
+            f"earlier record whole. Free some space, or give {self.owner} a path on a disk with room."
+        )
+
+
+def _cut_torn_last_record(path: Path) -> None:
+    """Cut off the last record of ``path`` if it has no line end: half a record, left by a process
+    killed while writing it (or by a full disk, before :class:`RecordFile`)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        file.seek(end - 1)
+        if file.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            start = max(0, position - 65536)
+            file.seek(start)
+            line_end = file.read(position - start).rfind(b"\n")
+            if line_end >= 0:
+                break
+            position = start
+        kept = start + line_end + 1 if position > 0 else 0
+        file.truncate(kept)
+    warnings.warn(
+        f"{path} ended in half a record ({end - kept} bytes without a line end: a process killed or a disk "
+        "full while writing it); it was cut off, and the file goes on after its last whole record.",
+        stacklevel=3,
+    )
 
 
 def _replace_atomically(path: Path, write) -> None:
@@ -507,7 +568,6 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
 
     def write(self, metrics, *, epoch, step, per_step):
         self._file.write(json.dumps({"epoch": epoch, "step": step, **metrics}) + "\n")
-        self._file.flush()
         self._num_records += 1
 
     def _count_records(self) -> int:
@@ -521,13 +581,3 @@ class JSONLinesLoggerCallback(_FileLoggerCallback):
     def _read_lines(self) -> list[str]:
         with open(self.path, encoding="utf-8") as file:
             return [line for line in file if line.strip()]
-
-
-def __getattr__(name: str):
-    # The TensorBoard and MLflow loggers are TrackerCallback's aliases now (trackers.py, which
-    # imports this module); imported from here as before.
-    if name in ("TensorBoardLoggerCallback", "MLflowLoggerCallback"):
-        from . import trackers
-
-        return getattr(trackers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

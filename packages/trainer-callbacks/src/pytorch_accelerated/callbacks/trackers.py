@@ -90,7 +90,7 @@ class TrackerCallback(MetricsLoggerCallback):
         if_exists: Literal["new_version", "append"] = "new_version",
     ):
         super().__init__(log_every_n_steps)
-        self._folder = RunFolder(logging_dir, if_exists)
+        self._folder = RunFolder(logging_dir, if_exists, owner=type(self).__name__)
         if on_unreachable not in ("warn", "error"):
             raise ValueError(f"on_unreachable must be 'warn' or 'error', got {on_unreachable!r}.")
         self.project_name = project_name
@@ -103,6 +103,11 @@ class TrackerCallback(MetricsLoggerCallback):
         self._config_stored = False
         self._left_out: set[str] = set()  # trackers found unreachable for this training run
         self._started: list[GeneralTracker] = []
+        # the latest step logged and its rows: a resumed run hides from TensorBoard what the
+        # interrupted run logged from that step on (it logs it again), so these are logged again too
+        self._last_step: int | None = None
+        self._last_step_rows: list[dict[str, Any]] = []
+        self._hide_from: int | None = None  # set by load_state_dict: the step a resumed writer purges from
 
     # ------------------------------------------------------------------ set-up
 
@@ -144,6 +149,7 @@ class TrackerCallback(MetricsLoggerCallback):
         self.run_ids = {}  # every training run starts new tracker runs (a resumed one gets its own back)
         self._config_stored = False
         self._left_out = self._unreachable_trackers(trainer)
+        self._last_step, self._last_step_rows, self._hide_from = None, [], None  # a resumed run's: its state
         self._folder.start_run(trainer)
         super().on_training_run_start(trainer, **kwargs)
 
@@ -162,6 +168,7 @@ class TrackerCallback(MetricsLoggerCallback):
                 tracker = self._guarded(entry, "start", lambda: self._start(entry, trainer))
                 if tracker is not None:
                     self._started.append(tracker)
+        self._hide_from = None  # once, by the resumed run's first writer
         if not self._config_stored:
             configuration = self.run_configuration(trainer)
             for tracker in list(self._started):
@@ -173,6 +180,10 @@ class TrackerCallback(MetricsLoggerCallback):
         values = {**metrics, "epoch": epoch}
         for tracker in list(self._started):
             self._guarded(tracker, "log", lambda: tracker.log(values, step=step))
+        if self._last_step is None or step > self._last_step:
+            self._last_step, self._last_step_rows = step, []
+        if step == self._last_step:
+            self._last_step_rows.append(values)
 
     def close(self) -> None:
         self._finish(failed_status=None)
@@ -181,6 +192,7 @@ class TrackerCallback(MetricsLoggerCallback):
         return {
             **super().state_dict(), **self._folder.state_dict(),
             "run_ids": dict(self.run_ids), "config_stored": self._config_stored,
+            "last_step": self._last_step, "last_step_rows": list(self._last_step_rows),
         }  # fmt: skip
 
     def load_state_dict(self, state_dict):
@@ -188,6 +200,9 @@ class TrackerCallback(MetricsLoggerCallback):
         self.run_ids = dict(state_dict.get("run_ids", {}))
         self._folder.load_state_dict(state_dict)
         self._config_stored = state_dict.get("config_stored", True)
+        if "last_step" in state_dict:  # (states of trainer-callbacks 0.4.0 have none: nothing is hidden)
+            self._last_step, self._last_step_rows = state_dict["last_step"], state_dict["last_step_rows"]
+            self._hide_from = self._last_step if self._last_step is not None else 0
 
     # ------------------------------------------------------------------ what is logged
 
@@ -220,6 +235,9 @@ class TrackerCallback(MetricsLoggerCallback):
             else:
                 tracker = tracker_class(self.project_name, **kwargs)
         tracker.start()
+        if entry == "tensorboard" and self._hide_from is not None:
+            for values in self._last_step_rows:  # hidden by the purge with what came after them
+                tracker.log(values, step=self._last_step)
         run_id = _run_id_of(tracker)
         if run_id is not None:
             self.run_ids[tracker_name(entry)] = run_id
@@ -233,6 +251,9 @@ class TrackerCallback(MetricsLoggerCallback):
             _use_mlflow_tracking_uri(mlflow_tracking_uri(kwargs.pop("tracking_uri", None), self.logging_dir))
             if run_id is not None:
                 kwargs["run_id"] = run_id
+        elif name == "tensorboard" and self._hide_from is not None:
+            # a reader (TensorBoard, its EventAccumulator) hides what the interrupted run logged from here on
+            kwargs.setdefault("purge_step", self._hide_from)
         elif name == "wandb":
             folder = Path(kwargs.setdefault("dir", str(self.run_folder(trainer))))
             folder.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
 
 from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback, format_metric_value
 
-from .run_folders import IfExists, RunPath, check_if_exists
+from .run_folders import CHECKPOINT_IF_EXISTS_CHOICES, IfExists, RunPath
 
 
 def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
@@ -37,12 +38,15 @@ class MetricWatcher:
         check_metric_can_be_recorded(self.watch_metric, trainer, owner)
 
     def read(self, trainer, owner: str) -> float:
-        """The metric's latest value as a float; a clear error if the run does not record it."""
+        """The metric's latest value as a float; a clear error if the run does not record it (known
+        once an epoch and its evaluation are over: any callback may record any name until then)."""
         if not trainer.run_history.get_metric_values(self.watch_metric):
+            recorded = sorted(trainer.run_history.get_metric_names())
+            close = difflib.get_close_matches(self.watch_metric, recorded, n=1)
             raise ValueError(
                 f"{owner} watches {self.watch_metric!r}, which this run has not recorded; recorded metrics: "
-                f"{sorted(trainer.run_history.get_metric_names())}. An eval_dataset gives eval_loss_epoch, "
-                "a metrics callback gives eval_<name>."
+                f"{recorded}.{f' Did you mean {close[0]!r}?' if close else ''} An eval_dataset gives "
+                "eval_loss_epoch, a metrics callback gives eval_<name>."
             )
         return float(trainer.run_history.get_latest_metric(self.watch_metric))
 
@@ -142,8 +146,7 @@ class SaveBestModelCallback(TrainerCallback):
         save_scheduler: bool = True,
         if_exists: IfExists = "new_version",
     ):
-        check_if_exists(if_exists, type(self).__name__, ("new_version", "error", "overwrite"))
-        self._run_path = RunPath(save_path, if_exists)
+        self._run_path = RunPath(save_path, if_exists, type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES)
         self.watcher = MetricWatcher(watch_metric, greater_is_better, improvement_threshold)
         self.load_saved_checkpoint = load_saved_checkpoint
         self.save_optimizer = save_optimizer
@@ -158,11 +161,11 @@ class SaveBestModelCallback(TrainerCallback):
 
     @save_path.setter
     def save_path(self, path: str | Path) -> None:
-        self._run_path = RunPath(path, self._run_path.if_exists)
+        self._run_path = RunPath(path, self._run_path.if_exists, self._run_path.owner, self._run_path.choices)
 
     def on_training_run_start(self, trainer, **kwargs):
         self.watcher.check_can_be_recorded(trainer, type(self).__name__)
-        self._run_path.start_run(trainer, type(self).__name__)
+        self._run_path.start_run(trainer)
         if self.reset_on_train:
             self.watcher.best = None
             self.saved_this_run = False
