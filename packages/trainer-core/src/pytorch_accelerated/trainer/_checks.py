@@ -193,8 +193,10 @@ def check_dataloader_not_empty(dataloader, name: str) -> None:
 def dataloader_kwargs(batch_size: int, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
     """A DataLoader's keyword arguments: the user's ``given`` ones over the trainer's ``defaults`` and
     ``batch_size``. A given ``sampler`` decides the order, a given ``batch_sampler`` the order and the
-    batch size: the defaults torch would reject next to them ("mutually exclusive") are left out."""
+    batch size: the defaults torch would reject next to them ("mutually exclusive") are left out. A given
+    ``batch_size`` other than ``batch_size`` is refused: the run's settings are sized from ``batch_size``."""
     given = dict(given or {})
+    _check_one_batch_size(batch_size, given.get("batch_size", batch_size))
     kwargs = {**defaults, "batch_size": batch_size}
     if given.get("batch_sampler") is not None:
         del kwargs["batch_size"]
@@ -202,6 +204,33 @@ def dataloader_kwargs(batch_size: int, defaults: dict[str, Any], given: dict[str
     elif given.get("sampler") is not None:
         kwargs.pop("shuffle", None)
     return {**kwargs, **given}
+
+
+def _check_one_batch_size(batch_size: int, given) -> None:
+    # None is torch's "no batching" (a dataset that yields whole batches), not another size
+    if given is not None and given != batch_size:
+        raise ValueError(
+            f"The dataloader keyword arguments set batch_size={given!r}, and per_device_batch_size is {batch_size}: "
+            f"the run's settings (trainer.run_config, what trackers log, TrainerPlaceholderValues) are sized from "
+            f"per_device_batch_size, so they would say {batch_size} while batches of {given!r} are loaded. Pass "
+            f"per_device_batch_size={given!r} instead, and leave batch_size out of the dataloader keyword arguments."
+        )
+
+
+def no_targets_error(batch) -> ValueError:
+    """The error for a loss function that failed on a batch without targets (inputs only)."""
+    if isinstance(batch, Mapping):
+        what = f"dicts without a 'labels' key (their keys: {sorted(batch)})"
+        fix = "Put the targets under 'labels'"
+    else:
+        what = "tensors" if isinstance(batch, torch.Tensor) else f"{type(batch).__name__}s of one item"
+        what += " (the inputs only, as a TensorDataset(inputs) gives)"
+        fix = "Give the dataset targets: TensorDataset(inputs, targets), or (inputs, target) from __getitem__"
+    return ValueError(
+        f"The batches have no targets: they are {what}, so the loss function was called as "
+        f"loss_func(model_outputs, None) and failed. {fix}; or pass loss_func=None to a Trainer whose model "
+        "returns its own loss, or override calculate_train_batch_loss / calculate_eval_batch_loss."
+    )
 
 
 def check_sampler_not_sharded_twice(dataloader, num_processes: int, name: str) -> None:

@@ -637,7 +637,15 @@ class Trainer:
             model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
         else:
             model_outputs, targets = self.model(batch), None
-        loss = _loss_from_model_outputs(model_outputs) if self.loss_func is None else self.loss_func(model_outputs, targets)
+        try:  # costs nothing until it raises
+            if self.loss_func is None:
+                loss = _loss_from_model_outputs(model_outputs)
+            else:
+                loss = self.loss_func(model_outputs, targets)
+        except Exception as error:
+            if targets is None and self.loss_func is not None:  # inputs only: say so, not torch's error in the loss
+                raise _checks.no_targets_error(batch) from error
+            raise
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
 
     def _forward_inputs_of(self, batch: Mapping) -> Mapping:
