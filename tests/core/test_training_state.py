@@ -531,14 +531,24 @@ def test_a_flipped_bit_in_the_manifests_step_count_is_refused_and_a_folder_resum
     )
 
 
-def test_a_manifest_without_its_own_digest_still_loads(tmp_path):
-    # states written before the manifest had a digest of its own
+def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
+    # before, a manifest without digests loaded unchecked: a flipped bit in a weight (~9e36 off) went unnoticed
     path = _saved_state(tmp_path)
+    _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
     manifest = json.loads((path / "training_state.json").read_text())
-    del manifest["manifest_sha256"]
+    del manifest["manifest_sha256"], manifest["sha256"]
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
-    assert read_manifest(path)["position"] == manifest["position"]
-    train_run(resume_from=path)
+    model = make_model()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"training_state\.json' has no 'manifest_sha256', which training-state format"):
+        train_run(resume_from=path, model=model)
+    assert_bitwise_equal(model.state_dict(), before)
+
+    manifest["sha256"] = {"process_0.pt": hashlib.sha256((path / "process_0.pt").read_bytes()).hexdigest()}
+    manifest["manifest_sha256"] = _manifest_digest(manifest)  # one digest left out, the manifest's own recomputed
+    (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 2"):
+        train_run(resume_from=path)
 
 
 def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):

@@ -1,6 +1,6 @@
 """The training-state format names where and how each large component is stored, so that a sharded
-model's weights and optimizer can later be stored another way (torch.distributed.checkpoint), and
-states of the previous format still load."""
+model's weights and optimizer can later be stored another way (torch.distributed.checkpoint); states
+of the previous format still load, and one of a newer format is refused by name, never passed over."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_accelerated.trainer import CheckpointError, TrainerCallback, find_latest_training_state
+from pytorch_accelerated.trainer import (
+    CheckpointError,
+    TrainerCallback,
+    find_latest_training_state,
+    list_training_states,
+)
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
 from pytorch_accelerated.trainer.state_format import _manifest_digest
 
-from .test_training_state import train_run
+from .test_training_state import SaveAtEverySavePoint, train_run
 
 # what format version 1 (trainer-core 0.3.0) wrote in training_state.json
 VERSION_1_FIELDS = {"format", "format_version", "saved_at", "num_processes", "position", "files", "sha256"}
@@ -129,3 +134,58 @@ def test_a_manifest_that_misstates_the_components_is_a_clear_error(saved, compon
     _write_manifest(path, manifest)
     with pytest.raises(CheckpointError, match=message):
         train_run(resume_from=path)
+
+
+def test_a_state_of_format_version_1_without_digests_loads_unchecked_with_a_warning(saved):
+    """trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
+    path, expected = saved
+    manifest = _manifest(path)
+    del manifest["components"], manifest["manifest_sha256"], manifest["sha256"]
+    manifest["format_version"] = 1
+    _write_manifest(path, manifest)
+    with pytest.warns(UserWarning, match="written by trainer-core 0.2, without SHA-256 digests: its files are loaded"):
+        assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_manifest_missing_the_digest_of_one_file_is_refused_in_either_format(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    del manifest["sha256"]["trainer.pt"]
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 2"):
+        train_run(resume_from=path)
+    del manifest["components"]
+    manifest["format_version"] = 1
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 1"):
+        train_run(resume_from=path)
+
+
+class FindsTheLatestIn(TrainerCallback):
+    """What train(resume_from="latest") asks, as SaveTrainingStateCallback answers it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def latest_training_state(self):
+        return find_latest_training_state(self.folder)
+
+
+def test_a_state_of_a_newer_format_is_refused_by_name_and_never_set_aside(tmp_path):
+    # before, "latest" renamed it .damaged and resumed from an older state, whose run then wrote over its step
+    states = tmp_path / "states"
+    saver = SaveAtEverySavePoint(states)
+    train_run([saver], num_epochs=1)
+    newest = saver.saved[-1]
+    manifest = _manifest(newest)
+    manifest["format_version"] = 3  # as a newer trainer-core would write it, with its digest
+    _write_manifest(newest, manifest)
+    listed = sorted(path.name for path in states.iterdir())
+    refused = rf"'{newest}' was written by a newer trainer-core \(training-state format 3; .*\): upgrade trainer-core"
+    for resume_from, callbacks in (("latest", [FindsTheLatestIn(states)]), (states, []), (newest, [])):
+        with pytest.raises(CheckpointError, match=refused):
+            train_run(callbacks, resume_from=resume_from, num_epochs=1)
+    with pytest.raises(CheckpointError, match=refused):
+        list_training_states(states)
+    assert sorted(path.name for path in states.iterdir()) == listed, "a state was set aside or written"
+    assert _manifest(newest) == {**manifest, "manifest_sha256": _manifest(newest)["manifest_sha256"]}

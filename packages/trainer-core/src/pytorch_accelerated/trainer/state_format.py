@@ -8,7 +8,10 @@ own callback states) and ``training_state.json``, the manifest,
 written last: the file names, sizes and SHA-256 digests, the number of processes and the
 position, as JSON. A folder whose replacement was killed between its two renames is put back
 under its name on resume and on the next write; a state whose files no longer match their
-digests is refused by name, and a folder of states falls back to the newest intact one.
+digests is refused by name, and a folder of states falls back to the newest intact one. A format-2
+manifest without its digests is damaged; format-1 ones (trainer-core 0.2) may have none, and load
+unchecked with a warning. A state of a newer format is refused by name (:class:`NewerFormatError`),
+never set aside or passed over: an older state resumed in its place would be written over it.
 
 The manifest also names where each large component is stored and how (``"components"``, since
 format version 2): today the model's and the optimizer's state dicts are entries of
@@ -46,6 +49,11 @@ _READABLE_COMPONENT_FORMATS = ("torch.save",)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
+
+
+class NewerFormatError(CheckpointError):
+    """A training state written in a format newer than this trainer-core reads: refused by name,
+    never set aside as damaged nor passed over for an older state."""
 
 
 def process_file_name(process_index: int) -> str:
@@ -135,6 +143,8 @@ def recover_interrupted_replacements(folder: str | os.PathLike) -> None:
 def _is_complete(state_dir: Path) -> bool:
     try:
         read_manifest(state_dir)
+    except NewerFormatError:
+        return True  # complete, in a format this trainer-core does not read
     except (CheckpointError, OSError):  # OSError: another process renamed it meanwhile
         return False
     return True
@@ -184,9 +194,16 @@ def _fsync_folder(folder: Path) -> None:
 
 def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a training state folder, once it is shown complete: every file it lists
-    is there with its full size. Raises :class:`CheckpointError` naming what is wrong."""
+    is there with its full size, with the SHA-256 its format always carries. Raises
+    :class:`CheckpointError` naming what is wrong (:class:`NewerFormatError` for a state that a
+    newer trainer-core wrote, which is never taken for a damaged one)."""
     state_dir = Path(state_dir)
     manifest_path = state_dir / MANIFEST_NAME
+    if state_dir.is_file():
+        raise CheckpointError(
+            f"{str(state_dir)!r} is a file; a training state is a folder (Trainer.save_training_state writes one). "
+            "Pass the folder."
+        )
     if not state_dir.is_dir():
         raise CheckpointError(f"No training state at {str(state_dir)!r}: check the path.")
     if not manifest_path.is_file():
@@ -200,19 +217,11 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
-    recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)  # states written before trainer-core 0.4 have none
-    if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
-        raise CheckpointError(
-            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
-            "(a changed byte). Resume from another training state."
-        )
+    _check_format_version(state_dir, manifest)  # first: a newer format may check its content otherwise
+    _check_manifest_digest(manifest_path, manifest)
     if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
         raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
-    if manifest.get("format_version") not in _READABLE_FORMAT_VERSIONS:
-        raise CheckpointError(
-            f"{str(state_dir)!r} was written in training-state format {manifest.get('format_version')}; "
-            f"this trainer-core reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}."
-        )
+    _check_file_digests_listed(manifest_path, manifest)
     for name, size in manifest["files"].items():
         path = state_dir / name
         if not path.is_file():
@@ -225,14 +234,62 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _check_format_version(state_dir: Path, manifest: dict[str, Any]) -> None:
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > _FORMAT_VERSION:
+        raise NewerFormatError(
+            f"{str(state_dir)!r} was written by a newer trainer-core (training-state format {version}; this one reads "
+            f"formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}): upgrade trainer-core to resume from it. "
+            "It is left as it is, and no older state is used in its place."
+        )
+    if version not in _READABLE_FORMAT_VERSIONS:
+        raise CheckpointError(
+            f"{str(state_dir / MANIFEST_NAME)!r} is damaged: its format_version is {version!r} (this trainer-core "
+            f"reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}). Resume from another training state."
+        )
+
+
+def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> None:
+    """Format 2 manifests always carry the SHA-256 of their own content; format 1 ones never did."""
+    recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)
+    if recorded_digest is None and manifest["format_version"] >= 2:
+        raise CheckpointError(
+            f"{str(manifest_path)!r} has no {_MANIFEST_DIGEST_KEY!r}, which training-state format "
+            f"{manifest['format_version']} always writes: it was edited or damaged, and its files cannot be "
+            "trusted. Resume from another training state."
+        )
+    if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
+        raise CheckpointError(
+            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
+            "(a changed byte). Resume from another training state."
+        )
+
+
+def _check_file_digests_listed(manifest_path: Path, manifest: dict[str, Any]) -> None:
+    """A SHA-256 for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at all."""
+    digests = manifest.get("sha256")
+    if digests is None and manifest["format_version"] == 1:
+        return  # loaded unchecked, with a warning (load_training_state)
+    missing = sorted(set(manifest["files"]) - set(digests)) if isinstance(digests, dict) else sorted(manifest["files"])
+    if missing:
+        raise CheckpointError(
+            f"{str(manifest_path)!r} has no SHA-256 for {missing}, where training-state format "
+            f"{manifest['format_version']} records one for every file: it was edited or damaged, and those files "
+            "cannot be checked. Resume from another training state."
+        )
+
+
 def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None) -> None:
     """Raise :class:`CheckpointError` naming the first of the files ``names`` (all by default)
-    whose SHA-256 differs from the manifest's. States written before digests were kept pass."""
+    whose SHA-256 differs from the manifest's (:func:`read_manifest` has shown that it records one
+    for each; only format 1 states of trainer-core 0.2 have none, and pass unchecked)."""
     state_dir = Path(state_dir)
-    digests = manifest.get("sha256") or {}
+    digests = manifest.get("sha256")
+    if digests is None:
+        return
     for name in manifest["files"] if names is None else names:
         path = state_dir / name
-        if name in digests and _cached_sha256(path) != digests[name]:
+        if _cached_sha256(path) != digests[name]:
             raise CheckpointError(
                 f"{str(path)!r} is corrupted: its content no longer matches the SHA-256 recorded in {MANIFEST_NAME} "
                 "when it was saved (a flipped bit, an edit, or a bad disk). Resume from another training state."
@@ -261,6 +318,11 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
         raise CheckpointError(
             f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
             "in it. Resume with the number of processes the run was saved with."
+        )
+    if manifest.get("sha256") is None:
+        warn_user(
+            f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are loaded "
+            "unchecked (a damaged byte would go unnoticed). States this trainer-core saves are checked."
         )
     components = components_of(state_dir, manifest)
     component_files = sorted({storage["file"] for storage in components.values()} - {SHARED_FILE_NAME})
@@ -313,27 +375,36 @@ def training_state_progress(manifest: dict[str, Any]) -> tuple:
 
 def list_training_states(folder: str | os.PathLike) -> list[Path]:
     """The complete training states directly inside ``folder``, oldest progress first. Folders
-    whose names start with a dot (writes in progress) and incomplete ones are left out."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
+    whose names start with a dot (writes in progress) and incomplete or damaged ones are left out;
+    a state written by a newer trainer-core raises :class:`NewerFormatError` (it cannot be ordered,
+    and may be the newest)."""
     found = []
-    for candidate in folder.iterdir():
-        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
-            continue
+    for candidate in _state_folders(folder):
         try:
             found.append((training_state_progress(read_manifest(candidate)), candidate))
+        except NewerFormatError:
+            raise
         except (CheckpointError, KeyError, TypeError):
             continue
     return [path for _, path in sorted(found)]
+
+
+def _state_folders(folder: str | os.PathLike) -> list[Path]:
+    """The folders directly inside ``folder`` that hold a manifest, but for hidden ones (writes in progress)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    candidates = sorted(folder.iterdir())
+    return [path for path in candidates if not path.name.startswith(".") and (path / MANIFEST_NAME).is_file()]
 
 
 def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     """The training state inside ``folder`` that got furthest among the intact ones, or None when
     there is none. A state whose replacement was killed midway is put back first; a newer state
     whose files no longer match their digests, and any state whose manifest is damaged, is passed
-    over, with a warning naming it, and renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
-    every state there is damaged."""
+    over, with a warning naming it, and renamed ``.<name>.damaged`` (kept, no longer listed).
+    Raises :class:`CheckpointError` when every state there is damaged, and
+    :class:`NewerFormatError`, before anything is renamed, when a newer trainer-core wrote one."""
     recover_interrupted_replacements(folder)
     damaged = []
     for state, error in _states_with_unreadable_manifests(folder):  # a damaged manifest: no progress to order by
@@ -360,14 +431,14 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
 
 def _states_with_unreadable_manifests(folder: str | os.PathLike) -> list[tuple[Path, str]]:
     """The states in ``folder`` (a manifest there) that :func:`list_training_states` leaves out
-    because the manifest or a part it lists is damaged, each with the error that says how."""
-    folder = Path(folder)
+    because the manifest or a part it lists is damaged, each with the error that says how. Raises
+    :class:`NewerFormatError` for one a newer trainer-core wrote."""
     found = []
-    for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
-            continue
+    for candidate in _state_folders(folder):
         try:
             training_state_progress(read_manifest(candidate))
+        except NewerFormatError:
+            raise
         except CheckpointError as error:
             found.append((candidate, str(error)))
         except (KeyError, TypeError) as error:
