@@ -551,6 +551,19 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
         train_run(resume_from=path)
 
 
+def test_resume_from_a_checkpoint_file_says_it_is_one_and_names_load_checkpoint(tmp_path):
+    trainer = train_run(num_epochs=1)
+    trainer.save_checkpoint(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model\.pt' is a checkpoint written by save_checkpoint.*load_checkpoint"):
+        train_run(resume_from=tmp_path / "model.pt")
+    path = _saved_state(tmp_path)
+    with pytest.raises(CheckpointError, match=rf"trainer\.pt' is a file of the training state '{path}': pass that folder"):
+        train_run(resume_from=path / "trainer.pt")
+    (tmp_path / "notes.txt").write_text("not a state")
+    with pytest.raises(CheckpointError, match=r"notes\.txt' is a file; a training state is a folder that"):
+        train_run(resume_from=tmp_path / "notes.txt")
+
+
 def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):
     path = _saved_state(tmp_path)  # a OneCycleLR state
     model = make_model()

@@ -4,6 +4,7 @@ weights without wrappers, the optimizer and scheduler states, and extra plain da
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +56,15 @@ def load_checkpoint(
             )
         scheduler.load_state_dict(checkpoint[CHECKPOINT_SCHEDULER_KEY])
     return checkpoint
+
+
+def is_checkpoint_file(path) -> bool:
+    """Whether ``path`` is a file that :func:`save_checkpoint` wrote (its tensors mapped, not read)."""
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file, or one that cannot be loaded safely: not a checkpoint either way
+        return False
+    return isinstance(checkpoint, Mapping) and CHECKPOINT_MODEL_KEY in checkpoint
 
 
 def model_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:

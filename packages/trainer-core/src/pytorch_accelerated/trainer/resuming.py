@@ -13,7 +13,7 @@ from accelerate.utils import DistributedType, gather_object
 
 from .agreement import agree_on_training_state, on_every_process
 from .callbacks import CallbackHandler, TrainerCallback
-from .checkpointing import check_model_fits, load_model_state_dict, model_state_dict
+from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
 from .position import RunPosition
 from .random_state import capture_rng_state, check_rng_state_fits, restore_rng_state
@@ -21,7 +21,7 @@ from .run_config import TrainerRunConfig
 from .run_history import RunHistory
 from .running_loss import RunningLoss
 from .safe_files import CheckpointError, check_plain_data, to_cpu
-from .state_format import load_training_state, newest_of, resolve_training_state, write_training_state
+from .state_format import MANIFEST_NAME, load_training_state, newest_of, resolve_training_state, write_training_state
 
 
 @dataclass
@@ -146,7 +146,7 @@ class Resume:
             if latest is None:
                 self.accelerator.print("resume_from='latest': no training state has been saved yet; starting a new run.")
             return latest
-        return agree_on_training_state(self.accelerator, functools.partial(resolve_training_state, resume_from), resume_from)
+        return agree_on_training_state(self.accelerator, functools.partial(_resolve, resume_from), resume_from)
 
     def _latest_of_callbacks(self) -> Path | None:
         finders = [
@@ -361,6 +361,24 @@ class Resume:
                 f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
                 f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
             )
+
+
+def _resolve(resume_from) -> Path:
+    """The training state ``resume_from`` names; a file is refused, named for what it is."""
+    path = Path(resume_from)
+    if not path.is_file():
+        return resolve_training_state(path)
+    where = f"resume_from={str(path)!r}"
+    if (path.parent / MANIFEST_NAME).is_file():
+        raise CheckpointError(f"{where} is a file of the training state {str(path.parent)!r}: pass that folder.")
+    if is_checkpoint_file(path):
+        raise CheckpointError(
+            f"{where} is a checkpoint written by save_checkpoint (weights, optimizer, scheduler), not a training "
+            "state: it holds no position, random state or run history to resume from. To start a new run from "
+            f"its weights, call trainer.load_checkpoint({str(path)!r}) before train() (without resume_from); to "
+            "resume exactly, pass a folder written by save_training_state (or SaveTrainingStateCallback)."
+        )
+    raise CheckpointError(f"{where} is a file; a training state is a folder that save_training_state writes: pass one.")
 
 
 class _EpochBatches:
