@@ -551,6 +551,24 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
         train_run(resume_from=path)
 
 
+def test_a_dataset_of_another_length_with_as_many_batches_is_refused_mid_epoch(tmp_path):
+    # 90 and 89 samples make 12 batches of 8 each: the settings matched, and the epoch went on in another order
+    path = tmp_path / "state"
+
+    class SaveAtUpdate2(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "update" and trainer.completed_update_steps == 2:
+                trainer.save_training_state(path)
+
+    train_run([SaveAtUpdate2()], num_samples=90)
+    model = make_model(seed=1)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=re.escape("over other training data (dataset length 90 there, 89 here)")):
+        train_run(resume_from=path, model=model, num_samples=89)
+    assert_bitwise_equal(model.state_dict(), before)
+    train_run(resume_from=path, num_samples=90)
+
+
 def test_resume_from_a_checkpoint_file_says_it_is_one_and_names_load_checkpoint(tmp_path):
     trainer = train_run(num_epochs=1)
     trainer.save_checkpoint(tmp_path / "model.pt")

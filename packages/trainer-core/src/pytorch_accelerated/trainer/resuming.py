@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
-from .agreement import agree_on_training_state, on_every_process
+from .agreement import agree_on_training_state, any_process, on_every_process
 from .callbacks import CallbackHandler, TrainerCallback
 from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
@@ -200,6 +200,8 @@ class Resume:
         # a state saved at the update that ended its epoch: the epoch has no batch left, only its end
         goes_on = not self.position.train_epoch_should_end(self.run_config.max_num_train_steps)
         batches = self.train_data.batches(self.position.epoch_batches) if goes_on else iter(())
+        if self.train_data.replay_drew is not None:  # a replay that loaded ahead: exact unless a process drew
+            self.train_data.warn_replayed(any_process(self.accelerator, self.train_data.replay_drew))
         self._finish(epoch_goes_on=goes_on)
         return batches
 
@@ -270,6 +272,7 @@ class Resume:
             "epoch_start_rng": self._epoch_start_rng if self.position.epoch_batches else None,
             "train_loss": self.train_loss.state_dict(),
             "train_data": self.train_data.state_dict(),
+            "data_order": self.train_data.data_order(),
             "callbacks": self._callback_states(per_process=True),
         }
 
@@ -308,7 +311,9 @@ class Resume:
                 "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
             )
         position = shared["position"]
-        if position["epoch_batches"] > 0 and not position["stopped"]:
+        mid_epoch = position["epoch_batches"] > 0 and not position["stopped"]
+        self.train_data.check_fits(own.get("data_order"), mid_epoch, where)
+        if mid_epoch:
             differences = [
                 f"{name} {saved} there, {now} here"
                 for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())
