@@ -50,7 +50,8 @@ class TrainData:
     """The training dataloader, set up once per run so that a resumed epoch starts where the saved one was.
 
     ``resuming.Resume`` calls :meth:`start_epoch` at each epoch's start, :meth:`batches` for its batches,
-    :meth:`state_dict` when it saves and :meth:`load_state_dict` when it resumes.
+    :meth:`state_dict` and :meth:`data_order` when it saves, :meth:`check_fits` then :meth:`load_state_dict`
+    when it resumes, and :meth:`warn_replayed` once a replay that loaded ahead is agreed on.
 
     Args:
         dataloader: the prepared training dataloader.
