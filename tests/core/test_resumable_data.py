@@ -275,7 +275,8 @@ def test_a_stream_replayed_in_the_only_process_says_the_resume_is_exact(tmp_path
         lambda: assert_bitwise_equal(final_state(run(Noisy(), resume_from=tmp_path / "state", **kwargs)), expected)
     )
     assert len(messages) == 1, messages
-    assert "loading again the batches the saved run had seen, because the iterable dataset Noisy has no" in messages[0]
+    said = f"loading again the batches the saved run had seen ({SAVED_AFTER}), because the iterable dataset Noisy has no"
+    assert said in messages[0], messages[0]
     assert "The resume is exact" in messages[0] and "may differ" not in messages[0]
 
 

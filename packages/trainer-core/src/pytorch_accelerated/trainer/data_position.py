@@ -84,6 +84,7 @@ class TrainData:
         self._loads_ahead = num_processes > 1 or loader.num_workers > 0
         self._not_exact_because = _why_no_resume_is_exact(loader) if self.replay_reason is not None else None
         self._replay_pending = False
+        self._replay_length = 0
         #: After a replay that loads ahead: whether this process's generators drew while it loaded (else None).
         self.replay_drew: bool | None = None
         self._warned = False
@@ -134,6 +135,9 @@ class TrainData:
         batches = iter(self.dataloader)
         resuming, self._replay_pending = self._replay_pending, False
         watch = resuming and self._loads_ahead
+        self._replay_length = skip
+        if resuming and not watch and self._own_generator is None:  # said before the wait: nothing to check
+            self._warn(self._replay_message())
         before = None
         for skipped in range(skip):
             if next(batches, _EXHAUSTED) is _EXHAUSTED:
@@ -227,9 +231,9 @@ class TrainData:
 
     def _replay_message(self) -> str:
         return (
-            f"Resuming inside an epoch by loading again the batches the saved run had seen, because "
-            f"{self.replay_reason}. The resume is exact; loading those batches is its cost. See trainer-core's "
-            "README, 'Exact resume'."
+            f"Resuming inside an epoch by loading again the batches the saved run had seen ({self._replay_length}), "
+            f"because {self.replay_reason}. The resume is exact; loading those batches is its cost. See "
+            "trainer-core's README, 'Exact resume'."
         )
 
     def _warn(self, message: str) -> None:
