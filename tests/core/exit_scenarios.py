@@ -20,12 +20,22 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer
+from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, dataloader_workers
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+
+FAILING_PROCESS = 1
+FAILURE = "the loss on process 1 looked wrong at step 3"
+WORKER_FAILURE = "sample unreadable on process 1"
+NUM_WORKERS = 2
+# a worker's third batch never comes: the first ones take the workers' start (seconds under load)
+FAILING_FETCH = 9
+# a batch that never comes fails after this long (the default is 10 minutes)
+BATCH_TIMEOUT_S = 20.0
 
 
 def rank() -> int:
@@ -43,6 +53,12 @@ def make_trainer(callbacks=()) -> Trainer:
     )
 
 
+def train(trainer: Trainer, dataset, num_workers: int = NUM_WORKERS) -> None:
+    trainer.train(
+        dataset, num_epochs=2, per_device_batch_size=4, train_dataloader_kwargs={"num_workers": num_workers}
+    )
+
+
 # ---------------------------------------------------------------------------------------- scenarios
 
 
@@ -54,8 +70,56 @@ def scenario_success(out: Path) -> dict:
     return {"gathered": gathered.tolist()}
 
 
+class FailOnOneProcess(TrainerCallback):
+    def on_train_step_end(self, trainer, **kwargs):
+        if trainer.process_index == FAILING_PROCESS and trainer.completed_update_steps == 3:
+            raise RuntimeError(FAILURE)
+
+
+def scenario_callback_fails(out: Path) -> dict:
+    """A callback raises on process 1 only, with dataloader workers."""
+    train(make_trainer([FailOnOneProcess()]), make_tiny_dataset(64))
+    return {}
+
+
+class FaultyDataset(torch.utils.data.Dataset):
+    """Tiny samples; on process 1, a worker's ``FAILING_FETCH``-th sample raises, or never comes."""
+
+    def __init__(self, fault: str):
+        self.inner = make_tiny_dataset(64)
+        self.fault = fault
+        self.fetches = 0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        self.fetches += 1  # counted in each worker, which holds a copy
+        if rank() == FAILING_PROCESS and self.fetches == FAILING_FETCH:
+            if self.fault == "raises":
+                raise OSError(WORKER_FAILURE)
+            time.sleep(3600)
+        return self.inner[index]
+
+
+def scenario_worker_fails(out: Path) -> dict:
+    """A dataloader worker of process 1 raises."""
+    train(make_trainer(), FaultyDataset("raises"))
+    return {}
+
+
+def scenario_worker_hangs(out: Path) -> dict:
+    """A ``__getitem__`` on process 1 never returns; the batch's time limit is the default's mechanism."""
+    dataloader_workers.DEFAULT_TIMEOUT_S = BATCH_TIMEOUT_S
+    train(make_trainer(), FaultyDataset("hangs"))
+    return {}
+
+
 SCENARIOS = {
     "success": scenario_success,
+    "callback_fails": scenario_callback_fails,
+    "worker_fails": scenario_worker_fails,
+    "worker_hangs": scenario_worker_hangs,
 }
 
 

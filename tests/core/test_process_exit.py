@@ -1,16 +1,20 @@
 """How the processes of a two-process run end (two CPU processes, gloo, torchrun), through the
 interpreter's exit as a user's script ends: a run that succeeds exits 0 with gloo's threads
-joined first. Scenarios: ``tests/core/exit_scenarios.py``."""
+joined first; a process that fails exits at once, its dataloader workers with it, and the other
+fails by itself soon after, naming it. Scenarios: ``tests/core/exit_scenarios.py``."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ..launching import LAUNCH_TIMEOUT_S, REPO_ROOT, free_port, run_launch, tail
+from . import exit_scenarios as scenarios
+from .helpers import is_running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -50,3 +54,37 @@ def test_a_successful_run_joins_gloos_threads_before_the_interpreter_ends(tmp_pa
         assert "threads" in record, f"process {rank} did not reach the end of its exit hooks\n{tail(output)}"
         left = GLOO_THREADS & set(record["threads"])
         assert not left, f"process {rank}: gloo's threads {sorted(left)} outlived the exit hooks: {record['threads']}"
+
+
+def check_failure_named_on_every_process(scenario: str, error_type: str, reason: str, tmp_path: Path) -> None:
+    status, results, _, output = launch(scenario, tmp_path)
+    assert status != 0, tail(output)
+    failed, other = results[scenarios.FAILING_PROCESS], results[1 - scenarios.FAILING_PROCESS]
+    assert failed.get("error_type") == error_type and reason in failed["message"], f"{failed}\n{tail(output)}"
+    assert other.get("error_type") == "ProcessesOutOfStepError", (
+        f"process 0 did not fail by itself within {MONITOR_INTERVAL_S} s of process 1's exit: {other}\n{tail(output)}"
+    )
+    assert f"Training failed on process {scenarios.FAILING_PROCESS} ({error_type}: " in other["message"], other
+    assert reason in other["message"], other
+    workers = failed["workers"] + other["workers"]
+    deadline = time.monotonic() + 30  # a killed worker's end is reported by its forkserver, soon
+    while time.monotonic() < deadline and any(map(is_running, workers)):
+        time.sleep(0.1)
+    assert workers and not [pid for pid in workers if is_running(pid)], f"dataloader workers outlived the launch: {workers}"
+
+
+def test_a_callback_failing_on_one_process_with_workers_fails_every_process(tmp_path):
+    """The failing process used to wait at exit for workers that ignore SIGTERM, and the other in DDP's
+    collective for good: the launch never ended."""
+    check_failure_named_on_every_process("callback_fails", "RuntimeError", scenarios.FAILURE, tmp_path)
+
+
+def test_a_dataloader_worker_failing_on_one_process_fails_every_process(tmp_path):
+    check_failure_named_on_every_process("worker_fails", "OSError", scenarios.WORKER_FAILURE, tmp_path)
+
+
+def test_a_getitem_that_never_returns_fails_every_process_after_the_batch_limit(tmp_path):
+    """torch's DataLoader waits for a batch for good by default; the trainer gives worker loaders a time limit."""
+    reason = f"DataLoader timed out after {scenarios.BATCH_TIMEOUT_S} seconds"
+    check_failure_named_on_every_process("worker_hangs", "RuntimeError", reason, tmp_path)
+
