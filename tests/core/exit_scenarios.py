@@ -144,14 +144,15 @@ def write_json(path: Path, content: dict) -> None:
 def main(argv: list[str]) -> None:
     name, out = argv[1], Path(argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    # registered before any Trainer exists: exit hooks run last-registered first, so this one runs after the Trainer's
+    # registered before any Trainer: exit hooks run last-registered first, so it runs after the Trainer's
     atexit.register(lambda: write_json(out / f"{name}_exit_rank{rank()}.json", {"threads": native_threads()}))
     try:
         result = SCENARIOS[name](out)
     except Exception as error:
         workers = [child.pid for child in multiprocessing.active_children()]
-        write_json(out / f"{name}_rank{rank()}.json", {"error_type": type(error).__name__, "message": str(error), "workers": workers})
-        print(f"[rank {rank()}] scenario {name} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        seen = {"error_type": type(error).__name__, "message": str(error), "workers": workers}
+        write_json(out / f"{name}_rank{rank()}.json", seen)
+        print(f"[rank {rank()}] {name} failed: {seen['error_type']}: {error}", file=sys.stderr, flush=True)
         raise  # out of the script, as a user's error leaves it
     write_json(out / f"{name}_rank{rank()}.json", result)
 

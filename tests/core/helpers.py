@@ -38,7 +38,7 @@ class CallCounter(TrainerCallback):
 
 
 def is_running(pid: int) -> bool:
-    """Whether process ``pid`` is alive, not a zombie that its new parent (init, after a kill) has not reaped yet."""
+    """Whether process ``pid`` is alive: not a zombie its new parent (init, after a kill) has not reaped."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -46,4 +46,6 @@ def is_running(pid: int) -> bool:
         return False
 
 
-__all__ = ["make_trainer", "parameters_of", "CallCounter", "is_running", "make_tiny_dataset", "make_tiny_model"]
+__all__ = [
+    "make_trainer", "parameters_of", "CallCounter", "is_running", "make_tiny_dataset", "make_tiny_model",
+]  # fmt: skip

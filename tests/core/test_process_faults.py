@@ -180,4 +180,4 @@ def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_
     while time.monotonic() < deadline and any(map(is_running, [forkserver_pid, *worker_pids])):
         time.sleep(0.1)
     assert not is_running(forkserver_pid), "the forkserver outlived the training process"
-    assert not [pid for pid in worker_pids if is_running(pid)], "a dataloader worker outlived the training process"
+    assert not list(filter(is_running, worker_pids)), "a dataloader worker outlived the training process"

@@ -28,7 +28,7 @@ def launch_example(tmp_path: Path) -> tuple[int | None, str]:
 def check_launches_exit_0(num_launches: int, tmp_path: Path) -> None:
     with ThreadPoolExecutor(AT_A_TIME) as pool:
         outcomes = list(pool.map(lambda _: launch_example(tmp_path), range(num_launches)))
-    failed = [(status, output) for status, output in outcomes if status != 0 or output.count(TWO_PROCESSES_LINE) != 1]
+    failed = [(status, out) for status, out in outcomes if status != 0 or out.count(TWO_PROCESSES_LINE) != 1]
     report = "\n\n".join(f"exit status {status}:\n{tail(output, 2000)}" for status, output in failed[:3])
     assert not failed, f"{len(failed)} of {num_launches} launches failed; the first ones:\n{report}"
 

@@ -72,5 +72,5 @@ def let_go_of_the_process_group(model: torch.nn.Module | None) -> None:
 
 
 def _exiting_on_an_error() -> bool:
-    """Whether the interpreter is exiting on an uncaught exception (CPython keeps it as ``sys.last_value``)."""
+    """Whether the interpreter exits on an uncaught exception (CPython keeps it in ``sys.last_value``)."""
     return getattr(sys, "last_exc", None) is not None or getattr(sys, "last_value", None) is not None

@@ -103,7 +103,10 @@ def _forkserver(dataloader: DataLoader):
 
 
 # Windows has no forkserver (and never gets here: its workers are spawned, not forked)
-class _WorkerContext(getattr(multiprocessing.context, "ForkServerContext", multiprocessing.context.BaseContext)):
+_ForkServerContext = getattr(multiprocessing.context, "ForkServerContext", object)
+
+
+class _WorkerContext(_ForkServerContext):
     """The forkserver start method, keeping the workers it starts, to end them at exit."""
 
     def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
@@ -198,6 +201,6 @@ def _importing_in_a_forkserver() -> bool:
 
 
 _forkserver_pid: int | None = None  # in the forkserver and its workers: the forkserver's pid
-_started_workers: weakref.WeakSet = weakref.WeakSet()  # in a training process: the workers started from the forkserver
+_started_workers: weakref.WeakSet = weakref.WeakSet()  # in a training process: the workers it started
 _end_with_the_training_process()
 
