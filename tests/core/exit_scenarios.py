@@ -36,6 +36,7 @@ NUM_WORKERS = 2
 FAILING_FETCH = 9
 # a batch that never comes fails after this long (the default is 10 minutes)
 BATCH_TIMEOUT_S = 20.0
+KEPT_TO_THE_END = []  # what a script holds at module level until it exits
 
 
 def rank() -> int:
@@ -53,10 +54,9 @@ def make_trainer(callbacks=()) -> Trainer:
     )
 
 
-def train(trainer: Trainer, dataset, num_workers: int = NUM_WORKERS) -> None:
-    trainer.train(
-        dataset, num_epochs=2, per_device_batch_size=4, train_dataloader_kwargs={"num_workers": num_workers}
-    )
+def train(trainer: Trainer, dataset, **dataloader_kwargs) -> None:
+    dataloader_kwargs = {"num_workers": NUM_WORKERS, **dataloader_kwargs}
+    trainer.train(dataset, num_epochs=2, per_device_batch_size=4, train_dataloader_kwargs=dataloader_kwargs)
 
 
 # ---------------------------------------------------------------------------------------- scenarios
@@ -68,6 +68,14 @@ def scenario_success(out: Path) -> dict:
     trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
     gathered = trainer.gather(torch.tensor([float(rank())]))
     return {"gathered": gathered.tolist()}
+
+
+def scenario_persistent_workers(out: Path) -> dict:
+    """A run with persistent dataloader workers, whose trainer the script still holds when it exits."""
+    trainer = make_trainer()
+    train(trainer, make_tiny_dataset(64), persistent_workers=True)
+    KEPT_TO_THE_END.append(trainer)
+    return {"completed_update_steps": trainer.completed_update_steps}
 
 
 class FailOnOneProcess(TrainerCallback):
@@ -117,6 +125,7 @@ def scenario_worker_hangs(out: Path) -> dict:
 
 SCENARIOS = {
     "success": scenario_success,
+    "persistent_workers": scenario_persistent_workers,
     "callback_fails": scenario_callback_fails,
     "worker_fails": scenario_worker_fails,
     "worker_hangs": scenario_worker_hangs,

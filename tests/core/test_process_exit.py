@@ -56,6 +56,16 @@ def test_a_successful_run_joins_gloos_threads_before_the_interpreter_ends(tmp_pa
         assert not left, f"process {rank}: gloo's threads {sorted(left)} outlived the exit hooks: {record}"
 
 
+def test_a_run_with_persistent_workers_whose_trainer_is_held_to_the_end_exits_0(tmp_path):
+    """Its workers (started from a forkserver, they leave SIGTERM to the training process) are alive at
+    exit: multiprocessing's exit sent them SIGTERM and waited for them for good."""
+    status, results, exits, output = launch("persistent_workers", tmp_path)
+    assert status == 0, tail(output)
+    assert all(result.get("completed_update_steps") for result in results), results
+    for rank, record in enumerate(exits):
+        assert not GLOO_THREADS & set(record.get("threads", GLOO_THREADS)), f"process {rank}: {record}"
+
+
 def check_failure_named_on_every_process(scenario: str, error_type: str, reason: str, tmp_path: Path) -> None:
     status, results, _, output = launch(scenario, tmp_path)
     assert status != 0, tail(output)
