@@ -70,8 +70,9 @@ def on_every_process(accelerator: Accelerator, action: Callable, what: str):
         error = caught
     if any_process(accelerator, error is not None):
         if error is not None:
-            raise error
-        raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
+            raise _raised_on_every_process(error)
+        theirs = CheckpointError(f"Another process failed to {what}; its error is in its output.")
+        raise _raised_on_every_process(theirs)
     return result
 
 
@@ -88,15 +89,21 @@ def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | 
         error = caught
     seen = gather_object([_describe_training_state(accelerator.process_index, candidate, error)])
     if error is not None:
-        raise error
+        raise _raised_on_every_process(error)
     if len({found["identity"] for found in seen}) == 1:
         return candidate
     found = "; ".join(f"process {found['process']}: {found['summary']}" for found in seen)
-    raise CheckpointError(
+    raise _raised_on_every_process(CheckpointError(
         f"The processes found different training states to resume from (resume_from={str(resume_from)!r}): "
         f"{found}. Every process must resume from the same state: keep the training states on a file system "
         "that every process shares, or copy the same state folder to every machine and pass it as resume_from."
-    )
+    ))
+
+
+def _raised_on_every_process(error: Exception) -> Exception:
+    """``error``, marked as one that every process raises together: no process caused another's."""
+    error._raised_on_every_process = True  # exceptions take no weak references: the mark rides on it
+    return error
 
 
 def _describe_training_state(process_index: int, candidate: Path | None, error: Exception | None) -> dict:
@@ -180,7 +187,7 @@ class StopAgreement:
         self._fail(message, cause=error)
 
     def explain(self, error: Exception) -> None:
-        if self.store is None:
+        if self.store is None or getattr(error, "_raised_on_every_process", False):
             return
         self._fail_if_another_stopped(error)
         self._fail_if_another_failed(error)
@@ -197,7 +204,9 @@ class StopAgreement:
             )
 
     def _fail_if_another_failed(self, error: Exception) -> None:
-        failures = self._published_failures()
+        # the same error as another's was raised on every process (the same bug there): not its cause
+        mine = _summary(error)
+        failures = [(index, reason) for index, reason in self._published_failures() if reason != mine]
         if failures:
             failed = "; ".join(f"process {index} ({reason})" for index, reason in failures)
             message = (
