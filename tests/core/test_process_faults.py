@@ -19,6 +19,7 @@ from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 from ..launching import REPO_ROOT, free_port, run_launch, tail
 from . import process_fault_scenarios as scenarios
+from .helpers import is_running
 
 NUM_PROCESSES = 2
 SCRIPT = Path(__file__).resolve().with_name("process_fault_scenarios.py").relative_to(REPO_ROOT)
@@ -176,16 +177,7 @@ def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_
     assert returncode == -9, (tmp_path / "err.txt").read_text()
     forkserver_pid, *worker_pids = map(int, (tmp_path / "out.txt").read_text().split())
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(map(_is_running, [forkserver_pid, *worker_pids])):
+    while time.monotonic() < deadline and any(map(is_running, [forkserver_pid, *worker_pids])):
         time.sleep(0.1)
-    assert not _is_running(forkserver_pid), "the forkserver outlived the training process"
-    assert not [pid for pid in worker_pids if _is_running(pid)], "a dataloader worker outlived the training process"
-
-
-def _is_running(pid: int) -> bool:
-    """Alive, not a zombie that its new parent (init, after the kill) has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not is_running(forkserver_pid), "the forkserver outlived the training process"
+    assert not list(filter(is_running, worker_pids)), "a dataloader worker outlived the training process"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from ._dataloaders import on_device, prepare_dataloader
 from ._evaluation import real_samples_only, sync_buffers_before_evaluation
 from ._forward_inputs import ForwardInputs
 from ._preparation import ModelPreparation, plain_optimizer_calls
+from ._process_group import tear_down_at_exit
 from ._removed_hooks import check_no_removed_hooks
 from .accumulation import AccumulationWindows, Window, WindowItems, rescale_cut_window
 from .agreement import StopAgreement, any_process
@@ -85,7 +84,7 @@ class Trainer:
         _checks.check_launched_as_asked(self.accelerator)
         self._mixed_precision = self.accelerator.mixed_precision
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            _destroy_process_group_at_exit()
+            tear_down_at_exit(self)  # so that gloo's threads cannot abort a successful process at exit
         # read once: accelerate's properties cost microseconds a read
         self._is_main_process = self.accelerator.is_main_process
         self._is_local_main_process = self.accelerator.is_local_main_process
@@ -787,19 +786,6 @@ class Trainer:
 
     def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
-
-
-@functools.cache
-def _destroy_process_group_at_exit() -> None:
-    # A gloo process group still alive when the interpreter shuts down can abort a process that
-    # trained successfully ("terminate called without an active exception", exit code -6): its worker
-    # threads outlive Python. Destroying it while Python is whole avoids that; cached: once per process.
-    atexit.register(_destroy_process_group_if_alive)
-
-
-def _destroy_process_group_if_alive() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def _prefix_of(eval_set_name: str | None) -> str:
