@@ -121,16 +121,16 @@ class KillAt(TrainerCallback):
 def arm_the_half_write() -> None:
     """Make the next file written for a training state stop halfway, then kill the process."""
 
-    def write_half_then_die(obj, path):
+    def write_half_then_die(path, write):
         buffer = io.BytesIO()
-        torch.save(obj, buffer)
+        write(buffer)
         with open(path, "wb") as file:
             file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
             file.flush()
             os.fsync(file.fileno())
         kill_everything_now(f"halfway through writing {path}")
 
-    training_state_files.atomic_torch_save = write_half_then_die
+    training_state_files.write_with_digest = write_half_then_die
 
 
 class SlowAfter(TrainerCallback):
