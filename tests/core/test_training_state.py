@@ -47,13 +47,14 @@ def make_model(hidden=16, seed=0):
 
 
 class SaveAtEverySavePoint(TrainerCallback):
-    def __init__(self, folder):
+    def __init__(self, folder, asynchronous=False):
         self.folder = Path(folder)
+        self.asynchronous = asynchronous
         self.saved: list[Path] = []
 
     def on_save_point(self, trainer, point, **kwargs):
         path = self.folder / f"{len(self.saved):03d}-{point}"
-        trainer.save_training_state(path)
+        trainer.save_training_state(path, asynchronous=self.asynchronous)
         self.saved.append(path)
 
 
