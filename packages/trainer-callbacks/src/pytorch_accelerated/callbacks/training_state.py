@@ -68,6 +68,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         save_at_end: save when the run ends (a run stopped by a signal has saved already).
         max_checkpoints: how many of the newest states to keep; ``None`` keeps all.
         handle_signals: save and stop on SIGTERM or SIGINT.
+        asynchronous: write the states in the background (see above).
     """
 
     def __init__(
