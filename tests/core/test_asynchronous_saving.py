@@ -140,6 +140,14 @@ def test_a_failed_background_write_is_raised_at_the_next_save_or_the_runs_end(tm
     assert not (tmp_path / "next").exists()
 
 
+def test_a_failed_run_raises_its_own_error_and_warns_of_a_failed_background_write(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    failing = tmp_path / "a_file" / "state"
+    with pytest.warns(UserWarning, match=rf"The run failed .*a step failed.*, and so did a training state's write: .*'{failing}'"):
+        with pytest.raises(RuntimeError, match="a step failed after update 3"):
+            train_run([SaveInTheBackground(failing, at=2), RaiseAtUpdate(3)])
+
+
 def test_saving_in_the_background_after_the_run_is_refused(tmp_path):
     trainer = train_run()
     with pytest.raises(CheckpointError, match=r"after train\(\) returns, save with asynchronous=False"):
