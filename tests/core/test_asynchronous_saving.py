@@ -17,6 +17,7 @@ import torch
 
 import pytorch_accelerated.trainer.state_format as state_format
 from pytorch_accelerated.trainer import CheckpointError, TrainerCallback
+from pytorch_accelerated.trainer.async_saving import HostCopies
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
 
 from .test_training_state import SaveAtEverySavePoint, scramble_random_generators, train_run
@@ -54,6 +55,24 @@ class SaveInTheBackground(TrainerCallback):
         if (point == "update" and trainer.completed_update_steps == self.at) or point == self.at:
             trainer.save_training_state(self.path, asynchronous=True)
             self.saved_weights = {name: tensor.clone() for name, tensor in trainer.get_model().state_dict().items()}
+
+
+def test_the_host_copy_is_a_copy_kept_in_the_same_buffers_with_the_state_dicts_kind():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
+    model[1].weight = model[0].weight  # tied weights
+    copies = HostCopies()
+    state = {"model": model.state_dict(), "run": [1, ("a", 2.5)], "pos": {"steps": torch.tensor(3)}}
+    first = copies.copy(state)
+    assert type(first["model"]) is type(state["model"]) and first["model"]._metadata == state["model"]._metadata
+    assert first["model"]["0.weight"] is first["model"]["1.weight"], "a tied weight is copied once"
+    assert first["run"] == [1, ("a", 2.5)] and first["run"] is not state["run"]
+    weight = first["model"]["0.weight"]
+    with torch.no_grad():
+        model[0].weight.add_(1)
+    assert not torch.equal(weight, model[0].weight), "the copy changed with the model"
+    second = copies.copy({**state, "model": model.state_dict()})
+    assert second["model"]["0.weight"].data_ptr() == weight.data_ptr(), "the next copy goes into the same buffer"
+    assert_bitwise_equal(second["model"], model.state_dict())
 
 
 def test_states_saved_in_the_background_at_every_save_point_resume_exactly(tmp_path):

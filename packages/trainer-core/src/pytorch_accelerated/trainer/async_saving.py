@@ -4,13 +4,18 @@ by one background thread while training goes on; at most one write is in flight.
 Why a thread, and not ``torch.distributed.checkpoint.async_save``: DCP writes its own format
 (``.distcp`` files and a plan shared by every process), and the non-sharded state is ``torch.save``
 files with their digests and a manifest; a thread shares the host copy without pickling it to
-another process, and ``torch.save``, file writes, fsync and XXH3 release the GIL. The host copy
-is DCP's component, its ``DefaultStager``: every tensor copied into host buffers kept from one save
-to the next (pinned, with non-blocking copies, from a CUDA device), the containers deep-copied.
+another process, and ``torch.save``, file writes, fsync and XXH3 release the GIL.
+
+Why not DCP's ``DefaultStager`` for the host copy: it spends half as long again as the copy itself in
+Python (``no_grad`` entered at each step of its recursion), and torch 2.11-2.12's cannot be reused
+(pytorch#183413); :class:`HostCopies` is the same idea in a loop: buffers kept from one save to the next
+(a fresh one costs page faults, or pinning, worth several copies), pinned with non-blocking copies
+from a CUDA device, containers rebuilt.
 """
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -27,8 +32,7 @@ class BackgroundWriter:
     """
 
     def __init__(self, pin_memory: bool = False):
-        self.pin_memory = pin_memory
-        self._stager = None
+        self._copies = HostCopies(pin_memory)
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
         self._what = ""
@@ -37,10 +41,10 @@ class BackgroundWriter:
         """Wait for the write in flight (raising its error), copy ``state`` to host memory, then
         call ``write(copy)`` in the background. ``what`` names the write in its error."""
         self.wait()
-        copy = self._host_copy(state)
+        copied = self._copies.copy(state)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-state-writer")
-        self._in_flight, self._what = self._executor.submit(write, copy), what
+        self._in_flight, self._what = self._executor.submit(write, copied), what
 
     def wait(self) -> None:
         """Wait for the write in flight, if any; its error is raised as a :class:`CheckpointError` naming it."""
@@ -59,32 +63,59 @@ class BackgroundWriter:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
-            if self._stager is not None:
-                self._stager.close()
-                self._stager = None
-
-    def _host_copy(self, state: Any) -> Any:
-        if self._stager is not None and not _STAGERS_ARE_REUSABLE:
-            self._stager.close()
-            self._stager = None
-        if self._stager is None:
-            self._stager = _new_stager(self.pin_memory)
-        return self._stager.stage(state)
+            self._copies.free()
 
 
-# torch 2.11 and 2.12's DefaultStager closes itself after each copy (pytorch#183413): one per save there
-_STAGERS_ARE_REUSABLE = not ((2, 11) <= tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 13))
+class HostCopies:
+    """Copies of a state (tensors in dicts, lists and tuples) in host memory, each tensor copied into
+    the buffer its place in the state had at the previous copy when it still fits.
 
+    Args:
+        pin_memory: pinned buffers and non-blocking copies, waited for before :meth:`copy` returns.
+    """
 
-def _new_stager(pin_memory: bool):
-    try:
-        from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
-    except ImportError as error:
-        raise CheckpointError(
-            f"Asynchronous saving copies the state with torch.distributed.checkpoint's DefaultStager, which this "
-            f"torch {torch.__version__} lacks ({error}): install torch 2.9 or newer, or save with asynchronous=False."
-        ) from error
-    options = StagingOptions(
-        use_pinned_memory=pin_memory, use_shared_memory=False, use_async_staging=False, use_non_blocking_copy=pin_memory
-    )
-    return DefaultStager(options)
+    def __init__(self, pin_memory: bool = False):
+        self.pin_memory = pin_memory
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def copy(self, state: Any) -> Any:
+        """A copy of ``state`` that later changes to it do not reach; valid until the next copy."""
+        used: dict[tuple, torch.Tensor] = {}
+        copied = self._copy(state, (), used, {})
+        self._buffers = used  # the buffers of places gone from the state are freed
+        if self.pin_memory:
+            torch.cuda.synchronize()
+        return copied
+
+    def free(self) -> None:
+        self._buffers = {}
+
+    def _copy(self, value: Any, place: tuple, used: dict, seen: dict) -> Any:
+        if isinstance(value, torch.Tensor):
+            view = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), value.shape, value.stride())
+            if view not in seen:  # a tensor stored twice (tied weights) is copied once
+                seen[view] = self._copy_tensor(value, place, used)
+            return seen[view]
+        if isinstance(value, dict):
+            items = {key: self._copy(item, (*place, key), used, seen) for key, item in value.items()}
+            if type(value) is dict:
+                return items
+            copied = copy.copy(value)  # its type and attributes (a state_dict's _metadata), then the copies
+            copied.update(items)
+            return copied
+        if isinstance(value, (list, tuple)):
+            items = [self._copy(item, (*place, index), used, seen) for index, item in enumerate(value)]
+            if isinstance(value, list):
+                return items
+            return tuple(items) if type(value) is tuple else type(value)(*items)  # a namedtuple
+        return copy.deepcopy(value)
+
+    def _copy_tensor(self, tensor: torch.Tensor, place: tuple, used: dict) -> torch.Tensor:
+        if tensor.layout != torch.strided or type(tensor) is not torch.Tensor:
+            return tensor.detach().to("cpu", copy=True)  # sparse tensors and subclasses: a fresh copy
+        buffer = self._buffers.get(place)
+        if buffer is None or (buffer.dtype, buffer.shape) != (tensor.dtype, tensor.shape):
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.pin_memory)
+        used[place] = buffer
+        return buffer.copy_(tensor.detach(), non_blocking=self.pin_memory)
