@@ -5,22 +5,23 @@ sends, and a later launch continues it.
 Run on one process or on every process of a launch::
 
     python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N]
-        [--tensorboard]
+        [--tensorboard] [--asynchronous]
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
 
 The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
 augmentation in ``__getitem__`` (torch's, NumPy's and Python's generators), loaded by ``--workers``
 dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3 batches with a shorter last window; an
 evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
-``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3; with ``--tensorboard``, two
-TensorBoard trackers (``OUT_DIR/tb_steps``: every update, ``OUT_DIR/tb_epochs``: every epoch). Every
-launch starts with ``resume_from="latest"``.
+``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3 (``--asynchronous``: written
+in the background); with ``--tensorboard``, two TensorBoard trackers (``OUT_DIR/tb_steps``: every
+update, ``OUT_DIR/tb_epochs``: every epoch). Every launch starts with ``resume_from="latest"``.
 
 ``--kill KIND:AT`` ends the launch with SIGKILL on every process (``batch``: in the AT-th training
 batch overall, before its backward pass, so inside an accumulation window or just before an
 update; ``epoch``: once epoch AT has ended and its state was saved; ``logged``: once epoch AT's
 metrics are logged, before its state is saved; ``write``: halfway through
-writing the first file of the first state saved from batch AT on, on the main process).
+writing the first file of the first state saved from batch AT on, on the main process: in the
+background thread with ``--asynchronous``, while training goes on).
 ``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
 the process id) so that the test can send a signal mid-run. A run that completes writes
 ``result_rank<r>.pt``: its ``testing.final_state`` (weights, optimizer and scheduler states, run history).
@@ -35,6 +36,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -121,16 +123,16 @@ class KillAt(TrainerCallback):
 def arm_the_half_write() -> None:
     """Make the next file written for a training state stop halfway, then kill the process."""
 
-    def write_half_then_die(obj, path):
+    def write_half_then_die(path, write):
         buffer = io.BytesIO()
-        torch.save(obj, buffer)
+        write(buffer)
         with open(path, "wb") as file:
             file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
             file.flush()
             os.fsync(file.fileno())
-        kill_everything_now(f"halfway through writing {path}")
+        kill_everything_now(f"halfway through writing {path} (thread {threading.current_thread().name})")
 
-    training_state_files.atomic_torch_save = write_half_then_die
+    training_state_files.write_with_digest = write_half_then_die
 
 
 class SlowAfter(TrainerCallback):
@@ -163,7 +165,9 @@ def accelerator_kwargs() -> dict:
     return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
 
 
-def run(out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool) -> Trainer:
+def run(
+    out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool, asynchronous: bool = False
+) -> Trainer:
     seed_everything(1234)
     callbacks = [
         PrintMetricsCallback(),
@@ -171,7 +175,9 @@ def run(out: Path, kill: str | None, slow_after: int | None, workers: int, tenso
         ModelEmaCallback(decay=0.9, save_path=None),
         CSVLoggerCallback(out / "metrics.csv", log_every_n_steps=1),
         *(tensorboard_trackers(out) if tensorboard else []),
-        SaveTrainingStateCallback(out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3),
+        SaveTrainingStateCallback(
+            out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3, asynchronous=asynchronous
+        ),
     ]
     if kill:
         kind, at = kill.split(":")
@@ -208,11 +214,12 @@ def main() -> int:
     parser.add_argument("--slow-after", type=int)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tensorboard", action="store_true")
+    parser.add_argument("--asynchronous", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     try:
-        trainer = run(args.out, args.kill, args.slow_after, args.workers, args.tensorboard)
+        trainer = run(args.out, args.kill, args.slow_after, args.workers, args.tensorboard, args.asynchronous)
     except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
         print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         os._exit(1)  # do not wait in a collective for a process that went on

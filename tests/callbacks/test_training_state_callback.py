@@ -22,7 +22,7 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, list_training_states, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
 # 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
@@ -92,10 +92,29 @@ def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
     assert saver.latest_training_state() == tmp_path / "step-00000012-end"
 
 
-def test_keeps_only_the_newest_states(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2)
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["synchronous", "asynchronous"])
+def test_keeps_only_the_newest_states(tmp_path, asynchronous):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2, asynchronous=asynchronous)
     train([saver])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000012", "step-00000012-end"]
+
+
+def test_states_written_in_the_background_resume_exactly_and_never_fewer_than_kept(tmp_path):
+    """While a state is written in the background, the newest ``max_checkpoints`` complete ones stay."""
+    expected = final_state(train([]))
+    complete_counts = []
+
+    class CountsCompleteStates(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            complete_counts.append(len(list_training_states(tmp_path)))
+
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, max_checkpoints=2, asynchronous=True)
+    train([saver, CountsCompleteStates()])
+    kept_from = complete_counts.index(2)  # how many are complete depends on how fast the writes go; never fewer than 2 again
+    assert 2 <= min(complete_counts[kept_from:]) and max(complete_counts) <= 3, complete_counts
+    older_kept = list_training_states(tmp_path)[0]
+    assert older_kept != saver.saved_paths[-1]
+    assert_bitwise_equal(final_state(train([], resume_from=older_kept)), expected)
 
 
 def test_an_epoch_end_state_already_saved_is_not_saved_again_at_the_end(tmp_path):
@@ -168,8 +187,13 @@ def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, ca
 # ---------------------------------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number):
+@pytest.mark.parametrize(
+    ("signal_number", "asynchronous"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
+    ids=["sigterm", "sigint", "sigterm-saving-in-the-background"],
+)
+def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number, asynchronous):
+    """Saving in the background, the state saved on the signal is written before the run stops."""
     expected = final_state(train([]))
 
     class SignalMidWindow(TrainerCallback):
@@ -177,11 +201,12 @@ def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactl
             if trainer.completed_update_steps == 5 and trainer.completed_epoch_batches == 2:
                 os.kill(os.getpid(), signal_number)  # the first batch of update 6's window
 
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1, asynchronous=asynchronous)
     previous = signal.getsignal(signal_number)
     stopped = train([SignalMidWindow(), saver])
     assert stopped.completed_update_steps == 6
     assert saver.saved_paths[-1].name == "step-00000006"  # no final state after a signal
+    assert list_training_states(tmp_path) == saver.saved_paths  # every state written, none left half-done
     assert saver.stopped_by_signal == signal.Signals(signal_number).name
     assert signal.getsignal(signal_number) == previous  # handlers put back at the run's end
     resumed = train([SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)], resume_from="latest")

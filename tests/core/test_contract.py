@@ -41,7 +41,7 @@ TRAINER_METHODS = {
     'calculate_batch_predictions': '(self, batch)',
     'save_checkpoint': '(self, save_path, checkpoint_kwargs=None, save_optimizer=True, save_scheduler=True)',
     'load_checkpoint': '(self, checkpoint_path, load_optimizer=True, load_scheduler=True)',
-    'save_training_state': '(self, save_dir, checkpoint_kwargs=None)',
+    'save_training_state': '(self, save_dir, checkpoint_kwargs=None, *, asynchronous=False)',
     'load_training_state': '(self, state_dir)',
     'get_model': '(self, keep_torch_compile=True)',
     'print': '(self, *args, **kwargs)',

@@ -51,7 +51,7 @@ def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list
 def fault_runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("process_faults")
     # the stop of one process breaks the process group: it runs last
-    return launch(["resume_unshared", "stop_every_process", "stop_one_process"], tmp_path)
+    return launch(["resume_unshared", "background_write_fails", "stop_every_process", "stop_one_process"], tmp_path)
 
 
 def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_what_each_saw(fault_runs):
@@ -68,6 +68,17 @@ def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_wh
             assert "file system that every process shares" in seen["message"], seen
     assert per_process[0]["latest"]["message"] == per_process[1]["latest"]["message"]
     assert "process 1: none found" in per_process[1]["latest"]["message"]
+
+
+def test_a_failed_background_write_is_raised_on_every_process_at_the_next_save_or_the_end(fault_runs):
+    _, results, _ = fault_runs
+    main, other = results["background_write_fails"]
+    for case, failed, raised_at in (("next_save", "step-2", 4), ("run_end", "step-8", 8)):
+        for result in (main[case], other[case]):
+            assert result["error_type"] == "CheckpointError", result
+            assert result["completed_update_steps"] == raised_at, result
+        assert f"{failed}' in the background failed: FileExistsError" in main[case]["message"], main[case]
+        assert f"{failed}' in the background; its error is in its output" in other[case]["message"], other[case]
 
 
 def test_stop_raised_on_every_process_at_the_same_step_stops_them_cleanly(fault_runs):

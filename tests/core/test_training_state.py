@@ -8,7 +8,6 @@ tests/callbacks/test_resume.py, with SaveTrainingStateCallback.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import random
 import re
@@ -31,6 +30,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
+from pytorch_accelerated.trainer.safe_files import FILE_DIGEST, file_digest
 from pytorch_accelerated.trainer.state_format import _manifest_digest, read_manifest  # noqa
 from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
@@ -47,13 +47,14 @@ def make_model(hidden=16, seed=0):
 
 
 class SaveAtEverySavePoint(TrainerCallback):
-    def __init__(self, folder):
+    def __init__(self, folder, asynchronous=False):
         self.folder = Path(folder)
+        self.asynchronous = asynchronous
         self.saved: list[Path] = []
 
     def on_save_point(self, trainer, point, **kwargs):
         path = self.folder / f"{len(self.saved):03d}-{point}"
-        trainer.save_training_state(path)
+        trainer.save_training_state(path, asynchronous=self.asynchronous)
         self.saved.append(path)
 
 
@@ -383,7 +384,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"model": functools.partial(print, "unpickled!")}, shared)
     manifest = json.loads((path / "training_state.json").read_text())
     manifest["files"]["trainer.pt"] = shared.stat().st_size
-    manifest["sha256"]["trainer.pt"] = hashlib.sha256(shared.read_bytes()).hexdigest()  # a forged manifest too
+    manifest[FILE_DIGEST]["trainer.pt"] = file_digest(shared)  # a forged manifest too
     manifest["manifest_sha256"] = _manifest_digest(manifest)
     (path / "training_state.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
@@ -397,14 +398,14 @@ def test_a_failed_write_leaves_the_state_under_that_name_as_it_was(tmp_path, mon
 
     written = []
 
-    def fail_on_second_file(obj, file_path):
+    def fail_on_second_file(file_path, write):
         written.append(file_path)
         if len(written) == 2:
             raise OSError("disk full")
-        return real_save(obj, file_path)
+        return real_write(file_path, write)
 
-    real_save = training_state.atomic_torch_save
-    monkeypatch.setattr(training_state, "atomic_torch_save", fail_on_second_file)
+    real_write = training_state.write_with_digest
+    monkeypatch.setattr(training_state, "write_with_digest", fail_on_second_file)
 
     class SaveOverIt(TrainerCallback):
         def on_save_point(self, trainer, point, **kwargs):
@@ -495,7 +496,7 @@ def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_
         _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
 
     _check_the_damaged_newest_is_refused_and_the_one_before_resumes(
-        tmp_path, damage, r"trainer\.pt' is corrupted: its content no longer matches the SHA-256"
+        tmp_path, damage, r"trainer\.pt' is corrupted: its content no longer matches the digest \(xxh3_128\)"
     )
 
 

@@ -1,6 +1,7 @@
 """The training-state format names where and how each large component is stored, so that a sharded
-model's weights and optimizer can later be stored another way (torch.distributed.checkpoint); states
-of the previous format still load, and one of a newer format is refused by name, never passed over."""
+model's weights and optimizer can later be stored another way (torch.distributed.checkpoint); its
+files carry digests computed as they were written; states of the previous formats still load, and
+their damage is still found; one of a newer format is refused by name, never passed over."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
 )
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
+from pytorch_accelerated.trainer.safe_files import FILE_DIGEST, file_digest
 from pytorch_accelerated.trainer.state_format import _manifest_digest
 
 from .test_training_state import SaveAtEverySavePoint, train_run
@@ -47,6 +49,19 @@ def _manifest(path: Path) -> dict:
     return json.loads((path / "training_state.json").read_text())
 
 
+def _record(path: Path, manifest: dict, name: str) -> None:
+    """The size and digest of the file ``name`` in the manifest, as its writer records them."""
+    manifest["files"][name] = (path / name).stat().st_size
+    manifest[FILE_DIGEST][name] = file_digest(path / name)
+
+
+def _as_written_before_format_3(path: Path, manifest: dict) -> dict:
+    """The manifest with SHA-256 file digests, as formats 1 and 2 (trainer-core 0.3 and 0.4) recorded them."""
+    del manifest[FILE_DIGEST]
+    manifest["sha256"] = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    return manifest
+
+
 def _write_manifest(path: Path, manifest: dict) -> None:
     """Written as a trainer-core that wrote this content would: with its digest (none in version 1)."""
     manifest = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
@@ -58,7 +73,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(saved):
     path, _ = saved
     manifest = _manifest(path)
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert manifest["components"] == {
         "model": {"format": "torch.save", "file": "trainer.pt", "key": "model"},
         "optimizer": {"format": "torch.save", "file": "trainer.pt", "key": "optimizer"},
@@ -67,14 +82,35 @@ def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(sav
     assert {"model", "optimizer"} <= set(shared)
 
 
+def test_each_file_has_the_digest_of_its_bytes_in_the_manifest(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    assert sorted(manifest[FILE_DIGEST]) == sorted(manifest["files"]) == ["process_0.pt", "trainer.pt"]
+    for name, digest in manifest[FILE_DIGEST].items():
+        assert digest == file_digest(path / name), f"{name}: the digest computed while writing is not the file's"
+
+
 def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
     path, expected = saved
-    manifest = _manifest(path)
+    manifest = _as_written_before_format_3(path, _manifest(path))
     del manifest["components"], manifest["manifest_sha256"]  # the files are what version 1 wrote; only the manifest says more now
     manifest["format_version"] = 1
     assert set(manifest) == VERSION_1_FIELDS
     _write_manifest(path, manifest)
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_state_of_format_version_2_still_loads_and_its_sha256_digests_find_damage(saved):
+    path, expected = saved
+    manifest = _as_written_before_format_3(path, _manifest(path))
+    manifest["format_version"] = 2
+    _write_manifest(path, manifest)
+    assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+    content = bytearray((path / "process_0.pt").read_bytes())
+    content[len(content) // 2] ^= 0x01
+    (path / "process_0.pt").write_bytes(bytes(content))
+    with pytest.raises(CheckpointError, match=r"process_0\.pt' is corrupted: .* the digest \(sha256\) recorded"):
+        train_run(resume_from=path)
 
 
 def test_a_component_stored_in_a_file_of_its_own_loads(saved):
@@ -85,8 +121,7 @@ def test_a_component_stored_in_a_file_of_its_own_loads(saved):
     torch.save(shared, path / "trainer.pt")
     manifest = _manifest(path)
     for name in ("trainer.pt", "model.pt"):
-        manifest["files"][name] = (path / name).stat().st_size
-        manifest["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+        _record(path, manifest, name)
     manifest["components"]["model"] = {"format": "torch.save", "file": "model.pt", "key": "weights"}
     _write_manifest(path, manifest)
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
@@ -97,8 +132,7 @@ def test_a_component_stored_in_a_format_this_trainer_core_cannot_read_is_refused
     manifest = _manifest(path)
     manifest["components"]["model"] = {"format": "dcp", "folder": "model"}  # as a sharded save might store it
     (path / "trainer.pt").write_bytes(b"")  # refused before the files are loaded: reading this one would fail
-    manifest["files"]["trainer.pt"] = 0
-    manifest["sha256"]["trainer.pt"] = hashlib.sha256(b"").hexdigest()
+    _record(path, manifest, "trainer.pt")
     _write_manifest(path, manifest)
     with pytest.raises(CheckpointError, match=r"stores its model state in the format 'dcp', which this trainer-core cannot read"):
         train_run(resume_from=path)

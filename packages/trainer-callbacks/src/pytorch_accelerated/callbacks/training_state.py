@@ -46,6 +46,11 @@ class SaveTrainingStateCallback(TrainerCallback):
       in the main thread.
     - A run that does not resume refuses a ``save_dir`` that already holds training states, so
       one run's states are never pruned or mixed with another's.
+    - With ``asynchronous=True``, a save blocks training only while the state is copied to host
+      memory; the main process writes it in the background (``Trainer.save_training_state``), one
+      at a time, and the run's end waits for it. A state saved on a signal, and at the run's end,
+      is written before training goes on. While a state is written, the ``max_checkpoints`` before
+      it are kept: a folder never holds fewer complete states than that.
 
     On several processes, the signal and the timer are agreed on at every update with one tiny
     collective on the CPU (gloo), so the processes stop and save together.
@@ -63,6 +68,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         save_at_end: save when the run ends (a run stopped by a signal has saved already).
         max_checkpoints: how many of the newest states to keep; ``None`` keeps all.
         handle_signals: save and stop on SIGTERM or SIGINT.
+        asynchronous: write the states in the background (see above).
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         save_at_end: bool = True,
         max_checkpoints: int | None = None,
         handle_signals: bool = True,
+        asynchronous: bool = False,
     ):
         for name, value in (
             ("save_every_n_steps", save_every_n_steps),
@@ -92,6 +99,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.save_at_end = save_at_end
         self.max_checkpoints = max_checkpoints
         self.handle_signals = handle_signals
+        self.asynchronous = asynchronous
         self.saved_paths: list[Path] = []
         self._signal_received: int | None = None
         #: The name of the signal that stopped the last run ("SIGTERM", "SIGINT"), or None.
@@ -120,14 +128,15 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     def on_save_point(self, trainer, point, **kwargs):
         if point == "run_start":
-            self._save(trainer, point)  # from here on, an interruption resumes instead of starting again
+            # from here on, an interruption resumes instead of starting again
+            self._save(trainer, point, self.asynchronous)
             return
         if point == "run_end":
             self._save_at_run_end(trainer)
             return
         signal_number, time_is_up = self._agreed_triggers(trainer)
         if signal_number or time_is_up or self._is_due(trainer, point):
-            self._save(trainer, point)
+            self._save(trainer, point, self.asynchronous and not signal_number)  # the run stops after a signal
         if signal_number:
             self.stopped_by_signal = signal.Signals(signal_number).name  # the state saved is one to continue from
             raise StopTrainingError(
@@ -140,6 +149,8 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     def on_training_run_end(self, trainer, **kwargs):
         self._release()
+        if self.asynchronous:
+            self._prune(trainer)  # the run's end waited for the last state written in the background
 
     def on_training_run_error(self, trainer, error, **kwargs):
         self._release()
@@ -179,12 +190,16 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ saving and pruning
 
-    def _save(self, trainer, point: str) -> None:
+    def _save(self, trainer, point: str, asynchronous: bool = False) -> None:
         path = self.save_dir / self._folder_name(trainer, point)
-        trainer.save_training_state(path)
+        trainer.save_training_state(path, asynchronous=asynchronous)
         self.saved_paths.append(path)
         self._last_saved_position = self._position(trainer)
         self._last_save_time = time.monotonic()
+        self._prune(trainer)
+
+    def _prune(self, trainer) -> None:
+        """Keep the newest ``max_checkpoints`` complete states (one being written is not listed yet)."""
         if trainer.is_world_process_zero and self.max_checkpoints is not None:
             for old in list_training_states(self.save_dir)[: -self.max_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,9 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
+from ._warnings import warn_user
 from .agreement import agree_on_training_state, any_process, on_every_process
+from .async_saving import BackgroundWriter
 from .callbacks import CallbackHandler, TrainerCallback
 from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
@@ -82,6 +84,9 @@ class Resume:
         self.resumed_from: Path | None = None
         self._pending: _Pending | None = None
         self._epoch_start_rng: dict | None = None  # the random state the current epoch started from
+        self._background = BackgroundWriter(pin_memory=accelerator.device.type == "cuda")
+        self._writing: Path | None = None  # the state written in the background (known on every process)
+        self._ended = False
 
     # ------------------------------------------------------------------ the four points
 
@@ -111,29 +116,61 @@ class Resume:
         self.train_data.start_epoch(self._epoch_start_rng)
         return _EpochBatches(self._iterate_epoch)
 
-    def save(self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None) -> Path:
+    def save(self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None, *, asynchronous=False) -> Path:
         """Save the run's state into the folder ``save_dir``: every process's part is gathered, the
         main process writes. ``point`` is the save point reached, ``None`` inside a step;
-        ``checkpoint_kwargs``, the user's plain data, is kept in the shared part."""
-        self._check_can_be_saved(point)
+        ``checkpoint_kwargs``, the user's plain data, is kept in the shared part. Asynchronous, the call
+        returns once the state is copied to host memory, and the main process writes it in the
+        background; a state still being written is waited for first (its error raised on every process)."""
+        self._check_can_be_saved(point, asynchronous)
         check_plain_data(checkpoint_kwargs, "checkpoint_kwargs")
+        self._finish_writing()
         save_dir = Path(save_dir)
         own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
         states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
 
         def write() -> None:
-            if self.accelerator.is_main_process:
-                shared = self._shared_state(point)
-                if checkpoint_kwargs:  # returned by Trainer.load_training_state
-                    shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
-                write_training_state(save_dir, shared, states, self._saved_position(point))
+            if not self.accelerator.is_main_process:
+                return
+            shared = self._shared_state(point)
+            if checkpoint_kwargs:  # returned by Trainer.load_training_state
+                shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
+            state = (shared, states, self._saved_position(point))
+            if asynchronous:
+                self._background.start(_write_copied_state(save_dir), state, f"the training state {str(save_dir)!r}")
+            else:
+                write_training_state(save_dir, *state)
 
-        on_every_process(self.accelerator, write, f"write the training state {str(save_dir)!r}")
+        doing = "copy the training state {} to host memory" if asynchronous else "write the training state {}"
+        on_every_process(self.accelerator, write, doing.format(repr(str(save_dir))))
+        self._writing = save_dir if asynchronous else None
         return save_dir
 
-    def end(self) -> None:
-        """The run ended (or failed): nothing loaded stays pending."""
-        self._pending = None
+    def end(self, error: BaseException | None = None) -> None:
+        """The run ended, or failed with ``error``: a state still being written is waited for (a failed
+        write raised on every process; after ``error``, only reported: the other processes may not be
+        here), the host copies are freed, and nothing loaded stays pending."""
+        self._pending, self._ended = None, True
+        try:
+            if error is None:
+                self._finish_writing()
+            elif self._writing is not None:
+                self._writing = None
+                self._background.wait()
+        except CheckpointError as write_error:
+            if error is None:
+                raise
+            warn_user(f"The run failed ({error!r}), and so did a training state's write: {write_error}")
+        finally:
+            self._background.close()
+
+    def _finish_writing(self) -> None:
+        """Wait for the state being written in the background; its error is raised on every process."""
+        if self._writing is None:
+            return
+        writing, self._writing = self._writing, None
+        what = f"write the training state {str(writing)!r} in the background"
+        on_every_process(self.accelerator, self._background.wait, what)
 
     # ------------------------------------------------------------------ resuming
 
@@ -212,7 +249,12 @@ class Resume:
 
     # ------------------------------------------------------------------ saving
 
-    def _check_can_be_saved(self, point: str | None) -> None:
+    def _check_can_be_saved(self, point: str | None, asynchronous: bool) -> None:
+        if asynchronous and self._ended:
+            raise CheckpointError(
+                "save_training_state(asynchronous=True) saves during a run, whose end waits for the write: "
+                "after train() returns, save with asynchronous=False."
+            )
         if point is None:
             raise CheckpointError(
                 "save_training_state was called in the middle of a training step, where a saved state would "
@@ -384,6 +426,11 @@ def _resolve(resume_from) -> Path:
             "resume exactly, pass a folder written by save_training_state (or SaveTrainingStateCallback)."
         )
     raise CheckpointError(f"{where} is a file; a training state is a folder that save_training_state writes: pass one.")
+
+
+def _write_copied_state(save_dir: Path) -> Callable[[tuple], Path]:
+    """What the background thread calls with the host copy of (shared state, per-process states, position)."""
+    return lambda state: write_training_state(save_dir, *state)
 
 
 class _EpochBatches:

@@ -5,13 +5,16 @@ A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, sc
 run history, position, shared callback states), one ``process_<i>.pt`` per process (its random
 generators, its running loss, its own run history (per-step values are each process's own), its
 own callback states) and ``training_state.json``, the manifest,
-written last: the file names, sizes and SHA-256 digests, the number of processes and the
+written last: the file names, sizes and digests, the number of processes and the
 position, as JSON. A folder whose replacement was killed between its two renames is put back
 under its name on resume and on the next write; a state whose files no longer match their
 digests is refused by name, and a folder of states falls back to the newest intact one. A format-2
 manifest without its digests is damaged; format-1 ones (trainer-core 0.2) may have none, and load
 unchecked with a warning. A state of a newer format is refused by name (:class:`NewerFormatError`),
 never set aside or passed over: an older state resumed in its place would be written over it.
+
+Each file's digest is computed from its bytes as they are written (never read back): XXH3-128
+(``"xxh3_128"``) since format version 3, SHA-256 (``"sha256"``) before; both are checked on load.
 
 The manifest also names where each large component is stored and how (``"components"``, since
 format version 2): today the model's and the optimizer's state dicts are entries of
@@ -24,6 +27,7 @@ version 1 (no ``"components"``: both entries of ``trainer.pt``) still load.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,14 +36,25 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .safe_files import CheckpointError, atomic_torch_save, is_out_of_space, out_of_space_error, safe_torch_load, stored_bytes
+import torch
+
+from .safe_files import (
+    FILE_DIGEST,
+    CheckpointError,
+    file_digest,
+    is_out_of_space,
+    out_of_space_error,
+    safe_torch_load,
+    stored_bytes,
+    write_with_digest,
+)
 from ._warnings import warn_user
 
 MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
 _FORMAT = "pytorch_accelerated.training_state"
-_FORMAT_VERSION = 2
-_READABLE_FORMAT_VERSIONS = (1, 2)
+_FORMAT_VERSION = 3  # 3: file digests XXH3-128, computed while writing (SHA-256 before)
+_READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: Where the large components are stored: entries of trainer.pt, each written with torch.save.
 #: Version 1 states stored them so without saying it.
 _COMPONENTS = {
@@ -67,32 +82,17 @@ def write_training_state(
     save_dir: str | os.PathLike, shared: dict[str, Any], per_process: list[dict[str, Any]], position: dict[str, Any]
 ) -> Path:
     """Write a training state folder (main process only), atomically: the files go to a hidden
-    folder beside ``save_dir``, which is renamed to ``save_dir`` once complete, so a folder under
-    that name is always complete, and one that was there survives a failed write."""
+    folder beside ``save_dir``, which is renamed to ``save_dir`` once complete and synced, so a
+    folder under that name is always complete, and one that was there survives a failed write."""
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_up_interrupted_writes(save_dir.parent)
     temporary = save_dir.with_name(f".{save_dir.name}.incomplete")
     temporary.mkdir()
     try:
-        atomic_torch_save(shared, temporary / SHARED_FILE_NAME)
-        for index, state in enumerate(per_process):
-            atomic_torch_save(state, temporary / process_file_name(index))
-        parts = sorted(temporary.iterdir())
-        files = {path.name: path.stat().st_size for path in parts}
-        manifest = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "num_processes": len(per_process),
-            "position": position,
-            "components": _COMPONENTS,
-            "files": files,
-            # read back from the disk, once per save: a later flipped bit is then detected on load
-            "sha256": {path.name: _sha256(path) for path in parts},
-        }
-        manifest[_MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
-        _write_json_atomically(manifest, temporary / MANIFEST_NAME)
+        files = _write_parts(temporary, shared, per_process)
+        _write_json(_manifest(files, len(per_process), position), temporary / MANIFEST_NAME)
+        _fsync_folder(temporary)
         _install_folder(temporary, save_dir)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -103,13 +103,34 @@ def write_training_state(
     return save_dir
 
 
-def _write_json_atomically(value, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    with open(partial, "w", encoding="utf-8") as file:
+def _write_parts(folder: Path, shared: dict, per_process: list[dict]) -> dict[str, tuple[int, str]]:
+    """Write the state's files into ``folder``, each synced: their sizes and digests, by name. (A
+    component stored another way, a sharded model's, would add its files here.)"""
+    parts = {SHARED_FILE_NAME: shared}
+    parts.update((process_file_name(index), state) for index, state in enumerate(per_process))
+    return {name: write_with_digest(folder / name, functools.partial(torch.save, part)) for name, part in parts.items()}
+
+
+def _manifest(files: dict[str, tuple[int, str]], num_processes: int, position: dict[str, Any]) -> dict[str, Any]:
+    manifest = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "num_processes": num_processes,
+        "position": position,
+        "components": _COMPONENTS,
+        "files": {name: size for name, (size, _) in sorted(files.items())},
+        FILE_DIGEST: {name: digest for name, (_, digest) in sorted(files.items())},
+    }
+    manifest[_MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
+    return manifest
+
+
+def _write_json(value, path: Path) -> None:
+    with open(path, "x", encoding="utf-8") as file:
         json.dump(value, file, indent=2)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 def _clean_up_interrupted_writes(folder: Path) -> None:
@@ -155,14 +176,6 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
     byte in a value (a step count, a file's size or digest) no longer passes unseen."""
     content = json.loads(json.dumps({key: value for key, value in manifest.items() if key != _MANIFEST_DIGEST_KEY}))
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _install_folder(temporary: Path, final: Path) -> None:
@@ -266,14 +279,14 @@ def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> Non
 
 
 def _check_file_digests_listed(manifest_path: Path, manifest: dict[str, Any]) -> None:
-    """A SHA-256 for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at all."""
-    digests = manifest.get("sha256")
-    if digests is None and manifest["format_version"] == 1:
+    """A digest for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at all."""
+    algorithm, digests = _file_digests(manifest)
+    if not digests and manifest["format_version"] == 1:
         return  # loaded unchecked, with a warning (load_training_state)
-    missing = sorted(set(manifest["files"]) - set(digests)) if isinstance(digests, dict) else sorted(manifest["files"])
+    missing = sorted(set(manifest["files"]) - set(digests))
     if missing:
         raise CheckpointError(
-            f"{str(manifest_path)!r} has no SHA-256 for {missing}, where training-state format "
+            f"{str(manifest_path)!r} has no {algorithm} digest for {missing}, where training-state format "
             f"{manifest['format_version']} records one for every file: it was edited or damaged, and those files "
             "cannot be checked. Resume from another training state."
         )
@@ -281,31 +294,38 @@ def _check_file_digests_listed(manifest_path: Path, manifest: dict[str, Any]) ->
 
 def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None) -> None:
     """Raise :class:`CheckpointError` naming the first of the files ``names`` (all by default)
-    whose SHA-256 differs from the manifest's (:func:`read_manifest` has shown that it records one
+    whose digest differs from the manifest's (:func:`read_manifest` has shown that it records one
     for each; only format 1 states of trainer-core 0.2 have none, and pass unchecked)."""
     state_dir = Path(state_dir)
-    digests = manifest.get("sha256")
-    if digests is None:
-        return
+    algorithm, digests = _file_digests(manifest)
     for name in manifest["files"] if names is None else names:
         path = state_dir / name
-        if _cached_sha256(path) != digests[name]:
+        if name in digests and _cached_digest(path, algorithm) != digests[name]:
             raise CheckpointError(
-                f"{str(path)!r} is corrupted: its content no longer matches the SHA-256 recorded in {MANIFEST_NAME} "
-                "when it was saved (a flipped bit, an edit, or a bad disk). Resume from another training state."
+                f"{str(path)!r} is corrupted: its content no longer matches the digest ({algorithm}) recorded in "
+                f"{MANIFEST_NAME} when it was saved (a flipped bit, an edit, or a bad disk). Resume from another "
+                "training state."
             )
+
+
+def _file_digests(manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The algorithm of the manifest's file digests, and the digests by file name (none in the earliest states)."""
+    for algorithm in (FILE_DIGEST, "sha256"):
+        if isinstance(manifest.get(algorithm), dict):
+            return algorithm, manifest[algorithm]
+    return FILE_DIGEST, {}
 
 
 _digests_read: dict[tuple, str] = {}
 
 
-def _cached_sha256(path: Path) -> str:
+def _cached_digest(path: Path, algorithm: str) -> str:
     """``path``'s digest, read once per process for each version of the file (choosing a state
     checks it, and loading it does not read it a third time)."""
     status = path.stat()
-    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns, algorithm)
     if key not in _digests_read:
-        _digests_read[key] = _sha256(path)
+        _digests_read[key] = file_digest(path, algorithm)
     return _digests_read[key]
 
 
@@ -319,7 +339,7 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
             f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
             "in it. Resume with the number of processes the run was saved with."
         )
-    if manifest.get("sha256") is None:
+    if not _file_digests(manifest)[1]:
         warn_user(
             f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are loaded "
             "unchecked (a damaged byte would go unnoticed). States this trainer-core saves are checked."

@@ -233,13 +233,14 @@ class Trainer:
                     self._evaluate_epoch()
                     self._end_epoch()
             self._reach_save_point("run_end")
+            self._resume.end()  # waits for a state still being written: a failed write fails the run
             self.training_run_end()
         except BaseException as error:
+            self._resume.end(error)
             self.callback_handler.call_event("on_training_run_error", self, error=error)
             raise
         finally:
             self._in_training_run, self._save_point = False, None
-            self._resume.end()
         # the run has ended: an error a callback raises here (optuna's TrialPruned, say) propagates as it is
         self.callback_handler.call_event("on_training_run_end", self)
         return self.run_history
@@ -688,7 +689,9 @@ class Trainer:
             self.accelerator, self.model, self.optimizer, self.scheduler, checkpoint_path, load_optimizer, load_scheduler
         )
 
-    def save_training_state(self, save_dir: str | os.PathLike, checkpoint_kwargs: dict | None = None) -> Path:
+    def save_training_state(
+        self, save_dir: str | os.PathLike, checkpoint_kwargs: dict | None = None, *, asynchronous: bool = False
+    ) -> Path:
         """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
         atomically if it exists): weights, optimizer, scheduler, gradient scaler, every random
         generator of every process, the position in the epoch, the run history, the callbacks'
@@ -698,14 +701,22 @@ class Trainer:
         ``train`` returns; the main process writes, the others wait. The folder must be on a file
         system that every process can read when resuming.
 
+        With ``asynchronous=True`` (during a run), the call returns once the state is copied to host
+        memory, and the main process writes it in a background thread while training goes on: the
+        folder appears, complete, when the write ends. At most one state is written at a time (the
+        next save waits for it), the run's end waits for it too, and a write that failed raises its
+        error on every process there. The host copy is kept from one save to the next (the state's
+        size in host memory, pinned from a CUDA device) until the run ends.
+
         Args:
             save_dir: the folder to write.
             checkpoint_kwargs: extra plain data, returned by :meth:`load_training_state`.
+            asynchronous: write in the background instead of before returning.
         """
         if self._resume is None:
             raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
         point = self._save_point if self._in_training_run else "run_end"
-        return self._resume.save(save_dir, point, checkpoint_kwargs)
+        return self._resume.save(save_dir, point, checkpoint_kwargs, asynchronous=asynchronous)
 
     def load_training_state(self, state_dir: str | os.PathLike) -> dict[str, Any]:
         """Load a training state's weights, optimizer, scheduler and gradient scaler now, not its
