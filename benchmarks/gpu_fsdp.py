@@ -13,7 +13,7 @@ is 1 if a check does not hold or a launch fails (but two processes on one GPU ma
 reported, not a failure).
 
 Without a GPU (or with ``--device cpu``) it is the dry run: one and two CPU processes (gloo), small
-sizes, so that the script stays tested (``tests/core/test_sharding.py`` runs it).
+sizes, so that the script stays tested (a slow test in ``tests/core/test_sharding.py`` runs it).
 
     python benchmarks/gpu_fsdp.py                 # on the GPU: about 1-2 minutes
     python benchmarks/gpu_fsdp.py --device cpu    # the dry run

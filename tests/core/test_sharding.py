@@ -359,3 +359,11 @@ def test_what_deepspeed_cannot_save_is_refused_naming_what_to_use(deepspeed):
     )
     weights = torch.load(deepspeed.out / "weights.pt", weights_only=True)["model_state_dict"]
     assert set(weights) == set(result["deepspeed"])
+
+
+@pytest.mark.slow
+def test_the_gpu_fsdp_check_dry_runs_on_cpu_processes(tmp_path):
+    status, output = run_launch([sys.executable, "benchmarks/gpu_fsdp.py", "--device", "cpu"], tmp_path)
+    assert status == 0, tail(output)
+    lines = [line for line in output.splitlines() if line.startswith(("1 process", "2 processes"))]
+    assert len(lines) == 2 and all(line.endswith("ok") and " FSDP " in line for line in lines), tail(output)
