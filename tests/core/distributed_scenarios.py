@@ -519,15 +519,17 @@ def write_result(out: Path, scenario: str, rank: int, result: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], scenarios: dict | None = None) -> int:
+    """Run the scenarios named in ``argv`` (of ``scenarios``, this module's by default), each watched."""
+    scenarios = SCENARIOS if scenarios is None else scenarios
     if len(argv) != 3:
-        known = ", ".join(SCENARIOS)
+        known = ", ".join(scenarios)
         print(f"usage: {argv[0]} SCENARIO[,SCENARIO...] OUTPUT_DIR (scenarios: {known})", file=sys.stderr)
         return 2
     names = [name for name in argv[1].split(",") if name]
-    unknown = [name for name in names if name not in SCENARIOS]
+    unknown = [name for name in names if name not in scenarios]
     if unknown:
-        print(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
+        print(f"unknown scenario(s) {unknown}; known: {list(scenarios)}", file=sys.stderr)
         return 2
     out = Path(argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -536,7 +538,7 @@ def main(argv: list[str]) -> int:
         torch.manual_seed(0)
         watchdog = start_watchdog(out, name, rank, TIME_LIMIT_S.get(name, DEFAULT_TIME_LIMIT_S))
         try:
-            result = SCENARIOS[name](out)
+            result = scenarios[name](out)
         except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
             error = traceback.format_exc()
             write_result(out, name, rank, {"error": error})

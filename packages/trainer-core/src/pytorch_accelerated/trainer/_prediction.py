@@ -3,6 +3,7 @@ every process (each process predicts a contiguous share; the shares are gathered
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import _data
 from ._arguments import check_positive_int
-from ._evaluation import sync_buffers_before_evaluation
+from ._evaluation import EvenForwards, spare_batch, sync_buffers_before_evaluation
 from .safe_files import map_tensors
 
 
@@ -30,20 +31,27 @@ def predict(
     dataset,
     batch_size: int,
     dataloader_kwargs: dict[str, Any],
+    even_forwards: bool = False,
 ):
-    """Every sample's ``predict_batch(batch)`` (the model in evaluation mode), in dataset order, on every process."""
+    """Every sample's ``predict_batch(batch)`` (the model in evaluation mode), in dataset order, on every
+    process; with ``even_forwards`` (FSDP: forwards are collectives) as many forwards on every process."""
     share = _contiguous_share(len(dataset), accelerator.process_index, accelerator.num_processes)
     kwargs = {"shuffle": False, **dataloader_kwargs}
     if kwargs.get("shuffle"):
         raise ValueError("predict() returns outputs in dataset order: remove shuffle=True.")
     dataloader = DataLoader(Subset(dataset, share), batch_size=batch_size, **kwargs)
+    batches = dataloader
+    if even_forwards:  # the shares differ by one sample at most, but their batches may differ by one batch
+        forward = functools.partial(_predict_on_device, predict_batch, accelerator.device)
+        spare = functools.partial(spare_batch, dataset, dataloader.collate_fn, "cpu")  # for an empty share
+        batches = EvenForwards(dataloader, accelerator, forward, spare, len(dataloader))
     sync_buffers_before_evaluation(model)
     was_training = model.training
     model.eval()
     outputs = []
     with torch.no_grad():
-        for batch in dataloader:
-            batch_predictions = predict_batch(send_to_device(batch, accelerator.device))
+        for batch in batches:
+            batch_predictions = _predict_on_device(predict_batch, accelerator.device, batch)
             batch_predictions = _per_sample(map_tensors(batch_predictions, torch.Tensor.detach), find_batch_size(batch))
             outputs.append(send_to_device(batch_predictions, "cpu"))
     model.train(was_training)
@@ -52,6 +60,10 @@ def predict(
         return local
     shares = [part for part in gather_object([local]) if part is not None]
     return _concatenate(shares)
+
+
+def _predict_on_device(predict_batch: Callable, device, batch):
+    return predict_batch(send_to_device(batch, device))
 
 
 def _contiguous_share(length: int, process_index: int, num_processes: int) -> range:

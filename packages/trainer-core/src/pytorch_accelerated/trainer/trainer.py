@@ -13,10 +13,10 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch.utils.data import DataLoader, Dataset
 
-from . import _accelerate_state, _checks, _data, _prediction, checkpointing, warm_start
+from . import _accelerate_state, _checks, _data, _prediction, _sharding, checkpointing, warm_start
 from ._arguments import check_positive_int
 from ._dataloaders import on_device, prepare_dataloader
-from ._evaluation import real_samples_only, sync_buffers_before_evaluation
+from ._evaluation import EvenForwards, real_samples_only, spare_batch, sync_buffers_before_evaluation
 from ._forward_inputs import ForwardInputs
 from ._preparation import ModelPreparation, plain_optimizer_calls
 from ._process_group import tear_down_at_exit
@@ -79,10 +79,15 @@ class Trainer:
         self.run_history = run_history if run_history is not None else InMemoryRunHistory()
         self.accelerator_kwargs = dict(accelerator_kwargs or {})
         _checks.check_accelerator_kwargs(self.accelerator_kwargs)
-        self.accelerator: Accelerator = self.create_accelerator()
+        with _sharding.environment_kept() as changed:  # a plugin sets ACCELERATE_USE_FSDP process-wide
+            self.accelerator: Accelerator = self.create_accelerator()
+        _sharding.shard_as_asked(self.accelerator, self.accelerator_kwargs, changed)
         _checks.check_mixed_precision_runs(self.accelerator)
         _checks.check_launched_as_asked(self.accelerator)
         self._mixed_precision = self.accelerator.mixed_precision
+        self._distributed_type = self.accelerator.distributed_type
+        self._forwards_are_collective = _sharding.forwards_are_collective(self.accelerator)
+        self._engine_steps_in_backward = _sharding.engine_steps_in_backward(self.accelerator)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             tear_down_at_exit(self)  # so that gloo's threads cannot abort a successful process at exit
         # read once: accelerate's properties cost microseconds a read
@@ -210,9 +215,11 @@ class Trainer:
             train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
             gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
         )  # fmt: skip
+        _sharding.check_train_arguments(self.accelerator, gradient_clip_value, resume_from)
         self._take_run_arguments(train_dataset, collate_fn, create_scheduler_fn, reset_run_history)
         self._num_epochs_asked = num_epochs
-        self._prepare_model_and_optimizer()
+        run_settings = (per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)
+        self._prepare_model_and_optimizer(run_settings)
         self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs, eval_dataset)
         eval_dataloaders = [dataloader for _, dataloader in self._run_eval.values()]
         self.run_config = create_run_config(
@@ -276,6 +283,8 @@ class Trainer:
             self._running_train_loss.update(loss, batch_output["batch_size"], num_items)
             self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
             del batch_output  # the outputs (a language model's logits) are freed before backward, unless a callback kept them
+            if self._engine_steps_in_backward:  # DeepSpeed updates in the backward of a window's last batch
+                self.accelerator.sync_gradients = window.closes
             self.backward_step(self._share_of_window(loss, window, num_items))
         self._position.epoch_batches += 1
         # kept to the next step, as a hand loop keeps its loss: its graph holds the parameters in C++
@@ -292,6 +301,8 @@ class Trainer:
         """What a batch backpropagates: its loss divided by the window's batches, or, given the items (tokens)
         it is a mean over, summed over them (the update divides by the global window's items)."""
         if num_items is not None:
+            if self._engine_steps_in_backward:
+                _sharding.refuse_items_under_deepspeed()
             return self._window_items.summed(loss, num_items)
         return loss / window.size if window.size > 1 else loss
 
@@ -299,7 +310,7 @@ class Trainer:
         """The update at the end of an accumulation window, then its save point."""
         if self._window_items.batches:
             self._window_items.average_gradients(self.model.parameters(), window, self.accelerator)
-        elif window.filled < window.size:
+        elif window.filled < window.size and not self._engine_steps_in_backward:  # DeepSpeed has updated
             rescale_cut_window(self.model.parameters(), window)
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
@@ -329,7 +340,7 @@ class Trainer:
         self.callback_handler.call_event("on_eval_epoch_start", self)
         eval_loss = RunningLoss(self.device)
         with torch.no_grad():
-            batches = real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index)
+            batches = self._eval_batches(dataloader)
             for step, batch in enumerate(batches):
                 self._eval_step(batch, eval_loss, check_loss=step == 0)
                 if self._position.epoch_end_requested:
@@ -338,6 +349,19 @@ class Trainer:
         self._position.epoch_end_requested = training_epoch_end_requested
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
+
+    def _eval_batches(self, dataloader: DataLoader) -> Iterable:
+        """``dataloader``'s batches on the device, each sample once. Where every forward is a collective
+        (FSDP), every process runs as many: a process with fewer batches runs the model on dropped ones."""
+        batches = self._on_device(iter(dataloader), dataloader)
+        if not self._forwards_are_collective:
+            return real_samples_only(batches, dataloader, self.process_index)
+        forward = self.calculate_eval_batch_loss
+        batches = real_samples_only(batches, dataloader, self.process_index, forward_empty=forward)
+        spare = functools.partial(spare_batch, dataloader.dataset, dataloader.collate_fn, self.device)
+        # a dispatched iterable dataset gives every process as many batches
+        num_batches = None if _data.is_iterable(dataloader.dataset) else len(dataloader)
+        return EvenForwards(batches, self.accelerator, forward, spare, num_batches)
 
     def _eval_step(self, batch, eval_loss: RunningLoss, check_loss: bool) -> None:
         self.callback_handler.call_event("on_eval_step_start", self)
@@ -373,14 +397,16 @@ class Trainer:
         self._save_point = None
 
     def _take_run_arguments(self, train_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
-        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
+        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision, self._distributed_type)
         self.train_dataset = train_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
         self.run_history.bind_step_source(self._completed_update_steps)
-        model = self._preparation.unwrapped(self.accelerator, self.model)
-        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
+        if not (self._engine_steps_in_backward and self._preparation.prepared_model is not None):
+            # (a DeepSpeed engine's optimizer holds flat copies of the parameters, not the model's)
+            model = self._preparation.unwrapped(self.accelerator, self.model)
+            _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
         self._loss_unchecked = True
 
     def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs, eval_dataset) -> None:
@@ -483,7 +509,10 @@ class Trainer:
         _prediction.check_arguments(dataset, per_device_batch_size)
         self._prepare_model_and_optimizer()
         kwargs = {"collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
-        return _prediction.predict(self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size, kwargs)
+        return _prediction.predict(
+            self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size,
+            kwargs, even_forwards=self._forwards_are_collective,
+        )  # fmt: skip
 
     def _reuse_eval_dataloader(self, dataset) -> bool:
         """Whether ``dataset`` has a dataloader already (the current one, or one of the run's sets): made current."""
@@ -574,6 +603,8 @@ class Trainer:
         """Backpropagate ``loss`` (already divided by the accumulation window's length, or summed over its items)."""
         if self._torch_optimizer is not None:
             loss.backward()  # all accelerate's backward would do here, less a division by 1
+        elif self._engine_steps_in_backward:
+            self.accelerator.backward(loss, scale_wrt_gas=False)  # DeepSpeed would divide by the window again
         else:
             self.accelerator.backward(loss)
 
@@ -713,6 +744,7 @@ class Trainer:
             checkpoint_kwargs: extra plain data, returned by :meth:`load_training_state`.
             asynchronous: write in the background instead of before returning.
         """
+        _sharding.check_training_state_supported(self.accelerator)
         if self._resume is None:
             raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
         point = self._save_point if self._in_training_run else "run_end"
@@ -782,7 +814,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_model_and_optimizer(self) -> None:
+    def _prepare_model_and_optimizer(self, run_settings: tuple[int, int, float | None] | None = None) -> None:
+        """The model and optimizer prepared; a DeepSpeed engine configured with a training run's
+        ``(per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)``."""
+        if self._engine_steps_in_backward:
+            self._preparation.configure_engine(self.accelerator, run_settings)
         self.model, self.optimizer = self._preparation.wrap(self.accelerator, self.model, self.optimizer, self.get_model)
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
@@ -796,7 +832,11 @@ class Trainer:
         return on_device(batches, dataloader, self.device, self.accelerator.distributed_type)
 
     def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
-        return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
+        optimizer = self.optimizer
+        optimizer = optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
+        if self._engine_steps_in_backward:
+            return getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's ZeRO optimizer holds torch's
+        return optimizer
 
 
 def _prefix_of(eval_set_name: str | None) -> str:
