@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler, TensorDataset
 
-from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer import _checks, _forward_inputs
 from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset, make_tiny_model
 

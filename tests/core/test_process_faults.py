@@ -175,7 +175,6 @@ def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_
     """The forkserver (and the workers forked from it, whose watchdog watches the forkserver) used
     to outlive a SIGKILLed training process, holding hundreds of MB each; and a worker still starting
     when it was killed outlived the forkserver (seen under load)."""
-    import os
     import subprocess
 
     script = tmp_path / "killed.py"

@@ -537,7 +537,7 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
     path = _saved_state(tmp_path)
     _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
     manifest = json.loads((path / "training_state.json").read_text())
-    del manifest["manifest_sha256"], manifest["sha256"]
+    del manifest["manifest_sha256"], manifest[FILE_DIGEST]
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
     model = make_model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -545,10 +545,10 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
         train_run(resume_from=path, model=model)
     assert_bitwise_equal(model.state_dict(), before)
 
-    manifest["sha256"] = {"process_0.pt": hashlib.sha256((path / "process_0.pt").read_bytes()).hexdigest()}
+    manifest[FILE_DIGEST] = {"process_0.pt": file_digest(path / "process_0.pt")}
     manifest["manifest_sha256"] = _manifest_digest(manifest)  # one digest left out, the manifest's own recomputed
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
-    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 2"):
+    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
         train_run(resume_from=path)
 
 

@@ -174,25 +174,27 @@ def test_a_state_of_format_version_1_without_digests_loads_unchecked_with_a_warn
     """trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
     path, expected = saved
     manifest = _manifest(path)
-    del manifest["components"], manifest["manifest_sha256"], manifest["sha256"]
+    del manifest["components"], manifest["manifest_sha256"], manifest[FILE_DIGEST]
     manifest["format_version"] = 1
     _write_manifest(path, manifest)
     with pytest.warns(UserWarning, match="written by trainer-core 0.2, without SHA-256 digests: its files are loaded"):
         assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
-def test_a_manifest_missing_the_digest_of_one_file_is_refused_in_either_format(saved):
+def test_a_manifest_missing_the_digest_of_one_file_is_refused_in_any_format(saved):
     path, _ = saved
     manifest = _manifest(path)
+    del manifest[FILE_DIGEST]["trainer.pt"]
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
+        train_run(resume_from=path)
+    manifest = _as_written_before_format_3(path, _manifest(path))
     del manifest["sha256"]["trainer.pt"]
-    _write_manifest(path, manifest)
-    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 2"):
-        train_run(resume_from=path)
-    del manifest["components"]
-    manifest["format_version"] = 1
-    _write_manifest(path, manifest)
-    with pytest.raises(CheckpointError, match=r"has no SHA-256 for \['trainer\.pt'\], where training-state format 1"):
-        train_run(resume_from=path)
+    for version in (2, 1):
+        manifest["format_version"] = version
+        _write_manifest(path, manifest)
+        with pytest.raises(CheckpointError, match=rf"has no sha256 digest for \['trainer\.pt'\], where training-state format {version}"):
+            train_run(resume_from=path)
 
 
 class FindsTheLatestIn(TrainerCallback):
@@ -212,10 +214,10 @@ def test_a_state_of_a_newer_format_is_refused_by_name_and_never_set_aside(tmp_pa
     train_run([saver], num_epochs=1)
     newest = saver.saved[-1]
     manifest = _manifest(newest)
-    manifest["format_version"] = 3  # as a newer trainer-core would write it, with its digest
+    manifest["format_version"] = 4  # as a newer trainer-core would write it, with its digest
     _write_manifest(newest, manifest)
     listed = sorted(path.name for path in states.iterdir())
-    refused = rf"'{newest}' was written by a newer trainer-core \(training-state format 3; .*\): upgrade trainer-core"
+    refused = rf"'{newest}' was written by a newer trainer-core \(training-state format 4; .*\): upgrade trainer-core"
     for resume_from, callbacks in (("latest", [FindsTheLatestIn(states)]), (states, []), (newest, [])):
         with pytest.raises(CheckpointError, match=refused):
             train_run(callbacks, resume_from=resume_from, num_epochs=1)

@@ -263,7 +263,7 @@ def _check_format_version(state_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> None:
-    """Format 2 manifests always carry the SHA-256 of their own content; format 1 ones never did."""
+    """Manifests of format 2 and later always carry the SHA-256 of their own content; format 1 ones never did."""
     recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)
     if recorded_digest is None and manifest["format_version"] >= 2:
         raise CheckpointError(
