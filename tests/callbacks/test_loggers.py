@@ -95,7 +95,7 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
         assert [float(row[name]) for row in rows] == result.metrics[name]
     # evaluate() after training, at the last epoch's step: a column of that step's row
     assert rows[0]["eval_loss"] == "" and float(rows[1]["eval_loss"]) == evaluation["eval_loss"]
-    result.trainer.evaluate(make_tiny_dataset(16, seed=5))  # another value of eval_loss at that step: a row of its own
+    result.trainer.evaluate(make_tiny_dataset(16, seed=5))  # another eval_loss at that step: a row of its own
     assert [row["eval_loss"] != "" for row in read_csv(version(path))] == [False, True, True]
 
 
@@ -433,7 +433,7 @@ def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
     assert [r["step"] for r in read_jsonl(logger.path) if "train_loss_step" in r] == [8, 8]
 
 
-# ---------------------------------------------------------------------------------------- cadence and rows (issue 27)
+# ---------------------------------------------------------------------------------- cadence and rows (issue 27)
 
 
 class RecordsEveryUpdate(TrainerCallback):
@@ -484,7 +484,8 @@ def test_a_tensor_image_is_skipped_with_one_warning_naming_it(tmp_path, logger_c
             trainer.run_history.update_metric("sample", torch.rand(3, 8, 8))
 
     logger = logger_class(tmp_path / "m.log")
-    with pytest.warns(UserWarning, match=re.escape(f"{logger_class.__name__} does not log 'sample', a tensor of shape (3, 8, 8)")) as caught:
+    warning = f"{logger_class.__name__} does not log 'sample', a tensor of shape (3, 8, 8)"
+    with pytest.warns(UserWarning, match=re.escape(warning)) as caught:
         result = run_tiny_training(callbacks=[RecordsAnImage(), logger], num_epochs=3)
     assert sum("'sample'" in str(warning.message) for warning in caught) == 1, "one warning, not one per epoch"
     rows = read_csv(logger.path) if logger_class is CSVLoggerCallback else read_jsonl(logger.path)

@@ -191,7 +191,11 @@ def test_a_score_is_plotted_from_0_to_1_and_no_legend_hides_a_point(tmp_path, mo
 
     drawn = []
     original = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure) or original(figure, *args, **kwargs))
+    def keep_and_save(figure, *args, **kwargs):
+        drawn.append(figure)
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_and_save)
 
     class Accuracy(TrainerCallback):
         def on_eval_epoch_end(self, trainer, **kwargs):
@@ -212,4 +216,4 @@ def test_a_score_is_plotted_from_0_to_1_and_no_legend_hides_a_point(tmp_path, mo
             for x, y in zip(*line.get_data()):
                 if line.get_marker() not in (None, "None", ""):
                     px, py = axes.transData.transform((x, y))
-                    assert not legend.contains(px, py), f"the legend hides the point ({x}, {y}) of {line.get_label()}"
+                    assert not legend.contains(px, py), f"the legend hides ({x}, {y}) of {line.get_label()}"

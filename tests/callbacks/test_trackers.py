@@ -465,7 +465,7 @@ def test_all_means_every_tracker_installed_plus_your_own(tmp_path):
     assert {"tensorboard", "mlflow"} <= set(callback.trackers[1:])
 
 
-# ---------------------------------------------------------------------------------------- issue 27: what a switcher expects
+# ------------------------------------------------------------------------ issue 27: what a switcher expects
 
 
 class RecordsAnImageAndAVector(TrainerCallback):
@@ -496,7 +496,8 @@ def test_a_tensor_image_reaches_tensorboard_as_an_image_and_a_vector_as_a_histog
     events = EventAccumulator(str(tmp_path / "version_0" / "tiny"), size_guidance={"images": 0, "histograms": 0})
     events.Reload()
     epoch_ends = [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
-    assert [(image.step, image.width, image.height) for image in events.Images("sample")] == [(s, 8, 8) for s in epoch_ends]
+    images = [(image.step, image.width, image.height) for image in events.Images("sample")]
+    assert images == [(step, 8, 8) for step in epoch_ends]
     assert [histogram.step for histogram in events.Histograms("weights")] == epoch_ends
     assert [histogram.histogram_value.num for histogram in events.Histograms("weights")] == [100, 100]
     assert [image.step for image in events.Images("drawn")] == epoch_ends, "get_tracker's SummaryWriter"
@@ -511,7 +512,8 @@ def test_get_tracker_names_what_it_has_and_is_empty_on_the_other_processes(tmp_p
             return False
 
     callback = TrackerCallback("tensorboard", logging_dir=tmp_path)
-    with pytest.raises(ValueError, match=re.escape("TrackerCallback has no tracker 'wandb'; its trackers: ['tensorboard']")):
+    message = "TrackerCallback has no tracker 'wandb'; its trackers: ['tensorboard']"
+    with pytest.raises(ValueError, match=re.escape(message)):
         callback.get_tracker("wandb")
     with pytest.raises(RuntimeError, match="call get_tracker from a callback's event during train"):
         callback.get_tracker("tensorboard")
@@ -541,7 +543,8 @@ def test_the_default_cadence_reads_the_device_only_at_the_updates_it_logs(tmp_pa
     reads = []
     for method in ("item", "tolist"):
         original = getattr(torch.Tensor, method)
-        monkeypatch.setattr(torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor))
+        counted = lambda tensor, original=original: reads.append(1) or original(tensor)  # noqa: E731
+        monkeypatch.setattr(torch.Tensor, method, counted)
     run_tiny_training(num_epochs=8)
     reads_without_tracker = len(reads)
     reads.clear()
@@ -553,6 +556,9 @@ def test_with_a_learning_rate_monitor_the_lr_is_recorded_once_per_update(tmp_pat
     from pytorch_accelerated.callbacks import CSVLoggerCallback, LearningRateMonitorCallback
 
     own = RecordingTracker()
-    callbacks = [LearningRateMonitorCallback(), TrackerCallback(own, logging_dir=tmp_path), CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2)]
+    callbacks = [
+        LearningRateMonitorCallback(), TrackerCallback(own, logging_dir=tmp_path),
+        CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2),
+    ]  # fmt: skip
     result = run_tiny_training(callbacks=callbacks, num_epochs=2)
     assert [record.step for record in result.run_history.get_metric_records("lr")] == list(range(1, 17))

@@ -246,7 +246,9 @@ def test_an_improvement_of_exactly_the_threshold_counts_though_float32_makes_it_
 
 def test_save_top_k_keeps_the_k_best_checkpoints_named_as_lightning_names_them(tmp_path):
     values = [0.5, 0.7, 0.6, 0.65, 0.4]  # the 3 best: epochs 2, 4, 3
-    callback = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True, save_top_k=3)
+    callback = SaveBestModelCallback(
+        tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True, save_top_k=3
+    )
     result = run_tiny_training(callbacks=[callback, ScriptedMetric("eval_score", values)], num_epochs=5)
     folder = tmp_path / "version_0"
     kept = {path.name: value for path, value in callback.best_k_checkpoints.items()}
@@ -270,6 +272,9 @@ def test_save_top_k_resumes_with_the_checkpoints_it_kept(tmp_path):
     )  # fmt: skip
 
 
+SAFETENSORS = "model.safetensors"
+
+
 def test_the_best_weights_are_exported_as_model_safetensors(tmp_path):
     from safetensors.torch import load_file
 
@@ -279,12 +284,13 @@ def test_the_best_weights_are_exported_as_model_safetensors(tmp_path):
     exported = load_file(callback.safetensors_path)
     best = safe_torch_load(callback.best_checkpoint_path)["model_state_dict"]
     assert exported.keys() == best.keys() and all(torch.equal(exported[name], best[name]) for name in best)
-    assert sorted(path.name for path in callback.safetensors_path.parent.iterdir()) == ["best.pt", "model.safetensors"]
+    assert sorted(path.name for path in callback.safetensors_path.parent.iterdir()) == ["best.pt", SAFETENSORS]
     model = make_tiny_model(seed=1)
     from safetensors.torch import load_model
 
     load_model(model, callback.safetensors_path)  # what the HF ecosystem does with it
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), result.trainer.get_model().state_dict().values()))
+    trained = result.trainer.get_model().state_dict()
+    assert all(torch.equal(value, trained[name]) for name, value in model.state_dict().items())
 
 
 def test_a_missing_safetensors_is_named_with_its_extra(monkeypatch):
@@ -302,7 +308,8 @@ def test_an_evaluate_after_the_best_is_loaded_back_is_logged_at_the_best_epoch(t
 
     logger = CSVLoggerCallback(tmp_path / "m.csv")
     best = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True)
-    result = run_tiny_training(callbacks=[best, ScriptedMetric("eval_score", [0.5, 0.9, 0.6, 0.0]), logger], num_epochs=3)
+    scores = ScriptedMetric("eval_score", [0.5, 0.9, 0.6, 0.0])  # the last: the evaluate() after training
+    result = run_tiny_training(callbacks=[best, scores, logger], num_epochs=3)
     with result.trainer.run_history.metric_prefix("test_"):
         result.trainer.evaluate(make_tiny_dataset(16, seed=2))
     rows = list(csv.DictReader(logger.path.open()))

@@ -385,7 +385,11 @@ def test_the_tensorboard_and_checkpoints_example_stopped_by_its_time_limit_goes_
     assert not reference.stopped_by_time_limit and reference.completed_update_steps == 120
 
     clock = {"now": 0.0}  # a clock that advances a second each time the time limit is checked
-    monkeypatch.setattr(training_state.time, "monotonic", lambda: clock.__setitem__("now", clock["now"] + 1) or clock["now"])
+    def a_second_later() -> float:
+        clock["now"] += 1
+        return clock["now"]
+
+    monkeypatch.setattr(training_state.time, "monotonic", a_second_later)
     runs = []
     while not runs or runs[-1].stopped_by_time_limit:  # a job at a time, as a scheduler runs them
         runs.append(example.main([*settings, "--run-dir", str(tmp_path / "run")]))
@@ -399,7 +403,8 @@ def test_the_tensorboard_and_checkpoints_example_stopped_by_its_time_limit_goes_
     exported = load_file(result.safetensors_path)
     assert all(torch.equal(exported[name], best[name]) for name in best)
 
-    events = EventAccumulator(str(result.tensorboard_dir), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
+    everything = {"images": 0, "histograms": 0, "scalars": 0}
+    events = EventAccumulator(str(result.tensorboard_dir), size_guidance=everything)
     events.Reload()
     assert {"first_layer_weights", "validation_digits"} <= set(events.Tags()["images"])
     assert "first_layer_values" in events.Tags()["histograms"]

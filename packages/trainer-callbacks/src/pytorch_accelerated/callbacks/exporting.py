@@ -30,7 +30,8 @@ def save_model_safetensors(trainer, save_dir: str | os.PathLike, max_shard_size:
     if trainer.is_world_process_zero:
         shutil.rmtree(staging, ignore_errors=True)  # left by a process killed while exporting
     trainer.wait_for_everyone()
-    trainer.accelerator.save_model(trainer.model, staging, max_shard_size=max_shard_size, safe_serialization=True)
+    accelerator = trainer.accelerator
+    accelerator.save_model(trainer.model, staging, max_shard_size=max_shard_size, safe_serialization=True)
     trainer.wait_for_everyone()  # every process has made the staging folder before the main one removes it
     if trainer.is_world_process_zero:
         for written in sorted(staging.iterdir()):

@@ -58,7 +58,8 @@ def auto_log_every_n_steps(run_config) -> int:
 def learning_rates(optimizer) -> dict[str, float]:
     """The learning rate of each parameter group: ``lr`` for one group, ``lr_group_<i>`` for several."""
     groups = optimizer.param_groups
-    return {"lr" if len(groups) == 1 else f"lr_group_{index}": float(group["lr"]) for index, group in enumerate(groups)}
+    names = ["lr"] if len(groups) == 1 else [f"lr_group_{index}" for index in range(len(groups))]
+    return {name: float(group["lr"]) for name, group in zip(names, groups)}
 
 
 def note_weights_from(trainer, *, epoch: int, step: int) -> None:
@@ -136,7 +137,9 @@ class MetricsLoggerCallback(TrainerCallback):
         log_learning_rate: with ``log_every_n_steps``, record the learning rate at the logged updates.
     """
 
-    def __init__(self, log_every_n_steps: int | Literal["auto"] | None = None, log_learning_rate: bool = True):
+    def __init__(
+        self, log_every_n_steps: int | Literal["auto"] | None = None, log_learning_rate: bool = True
+    ):  # fmt: skip
         if log_every_n_steps != "auto" and log_every_n_steps is not None and log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be >= 1, 'auto' or None, got {log_every_n_steps}.")
         self.log_every_n_steps = log_every_n_steps
@@ -175,8 +178,9 @@ class MetricsLoggerCallback(TrainerCallback):
             return
         self._skipped.add(name)
         warnings.warn(
-            f"{type(self).__name__} does not log {name!r}, {describe_value(value)}: {why}. TrackerCallback('tensorboard') "
-            "logs images and histograms; TrackerCallback.get_tracker(name, unwrap=True) reaches a tracker's own API.",
+            f"{type(self).__name__} does not log {name!r}, {describe_value(value)}: {why}. "
+            "TrackerCallback('tensorboard') logs images and histograms; "
+            "TrackerCallback.get_tracker(name, unwrap=True) reaches a tracker's own API.",
             stacklevel=3,
         )
 
@@ -199,8 +203,9 @@ class MetricsLoggerCallback(TrainerCallback):
         self._in_updates = True
         n = self._every
         if n is not None and (trainer.completed_update_steps + 1) % n == 0:
+            update = trainer.completed_update_steps + 1
             if self._window_batches == 0 and self._records_lr:
-                self._record_once(trainer, learning_rates(trainer.optimizer), trainer.completed_update_steps + 1)
+                self._record_once(trainer, learning_rates(trainer.optimizer), update)
             loss = batch_output["loss"].detach().float()
             self._window_loss = loss if self._window_loss is None else self._window_loss + loss
             self._window_batches += 1
@@ -338,7 +343,7 @@ class _NonScalar(NamedTuple):
 
 
 class _Row(dict):
-    """The values of one row, by name; ``per_step`` while every one of them was recorded during the updates."""
+    """The values of one row, by name; ``per_step`` while each of them was recorded during the updates."""
 
     per_step: bool = True
 

@@ -220,7 +220,7 @@ def _draw(axes, quantity: str, curves: dict[str, Curve], marks: _RunMarks, best_
 
 
 def _is_fraction(quantity: str, values: list[float]) -> bool:
-    """Whether a quantity is a score between 0 and 1 (accuracy, F1, ...): its values are, and it is no loss or lr."""
+    """Whether a quantity is a score from 0 to 1 (accuracy, F1): its values are, and it is no loss or lr."""
     return not ({"loss", "lr"} & set(quantity.split("_"))) and all(0.0 <= value <= 1.0 for value in values)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -244,10 +245,11 @@ class TrackerCallback(MetricsLoggerCallback):
             shown = False
             for tracker in list(self._started):
                 if tracker.name == "tensorboard":
-                    shown = self._guarded(tracker, "log", lambda: show_on_tensorboard(tracker.tracker, name, value, step))
+                    show = functools.partial(show_on_tensorboard, tracker.tracker, name, value, step)
+                    shown = self._guarded(tracker, "log", show)
             if not shown:
-                self.skip_with_warning(name, value, "none of its trackers shows it (TensorBoard: images of 2-4 "
-                                       "dimensions, 1-D histograms, text)")  # fmt: skip
+                why = "none of its trackers shows it (TensorBoard: 2-4 dimensions as images, 1 as histograms)"
+                self.skip_with_warning(name, value, why)
 
     def close(self) -> None:
         self._finish(failed_status=None)
@@ -398,7 +400,8 @@ def show_on_tensorboard(writer, name: str, value, step: int) -> bool:
     elif value.ndim == 2:
         writer.add_image(name, value, global_step=step, dataformats="HW")
     elif value.ndim == 3 and (value.shape[0] in (1, 3, 4) or value.shape[-1] in (1, 3, 4)):
-        writer.add_image(name, value, global_step=step, dataformats="CHW" if value.shape[0] in (1, 3, 4) else "HWC")
+        channels_first = value.shape[0] in (1, 3, 4)
+        writer.add_image(name, value, global_step=step, dataformats="CHW" if channels_first else "HWC")
     elif value.ndim == 4:
         writer.add_images(name, value, global_step=step)
     else:
@@ -477,7 +480,9 @@ class TensorBoardLoggerCallback(TrackerCallback):
     (needs the ``tensorboard`` extra). Each run adds its own event file there, so nothing written
     before is lost (it does not version ``log_dir``: ``if_exists="append"``); a resumed run adds one too."""
 
-    def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None = "auto", **kwargs):
+    def __init__(
+        self, log_dir: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None = "auto", **kwargs
+    ):  # fmt: skip
         self.log_dir = Path(log_dir)
         # accelerate's TensorBoard tracker writes into logging_dir/project_name
         super().__init__(

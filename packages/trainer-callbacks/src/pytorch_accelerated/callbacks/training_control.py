@@ -121,8 +121,8 @@ class FastDevRun(TrainerCallback):
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         raise StopTrainingError(
-            f"FastDevRun: {self.num_batches} training and evaluation batch(es) ran through every part of the run; "
-            "remove FastDevRun to train."
+            f"FastDevRun: {self.num_batches} training and evaluation batch(es) ran through every part of the "
+            "run; remove FastDevRun to train."
         )
 
     def state_dict(self):
@@ -153,8 +153,8 @@ class OverfitBatches(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         if _shuffles(trainer.train_dataloader):
             raise ValueError(
-                f"OverfitBatches({self.num_batches}) trains on the same batches every epoch, but the training "
-                "dataloader shuffles: pass train(..., train_dataloader_kwargs={'shuffle': False})."
+                f"OverfitBatches({self.num_batches}) trains on the same batches every epoch, but the "
+                "training dataloader shuffles: pass train(..., train_dataloader_kwargs={'shuffle': False})."
             )
 
     def on_train_epoch_start(self, trainer, **kwargs):

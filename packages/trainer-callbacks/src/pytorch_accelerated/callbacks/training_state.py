@@ -183,7 +183,8 @@ class SaveTrainingStateCallback(TrainerCallback):
         it reached ``max_time``)."""
         now, minutes = time.monotonic(), self.save_every_n_minutes
         time_is_up = minutes is not None and now - self._last_save_time >= 60 * minutes
-        out_of_time = self.max_time is not None and now - self._run_started_at >= self.max_time.total_seconds()
+        limit = self.max_time.total_seconds() if self.max_time is not None else None
+        out_of_time = limit is not None and now - self._run_started_at >= limit
         main = trainer.is_world_process_zero
         flags = [self._signal_received or 0, int(time_is_up and main), int(out_of_time and main)]
         if self._flags_group is not None:
@@ -329,13 +330,13 @@ _SIGNALS = _SignalDispatcher()
 
 
 def parse_max_time(max_time: str | timedelta | float | None) -> timedelta | None:
-    """``max_time`` as a ``timedelta``: Lightning's ``"DD:HH:MM:SS"`` or ``"HH:MM:SS"``, a ``timedelta``, or seconds."""
+    """``max_time`` as a ``timedelta``: Lightning's ``"DD:HH:MM:SS"`` or ``"HH:MM:SS"``, or seconds."""
     if max_time is None or isinstance(max_time, timedelta):
         duration = max_time
     elif isinstance(max_time, str):
         parts = max_time.split(":")
         if len(parts) not in (3, 4) or not all(part.strip().isdigit() for part in parts):
-            raise ValueError(f"max_time must be 'DD:HH:MM:SS' or 'HH:MM:SS' (Lightning's form), got {max_time!r}.")
+            raise ValueError(f"max_time must be 'DD:HH:MM:SS' or 'HH:MM:SS' (Lightning's), got {max_time!r}.")
         days, hours, minutes, seconds = [0] * (4 - len(parts)) + [int(part) for part in parts]
         duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     else:

@@ -64,7 +64,7 @@ class MetricWatcher:
         return self.improves_on(value, self.best)
 
     def improves_on(self, value: float, reference: float | None) -> bool:
-        """Whether ``value`` beats ``reference`` (None: nothing yet) by the threshold, to float32's precision."""
+        """Whether ``value`` beats ``reference`` (None: none yet) by the threshold, to float32's precision."""
         if math.isnan(value):
             return False
         if reference is None:
@@ -175,7 +175,7 @@ class SaveBestModelCallback(TrainerCallback):
         export_safetensors: bool = False,
     ):
         if save_top_k != -1 and save_top_k < 1:
-            raise ValueError(f"save_top_k must be >= 1, or -1 to keep every epoch's checkpoint; got {save_top_k}.")
+            raise ValueError(f"save_top_k must be >= 1, or -1 to keep every epoch's; got {save_top_k}.")
         if export_safetensors:
             require_extra("safetensors", "safetensors", f"{type(self).__name__}(export_safetensors=True)")
         self._run_path = RunPath(save_path, if_exists, type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES)
@@ -211,7 +211,7 @@ class SaveBestModelCallback(TrainerCallback):
 
     @property
     def safetensors_path(self) -> Path:
-        """Where ``export_safetensors=True`` writes the best weights: ``model.safetensors`` beside the checkpoint."""
+        """The best weights with ``export_safetensors=True``: ``model.safetensors``, beside the checkpoint."""
         return self.save_path.parent / SAFETENSORS_FILENAME
 
     def on_training_run_start(self, trainer, **kwargs):
@@ -226,8 +226,8 @@ class SaveBestModelCallback(TrainerCallback):
         value = self.watcher.read(trainer, type(self).__name__)
         worst = self._kept[-1].value if self._kept and len(self._kept) == self.save_top_k else None
         if trainer.any_process(self.watcher.improves_on(value, worst)):
-            epoch = trainer.run_history.current_epoch
-            kept = _Kept(self._file_name(epoch, trainer.completed_update_steps), value, epoch, trainer.completed_update_steps)
+            epoch, step = trainer.run_history.current_epoch, trainer.completed_update_steps
+            kept = _Kept(self._file_name(epoch, step), value, epoch, step)
             trainer.save_checkpoint(
                 self._file(kept),
                 checkpoint_kwargs={self.watcher.watch_metric: value, "epoch": epoch},
@@ -244,7 +244,9 @@ class SaveBestModelCallback(TrainerCallback):
                 f"Loading the best checkpoint ({self.watcher.watch_metric}: {format_metric_value(best.value)}) "
                 f"from {self._file(best)}"
             )
-            trainer.load_checkpoint(self._file(best), load_optimizer=self.save_optimizer, load_scheduler=self.save_scheduler)
+            trainer.load_checkpoint(
+                self._file(best), load_optimizer=self.save_optimizer, load_scheduler=self.save_scheduler
+            )
             note_weights_from(trainer, epoch=best.epoch, step=best.step)
 
     def _keep(self, trainer, kept: _Kept) -> None:
@@ -266,7 +268,7 @@ class SaveBestModelCallback(TrainerCallback):
             save_model_safetensors(trainer, self.safetensors_path.parent)
 
     def _file_name(self, epoch: int, step: int) -> str:
-        """One file for the best (``save_top_k=1``: ``save_path``), else one per epoch, named as Lightning names them."""
+        """``save_path``'s name with ``save_top_k=1``, else one per epoch, named as Lightning names them."""
         path = self._run_path.requested
         return path.name if self.save_top_k == 1 else f"{path.stem}-epoch={epoch}-step={step}{path.suffix}"
 

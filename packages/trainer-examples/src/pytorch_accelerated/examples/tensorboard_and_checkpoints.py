@@ -3,6 +3,7 @@
     python -m pytorch_accelerated.examples.tensorboard_and_checkpoints --run-dir runs/board
     tensorboard --logdir runs/board/tensorboard            # the curves, the images, the histograms
     python -m pytorch_accelerated.examples.tensorboard_and_checkpoints --run-dir runs/board --max-time 00:00:00:20
+    # stopped at its time limit: the same command continues
 
 What a Lightning or HF Trainer user looks for first, on scikit-learn's digits (offline):
 
@@ -58,10 +59,11 @@ class BoardResult:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = example_parser("tensorboard_and_checkpoints", __doc__, "--num-epochs 2 --max-steps 10")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/tensorboard_and_checkpoints"), help="the run's folder")
+    run_dir = Path("runs/tensorboard_and_checkpoints")
+    parser.add_argument("--run-dir", type=Path, default=run_dir, help="the run's folder")
     parser.add_argument("--num-epochs", type=int, default=15, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--max-time", default="00:00:10:00", help="save and stop after this long (DD:HH:MM:SS)")
+    parser.add_argument("--max-time", default="00:00:10:00", help="save and stop after this, DD:HH:MM:SS")
     parser.add_argument("--seed", type=int, default=42, help="the random seed")
     return parser.parse_args(argv)
 
@@ -76,7 +78,7 @@ class FirstLayerPictures(TrainerCallback):
     def on_training_run_epoch_end(self, trainer, **kwargs):
         weights = trainer.get_model().main[0].weight.detach()  # 128 x 64
         picture = (weights - weights.min()) / (weights.max() - weights.min())
-        trainer.run_history.update_metric("first_layer_weights", picture.unsqueeze(0))  # an image: 1 x 128 x 64
+        trainer.run_history.update_metric("first_layer_weights", picture[None])  # 1 x 128 x 64: an image
         trainer.run_history.update_metric("first_layer_values", weights.flatten())  # a histogram
         if trainer.run_history.current_epoch == 1 and trainer.is_world_process_zero:
             writer = self.tracker.get_tracker("tensorboard", unwrap=True)
@@ -95,8 +97,9 @@ def main(argv=None) -> BoardResult:
     args = parse_args(argv)
     seed_everything(args.seed)
     train_dataset, eval_dataset, _ = load_digits_datasets()
-    tensorboard = TrackerCallback("tensorboard", project_name="digits", logging_dir=args.run_dir / "tensorboard",
-                                  if_exists="append")  # fmt: skip
+    tensorboard = TrackerCallback(
+        "tensorboard", project_name="digits", logging_dir=args.run_dir / "tensorboard", if_exists="append"
+    )
     best = SaveBestModelCallback(
         args.run_dir / "checkpoints" / "best.pt", watch_metric="val_eval_accuracy", greater_is_better=True,
         save_top_k=3, export_safetensors=True, if_exists="overwrite",
@@ -113,7 +116,7 @@ def main(argv=None) -> BoardResult:
             MetricsCallback({"accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=NUM_CLASSES)}),
             FirstLayerPictures(tensorboard, digits),
             tensorboard,
-            CSVLoggerCallback(args.run_dir / "metrics.csv", if_exists="append"),  # the run's own folder, continued
+            CSVLoggerCallback(args.run_dir / "metrics.csv", if_exists="append"),  # the run folder, continued
             best,
             states,
         ),
