@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class CrashAtUpdate(TrainerCallback):
 
 
 def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2, max_checkpoints=None)
     train([saver])
     assert [path.name for path in saver.saved_paths] == [
         "step-00000000-start",
@@ -247,7 +248,7 @@ def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path)
     expected = final_state(train(stateful_callbacks(reference_dir), num_epochs=4))
     expected_logs = {name: (reference_dir / name).read_text() for name in ("log.csv", "log.jsonl")}
 
-    saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1)
+    saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1, max_checkpoints=None)
     train([*stateful_callbacks(run_dir), saver], num_epochs=4)
     assert len(saver.saved_paths) > 10
     for state in saver.saved_paths:
@@ -279,7 +280,7 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
 
 
 def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_the_newer_ones(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4, max_checkpoints=None)
     train([saver], num_epochs=2)
     older = saver.saved_paths[1]
     with pytest.raises(FileExistsError, match=r"also holds newer training states \(step-00000008"):
@@ -307,3 +308,50 @@ def test_a_log_survives_a_run_interrupted_twice_before_it_logs_again(tmp_path, l
     # the resumed runs went on in the interrupted run's own version folder (run_folders.py)
     assert (run_dir / "version_0" / "log").read_text() == (reference_dir / "version_0" / "log").read_text()
     assert not (run_dir / "version_1").exists()
+
+
+# ---------------------------------------------------------------------------------------- issue 27
+
+
+def test_by_default_only_the_newest_three_states_are_kept(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1)
+    train([saver])
+    assert len(saver.saved_paths) == 14, "every update, the start and the end"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000011", "step-00000012", "step-00000012-end"]
+
+
+def test_a_job_stopped_at_its_time_limit_resumes_as_if_it_had_never_stopped(tmp_path, monkeypatch):
+    import pytorch_accelerated.callbacks.training_state as module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+
+    class TwentySecondsPerUpdate(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            clock["now"] += 20.0
+
+    def callbacks(run_dir):
+        return [TwentySecondsPerUpdate(), *stateful_callbacks(run_dir)[1:]]
+
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    expected = final_state(train(callbacks(reference_dir)))
+    stops = []
+    while True:  # a job of 1 min 30 s at a time, run again until the run is done
+        saver = SaveTrainingStateCallback(run_dir / "states", max_time="00:01:30")
+        trainer = train([*callbacks(run_dir), saver], resume_from="latest")
+        if not saver.stopped_by_time_limit:
+            break
+        stops.append(trainer.completed_update_steps)
+        assert saver.saved_paths[-1].name == f"step-{trainer.completed_update_steps:08d}", "a state that goes on"
+    assert stops == [5, 10], "90 s are 5 updates of 20 s; each job has its own 90 s"
+    assert_bitwise_equal(final_state(trainer), expected)
+    for name in ("log.csv", "log.jsonl"):
+        assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
+
+
+@pytest.mark.parametrize("max_time, message", [("3:50", "'DD:HH:MM:SS' or 'HH:MM:SS'"), (0, "longer than 0")])
+def test_a_max_time_lightning_would_not_take_is_refused(tmp_path, max_time, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SaveTrainingStateCallback(tmp_path, max_time=max_time)
+    days_hours_minutes = SaveTrainingStateCallback(tmp_path, max_time="01:03:50:00").max_time.total_seconds()
+    assert days_hours_minutes == 24 * 3600 + 3 * 3600 + 50 * 60

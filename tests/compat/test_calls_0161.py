@@ -121,7 +121,9 @@ def test_save_training_state_checkpoint_kwargs_must_be_plain_data(tmp_path):
 
 @pytest.mark.parametrize("save_at_end, last", [(True, "step-00000012-end"), (False, "step-00000010")])
 def test_save_training_state_callback_saves_at_the_end_unless_told_not_to(tmp_path, save_at_end, last):
-    saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_steps=5, save_at_end=save_at_end)
+    saver = SaveTrainingStateCallback(
+        tmp_path / "states", save_every_n_steps=5, save_at_end=save_at_end, max_checkpoints=None  # all, to list
+    )
     train(make_trainer([saver]))
     assert [path.name for path in list_training_states(tmp_path / "states")] == [
         "step-00000000-start", "step-00000005", "step-00000010", *([last] if save_at_end else []),

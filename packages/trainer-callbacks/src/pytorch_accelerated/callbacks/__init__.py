@@ -23,7 +23,8 @@ from .gradient_norms import BEFORE_GRADIENT_CLIPPING_EVENT, GradientClippingEven
 from .metric_scheduler import MetricSchedulerCallback
 from .model_summary import ModelSummaryCallback, ModuleSummary, format_model_summary, summarize_model
 from .legacy import LogMetricsCallback, PrintProgressCallback, get_default_callbacks
-from .loggers import CSVLoggerCallback, JSONLinesLoggerCallback, MetricsLoggerCallback
+from .exporting import save_model_safetensors
+from .loggers import CSVLoggerCallback, JSONLinesLoggerCallback, MetricsLoggerCallback, note_weights_from
 from .trackers import MLflowLoggerCallback, TensorBoardLoggerCallback, TrackerCallback
 from .monitors import LearningRateMonitorCallback, ThroughputMonitorCallback
 from .plotting import PlotMetricsCallback
@@ -32,8 +33,10 @@ from .swa import StochasticWeightAveragingCallback
 from .training_state import SaveTrainingStateCallback
 from .training_control import (
     ConvertSyncBatchNormCallback,
+    FastDevRun,
     LimitBatchesCallback,
     LimitEvalStepsCallback,
+    OverfitBatches,
     StepBasedEvaluationCallback,
 )
 from .watching import EarlyStoppingCallback, SaveBestModelCallback
@@ -57,12 +60,16 @@ __all__ = [
     "StepBasedEvaluationCallback",
     "LimitBatchesCallback",
     "LimitEvalStepsCallback",
+    "FastDevRun",
+    "OverfitBatches",
+    "save_model_safetensors",
     "MetricsLoggerCallback",
     "CSVLoggerCallback",
     "JSONLinesLoggerCallback",
     "TrackerCallback",
     "TensorBoardLoggerCallback",
     "MLflowLoggerCallback",
+    "note_weights_from",
     "LearningRateMonitorCallback",
     "ThroughputMonitorCallback",
     "PlotMetricsCallback",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from accelerate import tracking
 from accelerate import utils as accelerate_utils
 from accelerate.tracking import GeneralTracker
@@ -76,6 +78,13 @@ class TrackerCallback(MetricsLoggerCallback):
     later (its server went away mid-run) is warned about once and dropped; training goes on.
     MLflow's own request timeout and retries are bounded (10 s, 2 retries) unless the environment
     sets ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``.
+
+    By default (``log_every_n_steps="auto"``) the training loss and the learning rate are logged
+    per update, about 20 points in a short run and every 50 updates in a long one, read only at
+    the updates logged. Values that are not numbers go to the trackers that show them: on
+    TensorBoard a tensor or array of 2 or 3 dimensions (``(3, H, W)``, ``(H, W)``, ``(H, W, 3)``)
+    as an image, of 4 as a batch of images, of 1 as a histogram, a string as text; the others are
+    skipped with one warning per name. :meth:`get_tracker` reaches each tracker for anything else.
     """
 
     def __init__(
@@ -85,11 +94,12 @@ class TrackerCallback(MetricsLoggerCallback):
         logging_dir: str | os.PathLike = "runs",
         config: Mapping[str, Any] | None = None,
         init_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: int | Literal["auto"] | None = "auto",
         on_unreachable: OnUnreachable = "warn",
         if_exists: Literal["new_version", "append"] = "new_version",
+        log_learning_rate: bool = True,
     ):
-        super().__init__(log_every_n_steps)
+        super().__init__(log_every_n_steps, log_learning_rate)
         self._folder = RunFolder(logging_dir, if_exists, owner=type(self).__name__)
         if on_unreachable not in ("warn", "error"):
             raise ValueError(f"on_unreachable must be 'warn' or 'error', got {on_unreachable!r}.")
@@ -108,6 +118,8 @@ class TrackerCallback(MetricsLoggerCallback):
         self._last_step: int | None = None
         self._last_step_rows: list[dict[str, Any]] = []
         self._hide_from: int | None = None  # set by load_state_dict: the step a resumed writer purges from
+        self._trainer = None  # the trainer of the current run or evaluation, for get_tracker
+        self._is_main = True
 
     # ------------------------------------------------------------------ set-up
 
@@ -143,6 +155,35 @@ class TrackerCallback(MetricsLoggerCallback):
         """The folder under which the trackers that write locally write this run."""
         return self._folder.path
 
+    def get_tracker(self, name: str, unwrap: bool = False):
+        """The tracker ``name`` of the current run, as accelerate's ``Accelerator.get_tracker`` returns it:
+        its ``GeneralTracker``, or with ``unwrap=True`` the tracker's own object (TensorBoard's
+        ``SummaryWriter``, the ``wandb`` run, the ``mlflow`` module), for images, histograms, tables
+        and the rest of its API. On the other processes, which start no tracker, an empty
+        ``GeneralTracker`` whose methods do nothing (guard unwrapped calls with
+        ``trainer.is_world_process_zero``). Call it during a training run or an ``evaluate()``, from a
+        callback's events.
+
+        Args:
+            name: the tracker's name (``"tensorboard"``, ``"wandb"``, ... or your tracker's ``name``).
+            unwrap: return the tracker's own object rather than accelerate's wrapper.
+        """
+        names = [tracker_name(entry) for entry in self.trackers]
+        if name not in names:
+            raise ValueError(f"{type(self).__name__} has no tracker {name!r}; its trackers: {names}.")
+        if not self._is_main:
+            return GeneralTracker(_blank=True)
+        if not self._is_open and self._trainer is not None:
+            self._open(self._trainer)  # a resumed run opens the trackers when it first writes
+        tracker = next((started for started in self._started if tracker_name(started) == name), None)
+        if tracker is None:
+            why = "was dropped (see the warning)" if name in self._left_out else "runs only during a run"
+            raise RuntimeError(
+                f"{type(self).__name__}: the {name} tracker {why}: call get_tracker from a callback's event "
+                "during train() or evaluate()."
+            )
+        return tracker.tracker if unwrap else tracker
+
     # ------------------------------------------------------------------ events
 
     def on_training_run_start(self, trainer, **kwargs):
@@ -151,7 +192,21 @@ class TrackerCallback(MetricsLoggerCallback):
         self._left_out = self._unreachable_trackers(trainer)
         self._last_step, self._last_step_rows, self._hide_from = None, [], None  # a resumed run's: its state
         self._folder.start_run(trainer)
+        self._trainer, self._is_main = trainer, trainer.is_world_process_zero
         super().on_training_run_start(trainer, **kwargs)
+
+    def on_evaluation_run_start(self, trainer, **kwargs):
+        self._trainer, self._is_main = trainer, trainer.is_world_process_zero
+        super().on_evaluation_run_start(trainer, **kwargs)
+
+    def on_training_run_end(self, trainer, **kwargs):
+        super().on_training_run_end(trainer, **kwargs)
+        self._trainer = None
+
+    def on_evaluation_run_end(self, trainer, **kwargs):
+        super().on_evaluation_run_end(trainer, **kwargs)
+        if not self._in_training_run:
+            self._trainer = None
 
     def on_training_run_error(self, trainer, error, **kwargs):
         self._in_training_run = False
@@ -184,6 +239,17 @@ class TrackerCallback(MetricsLoggerCallback):
             self._last_step, self._last_step_rows = step, []
         if step == self._last_step:
             self._last_step_rows.append(values)
+
+    def write_non_scalars(self, values, *, epoch, step):
+        for name, value in values.items():
+            shown = False
+            for tracker in list(self._started):
+                if tracker.name == "tensorboard":
+                    show = functools.partial(show_on_tensorboard, tracker.tracker, name, value, step)
+                    shown = self._guarded(tracker, "log", show)
+            if not shown:
+                why = "none of its trackers shows it (TensorBoard: 2-4 dimensions as images, 1 as histograms)"
+                self.skip_with_warning(name, value, why)
 
     def close(self) -> None:
         self._finish(failed_status=None)
@@ -318,6 +384,32 @@ class TrackerCallback(MetricsLoggerCallback):
         return set(problems)
 
 
+def show_on_tensorboard(writer, name: str, value, step: int) -> bool:
+    """Log ``value`` with TensorBoard's ``writer`` as what it looks like: an image (2 dimensions, or 3
+    with 1, 3 or 4 channels first or last), images (4 dimensions, NCHW), a histogram (1 dimension)
+    or text (a string). False for anything else."""
+    if isinstance(value, str):
+        writer.add_text(name, value, global_step=step)
+        return True
+    if not hasattr(value, "ndim"):
+        return False
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+    if value.ndim == 1:
+        writer.add_histogram(name, value, global_step=step)
+    elif value.ndim == 2:
+        writer.add_image(name, value, global_step=step, dataformats="HW")
+    elif value.ndim == 3 and (value.shape[0] in (1, 3, 4) or value.shape[-1] in (1, 3, 4)):
+        channels_first = value.shape[0] in (1, 3, 4)
+        writer.add_image(name, value, global_step=step, dataformats="CHW" if channels_first else "HWC")
+    elif value.ndim == 4:
+        writer.add_images(name, value, global_step=step)
+    else:
+        return False
+    writer.flush()
+    return True
+
+
 def tracker_name(entry: str | GeneralTracker) -> str:
     return entry if isinstance(entry, str) else str(entry.name)
 
@@ -388,7 +480,9 @@ class TensorBoardLoggerCallback(TrackerCallback):
     (needs the ``tensorboard`` extra). Each run adds its own event file there, so nothing written
     before is lost (it does not version ``log_dir``: ``if_exists="append"``); a resumed run adds one too."""
 
-    def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None, **kwargs):
+    def __init__(
+        self, log_dir: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None = "auto", **kwargs
+    ):  # fmt: skip
         self.log_dir = Path(log_dir)
         # accelerate's TensorBoard tracker writes into logging_dir/project_name
         super().__init__(
@@ -410,7 +504,7 @@ class MLflowLoggerCallback(TrackerCallback):
         experiment_name: str = "pytorch_accelerated",
         run_name: str | None = None,
         tracking_uri: str | os.PathLike | None = None,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: int | Literal["auto"] | None = "auto",
         tags: Mapping[str, Any] | None = None,
         **kwargs,
     ):
