@@ -3,11 +3,9 @@ and every stateful callback of this package resuming exactly from any save point
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 import torch
