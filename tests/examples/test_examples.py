@@ -211,8 +211,9 @@ def test_quickstart_returns_where_everything_is(tmp_path, capsys):
     for path in result.plot_paths:
         assert_is_png(path)
     rows = read_csv(result.csv_path)
-    assert [row["epoch"] for row in rows] == ["1", "1"]  # the epoch, then the test set
+    assert [row["epoch"] for row in rows] == ["1"]  # the test scores share the row of the epoch they come from
     assert {"train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy", "test_eval_accuracy"} <= set(rows[0])
+    assert float(rows[0]["test_eval_accuracy"]) == pytest.approx(result.test_accuracy, abs=1e-4)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"run folder: {result.run_dir.resolve()}"
 
 
@@ -249,7 +250,7 @@ def test_quickstart_overwrites_only_when_asked(tmp_path):
     quickstart.main(["--run-dir", str(run_dir), "--num-epochs", "2", "--max-steps", "50"])
     result = quickstart.main(["--run-dir", str(run_dir), *TINY_RUNS["quickstart"], "--overwrite"])
 
-    assert [row["epoch"] for row in read_csv(result.csv_path)] == ["1", "1"]  # only the second run's rows
+    assert [row["epoch"] for row in read_csv(result.csv_path)] == ["1"]  # only the second run's row
 
 
 def test_quickstart_default_run_folders_are_new_ones(tmp_path, monkeypatch):

@@ -66,9 +66,13 @@ class ReadAtEpochEnd(TrainerCallback):
 
 
 def first_epoch_without_improvement(values, threshold):
-    """The first epoch (from 1) whose value does not beat the best before it by more than ``threshold``."""
+    """The first epoch (from 1) whose value does not beat the best before it by ``threshold`` or more,
+    to float32's precision (the watchers' rule: 0.86 - 0.85 is 0.0099999 in float32 and counts)."""
+    from pytorch_accelerated.callbacks.watching import MetricWatcher
+
+    watcher = MetricWatcher("eval_accuracy", greater_is_better=True, threshold=threshold)
     for epoch in range(2, len(values) + 1):
-        if values[epoch - 1] - max(values[: epoch - 1]) <= threshold:
+        if not watcher.improves_on(values[epoch - 1], max(values[: epoch - 1])):
             return epoch
     return None
 
