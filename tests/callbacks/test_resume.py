@@ -138,7 +138,7 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(
     assert (out / "version_0" / "metrics.csv").read_text() == expected_log, context
     assert not (out / "version_1").exists(), context
     states = sorted(path.name for path in (out / "states").iterdir())
-    assert len(states) == 3 and not [name for name in states if name.startswith(".")], states
+    assert len(states) == 3 and not [name for name in states if name.startswith(".")], f"{context}: {states}"
 
 
 @ONE_PROCESS_AND_TWO
