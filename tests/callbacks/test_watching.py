@@ -135,15 +135,18 @@ WATCHERS = [
 @pytest.mark.parametrize("make_watcher", WATCHERS, ids=["early-stopping", "save-best"])
 def test_a_metric_nobody_declares_is_warned_about_before_the_first_update(tmp_path, make_watcher):
     at_warnings = UpdatesAtWarnings()
-    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", "eval_acc"), DeclaredScriptedMetric("eval_accuracy", [0.5])]
-    with at_warnings.watching(), pytest.raises(ValueError, match="watches 'eval_acc', which this run has not recorded"):
-        run_tiny_training(callbacks=callbacks, num_epochs=1)  # the definite check still fails the first epoch's end
+    metrics = DeclaredScriptedMetric("eval_accuracy", [0.5])
+    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", "eval_acc"), metrics]
+    not_recorded = "watches 'eval_acc', which this run has not recorded"  # the definite check, at epoch end
+    with at_warnings.watching(), pytest.raises(ValueError, match=not_recorded):
+        run_tiny_training(callbacks=callbacks, num_epochs=1)
     warned = at_warnings.about("eval_acc")
     assert len(warned) == 1, f"one warning about 'eval_acc' expected, got {at_warnings.warnings}"
     message, updates = warned[0]
     assert updates == 0, f"the warning came after {updates} updates, not before the first: {message}"
     assert "Did you mean 'eval_accuracy'?" in message, message
-    assert "['eval_accuracy', 'eval_loss_epoch', 'train_loss_epoch']" in message, f"names the declared: {message}"
+    declared = "['eval_accuracy', 'eval_loss_epoch', 'train_loss_epoch']"
+    assert declared in message, f"names the declared metrics: {message}"
     assert "fails there" in message and "ignore this warning" in message, message
 
 
@@ -156,31 +159,35 @@ def test_a_metric_recorded_undeclared_is_warned_about_once_then_works():
         result.trainer.train(make_tiny_dataset(64), num_epochs=2, eval_dataset=make_tiny_dataset(32, seed=1))
     assert result.events.count("on_training_run_epoch_end") == 4, "both runs trained every epoch"
     assert stopping.watcher.best == 0.4
-    assert [updates for _, updates in at_warnings.about("eval_score")] == [0], "warned once, before any update"
+    updates_at_warnings = [updates for _, updates in at_warnings.about("eval_score")]
+    assert updates_at_warnings == [0], "warned once, before any update"
 
 
 @pytest.mark.parametrize("metric, with_eval", [
     ("eval_loss_epoch", True), ("train_loss_epoch", False), ("eval_score", True),
 ])  # fmt: skip
 @pytest.mark.parametrize("make_watcher", WATCHERS, ids=["early-stopping", "save-best"])
-def test_a_metric_the_core_or_a_callback_declares_is_not_warned_about(tmp_path, make_watcher, metric, with_eval):
+def test_a_metric_the_core_or_a_callback_declares_is_not_warned_about(
+    tmp_path, make_watcher, metric, with_eval
+):
     at_warnings = UpdatesAtWarnings()
-    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", metric), DeclaredScriptedMetric("eval_score", [0.5, 0.4])]
+    scores = DeclaredScriptedMetric("eval_score", [0.5, 0.4])
+    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", metric), scores]
     with at_warnings.watching():
         run_tiny_training(callbacks=callbacks, num_epochs=2, with_eval=with_eval)
     assert at_warnings.about(metric) == []
 
 
 def test_a_metric_scheduler_monitoring_a_metric_nobody_declares_warns_too():
-    import functools
-
     from pytorch_accelerated.callbacks import MetricSchedulerCallback
 
     at_warnings = UpdatesAtWarnings()
-    scheduler = MetricSchedulerCallback(functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau), monitor="eval_los")
+    scheduler = MetricSchedulerCallback(torch.optim.lr_scheduler.ReduceLROnPlateau, monitor="eval_los")
     with at_warnings.watching(), pytest.raises(KeyError):
         run_tiny_training(callbacks=[at_warnings, scheduler], num_epochs=1)
-    assert [(updates, "Did you mean 'eval_loss_epoch'?" in message) for message, updates in at_warnings.about("eval_los")] == [(0, True)]
+    suggests = "Did you mean 'eval_loss_epoch'?"
+    warned = [(updates, suggests in message) for message, updates in at_warnings.about("eval_los")]
+    assert warned == [(0, True)], at_warnings.warnings
 
 
 def _recording_callbacks(tmp_path):
@@ -197,7 +204,7 @@ def _recording_callbacks(tmp_path):
 def _logger_alone(tmp_path):
     from pytorch_accelerated.callbacks import CSVLoggerCallback
 
-    return [CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2)]  # it records lr and train_loss_step itself
+    return [CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2)]  # it records lr and train_loss_step
 
 
 def _clipping_norms(tmp_path):

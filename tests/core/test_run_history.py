@@ -198,7 +198,8 @@ class _RecordsInItsHook(Trainer):
 @pytest.mark.parametrize("eval_dataset, expected", [
     (None, ["train_loss_epoch"]),
     ("one", ["train_loss_epoch", "eval_loss_epoch", "eval_score"]),
-    ("two", ["train_loss_epoch", "val_eval_loss_epoch", "ood_eval_loss_epoch", "val_eval_score", "ood_eval_score"]),
+    ("two", ["train_loss_epoch", "val_eval_loss_epoch", "ood_eval_loss_epoch",
+             "val_eval_score", "ood_eval_score"]),
 ], ids=["no-eval", "one-eval-set", "named-eval-sets"])  # fmt: skip
 def test_the_names_a_run_declares_are_the_trainers_and_its_callbacks(eval_dataset, expected):
     declaring = _DeclaresAtRunStart()

@@ -331,7 +331,7 @@ def test_a_watched_metric_the_metrics_callback_declares_gets_no_warning(tmp_path
     from pytorch_accelerated.callbacks import EarlyStoppingCallback, SaveBestModelCallback
 
     metrics = MetricsCallback({"accuracy": accuracy()}, on_train=True)
-    stopping = EarlyStoppingCallback(early_stopping_patience=5, watch_metric="eval_accuracy", greater_is_better=True)
+    stopping = EarlyStoppingCallback(5, watch_metric="eval_accuracy", greater_is_better=True)
     best = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="train_accuracy", greater_is_better=True)
     with warnings_about_watched_metrics() as (updates, seen):
         run_tiny_training(callbacks=[updates, stopping, best, metrics], num_epochs=1)
@@ -344,7 +344,8 @@ def test_a_misspelled_metric_is_warned_about_before_the_first_update():
     stopping = EarlyStoppingCallback(watch_metric="eval_acc", greater_is_better=True)
     with warnings_about_watched_metrics() as (updates, seen):
         with pytest.raises(ValueError, match="watches 'eval_acc', which this run has not recorded"):
-            run_tiny_training(callbacks=[updates, stopping, MetricsCallback({"accuracy": accuracy()})], num_epochs=1)
+            callbacks = [updates, stopping, MetricsCallback({"accuracy": accuracy()})]
+            run_tiny_training(callbacks=callbacks, num_epochs=1)
     assert len(seen) == 1, seen
     message, updates_then = seen[0]
     assert updates_then == 0, f"warned after {updates_then} updates: {message}"
@@ -354,18 +355,20 @@ def test_a_misspelled_metric_is_warned_about_before_the_first_update():
 def test_every_name_the_metrics_callback_records_is_declared_also_for_named_eval_sets():
     from pytorch_accelerated.callbacks.watching import warn_if_undeclared
 
-    per_class = ClasswiseWrapper(MulticlassAccuracy(3, average=None), labels=["a", "b", "c"])  # a dict per key
+    per_class = ClasswiseWrapper(MulticlassAccuracy(3, average=None), labels=["a", "b", "c"])  # a dict
     metrics = MetricsCallback({"accuracy": accuracy(), "per_class": per_class}, on_train=True)
     model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=[metrics])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[metrics])
     evaluation = {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(16, seed=2)}
     trainer.train(make_tiny_dataset(32), num_epochs=1, eval_dataset=evaluation, per_device_batch_size=8)
     recorded = trainer.run_history.get_metric_names()
     assert "ood_eval_per_class_multiclassaccuracy_b" in recorded and "val_eval_accuracy" in recorded
     with warnings.catch_warnings(record=True):
         undeclared = [name for name in recorded if warn_if_undeclared(name, trainer, "test")]
-    assert not undeclared, f"recorded but not declared: {undeclared}; declared: {trainer.recorded_metric_names()}"
-    never_recorded = [name for name in trainer.recorded_metric_names() if "*" not in name and name not in recorded]
+    declared = trainer.recorded_metric_names()
+    assert not undeclared, f"recorded but not declared: {undeclared}; declared: {declared}"
+    never_recorded = [name for name in declared if "*" not in name and name not in recorded]
     dict_names = ["val_eval_per_class", "ood_eval_per_class", "train_per_class"]  # recorded per key instead
     assert never_recorded == dict_names, f"declared but never recorded: {never_recorded}"
 

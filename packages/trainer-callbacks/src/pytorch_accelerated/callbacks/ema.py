@@ -68,7 +68,7 @@ class ModelEmaCallback(TrainerCallback):
     def recorded_metric_names(self, trainer):
         if not self.evaluate_during_training:
             return []
-        # evaluated inside each evaluation set's epoch: ema_eval_loss, ema_eval_<name> (val_ema_... for named sets)
+        # evaluated inside each evaluation set's epoch: ema_eval_loss, ema_eval_<name> (or val_ema_...)
         return [f"{outer}{self.metric_prefix}*eval_*" for outer in trainer.evaluation_metric_names("")]
 
     def on_training_run_start(self, trainer, **kwargs):

@@ -157,7 +157,7 @@ def _clips(run_config) -> bool:
 
 
 def _norm_names(groups: list[tuple[str, list]], clipping: bool) -> list[str]:
-    """``grad_norm`` and one per layer group, then the same after clipping (``grad_norm_clipped``) if it clips."""
+    """``grad_norm`` and one per layer group, then the same after clipping (``grad_norm_clipped``)."""
     parts = ["grad_norm", *(f"grad_norm/{name}" for name, _ in groups)]
     return parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if clipping else [])
 

@@ -19,9 +19,9 @@ class MetricSchedulerCallback(TrainerCallback):
     ``StepBasedEvaluationCallback``), when that evaluation ends. So ``"eval_loss_epoch"`` steps it
     once per epoch, and ``"step_eval_loss"`` once per step-based evaluation. Evaluations outside
     training never step it. An ``eval_*`` monitor in a run without an ``eval_dataset`` is a
-    ``ValueError`` when the run starts, and a ``monitor`` that neither the Trainer nor a callback declares
-    (``trainer.recorded_metric_names()``) a warning then; a run that ends an epoch without a value of ``monitor``
-    ever recorded raises ``KeyError`` naming the metrics that are recorded.
+    ``ValueError`` when the run starts, and a ``monitor`` that neither the Trainer nor a callback
+    declares (``trainer.recorded_metric_names()``) a warning then; a run that ends an epoch without a
+    value of ``monitor`` ever recorded raises ``KeyError`` naming the metrics that are recorded.
 
     ``create_scheduler_fn(optimizer)`` builds the scheduler when each training run starts (e.g.
     ``functools.partial(ReduceLROnPlateau, mode="min", factor=0.5, patience=2)``). It may be used

@@ -22,7 +22,7 @@ class StepBasedEvaluationCallback(TrainerCallback):
         self.metric_prefix = metric_prefix
 
     def recorded_metric_names(self, trainer):
-        return [f"{self.metric_prefix}*eval_*"]  # what its evaluations record: step_eval_loss, step_eval_<name>
+        return [f"{self.metric_prefix}*eval_*"]  # its evaluations' step_eval_loss, step_eval_<name>, ...
 
     def on_training_run_start(self, trainer, **kwargs):
         if trainer.eval_dataloader is None:

@@ -39,11 +39,12 @@ def warn_if_undeclared(metric: str, trainer, owner: str) -> bool:
     if trainer.is_world_process_zero:
         close = difflib.get_close_matches(metric, [name for name in declared if "*" not in name], n=1)
         warnings.warn(
-            f"{owner} watches {metric!r}, but neither the Trainer nor a callback of this run declares that it "
-            f"records it; declared metrics: {declared}.{f' Did you mean {close[0]!r}?' if close else ''} Unless "
-            "something records it by the end of the first epoch and its evaluation, the run fails there. If a "
-            "callback or Trainer subclass of your own records it, ignore this warning, or declare the name in "
-            "its recorded_metric_names().",
+            f"{owner} watches {metric!r}, but neither the Trainer nor a callback of this run declares "
+            f"that it records it; declared metrics: {declared}."
+            f"{f' Did you mean {close[0]!r}?' if close else ''} Unless something records it by the end "
+            "of the first epoch and its evaluation, the run fails there. If a callback or Trainer "
+            "subclass of your own records it, ignore this warning, or declare the name in its "
+            "recorded_metric_names().",
             stacklevel=_user_stacklevel(),
         )
     return True
