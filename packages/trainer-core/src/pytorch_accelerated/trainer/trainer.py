@@ -821,7 +821,8 @@ class Trainer:
         subclass whose hooks record some declares them, ``[*super().recorded_metric_names(), "my_metric"]``.
         """
         own = ["train_loss_epoch", *self.evaluation_metric_names("eval_loss_epoch")]
-        return own + [name for cb in self.callback_handler for name in cb.recorded_metric_names(self)]
+        declared = own + [name for cb in self.callback_handler for name in cb.recorded_metric_names(self)]
+        return list(dict.fromkeys(declared))  # each once (two loggers declare train_loss_step), in order
 
     def evaluation_metric_names(self, name: str) -> list[str]:
         """The names a value recorded as ``name`` in an evaluation of the run's evaluation sets is stored
