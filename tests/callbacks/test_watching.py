@@ -2,6 +2,8 @@
 
 import csv
 import re
+import warnings
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -19,6 +21,36 @@ class ScriptedMetric(TrainerCallback):
 
     def on_eval_epoch_end(self, trainer, **kwargs):
         trainer.run_history.update_metric(self.name, self.values[trainer.run_history.current_epoch - 1])
+
+
+class DeclaredScriptedMetric(ScriptedMetric):
+    """A :class:`ScriptedMetric` that declares the name it records."""
+
+    def recorded_metric_names(self, trainer):
+        return [self.name]
+
+
+class UpdatesAtWarnings(TrainerCallback):
+    """Within :meth:`watching`, notes each warning with the number of updates its trainer had done then."""
+
+    def __init__(self):
+        self.trainer, self.warnings = None, []
+
+    def on_init_end(self, trainer, **kwargs):
+        self.trainer = trainer
+
+    @contextmanager
+    def watching(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *args, **kwargs: self.warnings.append(
+                (str(message), self.trainer.completed_update_steps)
+            )
+            yield
+
+    def about(self, metric):
+        """The (message, updates done) of the warnings about ``metric`` being watched."""
+        return [(message, updates) for message, updates in self.warnings if f"watches {metric!r}" in message]
 
 
 @pytest.mark.parametrize(
@@ -92,6 +124,110 @@ def test_a_watched_metric_nobody_records_suggests_the_name_closest_to_it(tmp_pat
     expected = r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"
     with pytest.raises(ValueError, match=expected):
         run_tiny_training(callbacks=[make_watcher(tmp_path / "best.pt"), metrics], num_epochs=1)
+
+
+WATCHERS = [
+    lambda path, metric: EarlyStoppingCallback(watch_metric=metric),
+    lambda path, metric: SaveBestModelCallback(path, watch_metric=metric),
+]
+
+
+@pytest.mark.parametrize("make_watcher", WATCHERS, ids=["early-stopping", "save-best"])
+def test_a_metric_nobody_declares_is_warned_about_before_the_first_update(tmp_path, make_watcher):
+    at_warnings = UpdatesAtWarnings()
+    metrics = DeclaredScriptedMetric("eval_accuracy", [0.5])
+    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", "eval_acc"), metrics]
+    not_recorded = "watches 'eval_acc', which this run has not recorded"  # the definite check, at epoch end
+    with at_warnings.watching(), pytest.raises(ValueError, match=not_recorded):
+        run_tiny_training(callbacks=callbacks, num_epochs=1)
+    warned = at_warnings.about("eval_acc")
+    assert len(warned) == 1, f"one warning about 'eval_acc' expected, got {at_warnings.warnings}"
+    message, updates = warned[0]
+    assert updates == 0, f"the warning came after {updates} updates, not before the first: {message}"
+    assert "Did you mean 'eval_accuracy'?" in message, message
+    declared = "['eval_accuracy', 'eval_loss_epoch', 'train_loss_epoch']"
+    assert declared in message, f"names the declared metrics: {message}"
+    assert "fails there" in message and "ignore this warning" in message, message
+
+
+def test_a_metric_recorded_undeclared_is_warned_about_once_then_works():
+    at_warnings = UpdatesAtWarnings()
+    stopping = EarlyStoppingCallback(early_stopping_patience=5, watch_metric="eval_score")
+    scores = ScriptedMetric("eval_score", [0.5, 0.4])  # records it without declaring it
+    with at_warnings.watching():
+        result = run_tiny_training(callbacks=[at_warnings, stopping, scores], num_epochs=2)
+        result.trainer.train(make_tiny_dataset(64), num_epochs=2, eval_dataset=make_tiny_dataset(32, seed=1))
+    assert result.events.count("on_training_run_epoch_end") == 4, "both runs trained every epoch"
+    assert stopping.watcher.best == 0.4
+    updates_at_warnings = [updates for _, updates in at_warnings.about("eval_score")]
+    assert updates_at_warnings == [0], "warned once, before any update"
+
+
+@pytest.mark.parametrize("metric, with_eval", [
+    ("eval_loss_epoch", True), ("train_loss_epoch", False), ("eval_score", True),
+])  # fmt: skip
+@pytest.mark.parametrize("make_watcher", WATCHERS, ids=["early-stopping", "save-best"])
+def test_a_metric_the_core_or_a_callback_declares_is_not_warned_about(
+    tmp_path, make_watcher, metric, with_eval
+):
+    at_warnings = UpdatesAtWarnings()
+    scores = DeclaredScriptedMetric("eval_score", [0.5, 0.4])
+    callbacks = [at_warnings, make_watcher(tmp_path / "best.pt", metric), scores]
+    with at_warnings.watching():
+        run_tiny_training(callbacks=callbacks, num_epochs=2, with_eval=with_eval)
+    assert at_warnings.about(metric) == []
+
+
+def test_a_metric_scheduler_monitoring_a_metric_nobody_declares_warns_too():
+    from pytorch_accelerated.callbacks import MetricSchedulerCallback
+
+    at_warnings = UpdatesAtWarnings()
+    scheduler = MetricSchedulerCallback(torch.optim.lr_scheduler.ReduceLROnPlateau, monitor="eval_los")
+    with at_warnings.watching(), pytest.raises(KeyError):
+        run_tiny_training(callbacks=[at_warnings, scheduler], num_epochs=1)
+    suggests = "Did you mean 'eval_loss_epoch'?"
+    warned = [(updates, suggests in message) for message, updates in at_warnings.about("eval_los")]
+    assert warned == [(0, True)], at_warnings.warnings
+
+
+def _recording_callbacks(tmp_path):
+    from pytorch_accelerated import callbacks as c
+
+    return [
+        c.LearningRateMonitorCallback(), c.ThroughputMonitorCallback(log_every_n_steps=3),
+        c.GradientNormCallback(log_every_n_steps=2), c.ModelSummaryCallback(print_summary=False),
+        c.ModelEmaCallback(save_path=None), c.StepBasedEvaluationCallback(eval_every_n_steps=5),
+        c.CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2),
+    ]
+
+
+def _logger_alone(tmp_path):
+    from pytorch_accelerated.callbacks import CSVLoggerCallback
+
+    return [CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2)]  # it records lr and train_loss_step
+
+
+def _clipping_norms(tmp_path):
+    from pytorch_accelerated.callbacks import GradientNormCallback
+
+    return [GradientNormCallback(log_every_n_steps=1)]
+
+
+@pytest.mark.parametrize("make_callbacks", [_recording_callbacks, _logger_alone, _clipping_norms])
+def test_every_name_the_recording_callbacks_record_is_declared_and_recorded(tmp_path, make_callbacks):
+    from pytorch_accelerated.callbacks import GradientClippingEventMixin
+    from pytorch_accelerated.callbacks.watching import warn_if_undeclared
+
+    clipping = {"gradient_clip_norm": 1.0} if make_callbacks is _clipping_norms else {}
+    trainer_class = type("ClippingTrainer", (GradientClippingEventMixin, Trainer), {})
+    result = run_tiny_training(callbacks=make_callbacks(tmp_path), trainer_class=trainer_class, **clipping)
+    trainer, recorded = result.trainer, set(result.run_history.get_metric_names())
+    with warnings.catch_warnings(record=True):
+        undeclared = [name for name in sorted(recorded) if warn_if_undeclared(name, trainer, "test")]
+    declared = trainer.recorded_metric_names()
+    assert not undeclared, f"recorded but not declared: {undeclared}; declared: {declared}"
+    never_recorded = [name for name in declared if "*" not in name and name not in recorded]
+    assert not never_recorded, f"declared but never recorded: {never_recorded}"
 
 
 def test_early_stopping_rejects_bad_arguments():

@@ -52,6 +52,8 @@ TRAINER_METHODS = {
     'num_real_samples': '(self, batch_size)',
     'request_epoch_end': '(self)',
     'wait_for_everyone': '(self)',
+    'recorded_metric_names': '(self)',
+    'evaluation_metric_names': '(self, name)',
 }
 CALLBACK_EVENTS = {
     'on_init_end': '(self, trainer, **kwargs)',
@@ -73,6 +75,12 @@ CALLBACK_EVENTS = {
     'on_stop_training_error': '(self, trainer, stop_training_error, **kwargs)',
     'on_save_point': '(self, trainer, point, **kwargs)',
     'on_training_run_error': '(self, trainer, error, **kwargs)',
+}
+# TrainerCallback's public methods that are not events.
+CALLBACK_METHODS = {
+    'recorded_metric_names': '(self, trainer)',
+    'state_dict': '(self)',
+    'load_state_dict': '(self, state_dict)',
 }
 # The founding README's event names, each fired as the event it names here.
 SYNONYMS = {
@@ -140,6 +148,15 @@ def test_trainer_hooks_and_methods_are_pinned():
 def test_callback_events_are_pinned_in_order():
     assert list(TRAINER_EVENTS) == list(CALLBACK_EVENTS)
     assert {name: _bare_signature(getattr(TrainerCallback, name)) for name in TRAINER_EVENTS} == CALLBACK_EVENTS
+
+
+def test_callback_methods_beyond_the_events_are_pinned():
+    public = {
+        name: _bare_signature(value)
+        for name, value in vars(TrainerCallback).items()
+        if callable(value) and not name.startswith(("_", "on_"))
+    }
+    assert public == CALLBACK_METHODS
 
 
 def test_event_synonyms_are_pinned():

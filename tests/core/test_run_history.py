@@ -1,8 +1,8 @@
-"""The run history's interface, prefixes and round trip."""
+"""The run history's interface, prefixes and round trip, and the metric names a run declares."""
 
 import pytest
 
-from pytorch_accelerated.trainer import InMemoryRunHistory, RunHistory, TrainerCallback
+from pytorch_accelerated.trainer import InMemoryRunHistory, RunHistory, Trainer, TrainerCallback
 
 from .helpers import make_tiny_dataset, make_trainer
 
@@ -178,3 +178,41 @@ def test_a_custom_history_written_against_the_old_interface_gets_records_too():
     restored = _DictOfListsHistory()
     restored.load_state_dict(history.state_dict())
     assert [r.step for r in restored.get_metric_records("train_loss_epoch")] == [8, 16]
+
+
+class _DeclaresAtRunStart(TrainerCallback):
+    """Declares ``eval_score`` for each evaluation set, and keeps what the trainer declares at run start."""
+
+    def recorded_metric_names(self, trainer):
+        return trainer.evaluation_metric_names("eval_score")
+
+    def on_training_run_start(self, trainer, **kwargs):
+        self.declared = trainer.recorded_metric_names()
+
+
+class _RecordsInItsHook(Trainer):
+    def recorded_metric_names(self):
+        return [*super().recorded_metric_names(), "my_metric"]
+
+
+@pytest.mark.parametrize("eval_dataset, expected", [
+    (None, ["train_loss_epoch"]),
+    ("one", ["train_loss_epoch", "eval_loss_epoch", "eval_score"]),
+    ("two", ["train_loss_epoch", "val_eval_loss_epoch", "ood_eval_loss_epoch",
+             "val_eval_score", "ood_eval_score"]),
+], ids=["no-eval", "one-eval-set", "named-eval-sets"])  # fmt: skip
+def test_the_names_a_run_declares_are_the_trainers_and_its_callbacks(eval_dataset, expected):
+    declaring = _DeclaresAtRunStart()
+    trainer = make_trainer(callbacks=[declaring])
+    evaluation = {"one": make_tiny_dataset(16, seed=1), "two": {"val": make_tiny_dataset(16, seed=1),
+                  "ood": make_tiny_dataset(16, seed=2)}}.get(eval_dataset)  # fmt: skip
+    trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=evaluation, per_device_batch_size=8)
+    assert declaring.declared == expected, "the trainer's own names first, each eval set's under its name"
+    recorded = set(trainer.run_history.get_metric_names())
+    assert recorded == {name for name in expected if "score" not in name}, "the core records what it declares"
+
+
+def test_a_trainer_subclass_declares_what_its_hooks_record():
+    trainer = make_trainer(trainer_class=_RecordsInItsHook)
+    trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
+    assert trainer.recorded_metric_names() == ["train_loss_epoch", "my_metric"]

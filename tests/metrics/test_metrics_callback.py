@@ -1,5 +1,8 @@
 """MetricsCallback, record_metrics and default_metric_inputs in real tiny training runs."""
 
+import warnings
+from contextlib import contextmanager
+
 import pytest
 import torch
 import torchmetrics
@@ -9,7 +12,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from pytorch_accelerated.metrics import MetricsCallback, default_metric_inputs, record_metrics
 from pytorch_accelerated.trainer import InMemoryRunHistory, StopTrainingError, Trainer, TrainerCallback
-from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
+from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model, run_tiny_training
 
 NUM_EPOCHS = 3
 UNSHUFFLED = {"train_dataloader_kwargs": {"shuffle": False}}
@@ -312,6 +315,66 @@ def test_a_custom_inputs_fn_is_used():
     custom = run_tiny_training(callbacks=[custom_metrics], **UNSHUFFLED)
     default = run_tiny_training(callbacks=[MetricsCallback({"accuracy": accuracy()})], **UNSHUFFLED)
     assert custom.metrics["eval_accuracy"] == default.metrics["eval_accuracy"]
+
+
+# ---------------------------------------------------------------------------------------- declared names
+
+
+@contextmanager
+def warnings_about_watched_metrics():
+    """Within the block, (message, updates done then) of each warning about a watched metric, in a list."""
+    updates, seen = CountUpdates(), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: seen.append((str(message), updates.updates))
+        yield updates, seen
+    seen[:] = [(message, count) for message, count in seen if " watches '" in message]
+
+
+def test_a_watched_metric_the_metrics_callback_declares_gets_no_warning(tmp_path):
+    from pytorch_accelerated.callbacks import EarlyStoppingCallback, SaveBestModelCallback
+
+    metrics = MetricsCallback({"accuracy": accuracy()}, on_train=True)
+    stopping = EarlyStoppingCallback(5, watch_metric="eval_accuracy", greater_is_better=True)
+    best = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="train_accuracy", greater_is_better=True)
+    with warnings_about_watched_metrics() as (updates, seen):
+        run_tiny_training(callbacks=[updates, stopping, best, metrics], num_epochs=1)
+    assert seen == []
+
+
+def test_a_misspelled_metric_is_warned_about_before_the_first_update():
+    from pytorch_accelerated.callbacks import EarlyStoppingCallback
+
+    stopping = EarlyStoppingCallback(watch_metric="eval_acc", greater_is_better=True)
+    with warnings_about_watched_metrics() as (updates, seen):
+        with pytest.raises(ValueError, match="watches 'eval_acc', which this run has not recorded"):
+            callbacks = [updates, stopping, MetricsCallback({"accuracy": accuracy()})]
+            run_tiny_training(callbacks=callbacks, num_epochs=1)
+    assert len(seen) == 1, seen
+    message, updates_then = seen[0]
+    assert updates_then == 0, f"warned after {updates_then} updates: {message}"
+    assert "Did you mean 'eval_accuracy'?" in message, message
+
+
+def test_every_name_the_metrics_callback_records_is_declared_also_for_named_eval_sets():
+    from pytorch_accelerated.callbacks.watching import warn_if_undeclared
+
+    per_class = ClasswiseWrapper(MulticlassAccuracy(3, average=None), labels=["a", "b", "c"])  # a dict
+    metrics = MetricsCallback({"accuracy": accuracy(), "per_class": per_class}, on_train=True)
+    model = make_tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[metrics])
+    evaluation = {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(16, seed=2)}
+    trainer.train(make_tiny_dataset(32), num_epochs=1, eval_dataset=evaluation, per_device_batch_size=8)
+    recorded = trainer.run_history.get_metric_names()
+    assert "ood_eval_per_class_multiclassaccuracy_b" in recorded and "val_eval_accuracy" in recorded
+    with warnings.catch_warnings(record=True):
+        undeclared = [name for name in recorded if warn_if_undeclared(name, trainer, "test")]
+    declared = trainer.recorded_metric_names()
+    assert not undeclared, f"recorded but not declared: {undeclared}; declared: {declared}"
+    never_recorded = [name for name in declared if "*" not in name and name not in recorded]
+    dict_names = ["val_eval_per_class", "ood_eval_per_class", "train_per_class"]  # recorded per key instead
+    assert never_recorded == dict_names, f"declared but never recorded: {never_recorded}"
 
 
 # ---------------------------------------------------------------------------------------- validation

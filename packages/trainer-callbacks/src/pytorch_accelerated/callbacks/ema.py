@@ -65,6 +65,12 @@ class ModelEmaCallback(TrainerCallback):
         """Where the average is saved (its ``version_<n>`` folder once the first run has started), or None."""
         return self._run_path.path if self._run_path is not None else None
 
+    def recorded_metric_names(self, trainer):
+        if not self.evaluate_during_training:
+            return []
+        # evaluated inside each evaluation set's epoch: ema_eval_loss, ema_eval_<name> (or val_ema_...)
+        return [f"{outer}{self.metric_prefix}*eval_*" for outer in trainer.evaluation_metric_names("")]
+
     def on_training_run_start(self, trainer, **kwargs):
         if self._run_path is not None:
             self._run_path.start_run(trainer)

@@ -69,22 +69,26 @@ class GradientNormCallback(TrainerCallback):
         self._scaler = None
 
     def on_training_run_start(self, trainer, **kwargs):
-        config = trainer.run_config
-        self._clipping = config.gradient_clip_norm is not None or config.gradient_clip_value is not None
+        self._clipping = _clips(trainer.run_config)
         if self._clipping and not isinstance(trainer, GradientClippingEventMixin):
             raise TypeError(
                 "GradientNormCallback: this run clips gradients, and the norm before clipping needs the "
                 f"{BEFORE_GRADIENT_CLIPPING_EVENT} event: train with a subclass "
                 "`class MyTrainer(GradientClippingEventMixin, Trainer)` (both from pytorch_accelerated)."
             )
-        self._groups = _layer_groups(trainer.get_model(keep_torch_compile=False)) if self.per_layer_group else []
-        parts = ["grad_norm", *(f"grad_norm/{name}" for name, _ in self._groups)]
-        self._names = parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if self._clipping else [])
+        self._groups = self._layer_groups(trainer)
+        self._names = _norm_names(self._groups, self._clipping)
         self._all_parameters = list(trainer.get_model(keep_torch_compile=False).parameters())
         self._device = trainer.device
         self._scaler = trainer.accelerator.scaler
         self._pending, self._pending_steps = [], []
         self._before_clipping = None
+
+    def recorded_metric_names(self, trainer):
+        return _norm_names(self._layer_groups(trainer), _clips(trainer.run_config))
+
+    def _layer_groups(self, trainer) -> list[tuple[str, list[torch.nn.Parameter]]]:
+        return _layer_groups(trainer.get_model(keep_torch_compile=False)) if self.per_layer_group else []
 
     @torch.no_grad()
     def on_before_gradient_clipping(self, trainer, **kwargs):
@@ -146,6 +150,16 @@ class GradientNormCallback(TrainerCallback):
 def _layer_groups(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:
     """``group_<i>`` and its parameters for each of ModelFreezer's layer groups of ``model``."""
     return [(f"group_{group.layer_group_idx}", list(group.params)) for group in ModelFreezer(model).get_layer_groups()]
+
+
+def _clips(run_config) -> bool:
+    return run_config.gradient_clip_norm is not None or run_config.gradient_clip_value is not None
+
+
+def _norm_names(groups: list[tuple[str, list]], clipping: bool) -> list[str]:
+    """``grad_norm`` and one per layer group, then the same after clipping (``grad_norm_clipped``)."""
+    parts = ["grad_norm", *(f"grad_norm/{name}" for name, _ in groups)]
+    return parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if clipping else [])
 
 
 def _norm(gradients: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -189,6 +189,12 @@ class MetricsLoggerCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ events
 
+    def recorded_metric_names(self, trainer):
+        if self.log_every_n_steps is None:
+            return []
+        records_lr = self.log_learning_rate and not _has_learning_rate_monitor(trainer)
+        return [STEP_LOSS_METRIC, *(learning_rates(trainer.optimizer) if records_lr else ())]
+
     def on_training_run_start(self, trainer, **kwargs):
         self._in_training_run = True
         self._window_loss, self._window_batches, self._row_due = None, 0, False

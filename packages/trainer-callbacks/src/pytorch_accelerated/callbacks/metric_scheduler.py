@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from pytorch_accelerated.trainer import TrainerCallback
 
-from .watching import check_metric_can_be_recorded
+from .watching import check_metric_can_be_recorded, warn_if_undeclared
 
 
 class MetricSchedulerCallback(TrainerCallback):
@@ -19,8 +19,9 @@ class MetricSchedulerCallback(TrainerCallback):
     ``StepBasedEvaluationCallback``), when that evaluation ends. So ``"eval_loss_epoch"`` steps it
     once per epoch, and ``"step_eval_loss"`` once per step-based evaluation. Evaluations outside
     training never step it. An ``eval_*`` monitor in a run without an ``eval_dataset`` is a
-    ``ValueError`` when the run starts; a run that ends an epoch without a value of ``monitor``
-    ever recorded raises ``KeyError`` naming the metrics that are recorded.
+    ``ValueError`` when the run starts, and a ``monitor`` that neither the Trainer nor a callback
+    declares (``trainer.recorded_metric_names()``) a warning then; a run that ends an epoch without a
+    value of ``monitor`` ever recorded raises ``KeyError`` naming the metrics that are recorded.
 
     ``create_scheduler_fn(optimizer)`` builds the scheduler when each training run starts (e.g.
     ``functools.partial(ReduceLROnPlateau, mode="min", factor=0.5, patience=2)``). It may be used
@@ -40,9 +41,12 @@ class MetricSchedulerCallback(TrainerCallback):
         self.scheduler = None
         self._num_values_seen = 0
         self._in_training_run = False
+        self._warned_undeclared = False
 
     def on_training_run_start(self, trainer, **kwargs):
         check_metric_can_be_recorded(self.monitor, trainer, type(self).__name__)
+        if not self._warned_undeclared:
+            self._warned_undeclared = warn_if_undeclared(self.monitor, trainer, type(self).__name__)
         # torch's schedulers count the steps of the optimizer they change: give them the torch one
         optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         self.scheduler = self.create_scheduler_fn(optimizer)

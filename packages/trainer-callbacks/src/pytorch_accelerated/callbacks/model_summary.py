@@ -80,6 +80,9 @@ class ModelSummaryCallback(TrainerCallback):
             for name, value in totals.items():
                 trainer.run_history.update_metric(name, value)
 
+    def recorded_metric_names(self, trainer):
+        return [f"model_{name}" for name in _total([])] if self.record_totals else []
+
     def totals(self) -> dict[str, float]:
         """``parameters``, ``trainable_parameters``, ``frozen_parameters`` and ``size_mb`` of the last summary."""
         return _total(self.summary or [])

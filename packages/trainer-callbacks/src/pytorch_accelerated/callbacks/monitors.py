@@ -8,6 +8,8 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback
 
+from .loggers import learning_rates
+
 
 class LearningRateMonitorCallback(TrainerCallback):
     """Records the learning rate of every parameter group into the run history, for every
@@ -26,14 +28,15 @@ class LearningRateMonitorCallback(TrainerCallback):
             raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}.")
         self.log_every_n_steps = log_every_n_steps
 
+    def recorded_metric_names(self, trainer):
+        return list(learning_rates(trainer.optimizer))
+
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
         update = trainer.completed_update_steps + 1
         if update % self.log_every_n_steps:
             return
-        groups = optimizer.param_groups
-        for index, group in enumerate(groups):
-            name = "lr" if len(groups) == 1 else f"lr_group_{index}"
-            trainer.run_history.update_metric(name, float(group["lr"]), step=update)
+        for name, learning_rate in learning_rates(optimizer).items():
+            trainer.run_history.update_metric(name, learning_rate, step=update)
 
 
 class ThroughputMonitorCallback(TrainerCallback):
@@ -61,6 +64,11 @@ class ThroughputMonitorCallback(TrainerCallback):
         self._start_update = 0
         self._num_samples = 0
         self._interval = (0.0, 0, 0)  # (time, update, samples) where the current interval started
+
+    def recorded_metric_names(self, trainer):
+        per_epoch = ["train_samples_per_second", "train_steps_per_second", "train_epoch_time_seconds"]
+        per_step = ["train_samples_per_second_step", "train_steps_per_second_step"]
+        return per_epoch + (per_step if self.log_every_n_steps is not None else [])
 
     def on_train_epoch_start(self, trainer, **kwargs):
         self._start_time = time.perf_counter()

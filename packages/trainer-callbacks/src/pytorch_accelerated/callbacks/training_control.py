@@ -21,6 +21,9 @@ class StepBasedEvaluationCallback(TrainerCallback):
         self.eval_every_n_steps = eval_every_n_steps
         self.metric_prefix = metric_prefix
 
+    def recorded_metric_names(self, trainer):
+        return [f"{self.metric_prefix}*eval_*"]  # its evaluations' step_eval_loss, step_eval_<name>, ...
+
     def on_training_run_start(self, trainer, **kwargs):
         if trainer.eval_dataloader is None:
             raise ValueError("StepBasedEvaluationCallback needs an eval_dataset: pass train(..., eval_dataset=...).")

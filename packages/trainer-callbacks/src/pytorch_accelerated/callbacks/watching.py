@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +29,47 @@ def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
         )
 
 
+def warn_if_undeclared(metric: str, trainer, owner: str) -> bool:
+    """At a run's start: one warning (main process) where neither the Trainer nor a callback declares
+    that it records ``metric`` (``trainer.recorded_metric_names()``); not an error, as a callback or hook
+    may record any name undeclared. Returns whether ``metric`` is undeclared."""
+    declared = sorted(set(trainer.recorded_metric_names()))
+    if any(_matches(metric, name) for name in declared):
+        return False
+    if trainer.is_world_process_zero:
+        close = difflib.get_close_matches(metric, [name for name in declared if "*" not in name], n=1)
+        warnings.warn(
+            f"{owner} watches {metric!r}, but neither the Trainer nor a callback of this run declares "
+            f"that it records it; declared metrics: {declared}."
+            f"{f' Did you mean {close[0]!r}?' if close else ''} Unless something records it by the end "
+            "of the first epoch and its evaluation, the run fails there. If a callback or Trainer "
+            "subclass of your own records it, ignore this warning, or declare the name in its "
+            "recorded_metric_names().",
+            stacklevel=_user_stacklevel(),
+        )
+    return True
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the caller's first frame outside pytorch_accelerated: the user's ``train`` line
+    (Python 3.12's ``skip_file_prefixes``, which 3.11 lacks)."""
+    import pytorch_accelerated
+
+    library = tuple(os.path.join(folder, "") for folder in pytorch_accelerated.__path__)
+    frame, level = sys._getframe(2), 2  # the caller of the function that warns
+    while frame is not None and frame.f_code.co_filename.startswith(library):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _matches(metric: str, declared: str) -> bool:
+    """Whether ``metric`` is the ``declared`` name, in which a ``*`` stands for any text."""
+    if "*" not in declared:
+        return metric == declared
+    pattern = re.escape(declared).replace(r"\*", ".*")  # not fnmatch: a name may hold '[' or '?'
+    return re.fullmatch(pattern, metric) is not None
+
+
 #: How far apart two metric values may be and still count as equal, relative to their size: metrics are
 #: computed in float32 (about 7 digits), so 0.914 - 0.904 is 0.0099999 once they are Python floats.
 FLOAT32_TOLERANCE = 4 * 2.0**-23
@@ -41,10 +86,14 @@ class MetricWatcher:
         self.greater_is_better = greater_is_better
         self.threshold = threshold
         self.best: float | None = None
+        self._warned_undeclared = False
 
     def check_can_be_recorded(self, trainer, owner: str) -> None:
-        """At the run's start: an ``eval_*`` metric needs an ``eval_dataset``, which the run lacks."""
+        """At the run's start: an ``eval_*`` metric needs an ``eval_dataset``, which the run lacks; a
+        metric that nothing declares it records is warned about once (it fails after the first epoch)."""
         check_metric_can_be_recorded(self.watch_metric, trainer, owner)
+        if not self._warned_undeclared:
+            self._warned_undeclared = warn_if_undeclared(self.watch_metric, trainer, owner)
 
     def read(self, trainer, owner: str) -> float:
         """The metric's latest value as a float; a clear error if the run does not record it (known
@@ -88,6 +137,11 @@ class EarlyStoppingCallback(TrainerCallback):
     The metric is read at ``on_training_run_epoch_end``, after every callback has recorded the
     epoch's metrics, so its place in the callback list does not matter. Each ``train()`` call starts
     afresh; ``reset_on_train=False`` carries the best value and the patience used up into the next.
+
+    A metric that neither the Trainer nor a callback declares (``trainer.recorded_metric_names()``)
+    gets one warning when the run starts, naming the declared ones (a callback may still record it);
+    a metric not recorded by the end of the first epoch is a ``ValueError`` there. The same holds
+    for :class:`SaveBestModelCallback`.
     """
 
     def __init__(

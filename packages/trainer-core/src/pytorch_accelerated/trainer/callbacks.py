@@ -95,6 +95,20 @@ class TrainerCallback:
         events), ``"epoch_end"`` (after each epoch's events) or ``"run_end"`` (once, when the run
         ends or was stopped, before ``training_run_end``)."""
 
+    def recorded_metric_names(self, trainer) -> Iterable[str]:
+        """The names this callback records in ``trainer.run_history`` during a training run (none by
+        default), asked once ``train`` has set up its dataloaders (from ``on_training_run_start``) by
+        callbacks that watch a metric, so that a name nobody records is reported before the first step.
+        A ``*`` stands for any text, for names known only in part (``"eval_map_*"``); a name recorded in
+        the evaluation after each epoch is stored under each evaluation set's name:
+        ``trainer.evaluation_metric_names("eval_accuracy")`` lists those. Undeclared names are still
+        recorded.
+
+        Args:
+            trainer: the trainer whose run records them.
+        """
+        return ()
+
     def state_dict(self) -> dict[str, Any]:
         """The callback's state to store in a checkpoint (empty by default)."""
         return {}

@@ -813,6 +813,27 @@ class Trainer:
         """Block until every process reaches this point."""
         self.accelerator.wait_for_everyone()
 
+    def recorded_metric_names(self) -> list[str]:
+        """The metric names a training run declares it records: this Trainer's (``train_loss_epoch``,
+        and ``eval_loss_epoch`` under each evaluation set's name), then each callback's
+        :meth:`TrainerCallback.recorded_metric_names`; a ``*`` stands for any text. Known once ``train``
+        has set up its dataloaders (from ``on_training_run_start``). Other names may still be recorded: a
+        subclass whose hooks record some declares them, ``[*super().recorded_metric_names(), "my_metric"]``.
+        """
+        own = ["train_loss_epoch", *self.evaluation_metric_names("eval_loss_epoch")]
+        declared = own + [name for cb in self.callback_handler for name in cb.recorded_metric_names(self)]
+        return list(dict.fromkeys(declared))  # each once (two loggers declare train_loss_step), in order
+
+    def evaluation_metric_names(self, name: str) -> list[str]:
+        """The names a value recorded as ``name`` in an evaluation of the run's evaluation sets is stored
+        under: ``[name]`` for one set, each set's name first for a dict of them (``val_`` + ``name``),
+        none without one. For :meth:`TrainerCallback.recorded_metric_names`.
+
+        Args:
+            name: the name as written in ``run_history.update_metric`` during the evaluation.
+        """
+        return [_prefix_of(set_name) + name for set_name in self._run_eval]
+
     # ------------------------------------------------------------------ set-up
 
     def _prepare_model_and_optimizer(self, run_settings: tuple[int, int, float | None] | None = None) -> None:

@@ -55,6 +55,14 @@ class MetricsCallback(TrainerCallback):
         self._evaluation_run_starts: list[int] = []
         self._check_eval_inputs = False  # on the first training step's outputs, before the first update
 
+    def recorded_metric_names(self, trainer):
+        """``eval_<name>`` for each evaluation set (``val_eval_<name>`` for a named one), ``train_<name>``
+        with ``on_train``; ``<...>_<name>_*`` too: a metric that returns a dict records a name per key."""
+        names = [f"eval_{name}" for name in self.eval_metrics]
+        evaluation = [recorded for name in names for recorded in trainer.evaluation_metric_names(name)]
+        training = [f"train_{name}" for name in self.train_metrics]
+        return [pattern for name in evaluation + training for pattern in (name, f"{name}_*")]
+
     # ------------------------------------------------------------------ training steps
 
     def on_training_run_start(self, trainer, **kwargs):
