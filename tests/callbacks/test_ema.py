@@ -56,6 +56,20 @@ def test_ema_is_evaluated_with_its_prefix_and_saved(tmp_path):
     assert any(not torch.equal(own_weights[k], ema.ema_state[k]) for k in own_weights)
 
 
+def test_ema_evaluates_each_named_eval_set_once_under_its_name(tmp_path):
+    from pytorch_accelerated.trainer import Trainer
+    from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+    model = make_tiny_model()
+    ema = ModelEmaCallback(decay=0.5, save_path=None)
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[ema])
+    eval_sets = {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(16, seed=2)}
+    history = trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=eval_sets, per_device_batch_size=8)
+    ema_names = sorted(name for name in history.get_metric_names() if "ema_" in name)
+    assert ema_names == ["ood_ema_eval_loss", "val_ema_eval_loss"], "each set's EMA evaluation once, after that set's"
+    assert len(history.get_metric_values("val_ema_eval_loss")) == 2
+
+
 def test_ema_eval_loss_matches_evaluating_the_ema_weights_directly(tmp_path):
     ema = ModelEmaCallback(decay=0.8, save_path=None)
     result = run_tiny_training(callbacks=[ema], num_epochs=2)

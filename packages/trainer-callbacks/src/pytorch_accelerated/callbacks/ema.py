@@ -107,7 +107,7 @@ class ModelEmaCallback(TrainerCallback):
             self._evaluating = True
             try:
                 with self.ema_weights_in(trainer), trainer.run_history.metric_prefix(self.metric_prefix):
-                    trainer.evaluate()
+                    trainer.evaluate(trainer.eval_dataset)  # the set just evaluated (of several named ones)
             finally:
                 self._evaluating = False
 
