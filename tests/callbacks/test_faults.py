@@ -77,7 +77,8 @@ def weights_of(model):
 # ---------------------------------------------------------------------------------------- states that do not fit or are damaged
 
 
-def test_a_cosine_state_is_refused_by_the_wsd_scheduler_with_the_weights_untouched(tmp_path):
+def test_the_wsd_scheduler_refuses_a_cosine_state_leaving_the_weights(tmp_path):
+    """A cosine state is refused by the WSD scheduler with the weights untouched."""
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     train([saver])
     model = make_model()
@@ -87,7 +88,8 @@ def test_a_cosine_state_is_refused_by_the_wsd_scheduler_with_the_weights_untouch
     assert_bitwise_equal(weights_of(model), before)
 
 
-def test_resume_from_latest_passes_over_a_corrupted_newest_state_and_says_so(tmp_path):
+def test_resume_from_latest_passes_over_a_corrupted_newest_state(tmp_path):
+    """``resume_from="latest"`` passes over a corrupted newest state and says so."""
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     expected = final_state(train([saver]))
     newest, intact = saver.saved_paths[-1], saver.saved_paths[-2]
@@ -130,7 +132,8 @@ def big_model():
     return torch.nn.Sequential(torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3))  # ~8 KiB of weights
 
 
-def test_a_full_disk_while_saving_a_checkpoint_or_a_state_says_so_and_keeps_the_earlier_files(small_disk):
+def test_a_full_disk_while_saving_says_so_and_keeps_the_earlier_files(small_disk):
+    """A full disk while saving a checkpoint or a state says so and keeps the earlier files."""
     trainer = make_trainer(model=big_model())
     trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
     trainer.save_checkpoint(small_disk / "model.pt")
@@ -145,7 +148,8 @@ def test_a_full_disk_while_saving_a_checkpoint_or_a_state_says_so_and_keeps_the_
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "model.pt", "state"]
 
 
-def test_a_full_disk_while_the_csv_log_is_rewritten_leaves_no_temporary_file(small_disk):
+def test_a_full_disk_while_rewriting_the_csv_leaves_no_temporary_file(small_disk):
+    """A full disk while the CSV log is rewritten leaves no temporary file."""
     log = small_disk / "log.csv"
     logger = CSVLoggerCallback(log, if_exists="error")  # the file as given: nothing else on the disk
     trainer = make_trainer([logger])
@@ -166,7 +170,8 @@ def test_a_full_disk_while_the_csv_log_is_rewritten_leaves_no_temporary_file(sma
     ],
     ids=["SaveBestModelCallback", "ModelEmaCallback"],
 )
-def test_a_callback_that_saves_into_a_read_only_folder_fails_before_the_first_step(small_disk, make_callback):
+def test_a_callback_saving_into_a_read_only_folder_fails_before_step_1(small_disk, make_callback):
+    """A callback that saves into a read-only folder fails before the first step."""
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     steps = []
 
@@ -184,7 +189,8 @@ def test_a_callback_that_saves_into_a_read_only_folder_fails_before_the_first_st
 
 
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
-def test_a_run_branched_from_an_older_state_keeps_the_later_log_records_in_a_backup_and_says_so(tmp_path, logger_class):
+def test_a_branched_run_keeps_the_later_log_records_in_a_backup(tmp_path, logger_class):
+    """A run branched from an older state keeps the later log records in a backup and says so."""
     log = tmp_path / "version_0" / "log"  # where a logger given tmp_path / "log" writes (run_folders.py)
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     train([logger_class(tmp_path / "log"), saver], num_epochs=3)
@@ -211,7 +217,8 @@ def test_an_interrupted_run_resumed_from_its_newest_state_makes_no_backup(tmp_pa
     assert not list(tmp_path.rglob("log.before-resume-*"))
 
 
-def test_a_full_disk_while_backing_up_the_log_of_a_branched_run_leaves_the_log_and_no_partial_backup(small_disk, tmp_path):
+def test_a_full_disk_while_backing_up_a_branched_log_leaves_it_whole(small_disk, tmp_path):
+    """A full disk while backing up the log of a branched run leaves the log and no partial backup."""
     log = small_disk / "log.csv"
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     train([CSVLoggerCallback(log, if_exists="error"), saver], num_epochs=3)
@@ -259,7 +266,8 @@ def whole_records(log: Path) -> list:
 
 
 @pytest.mark.parametrize("name", ["log.csv", "log.jsonl"])
-def test_a_full_disk_under_a_logger_names_the_file_and_leaves_whole_records(small_disk, name):
+def test_a_logger_on_a_full_disk_names_the_file_and_leaves_whole_records(small_disk, name):
+    """A full disk under a logger names the file and leaves whole records."""
     log = small_disk / name
     logger_class = CSVLoggerCallback if name.endswith(".csv") else JSONLinesLoggerCallback
     logger = logger_class(log, if_exists="error", log_every_n_steps=1)
@@ -289,7 +297,8 @@ def whole_records_of(text: str, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
-def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_logs(tmp_path, logger_class):
+def test_a_file_logger_closes_its_file_when_train_raises(tmp_path, logger_class):
+    """A file logger closes its file when train raises, so a later evaluate logs."""
     class Crash(TrainerCallback):
         def on_training_run_epoch_end(self, trainer, **kwargs):
             raise KeyboardInterrupt
@@ -303,7 +312,8 @@ def test_a_file_logger_closes_its_file_when_train_raises_so_a_later_evaluate_log
     assert "eval_loss" in logger.path.read_text()  # was not logged: the logger thought the run went on
 
 
-def test_a_new_run_refuses_a_save_dir_of_damaged_states_instead_of_writing_over_them(tmp_path):
+def test_a_new_run_refuses_a_save_dir_of_damaged_states(tmp_path):
+    """A new run refuses a ``save_dir`` of damaged states instead of writing over them."""
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     train([saver], num_epochs=1)
     for state in saver.saved_paths:

@@ -109,7 +109,8 @@ def _bn_params(model):
 # --- layer groups -------------------------------------------------------------------------------
 
 
-def test_cnn_groups_open_plain_containers_and_join_parameterless_modules_to_the_group_before():
+def test_cnn_groups_open_containers_and_merge_parameterless_modules():
+    """CNN groups open plain containers and join parameterless modules to the group before them."""
     model = SmallCNN()
     groups = ModelFreezer(model).get_layer_groups()
     assert [group.layer_group_idx for group in groups] == [0, 1, 2, 3]
@@ -211,7 +212,8 @@ def _frozen_groups(freezer):
     return [group.layer_group_idx for group in freezer.get_layer_groups() if group.is_frozen]
 
 
-def test_ranges_are_inclusive_in_either_direction_and_negative_indices_count_from_the_end():
+def test_ranges_are_inclusive_both_ways_and_negative_indices_count_back():
+    """Ranges are inclusive in either direction and negative indices count from the end."""
     for from_index, to_index in [(3, 4), (4, 3), (-3, -2), (-2, 3)]:
         freezer = ModelFreezer(NestedModel())
         freezer.freeze(from_index, to_index)
@@ -232,7 +234,8 @@ def test_ranges_are_inclusive_in_either_direction_and_negative_indices_count_fro
         ("unfreeze", {"to_index": 6}),
     ],
 )
-def test_an_out_of_range_index_names_the_number_of_groups_and_changes_nothing(method, kwargs):
+def test_an_out_of_range_index_names_the_group_count_and_changes_nothing(method, kwargs):
+    """An out-of-range index names the number of groups and changes nothing."""
     freezer = ModelFreezer(NestedModel())
     freezer.freeze(2, 2)
     states = [param.requires_grad for param in freezer.model.parameters()]

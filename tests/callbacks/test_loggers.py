@@ -83,7 +83,8 @@ class NotMainProcessTrainer(Trainer):
 # ---------------------------------------------------------------------------------------- CSV / JSON Lines
 
 
-def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluation(tmp_path):
+def test_csv_has_one_row_per_epoch_with_the_history_and_the_evaluation(tmp_path):
+    """The CSV has one row per epoch with the run history's values and the evaluation."""
     path = tmp_path / "logs" / "metrics.csv"
     result = run_tiny_training(callbacks=[CSVLoggerCallback(path)], num_epochs=2)
     evaluation = result.trainer.evaluate()
@@ -296,7 +297,8 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
 
-def test_mlflow_tracking_uri_defaults_to_a_local_folder_and_keeps_explicit_uris(tmp_path, monkeypatch):
+def test_mlflow_uri_defaults_to_a_local_folder_and_keeps_explicit_uris(tmp_path, monkeypatch):
+    """MLflow's ``tracking_uri`` defaults to a local folder and keeps explicit URIs."""
     monkeypatch.chdir(tmp_path)
     assert MLflowLoggerCallback().tracking_uri == (tmp_path / "mlruns").resolve().as_uri()
     assert MLflowLoggerCallback(tracking_uri="elsewhere").tracking_uri == (tmp_path / "elsewhere").resolve().as_uri()
@@ -394,7 +396,8 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
 # ---------------------------------------------------------------------------------------- every value at its step
 
 
-def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(tmp_path):
+def test_step_based_evaluations_and_lrs_are_logged_at_their_update_step(tmp_path):
+    """Every step-based evaluation and every LR is logged at its update step."""
     from pytorch_accelerated.callbacks import LearningRateMonitorCallback, StepBasedEvaluationCallback
 
     csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
@@ -443,7 +446,8 @@ class RecordsEveryUpdate(TrainerCallback):
         trainer.run_history.update_metric("mine", float(trainer.completed_update_steps))
 
 
-def test_log_every_n_steps_applies_to_every_value_recorded_during_the_updates(tmp_path):
+def test_log_every_n_steps_applies_to_every_value_recorded_in_updates(tmp_path):
+    """``log_every_n_steps`` applies to every value recorded during the updates."""
     logger = CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=3)
     result = run_tiny_training(callbacks=[RecordsEveryUpdate(), logger], num_epochs=2)
     rows = read_csv(logger.path)

@@ -19,7 +19,8 @@ class LrAtEpochEnd(TrainerCallback):
         self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
 
 
-def test_a_plateau_scheduler_as_create_scheduler_fn_is_refused_before_the_first_step():
+def test_a_plateau_scheduler_as_create_scheduler_fn_is_refused_at_once():
+    """A plateau scheduler as ``create_scheduler_fn`` is refused before the first step."""
     with pytest.raises(TypeError, match="MetricSchedulerCallback") as error:
         run_tiny_training(create_scheduler_fn=functools.partial(ReduceLROnPlateau, patience=1))
     assert "monitor='eval_loss_epoch'" in str(error.value)
@@ -56,7 +57,8 @@ def test_a_metric_never_recorded_is_named_at_the_first_epoch_end():
         run_tiny_training(callbacks=[callback], num_epochs=1)
 
 
-def test_an_eval_metric_in_a_run_without_an_eval_dataset_is_named_before_the_first_step():
+def test_an_eval_metric_without_an_eval_dataset_is_named_before_step_1():
+    """An eval metric in a run without an eval dataset is named before the first step."""
     callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau), monitor="eval_loss_epoch")
     with pytest.raises(ValueError, match="MetricSchedulerCallback watches 'eval_loss_epoch'.*eval_dataset") as error:
         run_tiny_training(callbacks=[callback, LrAtEpochEnd()], num_epochs=1, with_eval=False)
@@ -80,9 +82,10 @@ def test_an_evaluation_after_a_run_that_failed_does_not_step_the_scheduler():
     assert callback.scheduler.last_epoch == 0  # evaluations outside training never step it
 
 
-def test_a_resumed_run_steps_the_scheduler_exactly_as_the_uninterrupted_run(tmp_path):
+def test_a_resumed_run_steps_the_scheduler_as_the_uninterrupted_run(tmp_path):
     # threshold=0.5: no epoch after the first improves enough, so the lr halves every epoch from the
     # second on; a resumed scheduler that forgot its best value would keep the lr once
+    """A resumed run steps the scheduler exactly as the uninterrupted run."""
     def make_callbacks():
         return [MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, factor=0.5, patience=0, threshold=0.5))]
 

@@ -58,7 +58,8 @@ class SlowSteps(TrainerCallback):
         time.sleep(self.seconds)
 
 
-def test_throughput_is_recorded_once_per_epoch_from_samples_updates_and_time():
+def test_throughput_is_recorded_once_per_epoch_from_samples_and_time():
+    """Throughput is recorded once per epoch from samples, updates and time."""
     step_seconds = 0.005
     result = run_tiny_training(
         callbacks=[SlowSteps(step_seconds), ThroughputMonitorCallback()],

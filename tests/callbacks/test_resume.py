@@ -156,8 +156,10 @@ def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, nu
 
 
 @ONE_PROCESS_AND_TWO
-def test_states_written_in_the_background_survive_a_kill_mid_write_and_resume_exactly(tmp_path, num_processes, uninterrupted):
-    """Every state written in the background (``asynchronous=True``): a SIGKILL halfway through one,
+def test_background_states_survive_a_kill_mid_write_and_resume_exactly(tmp_path, num_processes, uninterrupted):
+    """States written in the background survive a kill mid-write and resume exactly.
+
+    Every state written in the background (``asynchronous=True``): a SIGKILL halfway through one,
     in the writer thread while training goes on, leaves the states before it intact; a kill just before
     an update, and the resume from the latest, end bitwise like the uninterrupted run that saved
     synchronously (so saving in the background changes nothing the run computes)."""
@@ -166,8 +168,10 @@ def test_states_written_in_the_background_survive_a_kill_mid_write_and_resume_ex
     )
 
 
-def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupted_run_draws_it(tmp_path, uninterrupted):
-    """Killed in epoch 1's 8th batch of 12, two processes resume from the state saved after its 6th:
+def test_a_resume_inside_an_epoch_keeps_the_next_epochs_data_order(tmp_path, uninterrupted):
+    """An epoch resumed inside leaves the next epoch's order as the uninterrupted run draws it.
+
+    Killed in epoch 1's 8th batch of 12, two processes resume from the state saved after its 6th:
     there, two workers have asked accelerate's sharded sampler for index lists up to the
     epoch's 11th, and the resumed epoch (one look-ahead further) for its 12th, for which the
     shuffling sampler makes its draw at its end. The saved state of its generator, put back
@@ -177,8 +181,10 @@ def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupt
 
 @pytest.mark.slow
 @ONE_PROCESS_AND_TWO
-def test_a_run_killed_at_ten_random_points_in_a_row_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
-    """Ten kills, two or three of each kind, then the resume (twelve launches: minutes on two cores)."""
+def test_a_run_killed_ten_times_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
+    """A run killed at ten random points in a row ends bitwise like the uninterrupted run.
+
+    Ten kills, two or three of each kind, then the resume (twelve launches: minutes on two cores)."""
     kinds = ["inside-window"] * 3 + ["before-update"] * 3 + ["epoch"] * 2 + ["write"] * 2
     assert len(kinds) == NUM_KILLS_IN_A_ROW
     killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted)
@@ -256,8 +262,10 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(event.step, event.value) for event in reader.Scalars(tag)] for tag in tags}
 
 
-def test_tensorboard_shows_a_killed_and_resumed_run_as_the_uninterrupted_one(tmp_path):
-    """Killed after update 7 (its rows logged, the state saved at 6), then after epoch 2's metrics are
+def test_tensorboard_shows_a_resumed_run_as_the_uninterrupted_one(tmp_path):
+    """TensorBoard shows a killed and resumed run as the uninterrupted one.
+
+    Killed after update 7 (its rows logged, the state saved at 6), then after epoch 2's metrics are
     logged (its state not saved yet; the one before was saved at its last update, with values
     waiting for the epoch's row): TensorBoard's reader sees every step's values once, as in the
     run never killed (they showed twice: the interrupted run's and the resumed run's)."""

@@ -118,7 +118,8 @@ def _with(callback, path, if_exists) -> dict:
     return {"save_path": path, "if_exists": if_exists, **extra}
 
 
-def test_an_unknown_or_meaningless_if_exists_is_refused_when_the_callback_is_created(tmp_path):
+def test_an_unknown_or_meaningless_if_exists_is_refused_at_creation(tmp_path):
+    """An unknown or meaningless ``if_exists`` is refused when the callback is created."""
     with pytest.raises(ValueError, match="if_exists must be one of 'new_version', 'error', 'overwrite'; got 'append'"):
         SaveBestModelCallback(tmp_path / "best.pt", if_exists="append")
     with pytest.raises(ValueError, match="CSVLoggerCallback: if_exists must be one of .*got 'replace'"):
@@ -180,7 +181,8 @@ class TrackerFolder(TrainerCallback):
         self.folder = choose_run_folder(trainer, self.logging_dir)
 
 
-def test_a_trackers_folder_is_the_versioned_folder_of_the_run_it_shares_with_the_file_loggers(tmp_path):
+def test_trackers_share_the_runs_versioned_folder_with_the_file_loggers(tmp_path):
+    """A trackers folder is the versioned folder of the run it shares with the file loggers."""
     (tmp_path / "version_0").mkdir()
     (tmp_path / "version_0" / "events").write_text("an earlier run's events")
     csv_logger, tracker = CSVLoggerCallback(tmp_path / "metrics.csv"), TrackerFolder(tmp_path)
@@ -208,7 +210,8 @@ class TrackerWithState(TrainerCallback):
         self.folder.load_state_dict(state_dict)
 
 
-def test_a_resumed_run_continues_its_trackers_folder_and_a_new_run_takes_the_next(tmp_path):
+def test_a_resumed_run_continues_its_trackers_folder_a_new_run_the_next(tmp_path):
+    """A resumed run continues its trackers folder and a new run takes the next."""
     from pytorch_accelerated.callbacks import SaveTrainingStateCallback
 
     logs = tmp_path / "logs"

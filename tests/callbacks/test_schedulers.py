@@ -134,7 +134,8 @@ def test_cosine_k_decay(k):
     assert (lrs[20] > (LR_MAX + LR_MIN) / 2) == (k > 1)
 
 
-def test_cosine_without_warmup_or_cooldown_starts_at_the_initial_lr_and_ends_at_the_minimum():
+def test_plain_cosine_starts_at_the_initial_lr_and_ends_at_the_minimum():
+    """Cosine without warmup or cooldown starts at the initial LR and ends at the minimum."""
     optimizer = make_optimizer(LR_MAX)
     scheduler = CosineLrScheduler(optimizer, total_num_epochs=3, num_update_steps_per_epoch=5, lr_min=LR_MIN)
     assert optimizer.param_groups[0]["lr"] == LR_MAX
@@ -197,7 +198,8 @@ def test_cosine_argument_errors(kwargs, message):
         CosineLrScheduler(make_optimizer(LR_MAX), **arguments)
 
 
-def test_create_scheduler_fn_uses_placeholders_and_checks_its_arguments_at_once():
+def test_create_scheduler_fn_fills_placeholders_and_checks_args_at_once():
+    """``create_scheduler_fn`` uses placeholders and checks its arguments at once."""
     scheduler_fn = CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, min_lr_ratio=0.1, k_decay=2)
     assert isinstance(scheduler_fn, functools.partial) and scheduler_fn.func is CosineLrScheduler
     assert scheduler_fn.keywords["total_num_epochs"] is TrainerPlaceholderValues.NUM_EPOCHS
@@ -291,7 +293,8 @@ class Constant(StatefulSchedulerBase):
         return self.values
 
 
-def test_the_base_class_reports_a_missing_field_and_a_wrong_number_of_values():
+def test_the_base_class_reports_a_missing_field_and_a_wrong_value_count():
+    """The base class reports a missing field and a wrong number of values."""
     with pytest.raises(KeyError, match="has no 'betas'"):
         Constant(make_optimizer(0.1), 0.9, param_group_field="betas")
     with pytest.raises(ValueError, match="returned 2 values for 3 param groups"):
@@ -431,7 +434,8 @@ def test_wsd_argument_errors(kwargs, message):
     lambda: CosineLrScheduler(make_optimizer(LR_MAX), **COSINE, **ABSOLUTE),
     lambda: WSDLrScheduler(make_optimizer(LR_MAX), total_steps=40, num_warmup_steps=8, **ABSOLUTE),
 ], ids=["cosine", "wsd"])  # fmt: skip
-def test_step_update_sets_the_lr_that_follows_n_updates_and_counts_from_there(make):
+def test_step_update_sets_the_lr_after_n_updates_and_counts_from_there(make):
+    """``step_update`` sets the LR that follows n updates and counts from there."""
     stepped, jumped = make(), make()
     lrs_per_update(stepped, 13)
     jumped.step_update(13)
@@ -471,7 +475,8 @@ def test_estimate_checkpoint_steps_spaces_them_by_doubling_up_to_the_end():
     assert estimate_checkpoint_steps(7, 1) == [7]
 
 
-def test_wsd_num_warmup_steps_none_is_1_percent_cut_short_at_the_first_decay():
+def test_wsd_default_warmup_is_1_percent_cut_short_at_the_first_decay():
+    """WSD ``num_warmup_steps=None`` is 1 percent cut short at the first decay."""
     def warmup(**kwargs):
         return WSDLrScheduler(make_optimizer(LR_MAX), num_warmup_steps=None, **kwargs).num_warmup_steps
 
@@ -506,7 +511,8 @@ def test_a_0161_cosine_state_is_read_as_these_settings_with_its_count_kept():
     assert scheduler.optimizer.param_groups[0]["lr"] == same.get_last_lr()[0]
 
 
-def test_a_0161_wsd_state_with_its_inverse_proportional_decay_is_refused_unchanged():
+def test_a_0161_wsd_state_with_inverse_proportional_decay_is_refused():
+    """A 0.1.61 WSD state with its inverse-proportional decay is refused, nothing changed."""
     scheduler = WSDLrScheduler(make_optimizer(LR_MAX), total_steps=10)
     before = scheduler.state_dict()
     state_0161 = {
@@ -646,7 +652,8 @@ def launch_scenario(out_dir):
         return None, process.communicate()[0]
 
 
-def test_the_cosine_schedule_completes_exactly_on_two_processes_with_an_uneven_dataset(tmp_path):
+def test_the_cosine_schedule_completes_on_two_processes_with_uneven_data(tmp_path):
+    """The cosine schedule completes exactly on two processes with an uneven dataset."""
     status, output = launch_scenario(tmp_path)
     results = [tmp_path / f"rank{rank}.json" for rank in range(NUM_PROCESSES)]
     found = [json.loads(path.read_text()) for path in results if path.exists()]

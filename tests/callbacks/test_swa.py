@@ -21,7 +21,8 @@ class EpochRecorder(TrainerCallback):
         self.weights.append({k: v.detach().clone() for k, v in trainer.get_model().state_dict().items()})
 
 
-def test_the_model_ends_with_the_average_of_the_epochs_from_the_start_epoch():
+def test_the_model_ends_with_the_average_from_the_start_epoch_on():
+    """The model ends with the average of the epochs from the start epoch."""
     recorder = EpochRecorder()
     swa = StochasticWeightAveragingCallback(swa_start_epoch=2)
     result = run_tiny_training(callbacks=[recorder, swa], num_epochs=4)

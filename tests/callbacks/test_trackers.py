@@ -188,7 +188,8 @@ def wandb_history(records) -> list[dict]:
 # ---------------------------------------------------------------------------------------- TensorBoard
 
 
-def test_tensorboard_gets_every_scalar_at_its_update_step_and_the_run_settings_as_hparams(tmp_path):
+def test_tensorboard_gets_scalars_at_their_update_step_and_hparams(tmp_path):
+    """TensorBoard gets every scalar at its update step and the run settings as hparams."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     callback = TrackerCallback(
@@ -214,7 +215,8 @@ def test_tensorboard_gets_every_scalar_at_its_update_step_and_the_run_settings_a
     assert hparams["seed"] == 7 and hparams["data"] == "tiny"
 
 
-def test_running_the_same_script_again_writes_a_new_version_folder_and_keeps_the_first(tmp_path):
+def test_running_the_script_again_writes_a_new_version_folder(tmp_path):
+    """Running the same script again writes a new version folder and keeps the first."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     first = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)
@@ -237,7 +239,8 @@ def test_running_the_same_script_again_writes_a_new_version_folder_and_keeps_the
 # ---------------------------------------------------------------------------------------- MLflow
 
 
-def test_mlflow_gets_the_metric_history_by_update_step_and_the_settings_as_params(tmp_path, mlflow_env):
+def test_mlflow_gets_the_metric_history_by_update_step_and_params(tmp_path, mlflow_env):
+    """MLflow gets the metric history by update step and the settings as params."""
     callback = TrackerCallback(
         "mlflow", project_name="tests", logging_dir=tmp_path, config={"seed": 7}, log_every_n_steps=4
     )
@@ -343,7 +346,8 @@ class FailsToFinish(RecordingTracker):
         raise ConnectionError("the tracking server went away")
 
 
-def test_a_tracker_that_fails_to_end_after_a_crash_leaves_the_crash_as_the_error(tmp_path):
+def test_a_tracker_failing_to_end_after_a_crash_leaves_the_crash_raised(tmp_path):
+    """A tracker that fails to end after a crash leaves the crash as the error."""
     failing, own = FailsToFinish(), RecordingTracker()
     callback = TrackerCallback([failing, own], logging_dir=tmp_path, on_unreachable="error")
     with pytest.warns(UserWarning, match="the recording tracker failed to end its run"):
@@ -366,7 +370,8 @@ def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
 
 
 @pytest.mark.timeout(120)  # without a bounded check, MLflow retries an unreachable server for minutes
-def test_an_unreachable_mlflow_server_is_warned_about_and_training_starts_within_seconds(tmp_path, mlflow_env):
+def test_an_unreachable_mlflow_server_is_warned_about_and_training_starts(tmp_path, mlflow_env):
+    """An unreachable MLflow server is warned about and training starts within seconds."""
     uri = f"http://127.0.0.1:{free_port()}"  # a closed port: nothing listens there
     own, clock = RecordingTracker(), FirstStepClock()
     callback = TrackerCallback(
@@ -380,7 +385,8 @@ def test_an_unreachable_mlflow_server_is_warned_about_and_training_starts_within
     assert "mlflow" not in callback.run_ids
 
 
-def test_an_unreachable_server_with_on_unreachable_error_stops_before_step_1(tmp_path, mlflow_env):
+def test_an_unreachable_server_with_on_unreachable_error_stops_at_once(tmp_path, mlflow_env):
+    """An unreachable server with ``on_unreachable="error"`` stops before step 1."""
     uri = f"http://127.0.0.1:{free_port()}"
     clock = FirstStepClock()
     callback = TrackerCallback(
@@ -391,7 +397,8 @@ def test_an_unreachable_server_with_on_unreachable_error_stops_before_step_1(tmp
     assert clock.num_steps == 0
 
 
-def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goes_on(tmp_path):
+def test_a_tracker_failing_mid_run_is_dropped_with_a_warning(tmp_path):
+    """A tracker that fails mid-run is dropped with a warning and training goes on."""
     failing, healthy = RecordingTracker(fail_from_step=UPDATES_PER_EPOCH * 2), RecordingTracker()
     callback = TrackerCallback([failing, healthy], logging_dir=tmp_path, log_every_n_steps=None)
     with pytest.warns(UserWarning, match="the recording tracker failed to log .*the tracking server went away"):
@@ -409,7 +416,8 @@ def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goe
 
 
 @pytest.mark.parametrize("name", ["wandb", "comet_ml", "aim", "clearml", "dvclive", "trackio", "mlflow", "tensorboard"])
-def test_a_tracker_whose_package_is_missing_names_its_extra_when_the_callback_is_created(monkeypatch, name):
+def test_a_tracker_whose_package_is_missing_names_its_extra_at_creation(monkeypatch, name):
+    """A tracker whose package is missing names its extra when the callback is created."""
     monkeypatch.setitem(sys.modules, name, None)  # what importing an uninstalled package does
     message = f"TrackerCallback needs {name}: pip install 'trainer-callbacks[{name}]'"
     with pytest.raises(ImportError, match=re.escape(message)):
@@ -429,9 +437,10 @@ def test_bad_arguments_are_refused_when_the_callback_is_created(tmp_path):
 # ---------------------------------------------------------------------------------------- two processes
 
 
-def test_on_two_processes_only_the_main_one_writes_and_an_unreachable_server_stops_both(
+def test_on_two_processes_only_main_writes_and_unreachable_stops_both(
     tmp_path, mlflow_env, monkeypatch
 ):
+    """On two processes only the main one writes and an unreachable server stops both."""
     results, _ = run_scenario_on_two_processes(scenario.__file__, tmp_path)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # to read the store the processes wrote
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -487,7 +496,8 @@ class DrawsWithTheWriter(TrainerCallback):
         writer.add_image("drawn", torch.zeros(1, 4, 4), global_step=trainer.completed_update_steps)
 
 
-def test_a_tensor_image_reaches_tensorboard_as_an_image_and_a_vector_as_a_histogram(tmp_path):
+def test_tensorboard_gets_an_image_tensor_as_image_a_vector_as_histogram(tmp_path):
+    """A tensor image reaches TensorBoard as an image and a vector as a histogram."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     callback = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)

@@ -22,7 +22,8 @@ class ModeAfterUpdate(TrainerCallback):
         self.modes.append(trainer.model.training)
 
 
-def test_step_based_evaluation_evaluates_every_n_updates_and_returns_to_training():
+def test_step_based_evaluation_runs_every_n_updates_then_training_goes_on():
+    """Step-based evaluation evaluates every n updates and returns to training."""
     modes = ModeAfterUpdate()
     result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), modes], num_epochs=2)
     # 8 updates per epoch, 16 in all: evaluations after updates 3, 6, 9, 12, 15
@@ -100,7 +101,8 @@ class CountsBatches(TrainerCallback):
         self.eval[-1] += 1
 
 
-def test_fast_dev_run_runs_one_batch_of_training_and_of_each_evaluation_then_stops():
+def test_fast_dev_run_runs_one_batch_of_each_loop_then_stops():
+    """``fast_dev_run`` runs one batch of training and of each evaluation, then stops."""
     from pytorch_accelerated.callbacks import FastDevRun
     from pytorch_accelerated.trainer import DEFAULT_CALLBACKS
 
@@ -112,7 +114,8 @@ def test_fast_dev_run_runs_one_batch_of_training_and_of_each_evaluation_then_sto
     assert counts.eval == [1, 1], "an evaluate() afterwards: one batch too"
 
 
-def test_overfit_batches_trains_the_same_batches_every_epoch_and_drives_the_loss_down():
+def test_overfit_batches_repeats_the_same_batches_and_drives_the_loss_down():
+    """``overfit_batches`` trains the same batches every epoch and drives the loss down."""
     from pytorch_accelerated.callbacks import OverfitBatches
 
     counts = CountsBatches()
@@ -125,7 +128,8 @@ def test_overfit_batches_trains_the_same_batches_every_epoch_and_drives_the_loss
     assert losses[-1] < 0.2 * losses[0], f"two batches learnt by heart: {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
-def test_overfit_batches_refuses_a_shuffling_dataloader_before_the_first_step():
+def test_overfit_batches_refuses_a_shuffling_dataloader_before_step_1():
+    """``overfit_batches`` refuses a shuffling dataloader before the first step."""
     from pytorch_accelerated.callbacks import OverfitBatches
 
     counts = CountsBatches()

@@ -98,8 +98,10 @@ def test_keeps_only_the_newest_states(tmp_path, asynchronous):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000012", "step-00000012-end"]
 
 
-def test_states_written_in_the_background_resume_exactly_and_never_fewer_than_kept(tmp_path):
-    """While a state is written in the background, the newest ``max_checkpoints`` complete ones stay."""
+def test_background_states_resume_exactly_and_never_fewer_are_kept(tmp_path):
+    """States written in the background resume exactly and never fewer than kept.
+
+    While a state is written in the background, the newest ``max_checkpoints`` complete ones stay."""
     expected = final_state(train([]))
     complete_counts = []
 
@@ -139,7 +141,8 @@ def test_a_state_every_n_minutes_uses_the_main_process_clock(tmp_path, monkeypat
     ]  # fmt: skip
 
 
-def test_a_run_stopped_early_ends_with_a_stopped_state_that_resumes_to_the_same_end(tmp_path):
+def test_a_run_stopped_early_saves_a_state_that_resumes_to_the_same_end(tmp_path):
+    """A run stopped early ends with a stopped state that resumes to the same end."""
     class StopAtUpdate6(TrainerCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps == 6:
@@ -191,8 +194,10 @@ def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, ca
     [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
     ids=["sigterm", "sigint", "sigterm-saving-in-the-background"],
 )
-def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number, asynchronous):
-    """Saving in the background, the state saved on the signal is written before the run stops."""
+def test_a_signal_saves_at_the_next_update_then_the_run_resumes_exactly(tmp_path, signal_number, asynchronous):
+    """A signal saves at the next update and stops, then the run resumes exactly.
+
+    Saving in the background, the state saved on the signal is written before the run stops."""
     expected = final_state(train([]))
 
     class SignalMidWindow(TrainerCallback):
@@ -277,7 +282,8 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
         assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
 
 
-def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_the_newer_ones(tmp_path):
+def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_newer_ones(tmp_path):
+    """A run resumed from an older state refuses to mix with the newer ones."""
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4, max_checkpoints=None)
     train([saver], num_epochs=2)
     older = saver.saved_paths[1]
@@ -318,7 +324,8 @@ def test_by_default_only_the_newest_three_states_are_kept(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000011", "step-00000012", "step-00000012-end"]
 
 
-def test_a_job_stopped_at_its_time_limit_resumes_as_if_it_had_never_stopped(tmp_path, monkeypatch):
+def test_a_job_stopped_at_its_time_limit_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    """A job stopped at its time limit resumes as if it had never stopped."""
     import pytorch_accelerated.callbacks.training_state as module
 
     clock = {"now": 0.0}

@@ -88,7 +88,8 @@ def test_early_stopping_on_a_missing_metric_names_it():
     [EarlyStoppingCallback(), SaveBestModelCallback(watch_metric="eval_accuracy", greater_is_better=True)],
     ids=["early-stopping", "save-best"],
 )
-def test_an_eval_metric_watched_in_a_run_without_eval_dataset_is_an_error_at_run_start(callback, tmp_path):
+def test_watching_an_eval_metric_without_an_eval_dataset_fails_at_start(callback, tmp_path):
+    """An eval metric watched in a run without eval dataset is an error at run start."""
     callback.save_path = tmp_path / "best.pt"  # SaveBestModelCallback only: where it would save
     name = type(callback).__name__
     with pytest.raises(ValueError, match=f"{name} watches 'eval_.*', an evaluation metric, but this run has no eval_dataset"):
@@ -110,7 +111,8 @@ def test_the_run_start_check_comes_before_any_training_step():
     assert "on_train_step_start" not in recorder.events
 
 
-def test_a_training_metric_never_recorded_names_the_recorded_ones_at_the_first_epoch_end():
+def test_an_unrecorded_train_metric_names_the_recorded_ones_at_epoch_end():
+    """A training metric never recorded names the recorded ones at the first epoch end."""
     with pytest.raises(ValueError, match=r"watches 'train_accuracy', which this run has not recorded; recorded metrics: \['train_loss_epoch'\]"):
         run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1)
 
@@ -340,7 +342,8 @@ def _second_run(callback, first_epochs=3):
 
 
 @pytest.mark.parametrize("reset_on_train", [True, False])
-def test_save_best_model_reset_on_train_decides_whether_a_later_train_call_keeps_the_best(tmp_path, reset_on_train):
+def test_reset_on_train_decides_whether_a_later_train_keeps_the_best(tmp_path, reset_on_train):
+    """Saving the best model, ``reset_on_train`` decides whether a later train call keeps the best."""
     callback = SaveBestModelCallback(tmp_path / "best.pt", reset_on_train=reset_on_train, load_saved_checkpoint=False)
     best_after_first, trainer = _second_run(callback)
     last = trainer.run_history.get_latest_metric("eval_loss_epoch")
@@ -370,7 +373,8 @@ def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, 
 # ---------------------------------------------------------------------------------------- issue 27
 
 
-def test_an_improvement_of_exactly_the_threshold_counts_though_float32_makes_it_0_0099999():
+def test_an_improvement_of_exactly_the_threshold_counts_despite_float32():
+    """An improvement of exactly the threshold counts though float32 makes it 0.0099999."""
     scores = [0.904, 0.914, 0.9145]  # as float32 values become Python floats: 0.914 - 0.904 = 0.0099999...
     stopping = EarlyStoppingCallback(early_stopping_threshold=0.01, watch_metric="eval_score", greater_is_better=True)
     metric = ScriptedMetric("eval_score", [torch.tensor(score, dtype=torch.float32).item() for score in scores])
@@ -380,7 +384,8 @@ def test_an_improvement_of_exactly_the_threshold_counts_though_float32_makes_it_
     assert stopping.epochs_without_improvement == 1  # 0.9145 is not 0.01 better
 
 
-def test_save_top_k_keeps_the_k_best_checkpoints_named_as_lightning_names_them(tmp_path):
+def test_save_top_k_keeps_the_k_best_checkpoints_with_lightnings_names(tmp_path):
+    """``save_top_k`` keeps the k best checkpoints named as Lightning names them."""
     values = [0.5, 0.7, 0.6, 0.65, 0.4]  # the 3 best: epochs 2, 4, 3
     callback = SaveBestModelCallback(
         tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True, save_top_k=3
@@ -439,7 +444,8 @@ def test_a_missing_safetensors_is_named_with_its_extra(monkeypatch):
         SaveBestModelCallback(save_top_k=0)
 
 
-def test_an_evaluate_after_the_best_is_loaded_back_is_logged_at_the_best_epoch(tmp_path):
+def test_an_evaluate_after_loading_the_best_is_logged_at_the_best_epoch(tmp_path):
+    """An evaluate after the best is loaded back is logged at the best epoch."""
     from pytorch_accelerated.callbacks import CSVLoggerCallback
 
     logger = CSVLoggerCallback(tmp_path / "m.csv")

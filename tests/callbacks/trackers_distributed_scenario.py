@@ -1,5 +1,5 @@
 """Training runs with TrackerCallback on several processes, checked by
-``test_trackers.py::test_on_two_processes_only_the_main_one_writes_and_an_unreachable_server_stops_both``.
+``test_trackers.py::test_on_two_processes_only_main_writes_and_unreachable_stops_both``.
 
 Run on every process of a launch::
 

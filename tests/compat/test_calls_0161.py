@@ -83,7 +83,8 @@ def saved_state(tmp_path):
     return path, _copy(parts(trainer))
 
 
-def test_load_training_state_loads_a_states_parts_into_a_new_run_and_returns_its_metadata(saved_state):
+def test_load_training_state_loads_the_parts_and_returns_the_metadata(saved_state):
+    """``load_training_state`` loads a state's parts into a new run and returns its metadata."""
     path, saved = saved_state
     loader = LoadTrainingStateAtStart(path)
     trainer = train(make_trainer([loader], model=make_tiny_model(seed=5)), num_epochs=1)
@@ -96,7 +97,8 @@ def test_load_training_state_loads_a_states_parts_into_a_new_run_and_returns_its
     assert trainer.completed_update_steps == 6 and trainer.scheduler.num_updates == 18
 
 
-def test_load_training_state_refuses_another_model_or_optimizer_and_loads_nothing(saved_state):
+def test_load_training_state_refuses_another_model_and_loads_nothing(saved_state):
+    """``load_training_state`` refuses another model or optimizer and loads nothing."""
     path, _ = saved_state
     other_model = make_trainer(model=make_tiny_model(hidden=8))
     before = _copy(other_model.get_model().state_dict())
@@ -107,7 +109,8 @@ def test_load_training_state_refuses_another_model_or_optimizer_and_loads_nothin
         make_trainer(optimizer_class=torch.optim.Adam).load_training_state(path)
 
 
-def test_load_training_state_names_a_0161_training_state_folder_it_does_not_read():
+def test_load_training_state_names_a_0161_folder_it_does_not_read():
+    """``load_training_state`` names a 0.1.61 training state folder it does not read."""
     with pytest.raises(CheckpointError, match=r"saved by pytorch-accelerated 0.1.61 .*model.safetensors"):
         make_trainer(model=torch.nn.Linear(4, 2)).load_training_state(FIXTURES_0161 / "training_state_cosine")
 

@@ -58,7 +58,8 @@ def continue_from(name, scheduler_fn, then=None):
     return trainer, loader.checkpoint, recorder.lrs
 
 
-def test_a_0161_cosine_checkpoint_continues_with_the_learning_rates_0161_used():
+def test_a_0161_cosine_checkpoint_continues_with_0161s_learning_rates():
+    """A 0.1.61 cosine checkpoint continues with the learning rates 0.1.61 used."""
     scheduler_fn = CosineLrScheduler.create_scheduler_fn(k_decay=2.0, min_lr_ratio=0.1, num_cooldown_epochs=1)
     trainer, checkpoint, lrs = continue_from("cosine", scheduler_fn)
 
@@ -83,7 +84,8 @@ def test_a_0161_checkpoints_weights_and_optimizer_state_are_loaded():
     assert torch.equal(seen["momentum"], saved["optimizer_state_dict"]["state"][0]["momentum_buffer"])
 
 
-def test_a_0161_wsd_checkpoint_restarts_its_schedule_as_0161_did_and_says_how_to_go_on():
+def test_a_0161_wsd_checkpoint_restarts_its_schedule_and_says_how_to_go_on():
+    """A 0.1.61 WSD checkpoint restarts its schedule as 0.1.61 did and says how to go on."""
     scheduler_fn = WSDLrScheduler.create_scheduler_fn(decay_phase_ratio=0.25, min_lr_ratio=0.01)
     with pytest.warns(UserWarning, match=r"did not save how many updates.*step_update\(num_updates\)"):
         trainer, _, lrs = continue_from("wsd", scheduler_fn)
@@ -94,7 +96,8 @@ def test_a_0161_wsd_checkpoint_restarts_its_schedule_as_0161_did_and_says_how_to
     assert converted.min_lr_ratio == 0.01 and converted.lr_min is None, "0.1.61's lr_min was a ratio"
 
 
-def test_a_0161_wsd_checkpoint_continues_at_the_saved_update_with_step_update():
+def test_a_0161_wsd_checkpoint_continues_at_its_update_with_step_update():
+    """A 0.1.61 WSD checkpoint continues at the saved update with ``step_update``."""
     scheduler_fn = WSDLrScheduler.create_scheduler_fn(decay_phase_ratio=0.25, min_lr_ratio=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

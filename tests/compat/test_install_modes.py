@@ -135,7 +135,8 @@ except AttributeError as error:
 """
 
 
-def test_with_trainer_core_alone_0161s_plugin_names_say_which_package_to_install(tmp_path):
+def test_with_core_alone_0161_plugin_names_say_which_package_to_install(tmp_path):
+    """With trainer-core alone, 0.1.61's plugin names say which package to install."""
     site_dir = _install_editable("core", tmp_path / "site")
     result = subprocess.run(
         [sys.executable, "-S", "-c", CORE_ALONE, str(site_dir)],

@@ -9,7 +9,8 @@ import sys
 from pytorch_accelerated.callbacks import LimitBatchesCallback, LogMetricsCallback, PrintProgressCallback
 
 
-def test_import_pytorch_accelerated_gives_0161s_modules_as_attributes_without_importing_torch():
+def test_the_package_gives_0161_modules_as_attributes_without_torch():
+    """``import pytorch_accelerated`` gives 0.1.61's modules as attributes without importing torch."""
     code = (
         "import sys, pytorch_accelerated as p\n"
         "assert 'torch' not in sys.modules, 'imported torch eagerly'\n"

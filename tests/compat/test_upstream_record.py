@@ -14,7 +14,8 @@ def _rows() -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
-def test_the_record_has_one_row_per_upstream_test_and_a_reason_for_each_that_does_not_pass():
+def test_the_record_has_a_row_per_upstream_test_and_each_failures_reason():
+    """The record has one row per upstream test and a reason for each that does not pass."""
     rows = _rows()
     assert len(rows) == 118 and len({row[0] for row in rows}) == 118
     assert Counter(row[1] for row in rows) == {"passes": 31, "fails": 51, "not collected": 36}, (

@@ -30,9 +30,10 @@ def test_accumulating_k_batches_of_b_learns_like_one_batch_of_k_times_b(accumula
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_short_last_window_of_an_epoch_is_averaged_over_its_own_batches():
+def test_an_epochs_short_last_window_averages_over_its_own_batches():
     # 40 samples, batches of 4, windows of 4 batches: the last window has 2 batches (8 samples),
     # which must count like one batch of 8.
+    """The short last window of an epoch is averaged over its own batches."""
     accumulated, _ = _train_and_get_parameters(4, 4, num_samples=40)
 
     model = make_tiny_model()

@@ -57,7 +57,8 @@ class SaveInTheBackground(TrainerCallback):
             self.saved_weights = {name: tensor.clone() for name, tensor in trainer.get_model().state_dict().items()}
 
 
-def test_the_host_copy_is_a_copy_kept_in_the_same_buffers_with_the_state_dicts_kind():
+def test_the_host_copy_reuses_its_buffers_and_keeps_the_state_dict_kind():
+    """The host copy is a copy kept in the same buffers, with the kind of the state dict."""
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
     model[1].weight = model[0].weight  # tied weights
     copies = HostCopies()
@@ -138,7 +139,8 @@ def test_the_runs_end_waits_for_the_state_being_written(tmp_path, monkeypatch, e
 
 
 @pytest.mark.parametrize("surfaces_at", ["the next save", "the run's end"])
-def test_a_failed_background_write_is_raised_at_the_next_save_or_the_runs_end(tmp_path, surfaces_at):
+def test_a_failed_background_write_is_raised_at_the_next_save_or_end(tmp_path, surfaces_at):
+    """A failed background write is raised at the next save or the run's end."""
     (tmp_path / "a_file").write_text("not a folder")
     failing = tmp_path / "a_file" / "state"  # its folder cannot be made: the background write fails
     events = []
@@ -159,7 +161,8 @@ def test_a_failed_background_write_is_raised_at_the_next_save_or_the_runs_end(tm
     assert not (tmp_path / "next").exists()
 
 
-def test_a_failed_run_raises_its_own_error_and_warns_of_a_failed_background_write(tmp_path):
+def test_a_failed_run_raises_its_error_and_warns_of_a_failed_write(tmp_path):
+    """A failed run raises its own error and warns of a failed background write."""
     (tmp_path / "a_file").write_text("not a folder")
     failing = tmp_path / "a_file" / "state"
     with pytest.warns(UserWarning, match=rf"The run failed .*a step failed.*, and so did a training state's write: .*'{failing}'"):

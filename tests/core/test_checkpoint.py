@@ -40,7 +40,8 @@ def test_round_trip_restores_model_optimizer_scheduler_and_user_keys(tmp_path):
     assert fresh.scheduler.state_dict() == trainer.scheduler.state_dict()
 
 
-def test_a_compiled_model_trains_and_checkpoints_without_the_compile_wrapper(tmp_path):
+def test_a_compiled_model_checkpoints_without_the_compile_wrapper(tmp_path):
+    """A compiled model trains and checkpoints without the compile wrapper."""
     compiled = torch.compile(make_tiny_model(), backend="eager")
     trainer = _trained_trainer(model=compiled, with_scheduler=False)
     path = tmp_path / "compiled.pt"

@@ -164,7 +164,8 @@ def test_event_synonyms_are_pinned():
     assert set(SYNONYMS.values()) <= set(TRAINER_EVENTS)
 
 
-def test_each_synonym_fires_with_the_arguments_of_its_event_in_the_same_order():
+def test_each_synonym_fires_with_its_events_arguments_in_the_same_order():
+    """Each synonym fires with the arguments of its event in the same order."""
     calls = []
 
     def recorder(name):
@@ -192,7 +193,8 @@ def test_every_event_accepts_future_keyword_arguments():
         assert inspect.Parameter.VAR_KEYWORD in kinds, name
 
 
-def test_only_trainer_core_ships_the_shared_package_init_and_every_subpackage_is_typed():
+def test_only_trainer_core_ships_the_namespace_init_and_all_are_typed():
+    """Only trainer-core ships the shared package ``__init__``, and every subpackage is typed."""
     for package in (REPO / "packages").iterdir():
         namespace = package / "src" / "pytorch_accelerated"
         if namespace.exists():
@@ -216,7 +218,8 @@ def test_the_shared_package_init_only_extends_its_path_and_exports_lazily():
     assert assigned == {"__path__", "_LAZY_EXPORTS", "__all__"}
 
 
-def test_importing_pytorch_accelerated_imports_nothing_heavy_and_exports_0_1_61s_names():
+def test_importing_the_namespace_is_light_and_exports_0161s_names():
+    """Importing ``pytorch_accelerated`` imports nothing heavy and exports 0.1.61's names."""
     import subprocess
     import sys
 

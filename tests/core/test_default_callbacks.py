@@ -76,7 +76,8 @@ def test_terminate_on_nan_stops_with_a_clear_message(capsys):
     assert trainer.completed_update_steps == 16
 
 
-def test_terminate_on_nan_with_an_interval_checks_at_the_interval_and_epoch_end():
+def test_terminate_on_nan_checks_at_its_interval_and_at_epoch_end():
+    """``terminate_on_nan`` with an interval checks at the interval and epoch end."""
     class NanAtStepThree(Trainer):
         def calculate_train_batch_loss(self, batch):
             output = super().calculate_train_batch_loss(batch)
@@ -151,7 +152,8 @@ def _run_console_scenario(stdout, stderr, tmp_path) -> int:
     return subprocess.run(command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env, timeout=120).returncode
 
 
-def test_output_redirected_to_a_file_is_plain_lines_without_carriage_returns(tmp_path):
+def test_output_to_a_file_is_plain_lines_without_carriage_returns(tmp_path):
+    """Output redirected to a file is plain lines without carriage returns."""
     log = tmp_path / "train.log"
     with open(log, "w") as file:
         assert _run_console_scenario(file, subprocess.STDOUT, tmp_path) == 0
@@ -206,7 +208,8 @@ def _assert_a_readable_summary(output: str) -> None:
     assert names == ["train_loss_epoch", *extra, "eval_loss_epoch"]
 
 
-def test_a_summary_that_fits_stays_on_one_line_and_a_long_one_becomes_aligned_rows():
+def test_a_short_summary_is_one_line_and_a_long_one_aligned_rows():
+    """A summary that fits stays on one line and a long one becomes aligned rows."""
     from pytorch_accelerated.trainer.default_callbacks import format_metrics_summary
 
     assert format_metrics_summary("epoch 2", [("a", "1.0000"), ("bb", "2.0000")], width=80) == "epoch 2: a: 1.0000 | bb: 2.0000"

@@ -238,7 +238,8 @@ def test_placeholders_fill_the_scheduler_with_per_process_sizes(torchrun_runs):
             assert result["final_lr"] == pytest.approx(expected_lr, rel=1e-9), (variant, result)
 
 
-def test_max_num_train_steps_stops_every_process_after_exactly_that_many_updates(torchrun_runs):
+def test_max_num_train_steps_stops_every_process_after_that_many_updates(torchrun_runs):
+    """``max_num_train_steps`` stops every process after exactly that many updates."""
     results = torchrun_runs.results("max_steps")
     sizes = scenarios.MAX_STEPS
     for result in results:

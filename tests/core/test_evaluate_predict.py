@@ -16,7 +16,8 @@ def _reference_loss(model, dataset):
         return torch.nn.functional.cross_entropy(model(inputs), targets).item()
 
 
-def test_evaluate_records_the_sample_weighted_loss_over_an_uneven_last_batch():
+def test_evaluate_weights_the_loss_by_samples_over_an_uneven_last_batch():
+    """Evaluate records the sample-weighted loss over an uneven last batch."""
     recorder = EventRecorder()
     trainer = make_trainer(callbacks=[recorder])
     dataset = make_tiny_dataset(37)

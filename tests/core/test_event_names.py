@@ -111,7 +111,8 @@ def test_both_spellings_of_one_event_get_one_warning_and_both_run():
     assert calls == ["on_train_epoch_start", "on_train_epoch_begin"] * 2
 
 
-def test_a_synonym_inherited_from_a_founding_readme_callback_runs_beside_the_subclass_event():
+def test_an_inherited_synonym_runs_beside_the_subclass_event():
+    """A synonym inherited from a founding README callback runs beside the subclass event."""
     class FromReadme(TrainerCallback):
         def on_train_run_end(self, trainer, **kwargs):
             trainer.run_history.update_metric("readme_end", 1)
@@ -164,7 +165,8 @@ def test_the_shipped_callbacks_and_examples_raise_no_event_name_warning():
     assert _event_name_warnings([MistakesPerClassCallback()], TrainerWithPredictionEvents) == []
 
 
-def test_a_handler_requiring_an_argument_its_event_never_passes_is_an_error_at_creation():
+def test_a_handler_requiring_an_argument_never_passed_fails_at_creation():
+    """A handler requiring an argument its event never passes is an error at creation."""
     class StepCounter(TrainerCallback):  # 0.1.61 passed step= to on_train_step_end
         def on_train_step_end(self, trainer, batch, batch_output, step, **kwargs): ...
 
@@ -181,7 +183,8 @@ def test_a_handler_requiring_an_argument_its_event_never_passes_is_an_error_at_c
     assert _event_name_warnings([WithDefaults()]) == []
 
 
-def test_the_handler_check_reads_keyword_only_and_decorated_handlers_and_is_made_for_every_trainer():
+def test_the_handler_check_reads_keyword_only_and_decorated_handlers():
+    """The handler check reads keyword only and decorated handlers and is made for every trainer."""
     import functools
 
     class KeywordOnly(TrainerCallback):
@@ -210,9 +213,10 @@ def _subclasses(cls):
         yield from _subclasses(subclass)
 
 
-def test_no_callback_class_shipped_in_the_packages_is_reported_as_misspelled():
+def test_no_shipped_callback_class_is_reported_as_misspelled():
     # every callback class of every package, not a hand-kept list: a new tool with a custom event
     # (GradientNormCallback's on_before_gradient_clipping) must declare it
+    """No callback class shipped in the packages is reported as misspelled."""
     import importlib
     import pkgutil
 

@@ -29,7 +29,8 @@ class RecordsTheEnd(TrainerCallback):
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["RuntimeError", "KeyboardInterrupt"])
-def test_an_error_ending_train_fires_on_training_run_error_once_then_propagates(error):
+def test_an_error_in_train_fires_on_training_run_error_once_and_propagates(error):
+    """An error ending train fires ``on_training_run_error`` once, then propagates."""
     recorder = RecordsTheEnd()
     trainer = make_trainer([Raises(error), recorder])
     with pytest.raises(type(error)):

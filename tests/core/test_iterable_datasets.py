@@ -77,7 +77,8 @@ def test_max_num_train_steps_ends_an_iterable_run_inside_an_epoch():
     assert recorder.batches_per_epoch == [3, 1]
 
 
-def test_an_iterable_without_length_or_max_steps_is_refused_before_the_first_step():
+def test_an_iterable_without_length_or_max_steps_is_refused_at_once():
+    """An iterable without length or max steps is refused before the first step."""
     recorder = Recorder()
     with pytest.raises(ValueError, match="max_num_train_steps=N"):
         make_trainer([recorder]).train(Stream(make_tiny_dataset(10)), num_epochs=1)
@@ -115,8 +116,9 @@ def test_a_placeholder_that_needs_the_epoch_length_gives_a_clear_error():
 
 
 @pytest.mark.parametrize("accumulation", [2, 3])
-def test_the_last_accumulation_window_of_an_iterable_epoch_updates_as_a_sized_one(accumulation):
+def test_an_iterable_epochs_last_window_updates_like_a_sized_epochs(accumulation):
     # 10 samples in batches of 2: 5 batches, so the last window holds 1 (accumulation 2) or 2 (3) batches
+    """The last accumulation window of an iterable epoch updates as a sized one."""
     streamed = make_trainer()
     streamed.train(
         Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=2,

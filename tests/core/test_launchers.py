@@ -29,7 +29,8 @@ def test_quickstart_with_plain_python():
     assert "1 process(es) on cpu" in out and "eval accuracy:" in out
 
 
-def test_quickstart_with_torchrun_trains_on_two_cpu_processes_without_code_change():
+def test_the_quickstart_trains_under_torchrun_on_two_cpu_processes():
+    """The quickstart, under torchrun, trains on two CPU processes without a code change."""
     out = _run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
          str(QUICKSTART), *ARGS]

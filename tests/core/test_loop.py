@@ -276,7 +276,8 @@ def test_loss_func_none_with_a_model_without_loss_explains_the_fix():
         trainer.train(make_tiny_dataset(8), num_epochs=1)
 
 
-def test_request_epoch_end_ends_training_at_the_window_end_and_evaluation_at_once():
+def test_request_epoch_end_ends_training_at_the_window_end_eval_at_once():
+    """``request_epoch_end`` ends training at the window end and evaluation at once."""
     class LimitTo(TrainerCallback):
         def on_train_step_end(self, trainer, **kwargs):
             trainer.request_epoch_end()

@@ -33,7 +33,8 @@ def test_an_optimizer_over_another_models_parameters_is_an_error():
         Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(other.parameters(), lr=0.1), callbacks=())
 
 
-def test_parameters_that_require_grad_outside_every_param_group_are_named_in_one_warning(recwarn):
+def test_trainable_parameters_outside_the_optimizer_are_named_in_a_warning(recwarn):
+    """Parameters that require grad outside every param group are named in one warning."""
     model = make_tiny_model()
     optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1)  # the first layer is left out
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=())
@@ -77,7 +78,8 @@ def test_wrong_kinds_of_model_loss_and_optimizer_are_named(arguments, error):
         Trainer(*arguments(make_tiny_model()), callbacks=())
 
 
-def test_a_scheduler_instance_as_create_scheduler_fn_is_an_error_before_any_step():
+def test_a_scheduler_instance_as_create_scheduler_fn_fails_before_a_step():
+    """A scheduler instance as ``create_scheduler_fn`` is an error before any step."""
     recorder = EventRecorder()
     trainer = make_trainer(callbacks=[recorder])
     scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=1)
@@ -95,7 +97,8 @@ def test_a_partial_of_a_scheduler_class_still_works():
 
 @pytest.mark.parametrize("name", ["gradient_clip_norm", "gradient_clip_value"])
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), True, "1.0"])
-def test_a_gradient_clip_that_is_not_a_positive_number_is_an_error_before_any_step(name, value):
+def test_a_gradient_clip_not_a_positive_number_fails_before_any_step(name, value):
+    """A gradient clip that is not a positive number is an error before any step."""
     trainer = make_trainer()
     before = parameters_of(trainer.model)
     with pytest.raises(ValueError, match=f"{name} must be a positive number or None"):
@@ -162,8 +165,9 @@ def test_batches_without_targets_are_named_at_the_first_step(dataset, what):
     assert trained_nothing(trainer, before)
 
 
-def test_a_batch_size_in_the_dataloader_kwargs_other_than_per_device_batch_size_is_refused():
+def test_a_conflicting_batch_size_in_the_dataloader_kwargs_is_refused():
     # before: it trained on batches of 4 while run_config, the trackers and the placeholders said 8
+    """A batch size in the dataloader kwargs other than ``per_device_batch_size`` is refused."""
     trainer = make_trainer()
     before = parameters_of(trainer.model)
     data = make_tiny_dataset(16)
@@ -386,7 +390,8 @@ def dict_trainer(model):
     return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
 
 
-def test_a_plain_model_with_a_loss_func_trains_on_dict_batches_and_the_dropped_keys_are_named_once(recwarn, monkeypatch):
+def test_a_plain_model_trains_on_dict_batches_and_names_dropped_keys_once(recwarn, monkeypatch):
+    """A plain model with a ``loss_func`` trains on dict batches and the dropped keys are named once."""
     inspected = []
     signature = _forward_inputs.inspect.signature
     monkeypatch.setattr(_forward_inputs.inspect, "signature", lambda f: (inspected.append(f), signature(f))[1])
@@ -409,13 +414,15 @@ def test_a_forward_with_kwargs_gets_every_key(recwarn):
     assert not [w for w in recwarn if "not passed to the model" in str(w.message)]
 
 
-def test_a_dict_batch_without_the_forward_arguments_names_them_before_any_step():
+def test_a_dict_batch_missing_forward_arguments_names_them_before_a_step():
+    """A dict batch without the forward arguments names them before any step."""
     model = make_tiny_model()  # Sequential.forward(input)
     with pytest.raises(TypeError, match=r"keys \['labels', 'sample_id', 'x'\].*Sequential.forward needs \['input'\]"):
         dict_trainer(model).train(DictDataset(8), num_epochs=1, per_device_batch_size=4)
 
 
-def test_a_dict_batch_keyed_like_the_forward_argument_reaches_a_single_input_model():
+def test_a_dict_batch_keyed_like_the_forward_argument_reaches_the_model():
+    """A dict batch keyed like the forward argument reaches a single-input model."""
     model = make_tiny_model()
     dict_trainer(model).train(DictDataset(8, input_key="input"), num_epochs=1, per_device_batch_size=4)
 
@@ -425,7 +432,8 @@ def test_a_dict_batch_keyed_like_the_forward_argument_reaches_a_single_input_mod
 SCENARIO = Path(__file__).resolve().with_name("mistakes_distributed_scenario.py")
 
 
-def test_on_two_processes_samplers_shard_and_trainers_change_mixed_precision(tmp_path):
+def test_on_two_processes_samplers_shard_and_trainers_change_precision(tmp_path):
+    """On two processes samplers shard and trainers change mixed precision."""
     out = tmp_path / "out"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",

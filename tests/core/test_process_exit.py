@@ -56,8 +56,10 @@ def test_a_successful_run_joins_gloos_threads_before_the_interpreter_ends(tmp_pa
         assert not left, f"process {rank}: gloo's threads {sorted(left)} outlived the exit hooks: {record}"
 
 
-def test_a_run_with_persistent_workers_whose_trainer_is_held_to_the_end_exits_0(tmp_path):
-    """Its workers (started from a forkserver, they leave SIGTERM to the training process) are alive at
+def test_a_run_with_persistent_workers_held_to_the_end_exits_0(tmp_path):
+    """A run with persistent workers whose trainer is held to the end exits 0.
+
+    Its workers (started from a forkserver, they leave SIGTERM to the training process) are alive at
     exit: multiprocessing's exit sent them SIGTERM and waited for them for good."""
     status, results, exits, output = launch("persistent_workers", tmp_path)
     assert status == 0, tail(output)
@@ -85,8 +87,10 @@ def check_failure_named_on_every_process(scenario: str, error_type: str, reason:
     assert not left, f"dataloader workers {left} of {workers} outlived the launch"
 
 
-def test_a_callback_failing_on_one_process_with_workers_fails_every_process(tmp_path):
-    """The other process failed with gloo's "Connection closed by peer" alone, not saying why."""
+def test_a_callback_failing_on_one_process_fails_every_process(tmp_path):
+    """A callback failing on one process with workers fails every process.
+
+    The other process failed with gloo's "Connection closed by peer" alone, not saying why."""
     check_failure_named_on_every_process("callback_fails", "RuntimeError", scenarios.FAILURE, tmp_path)
 
 
@@ -96,8 +100,10 @@ def test_a_dataloader_worker_failing_on_one_process_fails_every_process(tmp_path
     check_failure_named_on_every_process("worker_fails", "OSError", scenarios.WORKER_FAILURE, tmp_path)
 
 
-def test_a_getitem_that_never_returns_fails_every_process_after_the_batch_limit(tmp_path):
-    """torch's DataLoader waits for a batch for good by default: the trainer gives worker loaders a limit."""
+def test_a_getitem_that_never_returns_fails_every_process_in_time(tmp_path):
+    """A ``__getitem__`` that never returns fails every process after the batch limit.
+
+    torch's DataLoader waits for a batch for good by default: the trainer gives worker loaders a limit."""
     reason = f"DataLoader timed out after {scenarios.BATCH_TIMEOUT_S} seconds"
     check_failure_named_on_every_process("worker_hangs", "RuntimeError", reason, tmp_path)
 

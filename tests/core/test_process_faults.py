@@ -54,7 +54,8 @@ def fault_runs(tmp_path_factory):
     return launch(["resume_unshared", "background_write_fails", "stop_every_process", "stop_one_process"], tmp_path)
 
 
-def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_what_each_saw(fault_runs):
+def test_a_state_missing_on_one_process_fails_every_process_naming_each(fault_runs):
+    """A resume where one process sees no state fails on every process, naming what each saw."""
     _, results, _ = fault_runs
     per_process = results["resume_unshared"]
     assert per_process[0]["saved"] and not per_process[1]["saved"], per_process  # only the main process's folder
@@ -70,7 +71,8 @@ def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_wh
     assert "process 1: none found" in per_process[1]["latest"]["message"]
 
 
-def test_a_failed_background_write_is_raised_on_every_process_at_the_next_save_or_the_end(fault_runs):
+def test_a_failed_background_write_is_raised_on_every_process(fault_runs):
+    """A failed background write is raised on every process at the next save or the end."""
     _, results, _ = fault_runs
     main, other = results["background_write_fails"]
     for case, failed, raised_at in (("next_save", "step-2", 4), ("run_end", "step-8", 8)):
@@ -87,7 +89,8 @@ def test_stop_raised_on_every_process_at_the_same_step_stops_them_cleanly(fault_
     assert steps == [scenarios.STOP_STEP - 1] * NUM_PROCESSES
 
 
-def test_stop_raised_on_one_process_only_fails_every_process_with_its_reason(fault_runs):
+def test_stop_raised_on_one_process_fails_every_process_with_its_reason(fault_runs):
+    """A stop raised on one process only fails every process with its reason."""
     status, results, elapsed = fault_runs
     for result in results["stop_one_process"]:
         assert result["error_type"] == "ProcessesOutOfStepError", result
@@ -133,7 +136,8 @@ def test_the_interpreters_whose_fork_can_hang():
 
 
 @pytest.mark.skipif(not fork_can_hang(), reason="this Python forks safely: workers are forked as usual")
-def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up_with_the_fix():
+def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up():
+    """A dataset the forkserver cannot receive is refused at set up with the fix."""
     class LocalDataset(torch.utils.data.Dataset):  # a local class cannot be pickled
         def __len__(self):
             return 4
@@ -171,8 +175,10 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not fork_can_hang(), reason="this Python forks safely: no forkserver is started")
-def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_path):
-    """The forkserver (and the workers forked from it, whose watchdog watches the forkserver) used
+def test_a_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_path):
+    """A training process killed with SIGKILL leaves no forkserver behind.
+
+    The forkserver (and the workers forked from it, whose watchdog watches the forkserver) used
     to outlive a SIGKILLed training process, holding hundreds of MB each; and a worker still starting
     when it was killed outlived the forkserver (seen under load)."""
     import subprocess

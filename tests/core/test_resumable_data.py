@@ -101,7 +101,8 @@ def scramble():
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
-def test_a_resume_inside_an_epoch_loads_no_sample_before_its_position_and_ends_bitwise_equal(tmp_path, workers):
+def test_a_mid_epoch_resume_loads_no_sample_before_its_position(tmp_path, workers):
+    """A resume inside an epoch loads no sample before its position and ends bitwise equal."""
     loader_kwargs = {"train_dataloader_kwargs": {"num_workers": workers}}
     expected = final_state(run(Augmented(), **loader_kwargs))
     run(Augmented(), [SaveThenStop(tmp_path / "state")], **loader_kwargs)
@@ -136,7 +137,8 @@ def _warnings_of(action) -> list[str]:
     return [str(warning.message) for warning in caught if "resum" in str(warning.message).lower()]
 
 
-def test_a_dataset_with_a_generator_of_its_own_that_it_leaves_is_replayed_exactly(tmp_path):
+def test_a_dataset_with_an_untouched_generator_of_its_own_replays_exactly(tmp_path):
+    """A dataset with a generator of its own that it leaves is replayed exactly."""
     expected = final_state(run(WithItsOwnGenerator()))
     run(WithItsOwnGenerator(), [SaveThenStop(tmp_path / "state")])
     dataset = WithItsOwnGenerator()
@@ -158,8 +160,9 @@ class DrawsFromItsOwnGenerator(Augmented):
         return inputs + 0.1 * float(self.rng.standard_normal()), target
 
 
-def test_a_dataset_that_draws_from_a_generator_of_its_own_says_its_resume_is_not_exact(tmp_path):
+def test_a_dataset_drawing_from_its_own_generator_says_resume_is_inexact(tmp_path):
     # saved in the second epoch: the dataset's generator had drawn through the first, the resumed run's had not
+    """A dataset that draws from a generator of its own says its resume is not exact."""
     run(DrawsFromItsOwnGenerator(), [SaveThenStop(tmp_path / "state", after=NUM_SAMPLES // BATCH_SIZE + 3)])
     messages = _warnings_of(lambda: run(DrawsFromItsOwnGenerator(), resume_from=tmp_path / "state"))
     assert len(messages) == 1, messages
@@ -169,7 +172,8 @@ def test_a_dataset_that_draws_from_a_generator_of_its_own_says_its_resume_is_not
     ), messages[0]
 
 
-def test_an_iterable_dataset_with_a_state_dict_resumes_from_it_exactly_without_replaying(tmp_path):
+def test_an_iterable_with_a_state_dict_resumes_from_it_without_replaying(tmp_path):
+    """An iterable dataset with a ``state_dict`` resumes from it exactly without replaying."""
     kwargs = {"max_num_train_steps": 100}
     expected = final_state(run(Counted(), **kwargs))
     run(Counted(), [SaveThenStop(tmp_path / "state")], **kwargs)
@@ -180,7 +184,8 @@ def test_an_iterable_dataset_with_a_state_dict_resumes_from_it_exactly_without_r
     assert dataset.loaded == NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES
 
 
-def test_hf_datasets_streaming_from_local_files_resumes_from_its_state_exactly(tmp_path):
+def test_an_hf_stream_of_local_files_resumes_from_its_state_exactly(tmp_path):
+    """HF datasets streaming from local files resume from their state exactly."""
     datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
     path = tmp_path / "data.jsonl"
     inputs, targets = make_tiny_dataset(NUM_SAMPLES).tensors
@@ -222,8 +227,9 @@ def _collate_rows(rows):
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
-def test_an_hf_stream_with_a_shuffle_buffer_resumes_exactly_by_reading_its_epoch_again(tmp_path, workers):
+def test_a_shuffled_hf_stream_resumes_exactly_by_replaying_its_epoch(tmp_path, workers):
     # its state_dict() does not hold the buffer's content: loaded from it, every weight differed (HF logged a line)
+    """An HF stream with a shuffle buffer resumes exactly by reading its epoch again."""
     datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
     path = _json_lines(tmp_path / "data.jsonl")
 
@@ -280,8 +286,10 @@ def test_a_stream_replayed_in_the_only_process_says_the_resume_is_exact(tmp_path
     assert "The resume is exact" in messages[0] and "may differ" not in messages[0]
 
 
-def test_a_stream_replayed_on_two_processes_says_whether_the_resume_is_exact(tmp_path):
-    """Read in the main process, accelerate loads a batch ahead of the step: the draws of a stream that
+def test_a_stream_replayed_on_two_processes_says_if_the_resume_is_exact(tmp_path):
+    """A stream replayed on two processes says whether the resume is exact.
+
+    Read in the main process, accelerate loads a batch ahead of the step: the draws of a stream that
     draws as it is read fall elsewhere in a replay. Before, the warning said they "may differ"."""
     out = tmp_path / "out"
     command = [

@@ -95,7 +95,8 @@ def test_every_value_of_a_run_carries_its_update_step_epoch_and_evaluation():
     assert (plain.step, plain.evaluation) == (16, "evaluate")
 
 
-def test_a_callback_that_evaluates_every_few_steps_gets_one_record_per_evaluation_at_its_step():
+def test_each_step_based_evaluation_is_recorded_once_at_its_step():
+    """A callback that evaluates every few steps gets one record per evaluation at its step."""
     class EvaluateEvery3(TrainerCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps % 3 == 0:
@@ -167,7 +168,8 @@ class _DictOfListsHistory(RunHistory):
         self.values, self.epoch = {}, 1
 
 
-def test_a_custom_history_written_against_the_old_interface_gets_records_too():
+def test_a_custom_history_on_the_old_interface_gets_records_too():
+    """A custom history written against the old interface gets records too."""
     history = _DictOfListsHistory()
     history.update_metric("stale", 1.0)
     trainer = _train(history=history)  # train() resets it

@@ -37,7 +37,7 @@ WINDOW = range(10, 40)  # the steps whose Python calls and tensor operations are
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 # reads the trainer makes by design, by the function that makes them
 # (the progress bar reads the running loss when it redraws, at most every refresh_interval_s:
-# test_the_progress_bar_reads_the_loss_only_when_it_redraws_on_a_terminal)
+# test_the_progress_bar_reads_the_loss_only_when_it_redraws)
 ALLOWED_READERS = {
     "RunningLoss.is_finite", "RunningLoss.compute", "DataLoader",
     "RunningLoss.mean",
@@ -184,7 +184,8 @@ def _hand_loop_tensor_ops() -> collections.Counter:
 
 
 @needs_qualname
-def test_a_step_reads_no_tensor_value_on_the_host_but_the_periodic_non_finite_check(ledger):
+def test_a_step_reads_no_tensor_on_the_host_but_the_non_finite_check(ledger):
+    """A step reads no tensor value on the host but the periodic non-finite check."""
     _train(ledger, DEFAULT_CALLBACKS, num_epochs=2)
     unexpected = {what: n for what, n in ledger.reads.items() if what.split(" in ")[1] not in ALLOWED_READERS}
     assert unexpected == {}, f"host reads besides the allowed ones: {unexpected}"
@@ -278,7 +279,8 @@ def test_a_step_fires_each_step_event_that_has_a_handler_once():
     assert dict(handles_all.counts) == expected
 
 
-def test_a_callback_added_during_a_run_gets_its_step_events_from_the_next_step():
+def test_a_callback_added_mid_run_gets_step_events_from_the_next_step():
+    """A callback added during a run gets its step events from the next step."""
     late = _HandlesEveryStepEvent()
 
     class AddsOneAtTheThirdStep(TrainerCallback):
@@ -303,7 +305,8 @@ def test_a_callback_added_during_a_run_gets_its_step_events_from_the_next_step()
 
 
 @needs_qualname
-def test_a_step_runs_no_more_tensor_operations_than_a_hand_loop_plus_its_bookkeeping(ledger):
+def test_a_step_runs_no_more_tensor_operations_than_a_hand_loop(ledger):
+    """A step runs no more tensor operations than a hand loop plus its bookkeeping."""
     _train(ledger, DEFAULT_CALLBACKS)
     trainer_ops, hand_ops = _per_step(ledger.tensor_ops), _per_step(_hand_loop_tensor_ops())
     extra = {op: trainer_ops.get(op, 0) - hand_ops.get(op, 0) for op in trainer_ops.keys() | hand_ops.keys()}
@@ -396,8 +399,10 @@ def test_the_progress_bar_redraws_at_most_every_refresh_interval(capsys):
 
 @needs_qualname
 @pytest.mark.parametrize("refresh_interval_s", [0.0, 0.5], ids=["redrawn-every-step", "default"])
-def test_the_progress_bar_reads_the_loss_only_when_it_redraws_on_a_terminal(ledger, monkeypatch, refresh_interval_s):
-    """On a terminal (a pty as stderr) the bar shows the running loss: one read per redraw, at
+def test_the_progress_bar_reads_the_loss_only_when_it_redraws(ledger, monkeypatch, refresh_interval_s):
+    """The progress bar reads the loss only when it redraws on a terminal.
+
+    On a terminal (a pty as stderr) the bar shows the running loss: one read per redraw, at
     most every refresh_interval_s, not per step (a fast step never waits for the device)."""
     import threading
 

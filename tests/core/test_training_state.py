@@ -149,7 +149,8 @@ def scramble_random_generators():
         pytest.param({"epoch_limit": 5, "num_epochs": 2}, id="epoch-ended-early"),
     ],
 )
-def test_resuming_from_every_save_point_ends_bitwise_like_the_uninterrupted_run(tmp_path, overrides):
+def test_resuming_from_every_save_point_ends_like_the_uninterrupted_run(tmp_path, overrides):
+    """Resuming from every save point ends bitwise like the uninterrupted run."""
     saver = SaveAtEverySavePoint(tmp_path)
     expected = final_state(train_run([saver], **overrides))
     points = [path.name.split("-", 1)[1] for path in saver.saved]
@@ -174,7 +175,8 @@ def test_the_check_can_fail_a_resume_that_loses_the_random_state(tmp_path, monke
         assert_bitwise_equal(final_state(resumed), expected)
 
 
-def test_a_resume_inside_an_epoch_replays_its_start_then_loads_the_callback_states(tmp_path):
+def test_a_mid_epoch_resume_replays_its_start_then_loads_callback_states(tmp_path):
+    """A resume inside an epoch replays its start then loads the callback states."""
     path = tmp_path / "state"
     log = []
 
@@ -279,7 +281,8 @@ def test_saving_inside_a_training_step_or_before_training_is_refused(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_an_epoch_records_its_data_order_only_where_a_callback_can_save_inside_it(tmp_path, monkeypatch):
+def test_an_epoch_records_its_data_order_only_if_a_callback_can_save_in_it(tmp_path, monkeypatch):
+    """An epoch records its data order only where a callback can save inside it."""
     from pytorch_accelerated.trainer import resuming
 
     captures = []
@@ -315,7 +318,8 @@ def test_an_epoch_records_its_data_order_only_where_a_callback_can_save_inside_i
     assert read_manifest(tmp_path / "state")
 
 
-def test_a_callback_state_that_cannot_be_loaded_safely_is_refused_when_saving(tmp_path):
+def test_a_callback_state_unsafe_to_load_is_refused_when_saving(tmp_path):
+    """A callback state that cannot be loaded safely is refused when saving."""
     class HoldsAnObject(TrainerCallback):
         def state_dict(self):
             return {"when": object()}
@@ -351,7 +355,8 @@ def test_a_state_of_another_run_set_up_names_the_difference(tmp_path, change, me
         train_run(resume_from=path, **change)
 
 
-def test_a_missing_or_truncated_part_names_the_file_and_the_earlier_state_still_loads(tmp_path):
+def test_a_missing_or_truncated_part_is_named_and_earlier_states_load(tmp_path):
+    """A missing or truncated part names the file and the earlier state still loads."""
     saver = SaveAtEverySavePoint(tmp_path)
     expected = final_state(train_run([saver]))
     newest, earlier = saver.saved[-1], saver.saved[-2]
@@ -461,7 +466,8 @@ train_run([SaveTwice()])
 """
 
 
-def test_a_state_whose_replacement_was_killed_between_its_renames_is_put_back_on_resume_and_on_the_next_write(tmp_path):
+def test_a_state_replacement_killed_between_renames_is_put_back(tmp_path):
+    """A state whose replacement was killed between renames is put back on resume and on the next write."""
     killed = tmp_path / "killed"
     done = subprocess.run(
         [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(killed)],
@@ -491,7 +497,8 @@ def _flip_a_byte_inside(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(bytes(content))
 
 
-def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
+def test_a_flipped_weight_bit_falls_back_to_the_newest_intact_state(tmp_path):
+    """A flipped bit in a weight is refused by name and a folder resumes from the newest intact state."""
     def damage(newest):
         _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
 
@@ -515,9 +522,11 @@ def _check_the_damaged_newest_is_refused_and_the_one_before_resumes(tmp_path, da
     assert_bitwise_equal(final_state(resumed), expected)
 
 
-def test_a_flipped_bit_in_the_manifests_step_count_is_refused_and_a_folder_resumes_from_the_newest_intact_state(tmp_path):
+def test_a_flipped_manifest_bit_falls_back_to_the_newest_intact_state(tmp_path):
     # the manifest's values (the position, the parts' sizes and digests) are covered by its own digest:
     # before, a changed digit resumed at another position, silently
+    """A flipped bit in the manifest's step count is refused; a folder resumes from its newest intact state.
+    """
     def damage(newest):
         manifest = newest / "training_state.json"
         content = bytearray(manifest.read_bytes())
@@ -552,8 +561,9 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
         train_run(resume_from=path)
 
 
-def test_a_dataset_of_another_length_with_as_many_batches_is_refused_mid_epoch(tmp_path):
+def test_a_dataset_of_another_length_is_refused_mid_epoch(tmp_path):
     # 90 and 89 samples make 12 batches of 8 each: the settings matched, and the epoch went on in another order
+    """A dataset of another length with as many batches is refused mid-epoch."""
     path = tmp_path / "state"
 
     class SaveAtUpdate2(TrainerCallback):
@@ -570,7 +580,8 @@ def test_a_dataset_of_another_length_with_as_many_batches_is_refused_mid_epoch(t
     train_run(resume_from=path, num_samples=90)
 
 
-def test_resume_from_a_checkpoint_file_says_it_is_one_and_names_load_checkpoint(tmp_path):
+def test_resume_from_a_checkpoint_file_names_load_checkpoint(tmp_path):
+    """Resume from a checkpoint file says it is one and names ``load_checkpoint``."""
     trainer = train_run(num_epochs=1)
     trainer.save_checkpoint(tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match=r"model\.pt' is a checkpoint written by save_checkpoint.*load_checkpoint"):
@@ -583,7 +594,8 @@ def test_resume_from_a_checkpoint_file_says_it_is_one_and_names_load_checkpoint(
         train_run(resume_from=tmp_path / "notes.txt")
 
 
-def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):
+def test_a_scheduler_of_another_class_is_refused_before_any_change(tmp_path):
+    """A scheduler of another class is refused before anything is applied."""
     path = _saved_state(tmp_path)  # a OneCycleLR state
     model = make_model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -593,7 +605,8 @@ def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_
     assert_bitwise_equal(model.state_dict(), before)
 
 
-def test_a_dataloader_of_another_make_is_refused_before_the_weights_are_replaced(tmp_path):
+def test_a_dataloader_of_another_make_is_refused_before_any_change(tmp_path):
+    """A dataloader of another make is refused before the weights are replaced."""
     path = _saved_state(tmp_path)
     model = make_model(seed=1)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -611,7 +624,8 @@ def test_a_dataloader_of_another_make_is_refused_before_the_weights_are_replaced
     assert_bitwise_equal(model.state_dict(), before)
 
 
-def test_a_folder_whose_every_state_is_damaged_is_an_error_not_a_fresh_start(tmp_path):
+def test_a_folder_of_only_damaged_states_is_an_error_not_a_fresh_start(tmp_path):
+    """A folder whose every state is damaged is an error not a fresh start."""
     path = _saved_state(tmp_path)
     _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
     with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*trainer\.pt' is corrupted"):
@@ -675,7 +689,8 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
         find_latest_training_state(tmp_path)  # never None: resume_from="latest" would start afresh
 
 
-def test_the_kit_compares_states_bit_for_bit_and_names_the_first_difference():
+def test_the_kit_compares_states_bitwise_and_names_the_first_difference():
+    """The kit compares states bit for bit and names the first difference."""
     state = {"weights": torch.tensor([1.0, float("nan")]), "history": [0.5, float("nan")], "step": 3}
     assert_bitwise_equal({**state, "weights": state["weights"].clone()}, state)
     for changed, message in [
@@ -702,7 +717,8 @@ def test_states_saved_by_a_resumed_run_resume_exactly_too(tmp_path):
             assert_bitwise_equal(final_state(resumed), expected, f"{state.name}, then {second.name}")
 
 
-def test_a_state_with_a_damaged_manifest_is_passed_over_with_a_warning_and_is_never_a_fresh_start(tmp_path):
+def test_a_damaged_manifest_is_passed_over_with_a_warning(tmp_path):
+    """A state with a damaged manifest is passed over with a warning and is never a fresh start."""
     path = _saved_state(tmp_path)
     shutil.copytree(path, tmp_path / "copy")
     manifest = path / "training_state.json"

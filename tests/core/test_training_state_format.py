@@ -70,7 +70,8 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     (path / "training_state.json").write_text(json.dumps(manifest))
 
 
-def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(saved):
+def test_the_manifest_names_where_and_how_each_part_is_stored(saved):
+    """The manifest names where and how the model and optimizer are stored."""
     path, _ = saved
     manifest = _manifest(path)
     assert manifest["format_version"] == 3
@@ -100,7 +101,8 @@ def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
-def test_a_state_of_format_version_2_still_loads_and_its_sha256_digests_find_damage(saved):
+def test_a_format_2_state_loads_and_its_sha256_digests_find_damage(saved):
+    """A state of format version 2 still loads and its SHA-256 digests find damage."""
     path, expected = saved
     manifest = _as_written_before_format_3(path, _manifest(path))
     manifest["format_version"] = 2
@@ -127,7 +129,8 @@ def test_a_component_stored_in_a_file_of_its_own_loads(saved):
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
-def test_a_component_stored_in_a_format_this_trainer_core_cannot_read_is_refused_by_name(saved):
+def test_a_part_in_a_storage_format_unknown_here_is_refused_by_name(saved):
+    """A component stored in a format this trainer-core cannot read is refused by name."""
     path, _ = saved
     manifest = _manifest(path)
     manifest["components"]["model"] = {"format": "dcp", "folder": "model"}  # as a sharded save might store it
@@ -170,8 +173,10 @@ def test_a_manifest_that_misstates_the_components_is_a_clear_error(saved, compon
         train_run(resume_from=path)
 
 
-def test_a_state_of_format_version_1_without_digests_loads_unchecked_with_a_warning(saved):
-    """trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
+def test_a_format_1_state_without_digests_loads_unchecked_with_a_warning(saved):
+    """A state of format version 1 without digests loads unchecked with a warning.
+
+    trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
     path, expected = saved
     manifest = _manifest(path)
     del manifest["components"], manifest["manifest_sha256"], manifest[FILE_DIGEST]
@@ -181,7 +186,8 @@ def test_a_state_of_format_version_1_without_digests_loads_unchecked_with_a_warn
         assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
-def test_a_manifest_missing_the_digest_of_one_file_is_refused_in_any_format(saved):
+def test_a_manifest_missing_one_files_digest_is_refused_in_any_format(saved):
+    """A manifest missing the digest of one file is refused in any format."""
     path, _ = saved
     manifest = _manifest(path)
     del manifest[FILE_DIGEST]["trainer.pt"]

@@ -374,7 +374,8 @@ def test_every_examples_help_shows_its_whole_summary_and_every_default(name, cap
     assert not without_default, f"{name}: options whose --help shows no default: {without_default}"
 
 
-def test_the_tensorboard_and_checkpoints_example_stopped_by_its_time_limit_goes_on_exactly(tmp_path, monkeypatch):
+def test_the_tensorboard_example_stopped_at_its_time_limit_goes_on_exactly(tmp_path, monkeypatch):
+    """The TensorBoard and checkpoints example stopped by its time limit goes on exactly."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from pytorch_accelerated.callbacks import training_state

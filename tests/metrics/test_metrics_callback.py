@@ -229,7 +229,8 @@ def test_a_trainer_subclass_records_the_same_values_as_the_callback(trainer_clas
 # ---------------------------------------------------------------------------------------- inputs
 
 
-def test_default_inputs_argmax_class_scores_only_for_metrics_that_need_labels():
+def test_default_inputs_argmax_scores_only_for_label_metrics():
+    """Default inputs argmax class scores only for metrics that need labels."""
     scores, targets = torch.randn(8, 3), torch.randint(0, 3, (8,))
     batch, batch_output = (torch.zeros(8, 4), targets), {"model_outputs": scores}
     preds, target = default_metric_inputs(batch, batch_output, MulticlassAccuracy(3))
@@ -266,7 +267,8 @@ def test_default_inputs_explain_what_they_cannot_find(batch, model_outputs):
         default_metric_inputs(batch, {"model_outputs": model_outputs}, accuracy())
 
 
-def test_inputs_that_do_not_fit_raise_an_error_naming_the_metric_and_inputs_fn():
+def test_unfitting_inputs_raise_an_error_naming_the_metric_and_inputs_fn():
+    """Inputs that do not fit raise an error naming the metric and ``inputs_fn``."""
     metrics = MetricsCallback({"multilabel_f1": torchmetrics.F1Score(task="multilabel", num_labels=3)})
     expected = r"(?s)'multilabel_f1' \(MultilabelF1Score\).*float32\[8, 3\], int64\[8\].*inputs_fn"
     with pytest.raises(ValueError, match=expected):
@@ -290,7 +292,8 @@ class CountUpdates(TrainerCallback):
     ],
     ids=["accuracy", "auroc-unvalidated"],
 )
-def test_a_metric_of_the_wrong_number_of_classes_fails_before_the_first_update(metric, num_classes, on_train):
+def test_a_metric_of_the_wrong_class_count_fails_before_the_first_update(metric, num_classes, on_train):
+    """A metric of the wrong number of classes fails before the first update."""
     updates = CountUpdates()
     expected = rf"'m' \(\w+\) was created with num_classes={num_classes}, but the model gives 3 class scores"
     with pytest.raises(ValueError, match=rf"{expected}.*create it with num_classes=3"):
@@ -299,7 +302,8 @@ def test_a_metric_of_the_wrong_number_of_classes_fails_before_the_first_update(m
     assert updates.updates == 0, "failed only after the first epoch's updates"
 
 
-def test_evaluate_alone_names_the_wrong_number_of_classes_at_its_first_step():
+def test_evaluate_alone_names_the_wrong_class_count_at_its_first_step():
+    """Evaluate alone names the wrong number of classes at its first step."""
     trainer = run_tiny_training(num_epochs=1).trainer
     metric = torchmetrics.Accuracy(task="multiclass", num_classes=5)
     trainer.callback_handler.add_callback(MetricsCallback({"m": metric}))

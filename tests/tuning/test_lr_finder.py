@@ -21,7 +21,8 @@ def make_trainer():
     return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3), callbacks=[])
 
 
-def test_the_trainer_and_the_random_generators_are_left_exactly_as_they_were(tmp_path):
+def test_find_lr_leaves_the_trainer_and_random_generators_untouched(tmp_path):
+    """The trainer and the random generators are left exactly as they were."""
     trainer = make_trainer()
     trainer.train(make_tiny_dataset(32), num_epochs=1)  # an optimizer with state, a prepared model
     weights = copy.deepcopy(trainer.get_model().state_dict())
@@ -43,7 +44,8 @@ def test_the_trainer_and_the_random_generators_are_left_exactly_as_they_were(tmp
     trainer.train(make_tiny_dataset(32), num_epochs=1)
 
 
-def test_the_lr_grows_exponentially_and_the_suggestion_is_the_steepest_descent():
+def test_the_lr_grows_exponentially_and_the_steepest_descent_is_suggested():
+    """The LR grows exponentially, and the suggestion is the steepest descent."""
     trainer = make_trainer()
     result = find_lr(trainer, make_tiny_dataset(512), start_lr=1e-4, end_lr=100.0, num_steps=40)
     assert result.lrs[0] == pytest.approx(1e-4)
