@@ -23,8 +23,11 @@ import torch
 from accelerate.utils import InitProcessGroupKwargs
 
 from pytorch_accelerated.schedulers import CosineLrScheduler
-from pytorch_accelerated.trainer import Trainer, TrainerCallback
+from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, when launched
+from tests.core.helpers import LrRecorder  # noqa: E402
 
 # The test recomputes the expected schedule from these.
 SIZES = {
@@ -38,20 +41,6 @@ SIZES = {
     "min_lr_ratio": 0.1,
     "k_decay": 2.0,
 }
-
-
-class LrRecorder(TrainerCallback):
-    """The lr each optimizer update used, and the lr set after it."""
-
-    def __init__(self):
-        self.used: list[float] = []
-        self.after: list[float] = []
-
-    def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        self.used.append(optimizer.param_groups[0]["lr"])
-
-    def on_optimizer_step_end(self, trainer, optimizer, **kwargs):
-        self.after.append(optimizer.param_groups[0]["lr"])
 
 
 def run() -> dict:

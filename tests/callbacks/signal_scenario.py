@@ -22,15 +22,7 @@ from pytorch_accelerated.callbacks import SaveTrainingStateCallback
 from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
-
-class Crash(Exception):
-    pass
-
-
-class CrashAtUpdate2(TrainerCallback):
-    def on_optimizer_step_end(self, trainer, **kwargs):
-        if trainer.completed_update_steps == 2:
-            raise Crash("crash at update 2")
+from helpers import Crash, CrashAtUpdate  # beside this script
 
 
 class AlsoRunsEventsOf(TrainerCallback):
@@ -61,7 +53,7 @@ def main(scenario: str, save_dir: str) -> None:
     before = {number: signal.getsignal(number) for number in handled}
     saver = SaveTrainingStateCallback(save_dir, save_every_n_steps=2)
     callbacks = {
-        "crash": [saver, CrashAtUpdate2()],
+        "crash": [saver, CrashAtUpdate(2)],
         "two": [saver, SaveTrainingStateCallback(f"{save_dir}-2", save_every_n_steps=3)],
         "twice": [saver, AlsoRunsEventsOf(saver)],
         "twice-signalled": [saver, AlsoRunsEventsOf(saver), SignalsTwice()],

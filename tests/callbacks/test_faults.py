@@ -25,9 +25,10 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler, WSDLrScheduler
-from pytorch_accelerated.trainer import CheckpointError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer import CheckpointError, TrainerCallback, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 from tests.callbacks.test_training_state_callback import ACCUMULATION, BATCH_SIZE, NUM_SAMPLES, make_model
+from tests.core.helpers import SGD_MOMENTUM, make_trainer
 from tests.launching import REPO_ROOT, launch_env
 
 # ---------------------------------------------------------------------------------------- signals
@@ -50,14 +51,10 @@ def test_sigterm_acts_as_without_the_callback_however_train_ended(tmp_path, scen
 # ---------------------------------------------------------------------------------------- a run
 
 
-def make_trainer(callbacks=(), model=None):
-    model = model if model is not None else make_model()
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=callbacks)
-
-
 def train(callbacks=(), num_epochs=2, resume_from=None, model=None, create_scheduler_fn=None):
     seed_everything(3)
-    trainer = make_trainer(callbacks, model)
+    model = model if model is not None else make_model()
+    trainer = make_trainer(callbacks, model=model, optimizer_kwargs=SGD_MOMENTUM)
     trainer.train(
         make_tiny_dataset(NUM_SAMPLES),
         num_epochs=num_epochs,
@@ -134,7 +131,7 @@ def big_model():
 
 def test_a_full_disk_while_saving_says_so_and_keeps_the_earlier_files(small_disk):
     """A full disk while saving a checkpoint or a state says so and keeps the earlier files."""
-    trainer = make_trainer(model=big_model())
+    trainer = make_trainer(model=big_model(), optimizer_kwargs=SGD_MOMENTUM)
     trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
     trainer.save_checkpoint(small_disk / "model.pt")
     trainer.save_training_state(small_disk / "state")
@@ -152,7 +149,7 @@ def test_a_full_disk_while_rewriting_the_csv_leaves_no_temporary_file(small_disk
     """A full disk while the CSV log is rewritten leaves no temporary file."""
     log = small_disk / "log.csv"
     logger = CSVLoggerCallback(log, if_exists="error")  # the file as given: nothing else on the disk
-    trainer = make_trainer([logger])
+    trainer = make_trainer([logger], model=make_model(), optimizer_kwargs=SGD_MOMENTUM)
     trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
     before = log.read_bytes()
     fill(small_disk, leave=0)
@@ -304,7 +301,7 @@ def test_a_file_logger_closes_its_file_when_train_raises(tmp_path, logger_class)
             raise KeyboardInterrupt
 
     logger = logger_class(tmp_path / "log")
-    trainer = make_trainer([logger, Crash()])
+    trainer = make_trainer([logger, Crash()], model=make_model(), optimizer_kwargs=SGD_MOMENTUM)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=8)
     assert logger._file is None  # was left open

@@ -19,11 +19,12 @@ from pytorch_accelerated.callbacks import (
     MLflowLoggerCallback,
     TensorBoardLoggerCallback,
 )
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
+from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
 
 from ..launching import free_port, run_launch, tail
 from . import loggers_distributed_scenario as scenario
+from .helpers import StopAtEpochEnd
 
 # The tiny run: 64 samples in batches of 8, so 8 optimizer updates per epoch.
 UPDATES_PER_EPOCH = 8
@@ -51,17 +52,6 @@ class BatchLosses(TrainerCallback):
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
         self.by_update.setdefault(trainer.completed_update_steps + 1, []).append(batch_output["loss"].item())
-
-
-class StopAtEpochEnd(TrainerCallback):
-    """Stops the run at the end of ``epoch``, before the callbacks listed after it see the event."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_training_run_epoch_end(self, trainer, **kwargs):
-        if trainer.run_history.current_epoch == self.epoch:
-            raise StopTrainingError("stop for the test")
 
 
 class RecordsLateMetric(TrainerCallback):

@@ -10,6 +10,8 @@ from pytorch_accelerated.callbacks.plotting import PlotMetricsCallback
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
+from .helpers import StopAtEpochEnd
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -42,15 +44,9 @@ def test_metric_names_limits_the_plots(tmp_path):
     assert [path.name for path in plots.saved_paths] == ["loss_epoch.png"]
 
 
-class StopAtEpochEnd(TrainerCallback):
-    def on_training_run_epoch_end(self, trainer, **kwargs):
-        if trainer.run_history.current_epoch == 2:
-            raise StopTrainingError("stop for the test")
-
-
 def test_a_stopped_run_is_plotted_too(tmp_path):
     plots = PlotMetricsCallback(tmp_path)
-    run_tiny_training(callbacks=[StopAtEpochEnd(), plots], num_epochs=5)
+    run_tiny_training(callbacks=[StopAtEpochEnd(epoch=2), plots], num_epochs=5)
     assert [path.name for path in plots.saved_paths] == ["loss_epoch.png", "metrics.png"]
     assert_valid_png(plots.saved_paths[0])
     assert_valid_png(plots.saved_paths[1])

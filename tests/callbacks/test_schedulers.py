@@ -19,6 +19,8 @@ from pytorch_accelerated.schedulers.wsd_scheduler import estimate_checkpoint_ste
 from pytorch_accelerated.trainer import TrainerCallback, TrainerPlaceholderValues, atomic_torch_save, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
+from tests.core.helpers import LrRecorder
+
 from . import scheduler_distributed_scenario as scenario
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -75,20 +77,6 @@ def wsd_lr(n, lr_max, start, lr_min, warmup, checkpoints, decays, decay_type, to
         if n < checkpoint:
             return lr_min + (lr_max - lr_min) * DECAY_SHAPES[decay_type]((n - checkpoint + decay + 1) / decay)
     raise AssertionError("unreachable: the last checkpoint is the end")
-
-
-class LrRecorder(TrainerCallback):
-    """The lr each optimizer update used, and the lr set after it (group 0)."""
-
-    def __init__(self):
-        self.used = []
-        self.after = []
-
-    def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        self.used.append(optimizer.param_groups[0]["lr"])
-
-    def on_optimizer_step_end(self, trainer, optimizer, **kwargs):
-        self.after.append(optimizer.param_groups[0]["lr"])
 
 
 # ---------------------------------------------------------------------------------------- cosine

@@ -19,11 +19,12 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
     TrackerCallback,
 )
-from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback
+from pytorch_accelerated.trainer import TrainerCallback
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
 from ..launching import free_port, run_scenario_on_two_processes
 from . import trackers_distributed_scenario as scenario
+from .helpers import CrashAtUpdate, StopAtEpochEnd
 
 # The tiny run: 64 samples in batches of 8, so 8 optimizer updates per epoch.
 UPDATES_PER_EPOCH = 8
@@ -61,20 +62,6 @@ class RecordingTracker(GeneralTracker):
 
     def kinds(self) -> list[str]:
         return [call[0] for call in self.calls]
-
-
-class CrashAtUpdate(TrainerCallback):
-    def __init__(self, update: int, error: BaseException):
-        self.update, self.error = update, error
-
-    def on_optimizer_step_end(self, trainer, **kwargs):
-        if trainer.completed_update_steps == self.update:
-            raise self.error
-
-
-class StopAtEpochEnd(TrainerCallback):
-    def on_training_run_epoch_end(self, trainer, **kwargs):
-        raise StopTrainingError("stop for the test")
 
 
 class FirstStepClock(TrainerCallback):

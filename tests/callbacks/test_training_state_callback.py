@@ -24,6 +24,8 @@ from pytorch_accelerated.schedulers import CosineLrScheduler
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, list_training_states, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
+from .helpers import Crash, CrashAtUpdate
+
 # 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
 NUM_SAMPLES, BATCH_SIZE, ACCUMULATION = 50, 8, 2
 
@@ -57,19 +59,6 @@ def train(callbacks, num_epochs=3, resume_from=None, scheduler=True):
         resume_from=resume_from,
     )
     return trainer
-
-
-class Crash(Exception):
-    """Stands in for a kill: the process's work after it is lost, its files stay."""
-
-
-class CrashAtUpdate(TrainerCallback):
-    def __init__(self, update):
-        self.update = update
-
-    def on_optimizer_step_end(self, trainer, **kwargs):
-        if trainer.completed_update_steps == self.update:
-            raise Crash(f"crash at update {self.update}")
 
 
 # ---------------------------------------------------------------------------------------- when and what

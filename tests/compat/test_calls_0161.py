@@ -15,7 +15,6 @@ from pytorch_accelerated.trainer import (
     CheckpointError,
     StopTrainingError,
     TerminateOnNaNCallback,
-    Trainer,
     TrainerCallback,
     list_training_states,
 )
@@ -28,14 +27,9 @@ from pytorch_accelerated.utils import (
     world_process_zero_only,
 )
 
+from tests.core.helpers import SGD_MOMENTUM, make_trainer
+
 FIXTURES_0161 = Path(__file__).parent / "checkpoints_0161"
-
-
-def make_trainer(callbacks=(), model=None, optimizer_class=torch.optim.SGD):
-    model = model if model is not None else make_tiny_model()
-    momentum = {"momentum": 0.9} if optimizer_class is torch.optim.SGD else {}
-    optimizer = optimizer_class(model.parameters(), lr=0.05, **momentum)
-    return Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=callbacks)
 
 
 def train(trainer, num_epochs=2, eval_dataset=None):
@@ -77,7 +71,7 @@ def _copy(state):
 @pytest.fixture
 def saved_state(tmp_path):
     """A state saved after a 2-epoch run (12 updates), with 0.1.61-style metadata, and the run's parts."""
-    trainer = train(make_trainer())
+    trainer = train(make_trainer(optimizer_kwargs=SGD_MOMENTUM))
     metadata = {"checkpoint_type": "wsd_pre_decay", "step": 12}
     path = trainer.save_training_state(tmp_path / "state", checkpoint_kwargs=metadata)
     return path, _copy(parts(trainer))
@@ -87,7 +81,8 @@ def test_load_training_state_loads_the_parts_and_returns_the_metadata(saved_stat
     """``load_training_state`` loads a state's parts into a new run and returns its metadata."""
     path, saved = saved_state
     loader = LoadTrainingStateAtStart(path)
-    trainer = train(make_trainer([loader], model=make_tiny_model(seed=5)), num_epochs=1)
+    trainer = make_trainer([loader], model=make_tiny_model(seed=5), optimizer_kwargs=SGD_MOMENTUM)
+    trainer = train(trainer, num_epochs=1)
 
     assert_bitwise_equal(loader.loaded, saved, "what load_training_state loaded")
     assert loader.metadata == {
@@ -100,7 +95,7 @@ def test_load_training_state_loads_the_parts_and_returns_the_metadata(saved_stat
 def test_load_training_state_refuses_another_model_and_loads_nothing(saved_state):
     """``load_training_state`` refuses another model or optimizer and loads nothing."""
     path, _ = saved_state
-    other_model = make_trainer(model=make_tiny_model(hidden=8))
+    other_model = make_trainer(model=make_tiny_model(hidden=8), optimizer_kwargs=SGD_MOMENTUM)
     before = _copy(other_model.get_model().state_dict())
     with pytest.raises(CheckpointError, match=r"not for this model: .*0.weight is \(16, 4\) there and \(8"):
         other_model.load_training_state(path)
@@ -111,12 +106,13 @@ def test_load_training_state_refuses_another_model_and_loads_nothing(saved_state
 
 def test_load_training_state_names_a_0161_folder_it_does_not_read():
     """``load_training_state`` names a 0.1.61 training state folder it does not read."""
+    trainer = make_trainer(model=torch.nn.Linear(4, 2), optimizer_kwargs=SGD_MOMENTUM)
     with pytest.raises(CheckpointError, match=r"saved by pytorch-accelerated 0.1.61 .*model.safetensors"):
-        make_trainer(model=torch.nn.Linear(4, 2)).load_training_state(FIXTURES_0161 / "training_state_cosine")
+        trainer.load_training_state(FIXTURES_0161 / "training_state_cosine")
 
 
 def test_save_training_state_checkpoint_kwargs_must_be_plain_data(tmp_path):
-    trainer = train(make_trainer(), num_epochs=1)
+    trainer = train(make_trainer(optimizer_kwargs=SGD_MOMENTUM), num_epochs=1)
     with pytest.raises(CheckpointError, match=r"checkpoint_kwargs\['when'\] holds a function"):
         trainer.save_training_state(tmp_path / "state", checkpoint_kwargs={"when": lambda: 0})
     assert not (tmp_path / "state").exists()
@@ -127,7 +123,7 @@ def test_save_training_state_callback_saves_at_the_end_unless_told_not_to(tmp_pa
     saver = SaveTrainingStateCallback(
         tmp_path / "states", save_every_n_steps=5, save_at_end=save_at_end, max_checkpoints=None  # all, to list
     )
-    train(make_trainer([saver]))
+    train(make_trainer([saver], optimizer_kwargs=SGD_MOMENTUM))
     assert [path.name for path in list_training_states(tmp_path / "states")] == [
         "step-00000000-start", "step-00000005", "step-00000010", *([last] if save_at_end else []),
     ]  # fmt: skip
@@ -157,7 +153,8 @@ def test_check_for_nan_after_batch_stops_a_run_from_a_subclass():
 
     inputs, labels = make_tiny_dataset(16, seed=1).tensors
     nan_eval_data = torch.utils.data.TensorDataset(torch.full_like(inputs, float("nan")), labels)
-    trainer = train(make_trainer([AlsoCheckEvaluationLosses()]), num_epochs=3, eval_dataset=nan_eval_data)
+    trainer = make_trainer([AlsoCheckEvaluationLosses()], optimizer_kwargs=SGD_MOMENTUM)
+    trainer = train(trainer, num_epochs=3, eval_dataset=nan_eval_data)
     epochs_trained = len(trainer.run_history.get_metric_values("train_loss_epoch"))
     assert epochs_trained == 1, "stopped in the first evaluation"
 

@@ -19,6 +19,7 @@ import torch
 from accelerate.utils import DeepSpeedPlugin
 
 from distributed_scenarios import main  # beside this script
+from helpers import SGD_MOMENTUM, make_trainer
 from pytorch_accelerated.trainer import Trainer
 from sharding_scenarios import TinyTransformer, next_token_loss, token_dataset
 
@@ -30,10 +31,12 @@ deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
 TRAIN = {"samples": 36, "batch_size": 4, "accumulation": 2, "epochs": 2, "lr": 0.05}
 
 
-def make_trainer(accelerator_kwargs: dict) -> Trainer:
-    model = TinyTransformer()
-    optimizer = torch.optim.SGD(model.parameters(), lr=TRAIN["lr"], momentum=0.9)
-    return Trainer(model, next_token_loss, optimizer, callbacks=(), accelerator_kwargs=accelerator_kwargs)
+def make_transformer_trainer(accelerator_kwargs: dict) -> Trainer:
+    """A Trainer of TinyTransformer with SGD (momentum) and no callbacks, made with ``accelerator_kwargs``."""
+    return make_trainer(
+        lr=TRAIN["lr"], model=TinyTransformer(), loss_func=next_token_loss, optimizer_kwargs=SGD_MOMENTUM,
+        accelerator_kwargs=accelerator_kwargs,
+    )
 
 
 def train(trainer: Trainer, clip_norm=None) -> dict:
@@ -60,9 +63,9 @@ def scenario_deepspeed(out: Path) -> dict:
     """ZeRO-2 against the same run without DeepSpeed (SGD with momentum: a loss divided twice would show),
     without and with clipping; the config fields filled; what is refused."""
     results = {"process_index": 0, "num_processes": 1}
-    results["plain"] = train(make_trainer({}))
-    results["plain_clipped"] = train(make_trainer({}), clip_norm=0.5)
-    trainer = make_trainer({"deepspeed_plugin": DeepSpeedPlugin(zero_stage=2)})
+    results["plain"] = train(make_transformer_trainer({}))
+    results["plain_clipped"] = train(make_transformer_trainer({}), clip_norm=0.5)
+    trainer = make_transformer_trainer({"deepspeed_plugin": DeepSpeedPlugin(zero_stage=2)})
     results["deepspeed"] = train(trainer)
     results["distributed_type"] = str(trainer.accelerator.distributed_type)
     config = trainer.accelerator.deepspeed_config
@@ -80,10 +83,10 @@ def scenario_deepspeed(out: Path) -> dict:
         lambda: trainer.save_checkpoint(out / "weights.pt", save_optimizer=False)
     )
     results["other_clipping"] = _error_of(lambda: train(trainer, clip_norm=0.5))
-    clipped = make_trainer({"deepspeed_plugin": DeepSpeedPlugin(zero_stage=2)})
+    clipped = make_transformer_trainer({"deepspeed_plugin": DeepSpeedPlugin(zero_stage=2)})
     results["deepspeed_clipped"] = train(clipped, clip_norm=0.5)
     results["clipped_config"] = clipped.accelerator.deepspeed_config["gradient_clipping"]
-    contradicting = make_trainer(
+    contradicting = make_transformer_trainer(
         {"deepspeed_plugin": DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=4)}
     )
     results["contradiction"] = _error_of(lambda: train(contradicting))

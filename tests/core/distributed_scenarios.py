@@ -22,7 +22,6 @@ import os
 import sys
 import threading
 import traceback
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -37,6 +36,11 @@ from pytorch_accelerated.trainer import (
     TrainerPlaceholderValues,
 )
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+
+try:  # launched as a script, or imported by the test module
+    from helpers import make_gloo_trainer
+except ImportError:
+    from .helpers import make_gloo_trainer
 
 # A collective that one process never joins fails after this long instead of hanging.
 COLLECTIVE_TIMEOUT_S = 60
@@ -59,30 +63,6 @@ MODEL_FILE = "uneven_eval_model.pt"
 
 def rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-def accelerator_device_available() -> bool:
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
-
-
-def make_trainer(model=None, lr=0.1, callbacks=(), force_cpu=True) -> Trainer:
-    """A Trainer on gloo/CPU. ``force_cpu=False`` passes no ``cpu`` argument where the machine has
-    no accelerator, so that the Trainer must find out by itself that it runs on several CPU processes."""
-    model = model if model is not None else make_tiny_model()
-    accelerator_kwargs = {
-        "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))],
-    }
-    if force_cpu or accelerator_device_available():
-        accelerator_kwargs["cpu"] = True
-    return Trainer(
-        model=model,
-        loss_func=torch.nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
-        callbacks=callbacks,
-        accelerator_kwargs=accelerator_kwargs,
-    )
 
 
 def flat_parameters(model: torch.nn.Module) -> torch.Tensor:
@@ -135,7 +115,7 @@ class EvalSampleCounter(TrainerCallback):
 def scenario_uneven_eval(out: Path) -> dict:
     sizes = UNEVEN_EVAL
     counter = EvalSampleCounter()
-    trainer = make_trainer(callbacks=[counter])
+    trainer = make_gloo_trainer(callbacks=[counter])
     eval_dataset = make_tiny_dataset(sizes["eval_samples"], seed=1)
     trainer.train(
         train_dataset=make_tiny_dataset(sizes["train_samples"]),
@@ -182,7 +162,7 @@ def scenario_placeholders(out: Path) -> dict:
     }
     for variant, create_scheduler_fn in variants.items():
         counter = EventCounter("on_optimizer_step_end")
-        trainer = make_trainer(callbacks=[counter])
+        trainer = make_gloo_trainer(callbacks=[counter])
         trainer.train(
             train_dataset=make_tiny_dataset(sizes["train_samples"]),
             num_epochs=sizes["num_epochs"],
@@ -205,7 +185,7 @@ def scenario_placeholders(out: Path) -> dict:
 def scenario_max_steps(out: Path) -> dict:
     sizes = MAX_STEPS
     counter = EventCounter("on_optimizer_step_end", "on_train_epoch_start", "on_train_step_end")
-    trainer = make_trainer(callbacks=[counter])
+    trainer = make_gloo_trainer(callbacks=[counter])
     trainer.train(
         train_dataset=make_tiny_dataset(sizes["train_samples"]),
         num_epochs=sizes["num_epochs"],
@@ -243,7 +223,7 @@ def _indexed_dataset(num_samples: int, num_features: int) -> TensorDataset:
 
 def scenario_predict_order(out: Path) -> dict:
     sizes = PREDICT
-    trainer = make_trainer(model=_identity_model(sizes["num_features"]))
+    trainer = make_gloo_trainer(model=_identity_model(sizes["num_features"]))
     predictions = trainer.predict(
         _indexed_dataset(sizes["num_samples"], sizes["num_features"]), per_device_batch_size=sizes["batch_size"]
     )
@@ -296,7 +276,7 @@ def scenario_stop_one_rank(out: Path) -> dict:
         counter = EventCounter(
             "on_train_epoch_start", "on_stop_training_error", "on_training_run_end", "on_optimizer_step_end"
         )
-        trainer = make_trainer(callbacks=[counter, stopper])
+        trainer = make_gloo_trainer(callbacks=[counter, stopper])
         trainer.train(
             train_dataset=make_tiny_dataset(64),
             eval_dataset=make_tiny_dataset(16, seed=1),
@@ -321,7 +301,7 @@ def scenario_ddp_weights_equal(out: Path) -> dict:
     # Per-process seeds differ on purpose: only DDP keeps the processes' weights equal.
     model = make_tiny_model(seed=100 + rank_from_env())
     initial_digest = parameters_digest(model)
-    trainer = make_trainer(model=model, lr=0.2)
+    trainer = make_gloo_trainer(model=model, lr=0.2)
     trainer.train(
         train_dataset=make_tiny_dataset(45),
         eval_dataset=make_tiny_dataset(13, seed=1),
@@ -343,7 +323,7 @@ def scenario_accumulation_equivalence(out: Path) -> dict:
     sizes = ACCUMULATION
     finals = {}
     for variant, (batch_size, accumulation) in {"bs4_accum2": (4, 2), "bs8_accum1": (8, 1)}.items():
-        trainer = make_trainer(model=make_tiny_model(seed=0), lr=sizes["lr"])
+        trainer = make_gloo_trainer(model=make_tiny_model(seed=0), lr=sizes["lr"])
         trainer.train(
             train_dataset=make_tiny_dataset(sizes["train_samples"]),
             num_epochs=sizes["num_epochs"],
@@ -361,7 +341,7 @@ def scenario_accumulation_equivalence(out: Path) -> dict:
 def scenario_smoke(out: Path) -> dict:
     """A short run with the default callbacks (progress bars, NaN check, printing), for
     launchers other than torchrun."""
-    trainer = make_trainer(callbacks=DEFAULT_CALLBACKS, force_cpu=False)
+    trainer = make_gloo_trainer(callbacks=DEFAULT_CALLBACKS, force_cpu=False)
     trainer.train(
         train_dataset=make_tiny_dataset(32),
         eval_dataset=make_tiny_dataset(11, seed=1),
@@ -415,7 +395,7 @@ def make_batch_norm_model(seed: int = 0) -> torch.nn.Module:
 
 
 def _trained_batch_norm_trainer(out: Path, scenario: str) -> Trainer:
-    trainer = make_trainer(model=make_batch_norm_model())
+    trainer = make_gloo_trainer(model=make_batch_norm_model())
     trainer.train(train_dataset=make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
     if trainer.is_world_process_zero:
         torch.save(trainer.get_model(keep_torch_compile=False).state_dict(), out / f"{scenario}_model.pt")

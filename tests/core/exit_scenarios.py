@@ -26,7 +26,12 @@ from pathlib import Path
 import torch
 
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, dataloader_workers
-from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+try:  # launched as a script, or imported by the test module
+    from helpers import make_trainer
+except ImportError:
+    from .helpers import make_trainer
 
 FAILING_PROCESS = 1
 FAILURE = "the loss on process 1 looked wrong at step 3"
@@ -43,15 +48,9 @@ def rank() -> int:
     return int(os.environ["RANK"])
 
 
-def make_trainer(callbacks=()) -> Trainer:
-    model = make_tiny_model()
-    return Trainer(
-        model=model,
-        loss_func=torch.nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[*DEFAULT_CALLBACKS, *callbacks],
-        accelerator_kwargs={"cpu": True},
-    )
+def make_cpu_trainer(*callbacks) -> Trainer:
+    """A Trainer on CPU processes with the default callbacks (the progress bar too) before ``callbacks``."""
+    return make_trainer([*DEFAULT_CALLBACKS, *callbacks], lr=0.1, accelerator_kwargs={"cpu": True})
 
 
 def train(trainer: Trainer, dataset, **dataloader_kwargs) -> None:
@@ -64,7 +63,7 @@ def train(trainer: Trainer, dataset, **dataloader_kwargs) -> None:
 
 def scenario_success(out: Path) -> dict:
     """A run that ends well, then a collective, as the distributed example ends."""
-    trainer = make_trainer()
+    trainer = make_cpu_trainer()
     trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
     gathered = trainer.gather(torch.tensor([float(rank())]))
     return {"gathered": gathered.tolist()}
@@ -72,7 +71,7 @@ def scenario_success(out: Path) -> dict:
 
 def scenario_persistent_workers(out: Path) -> dict:
     """A run with persistent dataloader workers, whose trainer the script still holds when it exits."""
-    trainer = make_trainer()
+    trainer = make_cpu_trainer()
     train(trainer, make_tiny_dataset(64), persistent_workers=True)
     KEPT_TO_THE_END.append(trainer)
     return {"completed_update_steps": trainer.completed_update_steps}
@@ -86,7 +85,7 @@ class FailOnOneProcess(TrainerCallback):
 
 def scenario_callback_fails(out: Path) -> dict:
     """A callback raises on process 1 only, with dataloader workers."""
-    train(make_trainer([FailOnOneProcess()]), make_tiny_dataset(64))
+    train(make_cpu_trainer(FailOnOneProcess()), make_tiny_dataset(64))
     return {}
 
 
@@ -112,14 +111,14 @@ class FaultyDataset(torch.utils.data.Dataset):
 
 def scenario_worker_fails(out: Path) -> dict:
     """A dataloader worker of process 1 raises."""
-    train(make_trainer(), FaultyDataset("raises"))
+    train(make_cpu_trainer(), FaultyDataset("raises"))
     return {}
 
 
 def scenario_worker_hangs(out: Path) -> dict:
     """A ``__getitem__`` on process 1 never returns; the batch's time limit is the default's mechanism."""
     dataloader_workers.DEFAULT_TIMEOUT_S = BATCH_TIMEOUT_S
-    train(make_trainer(), FaultyDataset("hangs"))
+    train(make_cpu_trainer(), FaultyDataset("hangs"))
     return {}
 
 

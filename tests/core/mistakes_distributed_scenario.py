@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-from accelerate.utils import InitProcessGroupKwargs
 from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 
-from pytorch_accelerated.trainer import Trainer, TrainerCallback
-from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
+from pytorch_accelerated.trainer import TrainerCallback
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+try:  # launched as a script, or imported by the test module
+    from helpers import make_gloo_trainer
+except ImportError:
+    from .helpers import make_gloo_trainer
 
 
 class IndexedDataset(Dataset):
@@ -37,32 +40,19 @@ class SeenIndices(TrainerCallback):
         self.batches.append(batch[2].tolist())
 
 
-def make_trainer(callbacks=(), mixed_precision="no"):
-    model = make_tiny_model()
-    return Trainer(
-        model,
-        torch.nn.CrossEntropyLoss(),
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=callbacks,
-        accelerator_kwargs={
-            "cpu": True,
-            "mixed_precision": mixed_precision,
-            "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=60))],
-        },
-    )
-
-
 def seen_batches(num_samples, **dataloader_kwargs):
     seen = SeenIndices()
-    make_trainer([seen]).train(IndexedDataset(num_samples), num_epochs=1, per_device_batch_size=3,
-                               train_dataloader_kwargs=dataloader_kwargs)  # fmt: skip
+    trainer = make_gloo_trainer([seen], mixed_precision="no")
+    dataset = IndexedDataset(num_samples)
+    trainer.train(dataset, num_epochs=1, per_device_batch_size=3, train_dataloader_kwargs=dataloader_kwargs)
     return seen.batches
 
 
 def distributed_sampler_error():
     dataset = IndexedDataset(8)
     try:
-        make_trainer().train(dataset, num_epochs=1, train_dataloader_kwargs={"sampler": DistributedSampler(dataset)})
+        trainer = make_gloo_trainer(mixed_precision="no")
+        trainer.train(dataset, num_epochs=1, train_dataloader_kwargs={"sampler": DistributedSampler(dataset)})
     except ValueError as error:
         return str(error)
     return None
@@ -71,7 +61,7 @@ def distributed_sampler_error():
 def mixed_precision_runs():
     settings = []
     for mixed_precision in ("bf16", "no"):
-        trainer = make_trainer(mixed_precision=mixed_precision)
+        trainer = make_gloo_trainer(mixed_precision=mixed_precision)
         trainer.train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=2)
         settings.append(trainer.run_config.mixed_precision)
     return settings

@@ -26,9 +26,15 @@ from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, StopTrainingError, Tr
 from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 try:  # launched as a script, or imported by the test module
-    from distributed_scenarios import common_facts, make_trainer, parameters_digest, rank_from_env, start_watchdog, write_result
+    from distributed_scenarios import (
+        common_facts, parameters_digest, rank_from_env, start_watchdog, write_result,
+    )  # fmt: skip
+    from helpers import make_gloo_trainer
 except ImportError:
-    from .distributed_scenarios import common_facts, make_trainer, parameters_digest, rank_from_env, start_watchdog, write_result
+    from .distributed_scenarios import (
+        common_facts, parameters_digest, rank_from_env, start_watchdog, write_result,
+    )  # fmt: skip
+    from .helpers import make_gloo_trainer
 
 STOP_STEP = 3
 STOP_REASON = "the loss on process 1 looked wrong at step 3"
@@ -48,11 +54,11 @@ def scenario_resume_unshared(out: Path) -> dict:
     """Each process's SaveTrainingStateCallback points at a folder of its own, as on machines that
     share no file system: only the main process's folder gets the states."""
     own_folder = out / f"states_rank{rank_from_env()}"
-    first = make_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
+    first = make_gloo_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
     first.train(make_tiny_dataset(32), num_epochs=1, per_device_batch_size=4)
     result = {**common_facts(first), "saved": sorted(path.name for path in own_folder.iterdir()) if own_folder.exists() else []}
     for variant, resume_from in (("latest", "latest"), ("folder", own_folder)):
-        trainer = make_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
+        trainer = make_gloo_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
         try:
             trainer.train(make_tiny_dataset(32), num_epochs=2, per_device_batch_size=4, resume_from=resume_from)
             result[variant] = {"error_type": None, "resumed_from": str(trainer.resumed_from)}
@@ -80,7 +86,7 @@ def scenario_background_write_fails(out: Path) -> dict:
     blocked.write_text("not a folder")
     result = {}
     for case, updates in (("next_save", (2, 4)), ("run_end", (8,))):
-        trainer = make_trainer(callbacks=[SaveInTheBackgroundAt(blocked, updates)])
+        trainer = make_gloo_trainer(callbacks=[SaveInTheBackgroundAt(blocked, updates)])
         try:
             trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
             result[case] = {"error_type": None}
@@ -115,7 +121,7 @@ def scenario_stop_every_process(out: Path) -> dict:
     agreement.STOP_AGREEMENT_TIMEOUT_S = STOP_AGREEMENT_TIMEOUT_S
     if rank_from_env() == 0:
         time.sleep(1.0)  # the processes raise it at different times: the agreement waits for them
-    trainer = make_trainer(callbacks=[*DEFAULT_CALLBACKS, StopEveryProcessAtStep()])
+    trainer = make_gloo_trainer(callbacks=[*DEFAULT_CALLBACKS, StopEveryProcessAtStep()])
     trainer.train(make_tiny_dataset(64), num_epochs=2, per_device_batch_size=4)
     trainer.wait_for_everyone()
     return {**common_facts(trainer), "completed_update_steps": trainer.completed_update_steps}
@@ -124,7 +130,7 @@ def scenario_stop_every_process(out: Path) -> dict:
 def scenario_stop_one_process(out: Path) -> dict:
     """Process 1 alone raises StopTrainingError; the other goes on into its next collective."""
     agreement.STOP_AGREEMENT_TIMEOUT_S = STOP_AGREEMENT_TIMEOUT_S
-    trainer = make_trainer(callbacks=[*DEFAULT_CALLBACKS, StopOnProcessOneAtStep()])
+    trainer = make_gloo_trainer(callbacks=[*DEFAULT_CALLBACKS, StopOnProcessOneAtStep()])
     started = time.monotonic()
     try:
         trainer.train(make_tiny_dataset(64), num_epochs=2, per_device_batch_size=4)
@@ -183,7 +189,7 @@ def run_with_workers(out: Path, dataloader_kwargs: dict) -> dict:
         TensorBoardLoggerCallback(out / f"workers_tb_{len(dataloader_kwargs)}_rank{rank}"),
         threads,
     ]
-    trainer = make_trainer(callbacks=callbacks)
+    trainer = make_gloo_trainer(callbacks=callbacks)
     trainer.train(
         NoisyDataset(48),
         num_epochs=WORKERS["num_epochs"],

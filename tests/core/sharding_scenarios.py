@@ -15,7 +15,6 @@ import functools
 import os
 import sys
 import warnings
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -24,6 +23,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pytorch_accelerated.trainer import Trainer, TrainerCallback
+
+try:  # launched as a script, or imported by the test module
+    from helpers import SGD_MOMENTUM, make_gloo_trainer
+except ImportError:
+    from .helpers import SGD_MOMENTUM, make_gloo_trainer
 
 COLLECTIVE_TIMEOUT_S = (
     60  # a collective that one process never joins fails after this long instead of hanging
@@ -89,23 +93,17 @@ def fsdp2_plugin(**kwargs) -> FullyShardedDataParallelPlugin:
     )
 
 
-def make_trainer(fsdp_plugin=None, mixed_precision="no", callbacks=(), **accelerator_kwargs) -> Trainer:
+def make_sharded_trainer(
+    fsdp_plugin=None, mixed_precision="no", callbacks=(), **accelerator_kwargs
+) -> Trainer:
     """A Trainer of TinyTransformer with SGD (momentum), on gloo; FSDP2 where a plugin is given."""
-    model = TinyTransformer()
-    accelerator_kwargs = {
-        "cpu": True,
-        "mixed_precision": mixed_precision,
-        "kwargs_handlers": [
-            InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-        ],
-        **accelerator_kwargs,
-    }
     if fsdp_plugin is not None:
         accelerator_kwargs["fsdp_plugin"] = fsdp_plugin
-    return Trainer(
-        model, next_token_loss, torch.optim.SGD(model.parameters(), lr=TRAIN["lr"], momentum=0.9),
-        callbacks=callbacks, accelerator_kwargs=accelerator_kwargs,
-    )  # fmt: skip
+    return make_gloo_trainer(
+        callbacks, lr=TRAIN["lr"], model=TinyTransformer(), timeout_s=COLLECTIVE_TIMEOUT_S,
+        mixed_precision=mixed_precision, accelerator_kwargs=accelerator_kwargs,
+        loss_func=next_token_loss, optimizer_kwargs=SGD_MOMENTUM,
+    )
 
 
 class StepLosses(TrainerCallback):
@@ -167,8 +165,8 @@ def train_and_use(trainer: Trainer, out: Path, name: str) -> dict:
 def scenario_fsdp_and_ddp(out: Path) -> dict:
     """The same run under FSDP2 and, in the same process afterwards, under DDP: the DDP Trainer must not
     inherit the sharding (accelerate's process-wide state, its environment variable)."""
-    fsdp = train_and_use(make_trainer(fsdp2_plugin(), callbacks=[StepLosses()]), out, "fsdp")
-    ddp = train_and_use(make_trainer(callbacks=[StepLosses()]), out, "ddp")
+    fsdp = train_and_use(make_sharded_trainer(fsdp2_plugin(), callbacks=[StepLosses()]), out, "fsdp")
+    ddp = train_and_use(make_sharded_trainer(callbacks=[StepLosses()]), out, "ddp")
     return {"process_index": int(os.environ["RANK"]), "num_processes": 2, "fsdp": fsdp, "ddp": ddp}
 
 
@@ -176,7 +174,7 @@ def scenario_fsdp_bf16(out: Path) -> dict:
     """bf16 under FSDP2 and DDP: outputs and losses in fp32 under both, weights close."""
     results = {}
     for name, plugin in (("fsdp", fsdp2_plugin()), ("ddp", None)):
-        trainer = make_trainer(plugin, mixed_precision="bf16", callbacks=[StepLosses()])
+        trainer = make_sharded_trainer(plugin, mixed_precision="bf16", callbacks=[StepLosses()])
         results[name] = train_and_use(trainer, out, f"bf16_{name}")
     return {"process_index": int(os.environ["RANK"]), "num_processes": 2, **results}
 
@@ -187,7 +185,7 @@ def scenario_fsdp_checkpoints(out: Path) -> dict:
     process."""
     results = {"process_index": int(os.environ["RANK"]), "num_processes": 2}
     for name in ("fsdp", "ddp"):
-        trainer = make_trainer(fsdp2_plugin())
+        trainer = make_sharded_trainer(fsdp2_plugin())
         trainer.model = TinyTransformer(seed=7)  # other weights than the checkpoint's
         trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=TRAIN["lr"], momentum=0.9)
         trainer.evaluate(token_dataset(8), per_device_batch_size=4)  # prepares (shards) the model
@@ -242,10 +240,10 @@ def scenario_fsdp_asked_and_refused(out: Path) -> dict:
     results = {"process_index": int(os.environ["RANK"]), "num_processes": 2}
     results["accelerate_alone"] = _what_accelerate_does_alone()
     results["from_environment"] = _asked_by_environment()
-    results["fsdp1"] = _error_of(lambda: make_trainer(FullyShardedDataParallelPlugin(fsdp_version=1)))
+    results["fsdp1"] = _error_of(lambda: make_sharded_trainer(FullyShardedDataParallelPlugin(fsdp_version=1)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer = make_trainer(fsdp2_plugin(cpu_offload=True))
+        trainer = make_sharded_trainer(fsdp2_plugin(cpu_offload=True))
         trainer.train(token_dataset(16), num_epochs=1, per_device_batch_size=4)
     results["cpu_offload_warnings"] = [str(w.message) for w in caught if "cpu_offload" in str(w.message)]
     results["cpu_offload_trained"] = trainer.completed_update_steps
@@ -254,7 +252,7 @@ def scenario_fsdp_asked_and_refused(out: Path) -> dict:
     train = functools.partial(trainer.train, token_dataset(16), num_epochs=1, per_device_batch_size=4)
     results["clip_value"] = _error_of(lambda: train(gradient_clip_value=0.1))
     results["resume_from"] = _error_of(lambda: train(resume_from=out / "state"))
-    make_trainer()  # a DDP Trainer created since: the FSDP one must not train as DDP
+    make_sharded_trainer()  # a DDP Trainer created since: the FSDP one must not train as DDP
     results["replaced"] = _error_of(lambda: train())
     return results
 
@@ -280,7 +278,7 @@ def _asked_by_environment() -> dict:
     }  # fmt: skip
     os.environ.update(asked)
     try:
-        trainer = make_trainer()
+        trainer = make_sharded_trainer()
         trainer.evaluate(token_dataset(8), per_device_batch_size=4)
         sharded = sorted(
             type(module).__name__

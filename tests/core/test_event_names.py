@@ -4,26 +4,17 @@ and a callback instance listed twice."""
 import warnings
 
 import pytest
-import torch
 
 from pytorch_accelerated.trainer import CallbackHandler, Trainer, TrainerCallback
-from pytorch_accelerated.trainer.testing import make_tiny_model, run_tiny_training
+from pytorch_accelerated.trainer.testing import run_tiny_training
 
-
-def _make_trainer(callbacks, trainer_class=Trainer):
-    model = make_tiny_model()
-    return trainer_class(
-        model=model,
-        loss_func=torch.nn.CrossEntropyLoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=callbacks,
-    )
+from .helpers import make_trainer
 
 
 def _event_name_warnings(callbacks, trainer_class=Trainer) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _make_trainer(callbacks, trainer_class)
+        make_trainer(callbacks, trainer_class=trainer_class, lr=0.1)
     return [str(w.message) for w in caught if "event" in str(w.message)]
 
 
@@ -79,11 +70,11 @@ def test_custom_events_must_be_a_tuple_of_names():
         custom_events = "on_thing"
 
     with pytest.raises(TypeError, match=r"Wrong.custom_events must be a tuple of event names"):
-        _make_trainer([Wrong()])
+        make_trainer([Wrong()], lr=0.1)
 
 
 def test_a_callback_added_later_is_checked_too():
-    trainer = _make_trainer([])
+    trainer = make_trainer([], lr=0.1)
 
     class Typo(TrainerCallback):
         def on_training_run_strat(self, trainer, **kwargs): ...
@@ -144,12 +135,12 @@ def test_the_same_callback_instance_listed_twice_is_an_error_naming_it():
 
     counter = Counter()
     with pytest.raises(ValueError, match=r"Counter\) is listed twice"):
-        _make_trainer([counter, counter])
-    trainer = _make_trainer([counter])
+        make_trainer([counter, counter], lr=0.1)
+    trainer = make_trainer([counter], lr=0.1)
     with pytest.raises(ValueError, match="listed twice"):
         trainer.callback_handler.add_callback(counter)
     # two instances of one class, or the class twice, are two callbacks: allowed
-    _make_trainer([Counter(), Counter(), Counter, Counter])
+    make_trainer([Counter(), Counter(), Counter, Counter], lr=0.1)
 
 
 def test_the_shipped_callbacks_and_examples_raise_no_event_name_warning():
@@ -171,7 +162,7 @@ def test_a_handler_requiring_an_argument_never_passed_fails_at_creation():
         def on_train_step_end(self, trainer, batch, batch_output, step, **kwargs): ...
 
     with pytest.raises(TypeError, match=r"StepCounter.on_train_step_end requires step.*trainer.completed_epoch_batches"):
-        _make_trainer([StepCounter()])
+        make_trainer([StepCounter()], lr=0.1)
 
     class WithDefaults(TrainerCallback):  # optional extras, any name for the trainer, fewer arguments: fine
         def on_train_step_end(self, args, batch_output, step=None, **kwargs): ...
@@ -204,7 +195,7 @@ def test_the_handler_check_reads_keyword_only_and_decorated_handlers():
     for callback_class, missing in ((KeywordOnly, "epoch"), (Decorated, "step")):
         for _ in range(2):  # the check's result is cached per class only once it passes
             with pytest.raises(TypeError, match=rf"{callback_class.__name__}\.\w+ requires {missing},"):
-                _make_trainer([callback_class()])
+                make_trainer([callback_class()], lr=0.1)
 
 
 def _subclasses(cls):

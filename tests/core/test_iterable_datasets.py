@@ -18,6 +18,7 @@ from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_mod
 
 from ..launching import REPO_ROOT, free_port, run_launch, tail
 from . import iterable_scenario
+from .helpers import make_trainer
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -49,18 +50,13 @@ class Recorder(TrainerCallback):
         self.lrs.append(optimizer.param_groups[0]["lr"])
 
 
-def make_trainer(callbacks=(), lr=0.1):
-    model = make_tiny_model(seed=0)
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr), callbacks=callbacks)
-
-
 def weights(trainer) -> list[torch.Tensor]:
     return [parameter.detach().clone() for parameter in trainer.get_model().parameters()]
 
 
 def test_an_iterable_without_length_trains_epochs_that_end_with_the_data():
     recorder = Recorder()
-    trainer = make_trainer([*DEFAULT_CALLBACKS, recorder])  # the progress bar and metrics printer too
+    trainer = make_trainer([*DEFAULT_CALLBACKS, recorder], lr=0.1)  # the progress bar and metrics printer too
     trainer.train(Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=4, max_num_train_steps=100)
     assert recorder.batches_per_epoch == [3, 3]
     assert trainer.completed_update_steps == 6
@@ -71,7 +67,7 @@ def test_an_iterable_without_length_trains_epochs_that_end_with_the_data():
 
 def test_max_num_train_steps_ends_an_iterable_run_inside_an_epoch():
     recorder = Recorder()
-    trainer = make_trainer([recorder])
+    trainer = make_trainer([recorder], lr=0.1)
     trainer.train(Stream(make_tiny_dataset(10)), num_epochs=5, per_device_batch_size=4, max_num_train_steps=4)
     assert trainer.completed_update_steps == 4
     assert recorder.batches_per_epoch == [3, 1]
@@ -81,16 +77,16 @@ def test_an_iterable_without_length_or_max_steps_is_refused_at_once():
     """An iterable without length or max steps is refused before the first step."""
     recorder = Recorder()
     with pytest.raises(ValueError, match="max_num_train_steps=N"):
-        make_trainer([recorder]).train(Stream(make_tiny_dataset(10)), num_epochs=1)
+        make_trainer([recorder], lr=0.1).train(Stream(make_tiny_dataset(10)), num_epochs=1)
     assert recorder.batches_per_epoch == []
 
 
 def test_a_sized_iterable_trains_as_a_sized_dataset_in_its_own_order():
-    trainer = make_trainer()
+    trainer = make_trainer(lr=0.1)
     trainer.train(SizedStream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=4)
     assert trainer.run_config.train_dataloader_len == 3 and trainer.run_config.num_training_steps == 6
     assert trainer.completed_update_steps == 6
-    reference = make_trainer()
+    reference = make_trainer(lr=0.1)
     reference.train(make_tiny_dataset(10), num_epochs=2, per_device_batch_size=4, train_dataloader_kwargs={"shuffle": False})
     assert all(torch.equal(a, b) for a, b in zip(weights(trainer), weights(reference)))
 
@@ -112,19 +108,21 @@ def test_a_placeholder_that_needs_the_epoch_length_gives_a_clear_error():
         steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
     )  # fmt: skip
     with pytest.raises(ValueError, match="NUM_UPDATE_STEPS_PER_EPOCH is unknown.*NUM_TRAINING_STEPS"):
-        make_trainer().train(Stream(make_tiny_dataset(10)), num_epochs=1, max_num_train_steps=3, create_scheduler_fn=schedule)
+        make_trainer(lr=0.1).train(
+            Stream(make_tiny_dataset(10)), num_epochs=1, max_num_train_steps=3, create_scheduler_fn=schedule
+        )
 
 
 @pytest.mark.parametrize("accumulation", [2, 3])
 def test_an_iterable_epochs_last_window_updates_like_a_sized_epochs(accumulation):
     # 10 samples in batches of 2: 5 batches, so the last window holds 1 (accumulation 2) or 2 (3) batches
     """The last accumulation window of an iterable epoch updates as a sized one."""
-    streamed = make_trainer()
+    streamed = make_trainer(lr=0.1)
     streamed.train(
         Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=2,
         gradient_accumulation_steps=accumulation, max_num_train_steps=100,
     )  # fmt: skip
-    sized = make_trainer()
+    sized = make_trainer(lr=0.1)
     sized.train(
         make_tiny_dataset(10), num_epochs=2, per_device_batch_size=2, gradient_accumulation_steps=accumulation,
         train_dataloader_kwargs={"shuffle": False},
@@ -136,7 +134,7 @@ def test_an_iterable_epochs_last_window_updates_like_a_sized_epochs(accumulation
 
 def test_predict_refuses_an_iterable_dataset_with_a_clear_error():
     with pytest.raises(TypeError, match="predict\\(\\) needs a map-style dataset.*Stream is an IterableDataset"):
-        make_trainer().predict(Stream(make_tiny_dataset(10)))
+        make_trainer(lr=0.1).predict(Stream(make_tiny_dataset(10)))
 
 
 class SaveAt(TrainerCallback):
@@ -159,10 +157,10 @@ class Noisy(Stream):
 def test_a_mid_epoch_resume_on_an_iterable_replays_to_the_same_weights(tmp_path):
     train = dict(num_epochs=2, per_device_batch_size=2, gradient_accumulation_steps=2, max_num_train_steps=100)
     torch.manual_seed(1)
-    whole = make_trainer([SaveAt(tmp_path / "state", update=2)])
+    whole = make_trainer([SaveAt(tmp_path / "state", update=2)], lr=0.1)
     whole.train(Noisy(make_tiny_dataset(14)), **train)  # 7 batches, 4 updates an epoch; saved in the first
     torch.manual_seed(2)
-    resumed = make_trainer()
+    resumed = make_trainer(lr=0.1)
     resumed.train(Noisy(make_tiny_dataset(14)), resume_from=tmp_path / "state", **train)
     assert resumed.completed_update_steps == whole.completed_update_steps == 8
     assert all(torch.equal(a, b) for a, b in zip(weights(resumed), weights(whole)))

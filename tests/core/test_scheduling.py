@@ -10,15 +10,7 @@ from accelerate import Accelerator
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
 
-from .helpers import make_trainer
-
-
-class LrRecorder(TrainerCallback):
-    def __init__(self):
-        self.lrs = []
-
-    def on_optimizer_step_end(self, trainer, optimizer, **kwargs):
-        self.lrs.append(optimizer.param_groups[0]["lr"])
+from .helpers import LrRecorder, make_trainer
 
 
 def test_placeholders_are_filled_from_the_run_config():
@@ -71,8 +63,8 @@ def test_a_one_cycle_schedule_sized_by_placeholders_completes_exactly():
     # OneCycleLR raises if stepped past its total; here it ends exactly on its last step.
     scheduler = result.trainer.scheduler
     assert scheduler.last_epoch == scheduler.total_steps == 18
-    assert recorder.lrs[-1] == pytest.approx(scheduler.get_last_lr()[0])
-    assert recorder.lrs[-1] < 0.01
+    assert recorder.after[-1] == pytest.approx(scheduler.get_last_lr()[0])
+    assert recorder.after[-1] < 0.01
     with pytest.raises(ValueError):
         scheduler.step()  # one step more than its schedule
 
@@ -94,11 +86,11 @@ def test_max_num_train_steps_counts_optimizer_updates_and_stops_mid_epoch():
         ),
     )
     trainer = result.trainer
-    assert trainer.completed_update_steps == 7 and len(recorder.lrs) == 7
+    assert trainer.completed_update_steps == 7 and len(recorder.after) == 7
     assert trainer.run_config.num_epochs == 2 and trainer.run_config.num_training_steps == 7
     assert result.events.count("on_train_epoch_end") == 2
     assert result.events.count("on_eval_epoch_end") == 2
-    assert recorder.lrs[-1] == pytest.approx(0.0)
+    assert recorder.after[-1] == pytest.approx(0.0)
 
 
 def test_num_epochs_stops_first_when_it_is_the_smaller_limit():

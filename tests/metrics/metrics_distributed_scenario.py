@@ -35,8 +35,11 @@ from torch.utils.data import TensorDataset
 from torchmetrics.aggregation import CatMetric
 
 from pytorch_accelerated.metrics import MetricsCallback, default_metric_inputs
-from pytorch_accelerated.trainer import Trainer, TrainerCallback
+from pytorch_accelerated.trainer import TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, when launched
+from tests.core.helpers import make_trainer  # noqa: E402
 
 # 45 training samples in batches of 4 on two processes: the last step pads 3 duplicates.
 SIZES = {"train_samples": 45, "eval_samples": 37, "tiny_eval_samples": 3, "batch_size": 4, "num_epochs": 2}
@@ -189,17 +192,6 @@ class StepCollectivesMetricsCallback(MetricsCallback):
         self.collectives_in_steps += self.counter.count - before
 
 
-def make_trainer(task: Task, callbacks, lr: float = 0.1) -> Trainer:
-    model = task.make_model()
-    return Trainer(
-        model=model,
-        loss_func=task.loss_func,
-        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
-        callbacks=callbacks,
-        accelerator_kwargs=accelerator_kwargs(),
-    )
-
-
 def accelerator_kwargs() -> dict:
     """CPU processes; when launched on several, gloo with a timeout, so that a collective that one
     process never joins fails instead of hanging."""
@@ -222,7 +214,10 @@ def _run_task(task: Task, task_name: str, out: Path, counter: CollectiveCounter)
     )
     reader = LatestValueReader(f"eval_{next(iter(metrics.eval_metrics))}")
     ids = MetricsCallback({"ids": CatMetric()}, inputs_fn=sample_ids, on_train=True)
-    trainer = make_trainer(task, callbacks=[reader, recorder, metrics, ids])
+    trainer = make_trainer(
+        [reader, recorder, metrics, ids], lr=0.1, model=task.make_model(), loss_func=task.loss_func,
+        accelerator_kwargs=accelerator_kwargs(),
+    )
     trainer.train(
         train_dataset=task.make_dataset(SIZES["train_samples"], seed=0),
         eval_dataset=task.make_dataset(SIZES["eval_samples"], seed=1),

@@ -7,9 +7,10 @@ import random
 import pytest
 import torch
 
-from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, make_tiny_dataset, make_tiny_model
 from pytorch_accelerated.tuning import find_batch_size
+
+from .helpers import make_adam_trainer
 
 
 class RunsOutOfMemoryAbove(torch.nn.Module):
@@ -26,13 +27,8 @@ class RunsOutOfMemoryAbove(torch.nn.Module):
         return self.net(inputs)
 
 
-def make_trainer(limit: int) -> Trainer:
-    model = RunsOutOfMemoryAbove(limit)
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-2), callbacks=[])
-
-
 def test_the_largest_batch_that_fits_by_doubling_then_halving_the_gap():
-    trainer = make_trainer(limit=37)
+    trainer = make_adam_trainer(RunsOutOfMemoryAbove(37), lr=1e-2)
     trainer.train(make_tiny_dataset(32), num_epochs=1, per_device_batch_size=8)  # an optimizer with state
     weights = copy.deepcopy(trainer.get_model().state_dict())
     optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
@@ -50,15 +46,18 @@ def test_the_largest_batch_that_fits_by_doubling_then_halving_the_gap():
 
 
 def test_the_dataset_bounds_the_search():
-    assert find_batch_size(make_trainer(limit=1000), make_tiny_dataset(50), allow_cpu=True) == 50
-    assert find_batch_size(make_trainer(limit=1000), make_tiny_dataset(50), max_batch_size=12, allow_cpu=True) == 12
+    trainer = make_adam_trainer(RunsOutOfMemoryAbove(1000), lr=1e-2)
+    assert find_batch_size(trainer, make_tiny_dataset(50), allow_cpu=True) == 50
+    trainer = make_adam_trainer(RunsOutOfMemoryAbove(1000), lr=1e-2)
+    assert find_batch_size(trainer, make_tiny_dataset(50), max_batch_size=12, allow_cpu=True) == 12
 
 
 def test_a_start_that_does_not_fit_is_an_error():
+    trainer = make_adam_trainer(RunsOutOfMemoryAbove(3), lr=1e-2)
     with pytest.raises(RuntimeError, match="Even a batch of 8"):
-        find_batch_size(make_trainer(limit=3), make_tiny_dataset(50), start_batch_size=8, allow_cpu=True)
+        find_batch_size(trainer, make_tiny_dataset(50), start_batch_size=8, allow_cpu=True)
 
 
 def test_on_the_cpu_it_says_it_is_not_supported():
     with pytest.raises(RuntimeError, match="not supported on CPU"):
-        find_batch_size(make_trainer(limit=3), make_tiny_dataset(50))
+        find_batch_size(make_adam_trainer(RunsOutOfMemoryAbove(3), lr=1e-2), make_tiny_dataset(50))

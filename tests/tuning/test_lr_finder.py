@@ -11,19 +11,20 @@ from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, make_tiny_dataset, make_tiny_model
 from pytorch_accelerated.tuning import find_lr, steepest_descent
 
+from .helpers import make_adam_trainer
+
 
 def next_draws():
     return {"python": random.random(), "numpy": float(np.random.rand()), "torch": torch.rand(3)}
 
 
-def make_trainer():
-    model = torch.nn.Sequential(make_tiny_model(), torch.nn.Dropout(0.1))  # dropout: the copy draws random numbers
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3), callbacks=[])
+def make_dropout_model():
+    return torch.nn.Sequential(make_tiny_model(), torch.nn.Dropout(0.1))  # the copy draws numbers
 
 
 def test_find_lr_leaves_the_trainer_and_random_generators_untouched(tmp_path):
     """The trainer and the random generators are left exactly as they were."""
-    trainer = make_trainer()
+    trainer = make_adam_trainer(make_dropout_model(), lr=1e-3)
     trainer.train(make_tiny_dataset(32), num_epochs=1)  # an optimizer with state, a prepared model
     weights = copy.deepcopy(trainer.get_model().state_dict())
     optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
@@ -46,7 +47,7 @@ def test_find_lr_leaves_the_trainer_and_random_generators_untouched(tmp_path):
 
 def test_the_lr_grows_exponentially_and_the_steepest_descent_is_suggested():
     """The LR grows exponentially, and the suggestion is the steepest descent."""
-    trainer = make_trainer()
+    trainer = make_adam_trainer(make_dropout_model(), lr=1e-3)
     result = find_lr(trainer, make_tiny_dataset(512), start_lr=1e-4, end_lr=100.0, num_steps=40)
     assert result.lrs[0] == pytest.approx(1e-4)
     ratios = np.asarray(result.lrs[1:]) / np.asarray(result.lrs[:-1])
@@ -66,7 +67,7 @@ def test_steepest_descent_of_a_known_curve():
 
 
 def test_bad_arguments_are_named():
-    trainer = make_trainer()
+    trainer = make_adam_trainer(make_dropout_model(), lr=1e-3)
     with pytest.raises(ValueError, match="start_lr < end_lr"):
         find_lr(trainer, make_tiny_dataset(16), start_lr=1.0, end_lr=0.1)
     with pytest.raises(ValueError, match="num_steps"):
