@@ -216,7 +216,8 @@ def _clipping_norms(tmp_path):
 
 
 @pytest.mark.parametrize("make_callbacks", [_recording_callbacks, _logger_alone, _clipping_norms])
-def test_every_name_the_recording_callbacks_record_is_declared_and_recorded(tmp_path, make_callbacks):
+def test_recording_callbacks_declare_every_name_they_record(tmp_path, make_callbacks):
+    """Every name the recording callbacks record is declared and recorded."""
     from pytorch_accelerated.callbacks import GradientClippingEventMixin
     from pytorch_accelerated.callbacks.watching import warn_if_undeclared
 

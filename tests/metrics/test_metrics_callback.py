@@ -360,7 +360,8 @@ def test_a_misspelled_metric_is_warned_about_before_the_first_update():
     assert "Did you mean 'eval_accuracy'?" in message, message
 
 
-def test_every_name_the_metrics_callback_records_is_declared_also_for_named_eval_sets():
+def test_the_metrics_callback_declares_every_name_it_records():
+    """Every name the metrics callback records is declared, also for named eval sets."""
     from pytorch_accelerated.callbacks.watching import warn_if_undeclared
 
     per_class = ClasswiseWrapper(MulticlassAccuracy(3, average=None), labels=["a", "b", "c"])  # a dict
