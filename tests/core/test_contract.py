@@ -120,6 +120,7 @@ PUBLIC_NAMES = [
     "ProgressBarCallback",
     "format_metric_value",
     "seed_everything",
+    "raised_on_every_process",
     "testing",
 ]
 

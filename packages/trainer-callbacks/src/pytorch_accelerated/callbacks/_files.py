@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from pytorch_accelerated.trainer import raised_on_every_process
+
 
 def check_can_write(trainer, path: Path, owner: str, refuse_existing: bool = False) -> None:
     """Raise on every process, before the first step, if the main process cannot create files in
@@ -28,4 +30,5 @@ def check_can_write(trainer, path: Path, owner: str, refuse_existing: bool = Fal
                 "Choose a save_path in a folder this process can write to."
             ), PermissionError
     if trainer.any_process(problem is not None):
-        raise error_type(problem or f"{owner} cannot write {path} on the main process: its error is in its output.")
+        message = problem or f"{owner} cannot write {path} on the main process: its error is in its output."
+        raise raised_on_every_process(error_type(message))

@@ -30,6 +30,8 @@ from typing import Literal
 
 import torch
 
+from pytorch_accelerated.trainer import raised_on_every_process
+
 from ._files import check_can_write
 
 IfExists = Literal["new_version", "error", "append", "overwrite"]
@@ -134,7 +136,8 @@ class RunPath:
             if first_run and self.if_exists == "error":
                 refused = trainer.is_world_process_zero and not written_before and self.refusal() is not None
                 if trainer.any_process(refused):
-                    raise FileExistsError(self.refusal() or f"{self.owner} refused {self.path} on process 0")
+                    refusal = self.refusal() or f"{self.owner} refused {self.path} on process 0"
+                    raise raised_on_every_process(FileExistsError(refusal))
         check_can_write(trainer, self.path, self.owner)
         return self.path
 

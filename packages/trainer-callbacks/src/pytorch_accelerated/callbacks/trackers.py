@@ -16,6 +16,8 @@ from accelerate import tracking
 from accelerate import utils as accelerate_utils
 from accelerate.tracking import GeneralTracker
 
+from pytorch_accelerated.trainer import raised_on_every_process
+
 from .loggers import MetricsLoggerCallback
 from .run_folders import RunFolder
 
@@ -371,10 +373,10 @@ class TrackerCallback(MetricsLoggerCallback):
                 problems["mlflow"] = f"the MLflow tracking server {uri} is unreachable ({problem})"
         if self.on_unreachable == "error" and trainer.any_process(bool(problems)):
             reason = "; ".join(problems.values()) or "a tracking server is unreachable from the main process"
-            raise ConnectionError(
+            raise raised_on_every_process(ConnectionError(
                 f"{type(self).__name__}: {reason}. Start the server or fix its URI, "
                 "or pass on_unreachable='warn' to train without that tracker."
-            )
+            ))
         for message in problems.values():
             warnings.warn(
                 f"{type(self).__name__}: {message}; training goes on without it. "

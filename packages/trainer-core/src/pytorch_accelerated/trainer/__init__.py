@@ -19,6 +19,7 @@ from .run_config import TrainerPlaceholderValues, TrainerRunConfig
 from .run_history import InMemoryRunHistory, MetricRecord, RunHistory
 from .running_loss import RunningLoss
 from .seeding import seed_everything
+from .agreement import raised_on_every_process
 from .trainer import Trainer
 from .state_format import find_latest_training_state, list_training_states
 from . import testing  # noqa: E402  (the test kit for callback authors)
@@ -52,6 +53,7 @@ __all__ = [
     "ProgressBarCallback",
     "format_metric_value",
     "seed_everything",
+    "raised_on_every_process",
     "testing",
 ]
 

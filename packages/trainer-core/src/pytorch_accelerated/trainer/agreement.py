@@ -70,9 +70,9 @@ def on_every_process(accelerator: Accelerator, action: Callable, what: str):
         error = caught
     if any_process(accelerator, error is not None):
         if error is not None:
-            raise _raised_on_every_process(error)
+            raise raised_on_every_process(error)
         theirs = CheckpointError(f"Another process failed to {what}; its error is in its output.")
-        raise _raised_on_every_process(theirs)
+        raise raised_on_every_process(theirs)
     return result
 
 
@@ -89,19 +89,27 @@ def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | 
         error = caught
     seen = gather_object([_describe_training_state(accelerator.process_index, candidate, error)])
     if error is not None:
-        raise _raised_on_every_process(error)
+        raise raised_on_every_process(error)
     if len({found["identity"] for found in seen}) == 1:
         return candidate
     found = "; ".join(f"process {found['process']}: {found['summary']}" for found in seen)
-    raise _raised_on_every_process(CheckpointError(
+    raise raised_on_every_process(CheckpointError(
         f"The processes found different training states to resume from (resume_from={str(resume_from)!r}): "
         f"{found}. Every process must resume from the same state: keep the training states on a file system "
         "that every process shares, or copy the same state folder to every machine and pass it as resume_from."
     ))
 
 
-def _raised_on_every_process(error: Exception) -> Exception:
-    """``error``, marked as one that every process raises together: no process caused another's."""
+def raised_on_every_process(error: Exception) -> Exception:
+    """Mark ``error`` as one that every process raises together, once they agreed to (``any_process``),
+    so that no process names another's as its cause (a :class:`ProcessesOutOfStepError`).
+
+    Args:
+        error: the exception each process is about to raise.
+
+    Returns:
+        ``error`` itself: ``raise raised_on_every_process(ValueError(...))``.
+    """
     error._raised_on_every_process = True  # exceptions take no weak references: the mark rides on it
     return error
 
