@@ -5,19 +5,23 @@ sends, and a later launch continues it.
 Run on one process or on every process of a launch::
 
     python tests/callbacks/resume_scenario.py OUT_DIR [--kill KIND:AT] [--slow-after N] [--workers N]
+        [--tensorboard] [--asynchronous]
     python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/resume_scenario.py OUT_DIR ...
 
 The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
 augmentation in ``__getitem__`` (torch's, NumPy's and Python's generators), loaded by ``--workers``
 dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3 batches with a shorter last window; an
 evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
-``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3. Every launch starts
-with ``resume_from="latest"``.
+``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3 (``--asynchronous``: written
+in the background); with ``--tensorboard``, two TensorBoard trackers (``OUT_DIR/tb_steps``: every
+update, ``OUT_DIR/tb_epochs``: every epoch). Every launch starts with ``resume_from="latest"``.
 
 ``--kill KIND:AT`` ends the launch with SIGKILL on every process (``batch``: in the AT-th training
 batch overall, before its backward pass, so inside an accumulation window or just before an
-update; ``epoch``: once epoch AT has ended and its state was saved; ``write``: halfway through
-writing the first file of the first state saved from batch AT on, on the main process).
+update; ``epoch``: once epoch AT has ended and its state was saved; ``logged``: once epoch AT's
+metrics are logged, before its state is saved; ``write``: halfway through
+writing the first file of the first state saved from batch AT on, on the main process: in the
+background thread with ``--asynchronous``, while training goes on).
 ``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
 the process id) so that the test can send a signal mid-run. A run that completes writes
 ``result_rank<r>.pt``: its ``testing.final_state`` (weights, optimizer and scheduler states, run history).
@@ -32,6 +36,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -48,6 +53,7 @@ from pytorch_accelerated.callbacks import (
     ModelEmaCallback,
     PrintMetricsCallback,
     SaveTrainingStateCallback,
+    TrackerCallback,
 )
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
 from pytorch_accelerated.trainer.testing import final_state, make_tiny_dataset
@@ -105,6 +111,10 @@ class KillAt(TrainerCallback):
         if self.kind == "write" and batch >= self.at and trainer.is_world_process_zero:
             arm_the_half_write()
 
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if self.kind == "logged" and trainer.run_history.current_epoch == self.at:
+            kill_everything_now(f"after logging epoch {self.at}")
+
     def on_save_point(self, trainer, point, **kwargs):
         if self.kind == "epoch" and point == "epoch_end" and trainer.run_history.current_epoch - 1 == self.at:
             kill_everything_now(f"after epoch {self.at}")
@@ -113,16 +123,16 @@ class KillAt(TrainerCallback):
 def arm_the_half_write() -> None:
     """Make the next file written for a training state stop halfway, then kill the process."""
 
-    def write_half_then_die(obj, path):
+    def write_half_then_die(path, write):
         buffer = io.BytesIO()
-        torch.save(obj, buffer)
+        write(buffer)
         with open(path, "wb") as file:
             file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
             file.flush()
             os.fsync(file.fileno())
-        kill_everything_now(f"halfway through writing {path}")
+        kill_everything_now(f"halfway through writing {path} (thread {threading.current_thread().name})")
 
-    training_state_files.atomic_torch_save = write_half_then_die
+    training_state_files.write_with_digest = write_half_then_die
 
 
 class SlowAfter(TrainerCallback):
@@ -141,6 +151,13 @@ class SlowAfter(TrainerCallback):
             time.sleep(0.05)
 
 
+def tensorboard_trackers(out: Path) -> list[TrackerCallback]:
+    return [
+        TrackerCallback("tensorboard", project_name="tb", logging_dir=out / "tb_steps", log_every_n_steps=1),
+        TrackerCallback("tensorboard", project_name="tb", logging_dir=out / "tb_epochs"),
+    ]
+
+
 def accelerator_kwargs() -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return {}
@@ -148,14 +165,19 @@ def accelerator_kwargs() -> dict:
     return {"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo", timeout=timeout)]}
 
 
-def run(out: Path, kill: str | None, slow_after: int | None, workers: int) -> Trainer:
+def run(
+    out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool, asynchronous: bool = False
+) -> Trainer:
     seed_everything(1234)
     callbacks = [
         PrintMetricsCallback(),
         LearningRateMonitorCallback(),
         ModelEmaCallback(decay=0.9, save_path=None),
         CSVLoggerCallback(out / "metrics.csv", log_every_n_steps=1),
-        SaveTrainingStateCallback(out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3),
+        *(tensorboard_trackers(out) if tensorboard else []),
+        SaveTrainingStateCallback(
+            out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3, asynchronous=asynchronous
+        ),
     ]
     if kill:
         kind, at = kill.split(":")
@@ -191,11 +213,13 @@ def main() -> int:
     parser.add_argument("--kill")
     parser.add_argument("--slow-after", type=int)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tensorboard", action="store_true")
+    parser.add_argument("--asynchronous", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     try:
-        trainer = run(args.out, args.kill, args.slow_after, args.workers)
+        trainer = run(args.out, args.kill, args.slow_after, args.workers, args.tensorboard, args.asynchronous)
     except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
         print(f"[rank {rank}] failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         os._exit(1)  # do not wait in a collective for a process that went on

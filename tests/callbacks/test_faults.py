@@ -4,6 +4,9 @@ from an older state. (Killed writes and corrupted states are in tests/core/test_
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shutil
 import signal
 import subprocess
@@ -230,6 +233,59 @@ def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_
     with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
         train([FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1)  # said "about 0 bytes": the empty file's size
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
+
+
+class FillsTheDiskAtEpoch(TrainerCallback):
+    """Fills the disk when an epoch starts (all the log's columns exist by then): the log's next
+    records go into the free end of its last page until one does not fit."""
+
+    def __init__(self, disk: Path, epoch: int):
+        self.disk, self.epoch = disk, epoch
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch == self.epoch:
+            fill(self.disk, leave=0)
+
+
+def whole_records(log: Path) -> list:
+    """The log's records, checked whole: a line end after the last, each CSV row as wide as the header."""
+    text = log.read_text()
+    assert text.endswith("\n"), f"{log} ends in half a record: {text[-80:]!r}"
+    if log.suffix == ".csv":
+        rows = list(csv.reader(io.StringIO(text)))
+        assert all(len(row) == len(rows[0]) for row in rows), f"{log} has a torn row: {rows[-3:]}"
+        return rows[1:]
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.jsonl"])
+def test_a_full_disk_under_a_logger_names_the_file_and_leaves_whole_records(small_disk, name):
+    log = small_disk / name
+    logger_class = CSVLoggerCallback if name.endswith(".csv") else JSONLinesLoggerCallback
+    logger = logger_class(log, if_exists="error", log_every_n_steps=1)
+    expected = rf"No space left on device writing a record to {log}: .*Free some space"  # was [Errno 28]
+    with pytest.raises(OSError, match=expected):
+        train([logger, FillsTheDiskAtEpoch(small_disk, epoch=2)], num_epochs=1000)
+    records = whole_records(log)
+    assert len(records) == logger._num_records > 20  # every record written before the disk filled is there
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.jsonl"])
+def test_a_logger_cuts_off_half_a_record_left_at_the_end_of_its_file(tmp_path, name):
+    log = tmp_path / name
+    logger_class = CSVLoggerCallback if name.endswith(".csv") else JSONLinesLoggerCallback
+    train([logger_class(log, if_exists="append")], num_epochs=1)
+    whole = log.read_text()
+    with open(log, "a") as file:
+        file.write(whole.splitlines()[-1][:7])  # a process killed while writing its next record
+    with pytest.warns(UserWarning, match=rf"{log} ended in half a record \(7 bytes without a line end"):
+        train([logger_class(log, if_exists="append")], num_epochs=1)
+    records = whole_records(log)
+    assert log.read_text().startswith(whole) and len(records) == 2 * len(whole_records_of(whole, name))
+
+
+def whole_records_of(text: str, name: str) -> list[str]:
+    return text.splitlines()[1:] if name.endswith(".csv") else text.splitlines()
 
 
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])

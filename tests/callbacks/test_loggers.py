@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from pytorch_accelerated.callbacks.extras import require_extra
-from pytorch_accelerated.callbacks.loggers import (
+from pytorch_accelerated.callbacks import (
     CSVLoggerCallback,
     JSONLinesLoggerCallback,
     MLflowLoggerCallback,
     TensorBoardLoggerCallback,
 )
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback
-from pytorch_accelerated.trainer.testing import run_tiny_training
+from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
 
 from ..launching import free_port, run_launch, tail
 from . import loggers_distributed_scenario as scenario
@@ -89,14 +89,14 @@ def test_csv_has_one_row_per_epoch_with_the_run_history_values_and_the_evaluatio
     evaluation = result.trainer.evaluate()
 
     rows = read_csv(version(path))
-    assert [row["epoch"] for row in rows] == ["1", "2", "2"]
-    assert [int(row["step"]) for row in rows] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert [int(row["step"]) for row in rows] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
     for name in ("train_loss_epoch", "eval_loss_epoch"):
-        assert [float(row[name]) for row in rows[:2]] == result.metrics[name]
-    # evaluate() after training: its own row, a column added without disturbing the earlier rows
-    assert [row["eval_loss"] for row in rows[:2]] == ["", ""]
-    assert float(rows[2]["eval_loss"]) == evaluation["eval_loss"]
-    assert rows[2]["train_loss_epoch"] == ""
+        assert [float(row[name]) for row in rows] == result.metrics[name]
+    # evaluate() after training, at the last epoch's step: a column of that step's row
+    assert rows[0]["eval_loss"] == "" and float(rows[1]["eval_loss"]) == evaluation["eval_loss"]
+    result.trainer.evaluate(make_tiny_dataset(16, seed=5))  # another eval_loss at that step: a row of its own
+    assert [row["eval_loss"] != "" for row in read_csv(version(path))] == [False, True, True]
 
 
 def test_csv_keeps_one_header_when_a_metric_appears_later(tmp_path):
@@ -185,9 +185,10 @@ def test_if_exists_append_adds_rows_and_overwrite_replaces_the_file(tmp_path):
     run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="error")], num_epochs=2)
     run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1)
     rows = read_csv(path)
-    # the appended run's train_loss_step column was added to the earlier rows' header too
-    assert [(row["epoch"], row["train_loss_step"] != "") for row in rows] == [
-        ("1", False), ("2", False), ("1", True), ("1", False)
+    # the appended run's train_loss_step column was added to the earlier rows' header too; its step 8 is
+    # the epoch's last: one row
+    assert [(row["epoch"], row["train_loss_step"] != "", row["train_loss_epoch"] != "") for row in rows] == [
+        ("1", False, True), ("2", False, True), ("1", True, True)
     ]  # fmt: skip
 
     result = run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="overwrite")], num_epochs=1)
@@ -361,11 +362,12 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
 
     # the CSV logger logs every value of the history: also the train_loss_step the JSON Lines logger records
     all_rows = read_csv(out / "version_0" / "metrics.csv")[1:]  # after the evaluate() before training
-    rows = [row for row in all_rows if not row["train_loss_step"] and not row["step_eval_loss"]]
-    assert [row["epoch"] for row in rows] == ["1", "2", "2"]
-    assert [float(row["train_loss_epoch"]) for row in rows[:2]] == metrics["train_loss_epoch"]
-    assert [float(row["eval_loss_epoch"]) for row in rows[:2]] == metrics["eval_loss_epoch"]
-    assert float(rows[2]["eval_loss"]) == metrics["eval_loss"][-1]
+    assert len({(row["epoch"], row["step"]) for row in all_rows}) == len(all_rows), "one row per step"
+    rows = [row for row in all_rows if row["train_loss_epoch"]]
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert [float(row["train_loss_epoch"]) for row in rows] == metrics["train_loss_epoch"]
+    assert [float(row["eval_loss_epoch"]) for row in rows] == metrics["eval_loss_epoch"]
+    assert float(rows[1]["eval_loss"]) == metrics["eval_loss"][-1]  # the evaluate() after training, at its step
     step_rows = [row for row in all_rows if row["train_loss_step"]]
     assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
@@ -408,13 +410,14 @@ def test_every_step_based_evaluation_and_every_lr_is_logged_at_its_update_step(t
     # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
     expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
     csv_path, jsonl_path = callbacks[2].path, callbacks[3].path  # the run's version_0 folder
-    for rows in (read_csv(csv_path), read_jsonl(jsonl_path)):
+    # the CSV logger logs every lr recorded; the JSON Lines logger those of every 4th update (Lightning's rule)
+    for rows, lr_steps in ((read_csv(csv_path), [3, 6, 9, 12, 15]), (read_jsonl(jsonl_path), [12])):
         logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
                   if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
         assert [(step, epoch) for step, epoch, _ in logged] == expected
         assert [value for *_, value in logged] == history.get_metric_values("step_eval_loss")
         lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
-        assert lrs == [(3, 0.05), (6, 0.05), (9, 0.05), (12, 0.05), (15, 0.05)]
+        assert lrs == [(step, 0.05) for step in lr_steps]
         losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]
         assert losses == [4, 8, 12, 16]  # recorded by the JSON Lines logger, logged by both
         epoch_rows = [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")]
@@ -428,3 +431,63 @@ def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
     result = run_tiny_training(callbacks=[logger], num_epochs=1)
     result.trainer.train(result.trainer.train_dataset, num_epochs=1)  # its updates count from 0 again
     assert [r["step"] for r in read_jsonl(logger.path) if "train_loss_step" in r] == [8, 8]
+
+
+# ---------------------------------------------------------------------------------- cadence and rows (issue 27)
+
+
+class RecordsEveryUpdate(TrainerCallback):
+    """Records ``mine`` (the update's number) at every update, as a per-step callback of a user's would."""
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        trainer.run_history.update_metric("mine", float(trainer.completed_update_steps))
+
+
+def test_log_every_n_steps_applies_to_every_value_recorded_during_the_updates(tmp_path):
+    logger = CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=3)
+    result = run_tiny_training(callbacks=[RecordsEveryUpdate(), logger], num_epochs=2)
+    rows = read_csv(logger.path)
+    logged = [int(row["step"]) for row in rows if row["mine"]]
+    assert logged == [3, 6, 9, 12, 15], f"a value recorded every update is logged every 3rd (Lightning): {logged}"
+    assert [int(row["step"]) for row in rows if row["lr"]] == [3, 6, 9, 12, 15], "the lr, at the same updates"
+    assert len(result.metrics["mine"]) == 16, "the run history keeps every value"
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_an_epoch_ending_on_a_logged_update_shares_its_row(tmp_path, logger_class):
+    from pytorch_accelerated.callbacks import StepBasedEvaluationCallback
+
+    logger = logger_class(tmp_path / "m.log", log_every_n_steps=4)
+    run_tiny_training(callbacks=[RecordsEveryUpdate(), StepBasedEvaluationCallback(2), logger], num_epochs=2)
+    rows = read_csv(logger.path) if logger_class is CSVLoggerCallback else read_jsonl(logger.path)
+    steps = [int(row["step"]) for row in rows]
+    assert steps == [2, 4, 6, 8, 10, 12, 14, 16], f"one row per step: {steps}"
+    epoch_rows = [row for row in rows if row.get("train_loss_epoch") not in (None, "")]
+    assert [int(row["step"]) for row in epoch_rows] == [8, 16]
+    assert all(row["train_loss_step"] not in (None, "") and row["mine"] not in (None, "") for row in epoch_rows)
+
+
+def test_a_value_recorded_late_for_a_written_row_goes_into_that_row(tmp_path):
+    from pytorch_accelerated.callbacks import GradientNormCallback
+
+    logger = CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2)
+    run_tiny_training(callbacks=[GradientNormCallback(log_every_n_steps=8), logger], num_epochs=1)
+    rows = read_csv(logger.path)
+    assert [int(row["step"]) for row in rows] == [2, 4, 6, 8], "the norms of updates 2-6, read at update 8"
+    assert all(row["grad_norm"] and row["train_loss_step"] for row in rows)
+
+
+@pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
+def test_a_tensor_image_is_skipped_with_one_warning_naming_it(tmp_path, logger_class):
+    class RecordsAnImage(TrainerCallback):
+        def on_eval_epoch_end(self, trainer, **kwargs):
+            trainer.run_history.update_metric("sample", torch.rand(3, 8, 8))
+
+    logger = logger_class(tmp_path / "m.log")
+    warning = f"{logger_class.__name__} does not log 'sample', a tensor of shape (3, 8, 8)"
+    with pytest.warns(UserWarning, match=re.escape(warning)) as caught:
+        result = run_tiny_training(callbacks=[RecordsAnImage(), logger], num_epochs=3)
+    assert sum("'sample'" in str(warning.message) for warning in caught) == 1, "one warning, not one per epoch"
+    rows = read_csv(logger.path) if logger_class is CSVLoggerCallback else read_jsonl(logger.path)
+    assert [float(row["train_loss_epoch"]) for row in rows] == result.metrics["train_loss_epoch"]
+    assert all("sample" not in row for row in rows)

@@ -180,3 +180,40 @@ def test_each_value_is_drawn_at_its_update_step_with_the_epoch_ends_marked(tmp_p
 
 def plots_of(folder):
     return sorted(folder.glob("*.png"))
+
+
+# ---------------------------------------------------------------------------------------- issue 27
+
+
+def test_a_score_is_plotted_from_0_to_1_and_no_legend_hides_a_point(tmp_path, monkeypatch):
+    """The quickstart's accuracy panel started at ~0.5, under its legend, which hid the first point."""
+    from matplotlib.figure import Figure
+
+    drawn = []
+    original = Figure.savefig
+    def keep_and_save(figure, *args, **kwargs):
+        drawn.append(figure)
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_and_save)
+
+    class Accuracy(TrainerCallback):
+        def on_eval_epoch_end(self, trainer, **kwargs):
+            epoch = trainer.run_history.current_epoch
+            trainer.run_history.update_metric("train_accuracy", [0.49, 0.77, 0.87, 0.9, 0.93, 0.95][epoch - 1])
+            trainer.run_history.update_metric("eval_accuracy", [0.76, 0.83, 0.9, 0.91, 0.94, 0.94][epoch - 1])
+
+    plots = PlotMetricsCallback(tmp_path, best_metric="eval_accuracy", greater_is_better=True)
+    run_tiny_training(callbacks=[Accuracy(), plots], num_epochs=6)
+    accuracy_axes = [axes for figure in drawn for axes in figure.axes if axes.get_ylabel() == "accuracy"]
+    assert len(accuracy_axes) == 2, "accuracy.png and its panel in metrics.png"
+    for axes in accuracy_axes:
+        bottom, top = axes.get_ylim()
+        assert bottom <= 0.0 and top >= 1.0, f"the whole scale of a score: {bottom:.2f} to {top:.2f}"
+        renderer = axes.figure.canvas.get_renderer()
+        legend = axes.get_legend().get_window_extent(renderer)
+        for line in axes.get_lines():
+            for x, y in zip(*line.get_data()):
+                if line.get_marker() not in (None, "None", ""):
+                    px, py = axes.transData.transform((x, y))
+                    assert not legend.contains(px, py), f"the legend hides ({x}, {y}) of {line.get_label()}"

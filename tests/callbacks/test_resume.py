@@ -44,8 +44,11 @@ def command(out: Path, num_processes: int, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def launch(out: Path, num_processes: int, tmp_path: Path, *args: str, workers: int = 2) -> tuple[int | None, str]:
-    return run_launch(command(out, num_processes, *args, "--workers", str(workers)), tmp_path)
+def launch(
+    out: Path, num_processes: int, tmp_path: Path, *args: str, workers: int = 2, asynchronous: bool = False
+) -> tuple[int | None, str]:
+    extra = ["--asynchronous"] if asynchronous else []
+    return run_launch(command(out, num_processes, *args, "--workers", str(workers), *extra), tmp_path)
 
 
 def results(out: Path, num_processes: int) -> list[dict]:
@@ -105,9 +108,11 @@ def draw_kill_points(rng: random.Random, kinds: list[str], num_processes: int) -
 
 
 def killed_and_resumed_ends_like_the_uninterrupted_run(
-    tmp_path, num_processes, kinds, uninterrupted, workers: int = 2, kill_points: list[str] | None = None
+    tmp_path, num_processes, kinds, uninterrupted, workers: int = 2, kill_points: list[str] | None = None,
+    asynchronous: bool = False,
 ) -> None:
-    """Kill a run at one point per kind (drawn at random; or at ``kill_points``), resume, compare."""
+    """Kill a run at one point per kind (drawn at random; or at ``kill_points``), resume, compare.
+    ``asynchronous``: the killed and resumed launches write their states in the background."""
     if kill_points is None:
         seed = int(os.environ.get("RESUME_KILL_SEED", time.time_ns() % 2**32))
         kill_points = draw_kill_points(random.Random(seed), kinds, num_processes)
@@ -116,10 +121,12 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(
         context = f"kill points {kill_points}, {workers} workers"
     out = tmp_path / "out"
     for kill_point in kill_points:
-        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point, workers=workers)
+        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point, workers=workers, asynchronous=asynchronous)
         assert status != 0 and "KILLED" in output, f"{context}: the launch to kill at {kill_point} was not killed\n{tail(output)}"
         assert not (out / "result_rank0.pt").exists()
-    status, output = launch(out, num_processes, tmp_path, workers=workers)
+        if asynchronous and kill_point.startswith("write"):
+            assert "(thread training-state-writer" in output, f"{context}: not killed in the background write\n{tail(output)}"
+    status, output = launch(out, num_processes, tmp_path, workers=workers, asynchronous=asynchronous)
     assert status == 0, f"{context}\n{tail(output)}"
     assert "Resuming training run from" in output
     assert "loading again the batches" not in output, "the resume replayed the epoch instead of skipping to its position"
@@ -146,6 +153,17 @@ def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, nu
     kill ("mid-epoch") is after a state saved inside its epoch, so that at least one resume starts
     inside an epoch (replaying the loading fails that one on two processes)."""
     killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, num_processes, kinds, uninterrupted, workers)
+
+
+@ONE_PROCESS_AND_TWO
+def test_states_written_in_the_background_survive_a_kill_mid_write_and_resume_exactly(tmp_path, num_processes, uninterrupted):
+    """Every state written in the background (``asynchronous=True``): a SIGKILL halfway through one,
+    in the writer thread while training goes on, leaves the states before it intact; a kill just before
+    an update, and the resume from the latest, end bitwise like the uninterrupted run that saved
+    synchronously (so saving in the background changes nothing the run computes)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, num_processes, ["write", "before-update"], uninterrupted, workers=0, asynchronous=True
+    )
 
 
 def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupted_run_draws_it(tmp_path, uninterrupted):
@@ -185,15 +203,22 @@ def _wait_for(path: Path, process: subprocess.Popen, log_path: Path, timeout_s: 
 
 
 @pytest.mark.parametrize(
-    ("num_processes", "signal_number", "rank_signalled", "workers"),
-    [(1, signal.SIGTERM, 0, 0), (1, signal.SIGINT, 0, 2), (2, signal.SIGTERM, 1, 0)],
-    ids=["sigterm-no-workers", "sigint-two-workers", "sigterm-to-one-of-two-processes-no-workers"],
-)
+    ("num_processes", "signal_number", "rank_signalled", "workers", "asynchronous"),
+    [
+        (1, signal.SIGTERM, 0, 0, False), (1, signal.SIGINT, 0, 2, False), (2, signal.SIGTERM, 1, 0, False),
+        (2, signal.SIGTERM, 0, 0, True),
+    ],
+    ids=[
+        "sigterm-no-workers", "sigint-two-workers", "sigterm-to-one-of-two-processes-no-workers",
+        "sigterm-to-two-processes-saving-in-the-background",
+    ],
+)  # fmt: skip
 def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
-    tmp_path, num_processes, signal_number, rank_signalled, workers, uninterrupted
+    tmp_path, num_processes, signal_number, rank_signalled, workers, asynchronous, uninterrupted
 ):
     out = tmp_path / "out"
-    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5", "--workers", str(workers))
+    extra = ["--asynchronous"] if asynchronous else []
+    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5", "--workers", str(workers), *extra)
     marker = out / f"ready_rank{rank_signalled}"
     _wait_for(marker, process, log_path)
     os.kill(int(marker.read_text()), signal_number)
@@ -208,13 +233,45 @@ def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
     assert f"Stopped by {name}: the training state is saved in" in output, tail(output)
     saved = sorted(path.name for path in (out / "states").iterdir())
     assert not saved[-1].endswith(("-end", "-stopped")), saved  # a state to continue from
+    assert not [name for name in saved if name.startswith(".")], saved  # no write left unfinished
 
     for leftover in [*out.glob("ready_rank*"), *out.glob("result_rank*")]:
         leftover.unlink()  # the stopped run returned normally and wrote its (partial) results
-    status, output = launch(out, num_processes, tmp_path, workers=workers)
+    status, output = launch(out, num_processes, tmp_path, workers=workers, asynchronous=asynchronous)
     assert status == 0, tail(output)
     expected_results, expected_log = uninterrupted(num_processes, workers)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
         assert_bitwise_equal(result, expected, f"rank {rank}")
     # the resumed launches went on writing the interrupted run's own folder (run_folders.py)
     assert (out / "version_0" / "metrics.csv").read_text() == expected_log
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard run folder as TensorBoard's reader shows it: (step, value) by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every point
+    reader.Reload()
+    tags = reader.Tags()["scalars"]
+    return {tag: [(event.step, event.value) for event in reader.Scalars(tag)] for tag in tags}
+
+
+def test_tensorboard_shows_a_killed_and_resumed_run_as_the_uninterrupted_one(tmp_path):
+    """Killed after update 7 (its rows logged, the state saved at 6), then after epoch 2's metrics are
+    logged (its state not saved yet; the one before was saved at its last update, with values
+    waiting for the epoch's row): TensorBoard's reader sees every step's values once, as in the
+    run never killed (they showed twice: the interrupted run's and the resumed run's)."""
+    pytest.importorskip("tensorboard")
+    expected = tmp_path / "expected"
+    status, output = launch(expected, 1, tmp_path, "--tensorboard", workers=0)
+    assert status == 0, tail(output)
+    out = tmp_path / "out"
+    for kill_point in ["batch:22", "logged:2"]:
+        status, output = launch(out, 1, tmp_path, "--tensorboard", "--kill", kill_point, workers=0)
+        assert status != 0 and "KILLED" in output, f"not killed at {kill_point}:\n{tail(output)}"
+    status, output = launch(out, 1, tmp_path, "--tensorboard", workers=0)
+    assert status == 0, tail(output)
+    for logged in ["tb_steps", "tb_epochs"]:
+        resumed = tensorboard_scalars(out / logged / "version_0" / "tb")
+        assert resumed == tensorboard_scalars(expected / logged / "version_0" / "tb"), logged
+        assert len(list((out / logged / "version_0" / "tb").glob("events.out.tfevents.*"))) == 3

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +19,23 @@ from pytorch_accelerated.callbacks import (
     JSONLinesLoggerCallback,
     ModelEmaCallback,
     SaveBestModelCallback,
+    SaveTrainingStateCallback,
+    TrackerCallback,
 )
-from pytorch_accelerated.callbacks.run_folders import RunFolder, choose_run_folder, next_version
+from pytorch_accelerated.callbacks.run_folders import (
+    RunFolder,
+    RunPath,
+    choose_run_folder,
+    claim_version,
+    next_version,
+)
 from pytorch_accelerated.trainer import TrainerCallback, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
+
+from ..launching import LAUNCH_TIMEOUT_S, REPO_ROOT, launch_env, stop_process_tree, tail
+from . import run_folders_scenario as scenario
+
+SCENARIO = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
 
 
 def the_script(folder):
@@ -108,15 +125,48 @@ def test_an_unknown_or_meaningless_if_exists_is_refused_when_the_callback_is_cre
         CSVLoggerCallback(tmp_path / "m.csv", if_exists="replace")
 
 
-def test_an_empty_file_left_by_a_run_killed_before_its_first_record_does_not_take_a_version(tmp_path):
-    (tmp_path / "version_0").mkdir()
-    (tmp_path / "version_0" / "metrics.csv").touch()
-    assert next_version(tmp_path) == 0
-    (tmp_path / "version_0" / "metrics.csv").write_text("epoch\n1\n")
+def test_a_version_is_never_used_again_once_its_folder_exists(tmp_path):
+    (tmp_path / "version_0").mkdir()  # a run killed before its first record, or one starting now
     assert next_version(tmp_path) == 1
-    (tmp_path / "version_7" / "states").mkdir(parents=True)  # versions are never reused, as Lightning numbers them
-    (tmp_path / "version_7" / "states" / "trainer.pt").write_text("x")
+    (tmp_path / "version_7" / "states").mkdir(parents=True)  # never reused, as Lightning numbers them
     assert next_version(tmp_path) == 8
+    assert claim_version(tmp_path) == 8 and claim_version(tmp_path) == 9
+    assert claim_version(tmp_path, start=3) == 10
+
+
+def test_runs_started_together_never_share_a_run_folder(tmp_path):
+    """Two scripts with the same paths, started at the same moment (each waits for the other at a
+    barrier before train()): each writes every file into a version folder of its own."""
+    folder, barrier = tmp_path / "runs", tmp_path / "barrier"
+    barrier.mkdir()
+    logs = [tmp_path / f"run-{run_id}.log" for run_id in range(2)]
+    runs = []
+    for run_id, log in enumerate(logs):
+        with open(log, "w") as output:
+            command = [sys.executable, SCENARIO, str(folder), str(barrier), str(run_id), "2"]
+            env = launch_env(tmp_path)
+            runs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=output))
+    for run, log in zip(runs, logs):
+        try:
+            assert run.wait(timeout=LAUNCH_TIMEOUT_S) == 0, tail(log.read_text())
+        except subprocess.TimeoutExpired:
+            stop_process_tree(run)
+            pytest.fail(f"a run hung:\n{tail(log.read_text())}")
+
+    results = [json.loads((barrier / f"result-{run_id}.json").read_text()) for run_id in range(2)]
+    folders = [{Path(p) if key == "tensorboard" else Path(p).parent for key, p in r.items()} for r in results]
+    assert all(len(run_folders) == 1 for run_folders in folders), f"a run's files are spread out: {results}"
+    assert folders[0] != folders[1], f"both runs wrote into {folders[0]}"
+    for run_id, result in enumerate(results):
+        with open(result["csv"], newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["run_id"]]
+        assert [row["run_id"] for row in rows] == [str(run_id)] * scenario.NUM_EPOCHS, result["csv"]
+        lines = [json.loads(line) for line in Path(result["jsonl"]).read_text().splitlines()]
+        assert {line["run_id"] for line in lines if "run_id" in line} == {run_id}, result["jsonl"]
+        assert safe_torch_load(result["best"])["run_id"] == run_id, f"{result['best']} is the other run's"
+        assert safe_torch_load(result["ema"])["model_state_dict"]
+        event_files = list((Path(result["tensorboard"]) / "tb").glob("events.out.tfevents.*"))
+        assert len(event_files) == 1, f"two TensorBoard writers in {result['tensorboard']}: {event_files}"
 
 
 class TrackerFolder(TrainerCallback):
@@ -172,3 +222,55 @@ def test_a_resumed_run_continues_its_trackers_folder_and_a_new_run_takes_the_nex
     assert fresh.folder.path == logs / "version_1"
     with pytest.raises(ValueError, match="RunFolder: if_exists must be one of 'new_version', 'append'"):
         RunFolder(logs, if_exists="overwrite")
+
+
+class InterruptAtEpochEnd(TrainerCallback):
+    """Interrupts the run at the end of ``epoch``, after the loggers wrote it, before its state is saved."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        if trainer.run_history.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_run_folder_moved_elsewhere_resumes_in_its_new_place(tmp_path):
+    def the_run(folder):
+        saver = SaveTrainingStateCallback(folder / "states", save_every_n_epochs=1)
+        tracker = TrackerCallback("tensorboard", project_name="tb", logging_dir=folder)
+        return [*the_script(folder), tracker, saver]
+
+    old, new = tmp_path / "old", tmp_path / "moved" / "new"
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny_training(callbacks=[*the_run(old), InterruptAtEpochEnd(2)], num_epochs=3)
+    shutil.move(old, new)  # the whole run folder, as to another machine
+    callbacks = the_run(new)
+    run_tiny_training(callbacks=callbacks, num_epochs=3, resume_from="latest")
+
+    assert not old.exists(), f"the resumed run wrote into the old folder: {sorted(old.rglob('*'))}"
+    assert sorted(path.name for path in new.iterdir()) == ["states", "version_0"]
+    run = new / "version_0"
+    csv_logger, jsonl_logger, best, ema, tracker = callbacks[:5]
+    paths = [csv_logger.path, jsonl_logger.path, best.save_path, ema.save_path, tracker.run_folder(None)]
+    names = ["metrics.csv", "metrics.jsonl", "best_model.pt", "ema_model.pt"]
+    assert paths == [*(run / name for name in names), run]
+    with open(run / "metrics.csv", newline="") as file:
+        assert [row["epoch"] for row in csv.DictReader(file) if row["train_loss_epoch"]] == ["1", "2", "3"]
+    logged_epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged_epochs == sorted(logged_epochs) and logged_epochs[-1] == 3
+    assert safe_torch_load(run / "ema_model.pt") and safe_torch_load(run / "best_model.pt")["epoch"] >= 1
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # the interrupted and the resumed run's
+
+
+def test_a_state_that_holds_the_absolute_path_as_0_4_0_saved_it_loads(tmp_path):
+    run_path, folder = RunPath(tmp_path / "metrics.csv"), RunFolder(tmp_path / "runs")
+    run_path.load_state_dict({"run_path": "/elsewhere/version_2/metrics.csv"})
+    folder.load_state_dict({"run_folder": "/elsewhere/runs/version_2"})
+    assert run_path.path == Path("/elsewhere/version_2/metrics.csv")
+    assert folder.path == Path("/elsewhere/runs/version_2")
+    # the next state saved holds it as the new format does
+    assert run_path.state_dict() == folder.state_dict() == {"run_subfolder": "version_2"}
+    run_path.load_state_dict({"run_subfolder": "version_2"})
+    assert run_path.path == tmp_path / "version_2" / "metrics.csv"
+    assert run_path.state_dict() == {"run_subfolder": "version_2"}

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pytorch_accelerated.schedulers import CosineLrScheduler, StatefulSchedulerBase, WSDLrScheduler
+from pytorch_accelerated.schedulers.wsd_scheduler import estimate_checkpoint_steps
 from pytorch_accelerated.trainer import TrainerCallback, TrainerPlaceholderValues, atomic_torch_save, safe_torch_load
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
@@ -421,6 +422,102 @@ def test_wsd_state_round_trip_mid_schedule_continues_identically(tmp_path):
 def test_wsd_argument_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WSDLrScheduler(make_optimizer(LR_MAX), **{"total_steps": 100, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------- 0.1.61's calls
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CosineLrScheduler(make_optimizer(LR_MAX), **COSINE, **ABSOLUTE),
+    lambda: WSDLrScheduler(make_optimizer(LR_MAX), total_steps=40, num_warmup_steps=8, **ABSOLUTE),
+], ids=["cosine", "wsd"])  # fmt: skip
+def test_step_update_sets_the_lr_that_follows_n_updates_and_counts_from_there(make):
+    stepped, jumped = make(), make()
+    lrs_per_update(stepped, 13)
+    jumped.step_update(13)
+    assert jumped.num_updates == 13 and jumped.get_last_lr() == stepped.get_last_lr()
+    assert jumped.optimizer.param_groups[0]["lr"] == stepped.get_last_lr()[0]
+    assert lrs_per_update(jumped, 30) == lrs_per_update(stepped, 30)
+    with pytest.raises(ValueError, match="num_updates must be a non-negative integer"):
+        jumped.step_update(-1)
+
+
+THREE_CHECKPOINTS = {"total_steps": 100, "num_checkpoints": 3, "decay_phase_ratio": 0.2}
+
+
+def test_wsd_describes_its_checkpoint_periods_as_0161_did():
+    scheduler = WSDLrScheduler(make_optimizer(LR_MAX), **THREE_CHECKPOINTS)
+    assert scheduler.get_checkpoint_steps() == [25, 50, 100] == estimate_checkpoint_steps(100, 3)
+    assert scheduler.get_decay_info() == [
+        {"period_start": 0, "period_end": 25, "decay_steps": 5, "pre_decay_step": 20},
+        {"period_start": 25, "period_end": 50, "decay_steps": 5, "pre_decay_step": 45},
+        {"period_start": 50, "period_end": 100, "decay_steps": 10, "pre_decay_step": 90},
+    ]
+    assert scheduler.get_phase_info(25)["period_end"] == 25, "a checkpoint ends its own period"
+    assert scheduler.get_phase_info(26)["period_end"] == 50
+    assert scheduler.get_phase_info(500)["period_end"] == 100, "after the end: the last period"
+    lrs_per_update(scheduler, 47)
+    assert scheduler.get_current_step() == 47 and scheduler.get_current_phase_info()["period_start"] == 25
+    # pre_decay_step: the updates completed when the decay starts (the last state of the stable phase)
+    fresh = WSDLrScheduler(make_optimizer(LR_MAX), **THREE_CHECKPOINTS)
+    lrs = lrs_per_update(fresh, 46)
+    assert lrs[44] == LR_MAX and lrs[45] < LR_MAX, "update 46, after pre_decay_step=45, is the first decayed"
+
+
+def test_estimate_checkpoint_steps_spaces_them_by_doubling_up_to_the_end():
+    assert estimate_checkpoint_steps(1000) == [250, 500, 1000]
+    assert estimate_checkpoint_steps(100_000, 2) == [50_000, 100_000]  # 0.1.61's docstring (code: 25K, 50K)
+    assert estimate_checkpoint_steps(200_000, 4) == [25_000, 50_000, 100_000, 200_000]
+    assert estimate_checkpoint_steps(7, 1) == [7]
+
+
+def test_wsd_num_warmup_steps_none_is_1_percent_cut_short_at_the_first_decay():
+    def warmup(**kwargs):
+        return WSDLrScheduler(make_optimizer(LR_MAX), num_warmup_steps=None, **kwargs).num_warmup_steps
+
+    assert warmup(total_steps=1000) == 10 and warmup(total_steps=99) == 0
+    # 8 checkpoints of 1000 updates: the first decay starts after 7 updates, before 1% (10) is reached
+    assert estimate_checkpoint_steps(1000, 8)[0] == 8 and warmup(total_steps=1000, num_checkpoints=8) == 7
+    assert WSDLrScheduler.create_scheduler_fn().keywords["num_warmup_steps"] is None, "0.1.61's default: 1%"
+
+
+def test_wsd_lr_min_above_an_initial_lr_names_min_lr_ratio():
+    with pytest.raises(ValueError, match=r"lr_min \(0.1\) is above the initial lr of param group 1 .*ratio"):
+        WSDLrScheduler(make_optimizer(0.5, 0.01), total_steps=100, lr_min=0.1)
+    assert WSDLrScheduler(make_optimizer(0.1), total_steps=100, min_lr_ratio=0.1).get_last_lr() == [0.1]
+
+
+# 0.1.61's CosineLrScheduler.state_dict() after 13 updates of a 40-update schedule: it counted from -1
+COSINE_STATE_0161 = {
+    "total_iterations": 40, "lr_min_ratio": None, "lr_min": LR_MIN, "warmup_iterations": 8,
+    "warmup_lr_init": 1e-6, "warmup_lr_ratio": START / LR_MAX, "k_decay": 1.5, "num_cooldown_iterations": 8,
+    "num_updates": 12,
+}  # fmt: skip
+
+
+def test_a_0161_cosine_state_is_read_as_these_settings_with_its_count_kept():
+    scheduler = CosineLrScheduler(make_optimizer(LR_MAX), total_num_epochs=1, num_update_steps_per_epoch=5)
+    scheduler.load_state_dict(COSINE_STATE_0161)
+    same = CosineLrScheduler(
+        make_optimizer(LR_MAX), **COSINE, k_decay=1.5, lr_min=LR_MIN, warmup_starting_lr_ratio=START / LR_MAX
+    )
+    same.step_update(12)
+    assert scheduler.state_dict() == same.state_dict()
+    assert scheduler.optimizer.param_groups[0]["lr"] == same.get_last_lr()[0]
+
+
+def test_a_0161_wsd_state_with_its_inverse_proportional_decay_is_refused_unchanged():
+    scheduler = WSDLrScheduler(make_optimizer(LR_MAX), total_steps=10)
+    before = scheduler.state_dict()
+    state_0161 = {
+        "total_steps": 100, "num_warmup_steps": 0, "decay_phase_ratio": 0.1, "lr_min": 1e-6,
+        "warmup_starting_lr": 1e-6, "use_inverse_sqrt_decay": False, "num_checkpoints": 1,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="use_inverse_sqrt_decay=False.*load_scheduler=False"):
+        scheduler.load_state_dict(state_0161)
+    with pytest.raises(ValueError, match="runs into the decay"):
+        scheduler.load_state_dict({**state_0161, "use_inverse_sqrt_decay": True, "num_warmup_steps": 95})
+    assert scheduler.state_dict() == before
 
 
 # ---------------------------------------------------------------------------------------- real runs

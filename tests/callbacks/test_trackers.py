@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate.tracking import GeneralTracker
 
 from pytorch_accelerated.callbacks import (
@@ -353,7 +354,7 @@ def test_a_tracker_that_fails_to_end_after_a_crash_leaves_the_crash_as_the_error
 
 def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
     own = RecordingTracker()
-    callback = TrackerCallback(["mlflow", own], logging_dir=tmp_path)
+    callback = TrackerCallback(["mlflow", own], logging_dir=tmp_path, log_every_n_steps=None)  # epoch values only
     run_tiny_training(callbacks=[StopAtEpochEnd(), callback], num_epochs=3)
     assert own.kinds() == ["start", "config", "log", "finish"]
     step, values = own.calls[2][1:]
@@ -368,7 +369,9 @@ def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
 def test_an_unreachable_mlflow_server_is_warned_about_and_training_starts_within_seconds(tmp_path, mlflow_env):
     uri = f"http://127.0.0.1:{free_port()}"  # a closed port: nothing listens there
     own, clock = RecordingTracker(), FirstStepClock()
-    callback = TrackerCallback(["mlflow", own], logging_dir=tmp_path, init_kwargs={"mlflow": {"tracking_uri": uri}})
+    callback = TrackerCallback(
+        ["mlflow", own], logging_dir=tmp_path, init_kwargs={"mlflow": {"tracking_uri": uri}}, log_every_n_steps=None
+    )
     started = time.perf_counter()
     with pytest.warns(UserWarning, match=re.escape(f"the MLflow tracking server {uri} is unreachable")):
         run_tiny_training(callbacks=[clock, callback], num_epochs=1)
@@ -390,7 +393,7 @@ def test_an_unreachable_server_with_on_unreachable_error_stops_before_step_1(tmp
 
 def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goes_on(tmp_path):
     failing, healthy = RecordingTracker(fail_from_step=UPDATES_PER_EPOCH * 2), RecordingTracker()
-    callback = TrackerCallback([failing, healthy], logging_dir=tmp_path)
+    callback = TrackerCallback([failing, healthy], logging_dir=tmp_path, log_every_n_steps=None)
     with pytest.warns(UserWarning, match="the recording tracker failed to log .*the tracking server went away"):
         result = run_tiny_training(callbacks=[callback], num_epochs=3)
     assert len(result.metrics["train_loss_epoch"]) == 3
@@ -460,3 +463,102 @@ def test_all_means_every_tracker_installed_plus_your_own(tmp_path):
     assert callback.trackers[0] is own
     assert callback.trackers[1:] == [str(tracker.value) for tracker in get_available_trackers()]
     assert {"tensorboard", "mlflow"} <= set(callback.trackers[1:])
+
+
+# ------------------------------------------------------------------------ issue 27: what a switcher expects
+
+
+class RecordsAnImageAndAVector(TrainerCallback):
+    """Records a tensor image and a 1-D tensor after every evaluation, as a user's callback would."""
+
+    def on_eval_epoch_end(self, trainer, **kwargs):
+        trainer.run_history.update_metric("sample", torch.rand(3, 8, 8))
+        trainer.run_history.update_metric("weights", torch.randn(100))
+
+
+class DrawsWithTheWriter(TrainerCallback):
+    """Draws an image of its own with TensorBoard's SummaryWriter, reached through get_tracker."""
+
+    def __init__(self, tracker_callback):
+        self.tracker_callback = tracker_callback
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        writer = self.tracker_callback.get_tracker("tensorboard", unwrap=True)
+        writer.add_image("drawn", torch.zeros(1, 4, 4), global_step=trainer.completed_update_steps)
+
+
+def test_a_tensor_image_reaches_tensorboard_as_an_image_and_a_vector_as_a_histogram(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)
+    run_tiny_training(callbacks=[RecordsAnImageAndAVector(), callback, DrawsWithTheWriter(callback)], num_epochs=2)
+
+    events = EventAccumulator(str(tmp_path / "version_0" / "tiny"), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    epoch_ends = [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
+    images = [(image.step, image.width, image.height) for image in events.Images("sample")]
+    assert images == [(step, 8, 8) for step in epoch_ends]
+    assert [histogram.step for histogram in events.Histograms("weights")] == epoch_ends
+    assert [histogram.histogram_value.num for histogram in events.Histograms("weights")] == [100, 100]
+    assert [image.step for image in events.Images("drawn")] == epoch_ends, "get_tracker's SummaryWriter"
+
+
+def test_get_tracker_names_what_it_has_and_is_empty_on_the_other_processes(tmp_path):
+    from pytorch_accelerated.trainer import Trainer
+
+    class NotMainProcessTrainer(Trainer):
+        @property
+        def is_world_process_zero(self) -> bool:
+            return False
+
+    callback = TrackerCallback("tensorboard", logging_dir=tmp_path)
+    message = "TrackerCallback has no tracker 'wandb'; its trackers: ['tensorboard']"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        callback.get_tracker("wandb")
+    with pytest.raises(RuntimeError, match="call get_tracker from a callback's event during train"):
+        callback.get_tracker("tensorboard")
+
+    seen = []
+
+    class Reaches(TrainerCallback):
+        def on_training_run_epoch_end(self, trainer, **kwargs):
+            seen.append(callback.get_tracker("tensorboard"))
+
+    run_tiny_training(callbacks=[callback, Reaches()], num_epochs=1, trainer_class=NotMainProcessTrainer)
+    assert type(seen[0]) is GeneralTracker, "another process: accelerate's empty tracker, whose calls do nothing"
+
+
+def test_with_no_options_a_tracker_logs_the_loss_and_the_lr_about_20_times(tmp_path):
+    own = RecordingTracker()
+    run_tiny_training(callbacks=[TrackerCallback(own, logging_dir=tmp_path)], num_epochs=8)  # 64 updates
+    logged = [(step, values) for kind, step, values in (c for c in own.calls if c[0] == "log")]
+    loss_steps = [step for step, values in logged if "train_loss_step" in values]
+    assert loss_steps == list(range(3, 65, 3)), f"every 3rd of 64 updates (64 // 20): {loss_steps}"
+    assert [step for step, values in logged if "lr" in values] == loss_steps
+    assert all(values["lr"] == pytest.approx(0.05) for _, values in logged if "lr" in values)
+    assert len({step for step, _ in logged}) == len(logged), "one log call per step"
+
+
+def test_the_default_cadence_reads_the_device_only_at_the_updates_it_logs(tmp_path, monkeypatch):
+    reads = []
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+        counted = lambda tensor, original=original: reads.append(1) or original(tensor)  # noqa: E731
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    run_tiny_training(num_epochs=8)
+    reads_without_tracker = len(reads)
+    reads.clear()
+    run_tiny_training(callbacks=[TrackerCallback(RecordingTracker(), logging_dir=tmp_path)], num_epochs=8)
+    assert len(reads) - reads_without_tracker == len(range(3, 65, 3)), "one read per logged update, none between"
+
+
+def test_with_a_learning_rate_monitor_the_lr_is_recorded_once_per_update(tmp_path):
+    from pytorch_accelerated.callbacks import CSVLoggerCallback, LearningRateMonitorCallback
+
+    own = RecordingTracker()
+    callbacks = [
+        LearningRateMonitorCallback(), TrackerCallback(own, logging_dir=tmp_path),
+        CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2),
+    ]  # fmt: skip
+    result = run_tiny_training(callbacks=callbacks, num_epochs=2)
+    assert [record.step for record in result.run_history.get_metric_records("lr")] == list(range(1, 17))

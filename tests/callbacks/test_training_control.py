@@ -74,3 +74,61 @@ def test_a_limited_mid_epoch_evaluation_does_not_end_the_training_epoch():
     result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(2), LimitEvalStepsCallback(1)], num_epochs=1)
     assert result.trainer.completed_update_steps == 8  # the whole epoch, despite the evaluations ending early
     assert len(result.metrics["step_eval_loss"]) == 4
+
+
+# ---------------------------------------------------------------------------------------- issue 27
+
+
+class CountsBatches(TrainerCallback):
+    """The training and evaluation batches of each epoch, and each training batch's inputs."""
+
+    def __init__(self):
+        self.train, self.eval, self.inputs = [], [], []
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self.train.append(0)
+        self.inputs.append([])
+
+    def on_train_step_end(self, trainer, batch, **kwargs):
+        self.train[-1] += 1
+        self.inputs[-1].append(batch[0].clone())
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self.eval.append(0)
+
+    def on_eval_step_end(self, trainer, **kwargs):
+        self.eval[-1] += 1
+
+
+def test_fast_dev_run_runs_one_batch_of_training_and_of_each_evaluation_then_stops():
+    from pytorch_accelerated.callbacks import FastDevRun
+    from pytorch_accelerated.trainer import DEFAULT_CALLBACKS
+
+    counts = CountsBatches()
+    result = run_tiny_training(callbacks=[*DEFAULT_CALLBACKS, counts, FastDevRun()], num_epochs=5)
+    assert (counts.train, counts.eval) == ([1], [1]), "one epoch: one training batch, one evaluation batch"
+    assert "on_stop_training_error" in result.events and result.trainer.completed_update_steps == 1
+    result.trainer.evaluate()
+    assert counts.eval == [1, 1], "an evaluate() afterwards: one batch too"
+
+
+def test_overfit_batches_trains_the_same_batches_every_epoch_and_drives_the_loss_down():
+    from pytorch_accelerated.callbacks import OverfitBatches
+
+    counts = CountsBatches()
+    result = run_tiny_training(
+        callbacks=[counts, OverfitBatches(2)], num_epochs=30, lr=0.3, train_dataloader_kwargs={"shuffle": False}
+    )
+    assert counts.train == [2] * 30 and counts.eval == [2] * 30
+    assert all(torch.equal(a, b) for epoch in counts.inputs for a, b in zip(epoch, counts.inputs[0]))
+    losses = result.metrics["train_loss_epoch"]
+    assert losses[-1] < 0.2 * losses[0], f"two batches learnt by heart: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_overfit_batches_refuses_a_shuffling_dataloader_before_the_first_step():
+    from pytorch_accelerated.callbacks import OverfitBatches
+
+    counts = CountsBatches()
+    with pytest.raises(ValueError, match=r"pass train\(\.\.\., train_dataloader_kwargs=\{'shuffle': False\}\)"):
+        run_tiny_training(callbacks=[counts, OverfitBatches(2)], num_epochs=2)
+    assert counts.train == []

@@ -3,10 +3,9 @@ and every stateful callback of this package resuming exactly from any save point
 
 from __future__ import annotations
 
-import functools
 import os
+import re
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
+from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, list_training_states, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
 # 50 samples, batch 8: 7 batches per epoch; accumulation 2: 4 updates per epoch
@@ -77,7 +76,7 @@ class CrashAtUpdate(TrainerCallback):
 
 
 def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2, max_checkpoints=None)
     train([saver])
     assert [path.name for path in saver.saved_paths] == [
         "step-00000000-start",
@@ -92,10 +91,29 @@ def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
     assert saver.latest_training_state() == tmp_path / "step-00000012-end"
 
 
-def test_keeps_only_the_newest_states(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2)
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["synchronous", "asynchronous"])
+def test_keeps_only_the_newest_states(tmp_path, asynchronous):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2, asynchronous=asynchronous)
     train([saver])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000012", "step-00000012-end"]
+
+
+def test_states_written_in_the_background_resume_exactly_and_never_fewer_than_kept(tmp_path):
+    """While a state is written in the background, the newest ``max_checkpoints`` complete ones stay."""
+    expected = final_state(train([]))
+    complete_counts = []
+
+    class CountsCompleteStates(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            complete_counts.append(len(list_training_states(tmp_path)))
+
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, max_checkpoints=2, asynchronous=True)
+    train([saver, CountsCompleteStates()])
+    kept_from = complete_counts.index(2)  # how many are complete depends on how fast the writes go; never fewer than 2 again
+    assert 2 <= min(complete_counts[kept_from:]) and max(complete_counts) <= 3, complete_counts
+    older_kept = list_training_states(tmp_path)[0]
+    assert older_kept != saver.saved_paths[-1]
+    assert_bitwise_equal(final_state(train([], resume_from=older_kept)), expected)
 
 
 def test_an_epoch_end_state_already_saved_is_not_saved_again_at_the_end(tmp_path):
@@ -168,8 +186,13 @@ def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, ca
 # ---------------------------------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number):
+@pytest.mark.parametrize(
+    ("signal_number", "asynchronous"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
+    ids=["sigterm", "sigint", "sigterm-saving-in-the-background"],
+)
+def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactly(tmp_path, signal_number, asynchronous):
+    """Saving in the background, the state saved on the signal is written before the run stops."""
     expected = final_state(train([]))
 
     class SignalMidWindow(TrainerCallback):
@@ -177,11 +200,12 @@ def test_a_signal_saves_at_the_next_update_and_stops_then_the_run_resumes_exactl
             if trainer.completed_update_steps == 5 and trainer.completed_epoch_batches == 2:
                 os.kill(os.getpid(), signal_number)  # the first batch of update 6's window
 
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1, asynchronous=asynchronous)
     previous = signal.getsignal(signal_number)
     stopped = train([SignalMidWindow(), saver])
     assert stopped.completed_update_steps == 6
     assert saver.saved_paths[-1].name == "step-00000006"  # no final state after a signal
+    assert list_training_states(tmp_path) == saver.saved_paths  # every state written, none left half-done
     assert saver.stopped_by_signal == signal.Signals(signal_number).name
     assert signal.getsignal(signal_number) == previous  # handlers put back at the run's end
     resumed = train([SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1)], resume_from="latest")
@@ -222,7 +246,7 @@ def test_every_stateful_callback_resumes_exactly_from_every_save_point(tmp_path)
     expected = final_state(train(stateful_callbacks(reference_dir), num_epochs=4))
     expected_logs = {name: (reference_dir / name).read_text() for name in ("log.csv", "log.jsonl")}
 
-    saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1)
+    saver = SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1, max_checkpoints=None)
     train([*stateful_callbacks(run_dir), saver], num_epochs=4)
     assert len(saver.saved_paths) > 10
     for state in saver.saved_paths:
@@ -254,7 +278,7 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
 
 
 def test_a_run_resumed_from_an_older_state_refuses_to_mix_with_the_newer_ones(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4, max_checkpoints=None)
     train([saver], num_epochs=2)
     older = saver.saved_paths[1]
     with pytest.raises(FileExistsError, match=r"also holds newer training states \(step-00000008"):
@@ -282,3 +306,50 @@ def test_a_log_survives_a_run_interrupted_twice_before_it_logs_again(tmp_path, l
     # the resumed runs went on in the interrupted run's own version folder (run_folders.py)
     assert (run_dir / "version_0" / "log").read_text() == (reference_dir / "version_0" / "log").read_text()
     assert not (run_dir / "version_1").exists()
+
+
+# ---------------------------------------------------------------------------------------- issue 27
+
+
+def test_by_default_only_the_newest_three_states_are_kept(tmp_path):
+    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1)
+    train([saver])
+    assert len(saver.saved_paths) == 14, "every update, the start and the end"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000011", "step-00000012", "step-00000012-end"]
+
+
+def test_a_job_stopped_at_its_time_limit_resumes_as_if_it_had_never_stopped(tmp_path, monkeypatch):
+    import pytorch_accelerated.callbacks.training_state as module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock["now"])
+
+    class TwentySecondsPerUpdate(TrainerCallback):
+        def on_optimizer_step_end(self, trainer, **kwargs):
+            clock["now"] += 20.0
+
+    def callbacks(run_dir):
+        return [TwentySecondsPerUpdate(), *stateful_callbacks(run_dir)[1:]]
+
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    expected = final_state(train(callbacks(reference_dir)))
+    stops = []
+    while True:  # a job of 1 min 30 s at a time, run again until the run is done
+        saver = SaveTrainingStateCallback(run_dir / "states", max_time="00:01:30")
+        trainer = train([*callbacks(run_dir), saver], resume_from="latest")
+        if not saver.stopped_by_time_limit:
+            break
+        stops.append(trainer.completed_update_steps)
+        assert saver.saved_paths[-1].name == f"step-{trainer.completed_update_steps:08d}", "a state that goes on"
+    assert stops == [5, 10], "90 s are 5 updates of 20 s; each job has its own 90 s"
+    assert_bitwise_equal(final_state(trainer), expected)
+    for name in ("log.csv", "log.jsonl"):
+        assert (run_dir / name).read_text() == (reference_dir / name).read_text(), name
+
+
+@pytest.mark.parametrize("max_time, message", [("3:50", "'DD:HH:MM:SS' or 'HH:MM:SS'"), (0, "longer than 0")])
+def test_a_max_time_lightning_would_not_take_is_refused(tmp_path, max_time, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SaveTrainingStateCallback(tmp_path, max_time=max_time)
+    days_hours_minutes = SaveTrainingStateCallback(tmp_path, max_time="01:03:50:00").max_time.total_seconds()
+    assert days_hours_minutes == 24 * 3600 + 3 * 3600 + 50 * 60

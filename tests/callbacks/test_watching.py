@@ -1,5 +1,8 @@
 """EarlyStoppingCallback and SaveBestModelCallback inside real training runs."""
 
+import csv
+import re
+
 import pytest
 import torch
 
@@ -78,6 +81,17 @@ def test_the_run_start_check_comes_before_any_training_step():
 def test_a_training_metric_never_recorded_names_the_recorded_ones_at_the_first_epoch_end():
     with pytest.raises(ValueError, match=r"watches 'train_accuracy', which this run has not recorded; recorded metrics: \['train_loss_epoch'\]"):
         run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1)
+
+
+@pytest.mark.parametrize("make_watcher", [
+    lambda path: EarlyStoppingCallback(watch_metric="eval_acc"),
+    lambda path: SaveBestModelCallback(path, watch_metric="eval_acc"),
+], ids=["early-stopping", "save-best"])  # fmt: skip
+def test_a_watched_metric_nobody_records_suggests_the_name_closest_to_it(tmp_path, make_watcher):
+    metrics = ScriptedMetric("eval_accuracy", [0.5])
+    expected = r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"
+    with pytest.raises(ValueError, match=expected):
+        run_tiny_training(callbacks=[make_watcher(tmp_path / "best.pt"), metrics], num_epochs=1)
 
 
 def test_early_stopping_rejects_bad_arguments():
@@ -215,3 +229,90 @@ def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, 
         create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
     )
     assert ("scheduler_state_dict" in safe_torch_load(callback.save_path)) == save_scheduler
+
+
+# ---------------------------------------------------------------------------------------- issue 27
+
+
+def test_an_improvement_of_exactly_the_threshold_counts_though_float32_makes_it_0_0099999():
+    scores = [0.904, 0.914, 0.9145]  # as float32 values become Python floats: 0.914 - 0.904 = 0.0099999...
+    stopping = EarlyStoppingCallback(early_stopping_threshold=0.01, watch_metric="eval_score", greater_is_better=True)
+    metric = ScriptedMetric("eval_score", [torch.tensor(score, dtype=torch.float32).item() for score in scores])
+    result = run_tiny_training(callbacks=[stopping, metric], num_epochs=3)
+    assert result.events.count("on_training_run_epoch_end") == 3, "0.904 -> 0.914 improves by the threshold"
+    assert stopping.watcher.best == pytest.approx(0.914), f"best {stopping.watcher.best}: 0.914 was reached"
+    assert stopping.epochs_without_improvement == 1  # 0.9145 is not 0.01 better
+
+
+def test_save_top_k_keeps_the_k_best_checkpoints_named_as_lightning_names_them(tmp_path):
+    values = [0.5, 0.7, 0.6, 0.65, 0.4]  # the 3 best: epochs 2, 4, 3
+    callback = SaveBestModelCallback(
+        tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True, save_top_k=3
+    )
+    result = run_tiny_training(callbacks=[callback, ScriptedMetric("eval_score", values)], num_epochs=5)
+    folder = tmp_path / "version_0"
+    kept = {path.name: value for path, value in callback.best_k_checkpoints.items()}
+    assert kept == {"best-epoch=2-step=16.pt": 0.7, "best-epoch=4-step=32.pt": 0.65, "best-epoch=3-step=24.pt": 0.6}
+    assert sorted(path.name for path in folder.iterdir()) == sorted(kept), "epoch 1's file deleted when pushed out"
+    assert callback.best_checkpoint_path == folder / "best-epoch=2-step=16.pt"
+    best = safe_torch_load(callback.best_checkpoint_path)
+    assert best["epoch"] == 2 and best["eval_score"] == 0.7
+    loaded = result.trainer.get_model().state_dict()
+    assert all(torch.equal(loaded[name], best["model_state_dict"][name]) for name in loaded), "the best loaded back"
+
+
+def test_save_top_k_resumes_with_the_checkpoints_it_kept(tmp_path):
+    from pytorch_accelerated.trainer.testing import check_exact_resume
+
+    values = [0.5, 0.7, 0.6, 0.65]
+    check_exact_resume(
+        lambda: [SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True,
+                                       save_top_k=2, if_exists="overwrite"), ScriptedMetric("eval_score", values)],
+        tmp_path / "states", num_epochs=4,
+    )  # fmt: skip
+
+
+SAFETENSORS = "model.safetensors"
+
+
+def test_the_best_weights_are_exported_as_model_safetensors(tmp_path):
+    from safetensors.torch import load_file
+
+    callback = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", export_safetensors=True)
+    result = run_tiny_training(callbacks=[callback, ScriptedMetric("eval_score", [0.5, 0.3, 0.4])], num_epochs=3)
+    assert callback.safetensors_path == tmp_path / "version_0" / "model.safetensors"
+    exported = load_file(callback.safetensors_path)
+    best = safe_torch_load(callback.best_checkpoint_path)["model_state_dict"]
+    assert exported.keys() == best.keys() and all(torch.equal(exported[name], best[name]) for name in best)
+    assert sorted(path.name for path in callback.safetensors_path.parent.iterdir()) == ["best.pt", SAFETENSORS]
+    model = make_tiny_model(seed=1)
+    from safetensors.torch import load_model
+
+    load_model(model, callback.safetensors_path)  # what the HF ecosystem does with it
+    trained = result.trainer.get_model().state_dict()
+    assert all(torch.equal(value, trained[name]) for name, value in model.state_dict().items())
+
+
+def test_a_missing_safetensors_is_named_with_its_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(ImportError, match=re.escape("pip install 'trainer-callbacks[safetensors]'")):
+        SaveBestModelCallback(export_safetensors=True)
+    with pytest.raises(ValueError, match="save_top_k must be >= 1, or -1"):
+        SaveBestModelCallback(save_top_k=0)
+
+
+def test_an_evaluate_after_the_best_is_loaded_back_is_logged_at_the_best_epoch(tmp_path):
+    from pytorch_accelerated.callbacks import CSVLoggerCallback
+
+    logger = CSVLoggerCallback(tmp_path / "m.csv")
+    best = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True)
+    scores = ScriptedMetric("eval_score", [0.5, 0.9, 0.6, 0.0])  # the last: the evaluate() after training
+    result = run_tiny_training(callbacks=[best, scores, logger], num_epochs=3)
+    with result.trainer.run_history.metric_prefix("test_"):
+        result.trainer.evaluate(make_tiny_dataset(16, seed=2))
+    rows = list(csv.DictReader(logger.path.open()))
+    tested = [(row["epoch"], row["step"]) for row in rows if row["test_eval_loss"]]
+    assert tested == [("2", "16")], f"the test score belongs to epoch 2's weights, loaded back: {tested}"
+    assert len(rows) == 3, "on the row of the epoch it scored"

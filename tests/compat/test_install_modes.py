@@ -117,3 +117,32 @@ def test_one_editable_and_one_from_a_wheel(wheels, tmp_path, editable):
     owner = {"core": "init", "callbacks": "callbacks"}
     assert _under(found[owner[editable]], PACKAGES[editable] / "src")
     assert _under(found[owner[other]], site_dir)
+
+
+CORE_ALONE = r"""
+import site, sys
+site.addsitedir(sys.argv[1])
+import pytorch_accelerated
+from pytorch_accelerated.trainer import LossTracker, remove_padding  # kept in trainer-core: they import
+try:
+    from pytorch_accelerated.trainer import LimitBatchesCallback
+except ImportError as error:
+    print("trainer:", error)
+try:
+    pytorch_accelerated.callbacks
+except AttributeError as error:
+    print("package:", error)
+"""
+
+
+def test_with_trainer_core_alone_0161s_plugin_names_say_which_package_to_install(tmp_path):
+    site_dir = _install_editable("core", tmp_path / "site")
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", CORE_ALONE, str(site_dir)],
+        env={**os.environ, "PYTHONPATH": DEPENDENCIES, "OMP_NUM_THREADS": "1"},
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    trainer_line, package_line = result.stdout.splitlines()
+    assert trainer_line.startswith("trainer: pytorch_accelerated.trainer.LimitBatchesCallback (pytorch-accel")
+    assert "pip install trainer-callbacks, then import it from pytorch_accelerated.callbacks" in trainer_line
+    assert package_line.endswith("callbacks is not installed: pip install trainer-callbacks")

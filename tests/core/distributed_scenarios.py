@@ -381,6 +381,30 @@ def scenario_smoke(out: Path) -> dict:
     }
 
 
+def scenario_per_item_loss(out: Path) -> dict:
+    """A tiny causal LM's first update with the loss per token, two processes x batch 2 x 2 accumulated:
+    its gradients must be those of the first 8 sequences' per-token mean loss computed at once."""
+    from tiny_lm import TinyCausalLM, TokenLossTrainer, TokenSequences, pad_batch  # beside this script
+
+    gradients = []
+
+    class FirstUpdate(TrainerCallback):
+        def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
+            if not gradients:
+                gradients.extend(parameter.grad.tolist() for parameter in trainer.get_model().parameters())
+
+    model = TinyCausalLM()
+    trainer = TokenLossTrainer(
+        model, None, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[FirstUpdate()],
+        accelerator_kwargs={"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]},
+    )  # fmt: skip
+    trainer.train(
+        TokenSequences(16), num_epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2,
+        collate_fn=pad_batch, train_dataloader_kwargs={"shuffle": False},
+    )  # fmt: skip
+    return {**common_facts(trainer), "gradients": gradients}
+
+
 def make_batch_norm_model(seed: int = 0) -> torch.nn.Module:
     """make_tiny_model with a BatchNorm layer: a model with buffers, which DDP keeps in sync."""
     with torch.random.fork_rng(devices=[]):
@@ -459,6 +483,7 @@ SCENARIOS = {
     "buffers_evaluate_empty_share": scenario_buffers_evaluate_empty_share,
     "buffers_predict_empty_share": scenario_buffers_predict_empty_share,
     "unfreeze_between_runs": scenario_unfreeze_between_runs,
+    "per_item_loss": scenario_per_item_loss,
 }
 
 # How long a scenario may take before it counts as hung (tiny runs take a second or two); the
@@ -494,15 +519,17 @@ def write_result(out: Path, scenario: str, rank: int, result: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], scenarios: dict | None = None) -> int:
+    """Run the scenarios named in ``argv`` (of ``scenarios``, this module's by default), each watched."""
+    scenarios = SCENARIOS if scenarios is None else scenarios
     if len(argv) != 3:
-        known = ", ".join(SCENARIOS)
+        known = ", ".join(scenarios)
         print(f"usage: {argv[0]} SCENARIO[,SCENARIO...] OUTPUT_DIR (scenarios: {known})", file=sys.stderr)
         return 2
     names = [name for name in argv[1].split(",") if name]
-    unknown = [name for name in names if name not in SCENARIOS]
+    unknown = [name for name in names if name not in scenarios]
     if unknown:
-        print(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
+        print(f"unknown scenario(s) {unknown}; known: {list(scenarios)}", file=sys.stderr)
         return 2
     out = Path(argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -511,7 +538,7 @@ def main(argv: list[str]) -> int:
         torch.manual_seed(0)
         watchdog = start_watchdog(out, name, rank, TIME_LIMIT_S.get(name, DEFAULT_TIME_LIMIT_S))
         try:
-            result = SCENARIOS[name](out)
+            result = scenarios[name](out)
         except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
             error = traceback.format_exc()
             write_result(out, name, rank, {"error": error})

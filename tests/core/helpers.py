@@ -37,4 +37,15 @@ class CallCounter(TrainerCallback):
         return super().__getattribute__(name)
 
 
-__all__ = ["make_trainer", "parameters_of", "CallCounter", "make_tiny_dataset", "make_tiny_model"]
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` is alive: not a zombie its new parent (init, after a kill) has not reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+__all__ = [
+    "make_trainer", "parameters_of", "CallCounter", "is_running", "make_tiny_dataset", "make_tiny_model",
+]  # fmt: skip

@@ -62,6 +62,34 @@ def scenario_resume_unshared(out: Path) -> dict:
     return result
 
 
+class SaveInTheBackgroundAt(TrainerCallback):
+    """Saves asynchronously into ``folder/step-<n>`` after each update of ``updates``."""
+
+    def __init__(self, folder: Path, updates: tuple[int, ...]):
+        self.folder, self.updates = folder, updates
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if point == "update" and trainer.completed_update_steps in self.updates:
+            trainer.save_training_state(self.folder / f"step-{trainer.completed_update_steps}", asynchronous=True)
+
+
+def scenario_background_write_fails(out: Path) -> dict:
+    """The main process's background write fails (its folder's parent is a file): every process
+    raises at the next save (update 4), and at the run's end when it was the last save (update 8)."""
+    blocked = out / "a_file"
+    blocked.write_text("not a folder")
+    result = {}
+    for case, updates in (("next_save", (2, 4)), ("run_end", (8,))):
+        trainer = make_trainer(callbacks=[SaveInTheBackgroundAt(blocked, updates)])
+        try:
+            trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
+            result[case] = {"error_type": None}
+        except Exception as error:  # noqa: BLE001 - the scenario reports what each process saw
+            result[case] = {**error_facts(error), "completed_update_steps": trainer.completed_update_steps}
+        trainer.wait_for_everyone()  # both processes still talk to each other afterwards
+    return {**common_facts(trainer), **result}
+
+
 # ---------------------------------------------------------------------------------------- stopping
 
 
@@ -181,6 +209,7 @@ def scenario_workers_forked(out: Path) -> dict:
 
 SCENARIOS = {
     "resume_unshared": scenario_resume_unshared,
+    "background_write_fails": scenario_background_write_fails,
     "stop_every_process": scenario_stop_every_process,
     "stop_one_process": scenario_stop_one_process,
     "workers": scenario_workers,

@@ -218,3 +218,23 @@ def test_a_summary_that_fits_stays_on_one_line_and_a_long_one_becomes_aligned_ro
         "  metric_2             2.0000   metric_3             3.0000",
         "  metric_4             4.0000   a_much_longer_name  12.5000",
     ]
+
+
+def test_a_non_scalar_value_is_printed_as_its_shape(capsys):
+    class RecordsAnImage(MoveModulesToDeviceCallback):
+        def on_train_epoch_end(self, trainer, **kwargs):
+            trainer.run_history.update_metric("sample", torch.rand(3, 8, 8))
+
+    make_trainer(callbacks=[RecordsAnImage(), PrintMetricsCallback()]).train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1:"))
+    assert "sample: tensor[3, 8, 8]" in line and re.search(r"train_loss_epoch: \d\.\d{4}", line), line
+    assert format_metric_value({"a": list(range(50))}) == "<dict>"
+
+
+def test_the_progress_bar_shows_the_metrics_asked_for(capsys):
+    bar = ProgressBarCallback(file_refresh_interval_s=0.0, metrics=("train_loss_epoch", "not_recorded"))
+    make_trainer(callbacks=[bar]).train(make_tiny_dataset(16), num_epochs=2, per_device_batch_size=4)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch 2 train: 4/4")]
+    assert re.search(r"loss=\d\.\d{4} train_loss_epoch=\d\.\d{4}\]$", lines[-1]), lines
+    with pytest.raises(TypeError, match="sequence of metric names"):
+        ProgressBarCallback(metrics="eval_accuracy")

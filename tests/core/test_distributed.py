@@ -37,6 +37,7 @@ TORCHRUN_SCENARIOS = (
     "buffers_evaluate_empty_share",
     "buffers_predict_empty_share",
     "unfreeze_between_runs",
+    "per_item_loss",
 )
 
 
@@ -375,3 +376,13 @@ def test_unfrozen_parameters_stay_in_sync_when_training_again(torchrun_runs):
     frozen = same_on_every_process(results, "frozen_digest")
     assert same_on_every_process(results, "first_layer_digest") != frozen  # it trained after unfreezing
     same_on_every_process(results, "parameters_digest")
+
+
+def test_per_token_loss_on_two_processes_gives_the_gradients_of_one(torchrun_runs):
+    from .tiny_lm import TinyCausalLM, TokenSequences, pad_batch, reference_gradients
+
+    dataset = TokenSequences(16)  # 2 processes x 2 x 2 accumulated, in order: the first update sees rows 0-7
+    expected = reference_gradients(TinyCausalLM(), pad_batch([dataset[index] for index in range(8)]))
+    for result in torchrun_runs.results("per_item_loss"):
+        for got, want in zip(result["gradients"], expected):
+            torch.testing.assert_close(torch.tensor(got), want, rtol=1e-5, atol=1e-7)

@@ -106,3 +106,55 @@ def test_predict_and_evaluate_restore_the_models_mode():
     trainer.predict(make_tiny_dataset(4))
     trainer.evaluate(make_tiny_dataset(4))
     assert trainer.model.training
+
+
+def test_several_eval_sets_are_each_evaluated_and_named():
+    trainer = make_trainer()
+    sets = {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(8, seed=2)}
+    trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=sets, per_device_batch_size=8)
+    history = trainer.run_history
+    assert {"val_eval_loss_epoch", "ood_eval_loss_epoch"} <= set(history.get_metric_names())
+    assert "eval_loss_epoch" not in history.get_metric_names()
+    for name, dataset in sets.items():
+        records = history.get_metric_records(f"{name}_eval_loss_epoch")
+        assert [record.evaluation for record in records] == [name, name], "each set names its evaluation"
+        assert records[-1].value == pytest.approx(_reference_loss(trainer.get_model(), dataset), rel=1e-5)
+    assert set(trainer.evaluate()) == {"val_eval_loss", "ood_eval_loss"}  # no dataset: every set of the run
+    assert trainer.run_config.eval_dataloader_len == 2 + 1
+
+
+def test_a_list_of_eval_sets_is_refused_with_the_dict_to_pass_instead():
+    trainer = make_trainer()
+    with pytest.raises(TypeError, match=r"eval_dataset=\{'val': val_set, 'ood': ood_set\}"):
+        trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=[make_tiny_dataset(4), make_tiny_dataset(4)])
+    with pytest.raises(ValueError, match="not a usable name"):
+        trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset={"my set": make_tiny_dataset(4)})
+    samples = [(torch.zeros(4), torch.tensor(0))] * 4  # a list of samples is a dataset, not a list of sets
+    trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=samples, per_device_batch_size=4)
+
+
+def test_predict_leaves_per_batch_scalars_out_of_per_sample_outputs():
+    class TransformersLike(Trainer):
+        def calculate_batch_predictions(self, batch):
+            logits = self.model(batch[0])
+            return {"loss": logits.mean(), "logits": logits}
+
+    class TupleOutputs(Trainer):
+        def calculate_batch_predictions(self, batch):
+            logits = self.model(batch[0])
+            return logits.mean(), logits
+
+    dataset = make_tiny_dataset(10)
+    predictions = make_trainer(trainer_class=TransformersLike).predict(dataset, per_device_batch_size=4)
+    assert set(predictions) == {"logits"} and predictions["logits"].shape == (10, 3)
+    loss, logits = make_trainer(trainer_class=TupleOutputs).predict(dataset, per_device_batch_size=4)
+    assert loss is None and logits.shape == (10, 3)
+
+
+def test_predict_refuses_one_scalar_per_batch():
+    class OneScalar(Trainer):
+        def calculate_batch_predictions(self, batch):
+            return self.model(batch[0]).mean()
+
+    with pytest.raises(TypeError, match="one scalar for a batch of 4 samples"):
+        make_trainer(trainer_class=OneScalar).predict(make_tiny_dataset(8), per_device_batch_size=4)

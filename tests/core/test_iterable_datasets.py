@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, TrainerPlaceholderValues
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model

@@ -75,3 +75,18 @@ def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_pa
     )
     reports = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert reports == ["process group alive at exit: False"] * 2, out
+
+
+def test_accelerate_launch_starting_one_of_two_processes_is_refused(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\nfrom pytorch_accelerated.trainer import Trainer\n"
+        "model = torch.nn.Linear(2, 2)\nTrainer(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1))\n"
+        "print('created')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no accelerate config of the user's
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--main_process_port", str(_free_port()), str(script)]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0 and "created" not in result.stdout, result.stdout + result.stderr
+    assert "started one" in result.stderr and "--multi_gpu" in result.stderr, result.stderr[-2000:]

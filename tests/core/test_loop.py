@@ -325,3 +325,18 @@ def test_the_run_position_is_one_object_read_through_properties(tmp_path):
     trainer.save_training_state(tmp_path / "state")
     saved = json.loads((tmp_path / "state" / "training_state.json").read_text())["position"]
     assert {key: saved[key] for key in trainer.position.state_dict()} == trainer.position.state_dict()
+
+
+def test_a_run_resumed_with_more_steps_trains_them(tmp_path):
+    trainer = make_trainer()
+    data = make_tiny_dataset(80)  # 10 updates an epoch: max_num_train_steps=5 cuts the first
+    trainer.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=5)
+    trainer.save_training_state(tmp_path / "state")
+    resumed = make_trainer()
+    resumed.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=10, resume_from=tmp_path / "state")
+    assert resumed.completed_update_steps == 10, "extending a run by steps must train the extra updates"
+    again = make_trainer()
+    again.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=5, resume_from=tmp_path / "state")
+    assert again.completed_update_steps == 5 and again.run_history.get_metric_values("train_loss_epoch") == (
+        trainer.run_history.get_metric_values("train_loss_epoch")
+    ), "resumed with the same limit, the finished run records nothing more"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import BatchSampler, Dataset, SequentialSampler, TensorDataset
 
-from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues
+from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer import _checks, _forward_inputs
 from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset, make_tiny_model
 
@@ -134,6 +133,47 @@ def test_evaluate_on_an_empty_dataset_is_an_error_not_nan():
 def test_an_evaluation_dataloader_without_batches_is_an_error_not_nan():
     with pytest.raises(ValueError, match="evaluation dataloader has no batches.*drop_last"):
         make_trainer().evaluate(make_tiny_dataset(3), per_device_batch_size=4, dataloader_kwargs={"drop_last": True})
+
+
+class InputsOnly(Dataset):
+    """A dataset of bare tensors: no targets."""
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return make_tiny_dataset(16)[index][0]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "what"),
+    [
+        pytest.param(TensorDataset(make_tiny_dataset(16).tensors[0]), "lists of one item", id="inputs-only-dataset"),
+        pytest.param(InputsOnly(), "tensors", id="bare-tensors"),
+    ],
+)
+def test_batches_without_targets_are_named_at_the_first_step(dataset, what):
+    # before: "cross_entropy_loss(): argument 'target' (position 2) must be Tensor, not NoneType", from inside torch
+    trainer = make_trainer()
+    before = parameters_of(trainer.model)
+    message = rf"The batches have no targets: they are {what} \(the inputs only.*TensorDataset\(inputs, targets\)"
+    with pytest.raises(ValueError, match=message):
+        trainer.train(dataset, num_epochs=1, per_device_batch_size=4)
+    assert trained_nothing(trainer, before)
+
+
+def test_a_batch_size_in_the_dataloader_kwargs_other_than_per_device_batch_size_is_refused():
+    # before: it trained on batches of 4 while run_config, the trackers and the placeholders said 8
+    trainer = make_trainer()
+    before = parameters_of(trainer.model)
+    data = make_tiny_dataset(16)
+    with pytest.raises(ValueError, match=r"set batch_size=4, and per_device_batch_size is 8.*Pass per_device_batch_size=4"):
+        trainer.train(data, num_epochs=1, per_device_batch_size=8, train_dataloader_kwargs={"batch_size": 4})
+    assert trained_nothing(trainer, before)
+    with pytest.raises(ValueError, match=r"set batch_size=2, and per_device_batch_size is 8"):
+        trainer.train(data, num_epochs=1, eval_dataset=make_tiny_dataset(8), eval_dataloader_kwargs={"batch_size": 2})
+    trainer.train(data, num_epochs=1, per_device_batch_size=4, train_dataloader_kwargs={"batch_size": 4})
+    assert trainer.run_config.train_per_device_batch_size == trainer.train_dataloader.batch_size == 4
 
 
 class IndexedDataset(Dataset):

@@ -19,6 +19,7 @@ from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 from ..launching import REPO_ROOT, free_port, run_launch, tail
 from . import process_fault_scenarios as scenarios
+from .helpers import is_running
 
 NUM_PROCESSES = 2
 SCRIPT = Path(__file__).resolve().with_name("process_fault_scenarios.py").relative_to(REPO_ROOT)
@@ -50,7 +51,7 @@ def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list
 def fault_runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("process_faults")
     # the stop of one process breaks the process group: it runs last
-    return launch(["resume_unshared", "stop_every_process", "stop_one_process"], tmp_path)
+    return launch(["resume_unshared", "background_write_fails", "stop_every_process", "stop_one_process"], tmp_path)
 
 
 def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_what_each_saw(fault_runs):
@@ -67,6 +68,17 @@ def test_resume_where_one_process_sees_no_state_fails_on_every_process_naming_wh
             assert "file system that every process shares" in seen["message"], seen
     assert per_process[0]["latest"]["message"] == per_process[1]["latest"]["message"]
     assert "process 1: none found" in per_process[1]["latest"]["message"]
+
+
+def test_a_failed_background_write_is_raised_on_every_process_at_the_next_save_or_the_end(fault_runs):
+    _, results, _ = fault_runs
+    main, other = results["background_write_fails"]
+    for case, failed, raised_at in (("next_save", "step-2", 4), ("run_end", "step-8", 8)):
+        for result in (main[case], other[case]):
+            assert result["error_type"] == "CheckpointError", result
+            assert result["completed_update_steps"] == raised_at, result
+        assert f"{failed}' in the background failed: FileExistsError" in main[case]["message"], main[case]
+        assert f"{failed}' in the background; its error is in its output" in other[case]["message"], other[case]
 
 
 def test_stop_raised_on_every_process_at_the_same_step_stops_them_cleanly(fault_runs):
@@ -163,7 +175,6 @@ def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_
     """The forkserver (and the workers forked from it, whose watchdog watches the forkserver) used
     to outlive a SIGKILLed training process, holding hundreds of MB each; and a worker still starting
     when it was killed outlived the forkserver (seen under load)."""
-    import os
     import subprocess
 
     script = tmp_path / "killed.py"
@@ -176,16 +187,7 @@ def test_a_training_process_killed_with_sigkill_leaves_no_forkserver_behind(tmp_
     assert returncode == -9, (tmp_path / "err.txt").read_text()
     forkserver_pid, *worker_pids = map(int, (tmp_path / "out.txt").read_text().split())
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(map(_is_running, [forkserver_pid, *worker_pids])):
+    while time.monotonic() < deadline and any(map(is_running, [forkserver_pid, *worker_pids])):
         time.sleep(0.1)
-    assert not _is_running(forkserver_pid), "the forkserver outlived the training process"
-    assert not [pid for pid in worker_pids if _is_running(pid)], "a dataloader worker outlived the training process"
-
-
-def _is_running(pid: int) -> bool:
-    """Alive, not a zombie that its new parent (init, after the kill) has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not is_running(forkserver_pid), "the forkserver outlived the training process"
+    assert not list(filter(is_running, worker_pids)), "a dataloader worker outlived the training process"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ from torch.utils.data import Dataset, IterableDataset
 
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
+
+from ..launching import REPO_ROOT, free_port, run_launch, tail
+from . import stream_resume_scenario
 
 BATCH_SIZE = 4
 NUM_SAMPLES = 40  # 10 batches an epoch
@@ -124,16 +129,44 @@ def test_the_time_to_the_first_step_does_not_grow_with_the_position(tmp_path):
     assert loads_before_first_step == {1: BATCH_SIZE, 9: BATCH_SIZE}
 
 
-def test_a_dataset_with_a_generator_of_its_own_is_replayed_with_one_warning(tmp_path):
-    run(WithItsOwnGenerator(), [SaveThenStop(tmp_path / "state")])
-    dataset = WithItsOwnGenerator()
+def _warnings_of(action) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run(dataset, resume_from=tmp_path / "state")
-    messages = [str(w.message) for w in caught if "loading again the batches" in str(w.message)]
-    assert len(messages) == 1, messages
+        action()
+    return [str(warning.message) for warning in caught if "resum" in str(warning.message).lower()]
+
+
+def test_a_dataset_with_a_generator_of_its_own_that_it_leaves_is_replayed_exactly(tmp_path):
+    expected = final_state(run(WithItsOwnGenerator()))
+    run(WithItsOwnGenerator(), [SaveThenStop(tmp_path / "state")])
+    dataset = WithItsOwnGenerator()
+    state = tmp_path / "state"
+    messages = _warnings_of(lambda: assert_bitwise_equal(final_state(run(dataset, resume_from=state)), expected))
+    assert len(messages) == 1 and "loading again the batches the saved run had seen" in messages[0], messages
     assert "WithItsOwnGenerator.rng, a numpy.random._generator.Generator" in messages[0]
+    assert "The resume is exact" in messages[0]
     assert len(dataset.loaded) == 2 * NUM_SAMPLES  # the whole resumed epoch, replayed, and the next
+
+
+class DrawsFromItsOwnGenerator(Augmented):
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+
+    def __getitem__(self, index):
+        inputs, target = super().__getitem__(index)
+        return inputs + 0.1 * float(self.rng.standard_normal()), target
+
+
+def test_a_dataset_that_draws_from_a_generator_of_its_own_says_its_resume_is_not_exact(tmp_path):
+    # saved in the second epoch: the dataset's generator had drawn through the first, the resumed run's had not
+    run(DrawsFromItsOwnGenerator(), [SaveThenStop(tmp_path / "state", after=NUM_SAMPLES // BATCH_SIZE + 3)])
+    messages = _warnings_of(lambda: run(DrawsFromItsOwnGenerator(), resume_from=tmp_path / "state"))
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(
+        "This resume is not exact because the training dataset draws from a random generator of its own "
+        "(DrawsFromItsOwnGenerator.rng, a numpy.random._generator.Generator)"
+    ), messages[0]
 
 
 def test_an_iterable_dataset_with_a_state_dict_resumes_from_it_exactly_without_replaying(tmp_path):
@@ -176,6 +209,97 @@ def test_hf_datasets_streaming_from_local_files_resumes_from_its_state_exactly(t
         resumed = run(stream(), resume_from=tmp_path / "state", **kwargs)
     assert_bitwise_equal(final_state(resumed), expected)
     assert len(loaded) <= NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES + 10, "it read the rows before its position"
+
+
+def _json_lines(path, num_samples: int = NUM_SAMPLES):
+    inputs, targets = make_tiny_dataset(num_samples).tensors
+    path.write_text("".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist())))
+    return path
+
+
+def _collate_rows(rows):
+    return torch.stack([row["x"] for row in rows]), torch.stack([row["y"] for row in rows])
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
+def test_an_hf_stream_with_a_shuffle_buffer_resumes_exactly_by_reading_its_epoch_again(tmp_path, workers):
+    # its state_dict() does not hold the buffer's content: loaded from it, every weight differed (HF logged a line)
+    datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
+    path = _json_lines(tmp_path / "data.jsonl")
+
+    def stream():
+        rows = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
+        return rows.shuffle(seed=3, buffer_size=16).with_format("torch")
+
+    kwargs = {"max_num_train_steps": 100, "collate_fn": _collate_rows}
+    kwargs["train_dataloader_kwargs"] = {"num_workers": workers}
+    expected = final_state(run(stream(), **kwargs))
+    run(stream(), [SaveThenStop(tmp_path / "state")], **kwargs)
+    scramble()
+    messages = _warnings_of(
+        lambda: assert_bitwise_equal(final_state(run(stream(), resume_from=tmp_path / "state", **kwargs)), expected)
+    )
+    assert len(messages) == 1 and "The resume is exact" in messages[0], messages
+
+
+def test_an_hf_stream_shuffled_without_a_seed_says_its_resume_is_not_exact(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
+    path = _json_lines(tmp_path / "data.jsonl")
+
+    def stream():  # HF draws a seed of its own each time: the resumed run's buffer is seeded otherwise
+        rows = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
+        return rows.shuffle(buffer_size=16).with_format("torch")
+
+    kwargs = {"max_num_train_steps": 100, "collate_fn": _collate_rows}
+    run(stream(), [SaveThenStop(tmp_path / "state")], **kwargs)
+    messages = _warnings_of(lambda: run(stream(), resume_from=tmp_path / "state", **kwargs))
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("This resume is not exact because the stream's shuffle buffer is seeded otherwise")
+    assert ".shuffle(seed=..., buffer_size=...)" in messages[0]
+
+
+class Noisy(IterableDataset):
+    """A stream without state_dict that draws from torch's generator as it is read (augmentation)."""
+
+    def __iter__(self):
+        for inputs, target in make_tiny_dataset(NUM_SAMPLES):
+            yield inputs + 0.1 * torch.randn(4), target
+
+
+def test_a_stream_replayed_in_the_only_process_says_the_resume_is_exact(tmp_path):
+    kwargs = {"max_num_train_steps": 100}
+    expected = final_state(run(Noisy(), **kwargs))
+    run(Noisy(), [SaveThenStop(tmp_path / "state")], **kwargs)
+    scramble()
+    messages = _warnings_of(
+        lambda: assert_bitwise_equal(final_state(run(Noisy(), resume_from=tmp_path / "state", **kwargs)), expected)
+    )
+    assert len(messages) == 1, messages
+    said = f"loading again the batches the saved run had seen ({SAVED_AFTER}), because the iterable dataset Noisy has no"
+    assert said in messages[0], messages[0]
+    assert "The resume is exact" in messages[0] and "may differ" not in messages[0]
+
+
+def test_a_stream_replayed_on_two_processes_says_whether_the_resume_is_exact(tmp_path):
+    """Read in the main process, accelerate loads a batch ahead of the step: the draws of a stream that
+    draws as it is read fall elsewhere in a replay. Before, the warning said they "may differ"."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        str(Path(stream_resume_scenario.__file__).relative_to(REPO_ROOT)), str(out),
+    ]  # fmt: skip
+    status, output = run_launch(command, tmp_path)
+    assert status == 0, tail(output)
+    for rank in range(2):
+        results = json.loads((out / f"stream_rank{rank}.json").read_text())
+        for case, result in results.items():
+            assert len(result["warnings"]) == 1, (rank, case, result)
+            said_exact = "The resume is exact" in result["warnings"][0]
+            assert said_exact == result["exact"] == (case != "draws-in-the-main-process"), (rank, case, result)
+        inexact = results["draws-in-the-main-process"]["warnings"][0]
+        assert inexact.startswith("This resume is not exact because the training data drew random numbers"), inexact
+        assert "train_dataloader_kwargs={'num_workers': 1}" in inexact, inexact
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])

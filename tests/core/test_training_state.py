@@ -8,7 +8,6 @@ tests/callbacks/test_resume.py, with SaveTrainingStateCallback.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import random
 import re
@@ -31,6 +30,7 @@ from pytorch_accelerated.trainer import (
     list_training_states,
     seed_everything,
 )
+from pytorch_accelerated.trainer.safe_files import FILE_DIGEST, file_digest
 from pytorch_accelerated.trainer.state_format import _manifest_digest, read_manifest  # noqa
 from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
 
@@ -47,13 +47,14 @@ def make_model(hidden=16, seed=0):
 
 
 class SaveAtEverySavePoint(TrainerCallback):
-    def __init__(self, folder):
+    def __init__(self, folder, asynchronous=False):
         self.folder = Path(folder)
+        self.asynchronous = asynchronous
         self.saved: list[Path] = []
 
     def on_save_point(self, trainer, point, **kwargs):
         path = self.folder / f"{len(self.saved):03d}-{point}"
-        trainer.save_training_state(path)
+        trainer.save_training_state(path, asynchronous=self.asynchronous)
         self.saved.append(path)
 
 
@@ -383,7 +384,7 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"model": functools.partial(print, "unpickled!")}, shared)
     manifest = json.loads((path / "training_state.json").read_text())
     manifest["files"]["trainer.pt"] = shared.stat().st_size
-    manifest["sha256"]["trainer.pt"] = hashlib.sha256(shared.read_bytes()).hexdigest()  # a forged manifest too
+    manifest[FILE_DIGEST]["trainer.pt"] = file_digest(shared)  # a forged manifest too
     manifest["manifest_sha256"] = _manifest_digest(manifest)
     (path / "training_state.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
@@ -397,14 +398,14 @@ def test_a_failed_write_leaves_the_state_under_that_name_as_it_was(tmp_path, mon
 
     written = []
 
-    def fail_on_second_file(obj, file_path):
+    def fail_on_second_file(file_path, write):
         written.append(file_path)
         if len(written) == 2:
             raise OSError("disk full")
-        return real_save(obj, file_path)
+        return real_write(file_path, write)
 
-    real_save = training_state.atomic_torch_save
-    monkeypatch.setattr(training_state, "atomic_torch_save", fail_on_second_file)
+    real_write = training_state.write_with_digest
+    monkeypatch.setattr(training_state, "write_with_digest", fail_on_second_file)
 
     class SaveOverIt(TrainerCallback):
         def on_save_point(self, trainer, point, **kwargs):
@@ -495,7 +496,7 @@ def test_a_flipped_bit_in_a_weight_is_refused_by_name_and_a_folder_resumes_from_
         _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
 
     _check_the_damaged_newest_is_refused_and_the_one_before_resumes(
-        tmp_path, damage, r"trainer\.pt' is corrupted: its content no longer matches the SHA-256"
+        tmp_path, damage, r"trainer\.pt' is corrupted: its content no longer matches the digest \(xxh3_128\)"
     )
 
 
@@ -531,14 +532,55 @@ def test_a_flipped_bit_in_the_manifests_step_count_is_refused_and_a_folder_resum
     )
 
 
-def test_a_manifest_without_its_own_digest_still_loads(tmp_path):
-    # states written before the manifest had a digest of its own
+def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
+    # before, a manifest without digests loaded unchecked: a flipped bit in a weight (~9e36 off) went unnoticed
     path = _saved_state(tmp_path)
+    _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
     manifest = json.loads((path / "training_state.json").read_text())
-    del manifest["manifest_sha256"]
+    del manifest["manifest_sha256"], manifest[FILE_DIGEST]
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
-    assert read_manifest(path)["position"] == manifest["position"]
-    train_run(resume_from=path)
+    model = make_model()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"training_state\.json' has no 'manifest_sha256', which training-state format"):
+        train_run(resume_from=path, model=model)
+    assert_bitwise_equal(model.state_dict(), before)
+
+    manifest[FILE_DIGEST] = {"process_0.pt": file_digest(path / "process_0.pt")}
+    manifest["manifest_sha256"] = _manifest_digest(manifest)  # one digest left out, the manifest's own recomputed
+    (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
+        train_run(resume_from=path)
+
+
+def test_a_dataset_of_another_length_with_as_many_batches_is_refused_mid_epoch(tmp_path):
+    # 90 and 89 samples make 12 batches of 8 each: the settings matched, and the epoch went on in another order
+    path = tmp_path / "state"
+
+    class SaveAtUpdate2(TrainerCallback):
+        def on_save_point(self, trainer, point, **kwargs):
+            if point == "update" and trainer.completed_update_steps == 2:
+                trainer.save_training_state(path)
+
+    train_run([SaveAtUpdate2()], num_samples=90)
+    model = make_model(seed=1)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=re.escape("over other training data (dataset length 90 there, 89 here)")):
+        train_run(resume_from=path, model=model, num_samples=89)
+    assert_bitwise_equal(model.state_dict(), before)
+    train_run(resume_from=path, num_samples=90)
+
+
+def test_resume_from_a_checkpoint_file_says_it_is_one_and_names_load_checkpoint(tmp_path):
+    trainer = train_run(num_epochs=1)
+    trainer.save_checkpoint(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model\.pt' is a checkpoint written by save_checkpoint.*load_checkpoint"):
+        train_run(resume_from=tmp_path / "model.pt")
+    path = _saved_state(tmp_path)
+    with pytest.raises(CheckpointError, match=rf"trainer\.pt' is a file of the training state '{path}': pass that folder"):
+        train_run(resume_from=path / "trainer.pt")
+    (tmp_path / "notes.txt").write_text("not a state")
+    with pytest.raises(CheckpointError, match=r"notes\.txt' is a file; a training state is a folder that"):
+        train_run(resume_from=tmp_path / "notes.txt")
 
 
 def test_a_scheduler_of_another_class_is_refused_before_anything_is_applied(tmp_path):

@@ -1,6 +1,7 @@
 """The training-state format names where and how each large component is stored, so that a sharded
-model's weights and optimizer can later be stored another way (torch.distributed.checkpoint), and
-states of the previous format still load."""
+model's weights and optimizer can later be stored another way (torch.distributed.checkpoint); its
+files carry digests computed as they were written; states of the previous formats still load, and
+their damage is still found; one of a newer format is refused by name, never passed over."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_accelerated.trainer import CheckpointError, TrainerCallback, find_latest_training_state
+from pytorch_accelerated.trainer import (
+    CheckpointError,
+    TrainerCallback,
+    find_latest_training_state,
+    list_training_states,
+)
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state
+from pytorch_accelerated.trainer.safe_files import FILE_DIGEST, file_digest
 from pytorch_accelerated.trainer.state_format import _manifest_digest
 
-from .test_training_state import train_run
+from .test_training_state import SaveAtEverySavePoint, train_run
 
 # what format version 1 (trainer-core 0.3.0) wrote in training_state.json
 VERSION_1_FIELDS = {"format", "format_version", "saved_at", "num_processes", "position", "files", "sha256"}
@@ -42,6 +49,19 @@ def _manifest(path: Path) -> dict:
     return json.loads((path / "training_state.json").read_text())
 
 
+def _record(path: Path, manifest: dict, name: str) -> None:
+    """The size and digest of the file ``name`` in the manifest, as its writer records them."""
+    manifest["files"][name] = (path / name).stat().st_size
+    manifest[FILE_DIGEST][name] = file_digest(path / name)
+
+
+def _as_written_before_format_3(path: Path, manifest: dict) -> dict:
+    """The manifest with SHA-256 file digests, as formats 1 and 2 (trainer-core 0.3 and 0.4) recorded them."""
+    del manifest[FILE_DIGEST]
+    manifest["sha256"] = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    return manifest
+
+
 def _write_manifest(path: Path, manifest: dict) -> None:
     """Written as a trainer-core that wrote this content would: with its digest (none in version 1)."""
     manifest = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
@@ -53,7 +73,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(saved):
     path, _ = saved
     manifest = _manifest(path)
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert manifest["components"] == {
         "model": {"format": "torch.save", "file": "trainer.pt", "key": "model"},
         "optimizer": {"format": "torch.save", "file": "trainer.pt", "key": "optimizer"},
@@ -62,14 +82,35 @@ def test_the_manifest_names_where_and_how_the_model_and_optimizer_are_stored(sav
     assert {"model", "optimizer"} <= set(shared)
 
 
+def test_each_file_has_the_digest_of_its_bytes_in_the_manifest(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    assert sorted(manifest[FILE_DIGEST]) == sorted(manifest["files"]) == ["process_0.pt", "trainer.pt"]
+    for name, digest in manifest[FILE_DIGEST].items():
+        assert digest == file_digest(path / name), f"{name}: the digest computed while writing is not the file's"
+
+
 def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
     path, expected = saved
-    manifest = _manifest(path)
+    manifest = _as_written_before_format_3(path, _manifest(path))
     del manifest["components"], manifest["manifest_sha256"]  # the files are what version 1 wrote; only the manifest says more now
     manifest["format_version"] = 1
     assert set(manifest) == VERSION_1_FIELDS
     _write_manifest(path, manifest)
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_state_of_format_version_2_still_loads_and_its_sha256_digests_find_damage(saved):
+    path, expected = saved
+    manifest = _as_written_before_format_3(path, _manifest(path))
+    manifest["format_version"] = 2
+    _write_manifest(path, manifest)
+    assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+    content = bytearray((path / "process_0.pt").read_bytes())
+    content[len(content) // 2] ^= 0x01
+    (path / "process_0.pt").write_bytes(bytes(content))
+    with pytest.raises(CheckpointError, match=r"process_0\.pt' is corrupted: .* the digest \(sha256\) recorded"):
+        train_run(resume_from=path)
 
 
 def test_a_component_stored_in_a_file_of_its_own_loads(saved):
@@ -80,8 +121,7 @@ def test_a_component_stored_in_a_file_of_its_own_loads(saved):
     torch.save(shared, path / "trainer.pt")
     manifest = _manifest(path)
     for name in ("trainer.pt", "model.pt"):
-        manifest["files"][name] = (path / name).stat().st_size
-        manifest["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+        _record(path, manifest, name)
     manifest["components"]["model"] = {"format": "torch.save", "file": "model.pt", "key": "weights"}
     _write_manifest(path, manifest)
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
@@ -92,8 +132,7 @@ def test_a_component_stored_in_a_format_this_trainer_core_cannot_read_is_refused
     manifest = _manifest(path)
     manifest["components"]["model"] = {"format": "dcp", "folder": "model"}  # as a sharded save might store it
     (path / "trainer.pt").write_bytes(b"")  # refused before the files are loaded: reading this one would fail
-    manifest["files"]["trainer.pt"] = 0
-    manifest["sha256"]["trainer.pt"] = hashlib.sha256(b"").hexdigest()
+    _record(path, manifest, "trainer.pt")
     _write_manifest(path, manifest)
     with pytest.raises(CheckpointError, match=r"stores its model state in the format 'dcp', which this trainer-core cannot read"):
         train_run(resume_from=path)
@@ -129,3 +168,60 @@ def test_a_manifest_that_misstates_the_components_is_a_clear_error(saved, compon
     _write_manifest(path, manifest)
     with pytest.raises(CheckpointError, match=message):
         train_run(resume_from=path)
+
+
+def test_a_state_of_format_version_1_without_digests_loads_unchecked_with_a_warning(saved):
+    """trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
+    path, expected = saved
+    manifest = _manifest(path)
+    del manifest["components"], manifest["manifest_sha256"], manifest[FILE_DIGEST]
+    manifest["format_version"] = 1
+    _write_manifest(path, manifest)
+    with pytest.warns(UserWarning, match="written by trainer-core 0.2, without SHA-256 digests: its files are loaded"):
+        assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
+
+
+def test_a_manifest_missing_the_digest_of_one_file_is_refused_in_any_format(saved):
+    path, _ = saved
+    manifest = _manifest(path)
+    del manifest[FILE_DIGEST]["trainer.pt"]
+    _write_manifest(path, manifest)
+    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
+        train_run(resume_from=path)
+    manifest = _as_written_before_format_3(path, _manifest(path))
+    del manifest["sha256"]["trainer.pt"]
+    for version in (2, 1):
+        manifest["format_version"] = version
+        _write_manifest(path, manifest)
+        with pytest.raises(CheckpointError, match=rf"has no sha256 digest for \['trainer\.pt'\], where training-state format {version}"):
+            train_run(resume_from=path)
+
+
+class FindsTheLatestIn(TrainerCallback):
+    """What train(resume_from="latest") asks, as SaveTrainingStateCallback answers it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def latest_training_state(self):
+        return find_latest_training_state(self.folder)
+
+
+def test_a_state_of_a_newer_format_is_refused_by_name_and_never_set_aside(tmp_path):
+    # before, "latest" renamed it .damaged and resumed from an older state, whose run then wrote over its step
+    states = tmp_path / "states"
+    saver = SaveAtEverySavePoint(states)
+    train_run([saver], num_epochs=1)
+    newest = saver.saved[-1]
+    manifest = _manifest(newest)
+    manifest["format_version"] = 4  # as a newer trainer-core would write it, with its digest
+    _write_manifest(newest, manifest)
+    listed = sorted(path.name for path in states.iterdir())
+    refused = rf"'{newest}' was written by a newer trainer-core \(training-state format 4; .*\): upgrade trainer-core"
+    for resume_from, callbacks in (("latest", [FindsTheLatestIn(states)]), (states, []), (newest, [])):
+        with pytest.raises(CheckpointError, match=refused):
+            train_run(callbacks, resume_from=resume_from, num_epochs=1)
+    with pytest.raises(CheckpointError, match=refused):
+        list_training_states(states)
+    assert sorted(path.name for path in states.iterdir()) == listed, "a state was set aside or written"
+    assert _manifest(newest) == {**manifest, "manifest_sha256": _manifest(newest)["manifest_sha256"]}

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import pytorch_accelerated.examples
 from pytorch_accelerated.examples import accumulation_clipping_scheduler, custom_event, quickstart
@@ -183,16 +184,18 @@ def test_the_main_command_end_to_end(tmp_path):
     assert "Training stopped early: Early stopping" in completed.stdout
     assert "Loading the best checkpoint" in completed.stdout
 
-    rows = read_csv(run_dir / "metrics.csv")
-    epoch_rows, test_rows = rows[:-1], rows[-1:]
+    epoch_rows = read_csv(run_dir / "metrics.csv")
     assert len(epoch_rows) >= 5 and [int(row["epoch"]) for row in epoch_rows] == list(range(1, len(epoch_rows) + 1))
     assert max(float(row["eval_accuracy"]) for row in epoch_rows) > 0.9
-    assert float(test_rows[0]["test_eval_accuracy"]) == pytest.approx(test_accuracy, abs=1e-4)
 
     import torch
 
     checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
     assert checkpoint["eval_accuracy"] == pytest.approx(max(float(row["eval_accuracy"]) for row in epoch_rows))
+    # the test score is that of the best epoch's weights, loaded back: it is on that epoch's row
+    (test_row,) = [row for row in epoch_rows if row["test_eval_accuracy"]]
+    assert int(test_row["epoch"]) == checkpoint["epoch"] < len(epoch_rows), "the best epoch, not the last"
+    assert float(test_row["test_eval_accuracy"]) == pytest.approx(test_accuracy, abs=1e-4)
     for plot in ("loss_epoch.png", "accuracy.png", "metrics.png"):
         assert_is_png(run_dir / "plots" / plot)
 
@@ -348,3 +351,62 @@ def test_the_resumable_example_stopped_by_a_signal_continues_exactly(tmp_path):
     again = resumable.main([*settings, "--run-dir", str(run_dir)])  # a finished run only evaluates again
     assert again.resumed_from.name.endswith("-end") and again.test_accuracy == reference.test_accuracy
     assert (run_dir / "metrics.csv").read_text() == expected_log
+
+
+# ---------------------------------------------------------------------------------- issue 27
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_every_examples_help_shows_its_whole_summary_and_every_default(name, capsys):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (trainer-examples' extra)")
+    module = importlib.import_module(f"pytorch_accelerated.examples.{name}")
+    with pytest.raises(SystemExit):
+        (getattr(module, "parse_args", None) or module.main)(["--help"])
+    help_text = capsys.readouterr().out
+    description = " ".join(help_text.split("\n\n")[1].split())
+    summary = " ".join(module.__doc__.strip().split("\n\n")[0].split())
+    assert description == summary and summary.endswith("."), f"{name}: the description is cut: {description!r}"
+    options = re.split(r"\n(?=  -)", help_text.split("options:\n", 1)[1].split("\n\n")[0])
+    without_default = [option.split()[0] for option in options
+                       if "(default: " not in " ".join(option.split()) and "--help" not in option]  # fmt: skip
+    assert not without_default, f"{name}: options whose --help shows no default: {without_default}"
+
+
+def test_the_tensorboard_and_checkpoints_example_stopped_by_its_time_limit_goes_on_exactly(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pytorch_accelerated.callbacks import training_state
+    from pytorch_accelerated.examples import tensorboard_and_checkpoints as example
+    from safetensors.torch import load_file
+
+    settings = ["--num-epochs", "3", "--max-time", "00:00:00:40"]
+    reference = example.main([*settings, "--run-dir", str(tmp_path / "reference")])
+    assert not reference.stopped_by_time_limit and reference.completed_update_steps == 120
+
+    clock = {"now": 0.0}  # a clock that advances a second each time the time limit is checked
+    def a_second_later() -> float:
+        clock["now"] += 1
+        return clock["now"]
+
+    monkeypatch.setattr(training_state.time, "monotonic", a_second_later)
+    runs = []
+    while not runs or runs[-1].stopped_by_time_limit:  # a job at a time, as a scheduler runs them
+        runs.append(example.main([*settings, "--run-dir", str(tmp_path / "run")]))
+    assert len(runs) > 2 and runs[1].resumed_from is not None
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "reference" / "metrics.csv").read_text()
+
+    result = runs[-1]
+    assert [path.name for path in result.best_checkpoints] == [path.name for path in reference.best_checkpoints]
+    assert len(result.best_checkpoints) == 3 and all(path.is_file() for path in result.best_checkpoints)
+    best = torch.load(next(iter(result.best_checkpoints)), weights_only=True)["model_state_dict"]
+    exported = load_file(result.safetensors_path)
+    assert all(torch.equal(exported[name], best[name]) for name in best)
+
+    everything = {"images": 0, "histograms": 0, "scalars": 0}
+    events = EventAccumulator(str(result.tensorboard_dir), size_guidance=everything)
+    events.Reload()
+    assert {"first_layer_weights", "validation_digits"} <= set(events.Tags()["images"])
+    assert "first_layer_values" in events.Tags()["histograms"]
+    for name in ("val_eval_accuracy", "noisy_eval_accuracy", "train_loss_step", "lr"):
+        assert events.Scalars(name), name

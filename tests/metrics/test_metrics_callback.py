@@ -266,6 +266,40 @@ def test_inputs_that_do_not_fit_raise_an_error_naming_the_metric_and_inputs_fn()
         run_tiny_training(callbacks=[metrics], num_epochs=1)
 
 
+class CountUpdates(TrainerCallback):
+    updates = 0
+
+    def on_optimizer_step_end(self, trainer, **kwargs):
+        self.updates += 1
+
+
+@pytest.mark.parametrize("on_train", [False, True], ids=["eval-metric", "train-metric"])
+@pytest.mark.parametrize(
+    ("metric", "num_classes"),
+    [
+        (torchmetrics.Accuracy(task="multiclass", num_classes=2), 2),
+        # torchmetrics says nothing without validate_args: a wrong value, or an IndexError at compute
+        (torchmetrics.AUROC(task="multiclass", num_classes=4, validate_args=False), 4),
+    ],
+    ids=["accuracy", "auroc-unvalidated"],
+)
+def test_a_metric_of_the_wrong_number_of_classes_fails_before_the_first_update(metric, num_classes, on_train):
+    updates = CountUpdates()
+    expected = rf"'m' \(\w+\) was created with num_classes={num_classes}, but the model gives 3 class scores"
+    with pytest.raises(ValueError, match=rf"{expected}.*create it with num_classes=3"):
+        callbacks = [MetricsCallback({"m": metric}, on_train=on_train), updates]
+        run_tiny_training(callbacks=callbacks, num_epochs=1)
+    assert updates.updates == 0, "failed only after the first epoch's updates"
+
+
+def test_evaluate_alone_names_the_wrong_number_of_classes_at_its_first_step():
+    trainer = run_tiny_training(num_epochs=1).trainer
+    metric = torchmetrics.Accuracy(task="multiclass", num_classes=5)
+    trainer.callback_handler.add_callback(MetricsCallback({"m": metric}))
+    with pytest.raises(ValueError, match="num_classes=5, but the model gives 3 class scores"):
+        trainer.evaluate()
+
+
 def test_a_custom_inputs_fn_is_used():
     def predicted_labels(batch, batch_output, metric):
         return batch_output["model_outputs"].argmax(dim=1), batch[1]

@@ -7,8 +7,10 @@ This file (owned by trainer-core) does two things only:
   subpackages of other distributions are found whether they are installed normally, editable
   (a ``.pth`` path entry, as hatchling writes) or from the hatch workspace;
 - re-exports, lazily, the top-level names of pytorch-accelerated 0.1.61, so that
-  ``from pytorch_accelerated import Trainer`` works. ``import pytorch_accelerated`` imports
-  neither torch nor accelerate: a name is imported when it is first read.
+  ``from pytorch_accelerated import Trainer`` works, and its modules as attributes
+  (``pytorch_accelerated.callbacks`` after ``import pytorch_accelerated``, as 0.1.61's import
+  loaded them). ``import pytorch_accelerated`` imports neither torch nor accelerate: a name is
+  imported when it is first read.
 """
 
 import os as _os
@@ -28,14 +30,20 @@ def _extend_path(path: list[str], name: str) -> list[str]:
 
 __path__ = _extend_path(__path__, __name__)
 
-# name -> (module, attribute): read on first access, then cached in this module's namespace
+# name -> (module, its attribute or None for the module itself, the distribution that installs the module):
+# read on first access, then cached in this module's namespace
 _LAZY_EXPORTS = {
-    "Trainer": ("pytorch_accelerated.trainer", "Trainer"),
-    "TrainerPlaceholderValues": ("pytorch_accelerated.trainer", "TrainerPlaceholderValues"),
-    "notebook_launcher": ("accelerate", "notebook_launcher"),
+    "Trainer": ("pytorch_accelerated.trainer", "Trainer", "trainer-core"),
+    "TrainerPlaceholderValues": ("pytorch_accelerated.trainer", "TrainerPlaceholderValues", "trainer-core"),
+    "notebook_launcher": ("accelerate", "notebook_launcher", "accelerate"),
+    "trainer": ("pytorch_accelerated.trainer", None, "trainer-core"),
+    "tracking": ("pytorch_accelerated.tracking", None, "trainer-core"),
+    "run_config": ("pytorch_accelerated.run_config", None, "trainer-core"),
+    "utils": ("pytorch_accelerated.utils", None, "trainer-core"),
+    "callbacks": ("pytorch_accelerated.callbacks", None, "trainer-callbacks"),
 }
 
-__all__ = list(_LAZY_EXPORTS)
+__all__ = [name for name, (_, attribute, _) in _LAZY_EXPORTS.items() if attribute is not None]
 
 
 def __getattr__(name: str):
@@ -46,8 +54,15 @@ def __getattr__(name: str):
     elif name in _LAZY_EXPORTS:
         from importlib import import_module
 
-        module_name, attribute = _LAZY_EXPORTS[name]
-        value = getattr(import_module(module_name), attribute)
+        module_name, attribute, distribution = _LAZY_EXPORTS[name]
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            message = f"{module_name} is not installed: pip install {distribution}"
+            raise AttributeError(message, name=name) from None
+        value = module if attribute is None else getattr(module, attribute)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -10,7 +10,7 @@ import torch
 
 from pytorch_accelerated.trainer import TrainerCallback
 
-from .run_folders import IfExists, RunPath, check_if_exists
+from .run_folders import CHECKPOINT_IF_EXISTS_CHOICES, IfExists, RunPath
 
 
 class ModelEmaCallback(TrainerCallback):
@@ -40,14 +40,14 @@ class ModelEmaCallback(TrainerCallback):
         save_path: str | Path | None = "ema_model.pt",
         if_exists: IfExists = "new_version",
     ):
-        check_if_exists(if_exists, type(self).__name__, ("new_version", "error", "overwrite"))
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.use_warmup = use_warmup
         self.evaluate_during_training = evaluate_during_training
         self.metric_prefix = metric_prefix
-        self._run_path = RunPath(save_path, if_exists) if save_path is not None else None
+        owner, choices = type(self).__name__, CHECKPOINT_IF_EXISTS_CHOICES
+        self._run_path = None if save_path is None else RunPath(save_path, if_exists, owner, choices)
         self.num_updates = 0
         self.ema_state: dict[str, torch.Tensor] | None = None
         self._model_tensors: list[torch.Tensor] = []
@@ -67,7 +67,7 @@ class ModelEmaCallback(TrainerCallback):
 
     def on_training_run_start(self, trainer, **kwargs):
         if self._run_path is not None:
-            self._run_path.start_run(trainer, type(self).__name__)
+            self._run_path.start_run(trainer)
         model_state = trainer.get_model(keep_torch_compile=False).state_dict()
         if self.ema_state is None or self.ema_state.keys() != model_state.keys():
             self.ema_state = {name: tensor.detach().clone() for name, tensor in model_state.items()}

@@ -208,12 +208,20 @@ def _draw(axes, quantity: str, curves: dict[str, Curve], marks: _RunMarks, best_
     values = [y for _, ys in curves.values() for y in ys]
     if "loss" in quantity and min(values) > 0 and max(values) > 10 * min(values):
         axes.set_yscale("log")  # a loss falls by orders of magnitude: the late epochs stay readable
+    elif _is_fraction(quantity, [*values, *(marks.scores or {}).get(quantity, {}).values()]):
+        axes.set_ylim(-0.03, 1.03)  # a score from 0 to 1 (accuracy): its whole scale, every point inside
     words = _words(quantity)
     axes.set(xlabel="update step", ylabel=words)
     axes.set_title(words[:1].upper() + words[1:], pad=14)  # above the epoch labels
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    # below the axes: it hides no point
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
+
+
+def _is_fraction(quantity: str, values: list[float]) -> bool:
+    """Whether a quantity is a score from 0 to 1 (accuracy, F1): its values are, and it is no loss or lr."""
+    return not ({"loss", "lr"} & set(quantity.split("_"))) and all(0.0 <= value <= 1.0 for value in values)
 
 
 def _mark_epoch_ends(axes, epoch_ends: list[tuple[int, int]]) -> None:

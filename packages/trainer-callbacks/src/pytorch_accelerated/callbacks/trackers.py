@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from accelerate import tracking
 from accelerate import utils as accelerate_utils
 from accelerate.tracking import GeneralTracker
@@ -76,6 +78,13 @@ class TrackerCallback(MetricsLoggerCallback):
     later (its server went away mid-run) is warned about once and dropped; training goes on.
     MLflow's own request timeout and retries are bounded (10 s, 2 retries) unless the environment
     sets ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``.
+
+    By default (``log_every_n_steps="auto"``) the training loss and the learning rate are logged
+    per update, about 20 points in a short run and every 50 updates in a long one, read only at
+    the updates logged. Values that are not numbers go to the trackers that show them: on
+    TensorBoard a tensor or array of 2 or 3 dimensions (``(3, H, W)``, ``(H, W)``, ``(H, W, 3)``)
+    as an image, of 4 as a batch of images, of 1 as a histogram, a string as text; the others are
+    skipped with one warning per name. :meth:`get_tracker` reaches each tracker for anything else.
     """
 
     def __init__(
@@ -85,12 +94,13 @@ class TrackerCallback(MetricsLoggerCallback):
         logging_dir: str | os.PathLike = "runs",
         config: Mapping[str, Any] | None = None,
         init_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: int | Literal["auto"] | None = "auto",
         on_unreachable: OnUnreachable = "warn",
         if_exists: Literal["new_version", "append"] = "new_version",
+        log_learning_rate: bool = True,
     ):
-        super().__init__(log_every_n_steps)
-        self._folder = RunFolder(logging_dir, if_exists)
+        super().__init__(log_every_n_steps, log_learning_rate)
+        self._folder = RunFolder(logging_dir, if_exists, owner=type(self).__name__)
         if on_unreachable not in ("warn", "error"):
             raise ValueError(f"on_unreachable must be 'warn' or 'error', got {on_unreachable!r}.")
         self.project_name = project_name
@@ -103,6 +113,13 @@ class TrackerCallback(MetricsLoggerCallback):
         self._config_stored = False
         self._left_out: set[str] = set()  # trackers found unreachable for this training run
         self._started: list[GeneralTracker] = []
+        # the latest step logged and its rows: a resumed run hides from TensorBoard what the
+        # interrupted run logged from that step on (it logs it again), so these are logged again too
+        self._last_step: int | None = None
+        self._last_step_rows: list[dict[str, Any]] = []
+        self._hide_from: int | None = None  # set by load_state_dict: the step a resumed writer purges from
+        self._trainer = None  # the trainer of the current run or evaluation, for get_tracker
+        self._is_main = True
 
     # ------------------------------------------------------------------ set-up
 
@@ -138,14 +155,58 @@ class TrackerCallback(MetricsLoggerCallback):
         """The folder under which the trackers that write locally write this run."""
         return self._folder.path
 
+    def get_tracker(self, name: str, unwrap: bool = False):
+        """The tracker ``name`` of the current run, as accelerate's ``Accelerator.get_tracker`` returns it:
+        its ``GeneralTracker``, or with ``unwrap=True`` the tracker's own object (TensorBoard's
+        ``SummaryWriter``, the ``wandb`` run, the ``mlflow`` module), for images, histograms, tables
+        and the rest of its API. On the other processes, which start no tracker, an empty
+        ``GeneralTracker`` whose methods do nothing (guard unwrapped calls with
+        ``trainer.is_world_process_zero``). Call it during a training run or an ``evaluate()``, from a
+        callback's events.
+
+        Args:
+            name: the tracker's name (``"tensorboard"``, ``"wandb"``, ... or your tracker's ``name``).
+            unwrap: return the tracker's own object rather than accelerate's wrapper.
+        """
+        names = [tracker_name(entry) for entry in self.trackers]
+        if name not in names:
+            raise ValueError(f"{type(self).__name__} has no tracker {name!r}; its trackers: {names}.")
+        if not self._is_main:
+            return GeneralTracker(_blank=True)
+        if not self._is_open and self._trainer is not None:
+            self._open(self._trainer)  # a resumed run opens the trackers when it first writes
+        tracker = next((started for started in self._started if tracker_name(started) == name), None)
+        if tracker is None:
+            why = "was dropped (see the warning)" if name in self._left_out else "runs only during a run"
+            raise RuntimeError(
+                f"{type(self).__name__}: the {name} tracker {why}: call get_tracker from a callback's event "
+                "during train() or evaluate()."
+            )
+        return tracker.tracker if unwrap else tracker
+
     # ------------------------------------------------------------------ events
 
     def on_training_run_start(self, trainer, **kwargs):
         self.run_ids = {}  # every training run starts new tracker runs (a resumed one gets its own back)
         self._config_stored = False
         self._left_out = self._unreachable_trackers(trainer)
+        self._last_step, self._last_step_rows, self._hide_from = None, [], None  # a resumed run's: its state
         self._folder.start_run(trainer)
+        self._trainer, self._is_main = trainer, trainer.is_world_process_zero
         super().on_training_run_start(trainer, **kwargs)
+
+    def on_evaluation_run_start(self, trainer, **kwargs):
+        self._trainer, self._is_main = trainer, trainer.is_world_process_zero
+        super().on_evaluation_run_start(trainer, **kwargs)
+
+    def on_training_run_end(self, trainer, **kwargs):
+        super().on_training_run_end(trainer, **kwargs)
+        self._trainer = None
+
+    def on_evaluation_run_end(self, trainer, **kwargs):
+        super().on_evaluation_run_end(trainer, **kwargs)
+        if not self._in_training_run:
+            self._trainer = None
 
     def on_training_run_error(self, trainer, error, **kwargs):
         self._in_training_run = False
@@ -162,6 +223,7 @@ class TrackerCallback(MetricsLoggerCallback):
                 tracker = self._guarded(entry, "start", lambda: self._start(entry, trainer))
                 if tracker is not None:
                     self._started.append(tracker)
+        self._hide_from = None  # once, by the resumed run's first writer
         if not self._config_stored:
             configuration = self.run_configuration(trainer)
             for tracker in list(self._started):
@@ -173,6 +235,21 @@ class TrackerCallback(MetricsLoggerCallback):
         values = {**metrics, "epoch": epoch}
         for tracker in list(self._started):
             self._guarded(tracker, "log", lambda: tracker.log(values, step=step))
+        if self._last_step is None or step > self._last_step:
+            self._last_step, self._last_step_rows = step, []
+        if step == self._last_step:
+            self._last_step_rows.append(values)
+
+    def write_non_scalars(self, values, *, epoch, step):
+        for name, value in values.items():
+            shown = False
+            for tracker in list(self._started):
+                if tracker.name == "tensorboard":
+                    show = functools.partial(show_on_tensorboard, tracker.tracker, name, value, step)
+                    shown = self._guarded(tracker, "log", show)
+            if not shown:
+                why = "none of its trackers shows it (TensorBoard: 2-4 dimensions as images, 1 as histograms)"
+                self.skip_with_warning(name, value, why)
 
     def close(self) -> None:
         self._finish(failed_status=None)
@@ -181,6 +258,7 @@ class TrackerCallback(MetricsLoggerCallback):
         return {
             **super().state_dict(), **self._folder.state_dict(),
             "run_ids": dict(self.run_ids), "config_stored": self._config_stored,
+            "last_step": self._last_step, "last_step_rows": list(self._last_step_rows),
         }  # fmt: skip
 
     def load_state_dict(self, state_dict):
@@ -188,6 +266,9 @@ class TrackerCallback(MetricsLoggerCallback):
         self.run_ids = dict(state_dict.get("run_ids", {}))
         self._folder.load_state_dict(state_dict)
         self._config_stored = state_dict.get("config_stored", True)
+        if "last_step" in state_dict:  # (states of trainer-callbacks 0.4.0 have none: nothing is hidden)
+            self._last_step, self._last_step_rows = state_dict["last_step"], state_dict["last_step_rows"]
+            self._hide_from = self._last_step if self._last_step is not None else 0
 
     # ------------------------------------------------------------------ what is logged
 
@@ -220,6 +301,9 @@ class TrackerCallback(MetricsLoggerCallback):
             else:
                 tracker = tracker_class(self.project_name, **kwargs)
         tracker.start()
+        if entry == "tensorboard" and self._hide_from is not None:
+            for values in self._last_step_rows:  # hidden by the purge with what came after them
+                tracker.log(values, step=self._last_step)
         run_id = _run_id_of(tracker)
         if run_id is not None:
             self.run_ids[tracker_name(entry)] = run_id
@@ -233,6 +317,9 @@ class TrackerCallback(MetricsLoggerCallback):
             _use_mlflow_tracking_uri(mlflow_tracking_uri(kwargs.pop("tracking_uri", None), self.logging_dir))
             if run_id is not None:
                 kwargs["run_id"] = run_id
+        elif name == "tensorboard" and self._hide_from is not None:
+            # a reader (TensorBoard, its EventAccumulator) hides what the interrupted run logged from here on
+            kwargs.setdefault("purge_step", self._hide_from)
         elif name == "wandb":
             folder = Path(kwargs.setdefault("dir", str(self.run_folder(trainer))))
             folder.mkdir(parents=True, exist_ok=True)
@@ -295,6 +382,32 @@ class TrackerCallback(MetricsLoggerCallback):
                 stacklevel=2,
             )
         return set(problems)
+
+
+def show_on_tensorboard(writer, name: str, value, step: int) -> bool:
+    """Log ``value`` with TensorBoard's ``writer`` as what it looks like: an image (2 dimensions, or 3
+    with 1, 3 or 4 channels first or last), images (4 dimensions, NCHW), a histogram (1 dimension)
+    or text (a string). False for anything else."""
+    if isinstance(value, str):
+        writer.add_text(name, value, global_step=step)
+        return True
+    if not hasattr(value, "ndim"):
+        return False
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+    if value.ndim == 1:
+        writer.add_histogram(name, value, global_step=step)
+    elif value.ndim == 2:
+        writer.add_image(name, value, global_step=step, dataformats="HW")
+    elif value.ndim == 3 and (value.shape[0] in (1, 3, 4) or value.shape[-1] in (1, 3, 4)):
+        channels_first = value.shape[0] in (1, 3, 4)
+        writer.add_image(name, value, global_step=step, dataformats="CHW" if channels_first else "HWC")
+    elif value.ndim == 4:
+        writer.add_images(name, value, global_step=step)
+    else:
+        return False
+    writer.flush()
+    return True
 
 
 def tracker_name(entry: str | GeneralTracker) -> str:
@@ -367,7 +480,9 @@ class TensorBoardLoggerCallback(TrackerCallback):
     (needs the ``tensorboard`` extra). Each run adds its own event file there, so nothing written
     before is lost (it does not version ``log_dir``: ``if_exists="append"``); a resumed run adds one too."""
 
-    def __init__(self, log_dir: str | os.PathLike, log_every_n_steps: int | None = None, **kwargs):
+    def __init__(
+        self, log_dir: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None = "auto", **kwargs
+    ):  # fmt: skip
         self.log_dir = Path(log_dir)
         # accelerate's TensorBoard tracker writes into logging_dir/project_name
         super().__init__(
@@ -389,7 +504,7 @@ class MLflowLoggerCallback(TrackerCallback):
         experiment_name: str = "pytorch_accelerated",
         run_name: str | None = None,
         tracking_uri: str | os.PathLike | None = None,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: int | Literal["auto"] | None = "auto",
         tags: Mapping[str, Any] | None = None,
         **kwargs,
     ):

@@ -1,10 +1,11 @@
-"""Callbacks that change how a run proceeds: step-based evaluation, batch limits, SyncBatchNorm."""
+"""Callbacks that change how a run proceeds: step-based evaluation, batch limits (``FastDevRun``,
+``OverfitBatches``), SyncBatchNorm."""
 
 from __future__ import annotations
 
 import torch
 
-from pytorch_accelerated.trainer import TrainerCallback
+from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback
 
 
 class StepBasedEvaluationCallback(TrainerCallback):
@@ -88,3 +89,99 @@ class ConvertSyncBatchNormCallback(TrainerCallback):
 
     def on_init_end(self, trainer, **kwargs):
         trainer.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainer.model)
+
+
+class FastDevRun(TrainerCallback):
+    """Lightning's ``fast_dev_run``: one epoch of ``num_batches`` training batches (to the end of
+    their accumulation window) and ``num_batches`` batches of each evaluation, then the run stops,
+    to find a bug in every part of a run in seconds. Add it to a run's callbacks:
+    ``callbacks=(*DEFAULT_CALLBACKS, FastDevRun())``. Evaluations outside training are cut short too.
+    The other callbacks run as usual (their files go to a fresh ``version_<n>`` folder).
+
+    Args:
+        num_batches: the batches of each training and evaluation epoch.
+    """
+
+    def __init__(self, num_batches: int = 1):
+        self._train = LimitBatchesCallback(num_batches)
+        self._eval = LimitEvalStepsCallback(num_batches)
+        self.num_batches = num_batches
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self._train.on_train_epoch_start(trainer)
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self._train.on_train_step_end(trainer)
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self._eval.on_eval_epoch_start(trainer)
+
+    def on_eval_step_end(self, trainer, **kwargs):
+        self._eval.on_eval_step_end(trainer)
+
+    def on_training_run_epoch_end(self, trainer, **kwargs):
+        raise StopTrainingError(
+            f"FastDevRun: {self.num_batches} training and evaluation batch(es) ran through every part of the "
+            "run; remove FastDevRun to train."
+        )
+
+    def state_dict(self):
+        return {"train": self._train.state_dict(), "eval": self._eval.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        self._train.load_state_dict(state_dict["train"])
+        self._eval.load_state_dict(state_dict["eval"])
+
+
+class OverfitBatches(TrainerCallback):
+    """Lightning's ``overfit_batches``: every epoch trains on the same first ``num_batches`` batches
+    (to the end of their accumulation window) and evaluates ``num_batches`` batches of each
+    evaluation set, so that a model that can learn drives the training loss towards 0. The same
+    batches need data in the same order every epoch: a shuffling training dataloader is refused
+    when the run starts, naming ``train_dataloader_kwargs={"shuffle": False}`` (Lightning turns
+    shuffling off itself; the Trainer builds its dataloader before any callback runs).
+
+    Args:
+        num_batches: the batches of each training and evaluation epoch.
+    """
+
+    def __init__(self, num_batches: int):
+        self._train = LimitBatchesCallback(num_batches)
+        self._eval = LimitEvalStepsCallback(num_batches)
+        self.num_batches = num_batches
+
+    def on_training_run_start(self, trainer, **kwargs):
+        if _shuffles(trainer.train_dataloader):
+            raise ValueError(
+                f"OverfitBatches({self.num_batches}) trains on the same batches every epoch, but the "
+                "training dataloader shuffles: pass train(..., train_dataloader_kwargs={'shuffle': False})."
+            )
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self._train.on_train_epoch_start(trainer)
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self._train.on_train_step_end(trainer)
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self._eval.on_eval_epoch_start(trainer)
+
+    def on_eval_step_end(self, trainer, **kwargs):
+        self._eval.on_eval_step_end(trainer)
+
+    def state_dict(self):
+        return {"train": self._train.state_dict(), "eval": self._eval.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        self._train.load_state_dict(state_dict["train"])
+        self._eval.load_state_dict(state_dict["eval"])
+
+
+def _shuffles(dataloader) -> bool:
+    """Whether a (prepared) dataloader draws a random order: a ``RandomSampler`` under its batch samplers."""
+    samplers = [getattr(dataloader, "sampler", None)]
+    batch_sampler = getattr(dataloader, "batch_sampler", None)
+    while batch_sampler is not None:
+        samplers.append(getattr(batch_sampler, "sampler", None))
+        batch_sampler = getattr(batch_sampler, "batch_sampler", None)
+    return any(isinstance(sampler, torch.utils.data.RandomSampler) for sampler in samplers)

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -28,8 +29,10 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class SaveTrainingStateCallback(TrainerCallback):
     """Saves the full training state (``Trainer.save_training_state``) into folders inside
     ``save_dir``: every ``save_every_n_steps`` optimizer updates, every ``save_every_n_epochs``
-    epochs and/or every ``save_every_n_minutes`` minutes, and when the run starts and ends. Only
-    the newest ``max_checkpoints`` are kept (all of them with ``None``).
+    epochs and/or every ``save_every_n_minutes`` minutes, when the run starts, and when it ends
+    (unless ``save_at_end=False``). Only the newest ``max_checkpoints`` (3) are kept (all of them
+    with ``None``). The arguments after ``save_dir`` are keyword-only (0.1.61 took its second positional
+    argument as ``save_every_n_epochs``).
 
     Resume an interrupted run with ``trainer.train(..., resume_from="latest")``: the same script
     then starts a new run the first time and continues the newest complete state after that. The
@@ -42,8 +45,17 @@ class SaveTrainingStateCallback(TrainerCallback):
       save a state at the next update (or epoch end) and stop the run cleanly; a second signal
       acts as it would have without this callback. Signals are handled only when ``train`` runs
       in the main thread.
+    - With ``max_time`` (Lightning's name: ``"03:50:00"``, ``"00:03:50:00"``, a ``timedelta`` or
+      seconds), the same happens once this ``train()`` call has run that long (a job's time
+      limit): the state saved continues the run with ``resume_from="latest"``, with a time budget
+      of its own; ``stopped_by_time_limit`` says so.
     - A run that does not resume refuses a ``save_dir`` that already holds training states, so
       one run's states are never pruned or mixed with another's.
+    - With ``asynchronous=True``, a save blocks training only while the state is copied to host
+      memory; the main process writes it in the background (``Trainer.save_training_state``), one
+      at a time, and the run's end waits for it. A state saved on a signal, and at the run's end,
+      is written before training goes on. While a state is written, the ``max_checkpoints`` before
+      it are kept: a folder never holds fewer complete states than that.
 
     On several processes, the signal and the timer are agreed on at every update with one tiny
     collective on the CPU (gloo), so the processes stop and save together.
@@ -52,16 +64,31 @@ class SaveTrainingStateCallback(TrainerCallback):
     ``step-00000160-epoch-4-end`` after an epoch, ``step-00000163-end`` at the run's end
     (``-stopped`` when it was stopped early); ``saved_paths`` lists those this callback wrote, and
     ``stopped_by_signal`` names the signal that stopped the last run (None if none did).
+
+    Args:
+        save_dir: the folder the states are saved in (``"training_states"``, as in 0.1.61).
+        save_every_n_steps: save after every this many optimizer updates.
+        save_every_n_epochs: save after every this many epochs.
+        save_every_n_minutes: save at the first update after this many minutes since the last save.
+        save_at_end: save when the run ends (a run stopped by a signal has saved already).
+        max_checkpoints: how many of the newest states to keep (3); ``None`` keeps all.
+        handle_signals: save and stop on SIGTERM or SIGINT.
+        max_time: save and stop once this ``train()`` call has run this long.
+        asynchronous: write the states in the background (see above).
     """
 
     def __init__(
         self,
-        save_dir: str | os.PathLike,
+        save_dir: str | os.PathLike = "training_states",
+        *,
         save_every_n_steps: int | None = None,
         save_every_n_epochs: int | None = None,
         save_every_n_minutes: float | None = None,
-        max_checkpoints: int | None = None,
+        save_at_end: bool = True,
+        max_checkpoints: int | None = 3,
         handle_signals: bool = True,
+        max_time: str | timedelta | float | None = None,
+        asynchronous: bool = False,
     ):
         for name, value in (
             ("save_every_n_steps", save_every_n_steps),
@@ -76,8 +103,14 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.save_every_n_steps = save_every_n_steps
         self.save_every_n_epochs = save_every_n_epochs
         self.save_every_n_minutes = save_every_n_minutes
+        self.save_at_end = save_at_end
         self.max_checkpoints = max_checkpoints
         self.handle_signals = handle_signals
+        self.asynchronous = asynchronous
+        self.max_time = parse_max_time(max_time)
+        #: Whether ``max_time`` stopped the last run (after saving a state that continues it).
+        self.stopped_by_time_limit = False
+        self._run_started_at = 0.0
         self.saved_paths: list[Path] = []
         self._signal_received: int | None = None
         #: The name of the signal that stopped the last run ("SIGTERM", "SIGINT"), or None.
@@ -99,21 +132,30 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.stopped_by_signal = None
         self._stopped_early = False
         self._last_saved_position = None
-        self._last_save_time = time.monotonic()
+        self._last_save_time = self._run_started_at = time.monotonic()
+        self.stopped_by_time_limit = False
         self._install_signal_handlers()
-        if trainer.num_processes > 1 and (self.handle_signals or self.save_every_n_minutes):
+        if trainer.num_processes > 1 and (self.handle_signals or self.save_every_n_minutes or self.max_time):
             self._flags_group = _cpu_process_group()
 
     def on_save_point(self, trainer, point, **kwargs):
         if point == "run_start":
-            self._save(trainer, point)  # from here on, an interruption resumes instead of starting again
+            # from here on, an interruption resumes instead of starting again
+            self._save(trainer, point, self.asynchronous)
             return
         if point == "run_end":
             self._save_at_run_end(trainer)
             return
-        signal_number, time_is_up = self._agreed_triggers(trainer)
-        if signal_number or time_is_up or self._is_due(trainer, point):
-            self._save(trainer, point)
+        signal_number, time_is_up, out_of_time = self._agreed_triggers(trainer)
+        if signal_number or time_is_up or out_of_time or self._is_due(trainer, point):
+            stops = signal_number or out_of_time
+            self._save(trainer, point, self.asynchronous and not stops)  # a state the run stops at is written first
+        if out_of_time and not signal_number:
+            self.stopped_by_time_limit = True  # the state saved is one to continue from
+            raise StopTrainingError(
+                f"Stopped at the time limit ({self.max_time}): the training state is saved in "
+                f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
+            )
         if signal_number:
             self.stopped_by_signal = signal.Signals(signal_number).name  # the state saved is one to continue from
             raise StopTrainingError(
@@ -126,6 +168,8 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     def on_training_run_end(self, trainer, **kwargs):
         self._release()
+        if self.asynchronous:
+            self._prune(trainer)  # the run's end waited for the last state written in the background
 
     def on_training_run_error(self, trainer, error, **kwargs):
         self._release()
@@ -146,29 +190,39 @@ class SaveTrainingStateCallback(TrainerCallback):
         every = self.save_every_n_epochs
         return every is not None and (trainer.run_history.current_epoch - 1) % every == 0
 
-    def _agreed_triggers(self, trainer) -> tuple[int, bool]:
-        """(the signal received by any process, or 0; whether the main process's timer ran out)."""
-        minutes = self.save_every_n_minutes
-        time_is_up = minutes is not None and time.monotonic() - self._last_save_time >= 60 * minutes
-        flags = [self._signal_received or 0, int(time_is_up and trainer.is_world_process_zero)]
+    def _agreed_triggers(self, trainer) -> tuple[int, bool, bool]:
+        """(the signal received by any process, or 0; whether the main process's timer ran out; whether
+        it reached ``max_time``)."""
+        now, minutes = time.monotonic(), self.save_every_n_minutes
+        time_is_up = minutes is not None and now - self._last_save_time >= 60 * minutes
+        limit = self.max_time.total_seconds() if self.max_time is not None else None
+        out_of_time = limit is not None and now - self._run_started_at >= limit
+        main = trainer.is_world_process_zero
+        flags = [self._signal_received or 0, int(time_is_up and main), int(out_of_time and main)]
         if self._flags_group is not None:
             agreed = torch.tensor(flags, dtype=torch.int64)
             torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX, group=self._flags_group)
             flags = agreed.tolist()
-        return flags[0], bool(flags[1])
+        return flags[0], bool(flags[1]), bool(flags[2])
 
     def _save_at_run_end(self, trainer) -> None:
-        if self.stopped_by_signal is None and self._position(trainer) != self._last_saved_position:
+        if not self.save_at_end or self.stopped_by_signal is not None or self.stopped_by_time_limit:
+            return
+        if self._position(trainer) != self._last_saved_position:
             self._save(trainer, "run_end")
 
     # ------------------------------------------------------------------ saving and pruning
 
-    def _save(self, trainer, point: str) -> None:
+    def _save(self, trainer, point: str, asynchronous: bool = False) -> None:
         path = self.save_dir / self._folder_name(trainer, point)
-        trainer.save_training_state(path)
+        trainer.save_training_state(path, asynchronous=asynchronous)
         self.saved_paths.append(path)
         self._last_saved_position = self._position(trainer)
         self._last_save_time = time.monotonic()
+        self._prune(trainer)
+
+    def _prune(self, trainer) -> None:
+        """Keep the newest ``max_checkpoints`` complete states (one being written is not listed yet)."""
         if trainer.is_world_process_zero and self.max_checkpoints is not None:
             for old in list_training_states(self.save_dir)[: -self.max_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -289,6 +343,23 @@ class _SignalDispatcher:
 
 
 _SIGNALS = _SignalDispatcher()
+
+
+def parse_max_time(max_time: str | timedelta | float | None) -> timedelta | None:
+    """``max_time`` as a ``timedelta``: Lightning's ``"DD:HH:MM:SS"`` or ``"HH:MM:SS"``, or seconds."""
+    if max_time is None or isinstance(max_time, timedelta):
+        duration = max_time
+    elif isinstance(max_time, str):
+        parts = max_time.split(":")
+        if len(parts) not in (3, 4) or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(f"max_time must be 'DD:HH:MM:SS' or 'HH:MM:SS' (Lightning's), got {max_time!r}.")
+        days, hours, minutes, seconds = [0] * (4 - len(parts)) + [int(part) for part in parts]
+        duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    else:
+        duration = timedelta(seconds=max_time)
+    if duration is not None and duration <= timedelta(0):
+        raise ValueError(f"max_time must be longer than 0, got {max_time!r}.")
+    return duration
 
 
 def _cpu_process_group():

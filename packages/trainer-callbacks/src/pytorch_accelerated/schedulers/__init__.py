@@ -9,18 +9,13 @@ Subclass :class:`StatefulSchedulerBase` to schedule any param-group field.
 """
 
 from .cosine_scheduler import CosineLrScheduler
-from .scheduler_base import StatefulSchedulerBase
+from .scheduler_base import SCHEDULER_BASE_NOT_KEPT, StatefulSchedulerBase
 from .wsd_scheduler import WSDLrScheduler
 
 __all__ = ["StatefulSchedulerBase", "CosineLrScheduler", "WSDLrScheduler"]
 
 # pytorch-accelerated 0.1.61's name that is not kept: reading it raises an ImportError saying what to write.
-_NOT_KEPT = {
-    "SchedulerBase": "subclass StatefulSchedulerBase, which counts the updates itself and passes "
-    "get_updated_values(num_updates) the number of updates completed; a stateless scheduler (timm's) is "
-    "stepped from a Trainer subclass whose scheduler_step() calls "
-    "self.scheduler.step_update(num_updates=self.completed_update_steps)",
-}
+_NOT_KEPT = {"SchedulerBase": SCHEDULER_BASE_NOT_KEPT}
 
 
 def __getattr__(name: str):

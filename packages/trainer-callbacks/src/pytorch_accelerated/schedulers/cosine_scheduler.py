@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 
 from pytorch_accelerated.trainer import TrainerPlaceholderValues
 
 from ._arguments import check_number, check_positive_int, epochs_to_steps, lr_end_points, resolve
+from ._state_0161 import cosine_settings_from_0161, is_cosine_state_0161
 from .scheduler_base import StatefulSchedulerBase
 
 
@@ -92,6 +94,18 @@ class CosineLrScheduler(StatefulSchedulerBase):
             return lr_min
         progress = steps_into_decay**self.k_decay / self.num_decay_steps**self.k_decay
         return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`, or one saved by pytorch-accelerated 0.1.61: its
+        settings are read as this scheduler's, and its update count is kept as 0.1.61 counted it
+        (from -1), so that the continued run uses the learning rates 0.1.61 would have used.
+
+        Args:
+            state_dict: the state to restore.
+        """
+        if is_cosine_state_0161(state_dict):
+            state_dict = {**self.state_dict(), **cosine_settings_from_0161(state_dict)}
+        super().load_state_dict(state_dict)
 
     def _check_phases_fit(self) -> None:
         if self.num_decay_steps < 1:

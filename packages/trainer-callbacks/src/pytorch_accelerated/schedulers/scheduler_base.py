@@ -10,6 +10,26 @@ from typing import Any
 
 import torch
 
+from ._arguments import check_non_negative_int
+
+# pytorch-accelerated 0.1.61's stateless base class is not kept: the error says what to write instead.
+SCHEDULER_BASE_NOT_KEPT = (
+    "subclass StatefulSchedulerBase, which counts the updates itself and passes "
+    "get_updated_values(num_updates) the number of updates completed; a stateless scheduler (timm's) "
+    "is stepped from a Trainer subclass whose scheduler_step() calls "
+    "self.scheduler.step_update(num_updates=self.completed_update_steps)"
+)
+
+
+def __getattr__(name: str):
+    if name == "SchedulerBase":
+        raise ImportError(
+            f"{__name__}.SchedulerBase (pytorch-accelerated 0.1.61) is not kept: {SCHEDULER_BASE_NOT_KEPT}. "
+            "See MIGRATING.md.",
+            name=name,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class StatefulSchedulerBase(ABC):
     """Schedules one field of every optimizer param group (``"lr"`` by default); the Trainer calls
@@ -48,6 +68,16 @@ class StatefulSchedulerBase(ABC):
     def step(self) -> None:
         """Count one optimizer update and set the value for the next one."""
         self.num_updates += 1
+        self._apply_values()
+
+    def step_update(self, num_updates: int) -> None:
+        """Set the value for the update that follows ``num_updates`` completed updates, and count
+        from there (0.1.61's and timm's call, for a loop that counts the updates itself).
+
+        Args:
+            num_updates: the number of optimizer updates completed so far.
+        """
+        self.num_updates = check_non_negative_int("num_updates", num_updates)
         self._apply_values()
 
     def get_last_values(self) -> list[float]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from ._arguments import check_positive_int
 from ._warnings import warn_user
@@ -98,8 +99,34 @@ def check_train_arguments(
     check_clip("gradient_clip_norm", gradient_clip_norm)
     check_scheduler_fn(create_scheduler_fn)
     check_not_empty(train_dataset, "train_dataset", "training")
-    if eval_dataset is not None:
+    if isinstance(eval_dataset, Mapping):
+        named_eval_sets(eval_dataset, "train()")
+    elif eval_dataset is not None:
+        _check_not_a_list_of_datasets(eval_dataset)
         check_not_empty(eval_dataset, "eval_dataset", "evaluation")
+
+
+def named_eval_sets(eval_sets: Mapping, where: str) -> Mapping:
+    """Several evaluation sets by name: non-empty, named by non-empty strings usable in metric names."""
+    if not eval_sets:
+        raise ValueError(f"{where} got an empty dict of evaluation sets: pass at least one, or None.")
+    for name, dataset in eval_sets.items():
+        if not isinstance(name, str) or not name or any(character.isspace() for character in name):
+            raise ValueError(
+                f"{where}'s evaluation sets are named in metric names ({{name}}_eval_loss_epoch): {name!r} is not "
+                "a usable name; use short strings without spaces, such as 'val' and 'ood'."
+            )
+        check_not_empty(dataset, f"eval_dataset[{name!r}]", "evaluation")
+    return eval_sets
+
+
+def _check_not_a_list_of_datasets(eval_dataset) -> None:
+    if isinstance(eval_dataset, (list, tuple)) and eval_dataset and all(isinstance(item, Dataset) for item in eval_dataset):
+        raise TypeError(
+            f"eval_dataset is a {type(eval_dataset).__name__} of {len(eval_dataset)} datasets: pass several evaluation "
+            "sets as a dict that names each, eval_dataset={'val': val_set, 'ood': ood_set}; each is evaluated "
+            "after every epoch and its metrics recorded under its name (val_eval_loss_epoch, ood_eval_loss_epoch)."
+        )
 
 
 def check_scheduler_fn(create_scheduler_fn) -> None:
@@ -166,8 +193,10 @@ def check_dataloader_not_empty(dataloader, name: str) -> None:
 def dataloader_kwargs(batch_size: int, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
     """A DataLoader's keyword arguments: the user's ``given`` ones over the trainer's ``defaults`` and
     ``batch_size``. A given ``sampler`` decides the order, a given ``batch_sampler`` the order and the
-    batch size: the defaults torch would reject next to them ("mutually exclusive") are left out."""
+    batch size: the defaults torch would reject next to them ("mutually exclusive") are left out. A given
+    ``batch_size`` other than ``batch_size`` is refused: the run's settings are sized from ``batch_size``."""
     given = dict(given or {})
+    _check_one_batch_size(batch_size, given.get("batch_size", batch_size))
     kwargs = {**defaults, "batch_size": batch_size}
     if given.get("batch_sampler") is not None:
         del kwargs["batch_size"]
@@ -175,6 +204,33 @@ def dataloader_kwargs(batch_size: int, defaults: dict[str, Any], given: dict[str
     elif given.get("sampler") is not None:
         kwargs.pop("shuffle", None)
     return {**kwargs, **given}
+
+
+def _check_one_batch_size(batch_size: int, given) -> None:
+    # None is torch's "no batching" (a dataset that yields whole batches), not another size
+    if given is not None and given != batch_size:
+        raise ValueError(
+            f"The dataloader keyword arguments set batch_size={given!r}, and per_device_batch_size is {batch_size}: "
+            f"the run's settings (trainer.run_config, what trackers log, TrainerPlaceholderValues) are sized from "
+            f"per_device_batch_size, so they would say {batch_size} while batches of {given!r} are loaded. Pass "
+            f"per_device_batch_size={given!r} instead, and leave batch_size out of the dataloader keyword arguments."
+        )
+
+
+def no_targets_error(batch) -> ValueError:
+    """The error for a loss function that failed on a batch without targets (inputs only)."""
+    if isinstance(batch, Mapping):
+        what = f"dicts without a 'labels' key (their keys: {sorted(batch)})"
+        fix = "Put the targets under 'labels'"
+    else:
+        what = "tensors" if isinstance(batch, torch.Tensor) else f"{type(batch).__name__}s of one item"
+        what += " (the inputs only, as a TensorDataset(inputs) gives)"
+        fix = "Give the dataset targets: TensorDataset(inputs, targets), or (inputs, target) from __getitem__"
+    return ValueError(
+        f"The batches have no targets: they are {what}, so the loss function was called as "
+        f"loss_func(model_outputs, None) and failed. {fix}; or pass loss_func=None to a Trainer whose model "
+        "returns its own loss, or override calculate_train_batch_loss / calculate_eval_batch_loss."
+    )
 
 
 def check_sampler_not_sharded_twice(dataloader, num_processes: int, name: str) -> None:
@@ -224,6 +280,18 @@ def check_batch_loss(batch_output, hook_name: str, training: bool) -> None:
         raise ValueError(
             f"{hook_name} returned a 'loss' that does not require grad, so backward cannot run: it was computed "
             "under torch.no_grad() or from detached tensors, or none of the model's parameters requires grad."
+        )
+
+
+def check_launched_as_asked(accelerator) -> None:
+    """``accelerate launch --num_processes 2`` without ``--multi_gpu`` (or a config) starts one process, silently."""
+    simple_launcher = "ACCELERATE_USE_CPU" in os.environ and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
+    if simple_launcher and accelerator.num_processes == 1:
+        raise RuntimeError(
+            "accelerate launch was asked for several processes but started one: its default launcher starts "
+            "several only with --multi_gpu (on CPUs too) or a config made with `accelerate config`. Run "
+            "`accelerate launch --multi_gpu --num_processes 2 train.py` (add --cpu on a machine without GPUs), or "
+            "`torchrun --nproc_per_node 2 train.py`."
         )
 
 

@@ -1,5 +1,5 @@
 """The dataloaders the loop reads: prepared for the processes (sharded by accelerate, workers
-started safely) and their batches moved to the trainer's device."""
+started safely, a time limit on their batches) and their batches moved to the trainer's device."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from accelerate.utils import DistributedType, send_to_device
 from torch.utils.data import DataLoader
 
 from . import _checks
-from .dataloader_workers import start_workers_safely
+from .dataloader_workers import limit_the_wait_for_a_batch, start_workers_safely
 
 
 def prepare_dataloader(accelerator: Accelerator, dataloader: DataLoader, train: bool, num_processes: int) -> DataLoader:
@@ -21,6 +21,7 @@ def prepare_dataloader(accelerator: Accelerator, dataloader: DataLoader, train: 
     _checks.check_sampler_not_sharded_twice(dataloader, num_processes, "training" if train else "evaluation")
     if not train:
         _checks.check_dataloader_not_empty(dataloader, "evaluation")
+    limit_the_wait_for_a_batch(dataloader)  # a __getitem__ that never returns fails instead of hanging
     if accelerator.distributed_type == DistributedType.NO:
         # One process: nothing to shard, and accelerate's wrapper costs ~50 us per batch;
         # batches are moved to the device by on_device instead.

@@ -1,15 +1,19 @@
 """The model and optimizer prepared for the processes by accelerate: wrapped once per model (and
-again under DDP after (un)freezing), and the torch optimizer the step may call directly."""
+again under DDP after (un)freezing; sharded under FSDP; a DeepSpeed engine configured with the run's
+sizes), and the torch optimizer the step may call directly."""
 
 from __future__ import annotations
 
+from types import MethodType
 from typing import Callable
 
 import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, convert_outputs_to_fp32
 from torch.nn.parallel import DistributedDataParallel
+
+from . import _sharding
 
 
 class ModelPreparation:
@@ -23,6 +27,8 @@ class ModelPreparation:
         """``(model, optimizer)`` ready for distributed training; ``get_model()``: the model unwrapped."""
         if self.prepared_model is None or model is not self.prepared_model:
             model, optimizer = accelerator.prepare(model, optimizer, device_placement=_placement(accelerator, optimizer))
+            if accelerator.is_fsdp2 and accelerator.mixed_precision in ("bf16", "fp16"):
+                _return_fp32_outputs(model)
             self._remember(model)
         elif isinstance(model, DistributedDataParallel) and trainable_parameter_ids(model) != self.trainable_when_wrapped:
             # DDP reduces the gradients of only the parameters that were trainable when it wrapped
@@ -30,6 +36,23 @@ class ModelPreparation:
             model = accelerator.prepare_model(get_model())
             self._remember(model)
         return model, optimizer
+
+    def configure_engine(self, accelerator: Accelerator, run_settings: tuple | None) -> None:
+        """A DeepSpeed engine's config filled before it is made, from a training run's
+        ``(per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)`` (``None``: evaluate or
+        predict before any run). Once made, its clipping is fixed: a run asking for another is refused
+        (DeepSpeed clips inside its step)."""
+        batch_size, accumulation_steps, clip_norm = run_settings or (1, 1, None)
+        if self.prepared_model is None:
+            _sharding.fill_deepspeed_config(accelerator, batch_size, accumulation_steps, clip_norm)
+            return
+        fixed = accelerator.deepspeed_config.get("gradient_clipping", 0.0)
+        if run_settings is not None and float(fixed) != float(clip_norm or 0.0):
+            raise ValueError(
+                f"The DeepSpeed engine was made with gradient_clipping={fixed} (by an earlier train(), "
+                "evaluate() or predict() of this Trainer), and DeepSpeed cannot change it: this run asks for "
+                f"gradient_clip_norm={clip_norm}. Create a new Trainer for it."
+            )
 
     def unwrapped(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` without the wrappers of distribution and ``torch.compile``."""
@@ -41,6 +64,16 @@ class ModelPreparation:
     def _remember(self, model: torch.nn.Module) -> None:
         self.prepared_model = model
         self.trainable_when_wrapped = trainable_parameter_ids(model)
+
+
+def _return_fp32_outputs(model: torch.nn.Module) -> None:
+    """FSDP2 returns its outputs in the low precision it computes in; DDP under autocast returns them in fp32
+    (accelerate's wrapper, reused here), and the loss and metrics are computed from them: as DDP, then."""
+    function = getattr(model.forward, "__func__", None)
+    if function is None:
+        model.forward = convert_outputs_to_fp32(model.forward)
+    else:
+        model.forward = MethodType(convert_outputs_to_fp32(function), model)
 
 
 def _placement(accelerator: Accelerator, optimizer) -> list | None:

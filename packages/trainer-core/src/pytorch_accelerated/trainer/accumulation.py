@@ -61,6 +61,45 @@ class AccumulationWindows:
         return None if filled == self.accumulation_steps else Window(self.accumulation_steps, filled, True)
 
 
+class WindowItems:
+    """The items (tokens) an accumulation window's losses are means over, counted on the device.
+
+    A batch that gives ``num_items_in_batch`` backpropagates its loss summed over its items; the update then
+    divides the gradients by the items of the whole global window (one all-reduce of the count on several
+    processes, none on one): the gradient of the global batch's mean loss over every item, whatever the
+    padding, the accumulation and the number of processes.
+
+    Args:
+        device: where the count is kept.
+    """
+
+    def __init__(self, device: torch.device):
+        self.count = torch.zeros((), dtype=torch.float32, device=device)
+        self.batches = 0
+
+    def summed(self, loss: torch.Tensor, num_items: torch.Tensor | int) -> torch.Tensor:
+        """``loss`` (a mean over ``num_items``) summed over its items, the items counted."""
+        self.count.add_(num_items)
+        self.batches += 1
+        return loss * num_items
+
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter], window: Window, accelerator) -> None:
+        """Divide the window's gradients by its items on every process, then count again from zero."""
+        if self.batches != window.filled:
+            raise ValueError(
+                f"num_items_in_batch was given for {self.batches} of the {window.filled} batches of an accumulation "
+                "window: return it from calculate_train_batch_loss for every batch, or for none."
+            )
+        total = accelerator.reduce(self.count, "sum") if accelerator.num_processes > 1 else self.count
+        # the processes' gradients were averaged (DDP, FSDP): the factor puts their number back
+        factor = accelerator.num_processes / total.clamp(min=1)
+        gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+        if gradients:
+            torch._foreach_mul_(gradients, factor)
+        self.count.zero_()
+        self.batches = 0
+
+
 def rescale_cut_window(parameters: Iterable[torch.nn.Parameter], window: Window) -> None:
     """Make the gradients of a window cut short (each batch's loss divided by the full ``window.size``)
     the mean over the batches it got: exact up to rounding. Once per epoch at most."""

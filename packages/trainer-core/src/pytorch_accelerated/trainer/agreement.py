@@ -6,8 +6,10 @@ Nothing here communicates during the loop's steps. The state to resume from is a
 in (torch.distributed's TCPStore), and only by the processes that raised
 :class:`StopTrainingError`: a process that did not raise it learns of the stop when its next
 collective fails (the stopping process has left), reads the reason from the store and fails
-with it. Written here because torch and accelerate offer neither: a collective cannot be
-cancelled, and a gloo process group can be broken only by its process ending.
+with it. A process whose training fails with any other error leaves it in the store the same
+way, so that the others, whose next collective fails once it has exited, name it. Written here
+because torch and accelerate offer neither: a collective cannot be cancelled, and a gloo process
+group can be broken only by its process ending.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ _run_numbers = itertools.count()  # every process runs train() as often as the o
 
 class ProcessesOutOfStepError(RuntimeError):
     """The processes of a distributed run stopped doing the same thing (one of them raised
-    :class:`StopTrainingError` and the others did not, or they stopped at different steps): the
-    run fails on every process, with the reason."""
+    :class:`StopTrainingError` and the others did not, or they stopped at different steps, or one
+    of them failed): the run fails on every process, with the reason."""
 
 
 def any_process(accelerator: Accelerator, flag: bool | torch.Tensor) -> bool:
@@ -68,8 +70,9 @@ def on_every_process(accelerator: Accelerator, action: Callable, what: str):
         error = caught
     if any_process(accelerator, error is not None):
         if error is not None:
-            raise error
-        raise CheckpointError(f"Another process failed to {what}; its error is in its output.")
+            raise _raised_on_every_process(error)
+        theirs = CheckpointError(f"Another process failed to {what}; its error is in its output.")
+        raise _raised_on_every_process(theirs)
     return result
 
 
@@ -86,15 +89,21 @@ def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | 
         error = caught
     seen = gather_object([_describe_training_state(accelerator.process_index, candidate, error)])
     if error is not None:
-        raise error
+        raise _raised_on_every_process(error)
     if len({found["identity"] for found in seen}) == 1:
         return candidate
     found = "; ".join(f"process {found['process']}: {found['summary']}" for found in seen)
-    raise CheckpointError(
+    raise _raised_on_every_process(CheckpointError(
         f"The processes found different training states to resume from (resume_from={str(resume_from)!r}): "
         f"{found}. Every process must resume from the same state: keep the training states on a file system "
         "that every process shares, or copy the same state folder to every machine and pass it as resume_from."
-    )
+    ))
+
+
+def _raised_on_every_process(error: Exception) -> Exception:
+    """``error``, marked as one that every process raises together: no process caused another's."""
+    error._raised_on_every_process = True  # exceptions take no weak references: the mark rides on it
+    return error
 
 
 def _describe_training_state(process_index: int, candidate: Path | None, error: Exception | None) -> dict:
@@ -126,8 +135,9 @@ class StopAgreement:
     - :meth:`agree`, called by a process that caught it: returns once every process has stopped
       at the same step (a clean stop); raises :class:`ProcessesOutOfStepError` if the others did
       not stop within :data:`STOP_AGREEMENT_TIMEOUT_S`, or stopped at other steps.
-    - :meth:`explain`, called with any other error: if a process stopped alone (the usual cause of
-      a failed collective here), raises :class:`ProcessesOutOfStepError` naming its reason.
+    - :meth:`explain`, called with any other error: if a process stopped alone or failed (the usual
+      causes of a failed collective here), raises :class:`ProcessesOutOfStepError` naming its reason;
+      otherwise leaves this process's error for the others to name, and returns.
 
     Args:
         accelerator: the run's accelerator (its processes and store).
@@ -177,17 +187,34 @@ class StopAgreement:
         self._fail(message, cause=error)
 
     def explain(self, error: Exception) -> None:
-        if self.store is None:
+        if self.store is None or getattr(error, "_raised_on_every_process", False):
             return
+        self._fail_if_another_stopped(error)
+        self._fail_if_another_failed(error)
+        self._set_quietly(self._failure_key(self.process_index), _summary(error))
+
+    def _fail_if_another_stopped(self, error: Exception) -> None:
         stops = self._published_stops()
-        if not stops:
-            return
-        reasons = "; ".join(f"process {stop['process']}: {stop['reason']}" for stop in stops)
-        self._fail(
-            f"StopTrainingError was raised on another process only ({reasons}), so this process's next "
-            f"collective failed ({_first_line(error)}).",
-            cause=error,
-        )
+        if stops:
+            reasons = "; ".join(f"process {stop['process']}: {stop['reason']}" for stop in stops)
+            self._fail(
+                f"StopTrainingError was raised on another process only ({reasons}), so this process's next "
+                f"collective failed ({_first_line(error)}).",
+                cause=error,
+            )
+
+    def _fail_if_another_failed(self, error: Exception) -> None:
+        # the same error as another's was raised on every process (the same bug there): not its cause
+        mine = _summary(error)
+        failures = [(index, reason) for index, reason in self._published_failures() if reason != mine]
+        if failures:
+            failed = "; ".join(f"process {index} ({reason})" for index, reason in failures)
+            message = (
+                f"Training failed on {failed}; this process failed after it ({_first_line(error)}). The run "
+                "fails on every process; the failing process's output has its traceback."
+            )
+            print(f"[process {self.process_index}] {message}", file=sys.stderr, flush=True)
+            raise ProcessesOutOfStepError(message) from error
 
     # ---------------------------------------------------------------- the store
 
@@ -207,6 +234,9 @@ class StopAgreement:
 
     def _key(self, process_index: int) -> str:
         return f"{self.prefix}/{process_index}"
+
+    def _failure_key(self, process_index: int) -> str:
+        return f"{self.prefix}/error/{process_index}"
 
     def _wait_for_every_stop(self) -> list[dict] | None:
         """Every process's stop, or None once one failed or the time is up."""
@@ -228,6 +258,17 @@ class StopAgreement:
             return []
         return stops
 
+    def _published_failures(self) -> list[tuple[int, str]]:
+        others = [index for index in range(self.num_processes) if index != self.process_index]
+        try:
+            return [
+                (index, self.store.get(self._failure_key(index)).decode())
+                for index in others
+                if self.store.check([self._failure_key(index)])
+            ]
+        except Exception:  # noqa: BLE001 - the store went with a failed process: the original error stands
+            return []
+
     def _set_quietly(self, key: str, value: str) -> None:
         try:
             self.store.set(key, value)
@@ -243,6 +284,13 @@ def _describe_position(position: list[int]) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _summary(error: BaseException) -> str:
+    """The error's first line, and its last where it has more: torch re-raises a dataloader worker's
+    error with its traceback, which ends with the original error."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return _first_line(error) if len(lines) < 2 else f"{_first_line(error)} ... {lines[-1]}"
 
 
 def _distributed() -> bool:

@@ -1,5 +1,6 @@
-"""How dataloader workers are started on several processes: never by forking a training process
-on a Python whose forked children can hang.
+"""Dataloader workers: how they start on several processes (never by forking a training process on
+a Python whose forked children can hang), how long a batch may take, and that they end with their
+training process.
 
 CPython before 3.11.10 (3.10.15, 3.9.20; fixed in 3.12) re-initializes the lock over its thread
 states only after using it in a forked child (gh-112275). When another thread holds that lock at
@@ -11,21 +12,34 @@ workers at every epoch, so there the trainer starts them from a clean single-thr
 method. The workers' random seeds come from the main process as with fork, so exact resume is
 unchanged; the dataset, collate_fn and worker_init_fn must be picklable (checked at set-up), and
 the script must start training under ``if __name__ == "__main__":``, since each worker imports it.
+
+Such workers leave SIGTERM to their training process (see ``_WorkerStart``), so that process ends
+them when it exits: multiprocessing's exit hook only sends SIGTERM and then waits, and a worker
+whose iterator an error's traceback keeps alive was never told to stop (the process hung at exit).
+
+A worker's batch has a time limit (``DEFAULT_TIMEOUT_S``, unless the dataloader has a ``timeout``):
+a ``__getitem__`` that never returns fails with torch's "DataLoader timed out" instead of hanging
+the run (on several processes, the others waited in a collective for good).
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import signal
 import sys
+import weakref
 from types import ModuleType
 
 from torch.utils.data import DataLoader
 
 #: The start method used where forking a training process can hang (see the module docstring).
 SAFE_START_METHOD = "forkserver"
+#: How long the main process waits for a batch from a dataloader's workers, unless it has a ``timeout``.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 def fork_can_hang(version_info=sys.version_info, implementation: str = sys.implementation.name) -> bool:
@@ -37,6 +51,16 @@ def fork_can_hang(version_info=sys.version_info, implementation: str = sys.imple
     if minor >= (3, 12):
         return False
     return minor not in fixed_in or version_info[2] < fixed_in[minor]
+
+
+def limit_the_wait_for_a_batch(dataloader: DataLoader) -> None:
+    """Give ``dataloader`` a ``timeout`` of :data:`DEFAULT_TIMEOUT_S` if it has workers and none.
+
+    Args:
+        dataloader: a DataLoader, changed in place; one without workers is left as it is.
+    """
+    if getattr(dataloader, "num_workers", 0) > 0 and not getattr(dataloader, "timeout", 0):
+        dataloader.timeout = DEFAULT_TIMEOUT_S
 
 
 def start_workers_safely(dataloader: DataLoader) -> None:
@@ -73,9 +97,38 @@ def _forkserver(dataloader: DataLoader):
     # module, the dataset's module and the modules the user's script uses (each worker runs the script's
     # imports again, as with spawn). A worker forked from it then starts almost as fast as one forked
     # from this process, where without these it would import them all again at every epoch.
-    context = multiprocessing.get_context(SAFE_START_METHOD)
+    context = _WorkerContext()
     context.set_forkserver_preload(_modules_workers_need(dataloader))
     return context
+
+
+# Windows has no forkserver (and never gets here: its workers are spawned, not forked)
+_ForkServerContext = getattr(multiprocessing.context, "ForkServerContext", object)
+
+
+class _WorkerContext(_ForkServerContext):
+    """The forkserver start method, keeping the workers it starts, to end them at exit."""
+
+    def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+        worker = super().Process(*args, **kwargs)
+        _started_workers.add(worker)
+        _end_workers_at_exit()
+        return worker
+
+
+@functools.cache
+def _end_workers_at_exit() -> None:
+    # multiprocessing's exit hook runs its finalizers before it terminates and joins its children
+    multiprocessing.util.Finalize(None, _end_workers_left, exitpriority=100)
+
+
+def _end_workers_left() -> None:
+    """End the workers still running: they ignore SIGTERM, which is all multiprocessing sends them."""
+    workers = [worker for worker in list(_started_workers) if worker.is_alive()]
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join(timeout=10)
 
 
 def _modules_workers_need(dataloader: DataLoader) -> list[str]:
@@ -148,5 +201,6 @@ def _importing_in_a_forkserver() -> bool:
 
 
 _forkserver_pid: int | None = None  # in the forkserver and its workers: the forkserver's pid
+_started_workers: weakref.WeakSet = weakref.WeakSet()  # in a training process: the workers it started
 _end_with_the_training_process()
 

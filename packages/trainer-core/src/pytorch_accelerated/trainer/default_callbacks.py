@@ -8,7 +8,7 @@ import shutil
 import sys
 import threading
 from numbers import Number
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -70,6 +70,17 @@ class TerminateOnNaNCallback(TrainerCallback):
     def on_train_epoch_end(self, trainer, **kwargs):
         self._check(trainer)
 
+    def check_for_nan_after_batch(self, batch_output: dict, step: str | None = None) -> None:
+        """Raise :class:`StopTrainingError` if one batch's loss is NaN or infinite (0.1.61's check, one
+        host-device read; the loop does not call it: it checks the running loss as described above).
+
+        Args:
+            batch_output: what ``calculate_train_batch_loss`` or ``calculate_eval_batch_loss`` returned.
+            step: the stage named in the message, e.g. ``"training"`` or ``"validation"``.
+        """
+        if not bool(torch.isfinite(batch_output["loss"]).all()):
+            raise StopTrainingError(f"Stopping training due to NaN loss in {step} step")
+
     def state_dict(self):
         return {"found_non_finite": self._has_non_finite_loss()}
 
@@ -105,17 +116,17 @@ class _Bar(tqdm):
     _lock = threading.RLock()
     monitor_interval = 0
 
-    def __init__(self, *args, read_loss: Callable[[], float | None] | None = None, plain_lines: bool = False, **kwargs):
-        self._read_loss = read_loss
+    def __init__(self, *args, read_postfix: Callable[[], str] | None = None, plain_lines: bool = False, **kwargs):
+        self._read_postfix = read_postfix
         self._plain_lines = plain_lines
         super().__init__(*args, **kwargs)
 
     @property
     def format_dict(self):
         values = super().format_dict
-        loss = self._read_loss() if self._read_loss is not None else None
-        if loss is not None:
-            values["postfix"] = f"loss={format_metric_value(loss)}"
+        postfix = self._read_postfix() if self._read_postfix is not None else ""
+        if postfix:
+            values["postfix"] = postfix
         return values
 
     def display(self, msg=None, pos=None):
@@ -132,27 +143,32 @@ _PLAIN_LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} batches [{elapsed}<{remaining}
 
 
 class ProgressBarCallback(TrainerCallback):
-    """One progress bar per training and per evaluation epoch, on the main process only (a
-    resumed epoch's bar starts where the saved run stopped).
+    """One progress bar per training and per evaluation epoch, on the main process only (a resumed
+    epoch's bar starts where the saved run stopped).
 
-    - On a terminal (or in a notebook): a tqdm bar, drawn once the epoch has run
-      ``refresh_interval_s`` seconds and redrawn at most that often (a redraw costs ~0.1-0.3 ms;
-      tqdm's default 0.1 s interval a few microseconds on every step of a fast loop). The
-      training bar shows ``loss=``: this process's running mean training loss of the epoch,
-      read from the device only when the bar is redrawn, never per step.
-    - Output redirected to a file (stderr not a terminal): a plain line, with the loss, every
-      ``file_refresh_interval_s`` seconds, and none for a shorter epoch; no carriage returns.
+    On a terminal or in a notebook, a tqdm bar redrawn at most every ``refresh_interval_s``; with output
+    redirected to a file, a plain line every ``file_refresh_interval_s`` (none for a shorter epoch). The
+    training bar shows ``loss=``, this process's running mean training loss of the epoch, and the latest
+    value of each metric in ``metrics``: all read only when the bar is redrawn, never per step.
+
+    Args:
+        refresh_interval_s: seconds between redraws on a terminal.
+        file_refresh_interval_s: seconds between lines in a file.
+        metrics: names of recorded metrics to show beside the loss (``"eval_accuracy"``, ``"lr"``).
     """
 
-    def __init__(self, refresh_interval_s: float = 0.5, file_refresh_interval_s: float = 30.0):
+    def __init__(self, refresh_interval_s: float = 0.5, file_refresh_interval_s: float = 30.0, metrics: Sequence[str] = ()):
         for name, value in (("refresh_interval_s", refresh_interval_s), ("file_refresh_interval_s", file_refresh_interval_s)):
             if not value >= 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}.")
+        if isinstance(metrics, str) or not all(isinstance(name, str) for name in metrics):
+            raise TypeError(f"metrics must be a sequence of metric names, such as ('eval_accuracy',); got {metrics!r}.")
         self.refresh_interval_s = refresh_interval_s
         self.file_refresh_interval_s = file_refresh_interval_s
+        self.metrics = tuple(metrics)
         self._bar: tqdm | None = None
 
-    def _open(self, trainer, total: int | None, description: str, initial: int = 0, read_loss=None) -> None:
+    def _open(self, trainer, total: int | None, description: str, initial: int = 0, read_postfix=None) -> None:
         live = _draws_live_bars(sys.stderr)
         interval = self.refresh_interval_s if live else self.file_refresh_interval_s
         self._bar = _Bar(
@@ -165,7 +181,7 @@ class ProgressBarCallback(TrainerCallback):
             mininterval=interval,
             delay=interval,  # an epoch shorter than one interval draws nothing: no line to clear
             bar_format=None if live else _PLAIN_LINE_FORMAT,
-            read_loss=read_loss,
+            read_postfix=read_postfix,
             plain_lines=not live,
         )
 
@@ -184,7 +200,7 @@ class ProgressBarCallback(TrainerCallback):
             _length_or_none(trainer.train_dataloader),
             f"epoch {trainer.run_history.current_epoch} train",
             initial=trainer.completed_epoch_batches,
-            read_loss=functools.partial(self._running_train_loss, trainer),
+            read_postfix=functools.partial(self._postfix, trainer),
         )
 
     def on_train_step_end(self, trainer, **kwargs):
@@ -206,10 +222,14 @@ class ProgressBarCallback(TrainerCallback):
     def on_stop_training_error(self, trainer, **kwargs):
         self._close()
 
-    @staticmethod
-    def _running_train_loss(trainer) -> float | None:
-        """This process's running mean training loss of the epoch: one read, when the bar is drawn."""
-        return trainer.running_train_loss.mean()
+    def _postfix(self, trainer) -> str:
+        """``loss=0.4321 eval_accuracy=0.9100``: read when the bar is drawn."""
+        loss = trainer.running_train_loss.mean()
+        shown = [("loss", loss)] if loss is not None else []
+        history = trainer.run_history
+        recorded = set(history.get_metric_names())
+        shown += [(name, history.get_latest_metric(name)) for name in self.metrics if name in recorded]
+        return " ".join(f"{name}={format_metric_value(value)}" for name, value in shown)
 
 
 def _draws_live_bars(stream) -> bool:
@@ -305,11 +325,19 @@ def format_metrics_summary(title: str, metrics: list[tuple[str, str]], width: in
 
 
 def format_metric_value(value) -> str:
-    """A short, readable rendering of a metric value (float, int, scalar tensor or other)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    """A short, readable rendering of a metric value: a number, a scalar tensor, or for anything larger
+    (an image, a histogram's values) its shape or type, never its whole content.
+
+    Args:
+        value: the value recorded.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return f"tensor{list(value.shape)}"
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Number):
-        return str(value)
+        text = str(value)
+        return text if len(text) <= 40 and "\n" not in text else f"<{type(value).__name__}>"
     if isinstance(value, int):
         return str(value)
     if value == 0 or not math.isfinite(value) or 1e-3 <= abs(value) < 1e5:

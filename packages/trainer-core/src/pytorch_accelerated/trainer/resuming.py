@@ -11,9 +11,11 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
-from .agreement import agree_on_training_state, on_every_process
+from ._warnings import warn_user
+from .agreement import agree_on_training_state, any_process, on_every_process
+from .async_saving import BackgroundWriter
 from .callbacks import CallbackHandler, TrainerCallback
-from .checkpointing import check_model_fits, load_model_state_dict, model_state_dict
+from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
 from .position import RunPosition
 from .random_state import capture_rng_state, check_rng_state_fits, restore_rng_state
@@ -21,7 +23,7 @@ from .run_config import TrainerRunConfig
 from .run_history import RunHistory
 from .running_loss import RunningLoss
 from .safe_files import CheckpointError, check_plain_data, to_cpu
-from .state_format import load_training_state, newest_of, resolve_training_state, write_training_state
+from .state_format import MANIFEST_NAME, load_training_state, newest_of, resolve_training_state, write_training_state
 
 
 @dataclass
@@ -82,6 +84,9 @@ class Resume:
         self.resumed_from: Path | None = None
         self._pending: _Pending | None = None
         self._epoch_start_rng: dict | None = None  # the random state the current epoch started from
+        self._background = BackgroundWriter(pin_memory=accelerator.device.type == "cuda")
+        self._writing: Path | None = None  # the state written in the background (known on every process)
+        self._ended = False
 
     # ------------------------------------------------------------------ the four points
 
@@ -111,24 +116,61 @@ class Resume:
         self.train_data.start_epoch(self._epoch_start_rng)
         return _EpochBatches(self._iterate_epoch)
 
-    def save(self, save_dir, point: str | None) -> Path:
+    def save(self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None, *, asynchronous=False) -> Path:
         """Save the run's state into the folder ``save_dir``: every process's part is gathered, the
-        main process writes. ``point`` is the save point reached, ``None`` inside a step."""
-        self._check_can_be_saved(point)
+        main process writes. ``point`` is the save point reached, ``None`` inside a step;
+        ``checkpoint_kwargs``, the user's plain data, is kept in the shared part. Asynchronous, the call
+        returns once the state is copied to host memory, and the main process writes it in the
+        background; a state still being written is waited for first (its error raised on every process)."""
+        self._check_can_be_saved(point, asynchronous)
+        check_plain_data(checkpoint_kwargs, "checkpoint_kwargs")
+        self._finish_writing()
         save_dir = Path(save_dir)
         own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
         states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
 
         def write() -> None:
-            if self.accelerator.is_main_process:
-                write_training_state(save_dir, self._shared_state(point), states, self._saved_position(point))
+            if not self.accelerator.is_main_process:
+                return
+            shared = self._shared_state(point)
+            if checkpoint_kwargs:  # returned by Trainer.load_training_state
+                shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
+            state = (shared, states, self._saved_position(point))
+            if asynchronous:
+                self._background.start(_write_copied_state(save_dir), state, f"the training state {str(save_dir)!r}")
+            else:
+                write_training_state(save_dir, *state)
 
-        on_every_process(self.accelerator, write, f"write the training state {str(save_dir)!r}")
+        doing = "copy the training state {} to host memory" if asynchronous else "write the training state {}"
+        on_every_process(self.accelerator, write, doing.format(repr(str(save_dir))))
+        self._writing = save_dir if asynchronous else None
         return save_dir
 
-    def end(self) -> None:
-        """The run ended (or failed): nothing loaded stays pending."""
-        self._pending = None
+    def end(self, error: BaseException | None = None) -> None:
+        """The run ended, or failed with ``error``: a state still being written is waited for (a failed
+        write raised on every process; after ``error``, only reported: the other processes may not be
+        here), the host copies are freed, and nothing loaded stays pending."""
+        self._pending, self._ended = None, True
+        try:
+            if error is None:
+                self._finish_writing()
+            elif self._writing is not None:
+                self._writing = None
+                self._background.wait()
+        except CheckpointError as write_error:
+            if error is None:
+                raise
+            warn_user(f"The run failed ({error!r}), and so did a training state's write: {write_error}")
+        finally:
+            self._background.close()
+
+    def _finish_writing(self) -> None:
+        """Wait for the state being written in the background; its error is raised on every process."""
+        if self._writing is None:
+            return
+        writing, self._writing = self._writing, None
+        what = f"write the training state {str(writing)!r} in the background"
+        on_every_process(self.accelerator, self._background.wait, what)
 
     # ------------------------------------------------------------------ resuming
 
@@ -141,7 +183,7 @@ class Resume:
             if latest is None:
                 self.accelerator.print("resume_from='latest': no training state has been saved yet; starting a new run.")
             return latest
-        return agree_on_training_state(self.accelerator, functools.partial(resolve_training_state, resume_from), resume_from)
+        return agree_on_training_state(self.accelerator, functools.partial(_resolve, resume_from), resume_from)
 
     def _latest_of_callbacks(self) -> Path | None:
         finders = [
@@ -195,7 +237,10 @@ class Resume:
             return self.train_data.batches(self.position.epoch_batches)
         # a state saved at the update that ended its epoch: the epoch has no batch left, only its end
         goes_on = not self.position.train_epoch_should_end(self.run_config.max_num_train_steps)
-        batches = self.train_data.batches(self.position.epoch_batches, self._restore_rng_at_position) if goes_on else iter(())
+        at_position = self._restore_rng_at_position
+        batches = self.train_data.batches(self.position.epoch_batches, at_position) if goes_on else iter(())
+        if self.train_data.replay_drew is not None:  # a replay that loaded ahead: exact unless a process drew
+            self.train_data.warn_replayed(any_process(self.accelerator, self.train_data.replay_drew))
         self._finish(epoch_goes_on=goes_on)
         return batches
 
@@ -212,7 +257,12 @@ class Resume:
 
     # ------------------------------------------------------------------ saving
 
-    def _check_can_be_saved(self, point: str | None) -> None:
+    def _check_can_be_saved(self, point: str | None, asynchronous: bool) -> None:
+        if asynchronous and self._ended:
+            raise CheckpointError(
+                "save_training_state(asynchronous=True) saves during a run, whose end waits for the write: "
+                "after train() returns, save with asynchronous=False."
+            )
         if point is None:
             raise CheckpointError(
                 "save_training_state was called in the middle of a training step, where a saved state would "
@@ -272,6 +322,7 @@ class Resume:
             "epoch_start_rng": self._epoch_start_rng if self.position.epoch_batches else None,
             "train_loss": self.train_loss.state_dict(),
             "train_data": self.train_data.state_dict(),
+            "data_order": self.train_data.data_order(),
             "callbacks": self._callback_states(per_process=True),
         }
 
@@ -310,7 +361,9 @@ class Resume:
                 "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
             )
         position = shared["position"]
-        if position["epoch_batches"] > 0 and not position["stopped"]:
+        mid_epoch = position["epoch_batches"] > 0 and not position["stopped"]
+        self.train_data.check_fits(own.get("data_order"), mid_epoch, where)
+        if mid_epoch:
             differences = [
                 f"{name} {saved} there, {now} here"
                 for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())
@@ -363,6 +416,29 @@ class Resume:
                 f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
                 f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
             )
+
+
+def _resolve(resume_from) -> Path:
+    """The training state ``resume_from`` names; a file is refused, named for what it is."""
+    path = Path(resume_from)
+    if not path.is_file():
+        return resolve_training_state(path)
+    where = f"resume_from={str(path)!r}"
+    if (path.parent / MANIFEST_NAME).is_file():
+        raise CheckpointError(f"{where} is a file of the training state {str(path.parent)!r}: pass that folder.")
+    if is_checkpoint_file(path):
+        raise CheckpointError(
+            f"{where} is a checkpoint written by save_checkpoint (weights, optimizer, scheduler), not a training "
+            "state: it holds no position, random state or run history to resume from. To start a new run from "
+            f"its weights, call trainer.load_checkpoint({str(path)!r}) before train() (without resume_from); to "
+            "resume exactly, pass a folder written by save_training_state (or SaveTrainingStateCallback)."
+        )
+    raise CheckpointError(f"{where} is a file; a training state is a folder that save_training_state writes: pass one.")
+
+
+def _write_copied_state(save_dir: Path) -> Callable[[tuple], Path]:
+    """What the background thread calls with the host copy of (shared state, per-process states, position)."""
+    return lambda state: write_training_state(save_dir, *state)
 
 
 class _EpochBatches:

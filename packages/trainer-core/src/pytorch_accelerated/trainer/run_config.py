@@ -129,7 +129,7 @@ _UNKNOWN_WITHOUT_LENGTH = frozenset({"train_dataloader_len", "num_update_steps_p
 
 
 def create_run_config(
-    accelerator: Accelerator, train_dataloader, eval_dataloader, num_epochs, batch_size, max_num_train_steps,
+    accelerator: Accelerator, train_dataloader, eval_dataloaders, num_epochs, batch_size, max_num_train_steps,
     accumulation_steps, clip_value, clip_norm,
 ) -> TrainerRunConfig:
     """The run's settings, once its dataloaders are built."""
@@ -142,9 +142,9 @@ def create_run_config(
     return TrainerRunConfig(
         num_epochs=num_epochs,
         train_per_device_batch_size=batch_size,
-        eval_per_device_batch_size=batch_size if eval_dataloader is not None else None,
+        eval_per_device_batch_size=batch_size if eval_dataloaders else None,
         train_dataloader_len=train_len,
-        eval_dataloader_len=_data.length_or_none(eval_dataloader) if eval_dataloader is not None else None,
+        eval_dataloader_len=_total_length(eval_dataloaders),
         gradient_accumulation_steps=accumulation_steps,
         num_update_steps_per_epoch=updates_per_epoch,
         max_num_train_steps=max_num_train_steps,
@@ -156,6 +156,12 @@ def create_run_config(
         is_world_process_zero=accelerator.is_main_process,
         mixed_precision=str(accelerator.mixed_precision),
     )
+
+
+def _total_length(dataloaders) -> int | None:
+    """The batches of every evaluation set together (``None``: none, or one of unknown length)."""
+    lengths = [_data.length_or_none(dataloader) for dataloader in dataloaders]
+    return None if not lengths or None in lengths else sum(lengths)
 
 
 def default_eval_batch_size(run_config: TrainerRunConfig | None) -> int:

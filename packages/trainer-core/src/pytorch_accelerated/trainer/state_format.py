@@ -5,10 +5,16 @@ A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, sc
 run history, position, shared callback states), one ``process_<i>.pt`` per process (its random
 generators, its running loss, its own run history (per-step values are each process's own), its
 own callback states) and ``training_state.json``, the manifest,
-written last: the file names, sizes and SHA-256 digests, the number of processes and the
+written last: the file names, sizes and digests, the number of processes and the
 position, as JSON. A folder whose replacement was killed between its two renames is put back
 under its name on resume and on the next write; a state whose files no longer match their
-digests is refused by name, and a folder of states falls back to the newest intact one.
+digests is refused by name, and a folder of states falls back to the newest intact one. A format-2
+manifest without its digests is damaged; format-1 ones (trainer-core 0.2) may have none, and load
+unchecked with a warning. A state of a newer format is refused by name (:class:`NewerFormatError`),
+never set aside or passed over: an older state resumed in its place would be written over it.
+
+Each file's digest is computed from its bytes as they are written (never read back): XXH3-128
+(``"xxh3_128"``) since format version 3, SHA-256 (``"sha256"``) before; both are checked on load.
 
 The manifest also names where each large component is stored and how (``"components"``, since
 format version 2): today the model's and the optimizer's state dicts are entries of
@@ -21,6 +27,7 @@ version 1 (no ``"components"``: both entries of ``trainer.pt``) still load.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,14 +36,25 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .safe_files import CheckpointError, atomic_torch_save, is_out_of_space, out_of_space_error, safe_torch_load, stored_bytes
+import torch
+
+from .safe_files import (
+    FILE_DIGEST,
+    CheckpointError,
+    file_digest,
+    is_out_of_space,
+    out_of_space_error,
+    safe_torch_load,
+    stored_bytes,
+    write_with_digest,
+)
 from ._warnings import warn_user
 
 MANIFEST_NAME = "training_state.json"
 SHARED_FILE_NAME = "trainer.pt"
 _FORMAT = "pytorch_accelerated.training_state"
-_FORMAT_VERSION = 2
-_READABLE_FORMAT_VERSIONS = (1, 2)
+_FORMAT_VERSION = 3  # 3: file digests XXH3-128, computed while writing (SHA-256 before)
+_READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: Where the large components are stored: entries of trainer.pt, each written with torch.save.
 #: Version 1 states stored them so without saying it.
 _COMPONENTS = {
@@ -46,6 +64,11 @@ _READABLE_COMPONENT_FORMATS = ("torch.save",)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
+
+
+class NewerFormatError(CheckpointError):
+    """A training state written in a format newer than this trainer-core reads: refused by name,
+    never set aside as damaged nor passed over for an older state."""
 
 
 def process_file_name(process_index: int) -> str:
@@ -59,32 +82,17 @@ def write_training_state(
     save_dir: str | os.PathLike, shared: dict[str, Any], per_process: list[dict[str, Any]], position: dict[str, Any]
 ) -> Path:
     """Write a training state folder (main process only), atomically: the files go to a hidden
-    folder beside ``save_dir``, which is renamed to ``save_dir`` once complete, so a folder under
-    that name is always complete, and one that was there survives a failed write."""
+    folder beside ``save_dir``, which is renamed to ``save_dir`` once complete and synced, so a
+    folder under that name is always complete, and one that was there survives a failed write."""
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_up_interrupted_writes(save_dir.parent)
     temporary = save_dir.with_name(f".{save_dir.name}.incomplete")
     temporary.mkdir()
     try:
-        atomic_torch_save(shared, temporary / SHARED_FILE_NAME)
-        for index, state in enumerate(per_process):
-            atomic_torch_save(state, temporary / process_file_name(index))
-        parts = sorted(temporary.iterdir())
-        files = {path.name: path.stat().st_size for path in parts}
-        manifest = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "num_processes": len(per_process),
-            "position": position,
-            "components": _COMPONENTS,
-            "files": files,
-            # read back from the disk, once per save: a later flipped bit is then detected on load
-            "sha256": {path.name: _sha256(path) for path in parts},
-        }
-        manifest[_MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
-        _write_json_atomically(manifest, temporary / MANIFEST_NAME)
+        files = _write_parts(temporary, shared, per_process)
+        _write_json(_manifest(files, len(per_process), position), temporary / MANIFEST_NAME)
+        _fsync_folder(temporary)
         _install_folder(temporary, save_dir)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -95,13 +103,34 @@ def write_training_state(
     return save_dir
 
 
-def _write_json_atomically(value, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    with open(partial, "w", encoding="utf-8") as file:
+def _write_parts(folder: Path, shared: dict, per_process: list[dict]) -> dict[str, tuple[int, str]]:
+    """Write the state's files into ``folder``, each synced: their sizes and digests, by name. (A
+    component stored another way, a sharded model's, would add its files here.)"""
+    parts = {SHARED_FILE_NAME: shared}
+    parts.update((process_file_name(index), state) for index, state in enumerate(per_process))
+    return {name: write_with_digest(folder / name, functools.partial(torch.save, part)) for name, part in parts.items()}
+
+
+def _manifest(files: dict[str, tuple[int, str]], num_processes: int, position: dict[str, Any]) -> dict[str, Any]:
+    manifest = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "num_processes": num_processes,
+        "position": position,
+        "components": _COMPONENTS,
+        "files": {name: size for name, (size, _) in sorted(files.items())},
+        FILE_DIGEST: {name: digest for name, (_, digest) in sorted(files.items())},
+    }
+    manifest[_MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
+    return manifest
+
+
+def _write_json(value, path: Path) -> None:
+    with open(path, "x", encoding="utf-8") as file:
         json.dump(value, file, indent=2)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 def _clean_up_interrupted_writes(folder: Path) -> None:
@@ -135,6 +164,8 @@ def recover_interrupted_replacements(folder: str | os.PathLike) -> None:
 def _is_complete(state_dir: Path) -> bool:
     try:
         read_manifest(state_dir)
+    except NewerFormatError:
+        return True  # complete, in a format this trainer-core does not read
     except (CheckpointError, OSError):  # OSError: another process renamed it meanwhile
         return False
     return True
@@ -145,14 +176,6 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
     byte in a value (a step count, a file's size or digest) no longer passes unseen."""
     content = json.loads(json.dumps({key: value for key, value in manifest.items() if key != _MANIFEST_DIGEST_KEY}))
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _install_folder(temporary: Path, final: Path) -> None:
@@ -184,9 +207,16 @@ def _fsync_folder(folder: Path) -> None:
 
 def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a training state folder, once it is shown complete: every file it lists
-    is there with its full size. Raises :class:`CheckpointError` naming what is wrong."""
+    is there with its full size, with the SHA-256 its format always carries. Raises
+    :class:`CheckpointError` naming what is wrong (:class:`NewerFormatError` for a state that a
+    newer trainer-core wrote, which is never taken for a damaged one)."""
     state_dir = Path(state_dir)
     manifest_path = state_dir / MANIFEST_NAME
+    if state_dir.is_file():
+        raise CheckpointError(
+            f"{str(state_dir)!r} is a file; a training state is a folder (Trainer.save_training_state writes one). "
+            "Pass the folder."
+        )
     if not state_dir.is_dir():
         raise CheckpointError(f"No training state at {str(state_dir)!r}: check the path.")
     if not manifest_path.is_file():
@@ -200,19 +230,11 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
-    recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)  # states written before trainer-core 0.4 have none
-    if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
-        raise CheckpointError(
-            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
-            "(a changed byte). Resume from another training state."
-        )
+    _check_format_version(state_dir, manifest)  # first: a newer format may check its content otherwise
+    _check_manifest_digest(manifest_path, manifest)
     if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
         raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
-    if manifest.get("format_version") not in _READABLE_FORMAT_VERSIONS:
-        raise CheckpointError(
-            f"{str(state_dir)!r} was written in training-state format {manifest.get('format_version')}; "
-            f"this trainer-core reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}."
-        )
+    _check_file_digests_listed(manifest_path, manifest)
     for name, size in manifest["files"].items():
         path = state_dir / name
         if not path.is_file():
@@ -225,30 +247,85 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _check_format_version(state_dir: Path, manifest: dict[str, Any]) -> None:
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > _FORMAT_VERSION:
+        raise NewerFormatError(
+            f"{str(state_dir)!r} was written by a newer trainer-core (training-state format {version}; this one reads "
+            f"formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}): upgrade trainer-core to resume from it. "
+            "It is left as it is, and no older state is used in its place."
+        )
+    if version not in _READABLE_FORMAT_VERSIONS:
+        raise CheckpointError(
+            f"{str(state_dir / MANIFEST_NAME)!r} is damaged: its format_version is {version!r} (this trainer-core "
+            f"reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}). Resume from another training state."
+        )
+
+
+def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> None:
+    """Manifests of format 2 and later always carry the SHA-256 of their own content; format 1 ones never did."""
+    recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)
+    if recorded_digest is None and manifest["format_version"] >= 2:
+        raise CheckpointError(
+            f"{str(manifest_path)!r} has no {_MANIFEST_DIGEST_KEY!r}, which training-state format "
+            f"{manifest['format_version']} always writes: it was edited or damaged, and its files cannot be "
+            "trusted. Resume from another training state."
+        )
+    if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
+        raise CheckpointError(
+            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
+            "(a changed byte). Resume from another training state."
+        )
+
+
+def _check_file_digests_listed(manifest_path: Path, manifest: dict[str, Any]) -> None:
+    """A digest for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at all."""
+    algorithm, digests = _file_digests(manifest)
+    if not digests and manifest["format_version"] == 1:
+        return  # loaded unchecked, with a warning (load_training_state)
+    missing = sorted(set(manifest["files"]) - set(digests))
+    if missing:
+        raise CheckpointError(
+            f"{str(manifest_path)!r} has no {algorithm} digest for {missing}, where training-state format "
+            f"{manifest['format_version']} records one for every file: it was edited or damaged, and those files "
+            "cannot be checked. Resume from another training state."
+        )
+
+
 def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None) -> None:
     """Raise :class:`CheckpointError` naming the first of the files ``names`` (all by default)
-    whose SHA-256 differs from the manifest's. States written before digests were kept pass."""
+    whose digest differs from the manifest's (:func:`read_manifest` has shown that it records one
+    for each; only format 1 states of trainer-core 0.2 have none, and pass unchecked)."""
     state_dir = Path(state_dir)
-    digests = manifest.get("sha256") or {}
+    algorithm, digests = _file_digests(manifest)
     for name in manifest["files"] if names is None else names:
         path = state_dir / name
-        if name in digests and _cached_sha256(path) != digests[name]:
+        if name in digests and _cached_digest(path, algorithm) != digests[name]:
             raise CheckpointError(
-                f"{str(path)!r} is corrupted: its content no longer matches the SHA-256 recorded in {MANIFEST_NAME} "
-                "when it was saved (a flipped bit, an edit, or a bad disk). Resume from another training state."
+                f"{str(path)!r} is corrupted: its content no longer matches the digest ({algorithm}) recorded in "
+                f"{MANIFEST_NAME} when it was saved (a flipped bit, an edit, or a bad disk). Resume from another "
+                "training state."
             )
+
+
+def _file_digests(manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The algorithm of the manifest's file digests, and the digests by file name (none in the earliest states)."""
+    for algorithm in (FILE_DIGEST, "sha256"):
+        if isinstance(manifest.get(algorithm), dict):
+            return algorithm, manifest[algorithm]
+    return FILE_DIGEST, {}
 
 
 _digests_read: dict[tuple, str] = {}
 
 
-def _cached_sha256(path: Path) -> str:
+def _cached_digest(path: Path, algorithm: str) -> str:
     """``path``'s digest, read once per process for each version of the file (choosing a state
     checks it, and loading it does not read it a third time)."""
     status = path.stat()
-    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns)
+    key = (str(path.resolve()), status.st_ino, status.st_size, status.st_mtime_ns, algorithm)
     if key not in _digests_read:
-        _digests_read[key] = _sha256(path)
+        _digests_read[key] = file_digest(path, algorithm)
     return _digests_read[key]
 
 
@@ -261,6 +338,11 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
         raise CheckpointError(
             f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
             "in it. Resume with the number of processes the run was saved with."
+        )
+    if not _file_digests(manifest)[1]:
+        warn_user(
+            f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are loaded "
+            "unchecked (a damaged byte would go unnoticed). States this trainer-core saves are checked."
         )
     components = components_of(state_dir, manifest)
     component_files = sorted({storage["file"] for storage in components.values()} - {SHARED_FILE_NAME})
@@ -313,27 +395,36 @@ def training_state_progress(manifest: dict[str, Any]) -> tuple:
 
 def list_training_states(folder: str | os.PathLike) -> list[Path]:
     """The complete training states directly inside ``folder``, oldest progress first. Folders
-    whose names start with a dot (writes in progress) and incomplete ones are left out."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
+    whose names start with a dot (writes in progress) and incomplete or damaged ones are left out;
+    a state written by a newer trainer-core raises :class:`NewerFormatError` (it cannot be ordered,
+    and may be the newest)."""
     found = []
-    for candidate in folder.iterdir():
-        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
-            continue
+    for candidate in _state_folders(folder):
         try:
             found.append((training_state_progress(read_manifest(candidate)), candidate))
+        except NewerFormatError:
+            raise
         except (CheckpointError, KeyError, TypeError):
             continue
     return [path for _, path in sorted(found)]
+
+
+def _state_folders(folder: str | os.PathLike) -> list[Path]:
+    """The folders directly inside ``folder`` that hold a manifest, but for hidden ones (writes in progress)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    candidates = sorted(folder.iterdir())
+    return [path for path in candidates if not path.name.startswith(".") and (path / MANIFEST_NAME).is_file()]
 
 
 def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     """The training state inside ``folder`` that got furthest among the intact ones, or None when
     there is none. A state whose replacement was killed midway is put back first; a newer state
     whose files no longer match their digests, and any state whose manifest is damaged, is passed
-    over, with a warning naming it, and renamed ``.<name>.damaged`` (kept, no longer listed). Raises :class:`CheckpointError` when
-    every state there is damaged."""
+    over, with a warning naming it, and renamed ``.<name>.damaged`` (kept, no longer listed).
+    Raises :class:`CheckpointError` when every state there is damaged, and
+    :class:`NewerFormatError`, before anything is renamed, when a newer trainer-core wrote one."""
     recover_interrupted_replacements(folder)
     damaged = []
     for state, error in _states_with_unreadable_manifests(folder):  # a damaged manifest: no progress to order by
@@ -360,14 +451,14 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
 
 def _states_with_unreadable_manifests(folder: str | os.PathLike) -> list[tuple[Path, str]]:
     """The states in ``folder`` (a manifest there) that :func:`list_training_states` leaves out
-    because the manifest or a part it lists is damaged, each with the error that says how."""
-    folder = Path(folder)
+    because the manifest or a part it lists is damaged, each with the error that says how. Raises
+    :class:`NewerFormatError` for one a newer trainer-core wrote."""
     found = []
-    for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if candidate.name.startswith(".") or not (candidate / MANIFEST_NAME).is_file():
-            continue
+    for candidate in _state_folders(folder):
         try:
             training_state_progress(read_manifest(candidate))
+        except NewerFormatError:
+            raise
         except CheckpointError as error:
             found.append((candidate, str(error)))
         except (KeyError, TypeError) as error:

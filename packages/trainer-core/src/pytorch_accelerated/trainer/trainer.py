@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import os
@@ -15,14 +14,15 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch.utils.data import DataLoader, Dataset
 
-from . import _accelerate_state, _checks, _data, _prediction, checkpointing
+from . import _accelerate_state, _checks, _data, _prediction, _sharding, checkpointing, warm_start
 from ._arguments import check_positive_int
 from ._dataloaders import on_device, prepare_dataloader
-from ._evaluation import real_samples_only, sync_buffers_before_evaluation
+from ._evaluation import EvenForwards, real_samples_only, spare_batch, sync_buffers_before_evaluation
 from ._forward_inputs import ForwardInputs
 from ._preparation import ModelPreparation, plain_optimizer_calls
+from ._process_group import tear_down_at_exit
 from ._removed_hooks import check_no_removed_hooks
-from .accumulation import AccumulationWindows, Window, rescale_cut_window
+from .accumulation import AccumulationWindows, Window, WindowItems, rescale_cut_window
 from .agreement import StopAgreement, any_process
 from .callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from .default_callbacks import DEFAULT_CALLBACKS
@@ -80,11 +80,17 @@ class Trainer:
         self.run_history = run_history if run_history is not None else InMemoryRunHistory()
         self.accelerator_kwargs = dict(accelerator_kwargs or {})
         _checks.check_accelerator_kwargs(self.accelerator_kwargs)
-        self.accelerator: Accelerator = self.create_accelerator()
+        with _sharding.environment_kept() as changed:  # a plugin sets ACCELERATE_USE_FSDP process-wide
+            self.accelerator: Accelerator = self.create_accelerator()
+        _sharding.shard_as_asked(self.accelerator, self.accelerator_kwargs, changed)
         _checks.check_mixed_precision_runs(self.accelerator)
+        _checks.check_launched_as_asked(self.accelerator)
         self._mixed_precision = self.accelerator.mixed_precision
+        self._distributed_type = self.accelerator.distributed_type
+        self._forwards_are_collective = _sharding.forwards_are_collective(self.accelerator)
+        self._engine_steps_in_backward = _sharding.engine_steps_in_backward(self.accelerator)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            _destroy_process_group_at_exit()
+            tear_down_at_exit(self)  # so that gloo's threads cannot abort a successful process at exit
         # read once: accelerate's properties cost microseconds a read
         self._is_main_process = self.accelerator.is_main_process
         self._is_local_main_process = self.accelerator.is_local_main_process
@@ -100,9 +106,11 @@ class Trainer:
         self.optimizer_step_was_skipped = False
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
+        self._window_items = WindowItems(self.device)
         self._resume: Resume | None = None  # the current (or last) run's
-        self._run_eval: tuple[Dataset, DataLoader] | None = None  # the run's evaluation set and its dataloader
+        self._run_eval: dict[str | None, tuple[Dataset, DataLoader]] = {}  # the run's evaluation sets by name
         self._stop_agreement: StopAgreement | None = None
+        self._num_epochs_asked = 0
         self._in_training_run = False
         self._save_point: str | None = None
         self._preparation = ModelPreparation()
@@ -184,7 +192,8 @@ class Trainer:
         Args:
             train_dataset: the training data (map-style, or an ``IterableDataset``).
             num_epochs: the number of epochs.
-            eval_dataset: evaluated after each epoch, or ``None``.
+            eval_dataset: evaluated after each epoch, or ``None``; several sets as a dict by name
+                (``{"val": a, "ood": b}``), each recorded under its name (``val_eval_loss_epoch``, ...).
             per_device_batch_size: the batch size of each process; one update uses
                 ``per_device_batch_size * gradient_accumulation_steps * num_processes`` samples.
             max_num_train_steps: stop after this many optimizer updates (needed for data without a length).
@@ -207,11 +216,15 @@ class Trainer:
             train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
             gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
         )  # fmt: skip
-        self._take_run_arguments(train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history)
-        self._prepare_model_and_optimizer()
-        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
+        _sharding.check_train_arguments(self.accelerator, gradient_clip_value, resume_from)
+        self._take_run_arguments(train_dataset, collate_fn, create_scheduler_fn, reset_run_history)
+        self._num_epochs_asked = num_epochs
+        run_settings = (per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)
+        self._prepare_model_and_optimizer(run_settings)
+        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs, eval_dataset)
+        eval_dataloaders = [dataloader for _, dataloader in self._run_eval.values()]
         self.run_config = create_run_config(
-            self.accelerator, self.train_dataloader, self.eval_dataloader, num_epochs, per_device_batch_size,
+            self.accelerator, self.train_dataloader, eval_dataloaders, num_epochs, per_device_batch_size,
             max_num_train_steps, gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
         )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
@@ -228,13 +241,14 @@ class Trainer:
                     self._evaluate_epoch()
                     self._end_epoch()
             self._reach_save_point("run_end")
+            self._resume.end()  # waits for a state still being written: a failed write fails the run
             self.training_run_end()
         except BaseException as error:
+            self._resume.end(error)
             self.callback_handler.call_event("on_training_run_error", self, error=error)
             raise
         finally:
             self._in_training_run, self._save_point = False, None
-            self._resume.end()
         # the run has ended: an error a callback raises here (optuna's TrialPruned, say) propagates as it is
         self.callback_handler.call_event("on_training_run_end", self)
         return self.run_history
@@ -266,11 +280,13 @@ class Trainer:
             batch_output = self.calculate_train_batch_loss(batch)
             _checks.check_batch_output(batch_output, "calculate_train_batch_loss", check_loss=self._loss_unchecked)
             self._loss_unchecked = False
-            self._running_train_loss.update(batch_output["loss"], batch_output["batch_size"])
+            loss, num_items = batch_output["loss"], batch_output.get("num_items_in_batch")
+            self._running_train_loss.update(loss, batch_output["batch_size"], num_items)
             self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
-            loss = batch_output["loss"]
             del batch_output  # the outputs (a language model's logits) are freed before backward, unless a callback kept them
-            self.backward_step(loss / window.size if window.size > 1 else loss)
+            if self._engine_steps_in_backward:  # DeepSpeed updates in the backward of a window's last batch
+                self.accelerator.sync_gradients = window.closes
+            self.backward_step(self._share_of_window(loss, window, num_items))
         self._position.epoch_batches += 1
         # kept to the next step, as a hand loop keeps its loss: its graph holds the parameters in C++
         # through the update, which spares torch a GIL round trip per parameter reference
@@ -282,9 +298,20 @@ class Trainer:
             return self.accelerator.no_sync(self.model)
         return _NO_CONTEXT
 
+    def _share_of_window(self, loss: torch.Tensor, window: Window, num_items) -> torch.Tensor:
+        """What a batch backpropagates: its loss divided by the window's batches, or, given the items (tokens)
+        it is a mean over, summed over them (the update divides by the global window's items)."""
+        if num_items is not None:
+            if self._engine_steps_in_backward:
+                _sharding.refuse_items_under_deepspeed()
+            return self._window_items.summed(loss, num_items)
+        return loss / window.size if window.size > 1 else loss
+
     def _update_parameters(self, window: Window) -> None:
         """The update at the end of an accumulation window, then its save point."""
-        if window.filled < window.size:
+        if self._window_items.batches:
+            self._window_items.average_gradients(self.model.parameters(), window, self.accelerator)
+        elif window.filled < window.size and not self._engine_steps_in_backward:  # DeepSpeed has updated
             rescale_cut_window(self.model.parameters(), window)
         self.clip_gradients()
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
@@ -299,12 +326,11 @@ class Trainer:
         self._reach_save_point("update")
 
     def _evaluate_epoch(self) -> None:
-        """The evaluation after a training epoch, on the run's evaluation set (a callback may have evaluated another)."""
-        if self._run_eval is None:
-            return
-        self.eval_dataset, self.eval_dataloader = self._run_eval
-        with self.run_history.evaluation(VALIDATION):
-            self._eval_epoch(self.eval_dataloader, "eval_loss_epoch")
+        """The evaluation after a training epoch, on each of the run's evaluation sets, under its name."""
+        for name, (dataset, dataloader) in self._run_eval.items():
+            self.eval_dataset, self.eval_dataloader = dataset, dataloader  # a callback may have evaluated another
+            with self.run_history.metric_prefix(_prefix_of(name)), self.run_history.evaluation(VALIDATION):
+                self._eval_epoch(dataloader, "eval_loss_epoch")
 
     def _eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         """One evaluation epoch under ``torch.no_grad``, its loss recorded as ``loss_metric_name``."""
@@ -315,7 +341,7 @@ class Trainer:
         self.callback_handler.call_event("on_eval_epoch_start", self)
         eval_loss = RunningLoss(self.device)
         with torch.no_grad():
-            batches = real_samples_only(self._on_device(iter(dataloader), dataloader), dataloader, self.process_index)
+            batches = self._eval_batches(dataloader)
             for step, batch in enumerate(batches):
                 self._eval_step(batch, eval_loss, check_loss=step == 0)
                 if self._position.epoch_end_requested:
@@ -325,11 +351,24 @@ class Trainer:
         self.eval_epoch_end()
         self.callback_handler.call_event("on_eval_epoch_end", self)
 
+    def _eval_batches(self, dataloader: DataLoader) -> Iterable:
+        """``dataloader``'s batches on the device, each sample once. Where every forward is a collective
+        (FSDP), every process runs as many: a process with fewer batches runs the model on dropped ones."""
+        batches = self._on_device(iter(dataloader), dataloader)
+        if not self._forwards_are_collective:
+            return real_samples_only(batches, dataloader, self.process_index)
+        forward = self.calculate_eval_batch_loss
+        batches = real_samples_only(batches, dataloader, self.process_index, forward_empty=forward)
+        spare = functools.partial(spare_batch, dataloader.dataset, dataloader.collate_fn, self.device)
+        # a dispatched iterable dataset gives every process as many batches
+        num_batches = None if _data.is_iterable(dataloader.dataset) else len(dataloader)
+        return EvenForwards(batches, self.accelerator, forward, spare, num_batches)
+
     def _eval_step(self, batch, eval_loss: RunningLoss, check_loss: bool) -> None:
         self.callback_handler.call_event("on_eval_step_start", self)
         batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
         _checks.check_batch_output(batch_output, "calculate_eval_batch_loss", check_loss=check_loss, training=False)
-        eval_loss.update(batch_output["loss"], batch_output["batch_size"])
+        eval_loss.update(batch_output["loss"], batch_output["batch_size"], batch_output.get("num_items_in_batch"))
         self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _end_epoch(self) -> None:
@@ -342,10 +381,12 @@ class Trainer:
         self._reach_save_point("epoch_end")
 
     def _run_is_over(self) -> bool:
-        position, config = self._position, self.run_config
+        position = self._position
         if position.in_epoch:
             return False  # an epoch the run resumed inside is finished first
-        return position.stopped or position.epochs_completed >= config.num_epochs or position.reached(config.max_num_train_steps)
+        # the epochs asked for, not those max_num_train_steps sized: a run resumed with more steps goes on
+        epochs_done = position.epochs_completed >= self._num_epochs_asked
+        return position.stopped or epochs_done or position.reached(self.run_config.max_num_train_steps)
 
     def _stop_early(self, error: StopTrainingError) -> None:
         self._position.stopped = True
@@ -356,28 +397,33 @@ class Trainer:
         self.callback_handler.call_event("on_save_point", self, point=point)
         self._save_point = None
 
-    def _take_run_arguments(self, train_dataset, eval_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
-        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision)
-        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+    def _take_run_arguments(self, train_dataset, collate_fn, create_scheduler_fn, reset_run_history) -> None:
+        _accelerate_state.check_is_own(self.accelerator, self._mixed_precision, self._distributed_type)
+        self.train_dataset = train_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
         self.run_history.bind_step_source(self._completed_update_steps)
-        model = self._preparation.unwrapped(self.accelerator, self.model)
-        _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
+        if not (self._engine_steps_in_backward and self._preparation.prepared_model is not None):
+            # (a DeepSpeed engine's optimizer holds flat copies of the parameters, not the model's)
+            model = self._preparation.unwrapped(self.accelerator, self.model)
+            _checks.warn_of_parameters_outside_the_optimizer(self._unwrapped_optimizer(), model)
         self._loss_unchecked = True
 
-    def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs) -> None:
+    def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs, eval_dataset) -> None:
+        """The training dataloader, and one for each evaluation set (a single one is named ``None``)."""
         self.train_dataloader = self._prepare_dataloader(self.create_train_dataloader(batch_size, train_kwargs), train=True)
-        self.eval_dataloader = None
-        if self.eval_dataset is not None:
+        self.eval_dataloader, self._run_eval = None, {}
+        named = eval_dataset if isinstance(eval_dataset, Mapping) else {None: eval_dataset} if eval_dataset is not None else {}
+        for name, self.eval_dataset in named.items():  # create_eval_dataloader reads self.eval_dataset
             self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, eval_kwargs), train=False)
+            self._run_eval[name] = (self.eval_dataset, self.eval_dataloader)
 
     def _start_run_state(self) -> None:
         """A new run's position, running loss and resume, its dataloaders and scheduler being ready."""
         self._position = RunPosition()
         self._running_train_loss = RunningLoss(self.device)
-        self._run_eval = (self.eval_dataset, self.eval_dataloader) if self.eval_dataset is not None else None
+        self._window_items = WindowItems(self.device)
         self._stop_agreement = StopAgreement(self.accelerator, self._position, self.run_history)
         self._resume = Resume(
             self.accelerator, self.model, self.optimizer, self.scheduler, self.run_history, self._position,
@@ -401,21 +447,23 @@ class Trainer:
         restored afterwards, so a callback may call this in the middle of training.
 
         Args:
-            dataset: the data to evaluate on; the last ``eval_dataset`` by default.
+            dataset: the data to evaluate on, or several sets as a dict by name (each recorded under
+                ``metric_prefix`` and its name); by default the last run's evaluation set(s).
             per_device_batch_size: the batch size of each process; the last run's by default.
             dataloader_kwargs: more keyword arguments for the ``DataLoader``.
             collate_fn: the ``DataLoader``'s ``collate_fn``.
             metric_prefix: put before every name recorded (``"test_"``: ``test_eval_loss``,
                 ``test_eval_accuracy``); it names the evaluation in the history's records (``"test"``).
         """
-        reuse_dataloader = (
-            self.eval_dataloader is not None
-            and dataset in (None, self.eval_dataset)
-            and per_device_batch_size is None
-            and dataloader_kwargs is None
-            and collate_fn is None
-        )
-        if not reuse_dataloader:
+        if dataset is None and len(self._run_eval) > 1:
+            dataset = {name: data for name, (data, _) in self._run_eval.items()}
+        if isinstance(dataset, Mapping):  # several sets: one evaluation each, under its name
+            return {
+                metric: value
+                for name, data in _checks.named_eval_sets(dataset, "evaluate()").items()
+                for metric, value in self.evaluate(data, per_device_batch_size, dataloader_kwargs, collate_fn, metric_prefix + _prefix_of(name)).items()
+            }
+        if per_device_batch_size is not None or dataloader_kwargs is not None or collate_fn is not None or not self._reuse_eval_dataloader(dataset):
             self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
@@ -449,7 +497,9 @@ class Trainer:
         concatenated along the first dimension (tensors, or dicts/tuples of tensors) on the CPU.
 
         On several processes, each predicts a contiguous share and every process gets the result.
-        The model's train/eval mode is restored afterwards.
+        Per-batch values among the outputs (a transformers model's scalar ``loss``) are not per sample:
+        they are left out of a dict, and ``None`` in a tuple (``evaluate()`` gives the loss). The model's
+        train/eval mode is restored afterwards.
 
         Args:
             dataset: a map-style dataset.
@@ -460,7 +510,20 @@ class Trainer:
         _prediction.check_arguments(dataset, per_device_batch_size)
         self._prepare_model_and_optimizer()
         kwargs = {"collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
-        return _prediction.predict(self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size, kwargs)
+        return _prediction.predict(
+            self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size,
+            kwargs, even_forwards=self._forwards_are_collective,
+        )  # fmt: skip
+
+    def _reuse_eval_dataloader(self, dataset) -> bool:
+        """Whether ``dataset`` has a dataloader already (the current one, or one of the run's sets): made current."""
+        if self.eval_dataloader is not None and dataset in (None, self.eval_dataset):
+            return True
+        for data, dataloader in self._run_eval.values():
+            if data is dataset:
+                self.eval_dataset, self.eval_dataloader = data, dataloader
+                return True
+        return False
 
     def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
         dataset = dataset if dataset is not None else self.eval_dataset
@@ -525,13 +588,24 @@ class Trainer:
 
         By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
         batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
-        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
+        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target.
+
+        A loss that is a mean over items of uneven number (a language model's non-padding tokens) adds
+        ``num_items_in_batch``: their count, a tensor on the device. Each update's gradient is then that of
+        the mean over every item of the global batch (all accumulated batches, all processes), and the
+        logged losses are means over items too.
+
+        Args:
+            batch: a batch of the training dataloader, on the trainer's device.
+        """
         return self._forward_and_loss(batch)
 
     def backward_step(self, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
+        """Backpropagate ``loss`` (already divided by the accumulation window's length, or summed over its items)."""
         if self._torch_optimizer is not None:
             loss.backward()  # all accelerate's backward would do here, less a division by 1
+        elif self._engine_steps_in_backward:
+            self.accelerator.backward(loss, scale_wrt_gas=False)  # DeepSpeed would divide by the window again
         else:
             self.accelerator.backward(loss)
 
@@ -595,101 +669,15 @@ class Trainer:
             model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
         else:
             model_outputs, targets = self.model(batch), None
-        loss = _loss_from_model_outputs(model_outputs) if self.loss_func is None else self.loss_func(model_outputs, targets)
-        return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
-
-    def _forward_inputs_of(self, batch: Mapping) -> Mapping:
-        return self._forward_inputs.select(self.model, batch, self._unwrapped_model, self.loss_func is not None)
-
-    def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
-
-    # ------------------------------------------------------------------ hooks: the run
-
-    def training_run_start(self) -> None:
-        """Called once before the first epoch."""
-
-    def train_epoch_start(self) -> None:
-        """Called at the start of each training epoch: puts the model in training mode."""
-        self.model.train()
-
-    def calculate_train_batch_loss(self, batch) -> dict[str, Any]:
-        """The loss of one training batch: a dict with ``loss`` (a scalar tensor), ``model_outputs``
-        and ``batch_size``; any other key reaches ``on_train_step_end`` unchanged.
-
-        By default a tuple batch is ``(inputs, targets, ...)`` and a tensor batch is the inputs. A dict
-        batch is passed by name: the model gets the keys its ``forward`` names (all of them if it
-        takes ``**kwargs``), never one by position, and ``batch["labels"]`` is the target."""
-        return self._forward_and_loss(batch)
-
-    def backward_step(self, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` (already divided by the accumulation window's length)."""
-        if self._torch_optimizer is not None:
-            loss.backward()  # all accelerate's backward would do here, less a division by 1
-        else:
-            self.accelerator.backward(loss)
-
-    def clip_gradients(self) -> None:
-        """Clip the gradients once per optimizer update, by value or norm as configured."""
-        if self.run_config.gradient_clip_norm is not None:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.run_config.gradient_clip_norm)
-        elif self.run_config.gradient_clip_value is not None:
-            self.accelerator.clip_grad_value_(self.model.parameters(), self.run_config.gradient_clip_value)
-
-    def optimizer_step(self) -> None:
-        """Update the parameters."""
-        (self._torch_optimizer or self.optimizer).step()
-
-    def scheduler_step(self) -> None:
-        """Advance the scheduler by one optimizer update."""
-        self.scheduler.step()
-
-    def optimizer_zero_grad(self) -> None:
-        """Reset the gradients for the next accumulation window."""
-        (self._torch_optimizer or self.optimizer).zero_grad()
-
-    def train_epoch_end(self) -> None:
-        """Called after each training epoch, once ``train_loss_epoch`` is recorded."""
-
-    def eval_epoch_start(self) -> None:
-        """Called at the start of each evaluation epoch: puts the model in evaluation mode."""
-        self.model.eval()
-
-    def calculate_eval_batch_loss(self, batch) -> dict[str, Any]:
-        """The loss of one evaluation batch (run under ``torch.no_grad``); same contract as
-        :meth:`calculate_train_batch_loss`."""
-        return self._forward_and_loss(batch)
-
-    def eval_epoch_end(self) -> None:
-        """Called after each evaluation epoch, once its loss is recorded."""
-
-    def training_run_epoch_end(self) -> None:
-        """Called after each epoch's training and evaluation."""
-
-    def training_run_end(self) -> None:
-        """Called once at the end of the run, also when it was stopped early."""
-
-    def evaluation_run_start(self) -> None:
-        """Called when :meth:`evaluate` starts."""
-
-    def evaluation_run_end(self) -> None:
-        """Called when :meth:`evaluate` ends."""
-
-    def calculate_batch_predictions(self, batch):
-        """The model's outputs for one batch in :meth:`predict` (inputs: ``batch[0]``, the batch
-        when it is a tensor, or a dict batch's keys that ``forward`` names, passed by name)."""
-        if isinstance(batch, Mapping):
-            return self.model(**self._forward_inputs_of(batch))
-        return self.model(_model_inputs(batch))
-
-    def _forward_and_loss(self, batch) -> dict[str, Any]:
-        if isinstance(batch, (list, tuple)):  # first: isinstance(batch, Mapping) is an ABC check, slow on a list
-            model_outputs, targets = self.model(batch[0]), batch[1] if len(batch) > 1 else None
-        elif isinstance(batch, Mapping):
-            model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
-        else:
-            model_outputs, targets = self.model(batch), None
-        loss = _loss_from_model_outputs(model_outputs) if self.loss_func is None else self.loss_func(model_outputs, targets)
+        try:  # costs nothing until it raises
+            if self.loss_func is None:
+                loss = _loss_from_model_outputs(model_outputs)
+            else:
+                loss = self.loss_func(model_outputs, targets)
+        except Exception as error:
+            if targets is None and self.loss_func is not None:  # inputs only: say so, not torch's error in the loss
+                raise _checks.no_targets_error(batch) from error
+            raise
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
 
     def _forward_inputs_of(self, batch: Mapping) -> Mapping:
@@ -722,7 +710,7 @@ class Trainer:
 
     def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
-        unpickled) and return its extra keys.
+        unpickled) and return it whole, its extra keys included (as 0.1.61 did).
 
         Args:
             checkpoint_path: the file to read.
@@ -733,22 +721,47 @@ class Trainer:
             self.accelerator, self.model, self.optimizer, self.scheduler, checkpoint_path, load_optimizer, load_scheduler
         )
 
-    def save_training_state(self, save_dir: str | os.PathLike) -> Path:
+    def save_training_state(
+        self, save_dir: str | os.PathLike, checkpoint_kwargs: dict | None = None, *, asynchronous: bool = False
+    ) -> Path:
         """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
         atomically if it exists): weights, optimizer, scheduler, gradient scaler, every random
-        generator of every process, the position in the epoch, the run history and the callbacks'
-        states. ``train(..., resume_from=save_dir)`` continues from it.
+        generator of every process, the position in the epoch, the run history, the callbacks'
+        states and ``checkpoint_kwargs``. ``train(..., resume_from=save_dir)`` continues from it.
 
         Call it on every process, from ``on_save_point`` (where a state resumes exactly) or after
         ``train`` returns; the main process writes, the others wait. The folder must be on a file
         system that every process can read when resuming.
 
+        With ``asynchronous=True`` (during a run), the call returns once the state is copied to host
+        memory, and the main process writes it in a background thread while training goes on: the
+        folder appears, complete, when the write ends. At most one state is written at a time (the
+        next save waits for it), the run's end waits for it too, and a write that failed raises its
+        error on every process there. The host copy is kept from one save to the next (the state's
+        size in host memory, pinned from a CUDA device) until the run ends.
+
         Args:
             save_dir: the folder to write.
+            checkpoint_kwargs: extra plain data, returned by :meth:`load_training_state`.
+            asynchronous: write in the background instead of before returning.
         """
+        _sharding.check_training_state_supported(self.accelerator)
         if self._resume is None:
             raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
-        return self._resume.save(save_dir, self._save_point if self._in_training_run else "run_end")
+        point = self._save_point if self._in_training_run else "run_end"
+        return self._resume.save(save_dir, point, checkpoint_kwargs, asynchronous=asynchronous)
+
+    def load_training_state(self, state_dir: str | os.PathLike) -> dict[str, Any]:
+        """Load a training state's weights, optimizer, scheduler and gradient scaler now, not its
+        position (pytorch-accelerated 0.1.61's hand resume; ``resume_from`` is the exact resume).
+
+        Args:
+            state_dir: a folder written by :meth:`save_training_state`.
+
+        Returns:
+            ``{"current_epoch", "completed_update_steps", **checkpoint_kwargs}`` of the state.
+        """
+        return warm_start.load_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, state_dir)
 
     # ------------------------------------------------------------------ helpers for users and callbacks
 
@@ -802,7 +815,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_model_and_optimizer(self) -> None:
+    def _prepare_model_and_optimizer(self, run_settings: tuple[int, int, float | None] | None = None) -> None:
+        """The model and optimizer prepared; a DeepSpeed engine configured with a training run's
+        ``(per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)``."""
+        if self._engine_steps_in_backward:
+            self._preparation.configure_engine(self.accelerator, run_settings)
         self.model, self.optimizer = self._preparation.wrap(self.accelerator, self.model, self.optimizer, self.get_model)
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
@@ -816,20 +833,15 @@ class Trainer:
         return on_device(batches, dataloader, self.device, self.accelerator.distributed_type)
 
     def _unwrapped_optimizer(self) -> torch.optim.Optimizer:
-        return self.optimizer.optimizer if isinstance(self.optimizer, AcceleratedOptimizer) else self.optimizer
+        optimizer = self.optimizer
+        optimizer = optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
+        if self._engine_steps_in_backward:
+            return getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's ZeRO optimizer holds torch's
+        return optimizer
 
 
-@functools.cache
-def _destroy_process_group_at_exit() -> None:
-    # A gloo process group still alive when the interpreter shuts down can abort a process that
-    # trained successfully ("terminate called without an active exception", exit code -6): its worker
-    # threads outlive Python. Destroying it while Python is whole avoids that; cached: once per process.
-    atexit.register(_destroy_process_group_if_alive)
-
-
-def _destroy_process_group_if_alive() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def _prefix_of(eval_set_name: str | None) -> str:
+    return f"{eval_set_name}_" if eval_set_name else ""
 
 
 def _model_inputs(batch):

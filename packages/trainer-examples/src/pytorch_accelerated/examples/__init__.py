@@ -23,6 +23,8 @@ MLP and the learning-rate schedule that these share):
 - ``optuna_search``: an Optuna study, trials pruned on the validation loss (``[tuning]``).
 - ``resumable``: stop it at any time (Ctrl-C, SIGTERM, a crash) and run the same command again: it
   continues exactly where it stopped, from the training states it saves.
+- ``tensorboard_and_checkpoints``: several evaluation sets, images and histograms on TensorBoard, the
+  3 best checkpoints (and ``model.safetensors``), and a time limit that saves and stops, in one run.
 
 On synthetic data, with trainer-core alone:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 __all__ = ["example_parser"]
 
@@ -14,12 +15,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def example_parser(name: str, doc: str, small_run: str) -> argparse.ArgumentParser:
-    """The argument parser of the example ``name``: its ``python -m`` command, the first line of its
-    docstring, every argument's default, and ``small_run``, the arguments of a run of seconds
+    """The argument parser of the example ``name``: its ``python -m`` command, the first paragraph of
+    its docstring, every argument's default, and ``small_run``, the arguments of a run of seconds
     (the examples README prints the same command)."""
     return argparse.ArgumentParser(
         prog=f"python -m {PACKAGE}.{name}",
-        description=doc.splitlines()[0],
+        description=first_paragraph(doc),
         epilog=f"A run of seconds:\n  python -m {PACKAGE}.{name} {small_run}",
         formatter_class=_HelpFormatter,
     )
+
+
+def first_paragraph(doc: str) -> str:
+    """The docstring's first paragraph, wrapped anew: a summary over two lines stays whole."""
+    return textwrap.fill(" ".join(doc.strip().split("\n\n")[0].split()), width=100)

@@ -26,10 +26,10 @@ def main(argv=None) -> dict:
     import optuna
 
     parser = example_parser("optuna_search", __doc__, "--num-trials 2 --num-epochs 1 --max-steps 5")
-    parser.add_argument("--num-trials", type=int, default=12)
-    parser.add_argument("--num-epochs", type=int, default=8)
+    parser.add_argument("--num-trials", type=int, default=12, help="trials of the study")
+    parser.add_argument("--num-epochs", type=int, default=8, help="epochs per trial at most")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer updates per trial at most")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
     train_dataset, eval_dataset, _ = load_digits_datasets()
 

@@ -6,7 +6,7 @@
 
 Everything the run writes goes into one run folder, printed at the end:
 
-    metrics.csv                  one row per epoch (losses and accuracies), then one for the test set
+    metrics.csv                  one row per epoch (losses and accuracies); the test set's on the best epoch's
     best_model.pt                the checkpoint of the epoch with the best validation accuracy
     plots/loss_epoch.png         training and validation loss per epoch
     plots/accuracy.png           training and validation accuracy per epoch
@@ -137,7 +137,7 @@ def main(argv=None) -> QuickstartResult:
 
     # The best checkpoint has been loaded back: score it once on data it has never seen. The
     # prefix keeps the test set's metrics apart from validation's in the run history and the CSV
-    # log: test_eval_loss, test_eval_accuracy.
+    # log (test_eval_loss, test_eval_accuracy), where they go on the row of the epoch they score.
     test_metrics = trainer.evaluate(test_dataset, per_device_batch_size=256, metric_prefix="test_")
     result = QuickstartResult(
         run_dir=run_dir,

@@ -41,11 +41,11 @@ class DigitsTrainer(GradientClippingEventMixin, Trainer):
 def main(argv=None) -> dict:
     """Train; returns the trainer and the gradient norms before and after clipping."""
     parser = example_parser("training_tools", __doc__, "--num-epochs 1 --max-steps 5")
-    parser.add_argument("--num-epochs", type=int, default=12)
+    parser.add_argument("--num-epochs", type=int, default=12, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW's learning rate")
     parser.add_argument("--profile-dir", default=None, help="write a profiler trace of steps 5-7 here")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)

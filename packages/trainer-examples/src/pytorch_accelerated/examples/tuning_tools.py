@@ -24,11 +24,11 @@ from pytorch_accelerated.tuning import find_batch_size, find_lr
 def main(argv=None) -> dict:
     """Find the lr (and, on a GPU, the batch size), then train; returns the trainer and the range test."""
     parser = example_parser("tuning_tools", __doc__, "--num-epochs 1 --max-steps 5 --lr-finder-steps 20")
-    parser.add_argument("--num-epochs", type=int, default=5)
+    parser.add_argument("--num-epochs", type=int, default=5, help="epochs of the run at the suggested lr")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
-    parser.add_argument("--lr-finder-steps", type=int, default=100)
+    parser.add_argument("--lr-finder-steps", type=int, default=100, help="steps of the learning-rate range test")
     parser.add_argument("--plot", default=None, help="save the range test's plot here (a PNG)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
 
     seed_everything(args.seed)

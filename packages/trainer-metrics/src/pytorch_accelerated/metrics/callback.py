@@ -10,7 +10,7 @@ from torchmetrics import Metric, MetricCollection
 
 from pytorch_accelerated.trainer import TrainerCallback
 
-from .inputs import INPUTS_FN_HINT, default_metric_inputs
+from .inputs import INPUTS_FN_HINT, check_class_count, default_metric_inputs
 from .recording import as_metric_dict, record_metrics
 
 InputsFn = Callable[[Any, Mapping[str, Any], Metric], tuple]
@@ -53,6 +53,7 @@ class MetricsCallback(TrainerCallback):
         # weights): each running evaluation epoch has its own metrics, the innermost last.
         self._running_evals: list[dict[str, Metric]] = []
         self._evaluation_run_starts: list[int] = []
+        self._check_eval_inputs = False  # on the first training step's outputs, before the first update
 
     # ------------------------------------------------------------------ training steps
 
@@ -60,11 +61,15 @@ class MetricsCallback(TrainerCallback):
         self._running_evals.clear()
         self._evaluation_run_starts.clear()
         self._prepare(trainer)
+        self._check_eval_inputs = trainer.eval_dataset is not None
 
     def on_train_epoch_start(self, trainer, **kwargs):
         _reset(self.train_metrics)
 
     def on_train_step_end(self, trainer, batch, batch_output, **kwargs):
+        if self._check_eval_inputs:
+            self._check_eval_inputs = False
+            self._check_eval_inputs_on(batch, batch_output)
         if self.train_metrics:
             num_real = _num_real_train_samples(trainer, batch_output["batch_size"])
             if num_real != 0:
@@ -123,9 +128,21 @@ class MetricsCallback(TrainerCallback):
                     "create it with sync_on_compute=True."
                 )
 
+    def _check_eval_inputs_on(self, batch, batch_output) -> None:
+        """Check the evaluation metrics' class counts on a training step's outputs: before the first
+        update rather than after the first epoch (what they cannot tell waits for the evaluation)."""
+        for name, metric in self.eval_metrics.items():
+            try:
+                inputs = self.inputs_fn(batch, batch_output, metric)
+            except Exception:  # noqa: BLE001 - training outputs may differ (a detection model's losses)
+                continue
+            check_class_count(name, metric, inputs)
+
     def _update(self, metrics: dict[str, Metric], batch, batch_output, num_real: int | None = None) -> None:
         for name, metric in metrics.items():
             inputs = [_first(_detach(value), num_real) for value in self.inputs_fn(batch, batch_output, metric)]
+            if metric.update_count == 0:  # an epoch's first update: the inputs' shapes hold for the epoch
+                check_class_count(name, metric, inputs)
             try:
                 metric.update(*inputs)
             except (RuntimeError, ValueError, TypeError, IndexError) as error:

@@ -60,3 +60,28 @@ def _targets(batch):
 
 def _takes_class_scores(metric: Metric) -> bool:
     return type(metric).__module__.startswith("torchmetrics.classification")
+
+
+def check_class_count(name: str, metric: Metric, inputs) -> None:
+    """A clear error where a metric counts another number of classes than the model scores: torchmetrics
+    says only that the shapes differ, and with ``validate_args=False`` nothing until compute, or never.
+
+    Args:
+        name: the metric's name, for the error.
+        metric: the metric.
+        inputs: its ``update`` arguments, predictions first, targets second.
+    """
+    num_classes = getattr(metric, "num_classes", None)
+    if not isinstance(num_classes, int) or len(inputs) < 2:
+        return
+    preds, target = inputs[0], inputs[1]
+    if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return
+    class_scores = preds.is_floating_point() and preds.dim() >= 2 and preds.dim() == target.dim() + 1
+    if class_scores and preds.shape[1] != num_classes:
+        shape = f"{str(preds.dtype).removeprefix('torch.')}{list(preds.shape)}"
+        raise ValueError(
+            f"Metric {name!r} ({type(metric).__name__}) was created with num_classes={num_classes}, but the "
+            f"model gives {preds.shape[1]} class scores per sample (predictions {shape}): create it with "
+            f"num_classes={preds.shape[1]}, or give the model {num_classes} outputs."
+        )
