@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -418,3 +419,15 @@ def test_resuming_in_workers_a_run_that_loaded_in_its_main_process_warns_once(tm
     messages = [str(w.message) for w in caught if "augmentations will differ" in str(w.message)]
     assert len(messages) == 1, [str(w.message) for w in caught]
     assert "loaded its batches in its main process" in messages[0] and "num_workers=0" in messages[0]
+
+
+def test_a_state_saved_when_every_fetch_was_seeded_still_resumes_exactly(tmp_path):
+    """Earlier versions seeded the fetches in the main process too (their states hold no word of it):
+    a state of theirs (written by tests/core/seeded_fetches_state/make_state.py) is resumed with seeded
+    fetches, ending where their uninterrupted run ended."""
+    fixture = Path(__file__).parent / "seeded_fetches_state"
+    shutil.copytree(fixture / "state", tmp_path / "state")
+    scramble()
+    resumed = run(UsersOwn("torch"), resume_from=tmp_path / "state")
+    expected = torch.load(fixture / "uninterrupted.pt", weights_only=True)
+    assert_bitwise_equal({"weights": resumed.get_model().state_dict(), "optimizer": resumed.optimizer.state_dict()}, expected)
