@@ -39,9 +39,11 @@ WORKLOADS = {
     # the logger's own cost: "mlp" with a CSV logger every 10 updates, against a hand loop that logs
     # nothing, so that its ratio over mlp's is the logging overhead (issue 14: within 1%)
     "mlp-log10": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": True, "log_every": 10, "hand_logs": False},
-    # the most common data: a user's own map-style Dataset class (_user_dataset.py), plain and with a random flip
+    # the most common data: a user's own map-style Dataset class (_user_dataset.py), plain and with a flip
     "mlp-user": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True},
-    "mlp-user-flip": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True, "augment": "torch"},
+    "mlp-user-flip": {
+        "model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True, "augment": "torch",
+    },
 }
 
 #: Per-step training losses are logged every this many optimizer updates (Lightning's default).

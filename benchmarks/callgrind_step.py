@@ -45,7 +45,9 @@ tqdm.std.time = _fake_time  # read by every bar created from here on
 
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback  # noqa: E402
 
-WORKLOADS = ("mlp", "cnn", "user-dataset", "user-dataset-flip-torch", "user-dataset-flip-numpy", "user-dataset-flip-python")
+WORKLOADS = (
+    "mlp", "cnn", "user-dataset", "user-dataset-flip-torch", "user-dataset-flip-numpy", "user-dataset-flip-python",
+)
 WARM_UP = {"cnn": 2}  # steps before collection starts (a CNN step takes minutes under valgrind); else 20
 
 

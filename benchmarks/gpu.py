@@ -57,7 +57,8 @@ from _user_dataset import UserDataset  # beside this script
 
 MODES = ("fp32", "bf16", "compile", "bf16-compile")
 DEFAULT_MODES = {
-    "mlp": ("fp32", "bf16", "compile"), "mlp-user": ("fp32", "bf16", "compile"), "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
+    "mlp": ("fp32", "bf16", "compile"), "mlp-user": ("fp32", "bf16", "compile"),
+    "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
     "lm-head": ("fp32", "bf16"),
 }  # fmt: skip
 # Relative tolerance of a final loss against the workload's reference (the hand loop in the first
@@ -349,7 +350,7 @@ def main(argv=None) -> int:
                         f"in {reference[0]} ({reference[1]:.5f}); tolerance {max(TOLERANCE[mode], TOLERANCE[reference[0]]):.1%}"
                     )
             if on_cuda and not all(r["pinned"] for name in runs for r in runs[name]):
-                failures.append(f"{workload} in {mode}: a training dataloader did not pin memory (non_blocking copies need it)")
+                failures.append(f"{workload} in {mode}: a training dataloader did not pin memory (non_blocking needs it)")
             sync_text = {name: "-" if value is None else f"{value:.3f}" for name, value in syncs.items()}
             peaks = {name: runs[name][-1]["peak_mib"] for name in runs}
             peak_text = {name: "-" if value is None else f"{value:.0f}" for name, value in peaks.items()}

@@ -353,13 +353,20 @@ class UsersOwn(Dataset):
 
     def __getitem__(self, index):
         x = self.inputs[index]
-        flip = {None: lambda: False, "torch": lambda: bool(torch.rand(()) < 0.5),
-                "numpy": lambda: bool(np.random.rand() < 0.5), "python": lambda: random.random() < 0.5}[self.augment]()
+        draw = {
+            None: lambda: False,
+            "torch": lambda: bool(torch.rand(()) < 0.5),
+            "numpy": lambda: bool(np.random.rand() < 0.5),
+            "python": lambda: random.random() < 0.5,
+        }[self.augment]
+        flip = draw()
         self.draws.append((index, flip))
         return (x.flip(-1) if flip else x), self.targets[index]
 
 
-AUGMENTS = pytest.mark.parametrize("augment", [None, "torch", "numpy", "python"], ids=["plain", "flip-torch", "flip-numpy", "flip-python"])
+AUGMENTS = pytest.mark.parametrize(
+    "augment", [None, "torch", "numpy", "python"], ids=["plain", "flip-torch", "flip-numpy", "flip-python"]
+)
 
 
 @AUGMENTS
@@ -392,12 +399,13 @@ def test_augmentations_loaded_in_the_main_process_draw_what_plain_pytorch_draws(
     def with_the_trainer(dataset):
         with torch.random.fork_rng(devices=[]):
             model = torch.nn.Linear(4, 3)  # no dropout: the step draws nothing
-        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=())
         trainer.train(dataset, num_epochs=2, per_device_batch_size=BATCH_SIZE)
 
     expected = draws_of(plain)
     assert len({flip for _, flip in expected}) == 2, "the flips should go both ways"
-    assert draws_of(with_the_trainer) == expected, "the Trainer's batches drew other random numbers than a plain loop's"
+    assert draws_of(with_the_trainer) == expected, "the Trainer's batches drew other numbers than a plain loop's"
 
 
 @AUGMENTS
@@ -407,7 +415,8 @@ def test_a_run_saved_with_workers_resumes_exactly_loading_in_the_main_process(tm
     expected = final_state(run(UsersOwn(augment), **with_workers))
     run(UsersOwn(augment), [SaveThenStop(tmp_path / "state")], **with_workers)
     scramble()
-    resumed = run(UsersOwn(augment), resume_from=tmp_path / "state", train_dataloader_kwargs={"num_workers": 0})
+    in_the_main_process = {"train_dataloader_kwargs": {"num_workers": 0}}
+    resumed = run(UsersOwn(augment), resume_from=tmp_path / "state", **in_the_main_process)
     assert_bitwise_equal(final_state(resumed), expected)
 
 
@@ -430,4 +439,5 @@ def test_a_state_saved_when_every_fetch_was_seeded_still_resumes_exactly(tmp_pat
     scramble()
     resumed = run(UsersOwn("torch"), resume_from=tmp_path / "state")
     expected = torch.load(fixture / "uninterrupted.pt", weights_only=True)
-    assert_bitwise_equal({"weights": resumed.get_model().state_dict(), "optimizer": resumed.optimizer.state_dict()}, expected)
+    ended = {"weights": resumed.get_model().state_dict(), "optimizer": resumed.optimizer.state_dict()}
+    assert_bitwise_equal(ended, expected)

@@ -75,15 +75,15 @@ class TrainData:
             # torch refuses to set these once a DataLoader is built, for a sampler or dataset that would
             # not match its batch_size and length; these yield the same index lists and samples
             object.__setattr__(loader, "batch_sampler", self._skipper)
-        # where batches are loaded ahead of the step, a replay's loading draws at other points than the saved run's,
-        # and a batch loaded before a state was saved would be loaded after it on resume (accelerate's loader reads
-        # one ahead, workers several)
+        # where batches are loaded ahead of the step, a replay's loading draws at other points than the saved
+        # run's, and a batch loaded before a state was saved would be loaded after it on resume (accelerate's
+        # loader reads one ahead, workers several)
         self._loads_ahead = num_processes > 1 or loader.num_workers > 0 or dataloader is not loader
         if self._skipper is not None:
             self._fetches = _seeded_fetches_of(loader)
         if self._fetches is not None:
-            # loaded in time, the fetches draw from the run's generators (saved with a state and put back at its
-            # position: batches), as plain PyTorch's do; loaded ahead, each is seeded from its indices
+            # loaded in time, the fetches draw from the run's generators (saved with a state and put back at
+            # its position: batches), as plain PyTorch's do; loaded ahead, each is seeded from its indices
             self._seed_fetches(self._loads_ahead)
         self._order = _data_order(loader)
         self._own_generator = _hidden_generator(loader.dataset)  # (its name, it) or None
@@ -107,7 +107,7 @@ class TrainData:
         return self._fetches is not None and self._loader.dataset is self._fetches
 
     def _seed_fetches(self, seeded: bool) -> None:
-        """Fetch through :class:`SeededFetches` (collated there), or as the loader was given: plain PyTorch."""
+        """Fetch through :class:`SeededFetches` (collated there), or as the loader was given (plain PyTorch)."""
         fetches = self._fetches
         # torch refuses to set a built DataLoader's dataset: this one yields the same samples
         object.__setattr__(self._loader, "dataset", fetches if seeded else fetches.dataset)
@@ -226,18 +226,19 @@ class TrainData:
         self._replay_pending = self.replay_reason is not None and mid_epoch  # the same on every process
 
     def _fetch_as_saved(self, state: dict[str, Any] | None) -> None:
-        """Seed the fetches where the saved run did (states of earlier versions hold no word: they seeded all),
-        so that a resume with fewer dataloader workers stays exact; say where they cannot draw as saved."""
+        """Seed the fetches where the saved run did (states of earlier versions say nothing: they seeded
+        all), so that a resume with fewer dataloader workers stays exact; say where they cannot draw as saved."""
         saved_seeded = True if state is None else state.get("seeded_fetches", True)
         if saved_seeded and not self.seeds_fetches:
-            self._seed_fetches(True)  # in a fork in the main process: the saved run's generators were never drawn
+            self._seed_fetches(True)  # in a fork in the main process: the saved run's were never drawn from
         elif not saved_seeded and self.seeds_fetches:
             workers = self._loader.num_workers
-            where = f"in {workers} dataloader workers" if workers else "through accelerate's prepared dataloader"
+            where = f"in {workers} dataloader workers" if workers else "through accelerate's dataloader"
             self._warn(
-                "This resume is not exact because the saved run loaded its batches in its main process, drawing "
-                f"their random numbers from the run's generators, and this one loads them {where}, which cannot: "
-                "random augmentations will differ from the interrupted run's. Resume with num_workers=0."
+                "This resume is not exact because the saved run loaded its batches in its main process, "
+                "drawing their random numbers from the run's generators, and this one loads them "
+                f"{where}, which cannot: random augmentations will differ from the interrupted run's. "
+                "Resume with num_workers=0."
             )
 
     def warn_replayed(self, drew: bool) -> None:
