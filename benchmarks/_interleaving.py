@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 
 class HandLoop:
@@ -87,16 +87,22 @@ class HandLoop:
 
 
 class InterleavedDataset(Dataset):
-    """``dataset``, with one step of ``hand`` run (and timed) before each batch is loaded."""
-
-    # the samples are the wrapped TensorDataset's; the hand step's own draws need no exact resume, and
-    # seeding the fetch would put that cost (not the Trainer's per-step work) on the Trainer's side
-    draws_random_numbers = False
+    """``dataset``, with one step of ``hand`` run (and timed) before each batch is loaded. The Trainer
+    treats it as it treats ``dataset``: a ``TensorDataset`` (which it fetches as it is: it cannot
+    draw random numbers) or any other, such as a user's own class, of which it knows nothing."""
 
     def __init__(self, dataset, hand: HandLoop):
         self.dataset, self.hand = dataset, hand
         self.hand_starts: list[int] = []
         self.hand_ends: list[int] = []
+
+    @property
+    def draws_random_numbers(self) -> bool | None:
+        """What the Trainer concludes for ``dataset`` alone: False for a ``TensorDataset``; for any
+        other, its own declaration (a user's dataset makes none: None, "it may")."""
+        if type(self.dataset) is TensorDataset:
+            return False
+        return getattr(self.dataset, "draws_random_numbers", None)
 
     def __len__(self):
         return len(self.dataset)

@@ -39,6 +39,11 @@ WORKLOADS = {
     # the logger's own cost: "mlp" with a CSV logger every 10 updates, against a hand loop that logs
     # nothing, so that its ratio over mlp's is the logging overhead (issue 14: within 1%)
     "mlp-log10": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": True, "log_every": 10, "hand_logs": False},
+    # the most common data: a user's own map-style Dataset class (_user_dataset.py), plain and with a flip
+    "mlp-user": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True},
+    "mlp-user-flip": {
+        "model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True, "augment": "torch",
+    },
 }
 
 #: Per-step training losses are logged every this many optimizer updates (Lightning's default).
@@ -366,7 +371,12 @@ def main(argv=None) -> None:
 
     # pytorch-accelerated seeds every RNG when imported: seed after the imports, for everyone.
     train_dataset = make_dataset(spec["model"], args.num_train_samples, seed=1)
-    eval_dataset = make_dataset(spec["model"], args.num_train_samples // 6, seed=2)
+    eval_dataset = eval_tensors = make_dataset(spec["model"], args.num_train_samples // 6, seed=2)
+    if spec.get("user_dataset"):
+        from _user_dataset import user_dataset  # imports torch: after the clock
+
+        train_dataset = user_dataset(train_dataset, augment=spec.get("augment"))
+        eval_dataset = user_dataset(eval_dataset)
     torch.manual_seed(0)
     model = build_model(spec["model"])
     rss_before_setup = peak_rss_mib()
@@ -403,7 +413,7 @@ def main(argv=None) -> None:
         "step_ms": 1000 * fit_s / (num_batches * args.num_epochs),
         "rss_before_setup_mib": rss_before_setup,
         "peak_rss_mib": peak_rss_mib(),
-        "final_eval_loss": mean_loss(model, eval_dataset, 512),
+        "final_eval_loss": mean_loss(model, eval_tensors, 512),
         "logged_rows": logged_rows,
         "num_threads": torch.get_num_threads(),
         # Diagnostics of the fit call: page faults, and how often the process was preempted.

@@ -3,13 +3,19 @@
 Three workloads, each trained for the same steps on the same data (in order, no shuffling) from
 the same initial weights, as a hand-written loop and through ``Trainer`` (default callbacks):
 
-- ``mlp``: the seed's MNIST MLP, batch 32 (overhead-bound);
+- ``mlp``: the seed's MNIST MLP, batch 32 (overhead-bound), on a ``TensorDataset``;
+- ``mlp-user``: the same MLP on a user's own map-style ``Dataset`` class (``_user_dataset.py``,
+  ``__getitem__`` returns ``(x[i], y[i])``), the most common kind of data: the per-step cost of what
+  the Trainer does with a dataset it knows nothing of;
 - ``cnn``: a small CNN on 32x32x3 images, batch 128 (compute-bound);
 - ``transformer``: a stack of pre-norm transformer encoder blocks, in bf16;
 - ``lm-head``: the large-output model of ``memory.py`` (an embedding, one hidden layer and a
   32k-vocabulary head over 2,048 tokens a batch: 250 MiB of fp32 logits per batch), where the
   peak memory is the figure to read: the hand loop is written the usual way, so that a step's
   outputs stay alive in its variable until the next forward.
+
+Both loops load with ``pin_memory=True`` on CUDA and copy batches with ``non_blocking=True`` (the
+Trainer's defaults on one GPU: a run whose training dataloader does not pin memory fails the check).
 
 Modes: ``fp32``; ``bf16`` (autocast around the forward pass in the hand loop,
 ``accelerator_kwargs={"mixed_precision": "bf16"}`` for the Trainer); ``compile`` (fp32, the model
@@ -47,9 +53,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback
 
+from _user_dataset import UserDataset  # beside this script
+
 MODES = ("fp32", "bf16", "compile", "bf16-compile")
 DEFAULT_MODES = {
-    "mlp": ("fp32", "bf16", "compile"), "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
+    "mlp": ("fp32", "bf16", "compile"), "mlp-user": ("fp32", "bf16", "compile"),
+    "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
     "lm-head": ("fp32", "bf16"),
 }  # fmt: skip
 # Relative tolerance of a final loss against the workload's reference (the hand loop in the first
@@ -59,6 +68,7 @@ TOLERANCE = {"fp32": 1e-3, "compile": 1e-2, "bf16": 5e-2, "bf16-compile": 5e-2}
 # (CUDA sizes, CPU sizes): batch size, timed steps, warm-up steps (compilation happens there), model sizes.
 SIZES = {
     "mlp": ({"batch": 32, "steps": 600, "warmup": 30}, {"batch": 32, "steps": 150, "warmup": 10}),
+    "mlp-user": ({"batch": 32, "steps": 600, "warmup": 30}, {"batch": 32, "steps": 150, "warmup": 10}),
     "cnn": ({"batch": 128, "steps": 300, "warmup": 30}, {"batch": 16, "steps": 20, "warmup": 5}),
     "transformer": (
         {"batch": 16, "steps": 60, "warmup": 15, "width": 1024, "heads": 16, "layers": 8, "seq": 512, "vocab": 8192},
@@ -133,12 +143,13 @@ def make_workload(name: str, sizes: dict, num_samples: int, seed: int):
         tokens = torch.randint(0, sizes["vocab"], (num_samples, sizes["seq"]), generator=generator)
         factory = lambda: lm_head(sizes["vocab"], sizes["width"])  # noqa: E731
         return factory, token_loss, TensorDataset(tokens, torch.roll(tokens, -1, dims=1))
-    shape = (1, 28, 28) if name == "mlp" else (3, 32, 32)
+    mlp = name.startswith("mlp")
+    shape = (1, 28, 28) if mlp else (3, 32, 32)
     prototypes = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
     images = prototypes[labels] + 1.5 * torch.randn(num_samples, *shape, generator=generator)
-    factory = MNISTModel if name == "mlp" else small_cnn
-    return factory, nn.CrossEntropyLoss(), TensorDataset(images, labels)
+    dataset = UserDataset(images, labels) if name == "mlp-user" else TensorDataset(images, labels)
+    return (MNISTModel if mlp else small_cnn), nn.CrossEntropyLoss(), dataset
 
 
 # ---------------------------------------------------------------------- timing and synchronisations
@@ -199,11 +210,13 @@ class _WindowCallback(TrainerCallback):
 
 def hand_loop(model, loss_func, dataset, batch_size, device, mode, window) -> None:
     """A careful hand-written loop: pinned batches copied without blocking, the loss kept on the
-    device and read once at the end, autocast around the forward pass for bf16."""
+    device and read once at the end, autocast around the forward pass for bf16. Returns whether
+    its batches were pinned."""
     model.to(device)
     forward_model = torch.compile(model) if mode.endswith("compile") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    pinned = device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=pinned)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode.startswith("bf16") else contextlib.nullcontext()
     model.train()
     total = torch.zeros((), device=device)
@@ -220,10 +233,12 @@ def hand_loop(model, loss_func, dataset, batch_size, device, mode, window) -> No
         total += loss.detach() * targets.size(0)
     total.item()
     window.close()
+    return pinned
 
 
 def trainer_loop(model, loss_func, dataset, batch_size, device, mode, window) -> None:
-    """The Trainer with its default callbacks (their output discarded) and a timing callback."""
+    """The Trainer with its default callbacks (their output discarded) and a timing callback.
+    Returns whether its training dataloader pinned memory."""
     forward_model = torch.compile(model) if mode.endswith("compile") else model
     accelerator_kwargs = {"mixed_precision": "bf16"} if mode.startswith("bf16") else {}
     if device.type == "cpu":
@@ -239,6 +254,7 @@ def trainer_loop(model, loss_func, dataset, batch_size, device, mode, window) ->
         accelerator_kwargs=accelerator_kwargs,
     )
     trainer.train(dataset, num_epochs=1, per_device_batch_size=batch_size, train_dataloader_kwargs={"shuffle": False})
+    return trainer.train_dataloader.pin_memory  # the Trainer's default on CUDA: batches copied with non_blocking
 
 
 def final_loss(factory, trained: nn.Module, loss_func, dataset, batch_size, device) -> float:
@@ -266,8 +282,9 @@ def run_one(loop, workload, sizes, mode, device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        loop(model, loss_func, train_dataset, batch, device, mode, window)
+        pinned = loop(model, loss_func, train_dataset, batch, device, mode, window)
     return {
+        "pinned": pinned,
         "steps_per_s": steps / window.elapsed,
         "syncs_per_step": None if window.syncs is None else window.syncs / steps,
         # the whole run's peak (weights, optimizer state, activations, outputs), CUDA only
@@ -332,6 +349,8 @@ def main(argv=None) -> int:
                         f"{workload}: {name} in {mode} ended at loss {loss:.5f}, {relative:.1%} from the hand loop "
                         f"in {reference[0]} ({reference[1]:.5f}); tolerance {max(TOLERANCE[mode], TOLERANCE[reference[0]]):.1%}"
                     )
+            if on_cuda and not all(r["pinned"] for name in runs for r in runs[name]):
+                failures.append(f"{workload} in {mode}: a training dataloader did not pin memory (non_blocking needs it)")
             sync_text = {name: "-" if value is None else f"{value:.3f}" for name, value in syncs.items()}
             peaks = {name: runs[name][-1]["peak_mib"] for name in runs}
             peak_text = {name: "-" if value is None else f"{value:.0f}" for name, value in peaks.items()}
@@ -351,7 +370,7 @@ def main(argv=None) -> int:
     else:
         print("Synchronisations and peak memory are measured only on CUDA ('-' here; benchmarks/memory.py measures RSS).")
     if failures:
-        print("LOSSES DISAGREE:\n  " + "\n  ".join(failures))
+        print("CHECKS FAILED:\n  " + "\n  ".join(failures))
         return 1
     print("All losses agree within tolerance.")
     return 0

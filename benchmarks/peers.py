@@ -55,12 +55,14 @@ DEFAULT_PA_VENV = HERE / ".venvs" / "pytorch-accelerated"
 
 VARIANTS = ("hand", "trainer", "pytorch-accelerated", "lightning")
 EXTRA_VARIANTS = ("pytorch-accelerated-defaults",)  # its default loaders: os.cpu_count() workers
-WORKLOADS = ("mlp", "cnn", "mlp-accum-log", "mlp-log10")
+WORKLOADS = ("mlp", "mlp-user", "mlp-user-flip", "cnn", "mlp-accum-log", "mlp-log10")
 WORKLOAD_TITLES = {
     "mlp": "MNIST MLP, batch 32 (overhead-bound)",
     "cnn": "small CNN, 32x32x3, batch 128 (compute-bound)",
     "mlp-accum-log": "MNIST MLP, batch 32, accumulation 4, CSV logger",
     "mlp-log10": "MNIST MLP, batch 32, CSV logger every 10 updates (the hand loop logs nothing)",
+    "mlp-user": "MNIST MLP, batch 32, a user's own map-style Dataset class (__getitem__ returns (x[i], y[i]))",
+    "mlp-user-flip": "MNIST MLP, batch 32, the user's Dataset with a random flip (torch.rand) in __getitem__",
 }
 VARIANT_TITLES = {
     "hand": "hand loop",
@@ -69,7 +71,7 @@ VARIANT_TITLES = {
     "lightning": "Lightning",
     "pytorch-accelerated-defaults": "pytorch-accelerated (its loader defaults)",
 }
-GOALS = {"mlp": 1.02, "cnn": 1.00}  # Trainer / hand loop, wall time per step (DEVELOPERS.md, issue 17)
+GOALS = {"mlp": 1.02, "mlp-user": 1.02, "mlp-user-flip": 1.02, "cnn": 1.00}  # Trainer / hand loop per step (issues 17, 25)
 
 
 # ---------------------------------------------------------------------- environments
@@ -333,7 +335,7 @@ def interleaved_goal_lines(rows: list[dict]) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See benchmarks/README.md.")
     parser.add_argument("--repeats", type=int, default=6, help="alternating repeats (default 6: about 10 minutes)")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS[:3]),
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS[:5]),
                         help="mlp-log10 (the logger's overhead, for --variants trainer) runs only when named")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXTRA_VARIANTS, default=list(VARIANTS),
                         help="'hand' is always included: the ratios are to it")

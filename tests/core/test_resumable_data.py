@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -310,10 +311,12 @@ def test_a_stream_replayed_on_two_processes_says_if_the_resume_is_exact(tmp_path
         assert "train_dataloader_kwargs={'num_workers': 1}" in inexact, inexact
 
 
-def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
+def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once(workers):
     from pytorch_accelerated.trainer.data_position import SeededFetches
 
-    loader = torch.utils.data.DataLoader(Augmented(), batch_size=BATCH_SIZE, shuffle=True)
+    dataset = Augmented()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=workers)
 
     class ReusesItsDataloader(Trainer):
         def create_train_dataloader(self, batch_size, dataloader_kwargs):
@@ -322,9 +325,12 @@ def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once():
     model = torch.nn.Linear(4, 3)
     trainer = ReusesItsDataloader(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     for _ in range(2):
-        trainer.train(loader.dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
+        trainer.train(dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
         assert trainer._resume.train_data.replay_reason is None  # the second still skips, not replays
-    assert type(loader.dataset) is SeededFetches and type(loader.dataset.dataset) is Augmented
+    if workers:  # seeded in the workers, wrapped once
+        assert type(loader.dataset) is SeededFetches and loader.dataset.dataset is dataset
+    else:  # fetched as plain PyTorch fetches
+        assert loader.dataset is dataset and loader.collate_fn is torch.utils.data.default_collate
     assert type(loader.batch_sampler._batch_sampler) is torch.utils.data.BatchSampler
 
 
@@ -339,3 +345,107 @@ def test_datasets_that_cannot_draw_random_numbers_are_fetched_as_they_are():
         trainer = run(dataset, num_epochs=1)
         assert trainer.train_dataloader.dataset is dataset
         assert trainer._resume.train_data.replay_reason is None  # still skipped at the sampler on resume
+
+
+class UsersOwn(Dataset):
+    """A user's own map-style dataset: ``(x[i], y[i])``, each sample flipped with probability 1/2
+    drawn from ``augment``'s generator (none: plain); records what each load drew."""
+
+    def __init__(self, augment: str | None = None, num_samples: int = NUM_SAMPLES):
+        self.inputs, self.targets = make_tiny_dataset(num_samples).tensors
+        self.augment = augment
+        self.draws: list[tuple[int, bool]] = []
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        x = self.inputs[index]
+        draw = {
+            None: lambda: False,
+            "torch": lambda: bool(torch.rand(()) < 0.5),
+            "numpy": lambda: bool(np.random.rand() < 0.5),
+            "python": lambda: random.random() < 0.5,
+        }[self.augment]
+        flip = draw()
+        self.draws.append((index, flip))
+        return (x.flip(-1) if flip else x), self.targets[index]
+
+
+AUGMENTS = pytest.mark.parametrize(
+    "augment", [None, "torch", "numpy", "python"], ids=["plain", "flip-torch", "flip-numpy", "flip-python"]
+)
+
+
+@AUGMENTS
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
+def test_a_users_own_dataset_resumed_inside_an_epoch_ends_bitwise_equal(tmp_path, augment, workers):
+    loader_kwargs = {"train_dataloader_kwargs": {"num_workers": workers}}
+    expected = final_state(run(UsersOwn(augment), **loader_kwargs))
+    run(UsersOwn(augment), [SaveThenStop(tmp_path / "state")], **loader_kwargs)
+    scramble()
+    resumed = run(UsersOwn(augment), resume_from=tmp_path / "state", **loader_kwargs)
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+@pytest.mark.parametrize("augment", ["torch", "numpy", "python"])
+def test_augmentations_loaded_in_the_main_process_draw_what_plain_pytorch_draws(augment):
+    """One process, num_workers=0: no generator is forked or seeded around a batch (that cost a fifth of
+    an MLP step), so the dataset draws from the run's generators exactly as a plain DataLoader loop's does."""
+
+    def draws_of(loop) -> list[tuple[int, bool]]:
+        dataset = UsersOwn(augment)
+        seed_everything(7)
+        loop(dataset)
+        return dataset.draws
+
+    def plain(dataset):
+        for _ in range(2):
+            for _ in torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True):
+                pass
+
+    def with_the_trainer(dataset):
+        with torch.random.fork_rng(devices=[]):
+            model = torch.nn.Linear(4, 3)  # no dropout: the step draws nothing
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=())
+        trainer.train(dataset, num_epochs=2, per_device_batch_size=BATCH_SIZE)
+
+    expected = draws_of(plain)
+    assert len({flip for _, flip in expected}) == 2, "the flips should go both ways"
+    assert draws_of(with_the_trainer) == expected, "the Trainer's batches drew other numbers than a plain loop's"
+
+
+@AUGMENTS
+def test_a_run_saved_with_workers_resumes_exactly_loading_in_the_main_process(tmp_path, augment):
+    """Workers seed each batch's fetch; so does the main process of a run resumed from their state."""
+    with_workers = {"train_dataloader_kwargs": {"num_workers": 2}}
+    expected = final_state(run(UsersOwn(augment), **with_workers))
+    run(UsersOwn(augment), [SaveThenStop(tmp_path / "state")], **with_workers)
+    scramble()
+    in_the_main_process = {"train_dataloader_kwargs": {"num_workers": 0}}
+    resumed = run(UsersOwn(augment), resume_from=tmp_path / "state", **in_the_main_process)
+    assert_bitwise_equal(final_state(resumed), expected)
+
+
+def test_resuming_in_workers_a_run_that_loaded_in_its_main_process_warns_once(tmp_path):
+    run(UsersOwn("torch"), [SaveThenStop(tmp_path / "state")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(UsersOwn("torch"), resume_from=tmp_path / "state", train_dataloader_kwargs={"num_workers": 2})
+    messages = [str(w.message) for w in caught if "augmentations will differ" in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in caught]
+    assert "loaded its batches in its main process" in messages[0] and "num_workers=0" in messages[0]
+
+
+def test_a_state_saved_when_every_fetch_was_seeded_still_resumes_exactly(tmp_path):
+    """Earlier versions seeded the fetches in the main process too (their states hold no word of it):
+    a state of theirs (written by tests/core/seeded_fetches_state/make_state.py) is resumed with seeded
+    fetches, ending where their uninterrupted run ended."""
+    fixture = Path(__file__).parent / "seeded_fetches_state"
+    shutil.copytree(fixture / "state", tmp_path / "state")
+    scramble()
+    resumed = run(UsersOwn("torch"), resume_from=tmp_path / "state")
+    expected = torch.load(fixture / "uninterrupted.pt", weights_only=True)
+    ended = {"weights": resumed.get_model().state_dict(), "optimizer": resumed.optimizer.state_dict()}
+    assert_bitwise_equal(ended, expected)

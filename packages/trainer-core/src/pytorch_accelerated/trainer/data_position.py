@@ -3,13 +3,15 @@ batches before it, and the random numbers drawn while loading do not depend on w
 a batch is loaded.
 
 The batch sampler skips to the position (the epoch's random state restored first: the same order, nothing
-fetched); each batch is fetched with the CPU generators seeded from the epoch's seed and its indices
-(:class:`SeededFetches`); an iterable dataset resumes from its own ``state_dict``; where none of that is
-exact the epoch is replayed, with one warning naming why and whether the replay was exact (the loading drew
-where the saved run's did, or drew nothing while loading ahead), or "This resume is not exact because ...".
-A state saved inside an epoch over other data (its length, its sampler) is refused. The package README's
-"Exact resume" says why each choice, and what accelerate's ``skip_first_batches`` and torchdata's
-``StatefulDataLoader`` do instead.
+fetched), where the generators are put back as saved before the next batch loads, so that one process loading
+in its main process draws from the run's generators as plain PyTorch does; a batch loaded where that cannot
+hold (in a dataloader worker, or ahead of its step through accelerate's loader) is fetched with the CPU
+generators seeded from the epoch's seed and its indices (:class:`SeededFetches`); an iterable dataset resumes
+from its own ``state_dict``; where none of that is exact the epoch is replayed, with one warning naming why
+and whether the replay was exact (the loading drew where the saved run's did, or drew nothing while loading
+ahead), or "This resume is not exact because ...". A state saved inside an epoch over other data (its length,
+its sampler) is refused. The package README's "Exact resume" says why each choice, and what accelerate's
+``skip_first_batches`` and torchdata's ``StatefulDataLoader`` do instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import hashlib
 import itertools
 import json
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,27 +63,31 @@ class TrainData:
     def __init__(self, dataloader: DataLoader, num_processes: int = 1):
         self.dataloader = dataloader
         loader = getattr(dataloader, "base_dataloader", dataloader)  # accelerate's prepared loaders wrap a torch one
+        self._loader = loader
         self._stateful_dataset = _stateful_iterable(loader, num_processes)
         self.replay_reason = None if self._stateful_dataset is not None else _why_it_must_replay(loader, num_processes)
         self._skipper: _SkippingBatchSampler | None = None
         self._fetches: SeededFetches | None = None
         if isinstance(loader.batch_sampler, _SkippingBatchSampler):  # set up by an earlier train() with this loader
             self._skipper = loader.batch_sampler
-            self._fetches = loader.dataset if isinstance(loader.dataset, SeededFetches) else None
         elif self.replay_reason is None and self._stateful_dataset is None:
             self._skipper = _SkippingBatchSampler(loader.batch_sampler)
             # torch refuses to set these once a DataLoader is built, for a sampler or dataset that would
             # not match its batch_size and length; these yield the same index lists and samples
             object.__setattr__(loader, "batch_sampler", self._skipper)
-            if _may_draw_random_numbers(loader.dataset, loader.collate_fn):
-                self._fetches = SeededFetches(loader.dataset, loader.collate_fn)
-                object.__setattr__(loader, "dataset", self._fetches)
-                loader.collate_fn = _collated
+        # where batches are loaded ahead of the step, a replay's loading draws at other points than the saved
+        # run's, and a batch loaded before a state was saved would be loaded after it on resume (accelerate's
+        # loader reads one ahead, workers several)
+        self._loads_ahead = num_processes > 1 or loader.num_workers > 0 or dataloader is not loader
+        if self._skipper is not None:
+            self._fetches = _seeded_fetches_of(loader)
+        if self._fetches is not None:
+            # loaded in time, the fetches draw from the run's generators (saved with a state and put back at
+            # its position: batches), as plain PyTorch's do; loaded ahead, each is seeded from its indices
+            self._seed_fetches(self._loads_ahead)
         self._order = _data_order(loader)
         self._own_generator = _hidden_generator(loader.dataset)  # (its name, it) or None
         self._saved_own_generator: str | None = None
-        # where batches are loaded ahead of the step, a replay's loading draws at other points than the saved run's
-        self._loads_ahead = num_processes > 1 or loader.num_workers > 0
         self._not_exact_because = _why_no_resume_is_exact(loader) if self.replay_reason is not None else None
         self._replay_pending = False
         self._replay_length = 0
@@ -95,8 +101,17 @@ class TrainData:
 
     @property
     def seeds_fetches(self) -> bool:
-        """Whether each epoch's fetches are seeded from the random state the epoch started from."""
-        return self._fetches is not None
+        """Whether each epoch's fetches are seeded from the random state the epoch started from: in
+        dataloader workers, or ahead of their step through accelerate's loader (else they draw from
+        the run's generators, as plain PyTorch's do)."""
+        return self._fetches is not None and self._loader.dataset is self._fetches
+
+    def _seed_fetches(self, seeded: bool) -> None:
+        """Fetch through :class:`SeededFetches` (collated there), or as the loader was given (plain PyTorch)."""
+        fetches = self._fetches
+        # torch refuses to set a built DataLoader's dataset: this one yields the same samples
+        object.__setattr__(self._loader, "dataset", fetches if seeded else fetches.dataset)
+        self._loader.collate_fn = _collated if seeded else fetches.collate_fn
 
     def start_epoch(self, epoch_start_rng: dict[str, Any] | None) -> None:
         """Give this epoch's fetches their seed: a digest of the random state the epoch started
@@ -105,23 +120,25 @@ class TrainData:
             self._resumed_epochs_left -= 1
             if self._resumed_epochs_left == 0:  # the epoch after the resumed one reads the stream from its start
                 self._stateful_dataset.load_state_dict(self._start_state)
-        if self._fetches is not None:
+        if self.seeds_fetches:
             self._fetches.epoch_seed = epoch_seed(epoch_start_rng)
 
-    def batches(self, skip: int = 0) -> Iterator:
+    def batches(self, skip: int = 0, at_position: Callable[[], None] | None = None) -> Iterator:
         """The epoch's batches after the first ``skip``. A skipped epoch's first batch is loaded
         here, so that whatever the start of an iteration draws (the permutation, the workers'
-        base seed) is drawn from the epoch's restored random state, as in the saved run."""
+        base seed) is drawn from the epoch's restored random state, as in the saved run; where the
+        batch sampler skips, ``at_position`` is called once the skipped index lists are drawn,
+        before the first batch after them is loaded (there the random state is put back as saved)."""
         if skip == 0 or self._stateful_dataset is not None:
             return iter(self.dataloader)
         if self._skipper is None:
             return self._replayed(skip)
-        self._skipper.skip = skip
+        self._skipper.skip, self._skipper.at_position = skip, at_position
         batches = iter(self.dataloader)
         try:
             first = next(batches, _EXHAUSTED)  # the loader has asked for its index lists by now
         finally:
-            self._skipper.skip = 0
+            self._skipper.skip, self._skipper.at_position = 0, None
         if first is _EXHAUSTED:
             if skip > len(self._skipper):  # saved after the epoch's last update, before its end: nothing is left
                 raise _ran_out(len(self._skipper), skip)
@@ -185,22 +202,44 @@ class TrainData:
         self._saved_own_generator = saved_order.get("own_generator")
 
     def state_dict(self) -> dict[str, Any] | None:
-        """The iterable dataset's own position, where it keeps one (else None)."""
-        return None if self._stateful_dataset is None else self._stateful_dataset.state_dict()
+        """The iterable dataset's own position, where it keeps one; whether the fetches are seeded,
+        where they may be; else None."""
+        if self._stateful_dataset is not None:
+            return self._stateful_dataset.state_dict()
+        return None if self._fetches is None else {"seeded_fetches": self.seeds_fetches}
 
     def load_state_dict(self, state: dict[str, Any] | None, mid_epoch: bool) -> None:
-        """On resume: put the iterable dataset back where it was. Say once, before the first step, where
-        the resume is not exact and why; an epoch replayed says so as it is (:meth:`batches`)."""
+        """On resume: put the iterable dataset back where it was, or fetch as the saved run did. Say once,
+        before the first step, where the resume is not exact and why; an epoch replayed says so as it is
+        (:meth:`batches`)."""
         if self._stateful_dataset is not None and state is not None:
             if mid_epoch:  # a state saved between epochs: the next epoch reads the data from its start
                 self._stateful_dataset.load_state_dict(state)
                 self._resumed_epochs_left = 2  # this epoch, then the next one's start
             return
+        if self._fetches is not None:
+            self._fetch_as_saved(state)
         if self._not_exact_because is None and not mid_epoch and self._own_generator_moved():
             self._not_exact_because = _own_generator_message(self._own_generator[0])
         if self._not_exact_because is not None:  # at an epoch's end too: the next epochs draw otherwise
             self._warn(f"This resume is not exact because {self._not_exact_because}")
         self._replay_pending = self.replay_reason is not None and mid_epoch  # the same on every process
+
+    def _fetch_as_saved(self, state: dict[str, Any] | None) -> None:
+        """Seed the fetches where the saved run did (states of earlier versions say nothing: they seeded
+        all), so that a resume with fewer dataloader workers stays exact; say where they cannot draw as saved."""
+        saved_seeded = True if state is None else state.get("seeded_fetches", True)
+        if saved_seeded and not self.seeds_fetches:
+            self._seed_fetches(True)  # in a fork in the main process: the saved run's were never drawn from
+        elif not saved_seeded and self.seeds_fetches:
+            workers = self._loader.num_workers
+            where = f"in {workers} dataloader workers" if workers else "through accelerate's dataloader"
+            self._warn(
+                "This resume is not exact because the saved run loaded its batches in its main process, "
+                "drawing their random numbers from the run's generators, and this one loads them "
+                f"{where}, which cannot: random augmentations will differ from the interrupted run's. "
+                "Resume with num_workers=0."
+            )
 
     def warn_replayed(self, drew: bool) -> None:
         """Say whether a replay that loaded ahead was exact: ``drew``, whether the generators of any
@@ -243,9 +282,11 @@ class TrainData:
 
 
 class SeededFetches(Dataset):
-    """A map-style dataset whose batches are fetched (and collated) with Python's, NumPy's and
-    torch's CPU generators seeded from ``epoch_seed`` and the batch's indices; in the main process
-    the generators are put back afterwards. Other attributes are the wrapped dataset's."""
+    """A map-style dataset whose batches are fetched and collated with Python's, NumPy's and
+    torch's CPU generators seeded from ``epoch_seed`` and the batch's indices (in the main process
+    in a fork of the generators, put back afterwards), so that their random numbers do not depend on
+    where they are loaded; the loader's ``collate_fn`` then passes them through. Other attributes are
+    the wrapped dataset's. (One process loading in its main process fetches without it, as plain PyTorch.)"""
 
     def __init__(self, dataset, collate_fn):
         self.dataset = dataset
@@ -298,21 +339,33 @@ def _collated(data):
 
 class _SkippingBatchSampler:
     """The loader's batch sampler, whose iterations drop their first ``skip`` index lists (drawn,
-    never fetched) while ``skip`` is set. Everything else (``batch_size``, ``sampler``, ``set_epoch``, ...) is the wrapped one's."""
+    never fetched) while ``skip`` is set, then call ``at_position`` (if set) before giving the next.
+    Everything else (``batch_size``, ``sampler``, ``set_epoch``, ...) is the wrapped one's."""
 
     def __init__(self, batch_sampler):
         self._batch_sampler = batch_sampler
         self.skip = 0
+        self.at_position: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._batch_sampler)
 
     def __iter__(self) -> Iterator:
-        # islice: lazy, as the wrapped sampler is (nothing is drawn before the first batch is asked for;
-        # torch's worker loader calls iter() twice and runs only the second), and no Python call per batch
         if self.skip == 0:
             return iter(self._batch_sampler)
-        return itertools.islice(self._batch_sampler, self.skip, None)
+        # lazy, as the wrapped sampler is: nothing is drawn before the first batch is asked for (torch's
+        # worker loader calls iter() twice and runs only the second)
+        return self._from_position(itertools.islice(self._batch_sampler, self.skip, None), self.at_position)
+
+    @staticmethod
+    def _from_position(index_lists: Iterator, at_position: Callable[[], None] | None) -> Iterator:
+        first = next(index_lists, _EXHAUSTED)
+        if first is _EXHAUSTED:
+            return
+        if at_position is not None:
+            at_position()
+        yield first
+        yield from index_lists
 
     def __getattr__(self, name: str):
         if name == "_batch_sampler":
@@ -340,6 +393,16 @@ def _seed_cpu_generators(seed: int) -> None:
     torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that reseeds the CUDA generators too
     random.seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def _seeded_fetches_of(loader: DataLoader) -> SeededFetches | None:
+    """The loader's fetches, able to be seeded: those of an earlier train() with this loader, new ones
+    where its dataset or collate_fn may draw random numbers, else None."""
+    if isinstance(loader.dataset, SeededFetches):
+        return loader.dataset
+    if _may_draw_random_numbers(loader.dataset, loader.collate_fn):
+        return SeededFetches(loader.dataset, loader.collate_fn)
+    return None
 
 
 def _may_draw_random_numbers(dataset, collate_fn) -> bool:

@@ -30,7 +30,7 @@ from .state_format import MANIFEST_NAME, load_training_state, newest_of, resolve
 class _Pending:
     """What a loaded state still has to put back once the start events have run."""
 
-    rng: dict
+    rng: dict | None  # None once put back
     epoch_start_rng: dict | None
     callback_states: dict[str, dict]
 
@@ -229,18 +229,26 @@ class Resume:
         callbacks = dict(self._callback_keys())
         for key, state in pending.callback_states.items():
             callbacks[key].load_state_dict(state)
-        restore_rng_state(pending.rng, self.train_dataloader, loader_generators=not epoch_goes_on)
+        if pending.rng is not None:
+            restore_rng_state(pending.rng, self.train_dataloader, loader_generators=not epoch_goes_on)
 
     def _iterate_epoch(self) -> Iterator:
         if self._pending is None:
             return self.train_data.batches(self.position.epoch_batches)
         # a state saved at the update that ended its epoch: the epoch has no batch left, only its end
         goes_on = not self.position.train_epoch_should_end(self.run_config.max_num_train_steps)
-        batches = self.train_data.batches(self.position.epoch_batches) if goes_on else iter(())
+        at_position = self._restore_rng_at_position
+        batches = self.train_data.batches(self.position.epoch_batches, at_position) if goes_on else iter(())
         if self.train_data.replay_drew is not None:  # a replay that loaded ahead: exact unless a process drew
             self.train_data.warn_replayed(any_process(self.accelerator, self.train_data.replay_drew))
         self._finish(epoch_goes_on=goes_on)
         return batches
+
+    def _restore_rng_at_position(self) -> None:
+        """The generators as saved (the loader's own as its iteration drew them, see :meth:`_finish`),
+        before the first batch after the saved position loads, so that it draws what the saved run's did."""
+        rng, self._pending.rng = self._pending.rng, None
+        restore_rng_state(rng, self.train_dataloader, loader_generators=False)
 
     def _needs_epoch_start_rng(self) -> bool:
         # only a callback handling on_save_point can save a state inside the epoch, which replays this
