@@ -214,6 +214,16 @@ def test_an_empty_training_set_is_a_clear_error():
         make_trainer().train(make_tiny_dataset(3), num_epochs=1, per_device_batch_size=4, train_dataloader_kwargs={"drop_last": True})
 
 
+def test_batches_reach_the_device_non_blocking_unless_configured_otherwise():
+    """accelerate's loaders (several processes) copy pinned batches without waiting, as the Trainer's
+    own copy does on one; a dataloader_config the user gives is kept as given."""
+    from accelerate.utils import DataLoaderConfiguration
+
+    assert make_trainer().accelerator.non_blocking
+    own = make_trainer(accelerator_kwargs={"dataloader_config": DataLoaderConfiguration(non_blocking=False)})
+    assert not own.accelerator.non_blocking
+
+
 def test_accumulation_steps_in_accelerator_kwargs_are_refused():
     with pytest.raises(ValueError, match="Pass gradient_accumulation_steps to Trainer.train"):
         make_trainer(accelerator_kwargs={"gradient_accumulation_steps": 4})

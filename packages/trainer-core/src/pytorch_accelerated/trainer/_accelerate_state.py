@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration
 
 from . import _sharding
 
@@ -16,7 +17,8 @@ from . import _sharding
 def accelerator_kwargs_for(accelerator_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of the Trainer's ``Accelerator``: the user's, with the process-wide state
     made way for (:func:`make_way_for`), ``cpu=True`` where several processes were launched on
-    a machine without an accelerator (a bare ``Accelerator()`` would run every process alone), and an
+    a machine without an accelerator (a bare ``Accelerator()`` would run every process alone), batches
+    copied to the device with ``non_blocking`` unless a ``dataloader_config`` is given, and an
     FSDP plugin asked for by the environment passed as an argument, with its mixed precision filled
     (:func:`_sharding.reduce_in_fp32`)."""
     kwargs = dict(accelerator_kwargs)
@@ -25,6 +27,9 @@ def accelerator_kwargs_for(accelerator_kwargs: dict[str, Any]) -> dict[str, Any]
     make_way_for(kwargs)
     if "cpu" not in kwargs and several_cpu_processes:
         kwargs["cpu"] = True
+    if "dataloader_config" not in kwargs and "split_batches" not in kwargs:
+        # several GPUs: accelerate's loaders then copy pinned batches to the device without waiting
+        kwargs["dataloader_config"] = DataLoaderConfiguration(non_blocking=True)
     fsdp_plugin = _sharding.fsdp_plugin_asked(kwargs)
     if fsdp_plugin is not None:
         _sharding.reduce_in_fp32(fsdp_plugin, _requested_mixed_precision(kwargs))
