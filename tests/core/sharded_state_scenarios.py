@@ -8,8 +8,8 @@ Run on every process of a launch, e.g.::
 
 Arguments, results and failure handling as in ``distributed_scenarios.py`` (whose runner this reuses).
 The run: ``sharding_scenarios``' tiny transformer, AdamW, 2 epochs of 5 batches per process with
-accumulation 2 (updates 1, 2 inside an epoch, 3 at its end), a training state saved at every save point
-into ``OUT/states/<updates>_<point>``.
+accumulation 2 (updates 1, 2 inside an epoch, 3 at its end), a training state saved
+into ``OUT/states/<updates>_<point>`` at the save points in ``SAVED``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import sys
 from pathlib import Path
 
 import torch
-
-import pytorch_accelerated.trainer.sharded_state as sharded_state
-from pytorch_accelerated.trainer import Trainer, TrainerCallback, find_latest_training_state
+from pytorch_accelerated.trainer import (
+    Trainer,
+    TrainerCallback,
+    find_latest_training_state,
+    sharded_state,
+)
 
 if __package__:  # imported by the tests
     from .sharding_scenarios import TRAIN, fsdp2_plugin, make_trainer, token_dataset
@@ -36,21 +39,37 @@ MID_EPOCH_STATE = "02_update"  # 4 of the epoch's 5 batches done
 EPOCH_END_STATE = "03_epoch_end"
 DAMAGED_SHARD = "dcp/__1_0.distcp"
 KILLED_AT = 4  # the save after update 4 is killed halfway through process 1's shard
+SAVED = ("00_run_start", "01_update", "02_update", "03_update", "03_epoch_end", "04_update", "06_run_end")
 
 
-class SaveEverySavePoint(TrainerCallback):
-    """Saves a training state at every save point into ``folder/<updates>_<point>``; finds the latest."""
+class SaveStates(TrainerCallback):
+    """Saves a training state at the save points named in ``names`` into ``folder/<updates>_<point>``;
+    finds the latest there."""
 
-    def __init__(self, folder: Path, kill_at: int | None = None):
-        self.folder, self.kill_at = folder, kill_at
+    def __init__(self, folder: Path, names=SAVED, kill_at: int | None = None):
+        self.folder, self.names, self.kill_at = folder, names, kill_at
 
     def on_save_point(self, trainer, point, **kwargs):
+        name = f"{trainer.completed_update_steps:02d}_{point}"
+        if name not in self.names:
+            return
         if trainer.completed_update_steps == self.kill_at and trainer.process_index == 1:
             _die_halfway_through_the_next_shard()
-        trainer.save_training_state(self.folder / f"{trainer.completed_update_steps:02d}_{point}")
+        trainer.save_training_state(self.folder / name)
 
     def latest_training_state(self):
         return find_latest_training_state(self.folder)
+
+
+class TryAnAsynchronousSave(TrainerCallback):
+    """At the first update's save point, tries an asynchronous save: ``error`` says how it was refused."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.error = folder, None
+
+    def on_save_point(self, trainer, point, **kwargs):
+        if self.error is None and point == "update":
+            self.error = _error_of(lambda: trainer.save_training_state(self.folder, asynchronous=True))
 
 
 def _die_halfway_through_the_next_shard() -> None:
@@ -113,21 +132,20 @@ def _error_of(call) -> str:
 
 
 def scenario_uninterrupted(out: Path) -> dict:
-    trainer = sharded_trainer([SaveEverySavePoint(out / "states")])
+    asynchronous = TryAnAsynchronousSave(out / "asynchronous")
+    trainer = sharded_trainer([SaveStates(out / "states"), asynchronous])
     train(trainer)
-    result = finish(trainer, out, "uninterrupted")
-    result["asynchronous"] = _error_of(lambda: trainer.save_training_state(out / "async", asynchronous=True))
-    return result
+    return {**finish(trainer, out, "uninterrupted"), "asynchronous": asynchronous.error}
 
 
 def scenario_resumed_mid_epoch(out: Path) -> dict:
-    trainer = sharded_trainer([SaveEverySavePoint(out / "resumed_states")])
+    trainer = sharded_trainer()
     train(trainer, resume_from=out / "states" / MID_EPOCH_STATE)
     return finish(trainer, out, "resumed_mid_epoch")
 
 
 def scenario_resumed_at_epoch_end(out: Path) -> dict:
-    trainer = sharded_trainer([SaveEverySavePoint(out / "resumed_states")])
+    trainer = sharded_trainer()
     train(trainer, resume_from=out / "states" / EPOCH_END_STATE)
     return finish(trainer, out, "resumed_at_epoch_end")
 
@@ -148,13 +166,13 @@ def scenario_damaged_shard(out: Path) -> dict:
 
 
 def scenario_killed_in_save(out: Path) -> dict:
-    trainer = sharded_trainer([SaveEverySavePoint(out / "killed_states", kill_at=KILLED_AT)])
+    trainer = sharded_trainer([SaveStates(out / "killed_states", kill_at=KILLED_AT)])
     train(trainer)
     raise AssertionError("process 1 was to be killed in the save after update 4")
 
 
 def scenario_resumed_latest(out: Path) -> dict:
-    trainer = sharded_trainer([SaveEverySavePoint(out / "killed_states")])
+    trainer = sharded_trainer([SaveStates(out / "killed_states", names=())])
     train(trainer, resume_from="latest")
     return finish(trainer, out, "resumed_latest")
 

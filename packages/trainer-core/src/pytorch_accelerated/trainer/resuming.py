@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
+from . import sharded_state
 from ._warnings import warn_user
 from .agreement import agree_on_training_state, any_process, on_every_process
 from .async_saving import BackgroundWriter
 from .callbacks import CallbackHandler, TrainerCallback
-from . import sharded_state
 from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
 from .position import RunPosition
@@ -296,21 +296,25 @@ class Resume:
         if not sharded_state.is_sharded(self.accelerator):
             return None
         main = self.accelerator.is_main_process
-        on_every_process(self.accelerator, lambda: main and start_writing(save_dir), "start writing a training state")
+        on_every_process(self.accelerator, lambda: main and start_writing(save_dir), "start writing a state")
+        folder = writing_folder(save_dir)
         try:
             return on_every_process(
                 self.accelerator,
-                lambda: sharded_state.save_shards(self.accelerator, self.model, self.optimizer, writing_folder(save_dir)),
+                lambda: sharded_state.save_shards(self.accelerator, self.model, self.optimizer, folder),
                 f"write its shards of the training state {str(save_dir)!r}",
             )
         except BaseException:
             if main:
-                shutil.rmtree(writing_folder(save_dir), ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
             raise
 
     def _large_components(self, stored_apart: dict[str, dict]) -> dict[str, Any]:
-        """The model's and the optimizer's states for ``trainer.pt``, but for those stored apart (with DCP)."""
-        parts = {"model": lambda: model_state_dict(self.accelerator, self.model), "optimizer": self.optimizer.state_dict}
+        """The model's and the optimizer's states for ``trainer.pt``, but those stored apart (with DCP)."""
+        parts = {
+            "model": lambda: model_state_dict(self.accelerator, self.model),
+            "optimizer": self.optimizer.state_dict,
+        }
         return {name: state() for name, state in parts.items() if name not in stored_apart}
 
     def _saved_position(self, point: str) -> dict[str, Any]:
@@ -436,8 +440,8 @@ class Resume:
         apart = sharded_state.stored_sharded(components)
         if sharded_state.is_sharded(self.accelerator) and "model" not in apart:
             raise CheckpointError(
-                f"{str(path)!r} was saved by an unsharded run (one process or DDP) and this run shards the model "
-                "(FSDP): resume it unsharded, or start from its weights with load_checkpoint."
+                f"{str(path)!r} was saved by an unsharded run (one process or DDP) and this run shards the "
+                "model (FSDP): resume it unsharded, or start from its weights with load_checkpoint."
             )
         unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if apart:

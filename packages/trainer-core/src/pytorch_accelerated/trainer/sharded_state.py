@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from accelerate.utils import DistributedType, gather_object
@@ -42,14 +43,19 @@ def stored_sharded(components: dict[str, dict]) -> list[str]:
 # ---------------------------------------------------------------------------------- saving
 
 
-def save_shards(accelerator, model, optimizer, state_folder: Path) -> tuple[dict[str, dict], dict[str, tuple]]:
+def save_shards(
+    accelerator, model, optimizer, state_folder: Path
+) -> tuple[dict[str, dict], dict[str, tuple[int, str]]]:
     """Write this process's shards of ``model`` and ``optimizer`` into ``state_folder/dcp`` (call it
     on every process). Returns, on every process, the components as the manifest names them and every
     process's files with their sizes and digests. An optimizer without state yet (before its first
     update) is left to ``trainer.pt`` (torch's own, tiny): torch.distributed would take a step to
     create it."""
     from torch.distributed.checkpoint import FileSystemWriter, save
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
     torch_optimizer = _torch_optimizer(optimizer)
     state = {"model": get_model_state_dict(model)}
@@ -57,7 +63,8 @@ def save_shards(accelerator, model, optimizer, state_folder: Path) -> tuple[dict
         state["optimizer"] = get_optimizer_state_dict(model, torch_optimizer)
     writer = FileSystemWriter(state_folder / DCP_FOLDER)  # files synced (sync_files=True)
     writer.fs = _DigestingFileSystem()
-    save(state, storage_writer=writer)
+    with _without_process_group_warning():
+        save(state, storage_writer=writer, no_dist=not torch.distributed.is_initialized())
     own = {f"{DCP_FOLDER}/{name}": written for name, written in writer.fs.written.items()}
     everyone = [own] if accelerator.num_processes == 1 else gather_object([own])
     files = {name: written for part in everyone for name, written in part.items()}
@@ -97,13 +104,16 @@ class _DigestingFileSystem:
 # ---------------------------------------------------------------------------------- loading
 
 
-def check_fits(unwrapped_model, optimizer, state_dir: Path, components: dict[str, dict], optimizer_class: str) -> None:
+def check_fits(
+    unwrapped_model, optimizer, state_dir: Path, components: dict[str, dict], optimizer_class: str
+) -> None:
     """Raise :class:`CheckpointError` naming the difference unless the components stored with DCP in
     ``state_dir`` hold this model's weights (names, whole shapes) and this optimizer's class's state."""
-    if "optimizer" in stored_sharded(components) and optimizer_class != type(_torch_optimizer(optimizer)).__name__:
+    here = type(_torch_optimizer(optimizer)).__name__
+    if "optimizer" in stored_sharded(components) and optimizer_class != here:
         raise CheckpointError(
             f"{str(state_dir)!r} holds the state of a {optimizer_class} optimizer; this trainer's is a "
-            f"{type(_torch_optimizer(optimizer)).__name__}. Resume with the optimizer the run was saved with."
+            f"{here}. Resume with the optimizer the run was saved with."
         )
     storage = components["model"]
     metadata = _read_metadata(state_dir / storage["folder"])
@@ -131,13 +141,23 @@ def load_shards(model, optimizer, state_dir: Path, components: dict[str, dict]) 
     torch_optimizer = _torch_optimizer(optimizer)
     state = {"model": get_model_state_dict(model)} if "model" in names else {}
     if "optimizer" in names:
-        state["optimizer"] = get_optimizer_state_dict(model, torch_optimizer)  # this run's layout, to load into
+        state["optimizer"] = get_optimizer_state_dict(model, torch_optimizer)  # this run's layout
     folder = state_dir / components[names[0]]["folder"]
-    load(state, storage_reader=_safe_reader(folder), planner=_safe_planner())
+    with _without_process_group_warning():
+        no_dist = not torch.distributed.is_initialized()
+        load(state, storage_reader=_safe_reader(folder), planner=_safe_planner(), no_dist=no_dist)
     if "model" in state:
         set_model_state_dict(model, state["model"])
     if "optimizer" in state:
         set_optimizer_state_dict(model, torch_optimizer, state["optimizer"])
+
+
+@contextlib.contextmanager
+def _without_process_group_warning() -> Iterator[None]:
+    """DCP warns on one process without a process group, where it saves or loads alone, as asked here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def _torch_optimizer(optimizer) -> torch.optim.Optimizer:

@@ -61,7 +61,7 @@ _READABLE_FORMAT_VERSIONS = (1, 2, 3)
 _COMPONENTS = {
     name: {"format": "torch.save", "file": "trainer.pt", "key": name} for name in ("model", "optimizer")
 }
-#: A sharded model's components, each process's shards in a folder of torch.distributed.checkpoint (sharded_state).
+#: A sharded model's components: each process's shards in a folder of torch.distributed.checkpoint.
 DCP_FORMAT = "torch.distributed.checkpoint"
 _READABLE_COMPONENT_FORMATS = ("torch.save", DCP_FORMAT)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
@@ -138,7 +138,10 @@ def _write_parts(folder: Path, shared: dict, per_process: list[dict]) -> dict[st
 
 
 def _manifest(
-    files: dict[str, tuple[int, str]], num_processes: int, position: dict[str, Any], components: dict[str, dict]
+    files: dict[str, tuple[int, str]],
+    num_processes: int,
+    position: dict[str, Any],
+    components: dict[str, dict],
 ) -> dict[str, Any]:
     manifest = {
         "format": _FORMAT,
@@ -375,9 +378,11 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
     components = components_of(state_dir, manifest)
     saved = {name: storage for name, storage in components.items() if storage["format"] == "torch.save"}
     files_saved = sorted({storage["file"] for storage in saved.values()} - {SHARED_FILE_NAME})
-    # the files of components stored with DCP are read by whichever processes hold their shards now: all checked
-    dcp_files = [name for storage in components.values() if "folder" in storage for name in _files_in(manifest, storage)]
-    check_digests(state_dir, manifest, [SHARED_FILE_NAME, process_file_name(process_index), *files_saved, *dcp_files])
+    # DCP's files are read by whichever processes hold their shards now: all are checked
+    folders = [storage for storage in components.values() if "folder" in storage]
+    dcp_files = [name for storage in folders for name in _files_in(manifest, storage)]
+    own = process_file_name(process_index)
+    check_digests(state_dir, manifest, [SHARED_FILE_NAME, own, *files_saved, *dcp_files])
     shared = safe_torch_load(state_dir / SHARED_FILE_NAME)
     files = {SHARED_FILE_NAME: shared, **{name: safe_torch_load(state_dir / name) for name in files_saved}}
     for name, storage in saved.items():
@@ -404,8 +409,8 @@ def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dic
         if kind not in _READABLE_COMPONENT_FORMATS:
             raise CheckpointError(
                 f"{where} stores its {name} state in the format {kind!r}, which this trainer-core cannot read (it reads "
-                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core. Resume with the "
-                "trainer-core that wrote it."
+                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core. Resume "
+                "with the trainer-core that wrote it."
             )
         listed = storage.get("file") if kind == "torch.save" else f"{storage.get('folder')}/.metadata"
         if not isinstance(storage.get("key"), str) or listed not in manifest["files"]:

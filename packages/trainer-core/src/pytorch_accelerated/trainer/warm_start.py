@@ -43,7 +43,7 @@ def load_training_state(accelerator: Accelerator, model, optimizer, scheduler, s
     if "model" not in apart:
         check_model_fits(unwrapped, shared["model"], path)
     if "optimizer" not in apart:
-        _check_optimizer_fits(getattr(optimizer, "optimizer", optimizer), shared, path)  # torch's, in accelerate's
+        _check_optimizer_fits(getattr(optimizer, "optimizer", optimizer), shared, path)
     scheduler = scheduler if "scheduler" in shared else None
     if scheduler is not None and shared.get("scheduler_class") not in (None, type(scheduler).__qualname__):
         raise CheckpointError(
@@ -72,7 +72,8 @@ def load_training_state(accelerator: Accelerator, model, optimizer, scheduler, s
 def _refuse_unsupported(accelerator: Accelerator, path: Path) -> None:
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise CheckpointError(
-            "load_training_state supports one device, DDP and FSDP2, not DeepSpeed: use accelerator.load_state there."
+            "load_training_state supports one device, DDP and FSDP2, not DeepSpeed: use "
+            "accelerator.load_state there."
         )
     if any((path / name).is_file() for name in _FILES_OF_0161_STATES):
         raise CheckpointError(
@@ -86,8 +87,8 @@ def _refuse_unsupported(accelerator: Accelerator, path: Path) -> None:
 def _refuse_unsharded_into_sharded(accelerator: Accelerator, path: Path, apart: list[str]) -> None:
     if sharded_state.is_sharded(accelerator) and "model" not in apart:
         raise CheckpointError(
-            f"{str(path)!r} was saved by an unsharded run (one process or DDP), and this model is sharded (FSDP): "
-            "load it into an unsharded model, or start from its weights with load_checkpoint."
+            f"{str(path)!r} was saved by an unsharded run (one process or DDP), and this model is sharded "
+            "(FSDP): load it into an unsharded model, or start from its weights with load_checkpoint."
         )
 
 
