@@ -165,6 +165,16 @@ def scenario_damaged_shard(out: Path) -> dict:
     return {"process_index": trainer.process_index, "refused": _error_of(lambda: train(trainer, damaged))}
 
 
+def scenario_unsharded_into_sharded(out: Path) -> dict:
+    """A state saved by DDP on the same two processes, resumed by an FSDP2 run."""
+    unsharded = make_trainer(callbacks=[SaveStates(out / "ddp_states", names=("02_run_end",))])
+    unsharded.optimizer = torch.optim.AdamW(unsharded.model.parameters(), lr=LR, weight_decay=0.01)
+    unsharded.train(token_dataset(16), num_epochs=1, per_device_batch_size=4)
+    trainer = sharded_trainer()
+    refused = _error_of(lambda: train(trainer, out / "ddp_states" / "02_run_end"))
+    return {"process_index": trainer.process_index, "refused": refused}
+
+
 def scenario_killed_in_save(out: Path) -> dict:
     trainer = sharded_trainer([SaveStates(out / "killed_states", kill_at=KILLED_AT)])
     train(trainer)

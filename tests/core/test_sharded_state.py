@@ -19,7 +19,10 @@ from . import sharded_state_scenarios as scenarios
 from .sharding_scenarios import TinyTransformer, next_token_loss
 from .test_sharding import Launch
 
-RUNS = ("uninterrupted", "resumed_mid_epoch", "resumed_at_epoch_end", "damaged_shard", "resumed_latest")
+RUNS = (
+    "uninterrupted", "resumed_mid_epoch", "resumed_at_epoch_end", "damaged_shard", "resumed_latest",
+    "unsharded_into_sharded",
+)  # fmt: skip
 DCP = "torch.distributed.checkpoint"
 
 
@@ -81,6 +84,13 @@ def test_a_flipped_byte_in_a_shard_is_refused_by_name_on_every_process(runs):
     for result in runs.results("damaged_shard"):
         assert result["refused"].startswith("CheckpointError: "), result
         assert f"{scenarios.DAMAGED_SHARD}' is corrupted" in result["refused"], result
+
+
+def test_a_state_of_an_unsharded_run_is_not_resumed_into_a_sharded_one(runs):
+    for result in runs.results("unsharded_into_sharded"):
+        assert result["refused"].startswith("CheckpointError: "), result
+        assert "saved by an unsharded run (one process or DDP) and this run shards the model" in result["refused"]
+        assert "resume it unsharded, or start from its weights with load_checkpoint" in result["refused"]
 
 
 def test_asynchronous_saves_of_a_sharded_model_are_refused_naming_the_fix(runs):
