@@ -88,9 +88,10 @@ def test_a_flipped_byte_in_a_shard_is_refused_by_name_on_every_process(runs):
 
 def test_a_state_of_an_unsharded_run_is_not_resumed_into_a_sharded_one(runs):
     for result in runs.results("unsharded_into_sharded"):
-        assert result["refused"].startswith("CheckpointError: "), result
-        assert "saved by an unsharded run (one process or DDP) and this run shards the model" in result["refused"]
-        assert "resume it unsharded, or start from its weights with load_checkpoint" in result["refused"]
+        refused = result["refused"]
+        assert refused.startswith("CheckpointError: "), result
+        assert "saved by an unsharded run (one process or DDP) and this run shards the model" in refused
+        assert "resume it unsharded, or start from its weights with load_checkpoint" in refused
 
 
 def test_asynchronous_saves_of_a_sharded_model_are_refused_naming_the_fix(runs):
