@@ -19,7 +19,7 @@ LEAVES = {
 }  # fmt: skip
 COLLABORATORS = {
     "agreement", "checkpointing", "resuming", "warm_start", "_dataloaders", "dataloader_workers", "_preparation",
-    "_prediction", "_evaluation", "_process_group",
+    "_prediction", "_evaluation", "_process_group", "sharded_state",
 }  # fmt: skip
 LAYERS = [LEAVES, COLLABORATORS, {"trainer"}, {"testing", "__init__"}]
 

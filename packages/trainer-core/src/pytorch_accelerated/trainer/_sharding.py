@@ -262,15 +262,14 @@ def refuse_items_under_deepspeed() -> None:
 
 
 def check_training_state_supported(accelerator) -> None:
-    """Refuse ``save_training_state`` and ``resume_from`` for sharded models, naming what saves them."""
-    if accelerator.distributed_type == DistributedType.FSDP:
+    """Refuse ``save_training_state`` and ``resume_from`` for the sharded models they cannot save
+    (FSDP1, DeepSpeed), naming what saves them; FSDP2's are saved with torch.distributed.checkpoint."""
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise CheckpointError(
-            "Training states of FSDP-sharded models are not supported by this trainer-core yet: save "
-            "and load the sharded weights, optimizer and random states with "
-            "trainer.accelerator.save_state(folder) / trainer.accelerator.load_state(folder) "
-            "(torch.distributed.checkpoint, every process), and the full weights with "
-            "trainer.save_checkpoint(path). Neither holds the run's position: train(resume_from=...) cannot "
-            "continue from them."
+            "Training states of FSDP1 models are not supported: use FSDP2 (fsdp_version=2), whose "
+            "training states every process writes with torch.distributed.checkpoint, or save and load with "
+            "trainer.accelerator.save_state(folder) / trainer.accelerator.load_state(folder), which hold "
+            "no position: train(resume_from=...) cannot continue from them."
         )
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise CheckpointError(

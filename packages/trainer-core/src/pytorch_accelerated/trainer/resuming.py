@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 
+from . import sharded_state
 from ._warnings import warn_user
 from .agreement import agree_on_training_state, any_process, on_every_process
 from .async_saving import BackgroundWriter
@@ -23,7 +25,16 @@ from .run_config import TrainerRunConfig
 from .run_history import RunHistory
 from .running_loss import RunningLoss
 from .safe_files import CheckpointError, check_plain_data, to_cpu
-from .state_format import MANIFEST_NAME, load_training_state, newest_of, resolve_training_state, write_training_state
+from .state_format import (
+    MANIFEST_NAME,
+    components_of,
+    load_training_state,
+    newest_of,
+    resolve_training_state,
+    start_writing,
+    write_training_state,
+    writing_folder,
+)
 
 
 @dataclass
@@ -128,18 +139,19 @@ class Resume:
         save_dir = Path(save_dir)
         own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
         states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
+        stored_apart = self._save_shards(save_dir)
 
         def write() -> None:
             if not self.accelerator.is_main_process:
                 return
-            shared = self._shared_state(point)
+            shared = self._shared_state(point, stored_apart[0] if stored_apart else {})
             if checkpoint_kwargs:  # returned by Trainer.load_training_state
                 shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
             state = (shared, states, self._saved_position(point))
             if asynchronous:
                 self._background.start(_write_copied_state(save_dir), state, f"the training state {str(save_dir)!r}")
             else:
-                write_training_state(save_dir, *state)
+                write_training_state(save_dir, *state, stored_apart=stored_apart)
 
         doing = "copy the training state {} to host memory" if asynchronous else "write the training state {}"
         on_every_process(self.accelerator, write, doing.format(repr(str(save_dir))))
@@ -208,8 +220,7 @@ class Resume:
             self.scheduler.load_state_dict(shared["scheduler"])
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(shared["scaler"])
-        self.optimizer.load_state_dict(shared["optimizer"])
-        load_model_state_dict(self.accelerator, self.model, shared["model"], path)
+        self._load_large_components(path, manifest, shared)
         self.run_history.load_state_dict(own.get("run_history", shared["run_history"]))  # states before 0.4: shared only
         self.position.load_state_dict(shared["position"])
         self.train_loss.load_state_dict(own["train_loss"])
@@ -275,11 +286,44 @@ class Resume:
                 "recorded and a state saved inside it would not resume exactly: give the Trainer the callback "
                 "that saves (SaveTrainingStateCallback, or one with an on_save_point) before train()."
             )
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             raise CheckpointError(
-                "save_training_state supports one device and DDP, not sharded FSDP/DeepSpeed models: "
+                "save_training_state supports one device, DDP and FSDP2, not DeepSpeed: "
                 "use accelerator.save_state / load_state there."
             )
+        if asynchronous and sharded_state.is_sharded(self.accelerator):
+            raise CheckpointError(
+                "save_training_state(asynchronous=True) is not supported for sharded (FSDP) models: every "
+                "process writes its own shards, while it waits. Save with asynchronous=False (with "
+                "SaveTrainingStateCallback: asynchronous=False)."
+            )
+
+    def _save_shards(self, save_dir: Path) -> tuple[dict[str, dict], dict[str, tuple]] | None:
+        """A sharded model's components, written by every process into the state's hidden folder
+        (:mod:`sharded_state`): what the manifest names and their files; None for an unsharded model."""
+        if not sharded_state.is_sharded(self.accelerator):
+            return None
+        main = self.accelerator.is_main_process
+        on_every_process(self.accelerator, lambda: main and start_writing(save_dir), "start writing a state")
+        folder = writing_folder(save_dir)
+        try:
+            return on_every_process(
+                self.accelerator,
+                lambda: sharded_state.save_shards(self.accelerator, self.model, self.optimizer, folder),
+                f"write its shards of the training state {str(save_dir)!r}",
+            )
+        except BaseException:
+            if main:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _large_components(self, stored_apart: dict[str, dict]) -> dict[str, Any]:
+        """The model's and the optimizer's states for ``trainer.pt``, but those stored apart (with DCP)."""
+        parts = {
+            "model": lambda: model_state_dict(self.accelerator, self.model),
+            "optimizer": self.optimizer.state_dict,
+        }
+        return {name: state() for name, state in parts.items() if name not in stored_apart}
 
     def _saved_position(self, point: str) -> dict[str, Any]:
         return {**self.position.state_dict(), "epoch": self.run_history.current_epoch, "point": point}
@@ -293,10 +337,9 @@ class Resume:
             "gradient_accumulation_steps": config.gradient_accumulation_steps,
         }
 
-    def _shared_state(self, point: str) -> dict[str, Any]:
+    def _shared_state(self, point: str, stored_apart: dict[str, dict]) -> dict[str, Any]:
         state = {
-            "model": model_state_dict(self.accelerator, self.model),
-            "optimizer": self.optimizer.state_dict(),
+            **self._large_components(stored_apart),
             "optimizer_class": type(self._torch_optimizer()).__name__,
             "run_history": self.run_history.state_dict(),
             "position": self._saved_position(point),
@@ -374,8 +417,7 @@ class Resume:
                     f"{where} was saved in the middle of an epoch of a run with other settings ({'; '.join(differences)}): "
                     "resume with the settings it was saved with."
                 )
-        check_model_fits(self.accelerator.unwrap_model(self.model, keep_torch_compile=False), shared["model"], path)
-        self._check_optimizer_fits(shared, path)
+        self._check_large_components_fit(path, manifest, shared)
         for part, present in (("scheduler", self.scheduler is not None), ("scaler", self.accelerator.scaler is not None)):
             if (part in shared) != present:
                 saved_it = "holds" if part in shared else "has no"
@@ -400,6 +442,33 @@ class Resume:
                 f"{where} holds the state of callbacks this trainer does not have: {homeless}. Create the Trainer "
                 "with the callbacks the run was saved with (several of one class in the same order)."
             )
+
+    def _check_large_components_fit(self, path: Path, manifest: dict, shared: dict) -> None:
+        components = components_of(path, manifest)
+        apart = sharded_state.stored_sharded(components)
+        if sharded_state.is_sharded(self.accelerator) and "model" not in apart:
+            raise CheckpointError(
+                f"{str(path)!r} was saved by an unsharded run (one process or DDP) and this run shards the "
+                "model (FSDP): resume it unsharded, or start from its weights with load_checkpoint."
+            )
+        unwrapped = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if apart:
+            sharded_state.check_fits(unwrapped, self.optimizer, path, components, shared["optimizer_class"])
+        if "model" not in apart:
+            check_model_fits(unwrapped, shared["model"], path)
+        if "optimizer" not in apart:
+            self._check_optimizer_fits(shared, path)
+
+    def _load_large_components(self, path: Path, manifest: dict, shared: dict) -> None:
+        """The model's and the optimizer's states, from ``trainer.pt`` or, resharded, from DCP's files."""
+        components = components_of(path, manifest)
+        apart = sharded_state.stored_sharded(components)
+        if "optimizer" not in apart:
+            self.optimizer.load_state_dict(shared["optimizer"])
+        if "model" not in apart:
+            load_model_state_dict(self.accelerator, self.model, shared["model"], path)
+        if apart:
+            sharded_state.load_shards(self.model, self.optimizer, path, components)
 
     def _check_optimizer_fits(self, shared: dict, path: Path) -> None:
         optimizer = self._torch_optimizer()

@@ -74,7 +74,7 @@ def write_with_digest(path: str | os.PathLike, write: Callable[[BinaryIO], Any])
     """Create the file ``path``, let ``write`` fill it, and sync it to the disk. Returns its size and
     its :data:`FILE_DIGEST`, computed from the bytes as they are written: the file is never read back."""
     with open(path, "xb") as file:
-        digesting = _DigestingFile(file, _DIGESTS[FILE_DIGEST]())
+        digesting = digesting_writes(file)
         write(digesting)
         file.flush()
         os.fsync(file.fileno())
@@ -94,6 +94,20 @@ class _DigestingFile:
 
     def flush(self) -> None:
         self.file.flush()
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def digesting_writes(file: BinaryIO) -> _DigestingFile:
+    """``file``, each byte written through it passed to a :data:`FILE_DIGEST` (``.digest.hexdigest()``)."""
+    return _DigestingFile(file, _DIGESTS[FILE_DIGEST]())
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = FILE_DIGEST) -> str:

@@ -18,11 +18,12 @@ Each file's digest is computed from its bytes as they are written (never read ba
 
 The manifest also names where each large component is stored and how (``"components"``, since
 format version 2): today the model's and the optimizer's state dicts are entries of
-``trainer.pt`` (``{"format": "torch.save", "file": "trainer.pt", "key": "model"}``). A sharded
-model's (FSDP) can later be stored another way, such as a ``torch.distributed.checkpoint``
-folder, under a new ``format``, without a new format version: a reader refuses by name a
-component stored in a format it does not know, before reading any file. States of format
-version 1 (no ``"components"``: both entries of ``trainer.pt``) still load.
+``trainer.pt`` (``{"format": "torch.save", "file": "trainer.pt", "key": "model"}``); a sharded
+model's (FSDP) are written by every process into a ``torch.distributed.checkpoint`` folder
+(``{"format": "torch.distributed.checkpoint", "folder": "dcp", "key": "model"}``, its files listed
+with their digests like the others; :mod:`sharded_state`), without a new format version: a reader
+refuses by name a component stored in a format it does not know, before reading any file. States
+of format version 1 (no ``"components"``: both entries of ``trainer.pt``) still load.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ _READABLE_FORMAT_VERSIONS = (1, 2, 3)
 _COMPONENTS = {
     name: {"format": "torch.save", "file": "trainer.pt", "key": name} for name in ("model", "optimizer")
 }
-_READABLE_COMPONENT_FORMATS = ("torch.save",)
+#: A sharded model's components: each process's shards in a folder of torch.distributed.checkpoint.
+DCP_FORMAT = "torch.distributed.checkpoint"
+_READABLE_COMPONENT_FORMATS = ("torch.save", DCP_FORMAT)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
@@ -79,19 +82,26 @@ def process_file_name(process_index: int) -> str:
 
 
 def write_training_state(
-    save_dir: str | os.PathLike, shared: dict[str, Any], per_process: list[dict[str, Any]], position: dict[str, Any]
+    save_dir: str | os.PathLike,
+    shared: dict[str, Any],
+    per_process: list[dict[str, Any]],
+    position: dict[str, Any],
+    stored_apart: tuple[dict[str, dict], dict[str, tuple[int, str]]] | None = None,
 ) -> Path:
     """Write a training state folder (main process only), atomically: the files go to a hidden
     folder beside ``save_dir``, which is renamed to ``save_dir`` once complete and synced, so a
-    folder under that name is always complete, and one that was there survives a failed write."""
+    folder under that name is always complete, and one that was there survives a failed write.
+    ``stored_apart``: the components written into the hidden folder already (:func:`start_writing`)
+    and their files' sizes and digests, by name (a sharded model's, written by every process)."""
     save_dir = Path(save_dir)
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_up_interrupted_writes(save_dir.parent)
-    temporary = save_dir.with_name(f".{save_dir.name}.incomplete")
-    temporary.mkdir()
+    temporary = start_writing(save_dir) if stored_apart is None else writing_folder(save_dir)
+    components, apart_files = stored_apart or ({}, {})
     try:
-        files = _write_parts(temporary, shared, per_process)
-        _write_json(_manifest(files, len(per_process), position), temporary / MANIFEST_NAME)
+        files = {**_write_parts(temporary, shared, per_process), **apart_files}
+        manifest = _manifest(files, len(per_process), position, {**_COMPONENTS, **components})
+        _write_json(manifest, temporary / MANIFEST_NAME)
+        for folder in {(temporary / name).parent for name in apart_files}:
+            _fsync_folder(folder)
         _fsync_folder(temporary)
         _install_folder(temporary, save_dir)
     except BaseException as error:
@@ -103,22 +113,43 @@ def write_training_state(
     return save_dir
 
 
+def writing_folder(save_dir: str | os.PathLike) -> Path:
+    """The hidden folder the training state ``save_dir`` is written into before it is renamed."""
+    save_dir = Path(save_dir)
+    return save_dir.with_name(f".{save_dir.name}.incomplete")
+
+
+def start_writing(save_dir: str | os.PathLike) -> Path:
+    """Make the hidden folder of the training state ``save_dir`` (main process only), once what
+    earlier writes killed midway left beside it is cleaned up; returns it."""
+    save_dir = Path(save_dir)
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_up_interrupted_writes(save_dir.parent)
+    temporary = writing_folder(save_dir)
+    temporary.mkdir()
+    return temporary
+
+
 def _write_parts(folder: Path, shared: dict, per_process: list[dict]) -> dict[str, tuple[int, str]]:
-    """Write the state's files into ``folder``, each synced: their sizes and digests, by name. (A
-    component stored another way, a sharded model's, would add its files here.)"""
+    """Write the state's files into ``folder``, each synced: their sizes and digests, by name."""
     parts = {SHARED_FILE_NAME: shared}
     parts.update((process_file_name(index), state) for index, state in enumerate(per_process))
     return {name: write_with_digest(folder / name, functools.partial(torch.save, part)) for name, part in parts.items()}
 
 
-def _manifest(files: dict[str, tuple[int, str]], num_processes: int, position: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    files: dict[str, tuple[int, str]],
+    num_processes: int,
+    position: dict[str, Any],
+    components: dict[str, dict],
+) -> dict[str, Any]:
     manifest = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "num_processes": num_processes,
         "position": position,
-        "components": _COMPONENTS,
+        "components": components,
         "files": {name: size for name, (size, _) in sorted(files.items())},
         FILE_DIGEST: {name: digest for name, (_, digest) in sorted(files.items())},
     }
@@ -345,11 +376,16 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
             "unchecked (a damaged byte would go unnoticed). States this trainer-core saves are checked."
         )
     components = components_of(state_dir, manifest)
-    component_files = sorted({storage["file"] for storage in components.values()} - {SHARED_FILE_NAME})
-    check_digests(state_dir, manifest, [SHARED_FILE_NAME, process_file_name(process_index), *component_files])
+    saved = {name: storage for name, storage in components.items() if storage["format"] == "torch.save"}
+    files_saved = sorted({storage["file"] for storage in saved.values()} - {SHARED_FILE_NAME})
+    # DCP's files are read by whichever processes hold their shards now: all are checked
+    folders = [storage for storage in components.values() if "folder" in storage]
+    dcp_files = [name for storage in folders for name in _files_in(manifest, storage)]
+    own = process_file_name(process_index)
+    check_digests(state_dir, manifest, [SHARED_FILE_NAME, own, *files_saved, *dcp_files])
     shared = safe_torch_load(state_dir / SHARED_FILE_NAME)
-    files = {SHARED_FILE_NAME: shared, **{name: safe_torch_load(state_dir / name) for name in component_files}}
-    for name, storage in components.items():
+    files = {SHARED_FILE_NAME: shared, **{name: safe_torch_load(state_dir / name) for name in files_saved}}
+    for name, storage in saved.items():
         if storage["key"] not in files[storage["file"]]:
             raise CheckpointError(
                 f"{str(state_dir / storage['file'])!r} has no {storage['key']!r}, where {MANIFEST_NAME} says the {name} "
@@ -362,7 +398,8 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
 
 def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Where and how the manifest says each large component (model, optimizer) is stored, once
-    shown readable: a storage format this trainer-core reads, in a file the manifest lists."""
+    shown readable: a storage format this trainer-core reads, in a file the manifest lists (a
+    ``torch.distributed.checkpoint`` folder whose ``.metadata`` it lists)."""
     components = manifest.get("components") if manifest["format_version"] >= 2 else _COMPONENTS
     where = repr(str(state_dir))
     if not isinstance(components, dict) or set(components) != set(_COMPONENTS):
@@ -372,12 +409,18 @@ def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dic
         if kind not in _READABLE_COMPONENT_FORMATS:
             raise CheckpointError(
                 f"{where} stores its {name} state in the format {kind!r}, which this trainer-core cannot read (it reads "
-                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core or for a sharded "
-                "model. Resume with the trainer-core that wrote it."
+                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core. Resume "
+                "with the trainer-core that wrote it."
             )
-        if not isinstance(storage.get("key"), str) or storage.get("file") not in manifest["files"]:
+        listed = storage.get("file") if kind == "torch.save" else f"{storage.get('folder')}/.metadata"
+        if not isinstance(storage.get("key"), str) or listed not in manifest["files"]:
             raise CheckpointError(f"{where} is damaged: its {MANIFEST_NAME} stores the {name} state in a file it does not list.")
     return components
+
+
+def _files_in(manifest: dict[str, Any], storage: dict[str, str]) -> list[str]:
+    """The files the manifest lists in the folder a component is stored in (with DCP)."""
+    return sorted(name for name in manifest["files"] if name.startswith(f"{storage['folder']}/"))
 
 
 def training_state_progress(manifest: dict[str, Any]) -> tuple:

@@ -16,8 +16,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
+from . import sharded_state
 from .checkpointing import check_model_fits, load_model_state_dict
 from .safe_files import CheckpointError
+from .state_format import components_of
 from .state_format import load_training_state as read_training_state
 
 # pytorch-accelerated 0.1.61 saved its training states with accelerate's save_state: these files, no manifest
@@ -31,9 +33,17 @@ def load_training_state(accelerator: Accelerator, model, optimizer, scheduler, s
     saved with."""
     path = Path(state_dir)
     _refuse_unsupported(accelerator, path)
-    _, shared, _ = read_training_state(path, process_index=0)  # only the shared part is used
-    check_model_fits(accelerator.unwrap_model(model, keep_torch_compile=False), shared["model"], path)
-    _check_optimizer_fits(getattr(optimizer, "optimizer", optimizer), shared, path)  # torch's, in accelerate's
+    manifest, shared, _ = read_training_state(path, process_index=0)  # only the shared part is used
+    components = components_of(path, manifest)
+    apart = sharded_state.stored_sharded(components)  # a sharded model's: loaded resharded, on any processes
+    _refuse_unsharded_into_sharded(accelerator, path, apart)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if apart:
+        sharded_state.check_fits(unwrapped, optimizer, path, components, shared["optimizer_class"])
+    if "model" not in apart:
+        check_model_fits(unwrapped, shared["model"], path)
+    if "optimizer" not in apart:
+        _check_optimizer_fits(getattr(optimizer, "optimizer", optimizer), shared, path)
     scheduler = scheduler if "scheduler" in shared else None
     if scheduler is not None and shared.get("scheduler_class") not in (None, type(scheduler).__qualname__):
         raise CheckpointError(
@@ -45,8 +55,12 @@ def load_training_state(accelerator: Accelerator, model, optimizer, scheduler, s
         scheduler.load_state_dict(shared["scheduler"])
     if accelerator.scaler is not None and "scaler" in shared:
         accelerator.scaler.load_state_dict(shared["scaler"])
-    optimizer.load_state_dict(shared["optimizer"])
-    load_model_state_dict(accelerator, model, shared["model"], path)
+    if "optimizer" not in apart:
+        optimizer.load_state_dict(shared["optimizer"])
+    if "model" not in apart:
+        load_model_state_dict(accelerator, model, shared["model"], path)
+    if apart:
+        sharded_state.load_shards(model, optimizer, path, components)
     position = shared["position"]
     return {
         "current_epoch": position["epoch"],
@@ -56,10 +70,10 @@ def load_training_state(accelerator: Accelerator, model, optimizer, scheduler, s
 
 
 def _refuse_unsupported(accelerator: Accelerator, path: Path) -> None:
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise CheckpointError(
-            "load_training_state supports one device and DDP, not sharded FSDP/DeepSpeed models: "
-            "use accelerator.load_state there."
+            "load_training_state supports one device, DDP and FSDP2, not DeepSpeed: use "
+            "accelerator.load_state there."
         )
     if any((path / name).is_file() for name in _FILES_OF_0161_STATES):
         raise CheckpointError(
@@ -67,6 +81,14 @@ def _refuse_unsupported(accelerator: Accelerator, path: Path) -> None:
             "trainer does not read: load its weights into the model yourself (model.safetensors with "
             "safetensors.torch.load_file, or pytorch_model.bin), then save_training_state to continue from "
             "here."
+        )
+
+
+def _refuse_unsharded_into_sharded(accelerator: Accelerator, path: Path, apart: list[str]) -> None:
+    if sharded_state.is_sharded(accelerator) and "model" not in apart:
+        raise CheckpointError(
+            f"{str(path)!r} was saved by an unsharded run (one process or DDP), and this model is sharded "
+            "(FSDP): load it into an unsharded model, or start from its weights with load_checkpoint."
         )
 
 
