@@ -30,9 +30,9 @@ from pytorch_accelerated.trainer import (
 )
 
 if __package__:  # imported by the tests
-    from .sharding_scenarios import TRAIN, fsdp2_plugin, make_trainer, token_dataset
+    from .sharding_scenarios import TRAIN, fsdp2_plugin, make_sharded_trainer, token_dataset
 else:  # run as a script
-    from sharding_scenarios import TRAIN, fsdp2_plugin, make_trainer, token_dataset
+    from sharding_scenarios import TRAIN, fsdp2_plugin, make_sharded_trainer, token_dataset
 
 LR = 3e-3
 MID_EPOCH_STATE = "02_update"  # 4 of the epoch's 5 batches done
@@ -96,7 +96,7 @@ def _die_halfway_through_the_next_shard() -> None:
 
 
 def sharded_trainer(callbacks=()) -> Trainer:
-    trainer = make_trainer(fsdp2_plugin(), callbacks=callbacks)
+    trainer = make_sharded_trainer(fsdp2_plugin(), callbacks=callbacks)
     trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=LR, weight_decay=0.01)
     return trainer
 
@@ -167,7 +167,7 @@ def scenario_damaged_shard(out: Path) -> dict:
 
 def scenario_unsharded_into_sharded(out: Path) -> dict:
     """A state saved by DDP on the same two processes, resumed by an FSDP2 run."""
-    unsharded = make_trainer(callbacks=[SaveStates(out / "ddp_states", names=("02_run_end",))])
+    unsharded = make_sharded_trainer(callbacks=[SaveStates(out / "ddp_states", names=("02_run_end",))])
     unsharded.optimizer = torch.optim.AdamW(unsharded.model.parameters(), lr=LR, weight_decay=0.01)
     unsharded.train(token_dataset(16), num_epochs=1, per_device_batch_size=4)
     trainer = sharded_trainer()

@@ -103,7 +103,7 @@ def test_asynchronous_saves_of_a_sharded_model_are_refused_naming_the_fix(runs):
     assert not (runs.out / "asynchronous").exists()
 
 
-def test_a_process_killed_in_a_sharded_save_loses_nothing_and_latest_resumes(launches):
+def test_a_kill_in_a_sharded_save_loses_nothing_and_latest_resumes(launches):
     killed_launch, resumed = launches
     output = killed_launch.output
     assert killed_launch.status != 0 and "KILLED halfway through" in output, output[-3000:]
