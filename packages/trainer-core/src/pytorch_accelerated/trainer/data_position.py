@@ -112,7 +112,7 @@ class TrainData:
         """The epoch's batches after the first ``skip``. A skipped epoch's first batch is loaded
         here, so that whatever the start of an iteration draws (the permutation, the workers'
         base seed) is drawn from the epoch's restored random state, as in the saved run."""
-        if skip == 0 or self._stateful_dataset is not None:
+        if skip == 0 or (self._stateful_dataset is not None and not self._replay_pending):
             return iter(self.dataloader)
         if self._skipper is None:
             return self._replayed(skip)
@@ -201,6 +201,15 @@ class TrainData:
         if self._not_exact_because is not None:  # at an epoch's end too: the next epochs draw otherwise
             self._warn(f"This resume is not exact because {self._not_exact_because}")
         self._replay_pending = self.replay_reason is not None and mid_epoch  # the same on every process
+
+    def resume_without_stream_state(self) -> None:
+        """Before :meth:`load_state_dict`: the state was saved where the stream's own position was not read (on
+        several processes), so a resumed epoch of a stream that has one is read again from its start."""
+        if self._stateful_dataset is not None and self.replay_reason is None:
+            self.replay_reason = (
+                "the training state was saved on several processes, where the main process does not read the "
+                "stream's own state_dict()"
+            )
 
     def warn_replayed(self, drew: bool) -> None:
         """Say whether a replay that loaded ahead was exact: ``drew``, whether the generators of any
