@@ -73,9 +73,12 @@ class RecordAndKill(TrainerCallback):
             record = {
                 "indices": indices,
                 "world": trainer.accelerator.num_processes,
-                "pid": os.getpid(),  # the restart count is no sign: a worker restarted for a peer's failure keeps 0
+                # a restart shows in the pid: a worker restarted for a peer's failure keeps restart count 0
+                "pid": os.getpid(),
             }
-            (self.out / f"update_{trainer.completed_update_steps - 1:03d}.json").write_text(json.dumps(record))
+            (self.out / f"update_{trainer.completed_update_steps - 1:03d}.json").write_text(
+                json.dumps(record)
+            )
 
 
 def main(argv: list[str]) -> int:
@@ -88,13 +91,23 @@ def main(argv: list[str]) -> int:
     model = make_tiny_model()
     # a short timeout: a peer that vanished becomes an error, and a restart, rather than a long wait
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=30))]
-    callbacks = [RecordAndKill(args.out, args.kill_at), SaveTrainingStateCallback(args.out / "states", save_every_n_steps=1)]
+    callbacks = [
+        RecordAndKill(args.out, args.kill_at),
+        SaveTrainingStateCallback(args.out / "states", save_every_n_steps=1),
+    ]
     trainer = Trainer(
         model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
         callbacks=callbacks, accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers},
     )  # fmt: skip
-    per_device_batch_size = GLOBAL_BATCH // trainer.accelerator.num_processes  # the same global batch on any number
-    trainer.train(IndexedData(), num_epochs=NUM_EPOCHS, per_device_batch_size=per_device_batch_size, resume_from="latest")
+    per_device_batch_size = (
+        GLOBAL_BATCH // trainer.accelerator.num_processes
+    )  # the same global batch on any number
+    trainer.train(
+        IndexedData(),
+        num_epochs=NUM_EPOCHS,
+        per_device_batch_size=per_device_batch_size,
+        resume_from="latest",
+    )
     weights = trainer.get_model().state_dict()
     if trainer.accelerator.is_main_process:
         torch.save(weights, args.out / "final.pt")

@@ -24,10 +24,15 @@ AGENTS_TIMEOUT_S = 420
 
 
 def updates_recorded(out: Path) -> dict[int, dict]:
-    return {int(path.stem.split("_")[1]): json.loads(path.read_text()) for path in sorted(out.glob("update_*.json"))}
+    return {
+        int(path.stem.split("_")[1]): json.loads(path.read_text())
+        for path in sorted(out.glob("update_*.json"))
+    }
 
 
-def start_agent(tmp_path: Path, name: str, port: int, out: Path, *fault: str) -> tuple[subprocess.Popen, Path]:
+def start_agent(
+    tmp_path: Path, name: str, port: int, out: Path, *fault: str
+) -> tuple[subprocess.Popen, Path]:
     env = launch_env(tmp_path)
     # pytorch#135712: with the rendezvous store shared (torch's default), a restarted worker can read the dead
     # peer's address from the round before and fail to connect: the README's recipe sets this too
@@ -70,7 +75,9 @@ def test_a_worker_killed_mid_epoch_under_torchrun_elastic_ends_like_uninterrupte
     time.sleep(3)  # agent A hosts the rendezvous store; B joins it
     agent_b, log_b = start_agent(tmp_path, "b", port, out, "--kill-at", str(KILL_AT))
     statuses = wait_for([agent_a, agent_b])
-    logs = f"agent A:\n{tail(log_a.read_text(errors='replace'), 4000)}\nagent B:\n{tail(log_b.read_text(errors='replace'), 4000)}"
+    logs = "\n".join(
+        f"agent {name}:\n{tail(log.read_text(errors='replace'), 4000)}" for name, log in (("A", log_a), ("B", log_b))
+    )
     assert statuses == [0, 0], f"agents exited {statuses}\n{logs}"
     assert (out / "killed").exists(), f"the worker was never killed\n{logs}"
 
@@ -79,7 +86,9 @@ def test_a_worker_killed_mid_epoch_under_torchrun_elastic_ends_like_uninterrupte
     different = [update for update in range(UPDATES) if got[update]["indices"] != expected[update]["indices"]]
     assert not different, f"updates {different} read other samples than the uninterrupted run's"
     before, after = {got[u]["pid"] for u in range(KILL_AT)}, {got[u]["pid"] for u in range(KILL_AT, UPDATES)}
-    assert len(before) == len(after) == 1 and before != after, f"the updates after the kill ran in a restarted worker"
+    assert len(before) == len(after) == 1 and before != after, (
+        f"rank 0's pids before the kill {before}, after {after}: the updates after it should run in a restart"
+    )
     weights, expected_weights = torch.load(out / "final.pt"), torch.load(reference / "final.pt")
     for key, weight in expected_weights.items():
         difference = (weights[key] - weight).abs().max().item()

@@ -89,7 +89,9 @@ class RecordIndices(TrainerCallback):
         return {update: sorted(indices) for update, indices in sorted(updates.items())}
 
 
-def train(out: Path, name: str, kind: str, batch_size: int, accumulation: int, save_at=None, resume_from=None) -> dict:
+def train(
+    out: Path, name: str, kind: str, batch_size: int, accumulation: int, save_at=None, resume_from=None
+) -> dict:
     """One run; returns what rank 0 writes (every process returns it)."""
     seed_everything(3)
     model = make_tiny_model()
@@ -98,13 +100,15 @@ def train(out: Path, name: str, kind: str, batch_size: int, accumulation: int, s
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=60))]
     trainer = Trainer(
         model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        callbacks=[recorder], accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers} if launched else None,
+        callbacks=[recorder],
+        accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers} if launched else None,
     )  # fmt: skip
     data = IndexedData() if kind == "map" else IndexedStream()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train(
-            data, num_epochs=NUM_EPOCHS, per_device_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+            data, num_epochs=NUM_EPOCHS, per_device_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
             max_num_train_steps=100, resume_from=resume_from,
         )  # fmt: skip
     return {

@@ -39,7 +39,9 @@ def launch(out: Path, num_processes: int, tmp_path: Path, *runs: str) -> None:
     assert status == 0, tail(output)
 
 
-def run_here(out: Path, name: str, kind: str, batch_size: int, accumulation: int = 1, save_at=None, resume_from=None):
+def run_here(
+    out: Path, name: str, kind: str, batch_size: int, accumulation: int = 1, save_at=None, resume_from=None
+):
     result = scenario.train(out, name, kind, batch_size, accumulation, save_at, resume_from)
     torch.save(result, out / f"{name}.pt")
     return result
@@ -83,7 +85,9 @@ def test_the_uninterrupted_runs_record_every_sample_once_per_epoch(runs):
         for epoch in range(scenario.NUM_EPOCHS):
             seen = sorted(i for update in range(epoch * 5, epoch * 5 + 5) for i in updates[update])
             assert seen == list(range(scenario.NUM_SAMPLES)), f"{name}, epoch {epoch}: samples seen {seen}"
-    assert result(runs, "map1")["updates"][0] != result(runs, "map2")["updates"][0], "the orders should differ"
+    assert (
+        result(runs, "map1")["updates"][0] != result(runs, "map2")["updates"][0]
+    ), "the orders should differ"
 
 
 @pytest.mark.parametrize(
@@ -91,10 +95,16 @@ def test_the_uninterrupted_runs_record_every_sample_once_per_epoch(runs):
     [("map", 12, 1), ("map", 6, 2), ("stream", 12, 1)],
     ids=["shuffled-map", "shuffled-map-accumulating", "stream"],
 )
-def test_a_state_of_two_processes_resumes_on_one_with_the_same_samples(runs, tmp_path, kind, batch_size, accumulation):
-    resumed = run_here(tmp_path, "resumed", kind, batch_size, accumulation, resume_from=runs / f"{kind}2_state")
+def test_a_state_of_two_processes_resumes_on_one_with_the_same_samples(
+    runs, tmp_path, kind, batch_size, accumulation
+):
+    resumed = run_here(
+        tmp_path, "resumed", kind, batch_size, accumulation, resume_from=runs / f"{kind}2_state"
+    )
     assert resumed["num_processes"] == 1
-    assert_resumed_like(resumed, result(runs, f"{kind}2"), f"{kind} 2 -> 1 (x{batch_size}, {accumulation} accumulated)")
+    assert_resumed_like(
+        resumed, result(runs, f"{kind}2"), f"{kind} 2 -> 1 (x{batch_size}, {accumulation} accumulated)"
+    )
 
 
 @pytest.mark.parametrize("kind", ["map", "stream"])
@@ -106,7 +116,13 @@ def test_a_state_of_one_process_resumes_on_two_with_the_same_samples(runs, kind)
 
 def test_a_state_of_two_processes_resumes_on_three_with_the_same_samples(runs, tmp_path):
     out = tmp_path / "out"
-    launch(out, 3, tmp_path, f"map23:map:4:1:-:{runs / 'map2_state'}", f"stream23:stream:4:1:-:{runs / 'stream2_state'}")
+    launch(
+        out,
+        3,
+        tmp_path,
+        f"map23:map:4:1:-:{runs / 'map2_state'}",
+        f"stream23:stream:4:1:-:{runs / 'stream2_state'}",
+    )
     for kind in ("map", "stream"):
         resumed = result(out, f"{kind}23")
         assert resumed["num_processes"] == 3
@@ -136,15 +152,21 @@ def test_processes_the_saved_run_did_not_have_draw_other_numbers():
     derived = [derived_rng_state(state, index) for index in (2, 3)]
     assert not torch.equal(derived[0]["torch"], derived[1]["torch"]), "two new processes would drop out alike"
     assert not torch.equal(derived[0]["torch"], state["torch"]), "a new process would drop out as process 0"
-    assert derived_rng_state(state, 2)["python"] == derived[0]["python"], "the derivation must be reproducible"
+    assert (
+        derived_rng_state(state, 2)["python"] == derived[0]["python"]
+    ), "the derivation must be reproducible"
 
 
 def test_a_model_with_dropout_is_said_to_draw_otherwise_after_the_change():
     change = ProcessChange(saved=2, here=3)
     with pytest.warns(UserWarning, match="Dropout draws from each process's own generators"):
-        warn_what_differs(change, torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1)), False, False)
+        warn_what_differs(
+            change, torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1)), False, False
+        )
     with pytest.warns(UserWarning, match="seeded per per-device batch"):
         warn_what_differs(change, torch.nn.Linear(2, 2), batch_changed=True, seeds_fetches=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_what_differs(change, torch.nn.Sequential(torch.nn.Dropout(0.0)), batch_changed=False, seeds_fetches=True)
+        warn_what_differs(
+            change, torch.nn.Sequential(torch.nn.Dropout(0.0)), batch_changed=False, seeds_fetches=True
+        )

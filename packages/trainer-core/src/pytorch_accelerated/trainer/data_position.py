@@ -203,8 +203,8 @@ class TrainData:
         self._replay_pending = self.replay_reason is not None and mid_epoch  # the same on every process
 
     def resume_without_stream_state(self) -> None:
-        """Before :meth:`load_state_dict`: the state was saved where the stream's own position was not read (on
-        several processes), so a resumed epoch of a stream that has one is read again from its start."""
+        """Before :meth:`load_state_dict`: the state was saved where the stream's own position was not read
+        (on several processes), so a resumed epoch of a stream that has one is read again from its start."""
         if self._stateful_dataset is not None and self.replay_reason is None:
             self.replay_reason = (
                 "the training state was saved on several processes, where the main process does not read the "

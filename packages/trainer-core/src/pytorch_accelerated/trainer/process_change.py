@@ -51,8 +51,8 @@ class BatchSettings:
 
     def describe(self) -> str:
         return (
-            f"{self.num_processes} process(es) x {self.per_device_batch_size} per device x {self.accumulation} "
-            f"accumulated = {self.global_batch} samples per update"
+            f"{self.num_processes} process(es) x {self.per_device_batch_size} per device x "
+            f"{self.accumulation} accumulated = {self.global_batch} samples per update"
         )
 
 
@@ -73,11 +73,11 @@ class ProcessChange:
         return self.saved != self.here
 
     def own_index(self, process_index: int) -> int:
-        """The saved process whose random generators, run history and callback states process ``process_index`` takes."""
+        """The saved process whose generators, run history and callback states ``process_index`` takes."""
         return process_index if process_index < self.saved else 0
 
     def has_own_state(self, process_index: int) -> bool:
-        """Whether the saved run had this process (else its generators are derived and its callback states fresh)."""
+        """Whether the saved run had this process (else: derived generators, fresh callback states)."""
         return process_index < self.saved
 
     def loss_indices(self, process_index: int) -> list[int]:
@@ -96,23 +96,27 @@ def check_global_batch(
     options = exact_settings(saved, here.num_processes, samples_per_epoch)
     if options:
         fix = " or ".join(
-            f"per_device_batch_size={batch}, gradient_accumulation_steps={accumulation}" for batch, accumulation in options
+            f"per_device_batch_size={batch}, gradient_accumulation_steps={accumulation}"
+            for batch, accumulation in options
         )
         fix = f"On {here.num_processes} process(es) pass {fix}."
     else:
         fix = (
-            f"{saved.global_batch} samples per update do not split exactly over {here.num_processes} process(es) "
-            f"(as whole per-device batches{'' if samples_per_epoch is None else ' and full updates'}): resume on "
+            f"{saved.global_batch} samples per update do not split exactly over {here.num_processes} "
+            f"process(es) (as whole per-device batches"
+            f"{'' if samples_per_epoch is None else ' and full updates'}): resume on "
             f"{saved.num_processes} process(es), or on a number that divides {saved.global_batch}."
         )
     raise CheckpointError(
-        f"{where} was saved with {saved.describe()}; this run has {here.describe()}. A resume on another number of "
-        f"processes keeps the samples per update, so that every update reads the samples the saved run would have "
-        f"read. {fix}"
+        f"{where} was saved with {saved.describe()}; this run has {here.describe()}. A resume on another "
+        "number of processes keeps the samples per update, so that every update reads the samples the saved "
+        f"run would have read. {fix}"
     )
 
 
-def exact_settings(saved: BatchSettings, num_processes: int, samples_per_epoch: int | None) -> list[tuple[int, int]]:
+def exact_settings(
+    saved: BatchSettings, num_processes: int, samples_per_epoch: int | None
+) -> list[tuple[int, int]]:
     """The (per_device_batch_size, gradient_accumulation_steps) on ``num_processes`` that read the saved run's
     updates: the saved accumulation first, then the fewest accumulated batches (at most two options)."""
     options = []
@@ -129,7 +133,9 @@ def exact_settings(saved: BatchSettings, num_processes: int, samples_per_epoch: 
 
 
 def _reads_the_same_updates(saved: BatchSettings, here: BatchSettings, samples_per_epoch: int | None) -> bool:
-    if here.accumulation == saved.accumulation:  # the same global micro-batches: the epoch's tail is padded alike
+    if (
+        here.accumulation == saved.accumulation
+    ):  # the same global micro-batches: the epoch's tail is padded alike
         return True
     # other micro-batches: the same updates only where no epoch ends with a shorter, padded one
     return samples_per_epoch is not None and samples_per_epoch % saved.global_batch == 0
@@ -153,15 +159,24 @@ def summed_loss_state(states: list[dict[str, Any] | None]) -> dict[str, Any] | N
     }
 
 
-def warn_what_differs(change: ProcessChange, model: torch.nn.Module, batch_changed: bool, seeds_fetches: bool) -> None:
+def warn_what_differs(
+    change: ProcessChange, model: torch.nn.Module, batch_changed: bool, seeds_fetches: bool
+) -> None:
     """Say, once before the first step, which random draws of the resumed run differ from the uninterrupted
     run's: the model's dropout (each process's own generators), and seeded loading when the batches change."""
     causes = []
-    dropout = sorted({type(module).__name__ for module in model.modules() if isinstance(module, _DROPOUT_TYPES) and module.p > 0})
+    dropout = sorted(
+        {
+            type(module).__name__
+            for module in model.modules()
+            if isinstance(module, _DROPOUT_TYPES) and module.p > 0
+        }
+    )
     if dropout:
         causes.append(
-            f"the model's {', '.join(dropout)} draws from each process's own generators, which cannot be split or "
-            f"merged: process i takes saved process i's, and a process the saved run did not have a derived one"
+            f"the model's {', '.join(dropout)} draws from each process's own generators, which cannot be "
+            "split or merged: process i takes saved process i's, and a process the saved run did not have a "
+            "derived one"
         )
     if seeds_fetches and batch_changed:
         causes.append(
@@ -170,23 +185,27 @@ def warn_what_differs(change: ProcessChange, model: torch.nn.Module, batch_chang
         )
     if causes:
         warn_user(
-            f"Resuming a state saved by {change.saved} process(es) on {change.here}: every update reads the same "
-            f"samples as the uninterrupted run, but its random draws differ, because {'; and '.join(causes)}. "
+            f"Resuming a state saved by {change.saved} process(es) on {change.here}: every update reads the "
+            f"same samples as the uninterrupted run, but its random draws differ, because "
+            f"{'; and '.join(causes)}. "
             "The run is then statistically, not bitwise, equivalent. See trainer-core's README, "
             "'Changing the number of processes'."
         )
 
 
-def warn_dropped_callback_states(change: ProcessChange, dropped: dict[str, list[dict]], kept: dict[str, dict]) -> None:
-    """Say which per-process callback states of the saved processes this run does not have (M < N) are left
-    out (those equal to saved process 0's lose nothing that process 0 does not hold)."""
+def warn_dropped_callback_states(
+    change: ProcessChange, dropped: dict[str, list[dict]], kept: dict[str, dict]
+) -> None:
+    """Say which per-process callback states of the saved processes this run lacks (M < N) are left out
+    (``dropped``; one equal to the state this process keeps, ``kept``, is not named)."""
     lost = sorted(key for key, states in dropped.items() if any(state != kept.get(key) for state in states))
     if lost:
         warn_user(
-            f"Resuming inside an epoch saved by {change.saved} process(es) on {change.here}: the per-process states "
-            f"of {', '.join(lost)} of saved processes {change.here}..{change.saved - 1} are left out (a callback's "
-            "per-process state cannot be merged), so what they accumulated in this epoch is missing from its "
-            "epoch values. Resume on as many processes, or from a state saved at an epoch's end, to keep them."
+            f"Resuming inside an epoch saved by {change.saved} process(es) on {change.here}: the per-process "
+            f"states of {', '.join(lost)} of saved processes {change.here}..{change.saved - 1} are left out "
+            "(a callback's per-process state cannot be merged), so what they accumulated in this epoch is "
+            "missing from its epoch values. Resume on as many processes, or from a state saved at an epoch's "
+            "end, to keep them."
         )
 
 
@@ -215,14 +234,17 @@ class OneProcessOrder:
         torch.empty((), dtype=torch.int64).random_(generator=ahead)  # the iteration's base seed, drawn first
         seed = int(torch.empty((), dtype=torch.int64).random_(generator=ahead).item())
         self.generator.manual_seed(seed)
-        torch.empty((), dtype=torch.int64).random_()  # the global generator moves by the seed's draw, as there
+        torch.empty(
+            (), dtype=torch.int64
+        ).random_()  # the global generator moves by the seed's draw, as there
 
 
 def match_sampler_generators(dataloader, saved_generators: int, found: int) -> OneProcessOrder | None:
     """Make this run's training dataloader draw its order from the generators a saved run on another number of
     processes drew it from, where they differ only by the generator accelerate gives a shuffling sampler on
     several processes: a one-process run gets one (it then takes the saved one's state), and a run on several
-    processes resumed from a one-process state seeds it each epoch as one process would (the returned order)."""
+    processes resumed from a one-process state seeds it each epoch as one process would (the returned order).
+    """
     loader = getattr(dataloader, "base_dataloader", dataloader)
     sampler = one_process_sampler(loader)
     if saved_generators == found + 1 and sampler is not None:

@@ -278,7 +278,8 @@ class Resume:
     # ------------------------------------------------------------------ another number of processes (N -> M)
 
     def _batch_settings(self, settings: dict, num_processes: int) -> BatchSettings:
-        return BatchSettings(settings["train_per_device_batch_size"], num_processes, settings["gradient_accumulation_steps"])
+        accumulation = settings["gradient_accumulation_steps"]
+        return BatchSettings(settings["train_per_device_batch_size"], num_processes, accumulation)
 
     def _check_process_change(self, path: Path, shared: dict, own: dict, change: ProcessChange) -> None:
         """A state of another number of processes: the same samples per update (else what to pass), and the
@@ -287,9 +288,10 @@ class Resume:
         here = self._batch_settings(self._resume_settings(), change.here)
         samples_per_epoch = (own.get("data_order") or {}).get("dataset_len")
         check_global_batch(saved, here, samples_per_epoch, repr(str(path)))
+        saved_generators = len(own["rng"]["dataloader"])
         found = count_dataloader_generators(self.train_dataloader)
-        self._one_process_order = match_sampler_generators(self.train_dataloader, len(own["rng"]["dataloader"]), found)
-        if self._one_process_order is not None:  # the saved one-process run's loader kept no generator: take ours
+        self._one_process_order = match_sampler_generators(self.train_dataloader, saved_generators, found)
+        if self._one_process_order is not None:  # the saved one-process loader kept no generator: take ours
             for rng_state in (own["rng"], own["epoch_start_rng"]):
                 if rng_state is not None:
                     rng_state["dataloader"] = [self._one_process_order.generator.get_state()]
@@ -303,16 +305,7 @@ class Resume:
         saved = self._batch_settings(shared["settings"], change.saved)
         here = self._batch_settings(self._resume_settings(), change.here)
         self.position.epoch_batches = epoch_batches_here(self.position.epoch_batches, saved, here)
-        others = [i for i in change.loss_indices(index) if i != index]
-        other_states = load_process_states(path, manifest, others)
-        mine = [own] if change.has_own_state(index) else []
-        self.train_loss.load_state_dict(summed_loss_state([state["train_loss"] for state in mine + other_states]))
-        if self.position.in_epoch:
-            dropped = {}
-            for state in other_states:
-                for key, callback_state in state["callbacks"].items():
-                    dropped.setdefault(key, []).append(callback_state)
-            warn_dropped_callback_states(change, dropped, own["callbacks"])
+        self._sum_running_losses(path, manifest, own, change)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
             batch_changed = saved.per_device_batch_size != here.per_device_batch_size
@@ -320,6 +313,20 @@ class Resume:
         if own.get("train_data") is None:  # saved where no process read the stream's own position
             self.train_data.resume_without_stream_state()
         return own["rng"] if change.has_own_state(index) else derived_rng_state(own["rng"], index)
+
+    def _sum_running_losses(self, path: Path, manifest: dict, own: dict, change: ProcessChange) -> None:
+        """This process's running loss: the sums of the saved processes it takes; inside an epoch, a warning
+        naming the per-process callback states of those it takes only the loss of (more saved processes)."""
+        index = self.accelerator.process_index
+        others = load_process_states(path, manifest, [i for i in change.loss_indices(index) if i != index])
+        mine = [own] if change.has_own_state(index) else []
+        self.train_loss.load_state_dict(summed_loss_state([state["train_loss"] for state in mine + others]))
+        if self.position.in_epoch:
+            dropped: dict[str, list[dict]] = {}
+            for state in others:
+                for key, callback_state in state["callbacks"].items():
+                    dropped.setdefault(key, []).append(callback_state)
+            warn_dropped_callback_states(change, dropped, own["callbacks"])
 
     def _needs_epoch_start_rng(self) -> bool:
         # only a callback handling on_save_point can save a state inside the epoch, which replays this
@@ -428,7 +435,8 @@ class Resume:
         position = shared["position"]
         mid_epoch = position["epoch_batches"] > 0 and not position["stopped"]
         self.train_data.check_fits(own.get("data_order"), mid_epoch, where)
-        if mid_epoch and manifest["num_processes"] == self.accelerator.num_processes:  # else _check_process_change
+        same_processes = manifest["num_processes"] == self.accelerator.num_processes  # else checked before
+        if mid_epoch and same_processes:
             differences = [
                 f"{name} {saved} there, {now} here"
                 for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())

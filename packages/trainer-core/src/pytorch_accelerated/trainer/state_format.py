@@ -359,7 +359,7 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
 
 
 def load_process_states(state_dir: str | os.PathLike, manifest: dict[str, Any], indices: list[int]) -> list[dict]:
-    """The states of saved processes ``indices`` (the manifest read before), once their files are shown intact."""
+    """The states of saved processes ``indices`` (``manifest`` read before), once their files are intact."""
     state_dir = Path(state_dir)
     names = [process_file_name(index) for index in indices]
     check_digests(state_dir, manifest, names)
