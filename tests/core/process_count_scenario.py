@@ -8,7 +8,7 @@ where each RUN is ``name:kind:per_device_batch_size:accumulation:save_at:resume_
 ``kind`` is ``map`` (a shuffled map-style dataset) or ``stream`` (an iterable dataset with a state_dict);
 ``save_at`` saves a training state at that update into ``OUT/<name>_state`` and trains on; ``resume_from``
 names a state folder. Rank 0 writes ``OUT/<name>.pt``: each update's sorted global sample indices, the final
-weights and the resume's warnings.
+weights, the epochs' training losses and the resume's warnings.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def train(
     return {
         "updates": recorder.per_update(),
         "weights": {key: value.clone() for key, value in trainer.get_model().state_dict().items()},
+        "train_loss_epoch": trainer.run_history.get_metric_values("train_loss_epoch"),
         "warnings": [str(warning.message) for warning in caught if "resum" in str(warning.message).lower()],
         "num_processes": trainer.accelerator.num_processes,
     }

@@ -73,6 +73,9 @@ def assert_resumed_like(resumed: dict, uninterrupted: dict, what: str) -> None:
         f"(updates {sorted(resumed['updates'])}, first: {next(iter(resumed['updates'].values()), None)} vs "
         f"{expected[SAVED_AT]})"
     )
+    # the epoch resumed inside: its running loss is the sum of every saved process's, and the new steps'
+    losses, expected_losses = resumed["train_loss_epoch"], uninterrupted["train_loss_epoch"]
+    assert losses == pytest.approx(expected_losses, rel=1e-5), f"{what}: epoch losses {losses} vs {expected_losses}"
     for key, weight in uninterrupted["weights"].items():
         difference = (resumed["weights"][key] - weight).abs().max().item()
         assert difference < TOLERANCE, f"{what}: {key} differs by {difference} from the uninterrupted run's"
