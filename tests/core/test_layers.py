@@ -15,7 +15,7 @@ CORE = REPO / "packages/trainer-core/src/pytorch_accelerated/trainer"
 LEAVES = {
     "_arguments", "_warnings", "safe_files", "running_loss", "run_history", "position", "accumulation",
     "random_state", "state_format", "async_saving", "data_position", "_data", "_checks", "_forward_inputs", "_removed_hooks",
-    "_accelerate_state", "_sharding", "seeding", "run_config", "callbacks", "default_callbacks",
+    "_accelerate_state", "_sharding", "seeding", "run_config", "callbacks", "default_callbacks", "process_change",
 }  # fmt: skip
 COLLABORATORS = {
     "agreement", "checkpointing", "resuming", "warm_start", "_dataloaders", "dataloader_workers", "_preparation",

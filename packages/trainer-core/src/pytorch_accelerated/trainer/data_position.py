@@ -129,7 +129,7 @@ class TrainData:
         base seed) is drawn from the epoch's restored random state, as in the saved run; where the
         batch sampler skips, ``at_position`` is called once the skipped index lists are drawn,
         before the first batch after them is loaded (there the random state is put back as saved)."""
-        if skip == 0 or self._stateful_dataset is not None:
+        if skip == 0 or (self._stateful_dataset is not None and not self._replay_pending):
             return iter(self.dataloader)
         if self._skipper is None:
             return self._replayed(skip)
@@ -239,6 +239,15 @@ class TrainData:
                 "drawing their random numbers from the run's generators, and this one loads them "
                 f"{where}, which cannot: random augmentations will differ from the interrupted run's. "
                 "Resume with num_workers=0."
+            )
+
+    def resume_without_stream_state(self) -> None:
+        """Before :meth:`load_state_dict`: the state was saved where the stream's own position was not read
+        (on several processes), so a resumed epoch of a stream that has one is read again from its start."""
+        if self._stateful_dataset is not None and self.replay_reason is None:
+            self.replay_reason = (
+                "the training state was saved on several processes, where the main process does not read the "
+                "stream's own state_dict()"
             )
 
     def warn_replayed(self, drew: bool) -> None:

@@ -3,6 +3,7 @@ dataloader, and put back (a training state holds them, so a resumed run draws th
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
@@ -48,6 +49,11 @@ def check_rng_state_fits(state: dict[str, Any], dataloader=None) -> None:
         )
 
 
+def count_dataloader_generators(dataloader) -> int:
+    """How many random generators ``dataloader`` draws from (its samplers')."""
+    return len(_dataloader_generators(dataloader))
+
+
 def restore_rng_state(state: dict[str, Any], dataloader=None, loader_generators: bool = True) -> None:
     """Put every generator back in the state :func:`capture_rng_state` returned; with
     ``loader_generators=False``, all but ``dataloader``'s own (and its epoch counter)."""
@@ -69,12 +75,34 @@ def restore_rng_state(state: dict[str, Any], dataloader=None, loader_generators:
     if state["cuda"] and torch.cuda.is_available():
         for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, device)
+    if "cuda_seed" in state and torch.cuda.is_available():  # a derived state (derived_rng_state)
+        torch.cuda.manual_seed_all(state["cuda_seed"])
     if not loader_generators:
         return
     for generator, generator_state in zip(generators, state["dataloader"]):
         generator.set_state(generator_state)
     if "dataloader_iteration" in state:
         dataloader.iteration = state["dataloader_iteration"]
+
+
+def derived_rng_state(state: dict[str, Any], process_index: int) -> dict[str, Any]:
+    """The random state of a process that a saved run did not have: ``state`` (saved process 0's) with
+    Python's, NumPy's, torch's and CUDA's generators seeded from a digest of it and ``process_index``, so
+    that no two processes draw the same numbers; the dataloader's generators are left as they are."""
+    digest = hashlib.blake2b(state["torch"].numpy().tobytes() + str(process_index).encode(), digest_size=8)
+    seed = int.from_bytes(digest.digest(), "little") >> 1
+    kind, keys, position, has_gauss, cached_gaussian = np.random.RandomState(seed % 2**32).get_state()
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+    derived = {**state, "python": random.Random(seed).getstate(), "numpy": numpy_state}
+    derived["torch"] = torch.Generator().manual_seed(seed).get_state()
+    derived["cuda"], derived["cuda_seed"] = [], seed
+    return derived
 
 
 def _dataloader_generators(dataloader) -> list[torch.Generator]:

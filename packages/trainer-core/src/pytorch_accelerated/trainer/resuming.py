@@ -20,7 +20,23 @@ from .callbacks import CallbackHandler, TrainerCallback
 from .checkpointing import check_model_fits, is_checkpoint_file, load_model_state_dict, model_state_dict
 from .data_position import TrainData
 from .position import RunPosition
-from .random_state import capture_rng_state, check_rng_state_fits, restore_rng_state
+from .process_change import (
+    BatchSettings,
+    ProcessChange,
+    check_global_batch,
+    epoch_batches_here,
+    match_sampler_generators,
+    summed_loss_state,
+    warn_dropped_callback_states,
+    warn_what_differs,
+)
+from .random_state import (
+    capture_rng_state,
+    check_rng_state_fits,
+    count_dataloader_generators,
+    derived_rng_state,
+    restore_rng_state,
+)
 from .run_config import TrainerRunConfig
 from .run_history import RunHistory
 from .running_loss import RunningLoss
@@ -28,6 +44,7 @@ from .safe_files import CheckpointError, check_plain_data, to_cpu
 from .state_format import (
     MANIFEST_NAME,
     components_of,
+    load_process_states,
     load_training_state,
     newest_of,
     resolve_training_state,
@@ -98,6 +115,7 @@ class Resume:
         self._background = BackgroundWriter(pin_memory=accelerator.device.type == "cuda")
         self._writing: Path | None = None  # the state written in the background (known on every process)
         self._ended = False
+        self._one_process_order = None  # resumed from one process on several: each epoch seeded as there
 
     # ------------------------------------------------------------------ the four points
 
@@ -213,7 +231,11 @@ class Resume:
     def _load(self, path: Path) -> _Pending:
         """Check the state at ``path`` against this run, then put back all but what waits for the start events."""
         manifest, shared, own = load_training_state(path, self.accelerator.process_index)
-        callback_states = {**shared["callbacks"], **own["callbacks"]}
+        change = ProcessChange(manifest["num_processes"], self.accelerator.num_processes)
+        if change.changed:
+            self._check_process_change(path, shared, own, change)
+        own_callbacks = own["callbacks"] if change.has_own_state(self.accelerator.process_index) else {}
+        callback_states = {**shared["callbacks"], **own_callbacks}
         self._check_fits(path, manifest, shared, own, callback_states)
         # the small parts first: should one still refuse its state, the weights are untouched
         if self.scheduler is not None:
@@ -226,8 +248,11 @@ class Resume:
         self.train_loss.load_state_dict(own["train_loss"])
         self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
         self.resumed_from = path
+        rng = own["rng"]
+        if change.changed:
+            rng = self._take_other_processes_parts(path, manifest, shared, own, change)
         self.train_data.load_state_dict(own.get("train_data"), self.position.in_epoch)  # warns where it must replay
-        return _Pending(rng=own["rng"], epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states)
+        return _Pending(rng=rng, epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states)
 
     def _finish(self, epoch_goes_on: bool) -> None:
         """The callbacks' states, then the random generators as saved.
@@ -244,6 +269,8 @@ class Resume:
             restore_rng_state(pending.rng, self.train_dataloader, loader_generators=not epoch_goes_on)
 
     def _iterate_epoch(self) -> Iterator:
+        if self._one_process_order is not None:
+            self._one_process_order.seed_epoch()
         if self._pending is None:
             return self.train_data.batches(self.position.epoch_batches)
         # a state saved at the update that ended its epoch: the epoch has no batch left, only its end
@@ -260,6 +287,59 @@ class Resume:
         before the first batch after the saved position loads, so that it draws what the saved run's did."""
         rng, self._pending.rng = self._pending.rng, None
         restore_rng_state(rng, self.train_dataloader, loader_generators=False)
+
+    # ------------------------------------------------------------------ another number of processes (N -> M)
+
+    def _batch_settings(self, settings: dict, num_processes: int) -> BatchSettings:
+        accumulation = settings["gradient_accumulation_steps"]
+        return BatchSettings(settings["train_per_device_batch_size"], num_processes, accumulation)
+
+    def _check_process_change(self, path: Path, shared: dict, own: dict, change: ProcessChange) -> None:
+        """A state of another number of processes: the same samples per update (else what to pass), and the
+        training dataloader drawing its order from the generators the saved run drew it from."""
+        saved = self._batch_settings(shared["settings"], change.saved)
+        here = self._batch_settings(self._resume_settings(), change.here)
+        samples_per_epoch = (own.get("data_order") or {}).get("dataset_len")
+        check_global_batch(saved, here, samples_per_epoch, repr(str(path)))
+        saved_generators = len(own["rng"]["dataloader"])
+        found = count_dataloader_generators(self.train_dataloader)
+        self._one_process_order = match_sampler_generators(self.train_dataloader, saved_generators, found)
+        if self._one_process_order is not None:  # the saved one-process loader kept no generator: take ours
+            for rng_state in (own["rng"], own["epoch_start_rng"]):
+                if rng_state is not None:
+                    rng_state["dataloader"] = [self._one_process_order.generator.get_state()]
+
+    def _take_other_processes_parts(
+        self, path: Path, manifest: dict, shared: dict, own: dict, change: ProcessChange
+    ) -> dict:
+        """What a process takes of a state saved by another number of processes (``process_change`` says
+        why): the position in its batches, the running loss summed, its random state (returned)."""
+        index = self.accelerator.process_index
+        saved = self._batch_settings(shared["settings"], change.saved)
+        here = self._batch_settings(self._resume_settings(), change.here)
+        self.position.epoch_batches = epoch_batches_here(self.position.epoch_batches, saved, here)
+        self._sum_running_losses(path, manifest, own, change)
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+            batch_changed = saved.per_device_batch_size != here.per_device_batch_size
+            warn_what_differs(change, model, batch_changed, self.train_data.seeds_fetches)
+        if own.get("train_data") is None:  # saved where no process read the stream's own position
+            self.train_data.resume_without_stream_state()
+        return own["rng"] if change.has_own_state(index) else derived_rng_state(own["rng"], index)
+
+    def _sum_running_losses(self, path: Path, manifest: dict, own: dict, change: ProcessChange) -> None:
+        """This process's running loss: the sums of the saved processes it takes; inside an epoch, a warning
+        naming the per-process callback states of those it takes only the loss of (more saved processes)."""
+        index = self.accelerator.process_index
+        others = load_process_states(path, manifest, [i for i in change.loss_indices(index) if i != index])
+        mine = [own] if change.has_own_state(index) else []
+        self.train_loss.load_state_dict(summed_loss_state([state["train_loss"] for state in mine + others]))
+        if self.position.in_epoch:
+            dropped: dict[str, list[dict]] = {}
+            for state in others:
+                for key, callback_state in state["callbacks"].items():
+                    dropped.setdefault(key, []).append(callback_state)
+            warn_dropped_callback_states(change, dropped, own["callbacks"])
 
     def _needs_epoch_start_rng(self) -> bool:
         # only a callback handling on_save_point can save a state inside the epoch, which replays this
@@ -397,16 +477,11 @@ class Resume:
     def _check_fits(self, path: Path, manifest: dict, shared: dict, own: dict, callback_states: dict) -> None:
         """Everything the state must match, checked before any of it is applied."""
         where = repr(str(path))
-        num_processes = self.accelerator.num_processes
-        if manifest["num_processes"] != num_processes:
-            raise CheckpointError(
-                f"{where} was saved by {manifest['num_processes']} process(es) and this run has {num_processes}: "
-                "resume with as many processes as it was saved with (the data order and the random generators depend on it)."
-            )
         position = shared["position"]
         mid_epoch = position["epoch_batches"] > 0 and not position["stopped"]
         self.train_data.check_fits(own.get("data_order"), mid_epoch, where)
-        if mid_epoch:
+        same_processes = manifest["num_processes"] == self.accelerator.num_processes  # else checked before
+        if mid_epoch and same_processes:
             differences = [
                 f"{name} {saved} there, {now} here"
                 for (name, saved), now in zip(shared["settings"].items(), self._resume_settings().values())

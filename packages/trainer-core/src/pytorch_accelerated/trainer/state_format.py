@@ -361,15 +361,13 @@ def _cached_digest(path: Path, algorithm: str) -> str:
 
 
 def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tuple[dict, dict, dict]:
-    """The manifest, the shared state and this process's state of a training state folder, once
-    their files are shown intact (their sizes and digests as written)."""
+    """The manifest, the shared state and saved process ``process_index``'s state of a training state
+    folder, once their files are shown intact (their sizes and digests as written); a process the saved run
+    did not have reads saved process 0's (``process_change`` says what it takes of it)."""
     state_dir = Path(state_dir)
     manifest = read_manifest(state_dir)
     if process_index >= manifest["num_processes"]:
-        raise CheckpointError(
-            f"{str(state_dir)!r} was saved by {manifest['num_processes']} process(es); process {process_index} has no state "
-            "in it. Resume with the number of processes the run was saved with."
-        )
+        process_index = 0
     if not _file_digests(manifest)[1]:
         warn_user(
             f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are loaded "
@@ -394,6 +392,14 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
         shared[name] = files[storage["file"]][storage["key"]]
     own = safe_torch_load(state_dir / process_file_name(process_index))
     return manifest, shared, own
+
+
+def load_process_states(state_dir: str | os.PathLike, manifest: dict[str, Any], indices: list[int]) -> list[dict]:
+    """The states of saved processes ``indices`` (``manifest`` read before), once their files are intact."""
+    state_dir = Path(state_dir)
+    names = [process_file_name(index) for index in indices]
+    check_digests(state_dir, manifest, names)
+    return [safe_torch_load(state_dir / name) for name in names]
 
 
 def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
