@@ -61,7 +61,7 @@ def wait_for(agents: list[subprocess.Popen]) -> list[int | None]:
 
 
 @pytest.mark.slow
-def test_an_elastic_run_with_a_worker_killed_mid_epoch_sees_the_same_samples(tmp_path):
+def test_an_elastic_run_with_a_killed_worker_sees_the_same_samples(tmp_path):
     reference = tmp_path / "reference"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",

@@ -389,7 +389,7 @@ def test_a_users_own_dataset_resumed_inside_an_epoch_ends_bitwise_equal(tmp_path
 
 
 @pytest.mark.parametrize("augment", ["torch", "numpy", "python"])
-def test_augmentations_loaded_in_the_main_process_draw_what_plain_pytorch_draws(augment):
+def test_main_process_augmentations_draw_what_plain_pytorch_draws(augment):
     """One process, num_workers=0: no generator is forked or seeded around a batch (that cost a fifth of
     an MLP step), so the dataset draws from the run's generators exactly as a plain DataLoader loop's does."""
 
@@ -417,7 +417,7 @@ def test_augmentations_loaded_in_the_main_process_draw_what_plain_pytorch_draws(
 
 
 @AUGMENTS
-def test_a_run_saved_with_workers_resumes_exactly_loading_in_the_main_process(tmp_path, augment):
+def test_a_run_saved_with_workers_resumes_exactly_without_them(tmp_path, augment):
     """Workers seed each batch's fetch; so does the main process of a run resumed from their state."""
     with_workers = {"train_dataloader_kwargs": {"num_workers": 2}}
     expected = final_state(run(UsersOwn(augment), **with_workers))
@@ -428,7 +428,7 @@ def test_a_run_saved_with_workers_resumes_exactly_loading_in_the_main_process(tm
     assert_bitwise_equal(final_state(resumed), expected)
 
 
-def test_resuming_in_workers_a_run_that_loaded_in_its_main_process_warns_once(tmp_path):
+def test_resuming_in_workers_a_main_process_loaded_run_warns_once(tmp_path):
     run(UsersOwn("torch"), [SaveThenStop(tmp_path / "state")])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
