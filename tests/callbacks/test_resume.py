@@ -166,6 +166,23 @@ def test_states_written_in_the_background_survive_a_kill_mid_write_and_resume_ex
     )
 
 
+def test_a_run_killed_before_its_start_state_is_written_resumes_in_its_folder(tmp_path, uninterrupted):
+    """Killed in batch 3 while the state saved at its start was still being written in the background
+    (held there until the kill): that state is written before the first step, so that the next launch
+    resumes from it and goes on writing the log in the run folder claimed at the start (the start
+    state, written in the background, was lost: the next launch started a new run in version_1)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, 1, [], uninterrupted, workers=0, kill_points=["start:3"], asynchronous=True
+    )
+
+
+def test_a_run_killed_while_pruning_a_state_leaves_no_half_deleted_state(tmp_path, uninterrupted):
+    """Killed after deleting one file of the oldest state, pruned once epoch 1's end was saved: the
+    state was renamed out of the listing first, and the next write removes the rest (a half-deleted
+    folder stayed under its name, never listed nor pruned, or was set aside as damaged: four entries)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, 1, [], uninterrupted, workers=0, kill_points=["prune:12"])
+
+
 def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupted_run_draws_it(tmp_path, uninterrupted):
     """Killed in epoch 1's 8th batch of 12, two processes resume from the state saved after its 6th:
     there, two workers have asked accelerate's sharded sampler for index lists up to the
