@@ -158,7 +158,8 @@ def hold_the_start_state_in_the_background() -> None:
     write = training_state_files.write_with_digest
 
     def held(path, write_file):
-        if threading.current_thread() is not threading.main_thread() and path.parent.name.endswith("-start.incomplete"):
+        in_background = threading.current_thread() is not threading.main_thread()
+        if in_background and path.parent.name.endswith("-start.incomplete"):
             threading.Event().wait()
         return write(path, write_file)
 

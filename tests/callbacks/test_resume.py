@@ -180,7 +180,9 @@ def test_a_run_killed_while_pruning_a_state_leaves_no_half_deleted_state(tmp_pat
     """Killed after deleting one file of the oldest state, pruned once epoch 1's end was saved: the
     state was renamed out of the listing first, and the next write removes the rest (a half-deleted
     folder stayed under its name, never listed nor pruned, or was set aside as damaged: four entries)."""
-    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, 1, [], uninterrupted, workers=0, kill_points=["prune:12"])
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, 1, [], uninterrupted, workers=0, kill_points=["prune:12"]
+    )
 
 
 def test_an_epoch_resumed_inside_leaves_the_next_epochs_order_as_the_uninterrupted_run_draws_it(tmp_path, uninterrupted):

@@ -55,8 +55,8 @@ class SaveTrainingStateCallback(TrainerCallback):
     - With ``asynchronous=True``, a save blocks training only while the state is copied to host
       memory; the main process writes it in the background (``Trainer.save_training_state``), one
       at a time, and the run's end waits for it. A state saved when the run starts, on a signal, and
-      at the run's end, is written before training goes on. While a state is written, the ``max_checkpoints`` before
-      it are kept: a folder never holds fewer complete states than that.
+      at the run's end, is written before training goes on. While a state is written, the
+      ``max_checkpoints`` before it are kept: a folder never holds fewer complete states than that.
 
     On several processes, the signal and the timer are agreed on at every update with one tiny
     collective on the CPU (gloo), so the processes stop and save together.

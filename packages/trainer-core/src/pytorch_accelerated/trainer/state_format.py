@@ -154,7 +154,7 @@ def remove_training_state(state_dir: str | os.PathLike) -> None:
     """
     state_dir = Path(state_dir)
     removed = state_dir.with_name(f".{state_dir.name}{_REMOVED_SUFFIX}")
-    shutil.rmtree(removed, ignore_errors=True)  # left by a removal killed earlier, of a state of the same name
+    shutil.rmtree(removed, ignore_errors=True)  # left by a killed removal of a state of the same name
     try:
         os.replace(state_dir, removed)
     except FileNotFoundError:
