@@ -21,7 +21,9 @@ batch overall, before its backward pass, so inside an accumulation window or jus
 update; ``epoch``: once epoch AT has ended and its state was saved; ``logged``: once epoch AT's
 metrics are logged, before its state is saved; ``write``: halfway through
 writing the first file of the first state saved from batch AT on, on the main process: in the
-background thread with ``--asynchronous``, while training goes on).
+background thread with ``--asynchronous``, while training goes on; ``prune``: halfway through deleting
+the first state pruned from batch AT on, on the main process; ``start``: in the AT-th training batch,
+as ``batch``, with a write in the background of the state saved at the run's start held until then).
 ``--slow-after N`` sleeps in every step after the N-th update and writes ``ready_rank<r>`` (with
 the process id) so that the test can send a signal mid-run. A run that completes writes
 ``result_rank<r>.pt``: its ``testing.final_state`` (weights, optimizer and scheduler states, run history).
@@ -103,13 +105,17 @@ class KillAt(TrainerCallback):
 
     def __init__(self, kind: str, at: int):
         self.kind, self.at = kind, at
+        if kind == "start":
+            hold_the_start_state_in_the_background()
 
     def on_train_step_end(self, trainer, **kwargs):
         batch = (trainer.run_history.current_epoch - 1) * len(trainer.train_dataloader) + trainer.completed_epoch_batches + 1
-        if self.kind == "batch" and batch == self.at:
+        if self.kind in ("batch", "start") and batch == self.at:
             kill_everything_now(f"in batch {batch}")
         if self.kind == "write" and batch >= self.at and trainer.is_world_process_zero:
             arm_the_half_write()
+        if self.kind == "prune" and batch >= self.at and trainer.is_world_process_zero:
+            arm_the_half_removal()
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         if self.kind == "logged" and trainer.run_history.current_epoch == self.at:
@@ -133,6 +139,31 @@ def arm_the_half_write() -> None:
         kill_everything_now(f"halfway through writing {path} (thread {threading.current_thread().name})")
 
     training_state_files.write_with_digest = write_half_then_die
+
+
+def arm_the_half_removal() -> None:
+    """Make the next removal of a training state's file stop after that one file: kill the process."""
+    unlink = os.unlink
+
+    def unlink_then_die(path, *args, **kwargs):
+        unlink(path, *args, **kwargs)
+        if Path(path).name == training_state_files.MANIFEST_NAME or Path(path).suffix == ".pt":
+            kill_everything_now(f"halfway through deleting a training state (removed {path})")
+
+    os.unlink = unlink_then_die
+
+
+def hold_the_start_state_in_the_background() -> None:
+    """Make a background thread's write of the state saved at the run's start wait (until the kill)."""
+    write = training_state_files.write_with_digest
+
+    def held(path, write_file):
+        in_background = threading.current_thread() is not threading.main_thread()
+        if in_background and path.parent.name.endswith("-start.incomplete"):
+            threading.Event().wait()
+        return write(path, write_file)
+
+    training_state_files.write_with_digest = held
 
 
 class SlowAfter(TrainerCallback):

@@ -168,6 +168,25 @@ def test_background_states_survive_a_kill_mid_write_and_resume_exactly(tmp_path,
     )
 
 
+def test_a_kill_before_the_start_state_is_written_resumes_in_its_folder(tmp_path, uninterrupted):
+    """Killed in batch 3 while the state saved at its start was still being written in the background
+    (held there until the kill): that state is written before the first step, so that the next launch
+    resumes from it and goes on writing the log in the run folder claimed at the start (the start
+    state, written in the background, was lost: the next launch started a new run in version_1)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, 1, [], uninterrupted, workers=0, kill_points=["start:3"], asynchronous=True
+    )
+
+
+def test_a_run_killed_while_pruning_a_state_leaves_no_half_deleted_state(tmp_path, uninterrupted):
+    """Killed after deleting one file of the oldest state, pruned once epoch 1's end was saved: the
+    state was renamed out of the listing first, and the next write removes the rest (a half-deleted
+    folder stayed under its name, never listed nor pruned, or was set aside as damaged: four entries)."""
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, 1, [], uninterrupted, workers=0, kill_points=["prune:12"]
+    )
+
+
 def test_a_resume_inside_an_epoch_keeps_the_next_epochs_data_order(tmp_path, uninterrupted):
     """An epoch resumed inside leaves the next epoch's order as the uninterrupted run draws it.
 

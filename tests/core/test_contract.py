@@ -113,6 +113,7 @@ PUBLIC_NAMES = [
     "check_plain_data",
     "find_latest_training_state",
     "list_training_states",
+    "remove_training_state",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from pytorch_accelerated.trainer import (
     TrainerCallback,
     find_latest_training_state,
     list_training_states,
+    remove_training_state,
 )
 
 from pytorch_accelerated.schedulers._arguments import check_positive_int
@@ -40,7 +40,8 @@ class SaveTrainingStateCallback(TrainerCallback):
     resume (its logs included) rather than start again.
 
     - Each state is written atomically, by the main process while the others wait: a folder that
-      exists is complete, and a write that was killed leaves the earlier states as they were.
+      exists is complete, and a write that was killed leaves the earlier states as they were. A
+      state pruned is renamed out of the listing before it is deleted (a kill then leaves none half-deleted).
     - With ``handle_signals=True``, SIGTERM or SIGINT (a preemption, Ctrl-C) makes every process
       save a state at the next update (or epoch end) and stop the run cleanly; a second signal
       acts as it would have without this callback. Signals are handled only when ``train`` runs
@@ -53,9 +54,9 @@ class SaveTrainingStateCallback(TrainerCallback):
       one run's states are never pruned or mixed with another's.
     - With ``asynchronous=True``, a save blocks training only while the state is copied to host
       memory; the main process writes it in the background (``Trainer.save_training_state``), one
-      at a time, and the run's end waits for it. A state saved on a signal, and at the run's end,
-      is written before training goes on. While a state is written, the ``max_checkpoints`` before
-      it are kept: a folder never holds fewer complete states than that.
+      at a time, and the run's end waits for it. A state saved when the run starts, on a signal, and
+      at the run's end, is written before training goes on. While a state is written, the
+      ``max_checkpoints`` before it are kept: a folder never holds fewer complete states than that.
 
     On several processes, the signal and the timer are agreed on at every update with one tiny
     collective on the CPU (gloo), so the processes stop and save together.
@@ -140,8 +141,9 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     def on_save_point(self, trainer, point, **kwargs):
         if point == "run_start":
-            # from here on, an interruption resumes instead of starting again
-            self._save(trainer, point, self.asynchronous)
+            # written before the first step, even with asynchronous: from here on, an interruption
+            # resumes (in the run folders the loggers have claimed) instead of starting again
+            self._save(trainer, point)
             return
         if point == "run_end":
             self._save_at_run_end(trainer)
@@ -225,7 +227,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         """Keep the newest ``max_checkpoints`` complete states (one being written is not listed yet)."""
         if trainer.is_world_process_zero and self.max_checkpoints is not None:
             for old in list_training_states(self.save_dir)[: -self.max_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_training_state(old)  # a kill while deleting it leaves no half-deleted state
 
     def _folder_name(self, trainer, point: str) -> str:
         name = f"step-{trainer.completed_update_steps:08d}"

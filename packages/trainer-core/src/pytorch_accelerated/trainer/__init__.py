@@ -21,7 +21,7 @@ from .running_loss import RunningLoss
 from .seeding import seed_everything
 from .agreement import raised_on_every_process
 from .trainer import Trainer
-from .state_format import find_latest_training_state, list_training_states
+from .state_format import find_latest_training_state, list_training_states, remove_training_state
 from . import testing  # noqa: E402  (the test kit for callback authors)
 
 __version__ = "0.4.0"
@@ -46,6 +46,7 @@ __all__ = [
     "check_plain_data",
     "find_latest_training_state",
     "list_training_states",
+    "remove_training_state",
     "DEFAULT_CALLBACKS",
     "MoveModulesToDeviceCallback",
     "TerminateOnNaNCallback",

@@ -67,6 +67,7 @@ _READABLE_COMPONENT_FORMATS = ("torch.save", DCP_FORMAT)
 _SAVE_POINT_ORDER = {"run_start": 0, "update": 1, "epoch_end": 2, "run_end": 3}
 _MANIFEST_DIGEST_KEY = "manifest_sha256"
 _MANIFEST_FIELDS = {"saved_at": str, "num_processes": int, "position": dict, "files": dict}
+_REMOVED_SUFFIX = ".removed"  # a state being deleted: hidden from the listing first
 
 
 class NewerFormatError(CheckpointError):
@@ -166,10 +167,30 @@ def _write_json(value, path: Path) -> None:
 
 def _clean_up_interrupted_writes(folder: Path) -> None:
     """Put back what a write killed between its renames left in ``folder`` (see
-    :func:`recover_interrupted_replacements`), then remove what other killed writes left."""
+    :func:`recover_interrupted_replacements`), then remove what other killed writes and removals left."""
     recover_interrupted_replacements(folder)
-    for leftover in [*folder.glob(".*.incomplete"), *folder.glob(".*.replaced")]:
-        shutil.rmtree(leftover, ignore_errors=True)
+    for pattern in (".*.incomplete", ".*.replaced", f".*{_REMOVED_SUFFIX}"):
+        for leftover in folder.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def remove_training_state(state_dir: str | os.PathLike) -> None:
+    """Delete the training state folder ``state_dir`` (pruning old states): it is first renamed out of
+    the listing, atomically, so that a process killed while deleting it leaves no half-deleted folder
+    under a state's name (never listed, or set aside as damaged, and never pruned); the next state
+    written beside it removes what is left. A folder that is no longer there is left alone.
+
+    Args:
+        state_dir: the state's folder, as :func:`list_training_states` lists it.
+    """
+    state_dir = Path(state_dir)
+    removed = state_dir.with_name(f".{state_dir.name}{_REMOVED_SUFFIX}")
+    shutil.rmtree(removed, ignore_errors=True)  # left by a killed removal of a state of the same name
+    try:
+        os.replace(state_dir, removed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(removed, ignore_errors=True)
 
 
 def recover_interrupted_replacements(folder: str | os.PathLike) -> None:
