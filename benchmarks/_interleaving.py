@@ -28,7 +28,9 @@ class HandLoop:
     accumulation (a shorter last window averaged over its own batches), and with ``log_path`` a
     CSV row with the training loss of every ``log_every``-th optimizer update."""
 
-    def __init__(self, model, optimizer, dataset, batch_size, accumulation, log_path: Path | None = None, log_every=50):
+    def __init__(
+        self, model, optimizer, dataset, batch_size, accumulation, log_path: Path | None = None, log_every=50
+    ):
         self.model, self.optimizer = model, optimizer
         self.loss_func = nn.CrossEntropyLoss()
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
@@ -78,7 +80,9 @@ class HandLoop:
 
     def write_row(self, train_loss_step="", train_loss_epoch="", eval_loss_epoch="") -> None:
         if self.writer is not None:
-            self.writer.writerow([self.epoch, self.updates, train_loss_step, train_loss_epoch, eval_loss_epoch])
+            self.writer.writerow(
+                [self.epoch, self.updates, train_loss_step, train_loss_epoch, eval_loss_epoch]
+            )
             self.log_file.flush()
 
     def close(self) -> None:

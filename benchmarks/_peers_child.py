@@ -38,11 +38,23 @@ WORKLOADS = {
     "mlp-accum-log": {"model": "mlp", "batch_size": 32, "accumulation": 4, "logger": True},
     # the logger's own cost: "mlp" with a CSV logger every 10 updates, against a hand loop that logs
     # nothing, so that its ratio over mlp's is the logging overhead (issue 14: within 1%)
-    "mlp-log10": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": True, "log_every": 10, "hand_logs": False},
+    "mlp-log10": {
+        "model": "mlp",
+        "batch_size": 32,
+        "accumulation": 1,
+        "logger": True,
+        "log_every": 10,
+        "hand_logs": False,
+    },
     # the most common data: a user's own map-style Dataset class (_user_dataset.py), plain and with a flip
     "mlp-user": {"model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True},
     "mlp-user-flip": {
-        "model": "mlp", "batch_size": 32, "accumulation": 1, "logger": False, "user_dataset": True, "augment": "torch",
+        "model": "mlp",
+        "batch_size": 32,
+        "accumulation": 1,
+        "logger": False,
+        "user_dataset": True,
+        "augment": "torch",
     },
 }
 
@@ -79,10 +91,17 @@ def build_model(name: str):
     if name == "cnn":
         # A small CIFAR-sized CNN: three conv blocks and a linear head (~0.1 M parameters).
         return nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 4 * 4, 10),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, 10),
         )
     raise ValueError(name)
 
@@ -135,7 +154,15 @@ def setup_hand(model, train_dataset, eval_dataset, spec, num_epochs, log_dir):
     log_path = Path(log_dir) / "metrics.csv" if spec["logger"] else None
 
     def fit():
-        hand = HandLoop(model, optimizer, train_dataset, spec["batch_size"], spec["accumulation"], log_path, LOG_EVERY_N_UPDATES)
+        hand = HandLoop(
+            model,
+            optimizer,
+            train_dataset,
+            spec["batch_size"],
+            spec["accumulation"],
+            log_path,
+            LOG_EVERY_N_UPDATES,
+        )
         eval_dl = DataLoader(eval_dataset, batch_size=spec["batch_size"])
         for _ in range(num_epochs):
             hand.start_epoch()
@@ -147,7 +174,9 @@ def setup_hand(model, train_dataset, eval_dataset, spec, num_epochs, log_dir):
                 for inputs, targets in eval_dl:
                     eval_total += hand.loss_func(model(inputs), targets) * targets.size(0)
                     eval_count += targets.size(0)
-            hand.write_row(train_loss_epoch=hand.epoch_train_loss(), eval_loss_epoch=eval_total.item() / eval_count)
+            hand.write_row(
+                train_loss_epoch=hand.epoch_train_loss(), eval_loss_epoch=eval_total.item() / eval_count
+            )
         hand.close()
 
     return fit
@@ -173,7 +202,10 @@ def setup_trainer(model, train_dataset, eval_dataset, spec, num_epochs, log_dir)
         from pytorch_accelerated.callbacks import CSVLoggerCallback
 
         csv_path = Path(log_dir) / "metrics.csv"
-        callbacks = (*DEFAULT_CALLBACKS, CSVLoggerCallback(csv_path, log_every_n_steps=spec.get("log_every", LOG_EVERY_N_UPDATES)))
+        callbacks = (
+            *DEFAULT_CALLBACKS,
+            CSVLoggerCallback(csv_path, log_every_n_steps=spec.get("log_every", LOG_EVERY_N_UPDATES)),
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=optimizer, callbacks=callbacks)
 
@@ -227,7 +259,9 @@ def setup_pytorch_accelerated(model, train_dataset, eval_dataset, spec, num_epoc
                 loss = batch_output["loss"].detach()
                 self.window_loss = loss if self.window_loss is None else self.window_loss + loss
                 if self.batches % accumulation == 0:
-                    self.writer.writerow([trainer.run_history.current_epoch, update, self.window_loss.item(), "", ""])
+                    self.writer.writerow(
+                        [trainer.run_history.current_epoch, update, self.window_loss.item(), "", ""]
+                    )
                     self.file.flush()
                     self.window_loss = None
 
@@ -243,7 +277,10 @@ def setup_pytorch_accelerated(model, train_dataset, eval_dataset, spec, num_epoc
 
     callbacks = DEFAULT_CALLBACKS
     if spec["logger"]:
-        callbacks = (*DEFAULT_CALLBACKS, CSVLoggerCallback(Path(log_dir) / "metrics.csv", LOG_EVERY_N_UPDATES))
+        callbacks = (
+            *DEFAULT_CALLBACKS,
+            CSVLoggerCallback(Path(log_dir) / "metrics.csv", LOG_EVERY_N_UPDATES),
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=optimizer, callbacks=callbacks)
     loader_kwargs = None if num_workers is None else {"num_workers": num_workers}
@@ -340,11 +377,20 @@ def interleaved_with_a_hand_loop(train_dataset, model, spec, log_dir):
 
     hand_model = build_model(spec["model"])
     hand_model.load_state_dict(model.state_dict())
-    log_path = Path(log_dir) / "hand-interleaved.csv" if spec["logger"] and spec.get("hand_logs", True) else None
+    log_path = (
+        Path(log_dir) / "hand-interleaved.csv" if spec["logger"] and spec.get("hand_logs", True) else None
+    )
     optimizer = torch.optim.Adam(hand_model.parameters(), lr=LEARNING_RATE)
-    hand = HandLoop(hand_model, optimizer, train_dataset, spec["batch_size"], spec["accumulation"], log_path, LOG_EVERY_N_UPDATES)
+    hand = HandLoop(
+        hand_model,
+        optimizer,
+        train_dataset,
+        spec["batch_size"],
+        spec["accumulation"],
+        log_path,
+        LOG_EVERY_N_UPDATES,
+    )
     return InterleavedDataset(train_dataset, hand)
-
 
 
 def main(argv=None) -> None:
@@ -354,7 +400,9 @@ def main(argv=None) -> None:
     parser.add_argument("--num-train-samples", type=int, required=True)
     parser.add_argument("--num-epochs", type=int, default=2)
     parser.add_argument("--result-file", required=True)
-    parser.add_argument("--interleave", action="store_true", help="time the training steps against a hand loop's, interleaved")
+    parser.add_argument(
+        "--interleave", action="store_true", help="time the training steps against a hand loop's, interleaved"
+    )
     args = parser.parse_args(argv)
     spec = WORKLOADS[args.workload]
     suffix = args.variant.replace("-", "_")
@@ -424,7 +472,9 @@ def main(argv=None) -> None:
     if args.interleave:
         from _interleaving import summarize  # imports torch: never before the clock starts
 
-        result["interleaved"] = summarize(*train_dataset.step_times(skip=INTERLEAVED_WARM_UP_STEPS[spec["model"]]))
+        result["interleaved"] = summarize(
+            *train_dataset.step_times(skip=INTERLEAVED_WARM_UP_STEPS[spec["model"]])
+        )
     Path(args.result_file).write_text(json.dumps(result))
 
 

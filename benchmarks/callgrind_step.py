@@ -26,7 +26,6 @@ import contextlib
 import io
 import os
 import subprocess
-import sys
 
 import torch
 import tqdm.std
@@ -46,7 +45,12 @@ tqdm.std.time = _fake_time  # read by every bar created from here on
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback  # noqa: E402
 
 WORKLOADS = (
-    "mlp", "cnn", "user-dataset", "user-dataset-flip-torch", "user-dataset-flip-numpy", "user-dataset-flip-python",
+    "mlp",
+    "cnn",
+    "user-dataset",
+    "user-dataset-flip-torch",
+    "user-dataset-flip-numpy",
+    "user-dataset-flip-python",
 )
 WARM_UP = {"cnn": 2}  # steps before collection starts (a CNN step takes minutes under valgrind); else 20
 
@@ -80,10 +84,19 @@ def main() -> None:
     model, dataset, batch_size = _workload(args.workload, args.steps + 2 * warm_up)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if args.variant == "trainer":
-        trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[_Collect(args.steps, warm_up), *DEFAULT_CALLBACKS])
+        trainer = Trainer(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            callbacks=[_Collect(args.steps, warm_up), *DEFAULT_CALLBACKS],
+        )
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            trainer.train(dataset, num_epochs=1, per_device_batch_size=batch_size,
-                          train_dataloader_kwargs={"num_workers": args.num_workers})
+            trainer.train(
+                dataset,
+                num_epochs=1,
+                per_device_batch_size=batch_size,
+                train_dataloader_kwargs={"num_workers": args.num_workers},
+            )
         return
     loss_func, total = nn.CrossEntropyLoss(), torch.zeros(())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=args.num_workers)
@@ -110,8 +123,14 @@ def _workload(name: str, num_batches: int):
     if name.startswith("user-dataset"):
         from _user_dataset import user_dataset
 
-        dataset = user_dataset(dataset, augment=name.removeprefix("user-dataset-flip-") if "flip" in name else None)
-    return nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)), dataset, 32
+        dataset = user_dataset(
+            dataset, augment=name.removeprefix("user-dataset-flip-") if "flip" in name else None
+        )
+    return (
+        nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)),
+        dataset,
+        32,
+    )
 
 
 if __name__ == "__main__":

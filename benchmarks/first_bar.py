@@ -55,13 +55,19 @@ def measure(variant: str, on_terminal: bool) -> tuple[float, float]:
     command = [sys.executable, "-c", CHILD, variant]
     if on_terminal:
         controller, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows of 100 columns
-        output = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, text=True, check=True).stdout
+        fcntl.ioctl(
+            terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0)
+        )  # 24 rows of 100 columns
+        output = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=terminal, text=True, check=True
+        ).stdout
         os.close(terminal)
         os.close(controller)
     else:
         with tempfile.TemporaryFile("w") as file:
-            output = subprocess.run(command, stdout=subprocess.PIPE, stderr=file, text=True, check=True).stdout
+            output = subprocess.run(
+                command, stdout=subprocess.PIPE, stderr=file, text=True, check=True
+            ).stdout
     first, second = (float(value) for value in output.split("RESULT")[1].split())
     return first, second
 
@@ -70,7 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=15)
     args = parser.parse_args()
-    print(f"{'stderr':<10} {'variant':<8} {'first bar (us)':>15} {'later bar (us)':>15}   (median of {args.processes} processes)")
+    print(
+        f"{'stderr':<10} {'variant':<8} {'first bar (us)':>15} {'later bar (us)':>15}   (median of"
+        f" {args.processes} processes)"
+    )
     for on_terminal in (True, False):
         for variant in ("before", "now"):
             runs = [measure(variant, on_terminal) for _ in range(args.processes)]

@@ -17,7 +17,8 @@ Two measurements:
   for the first use of tqdm, of accelerate's state and of a few torch operations.
 
 ``--pieces`` times named parts of the warm Trainer call (its set-up steps, the callbacks' run and
-epoch events), in microseconds per call. ``--profile`` prints, for the warm Trainer call, where the time goes: cProfile's cumulative time
+epoch events), in microseconds per call. ``--profile`` prints, for the warm Trainer call, where the time goes:
+cProfile's cumulative time
 per call of the functions that matter, in microseconds.
 
     python benchmarks/fixed_cost.py --repeats 300
@@ -53,7 +54,9 @@ class MNISTModel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.main = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.main = nn.Sequential(
+            nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
 
     def forward(self, input):
         return self.main(input.view(input.shape[0], -1))
@@ -62,7 +65,9 @@ class MNISTModel(nn.Module):
 def make_data(batches: int, seed: int) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
     n = batches * BATCH
-    return TensorDataset(torch.randn(n, 1, 28, 28, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+    return TensorDataset(
+        torch.randn(n, 1, 28, 28, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    )
 
 
 def hand_loop(model, train_dataset, eval_dataset) -> float:
@@ -91,8 +96,12 @@ def hand_loop(model, train_dataset, eval_dataset) -> float:
 def trainer_loop(model, train_dataset, eval_dataset) -> float:
     from pytorch_accelerated.trainer import Trainer
 
-    trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
-    history = trainer.train(train_dataset, num_epochs=1, eval_dataset=eval_dataset, per_device_batch_size=BATCH)
+    trainer = Trainer(
+        model, loss_func=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3)
+    )
+    history = trainer.train(
+        train_dataset, num_epochs=1, eval_dataset=eval_dataset, per_device_batch_size=BATCH
+    )
     return history.get_latest_metric("eval_loss_epoch")
 
 
@@ -100,7 +109,8 @@ LOOPS = {"hand": hand_loop, "trainer": trainer_loop}
 
 
 def time_one(name: str, seed: int, data) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one call, model and optimizer made inside the timing as a script makes them."""
+    """(CPU seconds, wall seconds) of one call, model and optimizer made inside the timing as a script makes
+    them."""
     torch.manual_seed(seed)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         start_cpu, start_wall = time.process_time(), time.perf_counter()
@@ -127,8 +137,11 @@ def fresh(processes: int) -> dict:
         for name in order:
             result = subprocess.run(
                 [sys.executable, __file__, "--child", name],
-                capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             times[name].append(tuple(json.loads(result.stdout.splitlines()[-1])))
     return _summary(times)
 
@@ -141,7 +154,9 @@ def _summary(times: dict) -> dict:
             "hand_us": statistics.median(hand[index] for hand, _ in pairs) * 1e6,
             "trainer_us": statistics.median(trainer[index] for _, trainer in pairs) * 1e6,
             "extra_us": statistics.median((trainer[index] - hand[index]) for hand, trainer in pairs) * 1e6,
-            "extra_us_quartiles": [q * 1e6 for q in statistics.quantiles([t[index] - h[index] for h, t in pairs], n=4)],
+            "extra_us_quartiles": [
+                q * 1e6 for q in statistics.quantiles([t[index] - h[index] for h, t in pairs], n=4)
+            ],
         }
     summary["pairs"] = len(pairs)
     return summary
@@ -163,7 +178,9 @@ def profile(repeats: int, limit: int) -> None:
             continue  # torch's own layers: the same in a hand loop
         rows.append((cumulative / repeats * 1e6, calls / repeats, f"{_short(filename)}:{line}({function})"))
     rows.sort(reverse=True)
-    print(f"cumulative time per Trainer(...) + train() call (cProfile, {repeats} calls; profiling inflates it)")
+    print(
+        f"cumulative time per Trainer(...) + train() call (cProfile, {repeats} calls; profiling inflates it)"
+    )
     print(f"{'us/call':>9} {'calls':>7}  function")
     for us, calls, where in rows[:limit]:
         print(f"{us:9.1f} {calls:7.1f}  {where}")
@@ -228,7 +245,10 @@ def pieces(repeats: int) -> None:
     calls = []
     for seed in range(repeats):
         calls.append(time_one("trainer", seed, data)[1])
-    print(f"per warm Trainer(...) + train() call, mean of {repeats} (whole call: median {statistics.median(calls) * 1e6:.0f} us)")
+    print(
+        f"per warm Trainer(...) + train() call, mean of {repeats} (whole call: median"
+        f" {statistics.median(calls) * 1e6:.0f} us)"
+    )
     print(f"{'us/call':>9} {'calls':>6}  piece (nested pieces include the ones below them)")
     printed = set()
     for _, owner_name, attribute in PIECES:
@@ -248,7 +268,9 @@ def _short(filename: str) -> str:
 
 def child(name: str) -> None:
     torch.set_num_threads(1)
-    importlib.import_module("torch._dynamo")  # torch imports it with the first optimizer (~1.5 s): common to both sides
+    importlib.import_module(
+        "torch._dynamo"
+    )  # torch imports it with the first optimizer (~1.5 s): common to both sides
     importlib.import_module("pytorch_accelerated.trainer")  # imported before the timing, as a script does
 
     torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # the rest of the first optimizer's one-off set-up
@@ -260,7 +282,9 @@ def child(name: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=300, help="alternating pairs in one process")
-    parser.add_argument("--fresh", type=int, metavar="N", help="N fresh processes per side instead, first call only")
+    parser.add_argument(
+        "--fresh", type=int, metavar="N", help="N fresh processes per side instead, first call only"
+    )
     parser.add_argument("--profile", action="store_true", help="where a warm Trainer call's time goes")
     parser.add_argument("--pieces", action="store_true", help="time named pieces of a warm Trainer call")
     parser.add_argument("--limit", type=int, default=45, help="rows of --profile")
@@ -278,8 +302,15 @@ def main(argv=None) -> None:
     if args.json:
         print(json.dumps(summary))
         return
-    what = f"first call in {args.fresh} fresh processes per side" if args.fresh else f"{summary['pairs']} alternating pairs in one process"
-    print(f"Trainer(...) + train() against a hand loop, 1 epoch of {TRAIN_BATCHES} + {EVAL_BATCHES} batches ({what}):")
+    what = (
+        f"first call in {args.fresh} fresh processes per side"
+        if args.fresh
+        else f"{summary['pairs']} alternating pairs in one process"
+    )
+    print(
+        f"Trainer(...) + train() against a hand loop, 1 epoch of {TRAIN_BATCHES} + {EVAL_BATCHES} batches"
+        f" ({what}):"
+    )
     for clock in ("cpu", "wall"):
         s = summary[clock]
         low, _, high = s["extra_us_quartiles"]

@@ -57,10 +57,12 @@ from _user_dataset import UserDataset  # beside this script
 
 MODES = ("fp32", "bf16", "compile", "bf16-compile")
 DEFAULT_MODES = {
-    "mlp": ("fp32", "bf16", "compile"), "mlp-user": ("fp32", "bf16", "compile"),
-    "cnn": ("fp32", "bf16", "compile"), "transformer": ("bf16", "bf16-compile"),
+    "mlp": ("fp32", "bf16", "compile"),
+    "mlp-user": ("fp32", "bf16", "compile"),
+    "cnn": ("fp32", "bf16", "compile"),
+    "transformer": ("bf16", "bf16-compile"),
     "lm-head": ("fp32", "bf16"),
-}  # fmt: skip
+}
 # Relative tolerance of a final loss against the workload's reference (the hand loop in the first
 # mode): the same arithmetic may differ only by reduction order (fp32, compile); bf16 by rounding.
 TOLERANCE = {"fp32": 1e-3, "compile": 1e-2, "bf16": 5e-2, "bf16-compile": 5e-2}
@@ -71,7 +73,16 @@ SIZES = {
     "mlp-user": ({"batch": 32, "steps": 600, "warmup": 30}, {"batch": 32, "steps": 150, "warmup": 10}),
     "cnn": ({"batch": 128, "steps": 300, "warmup": 30}, {"batch": 16, "steps": 20, "warmup": 5}),
     "transformer": (
-        {"batch": 16, "steps": 60, "warmup": 15, "width": 1024, "heads": 16, "layers": 8, "seq": 512, "vocab": 8192},
+        {
+            "batch": 16,
+            "steps": 60,
+            "warmup": 15,
+            "width": 1024,
+            "heads": 16,
+            "layers": 8,
+            "seq": 512,
+            "vocab": 8192,
+        },
         {"batch": 4, "steps": 10, "warmup": 4, "width": 64, "heads": 4, "layers": 2, "seq": 32, "vocab": 256},
     ),
     # memory.py's sizes on CUDA (8 x 256 tokens, a 32,000-token vocabulary, width 64)
@@ -90,7 +101,9 @@ class MNISTModel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.main = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.main = nn.Sequential(
+            nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
 
     def forward(self, input):
         return self.main(input.view(input.shape[0], -1))
@@ -98,10 +111,17 @@ class MNISTModel(nn.Module):
 
 def small_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 10),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 10),
     )
 
 
@@ -112,7 +132,9 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.position = nn.Parameter(torch.randn(seq, width) * 0.02)
-        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        block = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
@@ -123,7 +145,9 @@ class TransformerStack(nn.Module):
 
 def lm_head(vocab: int, width: int) -> nn.Module:
     """memory.py's model: a language-model head whose outputs outweigh everything else."""
-    return nn.Sequential(nn.Embedding(vocab, width), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, vocab))
+    return nn.Sequential(
+        nn.Embedding(vocab, width), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, vocab)
+    )
 
 
 def token_loss(outputs, targets):
@@ -217,7 +241,11 @@ def hand_loop(model, loss_func, dataset, batch_size, device, mode, window) -> No
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     pinned = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=pinned)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mode.startswith("bf16") else contextlib.nullcontext()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if mode.startswith("bf16")
+        else contextlib.nullcontext()
+    )
     model.train()
     total = torch.zeros((), device=device)
     for inputs, targets in loader:
@@ -253,8 +281,12 @@ def trainer_loop(model, loss_func, dataset, batch_size, device, mode, window) ->
         callbacks=(*DEFAULT_CALLBACKS, _WindowCallback(window)),
         accelerator_kwargs=accelerator_kwargs,
     )
-    trainer.train(dataset, num_epochs=1, per_device_batch_size=batch_size, train_dataloader_kwargs={"shuffle": False})
-    return trainer.train_dataloader.pin_memory  # the Trainer's default on CUDA: batches copied with non_blocking
+    trainer.train(
+        dataset, num_epochs=1, per_device_batch_size=batch_size, train_dataloader_kwargs={"shuffle": False}
+    )
+    return (
+        trainer.train_dataloader.pin_memory
+    )  # the Trainer's default on CUDA: batches copied with non_blocking
 
 
 def final_loss(factory, trained: nn.Module, loss_func, dataset, batch_size, device) -> float:
@@ -299,10 +331,19 @@ def run_one(loop, workload, sizes, mode, device) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=tuple(SIZES), default=list(SIZES))
-    parser.add_argument("--modes", nargs="+", choices=MODES, help="default: fp32 bf16 compile; bf16 bf16-compile for the transformer")
-    parser.add_argument("--repeats", type=int, help="alternating runs per variant (default 3 on CUDA, 1 on CPU)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        help="default: fp32 bf16 compile; bf16 bf16-compile for the transformer",
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="alternating runs per variant (default 3 on CUDA, 1 on CPU)"
+    )
     parser.add_argument("--steps", type=int, help="timed steps per run (default: per workload)")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="cpu: the dry run at small sizes")
+    parser.add_argument(
+        "--device", choices=("auto", "cuda", "cpu"), default="auto", help="cpu: the dry run at small sizes"
+    )
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -314,14 +355,17 @@ def main(argv=None) -> int:
     else:
         torch.set_num_threads(1)  # steadier than several threads on a shared machine
         print(
-            f"{'--device cpu' if args.device == 'cpu' else 'no CUDA GPU'}: running on CPU, figures are not GPU figures (small sizes, to check that the script "
-            f"runs and that the losses agree); torch {torch.__version__}"
+            f"{'--device cpu' if args.device == 'cpu' else 'no CUDA GPU'}: running on CPU, figures are not"
+            " GPU figures (small sizes, to check that the script runs and that the losses agree); torch"
+            f" {torch.__version__}"
         )
     repeats = args.repeats or (3 if on_cuda else 1)
     failures = []
-    header = (f"{'workload':<12} {'mode':<13} {'hand steps/s':>12} {'Trainer steps/s':>15} {'Trainer/hand':>12} "
-              f"{'syncs/step hand':>15} {'syncs/step Trainer':>18} {'peak MiB hand':>13} {'peak MiB Trainer':>16} "
-              f"{'loss hand':>10} {'loss Trainer':>12}")
+    header = (
+        f"{'workload':<12} {'mode':<13} {'hand steps/s':>12} {'Trainer steps/s':>15} {'Trainer/hand':>12} "
+        f"{'syncs/step hand':>15} {'syncs/step Trainer':>18} {'peak MiB hand':>13} {'peak MiB Trainer':>16} "
+        f"{'loss hand':>10} {'loss Trainer':>12}"
+    )
     print(header)
     for workload in args.workloads:
         sizes = dict(SIZES[workload][0 if on_cuda else 1])
@@ -346,29 +390,36 @@ def main(argv=None) -> int:
                 relative = abs(loss - reference[1]) / abs(reference[1])
                 if relative > max(TOLERANCE[mode], TOLERANCE[reference[0]]):
                     failures.append(
-                        f"{workload}: {name} in {mode} ended at loss {loss:.5f}, {relative:.1%} from the hand loop "
-                        f"in {reference[0]} ({reference[1]:.5f}); tolerance {max(TOLERANCE[mode], TOLERANCE[reference[0]]):.1%}"
+                        f"{workload}: {name} in {mode} ended at loss {loss:.5f}, {relative:.1%} from the hand"
+                        f" loop in {reference[0]} ({reference[1]:.5f}); tolerance"
+                        f" {max(TOLERANCE[mode], TOLERANCE[reference[0]]):.1%}"
                     )
             if on_cuda and not all(r["pinned"] for name in runs for r in runs[name]):
-                failures.append(f"{workload} in {mode}: a training dataloader did not pin memory (non_blocking needs it)")
+                failures.append(
+                    f"{workload} in {mode}: a training dataloader did not pin memory (non_blocking needs it)"
+                )
             sync_text = {name: "-" if value is None else f"{value:.3f}" for name, value in syncs.items()}
             peaks = {name: runs[name][-1]["peak_mib"] for name in runs}
             peak_text = {name: "-" if value is None else f"{value:.0f}" for name, value in peaks.items()}
             print(
-                f"{workload:<12} {mode:<13} {hand_rate:>12.1f} {trainer_rate:>15.1f} {trainer_rate / hand_rate:>12.3f} "
-                f"{sync_text['hand']:>15} {sync_text['trainer']:>18} {peak_text['hand']:>13} {peak_text['trainer']:>16} "
-                f"{losses['hand']:>10.5f} {losses['trainer']:>12.5f}",
+                f"{workload:<12} {mode:<13} {hand_rate:>12.1f} {trainer_rate:>15.1f}"
+                f" {trainer_rate / hand_rate:>12.3f} {sync_text['hand']:>15} {sync_text['trainer']:>18}"
+                f" {peak_text['hand']:>13} {peak_text['trainer']:>16} {losses['hand']:>10.5f}"
+                f" {losses['trainer']:>12.5f}",
                 flush=True,
             )
     print(
-        f"\nThroughput: median of {repeats} alternating run(s) per loop; Trainer/hand > 1 means the Trainer is faster. "
-        "Losses: fp32 loss of the final weights on held-out batches; each is checked against the workload's "
-        f"hand loop in its first mode (relative tolerance {TOLERANCE})."
+        f"\nThroughput: median of {repeats} alternating run(s) per loop; Trainer/hand > 1 means the Trainer"
+        " is faster. Losses: fp32 loss of the final weights on held-out batches; each is checked against the"
+        f" workload's hand loop in its first mode (relative tolerance {TOLERANCE})."
     )
     if on_cuda:
         print("Peak MiB: torch.cuda.max_memory_allocated over a whole run (the last repeat's).")
     else:
-        print("Synchronisations and peak memory are measured only on CUDA ('-' here; benchmarks/memory.py measures RSS).")
+        print(
+            "Synchronisations and peak memory are measured only on CUDA ('-' here; benchmarks/memory.py"
+            " measures RSS)."
+        )
     if failures:
         print("CHECKS FAILED:\n  " + "\n  ".join(failures))
         return 1

@@ -120,17 +120,23 @@ def run_once(args, sizes: dict, name: str, sharded: bool, precision: str) -> dic
         )
     times = UpdateTimes()
     trainer = Trainer(
-        model, next_token_loss, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=[times],
+        model,
+        next_token_loss,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        callbacks=[times],
         accelerator_kwargs=accelerator_kwargs,
-    )  # fmt: skip
+    )
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     trainer.train(
-        tokens(sizes, sizes["samples"], seed=1), num_epochs=1, per_device_batch_size=sizes["batch"],
-        gradient_accumulation_steps=2, gradient_clip_norm=1.0,
+        tokens(sizes, sizes["samples"], seed=1),
+        num_epochs=1,
+        per_device_batch_size=sizes["batch"],
+        gradient_accumulation_steps=2,
+        gradient_clip_norm=1.0,
         eval_dataset=tokens(sizes, 5 * sizes["batch"] + 1, seed=2),  # uneven shards on two processes
-    )  # fmt: skip
+    )
     predictions = trainer.predict(tokens(sizes, 3, seed=3), per_device_batch_size=2)  # shares of 2 and 1
     trainer.save_checkpoint(Path(args.out).with_name(f"{name}.pt"), save_optimizer=False)
     return {
@@ -161,10 +167,24 @@ def launch(args, label: str, num_processes: int, backend: str, folder: Path) -> 
     out = folder / f"{label.replace(' ', '_').replace(',', '')}" / "result.json"
     out.parent.mkdir(parents=True)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        __file__, "--worker", "--device", args.device, "--backend", backend, "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        __file__,
+        "--worker",
+        "--device",
+        args.device,
+        "--backend",
+        backend,
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.device == "cuda":
         first_gpu = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
@@ -244,8 +264,10 @@ def main(argv=None) -> int:
     else:
         launches += [("2 processes, gloo", 2, "gloo")]
         print(f"FSDP2 check, dry run on the CPU (not GPU figures); torch {torch.__version__}")
-    print(f"{'launch':<28} {'type':<6} {'params':<8} {'weights':<10} {'bf16 out':<8} "
-          f"{'update ms (fsdp2/plain/bf16)':<28} {'peak MiB (same)':<18} checks")  # fmt: skip
+    print(
+        f"{'launch':<28} {'type':<6} {'params':<8} {'weights':<10} {'bf16 out':<8} "
+        f"{'update ms (fsdp2/plain/bf16)':<28} {'peak MiB (same)':<18} checks"
+    )
     status = 0
     with tempfile.TemporaryDirectory() as folder:
         for label, num_processes, backend in launches:

@@ -41,7 +41,9 @@ def _model():
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Embedding(VOCAB, WIDTH), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, VOCAB))
+    return nn.Sequential(
+        nn.Embedding(VOCAB, WIDTH), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, VOCAB)
+    )
 
 
 def _token_loss(outputs, targets):
@@ -116,7 +118,9 @@ def child(loop: str, device_name: str, steps: int) -> dict:
         import pytorch_accelerated.trainer  # noqa: F401  (imported before the baseline, as torch is)
     model, dataset = _model().to(device), _dataset(steps)
     # one untimed forward and backward on a tiny batch: torch's lazy initialisation, not the loop's
-    _token_loss(model(dataset[0][0][:1].unsqueeze(0).to(device)), dataset[0][1][:1].unsqueeze(0).to(device)).backward()
+    _token_loss(
+        model(dataset[0][0][:1].unsqueeze(0).to(device)), dataset[0][1][:1].unsqueeze(0).to(device)
+    ).backward()
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -129,7 +133,12 @@ def child(loop: str, device_name: str, steps: int) -> dict:
             _hand(model, dataset, device, delete=loop == "hand-del")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return {"loop": loop, "before_mib": before, "peak_mib": _peak_mib(device), "peak_over_before_mib": _peak_mib(device) - before}
+    return {
+        "loop": loop,
+        "before_mib": before,
+        "peak_mib": _peak_mib(device),
+        "peak_over_before_mib": _peak_mib(device) - before,
+    }
 
 
 def main(argv=None) -> None:
@@ -147,12 +156,24 @@ def main(argv=None) -> None:
     results: dict[str, list[dict]] = {loop: [] for loop in args.loops}
     for _ in range(args.repeats):
         for loop in args.loops:
-            command = [sys.executable, __file__, "--child", loop, "--device", args.device, "--steps", str(args.steps)]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                loop,
+                "--device",
+                args.device,
+                "--steps",
+                str(args.steps),
+            ]
             output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
             results[loop].append(json.loads(output.strip().splitlines()[-1]))
     logits_mib = BATCH * SEQUENCE * VOCAB * 4 / 2**20
     what = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
-    print(f"{BATCH * SEQUENCE} tokens a batch, {VOCAB} classes: one batch's logits are {logits_mib:.0f} MiB (fp32)")
+    print(
+        f"{BATCH * SEQUENCE} tokens a batch, {VOCAB} classes: one batch's logits are {logits_mib:.0f} MiB"
+        " (fp32)"
+    )
     print(f"{'loop':<10} {what + ' over before training (MiB)':>44} {'in logits':>10}")
     for loop, runs in results.items():
         peak = statistics.median(run["peak_over_before_mib"] for run in runs)

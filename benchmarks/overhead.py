@@ -64,8 +64,12 @@ def hand_written_loop(model, train_dataset, eval_dataset, num_epochs, batch_size
 
 
 def trainer_loop(model, train_dataset, eval_dataset, num_epochs, batch_size):
-    trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
-    trainer.train(train_dataset, num_epochs=num_epochs, eval_dataset=eval_dataset, per_device_batch_size=batch_size)
+    trainer = Trainer(
+        model, loss_func=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3)
+    )
+    trainer.train(
+        train_dataset, num_epochs=num_epochs, eval_dataset=eval_dataset, per_device_batch_size=batch_size
+    )
     return trainer.run_history
 
 
@@ -95,19 +99,25 @@ def main(argv=None):
     wall_ratios, cpu_ratios = [], []
     print(f"{'run':>3} {'hand loop (s)':>14} {'Trainer (s)':>12} {'wall ratio':>11} {'CPU-time ratio':>15}")
     for repeat in range(args.repeats):
-        first, second = (hand_written_loop, trainer_loop) if repeat % 2 == 0 else (trainer_loop, hand_written_loop)
+        first, second = (
+            (hand_written_loop, trainer_loop) if repeat % 2 == 0 else (trainer_loop, hand_written_loop)
+        )
         times = {first: time_one(first, args, seed=repeat), second: time_one(second, args, seed=repeat)}
         (hand_wall, hand_cpu), (trainer_wall, trainer_cpu) = times[hand_written_loop], times[trainer_loop]
         wall_ratios.append(trainer_wall / hand_wall)
         cpu_ratios.append(trainer_cpu / hand_cpu)
-        print(f"{repeat:>3} {hand_wall:>14.3f} {trainer_wall:>12.3f} {wall_ratios[-1]:>11.3f} {cpu_ratios[-1]:>15.3f}")
+        print(
+            f"{repeat:>3} {hand_wall:>14.3f} {trainer_wall:>12.3f} {wall_ratios[-1]:>11.3f}"
+            f" {cpu_ratios[-1]:>15.3f}"
+        )
     steps = args.num_epochs * -(-args.num_train_samples // args.batch_size)
     print(
-        f"median Trainer / hand loop: wall {statistics.median(wall_ratios):.3f}, CPU time {statistics.median(cpu_ratios):.3f} "
-        f"({args.repeats} alternating pairs, {steps} training steps per run, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]})"
+        f"median Trainer / hand loop: wall {statistics.median(wall_ratios):.3f}, CPU time"
+        f" {statistics.median(cpu_ratios):.3f} ({args.repeats} alternating pairs, {steps} training steps per"
+        f" run, torch {torch.__version__}, python {sys.version.split()[0]})"
     )
     return statistics.median(wall_ratios)
+
 
 if __name__ == "__main__":
     main()

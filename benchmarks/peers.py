@@ -61,7 +61,9 @@ WORKLOAD_TITLES = {
     "cnn": "small CNN, 32x32x3, batch 128 (compute-bound)",
     "mlp-accum-log": "MNIST MLP, batch 32, accumulation 4, CSV logger",
     "mlp-log10": "MNIST MLP, batch 32, CSV logger every 10 updates (the hand loop logs nothing)",
-    "mlp-user": "MNIST MLP, batch 32, a user's own map-style Dataset class (__getitem__ returns (x[i], y[i]))",
+    "mlp-user": (
+        "MNIST MLP, batch 32, a user's own map-style Dataset class (__getitem__ returns (x[i], y[i]))"
+    ),
     "mlp-user-flip": "MNIST MLP, batch 32, the user's Dataset with a random flip (torch.rand) in __getitem__",
 }
 VARIANT_TITLES = {
@@ -71,7 +73,12 @@ VARIANT_TITLES = {
     "lightning": "Lightning",
     "pytorch-accelerated-defaults": "pytorch-accelerated (its loader defaults)",
 }
-GOALS = {"mlp": 1.02, "mlp-user": 1.02, "mlp-user-flip": 1.02, "cnn": 1.00}  # Trainer / hand loop per step (issues 17, 25)
+GOALS = {
+    "mlp": 1.02,
+    "mlp-user": 1.02,
+    "mlp-user-flip": 1.02,
+    "cnn": 1.00,
+}  # Trainer / hand loop per step (issues 17, 25)
 
 
 # ---------------------------------------------------------------------- environments
@@ -108,16 +115,23 @@ def check_main_environment(python: str, variants, workloads) -> None:
 def ensure_pa_environment(venv: Path, main_python: str) -> str:
     """The interpreter of a virtual environment with pytorch-accelerated from PyPI and the same
     torch as the main environment; created (or completed) here when needed."""
-    requirement = os.environ.get("TRAINER_TORCH_REQUIREMENT") or f"torch=={torch_version(main_python).split('+')[0]}"
+    requirement = (
+        os.environ.get("TRAINER_TORCH_REQUIREMENT") or f"torch=={torch_version(main_python).split('+')[0]}"
+    )
     python = venv_python(venv)
     marker = venv / "bench-requirements.txt"
     wanted = f"{requirement}\npytorch-accelerated\n"
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return str(python)
-    print(f"Preparing {venv} with {requirement} and pytorch-accelerated (first run only; a few minutes)...", flush=True)
+    print(
+        f"Preparing {venv} with {requirement} and pytorch-accelerated (first run only; a few minutes)...",
+        flush=True,
+    )
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement, "pytorch-accelerated"], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", requirement, "pytorch-accelerated"], check=True
+    )
     marker.write_text(wanted)
     return str(python)
 
@@ -140,8 +154,18 @@ def run_child(python: str, variant: str, workload: str, args, log_dir: Path) -> 
     result_file = log_dir / f"{variant}-{workload}.json"
     log_file = log_dir / f"{variant}-{workload}.log"
     command = [
-        python, str(CHILD), "--variant", variant, "--workload", workload,
-        "--num-train-samples", str(samples), "--num-epochs", str(args.num_epochs), "--result-file", str(result_file),
+        python,
+        str(CHILD),
+        "--variant",
+        variant,
+        "--workload",
+        workload,
+        "--num-train-samples",
+        str(samples),
+        "--num-epochs",
+        str(args.num_epochs),
+        "--result-file",
+        str(result_file),
     ]
     if getattr(args, "interleaved", False):
         command.append("--interleave")
@@ -149,7 +173,9 @@ def run_child(python: str, variant: str, workload: str, args, log_dir: Path) -> 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     with open(log_file, "w") as log:
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_dir).returncode
+        returncode = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_dir
+        ).returncode
     if returncode != 0:
         tail = "\n".join(log_file.read_text().splitlines()[-25:])
         raise SystemExit(f"{variant} on {workload} failed (exit {returncode}):\n{tail}")
@@ -161,10 +187,14 @@ def run_suite(args, pythons: dict[str, str]) -> list[dict]:
     variants = list(args.variants)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         log_dir = Path(tmp)
-        print("warm-up: one small untimed run per variant (compiles bytecode, fills the page cache)", flush=True)
+        print(
+            "warm-up: one small untimed run per variant (compiles bytecode, fills the page cache)", flush=True
+        )
         warm_up = "mlp-accum-log" if "mlp-accum-log" in args.workloads else args.workloads[0]
         for variant in variants:
-            tiny = argparse.Namespace(mlp_samples=320, cnn_samples=256, num_epochs=1, interleaved=args.interleaved)
+            tiny = argparse.Namespace(
+                mlp_samples=320, cnn_samples=256, num_epochs=1, interleaved=args.interleaved
+            )
             run_child(pythons[variant], variant, warm_up, tiny, log_dir)
         for repeat in range(args.repeats):
             for w_index, workload in enumerate(args.workloads):
@@ -182,7 +212,10 @@ def run_suite(args, pythons: dict[str, str]) -> list[dict]:
                     else:
                         line.append(f"{variant} {result['step_ms']:.3f}")
                 what = "step / interleaved hand step" if args.interleaved else "ms/step"
-                print(f"repeat {repeat + 1}/{args.repeats} {workload:<14} {what}: " + ", ".join(line), flush=True)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats} {workload:<14} {what}: " + ", ".join(line),
+                    flush=True,
+                )
     return results
 
 
@@ -199,7 +232,15 @@ def summarise(results: list[dict], workloads, variants) -> list[dict]:
             if not mine:
                 continue
             row = {"workload": workload, "variant": variant, "repeats": len(mine)}
-            for key in ("step_ms", "fit_s", "peak_rss_mib", "import_s", "setup_s", "torch_import_s", "final_eval_loss"):
+            for key in (
+                "step_ms",
+                "fit_s",
+                "peak_rss_mib",
+                "import_s",
+                "setup_s",
+                "torch_import_s",
+                "final_eval_loss",
+            ):
                 row[key] = statistics.median(r[key] for r in mine)
             row["step_ms_min"] = min(r["step_ms"] for r in mine)
             for kind, key in (("wall", "fit_s"), ("cpu", "fit_cpu_s")):
@@ -214,17 +255,32 @@ def summarise(results: list[dict], workloads, variants) -> list[dict]:
     return rows
 
 
-def pairwise(results: list[dict], workload: str, variant: str, other: str, key: str = "fit_s") -> float | None:
+def pairwise(
+    results: list[dict], workload: str, variant: str, other: str, key: str = "fit_s"
+) -> float | None:
     """Median over repeats of variant / other, in the same repeat."""
     by_repeat = {r["repeat"]: r[key] for r in results if r["workload"] == workload and r["variant"] == other}
-    ratios = [r[key] / by_repeat[r["repeat"]] for r in results
-              if r["workload"] == workload and r["variant"] == variant and r["repeat"] in by_repeat]
+    ratios = [
+        r[key] / by_repeat[r["repeat"]]
+        for r in results
+        if r["workload"] == workload and r["variant"] == variant and r["repeat"] in by_repeat
+    ]
     return statistics.median(ratios) if ratios else None
 
 
 def format_table(rows: list[dict], markdown: bool) -> str:
-    header = ["workload", "variant", "step (ms)", "vs hand, wall (min-max)", "vs hand, CPU", "best vs best",
-              "peak RSS (MiB)", "import (s)", "setup (s)", "eval loss"]
+    header = [
+        "workload",
+        "variant",
+        "step (ms)",
+        "vs hand, wall (min-max)",
+        "vs hand, CPU",
+        "best vs best",
+        "peak RSS (MiB)",
+        "import (s)",
+        "setup (s)",
+        "eval loss",
+    ]
     lines = []
     for row in rows:
         wall = cpu = best = "-"
@@ -234,11 +290,20 @@ def format_table(rows: list[dict], markdown: bool) -> str:
             low, high = row["ratio_wall_range"]
             wall = f"{row['ratio_wall']:.3f} ({low:.2f}-{high:.2f})"
             cpu = f"{row['ratio_cpu']:.3f}"
-        lines.append([
-            row["workload"], VARIANT_TITLES[row["variant"]], f"{row['step_ms']:.3f}", wall, cpu, best,
-            f"{row['peak_rss_mib']:.0f}", f"{row['import_s']:.3f}", f"{row['setup_s']:.3f}",
-            f"{row['final_eval_loss']:.4f}",
-        ])
+        lines.append(
+            [
+                row["workload"],
+                VARIANT_TITLES[row["variant"]],
+                f"{row['step_ms']:.3f}",
+                wall,
+                cpu,
+                best,
+                f"{row['peak_rss_mib']:.0f}",
+                f"{row['import_s']:.3f}",
+                f"{row['setup_s']:.3f}",
+                f"{row['final_eval_loss']:.4f}",
+            ]
+        )
     return _table(header, lines, markdown)
 
 
@@ -262,8 +327,9 @@ def goal_lines(results: list[dict], rows: list[dict]) -> list[str]:
         if workload in GOALS and "ratio_wall" in row:
             met = "met" if row["ratio_wall"] <= GOALS[workload] else "NOT met"
             lines.append(
-                f"{workload}: Trainer / hand loop = {row['ratio_wall']:.3f} wall, {row['ratio_cpu']:.3f} CPU, "
-                f"{row['ratio_best']:.3f} best vs best (goal <= {GOALS[workload]} on the median wall ratio): {met}"
+                f"{workload}: Trainer / hand loop = {row['ratio_wall']:.3f} wall, {row['ratio_cpu']:.3f} CPU,"
+                f" {row['ratio_best']:.3f} best vs best (goal <= {GOALS[workload]} on the median wall ratio):"
+                f" {met}"
             )
         for peer in ("pytorch-accelerated", "lightning"):
             ratio = pairwise(results, workload, "trainer", peer)
@@ -286,30 +352,53 @@ def summarise_interleaved(results: list[dict], workloads, variants) -> list[dict
             if not mine:
                 continue
             corrected = [r["interleaved"]["ratio"] / bias[r["repeat"]] for r in mine]
-            rows.append({
-                "workload": workload,
-                "variant": variant,
-                "repeats": len(mine),
-                "steps": mine[0]["interleaved"]["steps"],
-                "hand_step_us": statistics.median(r["interleaved"]["hand_step_us"] for r in mine),
-                "step_us": statistics.median(r["interleaved"]["step_us"] for r in mine),
-                "raw": statistics.median(r["interleaved"]["ratio"] for r in mine),
-                "bias": statistics.median(bias.values()),
-                "corrected": statistics.median(corrected),
-                "corrected_range": (min(corrected), max(corrected)),
-                "by_repeat": {r["repeat"]: c for r, c in zip(mine, corrected)},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "workload": workload,
+                    "variant": variant,
+                    "repeats": len(mine),
+                    "steps": mine[0]["interleaved"]["steps"],
+                    "hand_step_us": statistics.median(r["interleaved"]["hand_step_us"] for r in mine),
+                    "step_us": statistics.median(r["interleaved"]["step_us"] for r in mine),
+                    "raw": statistics.median(r["interleaved"]["ratio"] for r in mine),
+                    "bias": statistics.median(bias.values()),
+                    "corrected": statistics.median(corrected),
+                    "corrected_range": (min(corrected), max(corrected)),
+                    "by_repeat": {r["repeat"]: c for r, c in zip(mine, corrected)},
+                }
+            )
     return rows
 
 
 def format_interleaved_table(rows: list[dict], markdown: bool) -> str:
-    header = ["workload", "variant", "steps/run", "hand step (us)", "step (us)", "vs hand, raw", "A/A", "vs hand (min-max)"]
+    header = [
+        "workload",
+        "variant",
+        "steps/run",
+        "hand step (us)",
+        "step (us)",
+        "vs hand, raw",
+        "A/A",
+        "vs hand (min-max)",
+    ]
     lines = []
     for row in rows:
         low, high = row["corrected_range"]
-        corrected = "1 (reference)" if row["variant"] == "hand" else f"{row['corrected']:.3f} ({low:.3f}-{high:.3f})"
-        lines.append([row["workload"], VARIANT_TITLES[row["variant"]], str(row["steps"]), f"{row['hand_step_us']:.0f}",
-                      f"{row['step_us']:.0f}", f"{row['raw']:.3f}", f"{row['bias']:.3f}", corrected])  # fmt: skip
+        corrected = (
+            "1 (reference)" if row["variant"] == "hand" else f"{row['corrected']:.3f} ({low:.3f}-{high:.3f})"
+        )
+        lines.append(
+            [
+                row["workload"],
+                VARIANT_TITLES[row["variant"]],
+                str(row["steps"]),
+                f"{row['hand_step_us']:.0f}",
+                f"{row['step_us']:.0f}",
+                f"{row['raw']:.3f}",
+                f"{row['bias']:.3f}",
+                corrected,
+            ]
+        )
     return _table(header, lines, markdown)
 
 
@@ -321,36 +410,69 @@ def interleaved_goal_lines(rows: list[dict]) -> list[str]:
             continue
         if workload in GOALS:
             met = "met" if row["corrected"] <= GOALS[workload] else "NOT met"
-            lines.append(f"{workload}: Trainer / hand loop per step = {row['corrected']:.3f} (goal <= {GOALS[workload]}): {met}")
+            lines.append(
+                f"{workload}: Trainer / hand loop per step = {row['corrected']:.3f} (goal <="
+                f" {GOALS[workload]}): {met}"
+            )
         for peer in ("pytorch-accelerated", "lightning"):
             other = by_key.get((workload, peer))
             if other is None:
                 continue
-            ratios = [row["by_repeat"][r] / other["by_repeat"][r] for r in row["by_repeat"] if r in other["by_repeat"]]
+            ratios = [
+                row["by_repeat"][r] / other["by_repeat"][r]
+                for r in row["by_repeat"]
+                if r in other["by_repeat"]
+            ]
             ratio = statistics.median(ratios)
-            lines.append(f"{workload}: Trainer / {peer} per step = {ratio:.3f}: {'faster' if ratio < 1 else 'NOT faster'}")
+            lines.append(
+                f"{workload}: Trainer / {peer} per step = {ratio:.3f}:"
+                f" {'faster' if ratio < 1 else 'NOT faster'}"
+            )
     return lines
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See benchmarks/README.md.")
-    parser.add_argument("--repeats", type=int, default=6, help="alternating repeats (default 6: about 10 minutes)")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS[:5]),
-                        help="mlp-log10 (the logger's overhead, for --variants trainer) runs only when named")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXTRA_VARIANTS, default=list(VARIANTS),
-                        help="'hand' is always included: the ratios are to it")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="alternating repeats (default 6: about 10 minutes)"
+    )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS[:5]),
+        help="mlp-log10 (the logger's overhead, for --variants trainer) runs only when named",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS + EXTRA_VARIANTS,
+        default=list(VARIANTS),
+        help="'hand' is always included: the ratios are to it",
+    )
     parser.add_argument("--mlp-samples", type=int, default=9600, help="training samples of the MLP workloads")
     parser.add_argument("--cnn-samples", type=int, default=1920, help="training samples of the CNN workload")
     parser.add_argument("--num-epochs", type=int, default=2)
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter for the hand loop, the Trainer and Lightning (default: this one)")
-    parser.add_argument("--pa-python", help="interpreter with pytorch-accelerated from PyPI "
-                        f"(default: {DEFAULT_PA_VENV.relative_to(HERE.parent)}, created if missing)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the hand loop, the Trainer and Lightning (default: this one)",
+    )
+    parser.add_argument(
+        "--pa-python",
+        help=(
+            "interpreter with pytorch-accelerated from PyPI "
+            f"(default: {DEFAULT_PA_VENV.relative_to(HERE.parent)}, created if missing)"
+        ),
+    )
     parser.add_argument("--setup-only", action="store_true", help="prepare the environments and stop")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--json", help="also write every run's raw result to this file")
-    parser.add_argument("--interleaved", action="store_true",
-                        help="time each variant's training steps interleaved with a hand loop's (one epoch per run)")
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="time each variant's training steps interleaved with a hand loop's (one epoch per run)",
+    )
     args = parser.parse_args(argv)
     if args.interleaved:
         args.num_epochs = 1
@@ -365,7 +487,10 @@ def main(argv=None) -> None:
         pa_python = args.pa_python or ensure_pa_environment(DEFAULT_PA_VENV, args.python)
         main_torch, pa_torch = torch_version(args.python), torch_version(pa_python)
         if main_torch != pa_torch:
-            print(f"warning: torch {pa_torch} for pytorch-accelerated, {main_torch} for the others", file=sys.stderr)
+            print(
+                f"warning: torch {pa_torch} for pytorch-accelerated, {main_torch} for the others",
+                file=sys.stderr,
+            )
         for variant in args.variants:
             if variant.startswith("pytorch-accelerated"):
                 pythons[variant] = pa_python
@@ -375,30 +500,46 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     results = run_suite(args, pythons)
     rows = (summarise_interleaved if args.interleaved else summarise)(results, args.workloads, args.variants)
-    versions = query(args.python, "import torch, lightning, accelerate; print(torch.__version__, lightning.__version__, "
-                     "accelerate.__version__)") if "lightning" in args.variants else ""
+    versions = (
+        query(
+            args.python,
+            "import torch, lightning, accelerate; print(torch.__version__, lightning.__version__, "
+            "accelerate.__version__)",
+        )
+        if "lightning" in args.variants
+        else ""
+    )
     pa_version = ""
     if "pytorch-accelerated" in pythons:
-        pa_version = query(pythons["pytorch-accelerated"], "from importlib.metadata import version; "
-                           "print(version('pytorch-accelerated'))")
+        pa_version = query(
+            pythons["pytorch-accelerated"],
+            "from importlib.metadata import version; print(version('pytorch-accelerated'))",
+        )
     print()
     for workload in args.workloads:
         print(f"{workload}: {WORKLOAD_TITLES[workload]}")
     print((format_interleaved_table if args.interleaved else format_table)(rows, args.markdown))
     torch_import = statistics.median(r["torch_import_s"] for r in results)
-    mode = "training steps interleaved with a hand loop's, A/A-corrected" if args.interleaved else "whole fit calls"
+    mode = (
+        "training steps interleaved with a hand loop's, A/A-corrected"
+        if args.interleaved
+        else "whole fit calls"
+    )
     print(
-        f"\nMedians of {args.repeats} alternating repeats, {args.num_epochs} epoch(s) each, {mode}; "
-        f"{datetime.date.today()}, {cpu_name()}, {os.cpu_count()} CPUs, one thread; "
-        f"python {platform.python_version()}; torch, lightning, accelerate: {versions or torch_version(args.python)}; "
-        f"pytorch-accelerated {pa_version or '-'}; importing torch itself: {torch_import:.2f} s; "
-        f"suite took {time.perf_counter() - started:.0f} s."
+        f"\nMedians of {args.repeats} alternating repeats, {args.num_epochs} epoch(s) each, {mode};"
+        f" {datetime.date.today()}, {cpu_name()}, {os.cpu_count()} CPUs, one thread; python"
+        f" {platform.python_version()}; torch, lightning, accelerate:"
+        f" {versions or torch_version(args.python)}; pytorch-accelerated {pa_version or '-'}; importing torch"
+        f" itself: {torch_import:.2f} s; suite took {time.perf_counter() - started:.0f} s."
     )
     for line in interleaved_goal_lines(rows) if args.interleaved else goal_lines(results, rows):
         print(line)
     for row in rows:
         if len(row.get("eval_losses", ())) > 1:
-            print(f"note: {row['variant']} on {row['workload']} ended with different eval losses: {row['eval_losses']}")
+            print(
+                f"note: {row['variant']} on {row['workload']} ended with different eval losses:"
+                f" {row['eval_losses']}"
+            )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"results": results, "rows": rows}, indent=1))

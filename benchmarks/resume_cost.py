@@ -69,8 +69,12 @@ class FirstStep(TrainerCallback):
 
 def make_trainer(callbacks) -> Trainer:
     seed_everything(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(32, 4))
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), callbacks=callbacks)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(32, 4)
+    )
+    return Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01), callbacks=callbacks
+    )
 
 
 def train(trainer: Trainer, resume_from=None) -> None:
@@ -109,9 +113,10 @@ def main() -> None:
             resumable_data.TrainData.batches = skipping
             rows.append((k, times["skip"], times["replay"]))
     print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; {NUM_SAMPLES} samples x {LOAD_S_PER_SAMPLE * 1e3:.1f} ms, batch {BATCH_SIZE} "
-        f"({NUM_SAMPLES // BATCH_SIZE} batches); median of {args.repeats}"
+        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, Python"
+        f" {platform.python_version()}, torch {torch.__version__}; {NUM_SAMPLES} samples x"
+        f" {LOAD_S_PER_SAMPLE * 1e3:.1f} ms, batch {BATCH_SIZE} ({NUM_SAMPLES // BATCH_SIZE} batches); median"
+        f" of {args.repeats}"
     )
     if args.markdown:
         print("\n| saved after k updates | skip at the sampler (s) | replay (s) |\n|---|---|---|")

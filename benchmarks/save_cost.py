@@ -130,9 +130,13 @@ class TimeSaves(TrainerCallback):
         with Timer() as timer:
             trainer.save_training_state(path, asynchronous=True)
             # the first copy allocates the host buffers that later saves reuse
-            self._record("asynchronous, blocking" if repeat else "asynchronous, blocking (first save)", timer.stop())
+            self._record(
+                "asynchronous, blocking" if repeat else "asynchronous, blocking (first save)", timer.stop()
+            )
             wait_until_written(path)
-        self._record("asynchronous, until written", (timer.seconds[0], float("nan")))  # the CPU is the writer's
+        self._record(
+            "asynchronous, until written", (timer.seconds[0], float("nan"))
+        )  # the CPU is the writer's
         shutil.rmtree(path)
 
     def _record(self, name: str, seconds: tuple[float, float]) -> None:
@@ -143,21 +147,27 @@ def measure(folder: Path, repeats: int, asynchronous: bool) -> TimeSaves:
     seed_everything(0)
     model = Encoder()
     timer = TimeSaves(folder, repeats, asynchronous)
-    trainer = Trainer(model, torch.nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=1e-4), callbacks=[timer])
+    trainer = Trainer(
+        model, torch.nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=1e-4), callbacks=[timer]
+    )
     trainer.train(make_dataset(), num_epochs=1, per_device_batch_size=4, max_num_train_steps=2)
     return timer
 
 
 def summary(times: dict[str, list[tuple[float, float]]]) -> list[tuple]:
-    """Per way: (name, wall median, wall / torch.save, CPU median, CPU / torch.save), ratios taken per repeat."""
+    """Per way: (name, wall median, wall / torch.save, CPU median, CPU / torch.save), ratios taken per
+    repeat."""
     reference = times["torch.save"]
     rows = []
     for name, seconds in times.items():
-        bases = reference[:1] if "first" in name else reference[-len(seconds):]
+        bases = reference[:1] if "first" in name else reference[-len(seconds) :]
         row = [name]
         for column in (0, 1):
             values = [value[column] for value in seconds]
-            row += [statistics.median(values), statistics.median(v / base[column] for v, base in zip(values, bases))]
+            row += [
+                statistics.median(values),
+                statistics.median(v / base[column] for v, base in zip(values, bases)),
+            ]
         rows.append(tuple(row))
     return rows
 
@@ -173,9 +183,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         timer = measure(Path(folder), args.repeats, saves_asynchronously() and not args.synchronous_only)
     print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, torch {torch.__version__}; {timer.state_bytes / 2**20:.0f} MiB written "
-        f"by torch.save; {args.repeats} repeats interleaved; medians"
+        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores,"
+        f" Python {platform.python_version()}, torch {torch.__version__}; {timer.state_bytes / 2**20:.0f} MiB"
+        f" written by torch.save; {args.repeats} repeats interleaved; medians"
     )
     rows = summary(timer.times)
     if args.markdown:

@@ -58,8 +58,15 @@ def main(argv=None):
     eval_dataset = make_synthetic_digits(args.num_train_samples // 6, seed=2)
 
     model = MNISTModel()
-    trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=optim.Adam(model.parameters(), lr=1e-3))
-    trainer.train(train_dataset=train_dataset, eval_dataset=eval_dataset, num_epochs=args.num_epochs, per_device_batch_size=32)
+    trainer = Trainer(
+        model, loss_func=nn.CrossEntropyLoss(), optimizer=optim.Adam(model.parameters(), lr=1e-3)
+    )
+    trainer.train(
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        num_epochs=args.num_epochs,
+        per_device_batch_size=32,
+    )
 
     predictions = trainer.predict(eval_dataset, per_device_batch_size=256).argmax(dim=1)
     accuracy = (predictions == eval_dataset.tensors[1]).float().mean().item()

@@ -85,11 +85,22 @@ def run_scenario_on_two_processes(scenario_file: str, tmp_dir: Path) -> tuple[li
     and return their results, in rank order, and the launch's output."""
     out = tmp_dir / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario_file, str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        scenario_file,
+        str(out),
+    ]
     status, output = run_launch(command, tmp_dir)
     paths = [out / f"result_rank{rank}.json" for rank in range(2)]
     results = [json.loads(path.read_text()) for path in paths if path.exists()]
-    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(results)
+    assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(
+        results
+    )
     return results, output

@@ -24,7 +24,9 @@ class ReferenceNorms(TrainerCallback):
         self.per_epoch.append([])
 
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), max_norm=math.inf, norm_type=self.norm_type)
+        norm = torch.nn.utils.clip_grad_norm_(
+            trainer.model.parameters(), max_norm=math.inf, norm_type=self.norm_type
+        )
         self.per_epoch[-1].append(norm.item())
 
 
@@ -40,7 +42,10 @@ def test_records_the_mean_and_max_norm_of_each_epoch():
     assert len(result.metrics["grad_norm_mean"]) == len(result.metrics["grad_norm_max"]) == 3
     assert all(len(norms) == 8 for norms in reference.per_epoch)  # 64 samples, batches of 8
     assert_matches_reference(result.metrics, reference)
-    assert all(0 < mean <= maximum for mean, maximum in zip(result.metrics["grad_norm_mean"], result.metrics["grad_norm_max"]))
+    assert all(
+        0 < mean <= maximum
+        for mean, maximum in zip(result.metrics["grad_norm_mean"], result.metrics["grad_norm_max"])
+    )
 
 
 def test_measures_the_clipped_gradients_the_optimizer_sees():
@@ -48,7 +53,9 @@ def test_measures_the_clipped_gradients_the_optimizer_sees():
     limit = 0.5 * min(unclipped.metrics["grad_norm_max"])
 
     reference = ReferenceNorms()
-    clipped = run_tiny_training(callbacks=[GradientNormMonitorCallback(), reference], num_epochs=1, gradient_clip_norm=limit)
+    clipped = run_tiny_training(
+        callbacks=[GradientNormMonitorCallback(), reference], num_epochs=1, gradient_clip_norm=limit
+    )
 
     assert clipped.metrics["grad_norm_max"][0] <= limit * (1 + 1e-4)
     assert_matches_reference(clipped.metrics, reference)
@@ -105,7 +112,11 @@ def test_updates_the_optimizer_skipped_are_left_out():
             pass
 
     reference = ReferenceNorms()
-    result = run_tiny_training(callbacks=[GradientNormMonitorCallback(), reference], num_epochs=1, trainer_class=SkipsEveryOtherUpdate)
+    result = run_tiny_training(
+        callbacks=[GradientNormMonitorCallback(), reference],
+        num_epochs=1,
+        trainer_class=SkipsEveryOtherUpdate,
+    )
 
     # on_optimizer_step_end of update k (1-based) sees completed_update_steps == k: updates 2, 4, ... count
     kept = reference.per_epoch[0][1::2]
@@ -118,7 +129,9 @@ def test_records_nothing_for_an_epoch_without_gradients():
         def backward_step(self, loss):
             pass
 
-    result = run_tiny_training(callbacks=[GradientNormMonitorCallback()], num_epochs=1, trainer_class=NoBackward)
+    result = run_tiny_training(
+        callbacks=[GradientNormMonitorCallback()], num_epochs=1, trainer_class=NoBackward
+    )
 
     assert "grad_norm_mean" not in result.metrics
     assert "train_loss_epoch" in result.metrics
@@ -155,7 +168,10 @@ def test_with_fp16_loss_scaling_it_unscales_the_gradients_unless_clipping_did():
     assert trainer.run_history.get_metric_values("grad_norm_max") == pytest.approx([math.sqrt(9 + 9 + 16)])
 
 
-@pytest.mark.parametrize("kwargs", [{"norm_type": 0}, {"norm_type": -1.0}, {"norm_type": True}, {"name": ""}, {"name": "grad norm"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"norm_type": 0}, {"norm_type": -1.0}, {"norm_type": True}, {"name": ""}, {"name": "grad norm"}],
+)
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         GradientNormMonitorCallback(**kwargs)

@@ -96,9 +96,12 @@ def main(argv: list[str]) -> int:
         SaveTrainingStateCallback(args.out / "states", save_every_n_steps=1),
     ]
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        callbacks=callbacks, accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers},
-    )  # fmt: skip
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        callbacks=callbacks,
+        accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers},
+    )
     per_device_batch_size = (
         GLOBAL_BATCH // trainer.accelerator.num_processes
     )  # the same global batch on any number

@@ -1,6 +1,7 @@
 """Callbacks shared by the callbacks' tests (the core's shared helpers are in tests/core/helpers.py).
 
-Scenario scripts launched as processes import it as ``helpers`` (beside the script), test modules as ``.helpers``.
+Scenario scripts launched as processes import it as ``helpers`` (beside the script), test modules as
+``.helpers``.
 """
 
 from pytorch_accelerated.trainer import StopTrainingError, TrainerCallback

@@ -3,10 +3,12 @@
 
 Run on every process of a launch::
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/loggers_distributed_scenario.py /tmp/out
+    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/loggers_distributed_scenario.py \
+        /tmp/out
 
 Every process trains the tiny model for two epochs on the CPU (gloo), evaluating every 3 updates
-(``StepBasedEvaluationCallback``), then evaluates, with a CSV logger and a JSON Lines logger that both point at files in the output folder (the same
+(``StepBasedEvaluationCallback``), then evaluates, with a CSV logger and a JSON Lines logger that both point
+at files in the output folder (the same
 paths on every process), and writes ``result_rank<r>.json``: its run history and how many times
 its loggers opened their file. A process that raises writes ``{"error": ...}`` and ends with exit
 status 1, so that the launcher stops the other one.
@@ -30,7 +32,14 @@ from pytorch_accelerated.callbacks.training_control import StepBasedEvaluationCa
 from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
-SIZES = {"train_samples": 64, "eval_samples": 13, "batch_size": 4, "num_epochs": 2, "log_every_n_steps": 2, "eval_every_n_steps": 3}
+SIZES = {
+    "train_samples": 64,
+    "eval_samples": 13,
+    "batch_size": 4,
+    "num_epochs": 2,
+    "log_every_n_steps": 2,
+    "eval_every_n_steps": 3,
+}
 COLLECTIVE_TIMEOUT_S = 60
 
 
@@ -54,13 +63,20 @@ class CountingJSONLinesLogger(OpenCounter, JSONLinesLoggerCallback):
 
 def run(out: Path) -> dict:
     csv_logger = CountingCSVLogger(out / "metrics.csv")
-    jsonl_logger = CountingJSONLinesLogger(out / "metrics.jsonl", log_every_n_steps=SIZES["log_every_n_steps"])
+    jsonl_logger = CountingJSONLinesLogger(
+        out / "metrics.jsonl", log_every_n_steps=SIZES["log_every_n_steps"]
+    )
     model = make_tiny_model()
     trainer = Trainer(
         model=model,
         loss_func=torch.nn.CrossEntropyLoss(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-        callbacks=[StepBasedEvaluationCallback(SIZES["eval_every_n_steps"]), csv_logger, jsonl_logger, ThroughputMonitorCallback()],
+        callbacks=[
+            StepBasedEvaluationCallback(SIZES["eval_every_n_steps"]),
+            csv_logger,
+            jsonl_logger,
+            ThroughputMonitorCallback(),
+        ],
         accelerator_kwargs={
             "cpu": True,
             "kwargs_handlers": [
@@ -84,7 +100,9 @@ def run(out: Path) -> dict:
         "num_processes": trainer.num_processes,
         "completed_update_steps": trainer.completed_update_steps,
         "metrics": {name: history.get_metric_values(name) for name in history.get_metric_names()},
-        "steps": {name: [r.step for r in history.get_metric_records(name)] for name in history.get_metric_names()},
+        "steps": {
+            name: [r.step for r in history.get_metric_records(name)] for name in history.get_metric_names()
+        },
         "num_opens": {"csv": csv_logger.num_opens, "jsonl": jsonl_logger.num_opens},
     }
 

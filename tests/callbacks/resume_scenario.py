@@ -10,7 +10,8 @@ Run on one process or on every process of a launch::
 
 The run: an MLP with dropout, AdamW and a one-cycle schedule; shuffled training data with a random
 augmentation in ``__getitem__`` (torch's, NumPy's and Python's generators), loaded by ``--workers``
-dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3 batches with a shorter last window; an
+dataloader workers (2; 0: in the main process, between the steps' dropout draws); gradient accumulation over 3
+batches with a shorter last window; an
 evaluation set; an EMA of the weights; a CSV log of every update's loss and the epoch metrics;
 ``SaveTrainingStateCallback`` every 2 updates and every epoch, keeping 3 (``--asynchronous``: written
 in the background); with ``--tensorboard``, two TensorBoard trackers (``OUT_DIR/tb_steps``: every
@@ -109,7 +110,11 @@ class KillAt(TrainerCallback):
             hold_the_start_state_in_the_background()
 
     def on_train_step_end(self, trainer, **kwargs):
-        batch = (trainer.run_history.current_epoch - 1) * len(trainer.train_dataloader) + trainer.completed_epoch_batches + 1
+        batch = (
+            (trainer.run_history.current_epoch - 1) * len(trainer.train_dataloader)
+            + trainer.completed_epoch_batches
+            + 1
+        )
         if self.kind in ("batch", "start") and batch == self.at:
             kill_everything_now(f"in batch {batch}")
         if self.kind == "write" and batch >= self.at and trainer.is_world_process_zero:
@@ -197,7 +202,12 @@ def accelerator_kwargs() -> dict:
 
 
 def run(
-    out: Path, kill: str | None, slow_after: int | None, workers: int, tensorboard: bool, asynchronous: bool = False
+    out: Path,
+    kill: str | None,
+    slow_after: int | None,
+    workers: int,
+    tensorboard: bool,
+    asynchronous: bool = False,
 ) -> Trainer:
     seed_everything(1234)
     callbacks = [
@@ -207,7 +217,11 @@ def run(
         CSVLoggerCallback(out / "metrics.csv", log_every_n_steps=1),
         *(tensorboard_trackers(out) if tensorboard else []),
         SaveTrainingStateCallback(
-            out / "states", save_every_n_steps=2, save_every_n_epochs=1, max_checkpoints=3, asynchronous=asynchronous
+            out / "states",
+            save_every_n_steps=2,
+            save_every_n_epochs=1,
+            max_checkpoints=3,
+            asynchronous=asynchronous,
         ),
     ]
     if kill:
@@ -230,7 +244,9 @@ def run(
         per_device_batch_size=BATCH_SIZE_ON_ALL_PROCESSES // trainer.num_processes,
         gradient_accumulation_steps=ACCUMULATION_STEPS,
         create_scheduler_fn=functools.partial(
-            torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+            torch.optim.lr_scheduler.OneCycleLR,
+            max_lr=0.05,
+            total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
         ),
         train_dataloader_kwargs={"num_workers": workers},
         resume_from="latest",

@@ -65,9 +65,12 @@ def main() -> int:
     wait_for_every_run(barrier, run_id, num_runs)
     run_tiny_training(callbacks=callbacks, num_epochs=NUM_EPOCHS)
     paths = {
-        "csv": callbacks[1].path, "jsonl": callbacks[2].path, "best": callbacks[3].save_path,
-        "ema": callbacks[4].save_path, "tensorboard": callbacks[5].run_folder(None),
-    }  # fmt: skip
+        "csv": callbacks[1].path,
+        "jsonl": callbacks[2].path,
+        "best": callbacks[3].save_path,
+        "ema": callbacks[4].save_path,
+        "tensorboard": callbacks[5].run_folder(None),
+    }
     result = {name: str(path) for name, path in paths.items()}
     (barrier / f"result-{run_id}.json").write_text(json.dumps(result))
     return 0

@@ -4,7 +4,8 @@ Launched with torchrun, every process trains the tiny model with a ``CosineLrSch
 placeholders, on a dataset that does not split evenly across processes, and writes the learning
 rates it used to ``rank<r>.json`` in the folder given::
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/scheduler_distributed_scenario.py OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/scheduler_distributed_scenario.py \
+        OUT_DIR
 
 An error is written as ``{"error": <traceback>}``; the process then exits at once, so that the
 launcher stops the other process instead of leaving it waiting in a collective.

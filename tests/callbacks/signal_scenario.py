@@ -59,7 +59,9 @@ def main(scenario: str, save_dir: str) -> None:
         "twice-signalled": [saver, AlsoRunsEventsOf(saver), SignalsTwice()],
     }[scenario]
     model = torch.nn.Linear(4, 3)
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks)
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks
+    )
     try:
         trainer.train(make_tiny_dataset(40), num_epochs=2, per_device_batch_size=8)
     except Crash:

@@ -38,10 +38,21 @@ def start_agent(
     # peer's address from the round before and fail to connect: the README's recipe sets this too
     env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=1:2", "--nproc-per-node=1", "--max-restarts=2",
-        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=elastic-test",
-        "--rdzv-conf=last_call_timeout=5,join_timeout=120", "--monitor-interval=0.5", SCRIPT, str(out), *fault,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1:2",
+        "--nproc-per-node=1",
+        "--max-restarts=2",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=elastic-test",
+        "--rdzv-conf=last_call_timeout=5,join_timeout=120",
+        "--monitor-interval=0.5",
+        SCRIPT,
+        str(out),
+        *fault,
+    ]
     log_path = tmp_path / f"agent_{name}.log"
     with open(log_path, "w") as log:
         agent = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -64,9 +75,20 @@ def wait_for(agents: list[subprocess.Popen]) -> list[int | None]:
 def test_an_elastic_run_with_a_killed_worker_sees_the_same_samples(tmp_path):
     reference = tmp_path / "reference"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), SCRIPT, str(reference),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        SCRIPT,
+        str(reference),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
 
@@ -76,7 +98,8 @@ def test_an_elastic_run_with_a_killed_worker_sees_the_same_samples(tmp_path):
     agent_b, log_b = start_agent(tmp_path, "b", port, out, "--kill-at", str(KILL_AT))
     statuses = wait_for([agent_a, agent_b])
     logs = "\n".join(
-        f"agent {name}:\n{tail(log.read_text(errors='replace'), 4000)}" for name, log in (("A", log_a), ("B", log_b))
+        f"agent {name}:\n{tail(log.read_text(errors='replace'), 4000)}"
+        for name, log in (("A", log_a), ("B", log_b))
     )
     assert statuses == [0, 0], f"agents exited {statuses}\n{logs}"
     assert (out / "killed").exists(), f"the worker was never killed\n{logs}"

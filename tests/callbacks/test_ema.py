@@ -30,7 +30,9 @@ def _expected_ema(initial, history, decay_for):
 def test_the_average_follows_the_formula_after_every_update(tmp_path, use_warmup):
     initial = make_tiny_model().state_dict()
     weights = WeightHistory()
-    ema = ModelEmaCallback(decay=0.9, use_warmup=use_warmup, save_path=tmp_path / "ema.pt", evaluate_during_training=False)
+    ema = ModelEmaCallback(
+        decay=0.9, use_warmup=use_warmup, save_path=tmp_path / "ema.pt", evaluate_during_training=False
+    )
     run_tiny_training(callbacks=[weights, ema], num_epochs=2, gradient_accumulation_steps=2)
     decay_for = (lambda n: min(0.9, (1 + n) / (10 + n))) if use_warmup else (lambda n: 0.9)
     expected = _expected_ema(initial, weights.history, decay_for)
@@ -62,11 +64,18 @@ def test_ema_evaluates_each_named_eval_set_once_under_its_name(tmp_path):
 
     model = make_tiny_model()
     ema = ModelEmaCallback(decay=0.5, save_path=None)
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[ema])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[ema]
+    )
     eval_sets = {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(16, seed=2)}
-    history = trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=eval_sets, per_device_batch_size=8)
+    history = trainer.train(
+        make_tiny_dataset(32), num_epochs=2, eval_dataset=eval_sets, per_device_batch_size=8
+    )
     ema_names = sorted(name for name in history.get_metric_names() if "ema_" in name)
-    assert ema_names == ["ood_ema_eval_loss", "val_ema_eval_loss"], "each set's EMA evaluation once, after that set's"
+    assert ema_names == [
+        "ood_ema_eval_loss",
+        "val_ema_eval_loss",
+    ], "each set's EMA evaluation once, after that set's"
     assert len(history.get_metric_values("val_ema_eval_loss")) == 2
 
 

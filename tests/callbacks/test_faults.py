@@ -38,8 +38,15 @@ from tests.launching import REPO_ROOT, launch_env
 def test_sigterm_acts_as_without_the_callback_however_train_ended(tmp_path, scenario):
     """After train() (returned or raised), SIGTERM ends the process; during training, a second
     SIGTERM ends it too, also with the callback's events fired twice."""
-    command = [sys.executable, str(REPO_ROOT / "tests/callbacks/signal_scenario.py"), scenario, str(tmp_path / "states")]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=launch_env(tmp_path), capture_output=True, text=True, timeout=120)
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tests/callbacks/signal_scenario.py"),
+        scenario,
+        str(tmp_path / "states"),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env=launch_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
     output = done.stdout + done.stderr
     assert done.returncode == -signal.SIGTERM, output
     assert "RecursionError" not in output
@@ -61,7 +68,8 @@ def train(callbacks=(), num_epochs=2, resume_from=None, model=None, create_sched
         eval_dataset=make_tiny_dataset(16, seed=1),
         per_device_batch_size=BATCH_SIZE,
         gradient_accumulation_steps=ACCUMULATION,
-        create_scheduler_fn=create_scheduler_fn or CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5),
+        create_scheduler_fn=create_scheduler_fn
+        or CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5),
         resume_from=resume_from,
     )
     return trainer
@@ -71,7 +79,8 @@ def weights_of(model):
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
-# ---------------------------------------------------------------------------------------- states that do not fit or are damaged
+# ---------------------------------------------------------------------------------------- states that do not
+# fit or are damaged
 
 
 def test_the_wsd_scheduler_refuses_a_cosine_state_leaving_the_weights(tmp_path):
@@ -80,8 +89,14 @@ def test_the_wsd_scheduler_refuses_a_cosine_state_leaving_the_weights(tmp_path):
     train([saver])
     model = make_model()
     before = weights_of(model)
-    with pytest.raises(CheckpointError, match="a CosineLrScheduler scheduler; this run's is a WSDLrScheduler"):
-        train(resume_from=saver.saved_paths[1], model=model, create_scheduler_fn=WSDLrScheduler.create_scheduler_fn())
+    with pytest.raises(
+        CheckpointError, match="a CosineLrScheduler scheduler; this run's is a WSDLrScheduler"
+    ):
+        train(
+            resume_from=saver.saved_paths[1],
+            model=model,
+            create_scheduler_fn=WSDLrScheduler.create_scheduler_fn(),
+        )
     assert_bitwise_equal(weights_of(model), before)
 
 
@@ -94,13 +109,19 @@ def test_resume_from_latest_passes_over_a_corrupted_newest_state(tmp_path):
     weight = torch.load(newest / "trainer.pt")["model"]["0.weight"].numpy().tobytes()
     content[bytes(content).find(weight) + 7] ^= 0x01  # one bit of one weight
     (newest / "trainer.pt").write_bytes(bytes(content))
-    with pytest.warns(UserWarning, match=rf"{newest.name}/trainer.pt' is corrupted.*using .*{intact.name}', the newest intact"):
-        resumed = train([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], resume_from="latest")
+    with pytest.warns(
+        UserWarning,
+        match=rf"{newest.name}/trainer.pt' is corrupted.*using .*{intact.name}', the newest intact",
+    ):
+        resumed = train(
+            [SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], resume_from="latest"
+        )
     assert resumed.resumed_from == intact
     assert_bitwise_equal(final_state(resumed), expected)
 
 
-# ---------------------------------------------------------------------------------------- full disks, read-only folders
+# ---------------------------------------------------------------------------------------- full disks,
+# read-only folders
 
 
 @pytest.fixture
@@ -108,7 +129,9 @@ def small_disk(tmp_path):
     """A real 1 MiB tmpfs (needs root or CAP_SYS_ADMIN: skipped otherwise)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): these faults need root")
     yield mount_point
@@ -122,11 +145,17 @@ def fill(disk: Path, leave: int) -> None:
 
 
 def files_in(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file() and path.name != "filler"}
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != "filler"
+    }
 
 
 def big_model():
-    return torch.nn.Sequential(torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3))  # ~8 KiB of weights
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3)
+    )  # ~8 KiB of weights
 
 
 def test_a_full_disk_while_saving_says_so_and_keeps_the_earlier_files(small_disk):
@@ -137,9 +166,18 @@ def test_a_full_disk_while_saving_says_so_and_keeps_the_earlier_files(small_disk
     trainer.save_training_state(small_disk / "state")
     before = files_in(small_disk)
     fill(small_disk, leave=4096)
-    with pytest.raises(CheckpointError, match=rf"No space left on device writing '{small_disk}/model.pt': it needs about \d+\.\d KiB, and .* free"):
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            rf"No space left on device writing '{small_disk}/model.pt': it needs about \d+\.\d KiB, and .*"
+            r" free"
+        ),
+    ):
         trainer.save_checkpoint(small_disk / "model.pt")
-    with pytest.raises(CheckpointError, match=rf"No space left on device writing the training state '{small_disk}/state': it needs about"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"No space left on device writing the training state '{small_disk}/state': it needs about",
+    ):
         trainer.save_training_state(small_disk / "state")
     assert files_in(small_disk) == before  # the earlier files intact, nothing left behind
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "model.pt", "state"]
@@ -177,12 +215,16 @@ def test_a_callback_saving_into_a_read_only_folder_fails_before_step_1(small_dis
             steps.append(trainer.completed_update_steps)
 
     callback = make_callback(small_disk)
-    with pytest.raises(PermissionError, match=rf"{type(callback).__name__} cannot write {small_disk}/.*: Read-only file system"):
+    with pytest.raises(
+        PermissionError,
+        match=rf"{type(callback).__name__} cannot write {small_disk}/.*: Read-only file system",
+    ):
         train([callback, CountsSteps()], num_epochs=1)
     assert steps == []
 
 
-# ---------------------------------------------------------------------------------------- a run branched from an older state
+# ---------------------------------------------------------------------------------------- a run branched from
+# an older state
 
 
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
@@ -193,7 +235,10 @@ def test_a_branched_run_keeps_the_later_log_records_in_a_backup(tmp_path, logger
     train([logger_class(tmp_path / "log"), saver], num_epochs=3)
     whole_log = log.read_text()
     older = saver.saved_paths[1]  # after epoch 1: the log held one record then
-    with pytest.warns(UserWarning, match=rf"{log} holds 2 record\(s\) written after the training state .* kept in {log}.before-resume-1"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"{log} holds 2 record\(s\) written after the training state .* kept in {log}.before-resume-1",
+    ):
         train([logger_class(tmp_path / "log")], num_epochs=3, resume_from=older)
     assert (log.parent / "log.before-resume-1").read_text() == whole_log
     assert log.read_text().splitlines()[0] == whole_log.splitlines()[0]
@@ -223,7 +268,10 @@ def test_a_full_disk_while_backing_up_a_branched_log_leaves_it_whole(small_disk,
     fill(small_disk, leave=0)
     with pytest.raises(OSError, match=rf"No space left on device backing up {log} to {log}.before-resume-1"):
         train([CSVLoggerCallback(log, if_exists="error")], num_epochs=3, resume_from=saver.saved_paths[1])
-    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]  # an empty backup was left
+    assert sorted(path.name for path in small_disk.iterdir()) == [
+        "filler",
+        "log.csv",
+    ]  # an empty backup was left
     assert log.read_bytes() == before
 
 
@@ -234,8 +282,12 @@ def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_
         def on_training_run_start(self, trainer, **kwargs):
             fill(small_disk, leave=0)
 
-    with pytest.raises(OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"):
-        train([FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1)  # said "about 0 bytes": the empty file's size
+    with pytest.raises(
+        OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"
+    ):
+        train(
+            [FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1
+        )  # said "about 0 bytes": the empty file's size
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
 
 
@@ -296,6 +348,7 @@ def whole_records_of(text: str, name: str) -> list[str]:
 @pytest.mark.parametrize("logger_class", [CSVLoggerCallback, JSONLinesLoggerCallback])
 def test_a_file_logger_closes_its_file_when_train_raises(tmp_path, logger_class):
     """A file logger closes its file when train raises, so a later evaluate logs."""
+
     class Crash(TrainerCallback):
         def on_training_run_epoch_end(self, trainer, **kwargs):
             raise KeyboardInterrupt
@@ -317,7 +370,10 @@ def test_a_new_run_refuses_a_save_dir_of_damaged_states(tmp_path):
         manifest = state / "training_state.json"
         manifest.write_bytes(b"z" + manifest.read_bytes()[1:])  # a flipped bit
     kept = {state.name: (state / "trainer.pt").read_bytes() for state in saver.saved_paths}
-    with pytest.raises(FileExistsError, match=rf"{tmp_path / 'states'} holds only damaged training states.*choose another save_dir"):
+    with pytest.raises(
+        FileExistsError,
+        match=rf"{tmp_path / 'states'} holds only damaged training states.*choose another save_dir",
+    ):
         train([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)], num_epochs=1)
     for name, content in kept.items():  # were written over by the new run's states of the same names
         assert (tmp_path / "states" / f".{name}.damaged" / "trainer.pt").read_bytes() == content

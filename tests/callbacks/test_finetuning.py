@@ -1,4 +1,5 @@
-"""ModelFreezer: layer groups, freezing and unfreezing for every flag combination, and real fine-tuning runs."""
+"""ModelFreezer: layer groups, freezing and unfreezing for every flag combination, and real fine-tuning
+runs."""
 
 import copy
 import itertools
@@ -65,7 +66,9 @@ class NestedModel(nn.Module):
         self.encoder = nn.ModuleList(
             [
                 nn.Sequential(nn.Linear(4, 6, bias=False), nn.BatchNorm1d(6)),
-                nn.Sequential(nn.Sequential(nn.Linear(6, 6), nn.ReLU()), Residual(nn.Linear(6, 6), nn.ReLU())),
+                nn.Sequential(
+                    nn.Sequential(nn.Linear(6, 6), nn.ReLU()), Residual(nn.Linear(6, 6), nn.ReLU())
+                ),
             ]
         )
         scaled = nn.Sequential(nn.Linear(6, 6))
@@ -190,7 +193,9 @@ def test_parameters_on_the_model_itself_are_reported():
     assert freezer.model.cls_token.requires_grad
 
 
-@pytest.mark.parametrize("model", [nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Dropout())], ids=["leaf", "no-params"])
+@pytest.mark.parametrize(
+    "model", [nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Dropout())], ids=["leaf", "no-params"]
+)
 def test_a_model_without_groups_is_rejected(model):
     with pytest.raises(ValueError, match="no layer groups"):
         ModelFreezer(model)
@@ -240,7 +245,9 @@ def test_an_out_of_range_index_names_the_group_count_and_changes_nothing(method,
     freezer.freeze(2, 2)
     states = [param.requires_grad for param in freezer.model.parameters()]
     name = next(iter(kwargs))
-    message = rf"{name}={kwargs[name]} is out of range: the model has 6 layer groups, so indices go from -6 to 5"
+    message = (
+        rf"{name}={kwargs[name]} is out of range: the model has 6 layer groups, so indices go from -6 to 5"
+    )
     with pytest.raises(IndexError, match=message):
         getattr(freezer, method)(**kwargs)
     assert [param.requires_grad for param in freezer.model.parameters()] == states
@@ -416,7 +423,9 @@ def _trainable(model):
 
 @MODELS
 @pytest.mark.parametrize("freeze_batch_norms, set_modules_as_eval, refreeze_batch_norms", FLAGS, ids=FLAG_IDS)
-def test_fine_tuning_with_the_trainer(model_class, freeze_batch_norms, set_modules_as_eval, refreeze_batch_norms):
+def test_fine_tuning_with_the_trainer(
+    model_class, freeze_batch_norms, set_modules_as_eval, refreeze_batch_norms
+):
     torch.manual_seed(0)
     model = model_class()
     names = {name for name, _ in model.named_parameters()}
@@ -432,13 +441,17 @@ def test_fine_tuning_with_the_trainer(model_class, freeze_batch_norms, set_modul
     # 1: the head learns (and the batch norms, unless frozen); the frozen weights do not move
     changed = _train_one_epoch(trainer, model_class)
     head_names = {"head.weight", "head.bias"}
-    assert changed & names == _trainable(model) == (head_names if freeze_batch_norms else head_names | bn_names)
+    assert (
+        changed & names == _trainable(model) == (head_names if freeze_batch_norms else head_names | bn_names)
+    )
     bn_in_eval = freeze_batch_norms and set_modules_as_eval
     assert changed & stats == (set() if bn_in_eval else stats)
     assert modes.seen == {tuple(id(module) not in kept for module in modes.modules)}
 
     # 2: unfreeze, add the new parameters with their own learning rate, and they learn too
-    for param_group in freezer.unfreeze(refreeze_batch_norms=refreeze_batch_norms, optimizer=trainer.optimizer):
+    for param_group in freezer.unfreeze(
+        refreeze_batch_norms=refreeze_batch_norms, optimizer=trainer.optimizer
+    ):
         trainer.optimizer.add_param_group({**param_group, "lr": 0.05})
     bn_stay_frozen = freeze_batch_norms and refreeze_batch_norms
     expected = names - bn_names if bn_stay_frozen else names
@@ -450,7 +463,9 @@ def test_fine_tuning_with_the_trainer(model_class, freeze_batch_norms, set_modul
     assert changed & names == expected
     bn_in_eval = bn_stay_frozen and set_modules_as_eval
     assert changed & stats == (set() if bn_in_eval else stats)
-    still_kept = {id(module) for module in modes.modules if id(module) in kept and _is_bn(module) and bn_in_eval}
+    still_kept = {
+        id(module) for module in modes.modules if id(module) in kept and _is_bn(module) and bn_in_eval
+    }
     assert modes.seen == {tuple(id(module) not in still_kept for module in modes.modules)}
 
 

@@ -23,7 +23,9 @@ class ReferenceNorms(TrainerCallback):
         model = trainer.get_model()
         grads = [p.grad.flatten() for p in model.parameters()]
         self.total.append(torch.linalg.vector_norm(torch.cat(grads)).item())
-        self.first_layer.append(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model[0].parameters()])).item())
+        self.first_layer.append(
+            torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model[0].parameters()])).item()
+        )
         self.recorded_at_update.append(len(trainer.run_history.get_metric_values("grad_norm")))
 
 
@@ -33,7 +35,11 @@ def test_the_norms_of_every_update_total_and_per_layer_group():
     assert len(result.metrics["grad_norm"]) == 16  # 8 updates per epoch
     assert result.metrics["grad_norm"] == pytest.approx(reference.total, rel=1e-5)
     assert result.metrics["grad_norm/group_0"] == pytest.approx(reference.first_layer, rel=1e-5)
-    assert sorted(name for name in result.metrics if name.startswith("grad_norm")) == ["grad_norm", "grad_norm/group_0", "grad_norm/group_1"]
+    assert sorted(name for name in result.metrics if name.startswith("grad_norm")) == [
+        "grad_norm",
+        "grad_norm/group_0",
+        "grad_norm/group_1",
+    ]
     assert "grad_norm_clipped" not in result.metrics
     # read every 5 updates and at each epoch's end, not at every update
     assert reference.recorded_at_update == [0, 0, 0, 0, 5, 5, 5, 5, 8, 8, 8, 8, 13, 13, 13, 13]
@@ -41,7 +47,10 @@ def test_the_norms_of_every_update_total_and_per_layer_group():
 
 def test_with_clipping_the_norm_before_and_after_clipping():
     result = run_tiny_training(
-        callbacks=[GradientNormCallback()], trainer_class=ClippingEventTrainer, gradient_clip_norm=0.05, num_epochs=1
+        callbacks=[GradientNormCallback()],
+        trainer_class=ClippingEventTrainer,
+        gradient_clip_norm=0.05,
+        num_epochs=1,
     )
     before, after = result.metrics["grad_norm"], result.metrics["grad_norm_clipped"]
     assert len(before) == len(after) == 8 and max(before) > 0.05
@@ -82,7 +91,10 @@ def test_the_norms_are_of_the_unscaled_gradients_under_loss_scaling(clip_norm):
     def norms(trainer_class):
         seed_everything(0)  # the same data order for both runs
         result = run_tiny_training(
-            callbacks=[GradientNormCallback()], trainer_class=trainer_class, gradient_clip_norm=clip_norm, num_epochs=1
+            callbacks=[GradientNormCallback()],
+            trainer_class=trainer_class,
+            gradient_clip_norm=clip_norm,
+            num_epochs=1,
         )
         return {name: values for name, values in result.metrics.items() if name.startswith("grad_norm")}
 

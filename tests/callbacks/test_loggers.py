@@ -137,16 +137,21 @@ def test_step_losses_are_logged_every_n_updates_as_the_update_mean(tmp_path):
 
 
 def test_step_losses_are_read_from_the_device_only_when_logged(tmp_path, monkeypatch):
-    """Without the logger the run reads no per-step value; with it, one read (item or tolist) per logged update."""
+    """Without the logger the run reads no per-step value; with it, one read (item or tolist) per logged
+    update."""
     reads = []
     for method in ("item", "tolist"):
         original = getattr(torch.Tensor, method)
-        monkeypatch.setattr(torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor))
+        monkeypatch.setattr(
+            torch.Tensor, method, lambda tensor, original=original: reads.append(1) or original(tensor)
+        )
 
     run_tiny_training(num_epochs=2)
     reads_without_logger = len(reads)
     reads.clear()
-    run_tiny_training(callbacks=[JSONLinesLoggerCallback(tmp_path / "m.jsonl", log_every_n_steps=4)], num_epochs=2)
+    run_tiny_training(
+        callbacks=[JSONLinesLoggerCallback(tmp_path / "m.jsonl", log_every_n_steps=4)], num_epochs=2
+    )
     assert len(reads) - reads_without_logger == 2 * UPDATES_PER_EPOCH // 4
 
 
@@ -174,13 +179,17 @@ def test_an_existing_log_is_never_replaced_silently(tmp_path, logger_class):
 def test_if_exists_append_adds_rows_and_overwrite_replaces_the_file(tmp_path):
     path = tmp_path / "metrics.csv"
     run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="error")], num_epochs=2)
-    run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1)
+    run_tiny_training(
+        callbacks=[CSVLoggerCallback(path, if_exists="append", log_every_n_steps=8)], num_epochs=1
+    )
     rows = read_csv(path)
     # the appended run's train_loss_step column was added to the earlier rows' header too; its step 8 is
     # the epoch's last: one row
     assert [(row["epoch"], row["train_loss_step"] != "", row["train_loss_epoch"] != "") for row in rows] == [
-        ("1", False, True), ("2", False, True), ("1", True, True)
-    ]  # fmt: skip
+        ("1", False, True),
+        ("2", False, True),
+        ("1", True, True),
+    ]
 
     result = run_tiny_training(callbacks=[CSVLoggerCallback(path, if_exists="overwrite")], num_epochs=1)
     rows = read_csv(path)
@@ -210,7 +219,9 @@ def test_a_stopped_run_logs_its_last_epoch_and_closes_the_file_once(tmp_path):
     result = run_tiny_training(callbacks=[StopAtEpochEnd(2), logger], num_epochs=4)
     assert "on_stop_training_error" in result.events
     assert [record["epoch"] for record in read_jsonl(logger.path)] == [1, 2]
-    assert [record["train_loss_epoch"] for record in read_jsonl(logger.path)] == result.metrics["train_loss_epoch"]
+    assert [record["train_loss_epoch"] for record in read_jsonl(logger.path)] == result.metrics[
+        "train_loss_epoch"
+    ]
     assert logger.num_closes == 1
 
 
@@ -238,12 +249,15 @@ def test_tensorboard_scalars_read_back_with_the_event_accumulator(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log_dir = tmp_path / "tensorboard"
-    result = run_tiny_training(callbacks=[TensorBoardLoggerCallback(log_dir, log_every_n_steps=4)], num_epochs=2)
+    result = run_tiny_training(
+        callbacks=[TensorBoardLoggerCallback(log_dir, log_every_n_steps=4)], num_epochs=2
+    )
     evaluation = result.trainer.evaluate()
 
     events = EventAccumulator(str(log_dir))
     events.Reload()
-    # every scalar against the update step (TrackerCallback's x-axis; epochs were x before), the epoch a scalar
+    # every scalar against the update step (TrackerCallback's x-axis; epochs were x before), the epoch a
+    # scalar
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         scalars = events.Scalars(name)
         assert [scalar.step for scalar in scalars] == [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
@@ -264,7 +278,9 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # the callback sets it for a file store
     store = tmp_path / "mlruns"
-    logger = MLflowLoggerCallback(experiment_name="tests", run_name="tiny", tracking_uri=store, log_every_n_steps=8)
+    logger = MLflowLoggerCallback(
+        experiment_name="tests", run_name="tiny", tracking_uri=store, log_every_n_steps=8
+    )
     result = run_tiny_training(callbacks=[logger], num_epochs=2)
     evaluation = result.trainer.evaluate()
 
@@ -283,7 +299,10 @@ def test_mlflow_logs_metrics_and_the_run_config_to_a_local_file_store(tmp_path, 
     for name in ("train_loss_epoch", "eval_loss_epoch"):
         assert history(name) == list(zip([UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH], result.metrics[name]))
     assert history("eval_loss") == [(2 * UPDATES_PER_EPOCH, evaluation["eval_loss"])]
-    assert dict(history("epoch")) == {8: 1, 16: 2}  # with every record: the per-step ones, the epoch's, evaluate()'s
+    assert dict(history("epoch")) == {
+        8: 1,
+        16: 2,
+    }  # with every record: the per-step ones, the epoch's, evaluate()'s
     assert [step for step, _ in history("train_loss_step")] == [8, 16]
 
 
@@ -291,7 +310,10 @@ def test_mlflow_uri_defaults_to_a_local_folder_and_keeps_explicit_uris(tmp_path,
     """MLflow's ``tracking_uri`` defaults to a local folder and keeps explicit URIs."""
     monkeypatch.chdir(tmp_path)
     assert MLflowLoggerCallback().tracking_uri == (tmp_path / "mlruns").resolve().as_uri()
-    assert MLflowLoggerCallback(tracking_uri="elsewhere").tracking_uri == (tmp_path / "elsewhere").resolve().as_uri()
+    assert (
+        MLflowLoggerCallback(tracking_uri="elsewhere").tracking_uri
+        == (tmp_path / "elsewhere").resolve().as_uri()
+    )
     assert MLflowLoggerCallback(tracking_uri="sqlite:///mlflow.db").tracking_uri == "sqlite:///mlflow.db"
     assert not (tmp_path / "mlruns").exists()  # nothing is written before a run
 
@@ -306,9 +328,13 @@ def test_mlflow_uri_defaults_to_a_local_folder_and_keeps_explicit_uris(tmp_path,
         (lambda path: MLflowLoggerCallback(tracking_uri=path), "mlflow", "mlflow"),
     ],
 )
-def test_a_missing_extra_is_named_when_the_logger_is_created(tmp_path, monkeypatch, make_logger, module, extra):
+def test_a_missing_extra_is_named_when_the_logger_is_created(
+    tmp_path, monkeypatch, make_logger, module, extra
+):
     monkeypatch.setitem(sys.modules, module, None)  # what importing an uninstalled package does
-    with pytest.raises(ImportError, match=re.escape(f"needs {module}: pip install 'trainer-callbacks[{extra}]'")):
+    with pytest.raises(
+        ImportError, match=re.escape(f"needs {module}: pip install 'trainer-callbacks[{extra}]'")
+    ):
         make_logger(tmp_path)
 
 
@@ -338,9 +364,20 @@ def test_the_callbacks_import_without_any_extra_installed(tmp_path):
 def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), scenario.__file__, str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        scenario.__file__,
+        str(out),
+    ]
     status, output = run_launch(command, tmp_path)  # stops the launch if it hangs: status None
     paths = [out / f"result_rank{rank}.json" for rank in range(2)]
     results = [json.loads(path.read_text()) for path in paths if path.exists()]
@@ -359,7 +396,9 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows] == metrics["eval_loss_epoch"]
-    assert float(rows[1]["eval_loss"]) == metrics["eval_loss"][-1]  # the evaluate() after training, at its step
+    assert (
+        float(rows[1]["eval_loss"]) == metrics["eval_loss"][-1]
+    )  # the evaluate() after training, at its step
     step_rows = [row for row in all_rows if row["train_loss_step"]]
     assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 
@@ -371,10 +410,15 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert [r["step"] for r in records if "train_loss_step" in r] == list(range(every, updates + 1, every))
     assert [r["epoch"] for r in records if "train_loss_epoch" in r] == [1, 2]
 
-    # the step-based evaluations: every one logged (main process only) at its update, the same on both processes
+    # the step-based evaluations: every one logged (main process only) at its update, the same on both
+    # processes
     evaluations = list(range(sizes["eval_every_n_steps"], updates + 1, sizes["eval_every_n_steps"]))
     assert [result["steps"]["step_eval_loss"] for result in results] == [evaluations, evaluations]
-    logged = [(int(row["step"]), float(row["step_eval_loss"])) for row in read_csv(out / "version_0" / "metrics.csv") if row["step_eval_loss"]]
+    logged = [
+        (int(row["step"]), float(row["step_eval_loss"]))
+        for row in read_csv(out / "version_0" / "metrics.csv")
+        if row["step_eval_loss"]
+    ]
     assert logged == list(zip(evaluations, metrics["step_eval_loss"]))
     assert results[1]["metrics"]["step_eval_loss"] == metrics["step_eval_loss"]
 
@@ -383,7 +427,8 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
         assert rate * seconds == pytest.approx(sizes["train_samples"])
 
 
-# ---------------------------------------------------------------------------------------- every value at its step
+# ---------------------------------------------------------------------------------------- every value at its
+# step
 
 
 def test_step_based_evaluations_and_lrs_are_logged_at_their_update_step(tmp_path):
@@ -403,20 +448,25 @@ def test_step_based_evaluations_and_lrs_are_logged_at_their_update_step(tmp_path
     # 16 updates, an evaluation after every 2nd: 8 evaluations, 8 logged values, each at its step and epoch
     expected = [(2 * k, 1 if 2 * k <= UPDATES_PER_EPOCH else 2) for k in range(1, 9)]
     csv_path, jsonl_path = callbacks[2].path, callbacks[3].path  # the run's version_0 folder
-    # the CSV logger logs every lr recorded; the JSON Lines logger those of every 4th update (Lightning's rule)
+    # the CSV logger logs every lr recorded; the JSON Lines logger those of every 4th update (Lightning's
+    # rule)
     for rows, lr_steps in ((read_csv(csv_path), [3, 6, 9, 12, 15]), (read_jsonl(jsonl_path), [12])):
-        logged = [(int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"])) for r in rows
-                  if r.get("step_eval_loss") not in (None, "")]  # fmt: skip
+        logged = [
+            (int(r["step"]), int(r["epoch"]), float(r["step_eval_loss"]))
+            for r in rows
+            if r.get("step_eval_loss") not in (None, "")
+        ]
         assert [(step, epoch) for step, epoch, _ in logged] == expected
         assert [value for *_, value in logged] == history.get_metric_values("step_eval_loss")
         lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
         assert lrs == [(step, 0.05) for step in lr_steps]
         losses = [int(r["step"]) for r in rows if r.get("train_loss_step") not in (None, "")]
         assert losses == [4, 8, 12, 16]  # recorded by the JSON Lines logger, logged by both
-        epoch_rows = [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")]
+        epoch_rows = [
+            (int(r["step"]), int(r["epoch"])) for r in rows if r.get("eval_loss_epoch") not in (None, "")
+        ]
         assert epoch_rows == [(8, 1), (16, 2)]
     assert [r.step for r in history.get_metric_records("train_loss_step")] == [4, 8, 12, 16]
-
 
 
 def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
@@ -426,7 +476,8 @@ def test_a_second_run_logs_the_step_losses_of_its_own_updates(tmp_path):
     assert [r["step"] for r in read_jsonl(logger.path) if "train_loss_step" in r] == [8, 8]
 
 
-# ---------------------------------------------------------------------------------- cadence and rows (issue 27)
+# ---------------------------------------------------------------------------------- cadence and rows (issue
+# 27)
 
 
 class RecordsEveryUpdate(TrainerCallback):
@@ -442,7 +493,13 @@ def test_log_every_n_steps_applies_to_every_value_recorded_in_updates(tmp_path):
     result = run_tiny_training(callbacks=[RecordsEveryUpdate(), logger], num_epochs=2)
     rows = read_csv(logger.path)
     logged = [int(row["step"]) for row in rows if row["mine"]]
-    assert logged == [3, 6, 9, 12, 15], f"a value recorded every update is logged every 3rd (Lightning): {logged}"
+    assert logged == [
+        3,
+        6,
+        9,
+        12,
+        15,
+    ], f"a value recorded every update is logged every 3rd (Lightning): {logged}"
     assert [int(row["step"]) for row in rows if row["lr"]] == [3, 6, 9, 12, 15], "the lr, at the same updates"
     assert len(result.metrics["mine"]) == 16, "the run history keeps every value"
 
@@ -458,7 +515,9 @@ def test_an_epoch_ending_on_a_logged_update_shares_its_row(tmp_path, logger_clas
     assert steps == [2, 4, 6, 8, 10, 12, 14, 16], f"one row per step: {steps}"
     epoch_rows = [row for row in rows if row.get("train_loss_epoch") not in (None, "")]
     assert [int(row["step"]) for row in epoch_rows] == [8, 16]
-    assert all(row["train_loss_step"] not in (None, "") and row["mine"] not in (None, "") for row in epoch_rows)
+    assert all(
+        row["train_loss_step"] not in (None, "") and row["mine"] not in (None, "") for row in epoch_rows
+    )
 
 
 def test_a_value_recorded_late_for_a_written_row_goes_into_that_row(tmp_path):
@@ -481,7 +540,9 @@ def test_a_tensor_image_is_skipped_with_one_warning_naming_it(tmp_path, logger_c
     warning = f"{logger_class.__name__} does not log 'sample', a tensor of shape (3, 8, 8)"
     with pytest.warns(UserWarning, match=re.escape(warning)) as caught:
         result = run_tiny_training(callbacks=[RecordsAnImage(), logger], num_epochs=3)
-    assert sum("'sample'" in str(warning.message) for warning in caught) == 1, "one warning, not one per epoch"
+    assert sum("'sample'" in str(warning.message) for warning in caught) == 1, (
+        "one warning, not one per epoch"
+    )
     rows = read_csv(logger.path) if logger_class is CSVLoggerCallback else read_jsonl(logger.path)
     assert [float(row["train_loss_epoch"]) for row in rows] == result.metrics["train_loss_epoch"]
     assert all("sample" not in row for row in rows)

@@ -6,9 +6,18 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from pytorch_accelerated.callbacks import MetricSchedulerCallback, StepBasedEvaluationCallback, TrainerCallback
+from pytorch_accelerated.callbacks import (
+    MetricSchedulerCallback,
+    StepBasedEvaluationCallback,
+    TrainerCallback,
+)
 from pytorch_accelerated.trainer import Trainer
-from pytorch_accelerated.trainer.testing import check_exact_resume, make_tiny_dataset, make_tiny_model, run_tiny_training
+from pytorch_accelerated.trainer.testing import (
+    check_exact_resume,
+    make_tiny_dataset,
+    make_tiny_model,
+    run_tiny_training,
+)
 
 
 class LrAtEpochEnd(TrainerCallback):
@@ -44,8 +53,12 @@ def test_the_scheduler_steps_once_per_epoch_with_the_epochs_metric():
 
 
 def test_a_metric_of_step_based_evaluations_steps_it_after_each_evaluation():
-    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="step_eval_loss")
-    result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), callback], num_epochs=2)
+    callback = MetricSchedulerCallback(
+        functools.partial(ReduceLROnPlateau, patience=0), monitor="step_eval_loss"
+    )
+    result = run_tiny_training(
+        callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), callback], num_epochs=2
+    )
     evaluations = len(result.metrics["step_eval_loss"])
     assert evaluations == 16 // 3  # 8 updates per epoch, 2 epochs
     assert callback.scheduler.last_epoch == evaluations
@@ -60,7 +73,9 @@ def test_a_metric_never_recorded_is_named_at_the_first_epoch_end():
 def test_an_eval_metric_without_an_eval_dataset_is_named_before_step_1():
     """An eval metric in a run without an eval dataset is named before the first step."""
     callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau), monitor="eval_loss_epoch")
-    with pytest.raises(ValueError, match="MetricSchedulerCallback watches 'eval_loss_epoch'.*eval_dataset") as error:
+    with pytest.raises(
+        ValueError, match="MetricSchedulerCallback watches 'eval_loss_epoch'.*eval_dataset"
+    ) as error:
         run_tiny_training(callbacks=[callback, LrAtEpochEnd()], num_epochs=1, with_eval=False)
     assert error.traceback[-1].name == "check_metric_can_be_recorded"
     assert callback.scheduler is None  # refused at run start, before the scheduler or any step
@@ -72,10 +87,16 @@ class FailAtFirstEpochEnd(TrainerCallback):
 
 
 def test_an_evaluation_after_a_run_that_failed_does_not_step_the_scheduler():
-    callback = MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, patience=0), monitor="test_eval_loss")
+    callback = MetricSchedulerCallback(
+        functools.partial(ReduceLROnPlateau, patience=0), monitor="test_eval_loss"
+    )
     model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05),
-                      callbacks=[callback, FailAtFirstEpochEnd()])
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        callbacks=[callback, FailAtFirstEpochEnd()],
+    )
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train(make_tiny_dataset(), num_epochs=1, per_device_batch_size=8)
     trainer.evaluate(make_tiny_dataset(seed=1), metric_prefix="test_")
@@ -86,8 +107,13 @@ def test_a_resumed_run_steps_the_scheduler_as_the_uninterrupted_run(tmp_path):
     # threshold=0.5: no epoch after the first improves enough, so the lr halves every epoch from the
     # second on; a resumed scheduler that forgot its best value would keep the lr once
     """A resumed run steps the scheduler exactly as the uninterrupted run."""
+
     def make_callbacks():
-        return [MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, factor=0.5, patience=0, threshold=0.5))]
+        return [
+            MetricSchedulerCallback(
+                functools.partial(ReduceLROnPlateau, factor=0.5, patience=0, threshold=0.5)
+            )
+        ]
 
     states = check_exact_resume(make_callbacks, tmp_path, num_epochs=3)
     assert len(states) > 5

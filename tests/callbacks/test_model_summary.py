@@ -54,8 +54,12 @@ def test_buffers_count_in_the_size_and_frozen_parameters_as_frozen():
 def test_a_compiled_model_is_summarized_as_the_model_itself(capsys):
     model = make_tiny_model()
     callback = ModelSummaryCallback()
-    trainer = Trainer(model=torch.compile(model, backend="eager"), loss_func=torch.nn.CrossEntropyLoss(),
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[callback])
+    trainer = Trainer(
+        model=torch.compile(model, backend="eager"),
+        loss_func=torch.nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[callback],
+    )
     trainer.train(make_tiny_dataset(16), num_epochs=1)
     assert callback.summary == TINY_ROWS
     assert "_orig_mod" not in capsys.readouterr().out

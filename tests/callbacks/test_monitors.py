@@ -34,13 +34,18 @@ def test_every_parameter_group_gets_its_own_lr_metric():
         [{"params": model[0].parameters(), "lr": 0.1}, {"params": model[2].parameters(), "lr": 0.01}], lr=0.1
     )
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[LearningRateMonitorCallback(log_every_n_steps=1)]
+        model,
+        torch.nn.CrossEntropyLoss(),
+        optimizer,
+        callbacks=[LearningRateMonitorCallback(log_every_n_steps=1)],
     )
     trainer.train(make_tiny_dataset(64), num_epochs=1, create_scheduler_fn=halve_every_update)
     history = trainer.run_history
     assert "lr" not in history.get_metric_names()
     for name, initial_lr in (("lr_group_0", 0.1), ("lr_group_1", 0.01)):
-        assert history.get_metric_values(name) == pytest.approx([initial_lr * 0.5**k for k in range(UPDATES_PER_EPOCH)])
+        assert history.get_metric_values(name) == pytest.approx(
+            [initial_lr * 0.5**k for k in range(UPDATES_PER_EPOCH)]
+        )
 
 
 def test_log_every_n_steps_must_be_positive():
@@ -95,7 +100,9 @@ def test_the_epoch_time_does_not_include_evaluation():
 
 def test_throughput_every_n_updates_is_recorded_at_its_step():
     step_seconds = 0.01
-    result = run_tiny_training(callbacks=[SlowSteps(step_seconds), ThroughputMonitorCallback(log_every_n_steps=3)], num_epochs=2)
+    result = run_tiny_training(
+        callbacks=[SlowSteps(step_seconds), ThroughputMonitorCallback(log_every_n_steps=3)], num_epochs=2
+    )
     history = result.trainer.run_history
     for name in ("train_samples_per_second_step", "train_steps_per_second_step"):
         assert [r.step for r in history.get_metric_records(name)] == [3, 6, 9, 12, 15]

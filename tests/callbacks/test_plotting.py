@@ -95,7 +95,10 @@ def legend(axes) -> list[str]:
 
 
 def test_titles_axis_labels_and_curves_are_named_in_words(tmp_path, drawn):
-    run_tiny_training(callbacks=[LearningRateMonitorCallback(), PlotMetricsCallback(tmp_path, best_metric=None)], num_epochs=2)
+    run_tiny_training(
+        callbacks=[LearningRateMonitorCallback(), PlotMetricsCallback(tmp_path, best_metric=None)],
+        num_epochs=2,
+    )
 
     (loss,) = drawn["loss_epoch.png"].axes
     assert (loss.get_title(), loss.get_xlabel(), loss.get_ylabel()) == ("Loss", "update step", "loss")
@@ -112,8 +115,11 @@ def test_a_run_without_a_stop_or_a_test_score_shows_only_its_best_epoch(tmp_path
     best_epoch = 1 + min(range(3), key=eval_losses.__getitem__)
     (loss,) = drawn["loss_epoch.png"].axes
     assert legend(loss) == [
-        "training", "validation", f"best epoch: {best_epoch} (validation loss)", f"best validation loss: {min(eval_losses):.4g}"
-    ]  # fmt: skip
+        "training",
+        "validation",
+        f"best epoch: {best_epoch} (validation loss)",
+        f"best validation loss: {min(eval_losses):.4g}",
+    ]
     assert drawn["loss_epoch.png"]._suptitle is None
 
 
@@ -129,7 +135,10 @@ def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, d
     trainer = result.trainer
     (loss,) = drawn["loss_epoch.png"].axes
     assert "stopped early (epoch 2)" in legend(loss)
-    assert "Stopped early after epoch 2 (update step 16): the test stops it" in drawn["loss_epoch.png"]._suptitle.get_text()
+    assert (
+        "Stopped early after epoch 2 (update step 16): the test stops it"
+        in drawn["loss_epoch.png"]._suptitle.get_text()
+    )
     assert not [label for label in legend(loss) if label.startswith("test")]
 
     from pytorch_accelerated.trainer.testing import make_tiny_dataset
@@ -149,8 +158,11 @@ def test_the_best_epoch_the_early_stop_and_the_test_score_are_marked(tmp_path, d
 def test_each_value_is_drawn_at_its_update_step_with_the_epoch_ends_marked(tmp_path, drawn):
     from pytorch_accelerated.callbacks import StepBasedEvaluationCallback
 
-    callbacks = [LearningRateMonitorCallback(log_every_n_steps=2), StepBasedEvaluationCallback(eval_every_n_steps=3),
-                 PlotMetricsCallback(tmp_path, dpi=80)]  # fmt: skip
+    callbacks = [
+        LearningRateMonitorCallback(log_every_n_steps=2),
+        StepBasedEvaluationCallback(eval_every_n_steps=3),
+        PlotMetricsCallback(tmp_path, dpi=80),
+    ]
     result = run_tiny_training(callbacks=callbacks, num_epochs=2)  # 8 updates per epoch
     history = result.trainer.run_history
 
@@ -162,11 +174,18 @@ def test_each_value_is_drawn_at_its_update_step_with_the_epoch_ends_marked(tmp_p
     assert curve(loss, "training") == ([8, 16], history.get_metric_values("train_loss_epoch"))
     assert curve(loss, "validation") == ([8, 16], history.get_metric_values("eval_loss_epoch"))
     # the step-based evaluations share the loss plot, each at its update
-    assert curve(loss, "step-based evaluation") == ([3, 6, 9, 12, 15], history.get_metric_values("step_eval_loss"))
+    assert curve(loss, "step-based evaluation") == (
+        [3, 6, 9, 12, 15],
+        history.get_metric_values("step_eval_loss"),
+    )
     (lr,) = drawn["lr.png"].axes
     assert curve(lr, "learning rate")[0] == [2, 4, 6, 8, 10, 12, 14, 16]
     for axes in (loss, lr):
-        epoch_lines = [line.get_xdata()[0] for line in axes.get_lines() if line.get_label().startswith("_") and line.get_color() == "0.75"]
+        epoch_lines = [
+            line.get_xdata()[0]
+            for line in axes.get_lines()
+            if line.get_label().startswith("_") and line.get_color() == "0.75"
+        ]
         assert epoch_lines == [8, 16]
         assert [text.get_text() for text in axes.texts] == ["epoch 1", "epoch 2"]
         assert axes.get_xlabel() == "update step"
@@ -187,6 +206,7 @@ def test_a_score_is_plotted_from_0_to_1_and_no_legend_hides_a_point(tmp_path, mo
 
     drawn = []
     original = Figure.savefig
+
     def keep_and_save(figure, *args, **kwargs):
         drawn.append(figure)
         return original(figure, *args, **kwargs)
@@ -196,7 +216,9 @@ def test_a_score_is_plotted_from_0_to_1_and_no_legend_hides_a_point(tmp_path, mo
     class Accuracy(TrainerCallback):
         def on_eval_epoch_end(self, trainer, **kwargs):
             epoch = trainer.run_history.current_epoch
-            trainer.run_history.update_metric("train_accuracy", [0.49, 0.77, 0.87, 0.9, 0.93, 0.95][epoch - 1])
+            trainer.run_history.update_metric(
+                "train_accuracy", [0.49, 0.77, 0.87, 0.9, 0.93, 0.95][epoch - 1]
+            )
             trainer.run_history.update_metric("eval_accuracy", [0.76, 0.83, 0.9, 0.91, 0.94, 0.94][epoch - 1])
 
     plots = PlotMetricsCallback(tmp_path, best_metric="eval_accuracy", greater_is_better=True)

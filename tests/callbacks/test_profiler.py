@@ -33,7 +33,11 @@ def test_the_window_is_profiled_into_one_trace_and_nothing_outside_it(tmp_path):
     assert alive.alive == [False, False, True, True, True, True] + [False] * 10
     assert len(callback.trace_paths) == 1
     trace = callback.trace_paths[0]
-    assert trace.parent == tmp_path / "profiler" and trace.name.startswith("rank0.") and trace.name.endswith(".pt.trace.json")
+    assert (
+        trace.parent == tmp_path / "profiler"
+        and trace.name.startswith("rank0.")
+        and trace.name.endswith(".pt.trace.json")
+    )
     assert len(profiler_steps(trace)) == 3  # steps 4, 5 and 6 only
     assert callback.profiler is None
 

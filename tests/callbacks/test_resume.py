@@ -39,9 +39,21 @@ def command(out: Path, num_processes: int, *args: str) -> list[str]:
     if num_processes == 1:
         return [sys.executable, SCRIPT, str(out), *args]
     return [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(num_processes),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), SCRIPT, str(out), *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        SCRIPT,
+        str(out),
+        *args,
+    ]
 
 
 def launch(
@@ -65,7 +77,10 @@ def uninterrupted(tmp_path_factory):
             tmp = tmp_path_factory.mktemp(f"uninterrupted{num_processes}-{workers}")
             status, output = launch(tmp / "out", num_processes, tmp, workers=workers)
             assert status == 0, tail(output)
-            runs[num_processes, workers] = (results(tmp / "out", num_processes), (tmp / "out" / "version_0" / "metrics.csv").read_text())
+            runs[num_processes, workers] = (
+                results(tmp / "out", num_processes),
+                (tmp / "out" / "version_0" / "metrics.csv").read_text(),
+            )
         return runs[num_processes, workers]
 
     return get
@@ -91,10 +106,18 @@ def draw_kill_point(rng: random.Random, kind: str, num_processes: int) -> tuple[
     if kind == "epoch":
         epoch = rng.randrange(1, scenario.NUM_EPOCHS)
         return epoch * scenario.batches_per_epoch(num_processes), f"epoch:{epoch}"
-    # mid-epoch: a batch after the epoch's state saved at its second update, so the resume starts inside the epoch
+    # mid-epoch: a batch after the epoch's state saved at its second update, so the resume starts inside the
+    # epoch
     per_epoch = scenario.batches_per_epoch(num_processes)
-    mid_epoch = [b for b in inside + before_update if (b - 1) % per_epoch + 1 > 2 * scenario.ACCUMULATION_STEPS]
-    pools = {"inside-window": inside, "before-update": before_update, "write": inside + before_update, "mid-epoch": mid_epoch}
+    mid_epoch = [
+        b for b in inside + before_update if (b - 1) % per_epoch + 1 > 2 * scenario.ACCUMULATION_STEPS
+    ]
+    pools = {
+        "inside-window": inside,
+        "before-update": before_update,
+        "write": inside + before_update,
+        "mid-epoch": mid_epoch,
+    }
     batch = rng.choice(pools[kind])
     return batch, f"{'write' if kind == 'write' else 'batch'}:{batch}"
 
@@ -108,7 +131,12 @@ def draw_kill_points(rng: random.Random, kinds: list[str], num_processes: int) -
 
 
 def killed_and_resumed_ends_like_the_uninterrupted_run(
-    tmp_path, num_processes, kinds, uninterrupted, workers: int = 2, kill_points: list[str] | None = None,
+    tmp_path,
+    num_processes,
+    kinds,
+    uninterrupted,
+    workers: int = 2,
+    kill_points: list[str] | None = None,
     asynchronous: bool = False,
 ) -> None:
     """Kill a run at one point per kind (drawn at random; or at ``kill_points``), resume, compare.
@@ -121,15 +149,23 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(
         context = f"kill points {kill_points}, {workers} workers"
     out = tmp_path / "out"
     for kill_point in kill_points:
-        status, output = launch(out, num_processes, tmp_path, "--kill", kill_point, workers=workers, asynchronous=asynchronous)
-        assert status != 0 and "KILLED" in output, f"{context}: the launch to kill at {kill_point} was not killed\n{tail(output)}"
+        status, output = launch(
+            out, num_processes, tmp_path, "--kill", kill_point, workers=workers, asynchronous=asynchronous
+        )
+        assert status != 0 and "KILLED" in output, (
+            f"{context}: the launch to kill at {kill_point} was not killed\n{tail(output)}"
+        )
         assert not (out / "result_rank0.pt").exists()
         if asynchronous and kill_point.startswith("write"):
-            assert "(thread training-state-writer" in output, f"{context}: not killed in the background write\n{tail(output)}"
+            assert "(thread training-state-writer" in output, (
+                f"{context}: not killed in the background write\n{tail(output)}"
+            )
     status, output = launch(out, num_processes, tmp_path, workers=workers, asynchronous=asynchronous)
     assert status == 0, f"{context}\n{tail(output)}"
     assert "Resuming training run from" in output
-    assert "loading again the batches" not in output, "the resume replayed the epoch instead of skipping to its position"
+    assert "loading again the batches" not in output, (
+        "the resume replayed the epoch instead of skipping to its position"
+    )
 
     expected_results, expected_log = uninterrupted(num_processes, workers)
     for rank, (result, expected) in enumerate(zip(results(out, num_processes), expected_results)):
@@ -145,9 +181,14 @@ def killed_and_resumed_ends_like_the_uninterrupted_run(
 @pytest.mark.parametrize(
     ("kinds", "workers"),
     [(["inside-window", "epoch"], 2), (["before-update", "write", "mid-epoch"], 0)],
-    ids=["inside-a-window-and-at-an-epoch-end-two-workers", "before-an-update-mid-write-and-mid-epoch-no-workers"],
+    ids=[
+        "inside-a-window-and-at-an-epoch-end-two-workers",
+        "before-an-update-mid-write-and-mid-epoch-no-workers",
+    ],
 )
-def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, kinds, workers, uninterrupted):
+def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(
+    tmp_path, num_processes, kinds, workers, uninterrupted
+):
     """Each process count with both ways of loading: in two workers, and in the main process, where
     accelerate's dataloader (two processes) loads the batch after a save point before the save; one
     kill ("mid-epoch") is after a state saved inside its epoch, so that at least one resume starts
@@ -156,7 +197,9 @@ def test_a_run_killed_twice_ends_bitwise_like_the_uninterrupted_run(tmp_path, nu
 
 
 @ONE_PROCESS_AND_TWO
-def test_background_states_survive_a_kill_mid_write_and_resume_exactly(tmp_path, num_processes, uninterrupted):
+def test_background_states_survive_a_kill_mid_write_and_resume_exactly(
+    tmp_path, num_processes, uninterrupted
+):
     """States written in the background survive a kill mid-write and resume exactly.
 
     Every state written in the background (``asynchronous=True``): a SIGKILL halfway through one,
@@ -195,12 +238,16 @@ def test_a_resume_inside_an_epoch_keeps_the_next_epochs_data_order(tmp_path, uni
     epoch's 11th, and the resumed epoch (one look-ahead further) for its 12th, for which the
     shuffling sampler makes its draw at its end. The saved state of its generator, put back
     after that, undid the draw: epochs 2 to 5 were shuffled otherwise."""
-    killed_and_resumed_ends_like_the_uninterrupted_run(tmp_path, 2, [], uninterrupted, workers=2, kill_points=["batch:8"])
+    killed_and_resumed_ends_like_the_uninterrupted_run(
+        tmp_path, 2, [], uninterrupted, workers=2, kill_points=["batch:8"]
+    )
 
 
 @pytest.mark.slow
 @ONE_PROCESS_AND_TWO
-def test_a_run_killed_ten_times_ends_bitwise_like_the_uninterrupted_run(tmp_path, num_processes, uninterrupted):
+def test_a_run_killed_ten_times_ends_bitwise_like_the_uninterrupted_run(
+    tmp_path, num_processes, uninterrupted
+):
     """A run killed at ten random points in a row ends bitwise like the uninterrupted run.
 
     Ten kills, two or three of each kind, then the resume (twelve launches: minutes on two cores)."""
@@ -213,7 +260,11 @@ def _start(out: Path, num_processes: int, tmp_path: Path, *args: str) -> tuple[s
     log_path = tmp_path / f"signal-launch-{time.time_ns()}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command(out, num_processes, *args), cwd=REPO_ROOT, env=launch_env(tmp_path), stdout=log, stderr=subprocess.STDOUT
+            command(out, num_processes, *args),
+            cwd=REPO_ROOT,
+            env=launch_env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     return process, log_path
 
@@ -230,20 +281,26 @@ def _wait_for(path: Path, process: subprocess.Popen, log_path: Path, timeout_s: 
 @pytest.mark.parametrize(
     ("num_processes", "signal_number", "rank_signalled", "workers", "asynchronous"),
     [
-        (1, signal.SIGTERM, 0, 0, False), (1, signal.SIGINT, 0, 2, False), (2, signal.SIGTERM, 1, 0, False),
+        (1, signal.SIGTERM, 0, 0, False),
+        (1, signal.SIGINT, 0, 2, False),
+        (2, signal.SIGTERM, 1, 0, False),
         (2, signal.SIGTERM, 0, 0, True),
     ],
     ids=[
-        "sigterm-no-workers", "sigint-two-workers", "sigterm-to-one-of-two-processes-no-workers",
+        "sigterm-no-workers",
+        "sigint-two-workers",
+        "sigterm-to-one-of-two-processes-no-workers",
         "sigterm-to-two-processes-saving-in-the-background",
     ],
-)  # fmt: skip
+)
 def test_a_signal_saves_a_state_stops_cleanly_and_the_run_resumes_exactly(
     tmp_path, num_processes, signal_number, rank_signalled, workers, asynchronous, uninterrupted
 ):
     out = tmp_path / "out"
     extra = ["--asynchronous"] if asynchronous else []
-    process, log_path = _start(out, num_processes, tmp_path, "--slow-after", "5", "--workers", str(workers), *extra)
+    process, log_path = _start(
+        out, num_processes, tmp_path, "--slow-after", "5", "--workers", str(workers), *extra
+    )
     marker = out / f"ready_rank{rank_signalled}"
     _wait_for(marker, process, log_path)
     os.kill(int(marker.read_text()), signal_number)

@@ -56,11 +56,16 @@ def test_running_the_same_script_twice_keeps_both_runs_whole(tmp_path):
     for version, result in (("version_0", first), ("version_1", second)):
         folder = tmp_path / version
         assert sorted(path.name for path in folder.iterdir()) == [
-            "best_model.pt", "ema_model.pt", "metrics.csv", "metrics.jsonl"
-        ]  # fmt: skip
+            "best_model.pt",
+            "ema_model.pt",
+            "metrics.csv",
+            "metrics.jsonl",
+        ]
         with open(folder / "metrics.csv", newline="") as file:
             rows = list(csv.DictReader(file))
-        assert [float(row["train_loss_epoch"]) for row in rows if row["train_loss_epoch"]] == result.metrics["train_loss_epoch"]
+        assert [float(row["train_loss_epoch"]) for row in rows if row["train_loss_epoch"]] == result.metrics[
+            "train_loss_epoch"
+        ]
         epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert max(epochs) == len(result.metrics["train_loss_epoch"])
         assert safe_torch_load(folder / "best_model.pt")["epoch"] <= len(result.metrics["train_loss_epoch"])
@@ -68,10 +73,14 @@ def test_running_the_same_script_twice_keeps_both_runs_whole(tmp_path):
 
 def test_the_callbacks_say_where_their_run_writes(tmp_path):
     callbacks = the_script(tmp_path)
-    assert [callback.path for callback in callbacks[:2]] == [tmp_path / "metrics.csv", tmp_path / "metrics.jsonl"]
+    assert [callback.path for callback in callbacks[:2]] == [
+        tmp_path / "metrics.csv",
+        tmp_path / "metrics.jsonl",
+    ]
     result = run_tiny_training(callbacks=callbacks, num_epochs=1)
     assert [c.path for c in callbacks[:2]] + [c.save_path for c in callbacks[2:]] == [
-        tmp_path / "version_0" / name for name in ("metrics.csv", "metrics.jsonl", "best_model.pt", "ema_model.pt")
+        tmp_path / "version_0" / name
+        for name in ("metrics.csv", "metrics.jsonl", "best_model.pt", "ema_model.pt")
     ]
     # the same callbacks keep their folder for a later train() call and evaluate()
     result.trainer.train(result.trainer.train_dataset, num_epochs=1, eval_dataset=result.trainer.eval_dataset)
@@ -87,10 +96,14 @@ class CountSteps(TrainerCallback):
         self.count += 1
 
 
-@pytest.mark.parametrize("make_callback", [
-    lambda path: SaveBestModelCallback(path),
-    lambda path: ModelEmaCallback(save_path=path, evaluate_during_training=False),
-], ids=["save-best", "ema"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make_callback",
+    [
+        lambda path: SaveBestModelCallback(path),
+        lambda path: ModelEmaCallback(save_path=path, evaluate_during_training=False),
+    ],
+    ids=["save-best", "ema"],
+)
 def test_another_runs_checkpoint_is_never_replaced(tmp_path, make_callback):
     earlier = tmp_path / "model.pt"
     earlier.write_bytes(b"another run's checkpoint")
@@ -99,14 +112,18 @@ def test_another_runs_checkpoint_is_never_replaced(tmp_path, make_callback):
 
     callback = make_callback(earlier)
     run_tiny_training(callbacks=[callback], num_epochs=1)
-    assert callback.save_path == tmp_path / "version_1" / "model.pt" and callback.save_path.stat().st_size > 100
+    assert (
+        callback.save_path == tmp_path / "version_1" / "model.pt" and callback.save_path.stat().st_size > 100
+    )
     assert earlier.read_bytes() == b"another run's checkpoint"
     assert (tmp_path / "version_0" / "model.pt").read_bytes() == b"another run's version_0"
 
     # writing over it is a choice: refused before the first step with "error", done with "overwrite"
     steps = CountSteps()
     with pytest.raises(FileExistsError, match=r"model.pt already exists.*if_exists='overwrite'"):
-        run_tiny_training(callbacks=[type(callback)(**_with(callback, earlier, "error")), steps], num_epochs=1)
+        run_tiny_training(
+            callbacks=[type(callback)(**_with(callback, earlier, "error")), steps], num_epochs=1
+        )
     assert steps.count == 0 and earlier.read_bytes() == b"another run's checkpoint"
     overwriting = type(callback)(**_with(callback, earlier, "overwrite"))
     run_tiny_training(callbacks=[overwriting], num_epochs=1)
@@ -120,7 +137,9 @@ def _with(callback, path, if_exists) -> dict:
 
 def test_an_unknown_or_meaningless_if_exists_is_refused_at_creation(tmp_path):
     """An unknown or meaningless ``if_exists`` is refused when the callback is created."""
-    with pytest.raises(ValueError, match="if_exists must be one of 'new_version', 'error', 'overwrite'; got 'append'"):
+    with pytest.raises(
+        ValueError, match="if_exists must be one of 'new_version', 'error', 'overwrite'; got 'append'"
+    ):
         SaveBestModelCallback(tmp_path / "best.pt", if_exists="append")
     with pytest.raises(ValueError, match="CSVLoggerCallback: if_exists must be one of .*got 'replace'"):
         CSVLoggerCallback(tmp_path / "m.csv", if_exists="replace")
@@ -187,7 +206,9 @@ def test_trackers_share_the_runs_versioned_folder_with_the_file_loggers(tmp_path
     (tmp_path / "version_0" / "events").write_text("an earlier run's events")
     csv_logger, tracker = CSVLoggerCallback(tmp_path / "metrics.csv"), TrackerFolder(tmp_path)
     run_tiny_training(callbacks=[csv_logger, tracker], num_epochs=1)
-    assert tracker.folder == tmp_path / "version_1" and csv_logger.path == tmp_path / "version_1" / "metrics.csv"
+    assert (
+        tracker.folder == tmp_path / "version_1" and csv_logger.path == tmp_path / "version_1" / "metrics.csv"
+    )
 
 
 class TrackerWithState(TrainerCallback):
@@ -217,7 +238,9 @@ def test_a_resumed_run_continues_its_trackers_folder_a_new_run_the_next(tmp_path
     logs = tmp_path / "logs"
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     run_tiny_training(callbacks=[TrackerWithState(logs), saver], num_epochs=2)
-    resumed = TrackerWithState(logs)  # a new process: a fresh callback, which learns its folder from the state
+    resumed = TrackerWithState(
+        logs
+    )  # a new process: a fresh callback, which learns its folder from the state
     run_tiny_training(callbacks=[resumed], num_epochs=2, resume_from=saver.saved_paths[1])
     assert resumed.folder.path == logs / "version_0"
     fresh = TrackerWithState(logs)

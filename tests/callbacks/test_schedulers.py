@@ -16,7 +16,12 @@ import torch
 
 from pytorch_accelerated.schedulers import CosineLrScheduler, StatefulSchedulerBase, WSDLrScheduler
 from pytorch_accelerated.schedulers.wsd_scheduler import estimate_checkpoint_steps
-from pytorch_accelerated.trainer import TrainerCallback, TrainerPlaceholderValues, atomic_torch_save, safe_torch_load
+from pytorch_accelerated.trainer import (
+    TrainerCallback,
+    TrainerPlaceholderValues,
+    atomic_torch_save,
+    safe_torch_load,
+)
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
 from tests.core.helpers import LrRecorder
@@ -28,7 +33,9 @@ from . import scheduler_distributed_scenario as scenario
 
 def make_optimizer(*lrs, momentum=0.0):
     """SGD with one param group per lr."""
-    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs], momentum=momentum)
+    return torch.optim.SGD(
+        [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs], momentum=momentum
+    )
 
 
 def lr_history(scheduler, num_updates):
@@ -82,7 +89,12 @@ def wsd_lr(n, lr_max, start, lr_min, warmup, checkpoints, decays, decay_type, to
 # ---------------------------------------------------------------------------------------- cosine
 
 # 10 epochs of 4 updates: 8 warmup updates, 24 cosine updates, 8 cooldown updates.
-COSINE = {"total_num_epochs": 10, "num_update_steps_per_epoch": 4, "num_warmup_epochs": 2, "num_cooldown_epochs": 2}
+COSINE = {
+    "total_num_epochs": 10,
+    "num_update_steps_per_epoch": 4,
+    "num_warmup_epochs": 2,
+    "num_cooldown_epochs": 2,
+}
 COSINE_SHAPE = {"warmup": 8, "cooldown": 8, "total": 40}
 LR_MAX, START, LR_MIN = 0.1, 0.01, 0.001
 ABSOLUTE = {"lr_min": LR_MIN, "warmup_starting_lr": START}
@@ -106,7 +118,9 @@ def test_cosine_lr_at_every_phase_boundary(end_points):
     }
     for n, expected in expected_at.items():
         assert lrs[n] == pytest.approx(expected, rel=1e-12), n
-    assert lrs == pytest.approx([cosine_lr(n, LR_MAX, START, LR_MIN, **COSINE_SHAPE) for n in range(46)], rel=1e-12)
+    assert lrs == pytest.approx(
+        [cosine_lr(n, LR_MAX, START, LR_MIN, **COSINE_SHAPE) for n in range(46)], rel=1e-12
+    )
     assert scheduler.total_steps == 40 and scheduler.num_decay_steps == 24
 
 
@@ -133,7 +147,9 @@ def test_plain_cosine_starts_at_the_initial_lr_and_ends_at_the_minimum():
 
 
 def test_cosine_default_end_points_are_1e_6():
-    scheduler = CosineLrScheduler(make_optimizer(LR_MAX), total_num_epochs=2, num_update_steps_per_epoch=2, num_warmup_epochs=1)
+    scheduler = CosineLrScheduler(
+        make_optimizer(LR_MAX), total_num_epochs=2, num_update_steps_per_epoch=2, num_warmup_epochs=1
+    )
     assert scheduler.get_last_lr() == [1e-6]
     lrs_per_update(scheduler, 4)
     assert scheduler.get_last_lr() == [1e-6]
@@ -141,9 +157,13 @@ def test_cosine_default_end_points_are_1e_6():
 
 def test_fractional_epochs_are_rounded_to_whole_updates():
     scheduler = CosineLrScheduler(
-        make_optimizer(LR_MAX), total_num_epochs=4, num_update_steps_per_epoch=4,
-        num_warmup_epochs=0.5, num_cooldown_epochs=0.1, **ABSOLUTE,
-    )  # fmt: skip
+        make_optimizer(LR_MAX),
+        total_num_epochs=4,
+        num_update_steps_per_epoch=4,
+        num_warmup_epochs=0.5,
+        num_cooldown_epochs=0.1,
+        **ABSOLUTE,
+    )
     assert (scheduler.num_warmup_steps, scheduler.num_cooldown_steps) == (2, 1)  # 0.4 updates: at least one
     assert lrs_per_update(scheduler, 17) == pytest.approx(
         [cosine_lr(n, LR_MAX, START, LR_MIN, warmup=2, cooldown=1, total=16) for n in range(17)]
@@ -158,7 +178,9 @@ def test_cosine_with_param_groups_of_different_lrs(end_points):
     per_group = list(zip(*lr_history(scheduler, 41)))
     for lr_max, lrs in zip(lr_maxes, per_group):
         start, lr_min = (START, LR_MIN) if end_points is ABSOLUTE else (lr_max * 0.1, lr_max * 0.01)
-        assert list(lrs) == pytest.approx([cosine_lr(n, lr_max, start, lr_min, **COSINE_SHAPE) for n in range(41)])
+        assert list(lrs) == pytest.approx(
+            [cosine_lr(n, lr_max, start, lr_min, **COSINE_SHAPE) for n in range(41)]
+        )
     assert [group["initial_lr"] for group in optimizer.param_groups] == list(lr_maxes)
 
 
@@ -191,9 +213,15 @@ def test_create_scheduler_fn_fills_placeholders_and_checks_args_at_once():
     scheduler_fn = CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, min_lr_ratio=0.1, k_decay=2)
     assert isinstance(scheduler_fn, functools.partial) and scheduler_fn.func is CosineLrScheduler
     assert scheduler_fn.keywords["total_num_epochs"] is TrainerPlaceholderValues.NUM_EPOCHS
-    assert scheduler_fn.keywords["num_update_steps_per_epoch"] is TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH
+    assert (
+        scheduler_fn.keywords["num_update_steps_per_epoch"]
+        is TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH
+    )
     assert scheduler_fn.keywords["total_steps"] is TrainerPlaceholderValues.NUM_TRAINING_STEPS
-    assert WSDLrScheduler.create_scheduler_fn().keywords["total_steps"] is TrainerPlaceholderValues.NUM_TRAINING_STEPS
+    assert (
+        WSDLrScheduler.create_scheduler_fn().keywords["total_steps"]
+        is TrainerPlaceholderValues.NUM_TRAINING_STEPS
+    )
     with pytest.raises(ValueError, match="not both"):
         CosineLrScheduler.create_scheduler_fn(lr_min=1e-3, min_lr_ratio=0.1)
     with pytest.raises(ValueError, match="num_warmup_epochs"):
@@ -298,9 +326,13 @@ def test_the_base_class_reports_a_missing_field_and_a_wrong_value_count():
 def test_wsd_with_one_checkpoint_at_every_boundary(decay_type, end_points):
     # 100 updates: warmup 0-9, stable 10-79, decay 80-99 (20 updates), lr_min from 99 on.
     scheduler = WSDLrScheduler(
-        make_optimizer(LR_MAX), total_steps=100, num_warmup_steps=10, decay_phase_ratio=0.2,
-        decay_type=decay_type, **end_points,
-    )  # fmt: skip
+        make_optimizer(LR_MAX),
+        total_steps=100,
+        num_warmup_steps=10,
+        decay_phase_ratio=0.2,
+        decay_type=decay_type,
+        **end_points,
+    )
     assert scheduler.checkpoint_steps == (100,) and scheduler.decay_steps == (20,)
     lrs = lrs_per_update(scheduler, 110)
     shape = DECAY_SHAPES[decay_type]
@@ -324,7 +356,9 @@ def test_wsd_with_one_checkpoint_at_every_boundary(decay_type, end_points):
 def test_wsd_defaults_to_a_1_sqrt_decay():
     scheduler = WSDLrScheduler(make_optimizer(LR_MAX), total_steps=10, decay_phase_ratio=0.4, lr_min=0.0)
     assert scheduler.decay_type == "1-sqrt"
-    assert lrs_per_update(scheduler, 10)[6:] == pytest.approx([LR_MAX * (1 - (j / 4) ** 0.5) for j in range(1, 5)])
+    assert lrs_per_update(scheduler, 10)[6:] == pytest.approx(
+        [LR_MAX * (1 - (j / 4) ** 0.5) for j in range(1, 5)]
+    )
 
 
 @pytest.mark.parametrize("decay_type", ["1-sqrt", "linear"])
@@ -332,9 +366,14 @@ def test_wsd_with_three_checkpoints_at_every_boundary(decay_type):
     # checkpoints after 20, 40 and 80 updates (doubling); each decay is a quarter of its period.
     optimizer = make_optimizer(LR_MAX, 0.02)
     scheduler = WSDLrScheduler(
-        optimizer, total_steps=80, num_warmup_steps=4, decay_phase_ratio=0.25, num_checkpoints=3,
-        decay_type=decay_type, **RATIOS,
-    )  # fmt: skip
+        optimizer,
+        total_steps=80,
+        num_warmup_steps=4,
+        decay_phase_ratio=0.25,
+        num_checkpoints=3,
+        decay_type=decay_type,
+        **RATIOS,
+    )
     assert scheduler.checkpoint_steps == (20, 40, 80) and scheduler.decay_steps == (5, 5, 10)
     lrs = lrs_per_update(scheduler, 90)
     shape = DECAY_SHAPES[decay_type]
@@ -360,7 +399,8 @@ def test_wsd_with_three_checkpoints_at_every_boundary(decay_type):
     for n, expected in expected_at.items():
         assert lrs[n] == pytest.approx(expected, rel=1e-12), n
     assert lrs == pytest.approx(
-        [wsd_lr(n, LR_MAX, START, LR_MIN, 4, (20, 40, 80), (5, 5, 10), decay_type, 80) for n in range(90)], rel=1e-12
+        [wsd_lr(n, LR_MAX, START, LR_MIN, 4, (20, 40, 80), (5, 5, 10), decay_type, 80) for n in range(90)],
+        rel=1e-12,
     )
     # the second group follows the same shape from its own lr
     assert scheduler.get_last_lr() == pytest.approx([LR_MIN, 0.02 * 0.01])
@@ -368,14 +408,22 @@ def test_wsd_with_three_checkpoints_at_every_boundary(decay_type):
 
 def test_wsd_with_checkpoint_fractions_and_rounding():
     scheduler = WSDLrScheduler(
-        make_optimizer(LR_MAX), total_steps=50, decay_phase_ratio=0.1, checkpoint_fractions=(0.3, 0.6, 1.0),
-        lr_min=LR_MIN, decay_type="linear",
-    )  # fmt: skip
+        make_optimizer(LR_MAX),
+        total_steps=50,
+        decay_phase_ratio=0.1,
+        checkpoint_fractions=(0.3, 0.6, 1.0),
+        lr_min=LR_MIN,
+        decay_type="linear",
+    )
     # periods of 15, 15 and 20 updates: decays of round(1.5) = 2, 2 and 2 updates
     assert scheduler.checkpoint_steps == (15, 30, 50) and scheduler.decay_steps == (2, 2, 2)
     lrs = lrs_per_update(scheduler, 52)
-    assert lrs == pytest.approx([wsd_lr(n, LR_MAX, None, LR_MIN, 0, (15, 30, 50), (2, 2, 2), "linear", 50) for n in range(52)])
-    assert [lrs[n] for n in (12, 13, 14, 15)] == pytest.approx([LR_MAX, (LR_MAX + LR_MIN) / 2, LR_MIN, LR_MAX])
+    assert lrs == pytest.approx(
+        [wsd_lr(n, LR_MAX, None, LR_MIN, 0, (15, 30, 50), (2, 2, 2), "linear", 50) for n in range(52)]
+    )
+    assert [lrs[n] for n in (12, 13, 14, 15)] == pytest.approx(
+        [LR_MAX, (LR_MAX + LR_MIN) / 2, LR_MIN, LR_MAX]
+    )
 
 
 def test_wsd_state_round_trip_mid_schedule_continues_identically(tmp_path):
@@ -397,7 +445,10 @@ def test_wsd_state_round_trip_mid_schedule_continues_identically(tmp_path):
         ({"decay_phase_ratio": 0}, "decay_phase_ratio must be a number in"),
         ({"decay_phase_ratio": 1.2}, "decay_phase_ratio must be a number in"),
         ({"decay_type": "sqrt"}, "decay_type must be one of"),
-        ({"num_checkpoints": 2, "checkpoint_fractions": (0.5, 1.0)}, "num_checkpoints or checkpoint_fractions"),
+        (
+            {"num_checkpoints": 2, "checkpoint_fractions": (0.5, 1.0)},
+            "num_checkpoints or checkpoint_fractions",
+        ),
         ({"num_checkpoints": 0}, "num_checkpoints must be a positive integer"),
         ({"checkpoint_fractions": (0.5, 0.8)}, "ending with 1.0"),
         ({"checkpoint_fractions": (0.6, 0.5, 1.0)}, "increasing"),
@@ -418,10 +469,14 @@ def test_wsd_argument_errors(kwargs, message):
 # ---------------------------------------------------------------------------------------- 0.1.61's calls
 
 
-@pytest.mark.parametrize("make", [
-    lambda: CosineLrScheduler(make_optimizer(LR_MAX), **COSINE, **ABSOLUTE),
-    lambda: WSDLrScheduler(make_optimizer(LR_MAX), total_steps=40, num_warmup_steps=8, **ABSOLUTE),
-], ids=["cosine", "wsd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CosineLrScheduler(make_optimizer(LR_MAX), **COSINE, **ABSOLUTE),
+        lambda: WSDLrScheduler(make_optimizer(LR_MAX), total_steps=40, num_warmup_steps=8, **ABSOLUTE),
+    ],
+    ids=["cosine", "wsd"],
+)
 def test_step_update_sets_the_lr_after_n_updates_and_counts_from_there(make):
     """``step_update`` sets the LR that follows n updates and counts from there."""
     stepped, jumped = make(), make()
@@ -465,6 +520,7 @@ def test_estimate_checkpoint_steps_spaces_them_by_doubling_up_to_the_end():
 
 def test_wsd_default_warmup_is_1_percent_cut_short_at_the_first_decay():
     """WSD ``num_warmup_steps=None`` is 1 percent cut short at the first decay."""
+
     def warmup(**kwargs):
         return WSDLrScheduler(make_optimizer(LR_MAX), num_warmup_steps=None, **kwargs).num_warmup_steps
 
@@ -482,10 +538,16 @@ def test_wsd_lr_min_above_an_initial_lr_names_min_lr_ratio():
 
 # 0.1.61's CosineLrScheduler.state_dict() after 13 updates of a 40-update schedule: it counted from -1
 COSINE_STATE_0161 = {
-    "total_iterations": 40, "lr_min_ratio": None, "lr_min": LR_MIN, "warmup_iterations": 8,
-    "warmup_lr_init": 1e-6, "warmup_lr_ratio": START / LR_MAX, "k_decay": 1.5, "num_cooldown_iterations": 8,
+    "total_iterations": 40,
+    "lr_min_ratio": None,
+    "lr_min": LR_MIN,
+    "warmup_iterations": 8,
+    "warmup_lr_init": 1e-6,
+    "warmup_lr_ratio": START / LR_MAX,
+    "k_decay": 1.5,
+    "num_cooldown_iterations": 8,
     "num_updates": 12,
-}  # fmt: skip
+}
 
 
 def test_a_0161_cosine_state_is_read_as_these_settings_with_its_count_kept():
@@ -504,9 +566,14 @@ def test_a_0161_wsd_state_with_inverse_proportional_decay_is_refused():
     scheduler = WSDLrScheduler(make_optimizer(LR_MAX), total_steps=10)
     before = scheduler.state_dict()
     state_0161 = {
-        "total_steps": 100, "num_warmup_steps": 0, "decay_phase_ratio": 0.1, "lr_min": 1e-6,
-        "warmup_starting_lr": 1e-6, "use_inverse_sqrt_decay": False, "num_checkpoints": 1,
-    }  # fmt: skip
+        "total_steps": 100,
+        "num_warmup_steps": 0,
+        "decay_phase_ratio": 0.1,
+        "lr_min": 1e-6,
+        "warmup_starting_lr": 1e-6,
+        "use_inverse_sqrt_decay": False,
+        "num_checkpoints": 1,
+    }
     with pytest.raises(ValueError, match="use_inverse_sqrt_decay=False.*load_scheduler=False"):
         scheduler.load_state_dict(state_0161)
     with pytest.raises(ValueError, match="runs into the decay"):
@@ -523,13 +590,17 @@ TINY_RUN = {"num_samples": 44, "per_device_batch_size": 4, "gradient_accumulatio
 def test_a_cosine_schedule_completes_exactly_in_a_training_run():
     recorder = LrRecorder()
     result = run_tiny_training(
-        callbacks=[recorder], num_epochs=3, **TINY_RUN,
+        callbacks=[recorder],
+        num_epochs=3,
+        **TINY_RUN,
         create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(
             num_warmup_epochs=1, num_cooldown_epochs=1, min_lr_ratio=0.1, warmup_starting_lr_ratio=0.2
         ),
-    )  # fmt: skip
+    )
     trainer = result.trainer
-    assert trainer.completed_update_steps == trainer.scheduler.num_updates == trainer.scheduler.total_steps == 18
+    assert (
+        trainer.completed_update_steps == trainer.scheduler.num_updates == trainer.scheduler.total_steps == 18
+    )
     expected = [cosine_lr(n, 0.05, 0.01, 0.005, warmup=6, cooldown=6, total=18) for n in range(19)]
     assert recorder.used == pytest.approx(expected[:18])
     assert recorder.after == pytest.approx(expected[1:])
@@ -539,9 +610,12 @@ def test_a_cosine_schedule_completes_exactly_in_a_training_run():
 def test_a_schedule_ends_with_a_run_cut_short_by_max_num_train_steps():
     recorder = LrRecorder()
     result = run_tiny_training(
-        callbacks=[recorder], num_epochs=5, max_num_train_steps=9, **TINY_RUN,
+        callbacks=[recorder],
+        num_epochs=5,
+        max_num_train_steps=9,
+        **TINY_RUN,
         create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, lr_min=1e-3),
-    )  # fmt: skip
+    )
     # 2 epochs are started (12 updates) but the run stops after 9: the schedule ends there.
     assert result.trainer.run_config.num_epochs == 2
     assert result.trainer.completed_update_steps == result.trainer.scheduler.total_steps == 9
@@ -552,11 +626,13 @@ def test_a_schedule_ends_with_a_run_cut_short_by_max_num_train_steps():
 def test_a_wsd_schedule_completes_exactly_in_a_training_run():
     recorder = LrRecorder()
     result = run_tiny_training(
-        callbacks=[recorder], num_epochs=4, **TINY_RUN,
+        callbacks=[recorder],
+        num_epochs=4,
+        **TINY_RUN,
         create_scheduler_fn=WSDLrScheduler.create_scheduler_fn(
             num_warmup_steps=2, decay_phase_ratio=0.25, num_checkpoints=2, min_lr_ratio=0.0
         ),
-    )  # fmt: skip
+    )
     # 24 updates, checkpoints after 12 and 24, decays of 3 updates.
     scheduler = result.trainer.scheduler
     assert scheduler.checkpoint_steps == (12, 24) and result.trainer.completed_update_steps == 24
@@ -588,15 +664,21 @@ def test_a_run_resumed_from_a_trainer_checkpoint_continues_the_schedule(tmp_path
     scheduler_fn = CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, k_decay=2, min_lr_ratio=0.1)
     full_run = LrRecorder()
     run_tiny_training(
-        callbacks=[full_run, SaveAfterUpdates(path, 6)], num_epochs=3, with_eval=False,
-        create_scheduler_fn=scheduler_fn, **TINY_RUN,
-    )  # fmt: skip
+        callbacks=[full_run, SaveAfterUpdates(path, 6)],
+        num_epochs=3,
+        with_eval=False,
+        create_scheduler_fn=scheduler_fn,
+        **TINY_RUN,
+    )
     # The remaining 2 epochs: the loaded state brings back the 3-epoch schedule at update 6.
     resumed_run = LrRecorder()
     run_tiny_training(
-        callbacks=[ResumeFrom(path), resumed_run], num_epochs=2, with_eval=False,
-        create_scheduler_fn=scheduler_fn, **TINY_RUN,
-    )  # fmt: skip
+        callbacks=[ResumeFrom(path), resumed_run],
+        num_epochs=2,
+        with_eval=False,
+        create_scheduler_fn=scheduler_fn,
+        **TINY_RUN,
+    )
     assert resumed_run.used == pytest.approx(full_run.used[6:], rel=1e-12)
     assert resumed_run.after[-1] == pytest.approx(0.005)
 
@@ -625,12 +707,28 @@ def launch_scenario(out_dir):
     }
     env["OMP_NUM_THREADS"] = "1"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(NUM_PROCESSES),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        scenario.__file__, str(out_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(NUM_PROCESSES),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        scenario.__file__,
+        str(out_dir),
+    ]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
@@ -657,7 +755,12 @@ def test_the_cosine_schedule_completes_on_two_processes_with_uneven_data(tmp_pat
     for rank, result in enumerate(found):
         assert (result["num_processes"], result["process_index"]) == (NUM_PROCESSES, rank)
         assert result["train_dataloader_len"] == 6
-        assert result["completed_update_steps"] == result["scheduler_num_updates"] == result["scheduler_total_steps"] == 12
+        assert (
+            result["completed_update_steps"]
+            == result["scheduler_num_updates"]
+            == result["scheduler_total_steps"]
+            == 12
+        )
         assert result["used_lrs"] == pytest.approx(expected[:12], rel=1e-12)
         assert result["lrs_after_updates"] == pytest.approx(expected[1:], rel=1e-12)
         assert result["lrs_after_updates"][-1] == pytest.approx(lr_min)

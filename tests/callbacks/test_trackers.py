@@ -81,9 +81,13 @@ class FirstStepClock(TrainerCallback):
 def mlflow_env(monkeypatch):
     """No MLflow setting of the test process leaks in, and none the callback sets leaks out."""
     for name in (
-        "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_ALLOW_FILE_STORE",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    ):  # fmt: skip
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_RUN_ID",
+        "MLFLOW_ALLOW_FILE_STORE",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    ):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     yield
@@ -123,7 +127,9 @@ def wandb_records(wandb_dir: Path, timeout_s: float = 60) -> list:
     on its own, and may still be writing it when ``run.finish()`` has returned."""
     deadline = time.monotonic() + timeout_s
     while True:
-        runs = [read_wandb_run_file(path) for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+        runs = [
+            read_wandb_run_file(path) for path in sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))
+        ]
         complete = all(any(r.WhichOneof("record_type") == "exit" for r in records) for records in runs)
         if runs and complete or time.monotonic() > deadline:
             return [record for records in runs for record in records]
@@ -165,7 +171,11 @@ def wandb_history(records) -> list[dict]:
         return item.key or "/".join(item.nested_key)
 
     return [
-        {key(item): json.loads(item.value_json) for item in record.history.item if not key(item).startswith("_")}
+        {
+            key(item): json.loads(item.value_json)
+            for item in record.history.item
+            if not key(item).startswith("_")
+        }
         | {"_step": record.history.step.num}
         for record in records
         if record.WhichOneof("record_type") == "history"
@@ -180,7 +190,10 @@ def test_tensorboard_gets_scalars_at_their_update_step_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     callback = TrackerCallback(
-        "tensorboard", project_name="tiny", logging_dir=tmp_path, config={"seed": 7, "data": "tiny"},
+        "tensorboard",
+        project_name="tiny",
+        logging_dir=tmp_path,
+        config={"seed": 7, "data": "tiny"},
         log_every_n_steps=4,
     )
     result = run_tiny_training(callbacks=[callback], num_epochs=2)
@@ -213,7 +226,10 @@ def test_running_the_script_again_writes_a_new_version_folder(tmp_path):
     run_tiny_training(callbacks=[second], num_epochs=1)
 
     assert second.run_folder(None) == tmp_path / "version_1"
-    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "version_0").rglob("*") if p.is_file()) == first_files
+    assert (
+        sorted(p.relative_to(tmp_path) for p in (tmp_path / "version_0").rglob("*") if p.is_file())
+        == first_files
+    )
     for version in ("version_0", "version_1"):
         events = EventAccumulator(str(tmp_path / version / "tiny"))
         events.Reload()
@@ -308,7 +324,9 @@ def test_wandb_offline_run_holds_every_metric_at_its_step_and_the_config(tmp_pat
 # ---------------------------------------------------------------------------------------- ways out of train()
 
 
-@pytest.mark.parametrize("error, mlflow_status", [(RuntimeError("crash"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+@pytest.mark.parametrize(
+    "error, mlflow_status", [(RuntimeError("crash"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
 def test_a_crash_mid_run_ends_every_tracker(tmp_path, monkeypatch, mlflow_env, error, mlflow_status):
     import mlflow
 
@@ -324,7 +342,9 @@ def test_a_crash_mid_run_ends_every_tracker(tmp_path, monkeypatch, mlflow_env, e
     assert mlflow.active_run() is None
     assert mlflow_client(tmp_path / "mlruns").get_run(callback.run_ids["mlflow"]).info.status == mlflow_status
     if HAS_WANDB:
-        (exit_record,) = [r.exit for r in wandb_records(tmp_path / "version_0") if r.WhichOneof("record_type") == "exit"]
+        (exit_record,) = [
+            r.exit for r in wandb_records(tmp_path / "version_0") if r.WhichOneof("record_type") == "exit"
+        ]
         assert exit_record.exit_code == 1
 
 
@@ -345,7 +365,9 @@ def test_a_tracker_failing_to_end_after_a_crash_leaves_the_crash_raised(tmp_path
 
 def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
     own = RecordingTracker()
-    callback = TrackerCallback(["mlflow", own], logging_dir=tmp_path, log_every_n_steps=None)  # epoch values only
+    callback = TrackerCallback(
+        ["mlflow", own], logging_dir=tmp_path, log_every_n_steps=None
+    )  # epoch values only
     run_tiny_training(callbacks=[StopAtEpochEnd(), callback], num_epochs=3)
     assert own.kinds() == ["start", "config", "log", "finish"]
     step, values = own.calls[2][1:]
@@ -353,7 +375,8 @@ def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
     assert mlflow_client(tmp_path / "mlruns").get_run(callback.run_ids["mlflow"]).info.status == "FINISHED"
 
 
-# ---------------------------------------------------------------------------------------- a tracker that is down
+# ---------------------------------------------------------------------------------------- a tracker that is
+# down
 
 
 @pytest.mark.timeout(120)  # without a bounded check, MLflow retries an unreachable server for minutes
@@ -362,7 +385,10 @@ def test_an_unreachable_mlflow_server_is_warned_about_and_training_starts(tmp_pa
     uri = f"http://127.0.0.1:{free_port()}"  # a closed port: nothing listens there
     own, clock = RecordingTracker(), FirstStepClock()
     callback = TrackerCallback(
-        ["mlflow", own], logging_dir=tmp_path, init_kwargs={"mlflow": {"tracking_uri": uri}}, log_every_n_steps=None
+        ["mlflow", own],
+        logging_dir=tmp_path,
+        init_kwargs={"mlflow": {"tracking_uri": uri}},
+        log_every_n_steps=None,
     )
     started = time.perf_counter()
     with pytest.warns(UserWarning, match=re.escape(f"the MLflow tracking server {uri} is unreachable")):
@@ -388,7 +414,9 @@ def test_a_tracker_failing_mid_run_is_dropped_with_a_warning(tmp_path):
     """A tracker that fails mid-run is dropped with a warning and training goes on."""
     failing, healthy = RecordingTracker(fail_from_step=UPDATES_PER_EPOCH * 2), RecordingTracker()
     callback = TrackerCallback([failing, healthy], logging_dir=tmp_path, log_every_n_steps=None)
-    with pytest.warns(UserWarning, match="the recording tracker failed to log .*the tracking server went away"):
+    with pytest.warns(
+        UserWarning, match="the recording tracker failed to log .*the tracking server went away"
+    ):
         result = run_tiny_training(callbacks=[callback], num_epochs=3)
     assert len(result.metrics["train_loss_epoch"]) == 3
     assert [call[1] for call in healthy.calls if call[0] == "log"] == [8, 16, 24]
@@ -402,7 +430,9 @@ def test_a_tracker_failing_mid_run_is_dropped_with_a_warning(tmp_path):
 # ---------------------------------------------------------------------------------------- set-up errors
 
 
-@pytest.mark.parametrize("name", ["wandb", "comet_ml", "aim", "clearml", "dvclive", "trackio", "mlflow", "tensorboard"])
+@pytest.mark.parametrize(
+    "name", ["wandb", "comet_ml", "aim", "clearml", "dvclive", "trackio", "mlflow", "tensorboard"]
+)
 def test_a_tracker_whose_package_is_missing_names_its_extra_at_creation(monkeypatch, name):
     """A tracker whose package is missing names its extra when the callback is created."""
     monkeypatch.setitem(sys.modules, name, None)  # what importing an uninstalled package does
@@ -424,9 +454,7 @@ def test_bad_arguments_are_refused_when_the_callback_is_created(tmp_path):
 # ---------------------------------------------------------------------------------------- two processes
 
 
-def test_on_two_processes_only_main_writes_and_unreachable_stops_both(
-    tmp_path, mlflow_env, monkeypatch
-):
+def test_on_two_processes_only_main_writes_and_unreachable_stops_both(tmp_path, mlflow_env, monkeypatch):
     """On two processes only the main one writes and an unreachable server stops both."""
     results, _ = run_scenario_on_two_processes(scenario.__file__, tmp_path)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # to read the store the processes wrote
@@ -439,7 +467,9 @@ def test_on_two_processes_only_main_writes_and_unreachable_stops_both(
     events.Reload()
     updates = results[0]["completed_update_steps"]
     assert [s.step for s in events.Scalars("train_loss_epoch")] == [updates // 2, updates]
-    assert [s.value for s in events.Scalars("train_loss_epoch")] == pytest.approx(results[1]["train_loss_epoch"])
+    assert [s.value for s in events.Scalars("train_loss_epoch")] == pytest.approx(
+        results[1]["train_loss_epoch"]
+    )
 
     client = mlflow_client(out / "logs" / "mlruns")
     (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
@@ -488,9 +518,13 @@ def test_tensorboard_gets_an_image_tensor_as_image_a_vector_as_histogram(tmp_pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     callback = TrackerCallback("tensorboard", project_name="tiny", logging_dir=tmp_path)
-    run_tiny_training(callbacks=[RecordsAnImageAndAVector(), callback, DrawsWithTheWriter(callback)], num_epochs=2)
+    run_tiny_training(
+        callbacks=[RecordsAnImageAndAVector(), callback, DrawsWithTheWriter(callback)], num_epochs=2
+    )
 
-    events = EventAccumulator(str(tmp_path / "version_0" / "tiny"), size_guidance={"images": 0, "histograms": 0})
+    events = EventAccumulator(
+        str(tmp_path / "version_0" / "tiny"), size_guidance={"images": 0, "histograms": 0}
+    )
     events.Reload()
     epoch_ends = [UPDATES_PER_EPOCH, 2 * UPDATES_PER_EPOCH]
     images = [(image.step, image.width, image.height) for image in events.Images("sample")]
@@ -522,7 +556,9 @@ def test_get_tracker_names_what_it_has_and_is_empty_on_the_other_processes(tmp_p
             seen.append(callback.get_tracker("tensorboard"))
 
     run_tiny_training(callbacks=[callback, Reaches()], num_epochs=1, trainer_class=NotMainProcessTrainer)
-    assert type(seen[0]) is GeneralTracker, "another process: accelerate's empty tracker, whose calls do nothing"
+    assert type(seen[0]) is GeneralTracker, (
+        "another process: accelerate's empty tracker, whose calls do nothing"
+    )
 
 
 def test_with_no_options_a_tracker_logs_the_loss_and_the_lr_about_20_times(tmp_path):
@@ -546,7 +582,9 @@ def test_the_default_cadence_reads_the_device_only_at_the_updates_it_logs(tmp_pa
     reads_without_tracker = len(reads)
     reads.clear()
     run_tiny_training(callbacks=[TrackerCallback(RecordingTracker(), logging_dir=tmp_path)], num_epochs=8)
-    assert len(reads) - reads_without_tracker == len(range(3, 65, 3)), "one read per logged update, none between"
+    assert len(reads) - reads_without_tracker == len(range(3, 65, 3)), (
+        "one read per logged update, none between"
+    )
 
 
 def test_with_a_learning_rate_monitor_the_lr_is_recorded_once_per_update(tmp_path):
@@ -554,8 +592,9 @@ def test_with_a_learning_rate_monitor_the_lr_is_recorded_once_per_update(tmp_pat
 
     own = RecordingTracker()
     callbacks = [
-        LearningRateMonitorCallback(), TrackerCallback(own, logging_dir=tmp_path),
+        LearningRateMonitorCallback(),
+        TrackerCallback(own, logging_dir=tmp_path),
         CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2),
-    ]  # fmt: skip
+    ]
     result = run_tiny_training(callbacks=callbacks, num_epochs=2)
     assert [record.step for record in result.run_history.get_metric_records("lr")] == list(range(1, 17))

@@ -25,13 +25,22 @@ class ModeAfterUpdate(TrainerCallback):
 def test_step_based_evaluation_runs_every_n_updates_then_training_goes_on():
     """Step-based evaluation evaluates every n updates and returns to training."""
     modes = ModeAfterUpdate()
-    result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), modes], num_epochs=2)
+    result = run_tiny_training(
+        callbacks=[StepBasedEvaluationCallback(eval_every_n_steps=3), modes], num_epochs=2
+    )
     # 8 updates per epoch, 16 in all: evaluations after updates 3, 6, 9, 12, 15
     records = result.trainer.run_history.get_metric_records("step_eval_loss")
     assert [(r.step, r.epoch, r.evaluation) for r in records] == [
-        (3, 1, "step"), (6, 1, "step"), (9, 2, "step"), (12, 2, "step"), (15, 2, "step")]  # fmt: skip
+        (3, 1, "step"),
+        (6, 1, "step"),
+        (9, 2, "step"),
+        (12, 2, "step"),
+        (15, 2, "step"),
+    ]
     assert "eval_loss" not in result.metrics  # kept apart from evaluate() and from validation:
-    assert [r.evaluation for r in result.trainer.run_history.get_metric_records("eval_loss_epoch")] == ["validation"] * 2
+    assert [r.evaluation for r in result.trainer.run_history.get_metric_records("eval_loss_epoch")] == [
+        "validation"
+    ] * 2
     assert all(modes.modes)
 
 
@@ -48,22 +57,31 @@ def test_limit_batches_and_eval_steps():
 
 
 def test_limit_batches_finishes_the_accumulation_window():
-    result = run_tiny_training(callbacks=[LimitBatchesCallback(3)], num_epochs=1, gradient_accumulation_steps=2)
+    result = run_tiny_training(
+        callbacks=[LimitBatchesCallback(3)], num_epochs=1, gradient_accumulation_steps=2
+    )
     assert result.events.count("on_train_step_end") == 4
     assert result.trainer.completed_update_steps == 2
 
 
-@pytest.mark.parametrize("callback_class, argument", [(LimitBatchesCallback, 0), (LimitEvalStepsCallback, 0), (StepBasedEvaluationCallback, 0)])
+@pytest.mark.parametrize(
+    "callback_class, argument",
+    [(LimitBatchesCallback, 0), (LimitEvalStepsCallback, 0), (StepBasedEvaluationCallback, 0)],
+)
 def test_limits_reject_non_positive_values(callback_class, argument):
     with pytest.raises(ValueError, match=">= 1"):
         callback_class(argument)
 
 
 def test_sync_batchnorm_conversion_keeps_parameters_and_trains():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
     parameters = list(model.parameters())
     optimizer = torch.optim.SGD(parameters, lr=0.1)
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[ConvertSyncBatchNormCallback()])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[ConvertSyncBatchNormCallback()]
+    )
     assert isinstance(trainer.model[1], torch.nn.SyncBatchNorm)
     assert list(trainer.model.parameters()) == parameters
     before = trainer.model[1].weight.detach().clone()
@@ -72,7 +90,9 @@ def test_sync_batchnorm_conversion_keeps_parameters_and_trains():
 
 
 def test_a_limited_mid_epoch_evaluation_does_not_end_the_training_epoch():
-    result = run_tiny_training(callbacks=[StepBasedEvaluationCallback(2), LimitEvalStepsCallback(1)], num_epochs=1)
+    result = run_tiny_training(
+        callbacks=[StepBasedEvaluationCallback(2), LimitEvalStepsCallback(1)], num_epochs=1
+    )
     assert result.trainer.completed_update_steps == 8  # the whole epoch, despite the evaluations ending early
     assert len(result.metrics["step_eval_loss"]) == 4
 
@@ -120,7 +140,10 @@ def test_overfit_batches_repeats_the_same_batches_and_drives_the_loss_down():
 
     counts = CountsBatches()
     result = run_tiny_training(
-        callbacks=[counts, OverfitBatches(2)], num_epochs=30, lr=0.3, train_dataloader_kwargs={"shuffle": False}
+        callbacks=[counts, OverfitBatches(2)],
+        num_epochs=30,
+        lr=0.3,
+        train_dataloader_kwargs={"shuffle": False},
     )
     assert counts.train == [2] * 30 and counts.eval == [2] * 30
     assert all(torch.equal(a, b) for epoch in counts.inputs for a, b in zip(epoch, counts.inputs[0]))
@@ -133,6 +156,8 @@ def test_overfit_batches_refuses_a_shuffling_dataloader_before_step_1():
     from pytorch_accelerated.callbacks import OverfitBatches
 
     counts = CountsBatches()
-    with pytest.raises(ValueError, match=r"pass train\(\.\.\., train_dataloader_kwargs=\{'shuffle': False\}\)"):
+    with pytest.raises(
+        ValueError, match=r"pass train\(\.\.\., train_dataloader_kwargs=\{'shuffle': False\}\)"
+    ):
         run_tiny_training(callbacks=[counts, OverfitBatches(2)], num_epochs=2)
     assert counts.train == []

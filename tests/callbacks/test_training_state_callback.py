@@ -21,7 +21,13 @@ from pytorch_accelerated.callbacks import (
     SaveTrainingStateCallback,
 )
 from pytorch_accelerated.schedulers import CosineLrScheduler
-from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, list_training_states, seed_everything
+from pytorch_accelerated.trainer import (
+    StopTrainingError,
+    Trainer,
+    TrainerCallback,
+    list_training_states,
+    seed_everything,
+)
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
 from .helpers import Crash, CrashAtUpdate
@@ -42,20 +48,29 @@ def keep_signal_handlers():
 def make_model():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 3))
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 3)
+        )
 
 
 def train(callbacks, num_epochs=3, resume_from=None, scheduler=True):
     seed_everything(3)
     model = make_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=callbacks)
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        callbacks=callbacks,
+    )
     trainer.train(
         make_tiny_dataset(NUM_SAMPLES),
         num_epochs=num_epochs,
         eval_dataset=make_tiny_dataset(16, seed=1),
         per_device_batch_size=BATCH_SIZE,
         gradient_accumulation_steps=ACCUMULATION,
-        create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5) if scheduler else None,
+        create_scheduler_fn=(
+            CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5) if scheduler else None
+        ),
         resume_from=resume_from,
     )
     return trainer
@@ -65,7 +80,9 @@ def train(callbacks, num_epochs=3, resume_from=None, scheduler=True):
 
 
 def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, save_every_n_epochs=2, max_checkpoints=None)
+    saver = SaveTrainingStateCallback(
+        tmp_path, save_every_n_steps=3, save_every_n_epochs=2, max_checkpoints=None
+    )
     train([saver])
     assert [path.name for path in saver.saved_paths] == [
         "step-00000000-start",
@@ -82,7 +99,9 @@ def test_saves_at_the_start_every_n_steps_every_epoch_and_at_the_end(tmp_path):
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["synchronous", "asynchronous"])
 def test_keeps_only_the_newest_states(tmp_path, asynchronous):
-    saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, max_checkpoints=2, asynchronous=asynchronous)
+    saver = SaveTrainingStateCallback(
+        tmp_path, save_every_n_steps=1, max_checkpoints=2, asynchronous=asynchronous
+    )
     train([saver])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000012", "step-00000012-end"]
 
@@ -100,7 +119,9 @@ def test_background_states_resume_exactly_and_never_fewer_are_kept(tmp_path):
 
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, max_checkpoints=2, asynchronous=True)
     train([saver, CountsCompleteStates()])
-    kept_from = complete_counts.index(2)  # how many are complete depends on how fast the writes go; never fewer than 2 again
+    kept_from = complete_counts.index(
+        2
+    )  # how many are complete depends on how fast the writes go; never fewer than 2 again
     assert 2 <= min(complete_counts[kept_from:]) and max(complete_counts) <= 3, complete_counts
     older_kept = list_training_states(tmp_path)[0]
     assert older_kept != saver.saved_paths[-1]
@@ -126,12 +147,16 @@ def test_a_state_every_n_minutes_uses_the_main_process_clock(tmp_path, monkeypat
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_minutes=1)
     train([TwentySecondsPerUpdate(), saver], num_epochs=2)
     assert [path.name for path in saver.saved_paths] == [
-        "step-00000000-start", "step-00000003", "step-00000006", "step-00000008-end"
-    ]  # fmt: skip
+        "step-00000000-start",
+        "step-00000003",
+        "step-00000006",
+        "step-00000008-end",
+    ]
 
 
 def test_a_run_stopped_early_saves_a_state_that_resumes_to_the_same_end(tmp_path):
     """A run stopped early ends with a stopped state that resumes to the same end."""
+
     class StopAtUpdate6(TrainerCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps == 6:
@@ -140,7 +165,9 @@ def test_a_run_stopped_early_saves_a_state_that_resumes_to_the_same_end(tmp_path
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)
     expected = final_state(train([StopAtUpdate6(), saver]))
     assert saver.saved_paths[-1].name == "step-00000006-stopped"
-    resumed = train([StopAtUpdate6(), SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], resume_from="latest")
+    resumed = train(
+        [StopAtUpdate6(), SaveTrainingStateCallback(tmp_path, save_every_n_steps=4)], resume_from="latest"
+    )
     assert resumed.completed_update_steps == 6
     assert_bitwise_equal(final_state(resumed), expected)
 
@@ -170,7 +197,11 @@ def test_a_new_run_refuses_a_folder_of_another_runs_states_and_leaves_them(tmp_p
 def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, capsys):
     from pytorch_accelerated.trainer import PrintMetricsCallback
 
-    trainer = train([PrintMetricsCallback(), SaveTrainingStateCallback(tmp_path / "states")], num_epochs=1, resume_from="latest")
+    trainer = train(
+        [PrintMetricsCallback(), SaveTrainingStateCallback(tmp_path / "states")],
+        num_epochs=1,
+        resume_from="latest",
+    )
     assert trainer.resumed_from is None
     assert "no training state has been saved yet; starting a new run" in capsys.readouterr().out
 
@@ -183,7 +214,9 @@ def test_resume_from_latest_starts_a_new_run_when_nothing_was_saved(tmp_path, ca
     [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
     ids=["sigterm", "sigint", "sigterm-saving-in-the-background"],
 )
-def test_a_signal_saves_at_the_next_update_then_the_run_resumes_exactly(tmp_path, signal_number, asynchronous):
+def test_a_signal_saves_at_the_next_update_then_the_run_resumes_exactly(
+    tmp_path, signal_number, asynchronous
+):
     """A signal saves at the next update and stops, then the run resumes exactly.
 
     Saving in the background, the state saved on the signal is written before the run stops."""
@@ -218,7 +251,8 @@ def test_without_signal_handling_the_handlers_are_left_alone(tmp_path):
     assert seen == [before]
 
 
-# ---------------------------------------------------------------------------------------- every callback resumes
+# ---------------------------------------------------------------------------------------- every callback
+# resumes
 
 
 def stateful_callbacks(tmp_path):
@@ -260,7 +294,10 @@ def test_a_crashed_run_resumes_and_its_logs_match_the_uninterrupted_run(tmp_path
     expected = final_state(train(stateful_callbacks(reference_dir)[1:], num_epochs=3))
 
     def callbacks():
-        return [*stateful_callbacks(run_dir)[1:], SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=3)]
+        return [
+            *stateful_callbacks(run_dir)[1:],
+            SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=3),
+        ]
 
     with pytest.raises(Crash):
         train([*callbacks(), CrashAtUpdate(11)], num_epochs=3)  # 2 updates after the last state
@@ -291,7 +328,11 @@ def test_a_log_survives_a_run_interrupted_twice_before_it_logs_again(tmp_path, l
     train([logger_class(reference_dir / "log")])
 
     def callbacks(*extra):
-        return [logger_class(run_dir / "log"), SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1), *extra]
+        return [
+            logger_class(run_dir / "log"),
+            SaveTrainingStateCallback(run_dir / "states", save_every_n_steps=1),
+            *extra,
+        ]
 
     with pytest.raises(Crash):
         train(callbacks(CrashAtUpdate(6)))  # epoch 1 logged (4 updates per epoch); states up to update 5
@@ -310,7 +351,11 @@ def test_by_default_only_the_newest_three_states_are_kept(tmp_path):
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1)
     train([saver])
     assert len(saver.saved_paths) == 14, "every update, the start and the end"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-00000011", "step-00000012", "step-00000012-end"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "step-00000011",
+        "step-00000012",
+        "step-00000012-end",
+    ]
 
 
 def test_a_job_stopped_at_its_time_limit_resumes_as_if_never_stopped(tmp_path, monkeypatch):
@@ -336,7 +381,9 @@ def test_a_job_stopped_at_its_time_limit_resumes_as_if_never_stopped(tmp_path, m
         if not saver.stopped_by_time_limit:
             break
         stops.append(trainer.completed_update_steps)
-        assert saver.saved_paths[-1].name == f"step-{trainer.completed_update_steps:08d}", "a state that goes on"
+        assert saver.saved_paths[-1].name == f"step-{trainer.completed_update_steps:08d}", (
+            "a state that goes on"
+        )
     assert stops == [5, 10], "90 s are 5 updates of 20 s; each job has its own 90 s"
     assert_bitwise_equal(final_state(trainer), expected)
     for name in ("log.csv", "log.jsonl"):

@@ -73,13 +73,17 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(
         greater_is_better=greater_is_better,
     )
     # the stopping callback comes first: it must still read this epoch's value
-    result = run_tiny_training(callbacks=[stopping, ScriptedMetric("eval_score", values)], num_epochs=len(values))
+    result = run_tiny_training(
+        callbacks=[stopping, ScriptedMetric("eval_score", values)], num_epochs=len(values)
+    )
     assert result.events.count("on_training_run_epoch_end") == epochs_run
     assert ("on_stop_training_error" in result.events) == stops
 
 
 def test_early_stopping_on_a_missing_metric_names_it():
-    with pytest.raises(ValueError, match="EarlyStoppingCallback watches 'eval_accuracy', which this run has not recorded"):
+    with pytest.raises(
+        ValueError, match="EarlyStoppingCallback watches 'eval_accuracy', which this run has not recorded"
+    ):
         run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="eval_accuracy")], num_epochs=1)
 
 
@@ -92,7 +96,9 @@ def test_watching_an_eval_metric_without_an_eval_dataset_fails_at_start(callback
     """An eval metric watched in a run without eval dataset is an error at run start."""
     callback.save_path = tmp_path / "best.pt"  # SaveBestModelCallback only: where it would save
     name = type(callback).__name__
-    with pytest.raises(ValueError, match=f"{name} watches 'eval_.*', an evaluation metric, but this run has no eval_dataset"):
+    with pytest.raises(
+        ValueError, match=f"{name} watches 'eval_.*', an evaluation metric, but this run has no eval_dataset"
+    ):
         run_tiny_training(callbacks=[callback], with_eval=False, num_epochs=1)
 
 
@@ -102,9 +108,11 @@ def test_the_run_start_check_comes_before_any_training_step():
     recorder = EventRecorder()
     model = make_tiny_model()
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
         callbacks=[recorder, EarlyStoppingCallback()],
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match="no eval_dataset"):
         trainer.train(make_tiny_dataset(16), num_epochs=1)
     assert "on_training_run_start" in recorder.events
@@ -113,14 +121,26 @@ def test_the_run_start_check_comes_before_any_training_step():
 
 def test_an_unrecorded_train_metric_names_the_recorded_ones_at_epoch_end():
     """A training metric never recorded names the recorded ones at the first epoch end."""
-    with pytest.raises(ValueError, match=r"watches 'train_accuracy', which this run has not recorded; recorded metrics: \['train_loss_epoch'\]"):
-        run_tiny_training(callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1)
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"watches 'train_accuracy', which this run has not recorded; recorded metrics:"
+            r" \['train_loss_epoch'\]"
+        ),
+    ):
+        run_tiny_training(
+            callbacks=[EarlyStoppingCallback(watch_metric="train_accuracy")], with_eval=False, num_epochs=1
+        )
 
 
-@pytest.mark.parametrize("make_watcher", [
-    lambda path: EarlyStoppingCallback(watch_metric="eval_acc"),
-    lambda path: SaveBestModelCallback(path, watch_metric="eval_acc"),
-], ids=["early-stopping", "save-best"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make_watcher",
+    [
+        lambda path: EarlyStoppingCallback(watch_metric="eval_acc"),
+        lambda path: SaveBestModelCallback(path, watch_metric="eval_acc"),
+    ],
+    ids=["early-stopping", "save-best"],
+)
 def test_a_watched_metric_nobody_records_suggests_the_name_closest_to_it(tmp_path, make_watcher):
     metrics = ScriptedMetric("eval_accuracy", [0.5])
     expected = r"watches 'eval_acc', which this run has not recorded; .*Did you mean 'eval_accuracy'\?"
@@ -165,9 +185,14 @@ def test_a_metric_recorded_undeclared_is_warned_about_once_then_works():
     assert updates_at_warnings == [0], "warned once, before any update"
 
 
-@pytest.mark.parametrize("metric, with_eval", [
-    ("eval_loss_epoch", True), ("train_loss_epoch", False), ("eval_score", True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "metric, with_eval",
+    [
+        ("eval_loss_epoch", True),
+        ("train_loss_epoch", False),
+        ("eval_score", True),
+    ],
+)
 @pytest.mark.parametrize("make_watcher", WATCHERS, ids=["early-stopping", "save-best"])
 def test_a_metric_the_core_or_a_callback_declares_is_not_warned_about(
     tmp_path, make_watcher, metric, with_eval
@@ -196,9 +221,12 @@ def _recording_callbacks(tmp_path):
     from pytorch_accelerated import callbacks as c
 
     return [
-        c.LearningRateMonitorCallback(), c.ThroughputMonitorCallback(log_every_n_steps=3),
-        c.GradientNormCallback(log_every_n_steps=2), c.ModelSummaryCallback(print_summary=False),
-        c.ModelEmaCallback(save_path=None), c.StepBasedEvaluationCallback(eval_every_n_steps=5),
+        c.LearningRateMonitorCallback(),
+        c.ThroughputMonitorCallback(log_every_n_steps=3),
+        c.GradientNormCallback(log_every_n_steps=2),
+        c.ModelSummaryCallback(print_summary=False),
+        c.ModelEmaCallback(save_path=None),
+        c.StepBasedEvaluationCallback(eval_every_n_steps=5),
         c.CSVLoggerCallback(tmp_path / "m.csv", log_every_n_steps=2),
     ]
 
@@ -266,7 +294,9 @@ def test_save_best_model_keeps_the_best_epoch_and_loads_it_at_the_end(tmp_path):
         ],
         num_epochs=4,
     )
-    saved = safe_torch_load(tmp_path / "version_0" / "best.pt")  # the run's own folder: see test_run_folders.py
+    saved = safe_torch_load(
+        tmp_path / "version_0" / "best.pt"
+    )  # the run's own folder: see test_run_folders.py
     assert saved["epoch"] == 2 and saved["eval_score"] == 0.7
     for loaded, best in zip(result.trainer.get_model().parameters(), weights_by_epoch[2]):
         torch.testing.assert_close(loaded.detach(), best)
@@ -276,7 +306,9 @@ def test_save_best_model_without_loading_leaves_the_final_weights(tmp_path):
     path = tmp_path / "best.pt"
     result = run_tiny_training(
         callbacks=[
-            SaveBestModelCallback(path, watch_metric="eval_score", greater_is_better=False, load_saved_checkpoint=False),
+            SaveBestModelCallback(
+                path, watch_metric="eval_score", greater_is_better=False, load_saved_checkpoint=False
+            ),
             ScriptedMetric("eval_score", [0.1, 0.5, 0.9]),
         ],
         num_epochs=3,
@@ -294,11 +326,17 @@ def test_a_failed_save_keeps_the_previous_best(tmp_path, monkeypatch):
     class FailSecondSave(TrainerCallback):
         def on_training_run_epoch_end(self, trainer, **kwargs):
             if trainer.run_history.current_epoch == 2:
-                monkeypatch.setattr(torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
+                monkeypatch.setattr(
+                    torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full"))
+                )
 
     with pytest.raises(OSError, match="disk full"):
         run_tiny_training(
-            callbacks=[FailSecondSave(), SaveBestModelCallback(path), ScriptedMetric("eval_loss_epoch", [1.0, 0.5])],
+            callbacks=[
+                FailSecondSave(),
+                SaveBestModelCallback(path),
+                ScriptedMetric("eval_loss_epoch", [1.0, 0.5]),
+            ],
             num_epochs=2,
         )
     monkeypatch.undo()
@@ -308,7 +346,12 @@ def test_a_failed_save_keeps_the_previous_best(tmp_path, monkeypatch):
 def test_save_best_model_works_with_the_default_loss_metric(tmp_path):
     path = tmp_path / "best.pt"
     model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[SaveBestModelCallback(path)])
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[SaveBestModelCallback(path)],
+    )
     trainer.train(make_tiny_dataset(32), num_epochs=3, eval_dataset=make_tiny_dataset(16, seed=1))
     losses = trainer.run_history.get_metric_values("eval_loss_epoch")
     assert safe_torch_load(tmp_path / "version_0" / "best.pt")["epoch"] == losses.index(min(losses)) + 1
@@ -324,9 +367,13 @@ def test_watchers_on_two_processes_stop_together_and_save_once(tmp_path):
     assert [r["epochs_run"] for r in results] == [4, 4]
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["ema"] == results[1]["ema"]
-    assert results[0]["ema_eval_loss"] == results[1]["ema_eval_loss"] and len(results[0]["ema_eval_loss"]) == 4
+    assert (
+        results[0]["ema_eval_loss"] == results[1]["ema_eval_loss"] and len(results[0]["ema_eval_loss"]) == 4
+    )
     # both processes chose the same fresh folder beside the earlier run's, which is left as it was
-    assert [r["save_paths"] for r in results] == [[str(out / "version_1" / "best.pt"), str(out / "version_1" / "ema.pt")]] * 2
+    assert [r["save_paths"] for r in results] == [
+        [str(out / "version_1" / "best.pt"), str(out / "version_1" / "ema.pt")]
+    ] * 2
     assert {name: (out / name).read_text() for name in scenario.EARLIER_RUN} == scenario.EARLIER_RUN
     assert sorted(p.name for p in (out / "version_1").iterdir() if p.suffix == ".pt") == ["best.pt", "ema.pt"]
     assert not [p for p in (out / "version_1").iterdir() if p.name.endswith(".tmp")]
@@ -345,7 +392,9 @@ def _second_run(callback, first_epochs=3):
 @pytest.mark.parametrize("reset_on_train", [True, False])
 def test_reset_on_train_decides_whether_a_later_train_keeps_the_best(tmp_path, reset_on_train):
     """Saving the best model, ``reset_on_train`` decides whether a later train call keeps the best."""
-    callback = SaveBestModelCallback(tmp_path / "best.pt", reset_on_train=reset_on_train, load_saved_checkpoint=False)
+    callback = SaveBestModelCallback(
+        tmp_path / "best.pt", reset_on_train=reset_on_train, load_saved_checkpoint=False
+    )
     best_after_first, trainer = _second_run(callback)
     last = trainer.run_history.get_latest_metric("eval_loss_epoch")
     if reset_on_train:
@@ -356,7 +405,9 @@ def test_reset_on_train_decides_whether_a_later_train_keeps_the_best(tmp_path, r
 
 @pytest.mark.parametrize("reset_on_train", [True, False])
 def test_early_stopping_reset_on_train_carries_the_patience_used_up(reset_on_train):
-    callback = EarlyStoppingCallback(early_stopping_patience=100, early_stopping_threshold=10.0, reset_on_train=reset_on_train)
+    callback = EarlyStoppingCallback(
+        early_stopping_patience=100, early_stopping_threshold=10.0, reset_on_train=reset_on_train
+    )
     _second_run(callback)  # a threshold no epoch beats: every epoch but a run's first is without improvement
     assert callback.epochs_without_improvement == (0 if reset_on_train else 3)
 
@@ -365,8 +416,11 @@ def test_early_stopping_reset_on_train_carries_the_patience_used_up(reset_on_tra
 def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, save_scheduler):
     callback = SaveBestModelCallback(tmp_path / "best.pt", save_scheduler=save_scheduler)
     run_tiny_training(
-        callbacks=[callback], num_epochs=1,
-        create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
+        callbacks=[callback],
+        num_epochs=1,
+        create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=1, gamma=0.5
+        ),
     )
     assert ("scheduler_state_dict" in safe_torch_load(callback.save_path)) == save_scheduler
 
@@ -377,8 +431,12 @@ def test_save_best_model_saves_the_scheduler_state_unless_told_not_to(tmp_path, 
 def test_an_improvement_of_exactly_the_threshold_counts_despite_float32():
     """An improvement of exactly the threshold counts though float32 makes it 0.0099999."""
     scores = [0.904, 0.914, 0.9145]  # as float32 values become Python floats: 0.914 - 0.904 = 0.0099999...
-    stopping = EarlyStoppingCallback(early_stopping_threshold=0.01, watch_metric="eval_score", greater_is_better=True)
-    metric = ScriptedMetric("eval_score", [torch.tensor(score, dtype=torch.float32).item() for score in scores])
+    stopping = EarlyStoppingCallback(
+        early_stopping_threshold=0.01, watch_metric="eval_score", greater_is_better=True
+    )
+    metric = ScriptedMetric(
+        "eval_score", [torch.tensor(score, dtype=torch.float32).item() for score in scores]
+    )
     result = run_tiny_training(callbacks=[stopping, metric], num_epochs=3)
     assert result.events.count("on_training_run_epoch_end") == 3, "0.904 -> 0.914 improves by the threshold"
     assert stopping.watcher.best == pytest.approx(0.914), f"best {stopping.watcher.best}: 0.914 was reached"
@@ -394,13 +452,21 @@ def test_save_top_k_keeps_the_k_best_checkpoints_with_lightnings_names(tmp_path)
     result = run_tiny_training(callbacks=[callback, ScriptedMetric("eval_score", values)], num_epochs=5)
     folder = tmp_path / "version_0"
     kept = {path.name: value for path, value in callback.best_k_checkpoints.items()}
-    assert kept == {"best-epoch=2-step=16.pt": 0.7, "best-epoch=4-step=32.pt": 0.65, "best-epoch=3-step=24.pt": 0.6}
-    assert sorted(path.name for path in folder.iterdir()) == sorted(kept), "epoch 1's file deleted when pushed out"
+    assert kept == {
+        "best-epoch=2-step=16.pt": 0.7,
+        "best-epoch=4-step=32.pt": 0.65,
+        "best-epoch=3-step=24.pt": 0.6,
+    }
+    assert sorted(path.name for path in folder.iterdir()) == sorted(kept), (
+        "epoch 1's file deleted when pushed out"
+    )
     assert callback.best_checkpoint_path == folder / "best-epoch=2-step=16.pt"
     best = safe_torch_load(callback.best_checkpoint_path)
     assert best["epoch"] == 2 and best["eval_score"] == 0.7
     loaded = result.trainer.get_model().state_dict()
-    assert all(torch.equal(loaded[name], best["model_state_dict"][name]) for name in loaded), "the best loaded back"
+    assert all(torch.equal(loaded[name], best["model_state_dict"][name]) for name in loaded), (
+        "the best loaded back"
+    )
 
 
 def test_save_top_k_resumes_with_the_checkpoints_it_kept(tmp_path):
@@ -408,10 +474,19 @@ def test_save_top_k_resumes_with_the_checkpoints_it_kept(tmp_path):
 
     values = [0.5, 0.7, 0.6, 0.65]
     check_exact_resume(
-        lambda: [SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", greater_is_better=True,
-                                       save_top_k=2, if_exists="overwrite"), ScriptedMetric("eval_score", values)],
-        tmp_path / "states", num_epochs=4,
-    )  # fmt: skip
+        lambda: [
+            SaveBestModelCallback(
+                tmp_path / "best.pt",
+                watch_metric="eval_score",
+                greater_is_better=True,
+                save_top_k=2,
+                if_exists="overwrite",
+            ),
+            ScriptedMetric("eval_score", values),
+        ],
+        tmp_path / "states",
+        num_epochs=4,
+    )
 
 
 SAFETENSORS = "model.safetensors"
@@ -421,12 +496,17 @@ def test_the_best_weights_are_exported_as_model_safetensors(tmp_path):
     from safetensors.torch import load_file
 
     callback = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="eval_score", export_safetensors=True)
-    result = run_tiny_training(callbacks=[callback, ScriptedMetric("eval_score", [0.5, 0.3, 0.4])], num_epochs=3)
+    result = run_tiny_training(
+        callbacks=[callback, ScriptedMetric("eval_score", [0.5, 0.3, 0.4])], num_epochs=3
+    )
     assert callback.safetensors_path == tmp_path / "version_0" / "model.safetensors"
     exported = load_file(callback.safetensors_path)
     best = safe_torch_load(callback.best_checkpoint_path)["model_state_dict"]
     assert exported.keys() == best.keys() and all(torch.equal(exported[name], best[name]) for name in best)
-    assert sorted(path.name for path in callback.safetensors_path.parent.iterdir()) == ["best.pt", SAFETENSORS]
+    assert sorted(path.name for path in callback.safetensors_path.parent.iterdir()) == [
+        "best.pt",
+        SAFETENSORS,
+    ]
     model = make_tiny_model(seed=1)
     from safetensors.torch import load_model
 

@@ -48,9 +48,16 @@ def train_with_the_tools(out: Path) -> dict:
     summary = ModelSummaryCallback()
     swa = StochasticWeightAveragingCallback(swa_start_epoch=2, swa_lr=0.01)
     trainer = ClippingEventTrainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[summary, GradientNormCallback(log_every_n_steps=3), swa, ProfilerCallback(out / "profiler", 2, 3)],
-    )  # fmt: skip
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[
+            summary,
+            GradientNormCallback(log_every_n_steps=3),
+            swa,
+            ProfilerCallback(out / "profiler", 2, 3),
+        ],
+    )
     trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=4, gradient_clip_norm=0.5)
     history = trainer.run_history
     return {

@@ -3,7 +3,8 @@
 
 Run on every process of a launch::
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/trackers_distributed_scenario.py /tmp/out
+    python -m torch.distributed.run --nproc_per_node 2 tests/callbacks/trackers_distributed_scenario.py \
+        /tmp/out
 
 Every process trains the tiny model for two epochs on the CPU (gloo) with a TrackerCallback to
 TensorBoard and MLflow (a local file store) pointing at the same folder on every process; then
@@ -71,7 +72,9 @@ def train(callbacks) -> Trainer:
 
 def run(out: Path) -> dict:
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    trainer = train([TrackerCallback(["tensorboard", "mlflow"], project_name="tiny", logging_dir=out / "logs")])
+    trainer = train(
+        [TrackerCallback(["tensorboard", "mlflow"], project_name="tiny", logging_dir=out / "logs")]
+    )
     result = {
         "completed_update_steps": trainer.completed_update_steps,
         "train_loss_epoch": trainer.run_history.get_metric_values("train_loss_epoch"),
@@ -79,7 +82,12 @@ def run(out: Path) -> dict:
     counter = StepCounter()
     down = {"mlflow": {"tracking_uri": f"http://127.0.0.1:{closed_port()}"}}
     try:
-        train([counter, TrackerCallback("mlflow", init_kwargs=down, logging_dir=out / "down", on_unreachable="error")])
+        train(
+            [
+                counter,
+                TrackerCallback("mlflow", init_kwargs=down, logging_dir=out / "down", on_unreachable="error"),
+            ]
+        )
         result["unreachable_error"] = "none raised"
     except ConnectionError as error:
         result["unreachable_error"] = str(error)

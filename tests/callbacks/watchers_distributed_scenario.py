@@ -19,7 +19,12 @@ from pathlib import Path
 
 import torch
 
-from pytorch_accelerated.callbacks import EarlyStoppingCallback, ModelEmaCallback, SaveBestModelCallback, TrainerCallback
+from pytorch_accelerated.callbacks import (
+    EarlyStoppingCallback,
+    ModelEmaCallback,
+    SaveBestModelCallback,
+    TrainerCallback,
+)
 from pytorch_accelerated.trainer import Trainer
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
@@ -51,15 +56,23 @@ def run(out: Path) -> dict:
         torch.nn.CrossEntropyLoss(),
         torch.optim.SGD(model.parameters(), lr=0.1),
         callbacks=[
-            EarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.0, watch_metric="eval_score",
-                                  greater_is_better=True),
+            EarlyStoppingCallback(
+                early_stopping_patience=2,
+                early_stopping_threshold=0.0,
+                watch_metric="eval_score",
+                greater_is_better=True,
+            ),
             save_best,
             ema,
             ScriptedScore(),
         ],
     )
-    trainer.train(make_tiny_dataset(48), num_epochs=len(STALLING_SCORES), eval_dataset=make_tiny_dataset(13, seed=1),
-                  per_device_batch_size=4)
+    trainer.train(
+        make_tiny_dataset(48),
+        num_epochs=len(STALLING_SCORES),
+        eval_dataset=make_tiny_dataset(13, seed=1),
+        per_device_batch_size=4,
+    )
     return {
         "epochs_run": len(trainer.run_history.get_metric_values("train_loss_epoch")),
         "weights": digest(trainer.get_model().state_dict()),

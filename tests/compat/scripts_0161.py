@@ -188,7 +188,9 @@ class TrainerWithCustomCallbackEvent(Trainer):
 
 
 def custom_callback_event(dataset, num_epochs=2, batch_size=32):
-    train_dataset, validation_dataset = random_split(dataset, [len(dataset) - len(dataset) // 12, len(dataset) // 12])
+    train_dataset, validation_dataset = random_split(
+        dataset, [len(dataset) - len(dataset) // 12, len(dataset) // 12]
+    )
     model = MNISTModel()
     optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_func = nn.CrossEntropyLoss()

@@ -35,9 +35,12 @@ FIXTURES_0161 = Path(__file__).parent / "checkpoints_0161"
 def train(trainer, num_epochs=2, eval_dataset=None):
     """6 updates per epoch, with a cosine schedule sized for the run."""
     trainer.train(
-        make_tiny_dataset(48), num_epochs=num_epochs, eval_dataset=eval_dataset, per_device_batch_size=8,
+        make_tiny_dataset(48),
+        num_epochs=num_epochs,
+        eval_dataset=eval_dataset,
+        per_device_batch_size=8,
         create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=0.5),
-    )  # fmt: skip
+    )
     return trainer
 
 
@@ -86,8 +89,11 @@ def test_load_training_state_loads_the_parts_and_returns_the_metadata(saved_stat
 
     assert_bitwise_equal(loader.loaded, saved, "what load_training_state loaded")
     assert loader.metadata == {
-        "current_epoch": 3, "completed_update_steps": 12, "checkpoint_type": "wsd_pre_decay", "step": 12
-    }  # fmt: skip
+        "current_epoch": 3,
+        "completed_update_steps": 12,
+        "checkpoint_type": "wsd_pre_decay",
+        "step": 12,
+    }
     # the parts, not the position: a new run of one epoch, whose schedule goes on from the saved one
     assert trainer.completed_update_steps == 6 and trainer.scheduler.num_updates == 18
 
@@ -121,12 +127,18 @@ def test_save_training_state_checkpoint_kwargs_must_be_plain_data(tmp_path):
 @pytest.mark.parametrize("save_at_end, last", [(True, "step-00000012-end"), (False, "step-00000010")])
 def test_save_training_state_callback_saves_at_the_end_unless_told_not_to(tmp_path, save_at_end, last):
     saver = SaveTrainingStateCallback(
-        tmp_path / "states", save_every_n_steps=5, save_at_end=save_at_end, max_checkpoints=None  # all, to list
+        tmp_path / "states",
+        save_every_n_steps=5,
+        save_at_end=save_at_end,
+        max_checkpoints=None,  # all, to list
     )
     train(make_trainer([saver], optimizer_kwargs=SGD_MOMENTUM))
     assert [path.name for path in list_training_states(tmp_path / "states")] == [
-        "step-00000000-start", "step-00000005", "step-00000010", *([last] if save_at_end else []),
-    ]  # fmt: skip
+        "step-00000000-start",
+        "step-00000005",
+        "step-00000010",
+        *([last] if save_at_end else []),
+    ]
 
 
 def test_save_training_state_callback_takes_its_options_by_keyword_only():

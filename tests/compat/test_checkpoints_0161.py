@@ -103,8 +103,13 @@ def test_a_0161_wsd_checkpoint_continues_at_its_update_with_step_update():
         warnings.simplefilter("ignore")
         trainer, _, lrs = continue_from("wsd", scheduler_fn, then=lambda t: t.scheduler.step_update(16))
 
-    expected = WSDLrScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), total_steps=32,
-                              num_warmup_steps=0, decay_phase_ratio=0.25, min_lr_ratio=0.01)  # fmt: skip
+    expected = WSDLrScheduler(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+        total_steps=32,
+        num_warmup_steps=0,
+        decay_phase_ratio=0.25,
+        min_lr_ratio=0.01,
+    )
     expected.step_update(16)
     for lrs_of_update in lrs:
         assert lrs_of_update[0] == pytest.approx(expected.get_last_lr()[0], rel=1e-12)

@@ -47,8 +47,15 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
     built = {}
     for key, project in PACKAGES.items():
         name = subprocess.run(
-            [sys.executable, "-c", f"from hatchling.build import build_wheel; print(build_wheel({str(out)!r}))"],
-            cwd=project, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                f"from hatchling.build import build_wheel; print(build_wheel({str(out)!r}))",
+            ],
+            cwd=project,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.split()[-1]
         built[key] = out / name
     return built
@@ -71,7 +78,9 @@ def _check(folders: list[Path], mode: str = "paths") -> dict:
     result = subprocess.run(
         [sys.executable, "-S", "-c", CHECK, mode, *map(str, folders)],
         env={**os.environ, "PYTHONPATH": DEPENDENCIES, "OMP_NUM_THREADS": "1"},
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -85,7 +94,11 @@ def test_wheels_in_one_site_directory(wheels, tmp_path):
     for wheel in wheels.values():
         _install_wheel(wheel, site_dir)
     found = _check([site_dir], mode="full")
-    assert _under(found["init"], site_dir) and _under(found["callbacks"], site_dir) and _under(found["trainer"], site_dir)
+    assert (
+        _under(found["init"], site_dir)
+        and _under(found["callbacks"], site_dir)
+        and _under(found["trainer"], site_dir)
+    )
     assert found["metrics"] is None  # not installed: nothing leaks in from the repository
 
 
@@ -141,8 +154,10 @@ def test_with_core_alone_0161_plugin_names_say_which_package_to_install(tmp_path
     result = subprocess.run(
         [sys.executable, "-S", "-c", CORE_ALONE, str(site_dir)],
         env={**os.environ, "PYTHONPATH": DEPENDENCIES, "OMP_NUM_THREADS": "1"},
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     trainer_line, package_line = result.stdout.splitlines()
     assert trainer_line.startswith("trainer: pytorch_accelerated.trainer.LimitBatchesCallback (pytorch-accel")
     assert "pip install trainer-callbacks, then import it from pytorch_accelerated.callbacks" in trainer_line

@@ -43,7 +43,9 @@ def _run(script, dataset, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = script(dataset, **kwargs)
-    event_warnings = [str(w.message) for w in caught if "never called" in str(w.message) or "two names" in str(w.message)]
+    event_warnings = [
+        str(w.message) for w in caught if "never called" in str(w.message) or "two names" in str(w.message)
+    ]
     assert event_warnings == []
     return trainer
 
@@ -62,7 +64,9 @@ def test_the_mnist_quickstart(dataset, capsys):
     assert "epoch 2:" in capsys.readouterr().out  # the default callbacks print each epoch's metrics
 
 
-@pytest.mark.parametrize("script", [scripts_0161.train_with_metrics_in_callback, scripts_0161.train_with_metrics_in_loop])
+@pytest.mark.parametrize(
+    "script", [scripts_0161.train_with_metrics_in_callback, scripts_0161.train_with_metrics_in_loop]
+)
 def test_classification_metrics_in_a_callback_and_in_a_trainer_subclass(dataset, script):
     trainer = _run(script, dataset)
     history = trainer.run_history

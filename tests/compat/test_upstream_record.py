@@ -18,9 +18,11 @@ def test_the_record_has_a_row_per_upstream_test_and_each_failures_reason():
     """The record has one row per upstream test and a reason for each that does not pass."""
     rows = _rows()
     assert len(rows) == 118 and len({row[0] for row in rows}) == 118
-    assert Counter(row[1] for row in rows) == {"passes": 31, "fails": 51, "not collected": 36}, (
-        "update the counts in the record's table and in MIGRATING.md with the rows"
-    )
+    assert Counter(row[1] for row in rows) == {
+        "passes": 31,
+        "fails": 51,
+        "not collected": 36,
+    }, "update the counts in the record's table and in MIGRATING.md with the rows"
     assert all(reason for _, status, reason in rows if status != "passes")
 
 

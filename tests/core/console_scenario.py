@@ -40,8 +40,15 @@ def main() -> None:
         ProgressBarCallback(refresh_interval_s=0.0, file_refresh_interval_s=0.0),
         ManyMetrics(),
     ]
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks)
-    trainer.train(make_tiny_dataset(64), num_epochs=2, eval_dataset=make_tiny_dataset(16, seed=1), per_device_batch_size=8)
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks
+    )
+    trainer.train(
+        make_tiny_dataset(64),
+        num_epochs=2,
+        eval_dataset=make_tiny_dataset(16, seed=1),
+        per_device_batch_size=8,
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ TRAIN = {"samples": 36, "batch_size": 4, "accumulation": 2, "epochs": 2, "lr": 0
 def make_transformer_trainer(accelerator_kwargs: dict) -> Trainer:
     """A Trainer of TinyTransformer with SGD (momentum) and no callbacks, made with ``accelerator_kwargs``."""
     return make_trainer(
-        lr=TRAIN["lr"], model=TinyTransformer(), loss_func=next_token_loss, optimizer_kwargs=SGD_MOMENTUM,
+        lr=TRAIN["lr"],
+        model=TinyTransformer(),
+        loss_func=next_token_loss,
+        optimizer_kwargs=SGD_MOMENTUM,
         accelerator_kwargs=accelerator_kwargs,
     )
 
@@ -42,11 +45,13 @@ def make_transformer_trainer(accelerator_kwargs: dict) -> Trainer:
 def train(trainer: Trainer, clip_norm=None) -> dict:
     torch.manual_seed(0)  # the same shuffled order for every run
     trainer.train(
-        token_dataset(TRAIN["samples"]), num_epochs=TRAIN["epochs"],
+        token_dataset(TRAIN["samples"]),
+        num_epochs=TRAIN["epochs"],
         per_device_batch_size=TRAIN["batch_size"],
-        gradient_accumulation_steps=TRAIN["accumulation"], gradient_clip_norm=clip_norm,
+        gradient_accumulation_steps=TRAIN["accumulation"],
+        gradient_clip_norm=clip_norm,
         create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=4, gamma=0.5),
-    )  # fmt: skip
+    )
     weights = trainer.accelerator.get_state_dict(trainer.model)
     return {name: value.tolist() for name, value in weights.items()}
 

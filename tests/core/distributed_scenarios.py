@@ -193,7 +193,9 @@ def scenario_max_steps(out: Path) -> dict:
         gradient_accumulation_steps=sizes["accumulation"],
         max_num_train_steps=sizes["max_steps"],
         create_scheduler_fn=functools.partial(
-            torch.optim.lr_scheduler.OneCycleLR, max_lr=0.5, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+            torch.optim.lr_scheduler.OneCycleLR,
+            max_lr=0.5,
+            total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
         ),
     )
     return {
@@ -225,10 +227,13 @@ def scenario_predict_order(out: Path) -> dict:
     sizes = PREDICT
     trainer = make_gloo_trainer(model=_identity_model(sizes["num_features"]))
     predictions = trainer.predict(
-        _indexed_dataset(sizes["num_samples"], sizes["num_features"]), per_device_batch_size=sizes["batch_size"]
+        _indexed_dataset(sizes["num_samples"], sizes["num_features"]),
+        per_device_batch_size=sizes["batch_size"],
     )
     # A dataset with fewer samples than processes: one process has nothing to predict.
-    single = trainer.predict(_indexed_dataset(1, sizes["num_features"]), per_device_batch_size=sizes["batch_size"])
+    single = trainer.predict(
+        _indexed_dataset(1, sizes["num_features"]), per_device_batch_size=sizes["batch_size"]
+    )
     return {
         **common_facts(trainer),
         "predictions": predictions.tolist(),
@@ -245,7 +250,9 @@ class StopOnOneProcessAtEpochEnd(TrainerCallback):
         self.stopped_at_epoch = None
 
     def on_train_epoch_end(self, trainer, **kwargs):
-        wants_to_stop = trainer.accelerator.process_index == 0 and trainer.run_history.current_epoch >= self.stop_epoch
+        wants_to_stop = (
+            trainer.accelerator.process_index == 0 and trainer.run_history.current_epoch >= self.stop_epoch
+        )
         if trainer.any_process(wants_to_stop):
             self.stopped_at_epoch = trainer.run_history.current_epoch
             raise StopTrainingError(f"process 0 asked to stop at epoch {self.stopped_at_epoch}")
@@ -261,7 +268,9 @@ class StopOnOneProcessAtStep(TrainerCallback):
 
     def on_train_step_end(self, trainer, **kwargs):
         self.steps += 1
-        wants_to_stop = trainer.accelerator.process_index == trainer.num_processes - 1 and self.steps >= self.stop_step
+        wants_to_stop = (
+            trainer.accelerator.process_index == trainer.num_processes - 1 and self.steps >= self.stop_step
+        )
         if trainer.any_process(wants_to_stop):
             self.stopped_at_step = self.steps
             raise StopTrainingError(f"the last process asked to stop at step {self.steps}")
@@ -375,13 +384,20 @@ def scenario_per_item_loss(out: Path) -> dict:
 
     model = TinyCausalLM()
     trainer = TokenLossTrainer(
-        model, None, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[FirstUpdate()],
+        model,
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[FirstUpdate()],
         accelerator_kwargs={"cpu": True, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]},
-    )  # fmt: skip
+    )
     trainer.train(
-        TokenSequences(16), num_epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2,
-        collate_fn=pad_batch, train_dataloader_kwargs={"shuffle": False},
-    )  # fmt: skip
+        TokenSequences(16),
+        num_epochs=1,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=2,
+        collate_fn=pad_batch,
+        train_dataloader_kwargs={"shuffle": False},
+    )
     return {**common_facts(trainer), "gradients": gradients}
 
 
@@ -408,7 +424,9 @@ def scenario_buffers_evaluate_empty_share(out: Path) -> dict:
     trainer = _trained_batch_norm_trainer(out, "buffers_evaluate_empty_share")
     counter = EvalSampleCounter()
     trainer.callback_handler.add_callback(counter)
-    metrics = trainer.evaluate(make_tiny_dataset(UNEVEN_EVAL["tiny_eval_samples"], seed=1), per_device_batch_size=4)
+    metrics = trainer.evaluate(
+        make_tiny_dataset(UNEVEN_EVAL["tiny_eval_samples"], seed=1), per_device_batch_size=4
+    )
     return {
         **common_facts(trainer),
         "eval_samples": counter.samples_per_epoch,
@@ -481,7 +499,9 @@ def start_watchdog(out: Path, scenario: str, rank: int, limit_s: float) -> threa
             for thread_id, frame in sys._current_frames().items()
             if thread_id != threading.get_ident()
         )
-        error = f"scenario {scenario!r} did not finish within {limit_s} s on process {rank} (a hang?)\n{stacks}"
+        error = (
+            f"scenario {scenario!r} did not finish within {limit_s} s on process {rank} (a hang?)\n{stacks}"
+        )
         write_result(out, scenario, rank, {"error": error})
         print(f"[rank {rank}] {error}", file=sys.stderr, flush=True)
         os._exit(3)

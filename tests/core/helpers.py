@@ -16,9 +16,15 @@ SGD_MOMENTUM = {"momentum": 0.9}  # optimizer_kwargs of the tests whose optimize
 
 
 def make_trainer(
-    callbacks=(), lr=0.05, trainer_class=Trainer, model=None, optimizer_class=torch.optim.SGD,
-    optimizer_kwargs=None, loss_func=None, **trainer_kwargs,
-):  # fmt: skip
+    callbacks=(),
+    lr=0.05,
+    trainer_class=Trainer,
+    model=None,
+    optimizer_class=torch.optim.SGD,
+    optimizer_kwargs=None,
+    loss_func=None,
+    **trainer_kwargs,
+):
     """A Trainer of ``model`` (a tiny classifier by default) trained by ``optimizer_class`` at ``lr``.
 
     Args:
@@ -48,9 +54,15 @@ def accelerator_device_available() -> bool:
 
 
 def make_gloo_trainer(
-    callbacks=(), lr=0.1, model=None, timeout_s=60, mixed_precision=None, force_cpu=True,
-    accelerator_kwargs=None, **make_trainer_kwargs,
-):  # fmt: skip
+    callbacks=(),
+    lr=0.1,
+    model=None,
+    timeout_s=60,
+    mixed_precision=None,
+    force_cpu=True,
+    accelerator_kwargs=None,
+    **make_trainer_kwargs,
+):
     """``make_trainer`` for launched processes, on gloo: a collective fails after ``timeout_s``, never hangs.
 
     Args:
@@ -101,9 +113,11 @@ class CallCounter(TrainerCallback):
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
+
             def record(trainer, **kwargs):
                 self.counts[name] = self.counts.get(name, 0) + 1
                 self.last_kwargs[name] = kwargs
+
             return record
         return super().__getattribute__(name)
 
@@ -118,6 +132,14 @@ def is_running(pid: int) -> bool:
 
 
 __all__ = [
-    "make_trainer", "make_gloo_trainer", "SGD_MOMENTUM", "accelerator_device_available", "parameters_of",
-    "LrRecorder", "CallCounter", "is_running", "make_tiny_dataset", "make_tiny_model",
-]  # fmt: skip
+    "make_trainer",
+    "make_gloo_trainer",
+    "SGD_MOMENTUM",
+    "accelerator_device_available",
+    "parameters_of",
+    "LrRecorder",
+    "CallCounter",
+    "is_running",
+    "make_tiny_dataset",
+    "make_tiny_model",
+]

@@ -48,13 +48,20 @@ def main(out: Path) -> None:
     model = torch.nn.Linear(4, 3)
     ids = SampleIds()
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=LR), callbacks=[ids],
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=LR),
+        callbacks=[ids],
         accelerator_kwargs={"cpu": True},
-    )  # fmt: skip
+    )
     trainer.train(
-        Samples(TRAIN_SAMPLES), num_epochs=1, eval_dataset=Samples(EVAL_SAMPLES),
-        per_device_batch_size=BATCH_SIZE, max_num_train_steps=MAX_STEPS, gradient_accumulation_steps=ACCUMULATION,
-    )  # fmt: skip
+        Samples(TRAIN_SAMPLES),
+        num_epochs=1,
+        eval_dataset=Samples(EVAL_SAMPLES),
+        per_device_batch_size=BATCH_SIZE,
+        max_num_train_steps=MAX_STEPS,
+        gradient_accumulation_steps=ACCUMULATION,
+    )
     result = {
         "train": ids.train,
         "eval": ids.eval,

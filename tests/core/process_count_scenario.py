@@ -99,18 +99,23 @@ def train(
     launched = "WORLD_SIZE" in os.environ  # else one process, in the test's own
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=60))]
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
         callbacks=[recorder],
         accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers} if launched else None,
-    )  # fmt: skip
+    )
     data = IndexedData() if kind == "map" else IndexedStream()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train(
-            data, num_epochs=NUM_EPOCHS, per_device_batch_size=batch_size,
+            data,
+            num_epochs=NUM_EPOCHS,
+            per_device_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
-            max_num_train_steps=100, resume_from=resume_from,
-        )  # fmt: skip
+            max_num_train_steps=100,
+            resume_from=resume_from,
+        )
     return {
         "updates": recorder.per_update(),
         "weights": {key: value.clone() for key, value in trainer.get_model().state_dict().items()},
@@ -126,9 +131,14 @@ def main(argv: list[str]) -> int:
     for run in argv[2:]:
         name, kind, batch_size, accumulation, save_at, resume_from = run.split(":")
         result = train(
-            out, name, kind, int(batch_size), int(accumulation), None if save_at == "-" else int(save_at),
+            out,
+            name,
+            kind,
+            int(batch_size),
+            int(accumulation),
+            None if save_at == "-" else int(save_at),
             None if resume_from == "-" else resume_from,
-        )  # fmt: skip
+        )
         if torch.distributed.get_rank() == 0:
             torch.save(result, out / f"{name}.pt")
     return 0

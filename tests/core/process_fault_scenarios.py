@@ -2,7 +2,8 @@
 
 Run on every process of a launch (two CPU processes, gloo)::
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/core/process_fault_scenarios.py SCENARIO[,SCENARIO] OUT
+    python -m torch.distributed.run --nproc_per_node 2 tests/core/process_fault_scenarios.py \
+        SCENARIO[,SCENARIO] OUT
 
 Each process writes ``<scenario>_rank<r>.json`` into OUT: what it saw (the error it raised, by
 type and message). A scenario that hangs is reported by the watchdog of ``distributed_scenarios``
@@ -27,13 +28,21 @@ from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 try:  # launched as a script, or imported by the test module
     from distributed_scenarios import (
-        common_facts, parameters_digest, rank_from_env, start_watchdog, write_result,
-    )  # fmt: skip
+        common_facts,
+        parameters_digest,
+        rank_from_env,
+        start_watchdog,
+        write_result,
+    )
     from helpers import make_gloo_trainer
 except ImportError:
     from .distributed_scenarios import (
-        common_facts, parameters_digest, rank_from_env, start_watchdog, write_result,
-    )  # fmt: skip
+        common_facts,
+        parameters_digest,
+        rank_from_env,
+        start_watchdog,
+        write_result,
+    )
     from .helpers import make_gloo_trainer
 
 STOP_STEP = 3
@@ -56,11 +65,16 @@ def scenario_resume_unshared(out: Path) -> dict:
     own_folder = out / f"states_rank{rank_from_env()}"
     first = make_gloo_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
     first.train(make_tiny_dataset(32), num_epochs=1, per_device_batch_size=4)
-    result = {**common_facts(first), "saved": sorted(path.name for path in own_folder.iterdir()) if own_folder.exists() else []}
+    result = {
+        **common_facts(first),
+        "saved": sorted(path.name for path in own_folder.iterdir()) if own_folder.exists() else [],
+    }
     for variant, resume_from in (("latest", "latest"), ("folder", own_folder)):
         trainer = make_gloo_trainer(callbacks=[SaveTrainingStateCallback(own_folder, save_every_n_steps=2)])
         try:
-            trainer.train(make_tiny_dataset(32), num_epochs=2, per_device_batch_size=4, resume_from=resume_from)
+            trainer.train(
+                make_tiny_dataset(32), num_epochs=2, per_device_batch_size=4, resume_from=resume_from
+            )
             result[variant] = {"error_type": None, "resumed_from": str(trainer.resumed_from)}
         except Exception as error:  # noqa: BLE001 - the scenario reports what each process saw
             result[variant] = error_facts(error)
@@ -76,7 +90,9 @@ class SaveInTheBackgroundAt(TrainerCallback):
 
     def on_save_point(self, trainer, point, **kwargs):
         if point == "update" and trainer.completed_update_steps in self.updates:
-            trainer.save_training_state(self.folder / f"step-{trainer.completed_update_steps}", asynchronous=True)
+            trainer.save_training_state(
+                self.folder / f"step-{trainer.completed_update_steps}", asynchronous=True
+            )
 
 
 def scenario_background_write_fails(out: Path) -> dict:
@@ -184,7 +200,9 @@ def run_with_workers(out: Path, dataloader_kwargs: dict) -> dict:
     threads = ThreadsAtEpochStart()
     callbacks = [
         *DEFAULT_CALLBACKS,
-        SaveTrainingStateCallback(out / f"workers_states_{len(dataloader_kwargs)}", save_every_n_steps=3, save_every_n_minutes=10),
+        SaveTrainingStateCallback(
+            out / f"workers_states_{len(dataloader_kwargs)}", save_every_n_steps=3, save_every_n_minutes=10
+        ),
         CSVLoggerCallback(out / f"workers_log_{len(dataloader_kwargs)}_rank{rank}.csv"),
         TensorBoardLoggerCallback(out / f"workers_tb_{len(dataloader_kwargs)}_rank{rank}"),
         threads,

@@ -104,10 +104,13 @@ def sharded_trainer(callbacks=()) -> Trainer:
 def train(trainer: Trainer, resume_from=None) -> None:
     torch.manual_seed(0)
     trainer.train(
-        token_dataset(TRAIN["samples"]), num_epochs=TRAIN["epochs"],
-        per_device_batch_size=TRAIN["batch_size"], gradient_accumulation_steps=TRAIN["accumulation"],
-        gradient_clip_norm=TRAIN["clip"], resume_from=resume_from,
-    )  # fmt: skip
+        token_dataset(TRAIN["samples"]),
+        num_epochs=TRAIN["epochs"],
+        per_device_batch_size=TRAIN["batch_size"],
+        gradient_accumulation_steps=TRAIN["accumulation"],
+        gradient_clip_norm=TRAIN["clip"],
+        resume_from=resume_from,
+    )
 
 
 def finish(trainer: Trainer, out: Path, name: str) -> dict:

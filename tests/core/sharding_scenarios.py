@@ -100,9 +100,14 @@ def make_sharded_trainer(
     if fsdp_plugin is not None:
         accelerator_kwargs["fsdp_plugin"] = fsdp_plugin
     return make_gloo_trainer(
-        callbacks, lr=TRAIN["lr"], model=TinyTransformer(), timeout_s=COLLECTIVE_TIMEOUT_S,
-        mixed_precision=mixed_precision, accelerator_kwargs=accelerator_kwargs,
-        loss_func=next_token_loss, optimizer_kwargs=SGD_MOMENTUM,
+        callbacks,
+        lr=TRAIN["lr"],
+        model=TinyTransformer(),
+        timeout_s=COLLECTIVE_TIMEOUT_S,
+        mixed_precision=mixed_precision,
+        accelerator_kwargs=accelerator_kwargs,
+        loss_func=next_token_loss,
+        optimizer_kwargs=SGD_MOMENTUM,
     )
 
 
@@ -133,11 +138,13 @@ def train_and_use(trainer: Trainer, out: Path, name: str) -> dict:
     steps = trainer.callback_handler.callbacks[0]
     torch.manual_seed(0)  # the same shuffled order for every run in a process
     trainer.train(
-        token_dataset(TRAIN["samples"]), num_epochs=TRAIN["epochs"],
+        token_dataset(TRAIN["samples"]),
+        num_epochs=TRAIN["epochs"],
         eval_dataset=token_dataset(EVAL_SAMPLES, seed=2),
-        per_device_batch_size=TRAIN["batch_size"], gradient_accumulation_steps=TRAIN["accumulation"],
+        per_device_batch_size=TRAIN["batch_size"],
+        gradient_accumulation_steps=TRAIN["accumulation"],
         gradient_clip_norm=TRAIN["clip"],
-    )  # fmt: skip
+    )
     tiny = trainer.evaluate(token_dataset(TINY_EVAL_SAMPLES, seed=3), per_device_batch_size=4)
     predictions = trainer.predict(token_dataset(PREDICT_SAMPLES, seed=4), per_device_batch_size=4)
     one_prediction = trainer.predict(token_dataset(1, seed=5), per_device_batch_size=4)
@@ -273,9 +280,11 @@ def _what_accelerate_does_alone() -> str:
 def _asked_by_environment() -> dict:
     """``accelerate launch --use_fsdp --fsdp_version 2 ...`` sets these; the Trainer shards as asked."""
     asked = {
-        "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+        "ACCELERATE_USE_FSDP": "true",
+        "FSDP_VERSION": "2",
+        "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
         "FSDP_TRANSFORMER_CLS_TO_WRAP": "Block",
-    }  # fmt: skip
+    }
     os.environ.update(asked)
     try:
         trainer = make_sharded_trainer()

@@ -57,13 +57,20 @@ def run(noisy: bool, workers: int, callbacks=(), resume_from=None) -> Trainer:
         model = torch.nn.Sequential(*layers)
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=60))]
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=callbacks,
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=callbacks,
         accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers},
-    )  # fmt: skip
+    )
     trainer.train(
-        Stream(noisy), num_epochs=2, per_device_batch_size=2, max_num_train_steps=100, resume_from=resume_from,
+        Stream(noisy),
+        num_epochs=2,
+        per_device_batch_size=2,
+        max_num_train_steps=100,
+        resume_from=resume_from,
         train_dataloader_kwargs={"num_workers": workers},
-    )  # fmt: skip
+    )
     return trainer
 
 

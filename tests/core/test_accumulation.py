@@ -60,7 +60,9 @@ def test_the_logged_loss_is_the_true_loss_not_divided_by_accumulation():
     trainer.train(make_tiny_dataset(32), num_epochs=1, per_device_batch_size=4, gradient_accumulation_steps=4)
     data = make_tiny_dataset(32)
     with torch.no_grad():
-        full_loss = torch.nn.functional.cross_entropy(trainer.get_model()(data.tensors[0]), data.tensors[1]).item()
+        full_loss = torch.nn.functional.cross_entropy(
+            trainer.get_model()(data.tensors[0]), data.tensors[1]
+        ).item()
     assert trainer.run_history.get_latest_metric("train_loss_epoch") == pytest.approx(full_loss, rel=1e-5)
     assert sum(seen_losses) / len(seen_losses) == pytest.approx(full_loss, rel=1e-5)
 
@@ -75,7 +77,11 @@ def test_clipping_happens_once_per_optimizer_update():
 
     trainer = make_trainer(trainer_class=CountingTrainer)
     trainer.train(
-        make_tiny_dataset(40), num_epochs=2, per_device_batch_size=4, gradient_accumulation_steps=3, gradient_clip_norm=0.5
+        make_tiny_dataset(40),
+        num_epochs=2,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=3,
+        gradient_clip_norm=0.5,
     )
     # 10 batches per epoch in windows of 3: 4 updates per epoch.
     assert clip_calls == list(range(8))
@@ -90,12 +96,16 @@ def test_clipped_gradients_respect_the_limit_seen_before_the_step(clip):
         def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
             grads = [p.grad for p in trainer.model.parameters()]
             if "gradient_clip_norm" in clip:
-                observed.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+                observed.append(
+                    torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+                )
             else:
                 observed.append(max(g.abs().max().item() for g in grads))
 
     trainer = make_trainer(callbacks=[GradientReader()], lr=1.0)
-    trainer.train(make_tiny_dataset(32), num_epochs=1, per_device_batch_size=8, gradient_accumulation_steps=2, **clip)
+    trainer.train(
+        make_tiny_dataset(32), num_epochs=1, per_device_batch_size=8, gradient_accumulation_steps=2, **clip
+    )
     limit = clip.get("gradient_clip_norm") or clip.get("gradient_clip_value")
     assert len(observed) == 2
     assert all(value <= limit * 1.0001 for value in observed)

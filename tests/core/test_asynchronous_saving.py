@@ -54,7 +54,9 @@ class SaveInTheBackground(TrainerCallback):
     def on_save_point(self, trainer, point, **kwargs):
         if (point == "update" and trainer.completed_update_steps == self.at) or point == self.at:
             trainer.save_training_state(self.path, asynchronous=True)
-            self.saved_weights = {name: tensor.clone() for name, tensor in trainer.get_model().state_dict().items()}
+            self.saved_weights = {
+                name: tensor.clone() for name, tensor in trainer.get_model().state_dict().items()
+            }
 
 
 def test_the_host_copy_reuses_its_buffers_and_keeps_the_state_dict_kind():
@@ -64,7 +66,9 @@ def test_the_host_copy_reuses_its_buffers_and_keeps_the_state_dict_kind():
     copies = HostCopies()
     state = {"model": model.state_dict(), "run": [1, ("a", 2.5)], "pos": {"steps": torch.tensor(3)}}
     first = copies.copy(state)
-    assert type(first["model"]) is type(state["model"]) and first["model"]._metadata == state["model"]._metadata
+    assert (
+        type(first["model"]) is type(state["model"]) and first["model"]._metadata == state["model"]._metadata
+    )
     assert first["model"]["0.weight"] is first["model"]["1.weight"], "a tied weight is copied once"
     assert first["run"] == [1, ("a", 2.5)] and first["run"] is not state["run"]
     weight = first["model"]["0.weight"]
@@ -72,14 +76,18 @@ def test_the_host_copy_reuses_its_buffers_and_keeps_the_state_dict_kind():
         model[0].weight.add_(1)
     assert not torch.equal(weight, model[0].weight), "the copy changed with the model"
     second = copies.copy({**state, "model": model.state_dict()})
-    assert second["model"]["0.weight"].data_ptr() == weight.data_ptr(), "the next copy goes into the same buffer"
+    assert second["model"]["0.weight"].data_ptr() == weight.data_ptr(), (
+        "the next copy goes into the same buffer"
+    )
     assert_bitwise_equal(second["model"], model.state_dict())
 
 
 def test_states_saved_in_the_background_at_every_save_point_resume_exactly(tmp_path):
     saver = SaveAtEverySavePoint(tmp_path, asynchronous=True)
     expected = final_state(train_run([saver]))
-    assert {"run_start", "update", "epoch_end", "run_end"} <= {path.name.split("-", 1)[1] for path in saver.saved}
+    assert {"run_start", "update", "epoch_end", "run_end"} <= {
+        path.name.split("-", 1)[1] for path in saver.saved
+    }
     for path in saver.saved:
         scramble_random_generators()
         assert_bitwise_equal(final_state(train_run(resume_from=path)), expected, path.name)
@@ -96,11 +104,15 @@ def test_the_state_written_is_the_state_when_saved_while_training_goes_on(tmp_pa
                 held.release.set()
 
     expected = final_state(train_run([saver, ReleaseAtUpdate4()]))
-    assert held.released == [True], "the write of the state saved at update 2 did not wait for update 4: training waited for it"
+    assert held.released == [True], (
+        "the write of the state saved at update 2 did not wait for update 4: training waited for it"
+    )
     assert held.threads[0].startswith(WRITER_THREAD), held.threads
     written = torch.load(path / "trainer.pt", weights_only=True)
     assert written["position"]["completed_update_steps"] == 2
-    assert_bitwise_equal(written["model"], saver.saved_weights, "the weights written")  # not those of update 4
+    assert_bitwise_equal(
+        written["model"], saver.saved_weights, "the weights written"
+    )  # not those of update 4
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
@@ -134,7 +146,9 @@ def test_the_runs_end_waits_for_the_state_being_written(tmp_path, monkeypatch, e
             train_run([*callbacks, RaiseAtUpdate(3)])
     assert held.threads and held.threads[0].startswith(WRITER_THREAD), held.threads
     assert held.released == [False], f"the run {ending} before the state was written"
-    assert state_format.read_manifest(path)["position"]["completed_update_steps"] == (2 if ending == "fails" else 9)
+    assert state_format.read_manifest(path)["position"]["completed_update_steps"] == (
+        2 if ending == "fails" else 9
+    )
     assert not [thread.name for thread in threading.enumerate() if thread.name.startswith(WRITER_THREAD)]
 
 
@@ -152,12 +166,20 @@ def test_a_failed_background_write_is_raised_at_the_next_save_or_end(tmp_path, s
         def on_training_run_error(self, trainer, error, **kwargs):
             events.append("run error")
 
-    callbacks = [Records(), SaveInTheBackground(failing, at=2 if surfaces_at == "the next save" else "run_end")]
+    callbacks = [
+        Records(),
+        SaveInTheBackground(failing, at=2 if surfaces_at == "the next save" else "run_end"),
+    ]
     if surfaces_at == "the next save":
         callbacks.append(SaveInTheBackground(tmp_path / "next", at=4))
-    with pytest.raises(CheckpointError, match=rf"Writing the training state '{failing}' in the background failed: FileExistsError"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"Writing the training state '{failing}' in the background failed: FileExistsError",
+    ):
         train_run(callbacks)
-    assert events[-2:] == (["update 4", "run error"] if surfaces_at == "the next save" else ["run_end 9", "run error"])
+    assert events[-2:] == (
+        ["update 4", "run error"] if surfaces_at == "the next save" else ["run_end 9", "run error"]
+    )
     assert not (tmp_path / "next").exists()
 
 
@@ -165,7 +187,10 @@ def test_a_failed_run_raises_its_error_and_warns_of_a_failed_write(tmp_path):
     """A failed run raises its own error and warns of a failed background write."""
     (tmp_path / "a_file").write_text("not a folder")
     failing = tmp_path / "a_file" / "state"
-    with pytest.warns(UserWarning, match=rf"The run failed .*a step failed.*, and so did a training state's write: .*'{failing}'"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"The run failed .*a step failed.*, and so did a training state's write: .*'{failing}'",
+    ):
         with pytest.raises(RuntimeError, match="a step failed after update 3"):
             train_run([SaveInTheBackground(failing, at=2), RaiseAtUpdate(3)])
 

@@ -18,7 +18,11 @@ def _trained_trainer(model=None, with_scheduler=True):
         make_tiny_dataset(32),
         num_epochs=1,
         per_device_batch_size=8,
-        create_scheduler_fn=(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9)) if with_scheduler else None,
+        create_scheduler_fn=(
+            (lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9))
+            if with_scheduler
+            else None
+        ),
     )
     return trainer
 
@@ -26,7 +30,9 @@ def _trained_trainer(model=None, with_scheduler=True):
 def test_round_trip_restores_model_optimizer_scheduler_and_user_keys(tmp_path):
     trainer = _trained_trainer()
     path = tmp_path / "ckpt.pt"
-    trainer.save_checkpoint(path, checkpoint_kwargs={"epoch": 3, "note": "best", "metrics": {"loss": torch.tensor(0.5)}})
+    trainer.save_checkpoint(
+        path, checkpoint_kwargs={"epoch": 3, "note": "best", "metrics": {"loss": torch.tensor(0.5)}}
+    )
 
     fresh = make_trainer(model=make_tiny_model(seed=7), optimizer_class=torch.optim.Adam, lr=0.01)
     fresh.scheduler = torch.optim.lr_scheduler.StepLR(fresh.optimizer, step_size=1, gamma=0.9)
@@ -36,7 +42,9 @@ def test_round_trip_restores_model_optimizer_scheduler_and_user_keys(tmp_path):
     torch.testing.assert_close(extras["metrics"]["loss"], torch.tensor(0.5))
     for a, b in zip(trainer.get_model().state_dict().values(), fresh.get_model().state_dict().values()):
         torch.testing.assert_close(a, b)
-    assert fresh.optimizer.state_dict()["state"][0]["step"] == trainer.optimizer.state_dict()["state"][0]["step"]
+    assert (
+        fresh.optimizer.state_dict()["state"][0]["step"] == trainer.optimizer.state_dict()["state"][0]["step"]
+    )
     assert fresh.scheduler.state_dict() == trainer.scheduler.state_dict()
 
 
@@ -90,8 +98,12 @@ def test_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     trainer = _trained_trainer()
     path = tmp_path / "ckpt.pt"
     trainer.save_checkpoint(path)
-    other = make_trainer(model=torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)))
-    with pytest.raises(CheckpointError, match=re.escape("are not for this model: 0.weight is (16, 4) there and (8, 4) here")):
+    other = make_trainer(
+        model=torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    )
+    with pytest.raises(
+        CheckpointError, match=re.escape("are not for this model: 0.weight is (16, 4) there and (8, 4) here")
+    ):
         other.load_checkpoint(path)
 
 

@@ -39,7 +39,9 @@ def test_default_callbacks_train_and_print_a_readable_line_per_epoch(capsys, mon
     monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
     model = make_tiny_model()
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
-    trainer.train(make_tiny_dataset(32), num_epochs=2, eval_dataset=make_tiny_dataset(16), per_device_batch_size=8)
+    trainer.train(
+        make_tiny_dataset(32), num_epochs=2, eval_dataset=make_tiny_dataset(16), per_device_batch_size=8
+    )
     out = capsys.readouterr()
     lines = [line for line in out.out.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2
@@ -63,7 +65,10 @@ def test_terminate_on_nan_stops_with_a_clear_message(capsys):
                 output["loss"] = output["loss"] * float("nan")
             return output
 
-    trainer = make_trainer(callbacks=[TerminateOnNaNCallback(check_every_n_steps=1), PrintMetricsCallback()], trainer_class=ExplodingLoss)
+    trainer = make_trainer(
+        callbacks=[TerminateOnNaNCallback(check_every_n_steps=1), PrintMetricsCallback()],
+        trainer_class=ExplodingLoss,
+    )
     trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=4)
     assert trainer.completed_update_steps == 2  # checked every step: stopped before the first bad update
     out = capsys.readouterr().out
@@ -78,6 +83,7 @@ def test_terminate_on_nan_stops_with_a_clear_message(capsys):
 
 def test_terminate_on_nan_checks_at_its_interval_and_at_epoch_end():
     """``terminate_on_nan`` with an interval checks at the interval and epoch end."""
+
     class NanAtStepThree(Trainer):
         def calculate_train_batch_loss(self, batch):
             output = super().calculate_train_batch_loss(batch)
@@ -85,7 +91,9 @@ def test_terminate_on_nan_checks_at_its_interval_and_at_epoch_end():
                 output["loss"] = output["loss"] * float("inf")
             return output
 
-    trainer = make_trainer(callbacks=[TerminateOnNaNCallback(check_every_n_steps=5)], trainer_class=NanAtStepThree)
+    trainer = make_trainer(
+        callbacks=[TerminateOnNaNCallback(check_every_n_steps=5)], trainer_class=NanAtStepThree
+    )
     trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
     # the 4th step's loss is infinite; the check at the end of the 5th step stops before its update
     assert trainer.completed_update_steps == 4
@@ -114,7 +122,9 @@ def test_move_modules_to_device_moves_other_modules_but_not_the_model():
 
 def test_the_progress_bar_shows_one_bar_per_epoch_and_closes_it(capsys):
     trainer = make_trainer(callbacks=[ProgressBarCallback(file_refresh_interval_s=0.0)])
-    trainer.train(make_tiny_dataset(16), num_epochs=2, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4)
+    trainer.train(
+        make_tiny_dataset(16), num_epochs=2, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4
+    )
     err = capsys.readouterr().err
     assert "epoch 1 train: 4/4 batches" in err and "epoch 2 train" in err and "eval: 2/2 batches" in err
     assert trainer.callback_handler.callbacks[0]._bar is None
@@ -122,7 +132,14 @@ def test_the_progress_bar_shows_one_bar_per_epoch_and_closes_it(capsys):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(0.123456, "0.1235"), (3, "3"), (torch.tensor(0.5), "0.5000"), (1e-6, "1.0000e-06"), (float("nan"), "nan"), ("x", "x")],
+    [
+        (0.123456, "0.1235"),
+        (3, "3"),
+        (torch.tensor(0.5), "0.5000"),
+        (1e-6, "1.0000e-06"),
+        (float("nan"), "nan"),
+        ("x", "x"),
+    ],
 )
 def test_format_metric_value(value, text):
     assert format_metric_value(value) == text
@@ -130,26 +147,32 @@ def test_format_metric_value(value, text):
 
 def test_print_metrics_puts_mid_epoch_evaluations_in_the_epoch_line(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # one line: the summary becomes a table only when it does not fit
+
     class EvaluateOnce(MoveModulesToDeviceCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps == 1:
                 trainer.evaluate()
 
     trainer = make_trainer(callbacks=[EvaluateOnce(), PrintMetricsCallback()])
-    trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8), per_device_batch_size=8)
+    trainer.train(
+        make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8), per_device_batch_size=8
+    )
     out = capsys.readouterr().out
     assert "evaluation:" not in out
     epoch_line = next(line for line in out.splitlines() if line.startswith("epoch 1:"))
     assert "train_loss_epoch" in epoch_line and "eval_loss" in epoch_line and "eval_loss_epoch" in epoch_line
 
 
-# ---------------------------------------------------------------------------------------- the console, as a user sees it
+# ---------------------------------------------------------------------------------------- the console, as a
+# user sees it
 
 
 def _run_console_scenario(stdout, stderr, tmp_path) -> int:
     env = {**launch_env(tmp_path), "COLUMNS": "80"}
     command = [sys.executable, str(console_scenario.__file__)]
-    return subprocess.run(command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env, timeout=120).returncode
+    return subprocess.run(
+        command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env, timeout=120
+    ).returncode
 
 
 def test_output_to_a_file_is_plain_lines_without_carriage_returns(tmp_path):
@@ -212,7 +235,10 @@ def test_a_short_summary_is_one_line_and_a_long_one_aligned_rows():
     """A summary that fits stays on one line and a long one becomes aligned rows."""
     from pytorch_accelerated.trainer.default_callbacks import format_metrics_summary
 
-    assert format_metrics_summary("epoch 2", [("a", "1.0000"), ("bb", "2.0000")], width=80) == "epoch 2: a: 1.0000 | bb: 2.0000"
+    assert (
+        format_metrics_summary("epoch 2", [("a", "1.0000"), ("bb", "2.0000")], width=80)
+        == "epoch 2: a: 1.0000 | bb: 2.0000"
+    )
     assert format_metrics_summary("evaluation", [], width=80) == "evaluation: (no metrics)"
     metrics = [(f"metric_{i}", f"{i}.0000") for i in range(5)] + [("a_much_longer_name", "12.5000")]
     assert format_metrics_summary("epoch 2", metrics, width=60).splitlines() == [
@@ -228,7 +254,9 @@ def test_a_non_scalar_value_is_printed_as_its_shape(capsys):
         def on_train_epoch_end(self, trainer, **kwargs):
             trainer.run_history.update_metric("sample", torch.rand(3, 8, 8))
 
-    make_trainer(callbacks=[RecordsAnImage(), PrintMetricsCallback()]).train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
+    make_trainer(callbacks=[RecordsAnImage(), PrintMetricsCallback()]).train(
+        make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4
+    )
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1:"))
     assert "sample: tensor[3, 8, 8]" in line and re.search(r"train_loss_epoch: \d\.\d{4}", line), line
     assert format_metric_value({"a": list(range(50))}) == "<dict>"

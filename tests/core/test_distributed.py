@@ -46,13 +46,21 @@ TORCHRUN_SCENARIOS = (
 
 def torchrun_command(names: list[str], out_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1",
-        "--nproc_per_node", str(NUM_PROCESSES),
-        "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()),
-        str(SCRIPT), ",".join(names), str(out_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(NUM_PROCESSES),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCRIPT),
+        ",".join(names),
+        str(out_dir),
+    ]
 
 
 def accelerate_launch_command(names: list[str], out_dir: Path) -> list[str]:
@@ -61,16 +69,26 @@ def accelerate_launch_command(names: list[str], out_dir: Path) -> list[str]:
     # through torch's elastic launcher, and the scenarios' Trainers pick gloo on the CPU themselves
     # (accelerator_kwargs={"cpu": True}), with or without a GPU.
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
         "--multi_gpu",
-        "--num_processes", str(NUM_PROCESSES),
-        "--num_machines", "1",
-        "--mixed_precision", "no",
-        "--dynamo_backend", "no",
-        "--main_process_ip", "127.0.0.1",
-        "--main_process_port", str(free_port()),
-        str(SCRIPT), ",".join(names), str(out_dir),
-    ]  # fmt: skip
+        "--num_processes",
+        str(NUM_PROCESSES),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(free_port()),
+        str(SCRIPT),
+        ",".join(names),
+        str(out_dir),
+    ]
 
 
 def result_paths(out_dir: Path, name: str) -> list[Path]:
@@ -108,14 +126,18 @@ class ScenarioRuns:
                 break  # the launch failed without a scenario to blame: relaunching would fail again
 
     def _has_error(self, name: str) -> bool:
-        return any("error" in json.loads(p.read_text()) for p in result_paths(self.out_dir, name) if p.exists())
+        return any(
+            "error" in json.loads(p.read_text()) for p in result_paths(self.out_dir, name) if p.exists()
+        )
 
     def results(self, name: str) -> list[dict]:
         """Each process's result (index = rank); fails the test with the scenario's error or the
         launch's output if it has none."""
         paths = result_paths(self.out_dir, name)
         found = {path: json.loads(path.read_text()) for path in paths if path.exists()}
-        errors = [f"--- {path.name}:\n{result['error']}" for path, result in found.items() if "error" in result]
+        errors = [
+            f"--- {path.name}:\n{result['error']}" for path, result in found.items() if "error" in result
+        ]
         if errors:
             pytest.fail(f"scenario {name!r} raised:\n" + "\n".join(errors), pytrace=False)
         if len(found) != len(paths):
@@ -211,7 +233,9 @@ def test_uneven_eval_loss_is_the_single_process_sample_weighted_mean(torchrun_ru
     assert eval_loss_epoch[-1] == pytest.approx(expected, rel=1e-5, abs=1e-6)
     for key in ("eval_loss_default", "eval_loss_other_batch"):
         assert same_on_every_process(results, key) == pytest.approx(expected, rel=1e-5, abs=1e-6), key
-    assert same_on_every_process(results, "eval_loss_tiny") == pytest.approx(expected_tiny, rel=1e-5, abs=1e-6)
+    assert same_on_every_process(results, "eval_loss_tiny") == pytest.approx(
+        expected_tiny, rel=1e-5, abs=1e-6
+    )
 
 
 def test_placeholders_fill_the_scheduler_with_per_process_sizes(torchrun_runs):
@@ -314,7 +338,9 @@ def test_gradient_accumulation_matches_a_larger_batch(torchrun_runs):
     for result in results:
         accumulated = torch.tensor(result["bs4_accum2"]["parameters"], dtype=torch.float64)
         larger_batch = torch.tensor(result["bs8_accum1"]["parameters"], dtype=torch.float64)
-        assert result["bs4_accum2"]["completed_update_steps"] == result["bs8_accum1"]["completed_update_steps"]
+        assert (
+            result["bs4_accum2"]["completed_update_steps"] == result["bs8_accum1"]["completed_update_steps"]
+        )
         torch.testing.assert_close(accumulated, larger_batch, atol=1e-6, rtol=0)
         torch.testing.assert_close(accumulated, expected, atol=1e-5, rtol=0)
     assert results[0]["bs4_accum2"]["parameters"] == results[1]["bs4_accum2"]["parameters"]
@@ -352,7 +378,9 @@ def test_torchrun_on_a_cpu_only_machine_trains_on_every_process(torchrun_runs):
 def test_evaluate_a_model_with_buffers_when_one_process_has_no_batch(torchrun_runs):
     results = torchrun_runs.results("buffers_evaluate_empty_share")
     num_samples = scenarios.UNEVEN_EVAL["tiny_eval_samples"]
-    state_dict = torch.load(torchrun_runs.out_dir / "buffers_evaluate_empty_share_model.pt", weights_only=True)
+    state_dict = torch.load(
+        torchrun_runs.out_dir / "buffers_evaluate_empty_share_model.pt", weights_only=True
+    )
     dataset = make_tiny_dataset(num_samples, seed=1)
     expected = reference_mean_loss(state_dict, dataset, scenarios.make_batch_norm_model())
     assert sum(result["eval_samples"][0] for result in results) == num_samples

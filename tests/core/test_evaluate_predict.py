@@ -127,7 +127,9 @@ def test_several_eval_sets_are_each_evaluated_and_named():
 def test_a_list_of_eval_sets_is_refused_with_the_dict_to_pass_instead():
     trainer = make_trainer()
     with pytest.raises(TypeError, match=r"eval_dataset=\{'val': val_set, 'ood': ood_set\}"):
-        trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=[make_tiny_dataset(4), make_tiny_dataset(4)])
+        trainer.train(
+            make_tiny_dataset(16), num_epochs=1, eval_dataset=[make_tiny_dataset(4), make_tiny_dataset(4)]
+        )
     with pytest.raises(ValueError, match="not a usable name"):
         trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset={"my set": make_tiny_dataset(4)})
     samples = [(torch.zeros(4), torch.tensor(0))] * 4  # a list of samples is a dataset, not a list of sets

@@ -104,6 +104,7 @@ def test_both_spellings_of_one_event_get_one_warning_and_both_run():
 
 def test_an_inherited_synonym_runs_beside_the_subclass_event():
     """A synonym inherited from a founding README callback runs beside the subclass event."""
+
     class FromReadme(TrainerCallback):
         def on_train_run_end(self, trainer, **kwargs):
             trainer.run_history.update_metric("readme_end", 1)
@@ -145,12 +146,21 @@ def test_the_same_callback_instance_listed_twice_is_an_error_naming_it():
 
 def test_the_shipped_callbacks_and_examples_raise_no_event_name_warning():
     from pytorch_accelerated import callbacks as shipped
-    from pytorch_accelerated.examples.custom_event import MistakesPerClassCallback, TrainerWithPredictionEvents
+    from pytorch_accelerated.examples.custom_event import (
+        MistakesPerClassCallback,
+        TrainerWithPredictionEvents,
+    )
     from pytorch_accelerated.trainer import DEFAULT_CALLBACKS
 
     instances = []
-    for name in ("EarlyStoppingCallback", "SaveBestModelCallback", "ModelEmaCallback", "LearningRateMonitorCallback",
-                 "ThroughputMonitorCallback", "ConvertSyncBatchNormCallback"):
+    for name in (
+        "EarlyStoppingCallback",
+        "SaveBestModelCallback",
+        "ModelEmaCallback",
+        "LearningRateMonitorCallback",
+        "ThroughputMonitorCallback",
+        "ConvertSyncBatchNormCallback",
+    ):
         instances.append(getattr(shipped, name)())
     assert _event_name_warnings([*DEFAULT_CALLBACKS, *instances]) == []
     assert _event_name_warnings([MistakesPerClassCallback()], TrainerWithPredictionEvents) == []
@@ -158,10 +168,13 @@ def test_the_shipped_callbacks_and_examples_raise_no_event_name_warning():
 
 def test_a_handler_requiring_an_argument_never_passed_fails_at_creation():
     """A handler requiring an argument its event never passes is an error at creation."""
+
     class StepCounter(TrainerCallback):  # 0.1.61 passed step= to on_train_step_end
         def on_train_step_end(self, trainer, batch, batch_output, step, **kwargs): ...
 
-    with pytest.raises(TypeError, match=r"StepCounter.on_train_step_end requires step.*trainer.completed_epoch_batches"):
+    with pytest.raises(
+        TypeError, match=r"StepCounter.on_train_step_end requires step.*trainer.completed_epoch_batches"
+    ):
         make_trainer([StepCounter()], lr=0.1)
 
     class WithDefaults(TrainerCallback):  # optional extras, any name for the trainer, fewer arguments: fine
@@ -221,8 +234,14 @@ def test_no_shipped_callback_class_is_reported_as_misspelled():
             except ImportError:  # an example's optional dependency (torchvision, timm, transformers)
                 pass
     trainer_events = {event for trainer in _subclasses(Trainer) for event in trainer.custom_events}
-    shipped = [c for c in _subclasses(TrainerCallback) if c.__module__.startswith("pytorch_accelerated.") and c.__module__ != __name__]
-    assert {"GradientNormCallback", "ProfilerCallback", "MetricSchedulerCallback"} <= {c.__name__ for c in shipped}
+    shipped = [
+        c
+        for c in _subclasses(TrainerCallback)
+        if c.__module__.startswith("pytorch_accelerated.") and c.__module__ != __name__
+    ]
+    assert {"GradientNormCallback", "ProfilerCallback", "MetricSchedulerCallback"} <= {
+        c.__name__ for c in shipped
+    }
     for callback_class in shipped:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

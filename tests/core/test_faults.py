@@ -28,7 +28,9 @@ class RecordsTheEnd(TrainerCallback):
         self.ends.append(error)
 
 
-@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["RuntimeError", "KeyboardInterrupt"])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["RuntimeError", "KeyboardInterrupt"]
+)
 def test_an_error_in_train_fires_on_training_run_error_once_and_propagates(error):
     """An error ending train fires ``on_training_run_error`` once, then propagates."""
     recorder = RecordsTheEnd()
@@ -40,6 +42,8 @@ def test_an_error_in_train_fires_on_training_run_error_once_and_propagates(error
 
 def test_a_stopped_or_finished_run_fires_on_training_run_end_only():
     recorder = RecordsTheEnd()
-    make_trainer([Raises(StopTrainingError("enough")), recorder]).train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
+    make_trainer([Raises(StopTrainingError("enough")), recorder]).train(
+        make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8
+    )
     make_trainer([recorder]).train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=8)
     assert recorder.ends == ["end", "end"]

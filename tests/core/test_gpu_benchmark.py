@@ -7,8 +7,19 @@ from ..launching import REPO_ROOT, run_launch, tail
 
 
 def test_the_gpu_benchmark_dry_runs_on_the_cpu_with_the_users_dataset_row(tmp_path):
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu.py"), "--device", "cpu",
-               "--workloads", "mlp", "mlp-user", "--modes", "fp32", "--steps", "20"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "gpu.py"),
+        "--device",
+        "cpu",
+        "--workloads",
+        "mlp",
+        "mlp-user",
+        "--modes",
+        "fp32",
+        "--steps",
+        "20",
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     rows = [line.split() for line in output.splitlines() if line.startswith(("mlp ", "mlp-user "))]

@@ -57,7 +57,9 @@ def weights(trainer) -> list[torch.Tensor]:
 def test_an_iterable_without_length_trains_epochs_that_end_with_the_data():
     recorder = Recorder()
     trainer = make_trainer([*DEFAULT_CALLBACKS, recorder], lr=0.1)  # the progress bar and metrics printer too
-    trainer.train(Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=4, max_num_train_steps=100)
+    trainer.train(
+        Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=4, max_num_train_steps=100
+    )
     assert recorder.batches_per_epoch == [3, 3]
     assert trainer.completed_update_steps == 6
     config = trainer.run_config
@@ -87,7 +89,12 @@ def test_a_sized_iterable_trains_as_a_sized_dataset_in_its_own_order():
     assert trainer.run_config.train_dataloader_len == 3 and trainer.run_config.num_training_steps == 6
     assert trainer.completed_update_steps == 6
     reference = make_trainer(lr=0.1)
-    reference.train(make_tiny_dataset(10), num_epochs=2, per_device_batch_size=4, train_dataloader_kwargs={"shuffle": False})
+    reference.train(
+        make_tiny_dataset(10),
+        num_epochs=2,
+        per_device_batch_size=4,
+        train_dataloader_kwargs={"shuffle": False},
+    )
     assert all(torch.equal(a, b) for a, b in zip(weights(trainer), weights(reference)))
 
 
@@ -95,18 +102,28 @@ def test_schedules_are_sized_from_max_num_train_steps():
     recorder = Recorder()
     trainer = make_trainer([recorder], lr=1.0)
     schedule = functools.partial(
-        torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.0,
+        torch.optim.lr_scheduler.LinearLR,
+        start_factor=1.0,
+        end_factor=0.0,
         total_iters=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
-    )  # fmt: skip
-    trainer.train(Stream(make_tiny_dataset(10)), num_epochs=9, per_device_batch_size=4, max_num_train_steps=5, create_scheduler_fn=schedule)
+    )
+    trainer.train(
+        Stream(make_tiny_dataset(10)),
+        num_epochs=9,
+        per_device_batch_size=4,
+        max_num_train_steps=5,
+        create_scheduler_fn=schedule,
+    )
     assert recorder.lrs == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
 
 
 def test_a_placeholder_that_needs_the_epoch_length_gives_a_clear_error():
     schedule = functools.partial(
-        torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, epochs=TrainerPlaceholderValues.NUM_EPOCHS,
+        torch.optim.lr_scheduler.OneCycleLR,
+        max_lr=0.1,
+        epochs=TrainerPlaceholderValues.NUM_EPOCHS,
         steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError, match="NUM_UPDATE_STEPS_PER_EPOCH is unknown.*NUM_TRAINING_STEPS"):
         make_trainer(lr=0.1).train(
             Stream(make_tiny_dataset(10)), num_epochs=1, max_num_train_steps=3, create_scheduler_fn=schedule
@@ -119,21 +136,29 @@ def test_an_iterable_epochs_last_window_updates_like_a_sized_epochs(accumulation
     """The last accumulation window of an iterable epoch updates as a sized one."""
     streamed = make_trainer(lr=0.1)
     streamed.train(
-        Stream(make_tiny_dataset(10)), num_epochs=2, per_device_batch_size=2,
-        gradient_accumulation_steps=accumulation, max_num_train_steps=100,
-    )  # fmt: skip
+        Stream(make_tiny_dataset(10)),
+        num_epochs=2,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=accumulation,
+        max_num_train_steps=100,
+    )
     sized = make_trainer(lr=0.1)
     sized.train(
-        make_tiny_dataset(10), num_epochs=2, per_device_batch_size=2, gradient_accumulation_steps=accumulation,
+        make_tiny_dataset(10),
+        num_epochs=2,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=accumulation,
         train_dataloader_kwargs={"shuffle": False},
-    )  # fmt: skip
+    )
     assert streamed.completed_update_steps == sized.completed_update_steps == 2 * math.ceil(5 / accumulation)
     for a, b in zip(weights(streamed), weights(sized)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_predict_refuses_an_iterable_dataset_with_a_clear_error():
-    with pytest.raises(TypeError, match="predict\\(\\) needs a map-style dataset.*Stream is an IterableDataset"):
+    with pytest.raises(
+        TypeError, match="predict\\(\\) needs a map-style dataset.*Stream is an IterableDataset"
+    ):
         make_trainer(lr=0.1).predict(Stream(make_tiny_dataset(10)))
 
 
@@ -155,7 +180,9 @@ class Noisy(Stream):
 
 
 def test_a_mid_epoch_resume_on_an_iterable_replays_to_the_same_weights(tmp_path):
-    train = dict(num_epochs=2, per_device_batch_size=2, gradient_accumulation_steps=2, max_num_train_steps=100)
+    train = dict(
+        num_epochs=2, per_device_batch_size=2, gradient_accumulation_steps=2, max_num_train_steps=100
+    )
     torch.manual_seed(1)
     whole = make_trainer([SaveAt(tmp_path / "state", update=2)], lr=0.1)
     whole.train(Noisy(make_tiny_dataset(14)), **train)  # 7 batches, 4 updates an epoch; saved in the first
@@ -179,11 +206,17 @@ def test_hf_datasets_streaming_from_local_files_trains_and_evaluates(tmp_path):
     datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
     inputs, labels = make_tiny_dataset(13).tensors
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"x": x.tolist(), "labels": int(y)}) + "\n" for x, y in zip(inputs, labels)))
-    stream = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True).with_format("torch")
+    path.write_text(
+        "".join(json.dumps({"x": x.tolist(), "labels": int(y)}) + "\n" for x, y in zip(inputs, labels))
+    )
+    stream = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True).with_format(
+        "torch"
+    )
     recorder = Recorder()
     model = DictModel()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[recorder])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[recorder]
+    )
     trainer.train(stream, num_epochs=2, eval_dataset=stream, per_device_batch_size=4, max_num_train_steps=50)
     assert recorder.batches_per_epoch == [4, 4]
     expected = torch.nn.functional.cross_entropy(model(inputs.float()), labels).item()
@@ -194,10 +227,20 @@ def test_two_processes_read_disjoint_shares_and_evaluate_each_sample_once(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(Path(iterable_scenario.__file__).relative_to(REPO_ROOT)), str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(Path(iterable_scenario.__file__).relative_to(REPO_ROOT)),
+        str(out),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     ranks = [json.loads((out / f"iterable_rank{rank}.json").read_text()) for rank in range(2)]
@@ -231,10 +274,12 @@ def ddp_reference(steps_per_rank: list[list[list[int]]]) -> tuple[torch.Tensor, 
     for window_start in range(0, num_steps, accumulation):
         window = range(window_start, min(window_start + accumulation, num_steps))
         losses = [
-            torch.nn.functional.cross_entropy(model(torch.tensor(ids, dtype=torch.float32)[:, None].expand(-1, 4)), torch.tensor(ids) % 3)
+            torch.nn.functional.cross_entropy(
+                model(torch.tensor(ids, dtype=torch.float32)[:, None].expand(-1, 4)), torch.tensor(ids) % 3
+            )
             for rank in steps_per_rank
             for ids in (rank[step] for step in window)
-        ]  # fmt: skip
+        ]
         (sum(losses) / len(losses)).backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -32,8 +32,17 @@ def test_quickstart_with_plain_python():
 def test_the_quickstart_trains_under_torchrun_on_two_cpu_processes():
     """The quickstart, under torchrun, trains on two CPU processes without a code change."""
     out = _run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(QUICKSTART), *ARGS]
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(QUICKSTART),
+            *ARGS,
+        ]
     )
     # printed once (main process only), and the run really spans two processes
     assert out.count("Starting training run") == 1
@@ -62,7 +71,8 @@ def report_at_exit():
 atexit.register(report_at_exit)
 model = nn.Linear(4, 1)
 trainer = Trainer(model, loss_func=nn.MSELoss(), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-trainer.train(train_dataset=TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), num_epochs=1, per_device_batch_size=4)
+trainer.train(train_dataset=TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), num_epochs=1,
+              per_device_batch_size=4)
 """
 
 
@@ -71,8 +81,17 @@ def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_pa
     script = tmp_path / "train_and_exit.py"
     script.write_text(EXIT_SCRIPT)
     out = _run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(script), str(tmp_path)]
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+            str(tmp_path),
+        ]
     )
     reports = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert reports == ["process group alive at exit: False"] * 2, out
@@ -81,13 +100,26 @@ def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_pa
 def test_accelerate_launch_starting_one_of_two_processes_is_refused(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(
-        "import torch\nfrom pytorch_accelerated.trainer import Trainer\n"
-        "model = torch.nn.Linear(2, 2)\nTrainer(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1))\n"
-        "print('created')\n"
+        "import torch\nfrom pytorch_accelerated.trainer import Trainer\nmodel = torch.nn.Linear(2,"
+        " 2)\nTrainer(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(),"
+        " lr=0.1))\nprint('created')\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no accelerate config of the user's
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--main_process_port", str(_free_port()), str(script)]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }  # no accelerate config of the user's
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode != 0 and "created" not in result.stdout, result.stdout + result.stderr
     assert "started one" in result.stderr and "--multi_gpu" in result.stderr, result.stderr[-2000:]

@@ -13,14 +13,42 @@ REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "packages/trainer-core/src/pytorch_accelerated/trainer"
 
 LEAVES = {
-    "_arguments", "_warnings", "safe_files", "running_loss", "run_history", "position", "accumulation",
-    "random_state", "state_format", "async_saving", "data_position", "_data", "_checks", "_forward_inputs", "_removed_hooks",
-    "_accelerate_state", "_sharding", "seeding", "run_config", "callbacks", "default_callbacks", "process_change",
-}  # fmt: skip
+    "_arguments",
+    "_warnings",
+    "safe_files",
+    "running_loss",
+    "run_history",
+    "position",
+    "accumulation",
+    "random_state",
+    "state_format",
+    "async_saving",
+    "data_position",
+    "_data",
+    "_checks",
+    "_forward_inputs",
+    "_removed_hooks",
+    "_accelerate_state",
+    "_sharding",
+    "seeding",
+    "run_config",
+    "callbacks",
+    "default_callbacks",
+    "process_change",
+}
 COLLABORATORS = {
-    "agreement", "checkpointing", "resuming", "warm_start", "_dataloaders", "dataloader_workers", "_preparation",
-    "_prediction", "_evaluation", "_process_group", "sharded_state",
-}  # fmt: skip
+    "agreement",
+    "checkpointing",
+    "resuming",
+    "warm_start",
+    "_dataloaders",
+    "dataloader_workers",
+    "_preparation",
+    "_prediction",
+    "_evaluation",
+    "_process_group",
+    "sharded_state",
+}
 LAYERS = [LEAVES, COLLABORATORS, {"trainer"}, {"testing", "__init__"}]
 
 
@@ -29,7 +57,8 @@ def _layer_of(module: str) -> int:
 
 
 def _core_modules_imported_by(path: Path) -> set[str]:
-    """Every trainer-core module ``path`` imports anywhere in it (type-checking and function-level imports included)."""
+    """Every trainer-core module ``path`` imports anywhere in it (type-checking and function-level imports
+    included)."""
     imported = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -37,7 +66,9 @@ def _core_modules_imported_by(path: Path) -> set[str]:
                 imported.add(node.module.split(".")[0])
             else:
                 imported.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytorch_accelerated.trainer."):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "pytorch_accelerated.trainer."
+        ):
             imported.add(node.module.split(".")[2])
     return imported
 
@@ -45,14 +76,20 @@ def _core_modules_imported_by(path: Path) -> set[str]:
 def test_every_core_module_has_a_layer():
     modules = {path.stem for path in CORE.glob("*.py")}
     unplaced = modules - set().union(*LAYERS)
-    assert not unplaced, f"place these modules in a layer here and in docs/architecture.md: {sorted(unplaced)}"
+    assert not unplaced, (
+        f"place these modules in a layer here and in docs/architecture.md: {sorted(unplaced)}"
+    )
 
 
 @pytest.mark.parametrize("layer", range(len(LAYERS)), ids=["leaves", "collaborators", "trainer", "kit"])
 def test_a_core_module_imports_nothing_above_its_layer(layer):
     wrong = {}
     for module in LAYERS[layer]:
-        above = {imported for imported in _core_modules_imported_by(CORE / f"{module}.py") if _layer_of(imported) > layer}
+        above = {
+            imported
+            for imported in _core_modules_imported_by(CORE / f"{module}.py")
+            if _layer_of(imported) > layer
+        }
         if above:
             wrong[module] = sorted(above)
     assert not wrong, f"modules importing a layer above their own (dependencies go one way): {wrong}"
@@ -82,5 +119,8 @@ def test_nothing_outside_trainer_py_touches_a_private_trainer_member():
 
 def test_the_private_access_check_sees_one(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("def f(trainer, self):\n    return trainer._position, self.trainer.model._x, trainer.accelerator.state\n")
+    probe.write_text(
+        "def f(trainer, self):\n    return trainer._position, self.trainer.model._x,"
+        " trainer.accelerator.state\n"
+    )
     assert [access.split()[-1] for access in _private_trainer_accesses(probe)] == ["._position", "._x"]

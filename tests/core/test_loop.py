@@ -48,7 +48,12 @@ class SharedLogRecorder(EventRecorder):
 
 
 def _train_step(update, scheduler=True):
-    step = ["on_train_step_start", "hook:calculate_train_batch_loss", "on_train_step_end", "hook:backward_step"]
+    step = [
+        "on_train_step_start",
+        "hook:calculate_train_batch_loss",
+        "on_train_step_end",
+        "hook:backward_step",
+    ]
     if update:
         step += ["hook:clip_gradients", "on_before_optimizer_step", "hook:optimizer_step"]
         step += ["hook:scheduler_step"] if scheduler else []
@@ -162,7 +167,10 @@ def test_custom_events_reach_callbacks_that_define_them():
             received.append(value)
 
     result = run_tiny_training(
-        callbacks=[Listener()], num_epochs=2, trainer_class=FiresCustomEvent, custom_events=["on_custom_thing"]
+        callbacks=[Listener()],
+        num_epochs=2,
+        trainer_class=FiresCustomEvent,
+        custom_events=["on_custom_thing"],
     )
     assert received == [1, 2]
     assert result.events.count("on_custom_thing") == 2
@@ -189,7 +197,9 @@ def test_a_batch_loss_hook_missing_keys_gets_a_clear_error():
         def calculate_train_batch_loss(self, batch):
             return {"loss": super().calculate_train_batch_loss(batch)["loss"]}
 
-    with pytest.raises(TypeError, match=r"must return a dict with the keys \['loss', 'model_outputs', 'batch_size'\]"):
+    with pytest.raises(
+        TypeError, match=r"must return a dict with the keys \['loss', 'model_outputs', 'batch_size'\]"
+    ):
         run_tiny_training(num_epochs=1, trainer_class=Forgetful)
 
 
@@ -211,7 +221,12 @@ def test_bad_train_arguments_get_clear_errors(kwargs, message):
 
 def test_an_empty_training_set_is_a_clear_error():
     with pytest.raises(ValueError, match="training dataloader is empty"):
-        make_trainer().train(make_tiny_dataset(3), num_epochs=1, per_device_batch_size=4, train_dataloader_kwargs={"drop_last": True})
+        make_trainer().train(
+            make_tiny_dataset(3),
+            num_epochs=1,
+            per_device_batch_size=4,
+            train_dataloader_kwargs={"drop_last": True},
+        )
 
 
 def test_batches_reach_the_device_non_blocking_unless_configured_otherwise():
@@ -272,7 +287,9 @@ def test_loss_from_model_output_when_loss_func_is_none():
             return {"inputs": inputs, "labels": label}
 
     model = ModelWithLoss()
-    trainer = Trainer(model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer = Trainer(
+        model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=()
+    )
     trainer.train(DictDataset(32), num_epochs=2, eval_dataset=DictDataset(10), per_device_batch_size=4)
     assert len(trainer.run_history.get_metric_values("eval_loss_epoch")) == 2
     predictions = trainer.predict(DictDataset(10), per_device_batch_size=3)
@@ -281,13 +298,16 @@ def test_loss_from_model_output_when_loss_func_is_none():
 
 def test_loss_func_none_with_a_model_without_loss_explains_the_fix():
     model = torch.nn.Linear(4, 3)
-    trainer = Trainer(model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer = Trainer(
+        model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=()
+    )
     with pytest.raises(ValueError, match="loss_func is None"):
         trainer.train(make_tiny_dataset(8), num_epochs=1)
 
 
 def test_request_epoch_end_ends_training_at_the_window_end_eval_at_once():
     """``request_epoch_end`` ends training at the window end and evaluation at once."""
+
     class LimitTo(TrainerCallback):
         def on_train_step_end(self, trainer, **kwargs):
             trainer.request_epoch_end()
@@ -322,12 +342,20 @@ class _PositionRecorder(TrainerCallback):
         self.seen = []
 
     def on_optimizer_step_end(self, trainer, **kwargs):
-        self.seen.append((trainer.completed_update_steps, trainer.completed_epoch_batches, trainer.position.epochs_completed))
+        self.seen.append(
+            (
+                trainer.completed_update_steps,
+                trainer.completed_epoch_batches,
+                trainer.position.epochs_completed,
+            )
+        )
 
 
 def test_the_run_position_is_one_object_read_through_properties(tmp_path):
     recorder = _PositionRecorder()
-    trainer = run_tiny_training(callbacks=[recorder], num_epochs=2, num_samples=32, gradient_accumulation_steps=2).trainer
+    trainer = run_tiny_training(
+        callbacks=[recorder], num_epochs=2, num_samples=32, gradient_accumulation_steps=2
+    ).trainer
     # 4 batches an epoch, an update every 2: the position counts batches of the epoch and updates of the run
     assert recorder.seen == [(1, 2, 0), (2, 4, 0), (3, 2, 1), (4, 4, 1)]
     assert trainer.position == RunPosition(completed_update_steps=4, epochs_completed=2)
@@ -344,10 +372,14 @@ def test_a_run_resumed_with_more_steps_trains_them(tmp_path):
     trainer.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=5)
     trainer.save_training_state(tmp_path / "state")
     resumed = make_trainer()
-    resumed.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=10, resume_from=tmp_path / "state")
+    resumed.train(
+        data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=10, resume_from=tmp_path / "state"
+    )
     assert resumed.completed_update_steps == 10, "extending a run by steps must train the extra updates"
     again = make_trainer()
-    again.train(data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=5, resume_from=tmp_path / "state")
+    again.train(
+        data, num_epochs=3, per_device_batch_size=8, max_num_train_steps=5, resume_from=tmp_path / "state"
+    )
     assert again.completed_update_steps == 5 and again.run_history.get_metric_values("train_loss_epoch") == (
         trainer.run_history.get_metric_values("train_loss_epoch")
     ), "resumed with the same limit, the finished run records nothing more"

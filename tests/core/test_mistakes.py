@@ -49,7 +49,9 @@ def test_frozen_parameters_outside_the_optimizer_are_fine(recwarn):
     model = make_tiny_model()
     model[0].requires_grad_(False)
     optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1)
-    Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=()).train(make_tiny_dataset(16), num_epochs=1)
+    Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=()).train(
+        make_tiny_dataset(16), num_epochs=1
+    )
     assert not [w for w in recwarn if "param group" in str(w.message)]
 
 
@@ -65,10 +67,22 @@ def test_a_compiled_model_with_an_optimizer_over_its_parameters_is_fine(recwarn)
 @pytest.mark.parametrize(
     "arguments, error",
     [
-        (lambda m: (lambda x: x, torch.nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=0.1)), "must be a torch.nn.Module"),
-        (lambda m: (torch.nn.Linear, torch.nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=0.1)), r"model=Linear\(...\)"),
-        (lambda m: (m, torch.nn.CrossEntropyLoss, torch.optim.SGD(m.parameters(), lr=0.1)), r"loss_func=CrossEntropyLoss\(\)"),
-        (lambda m: (m, torch.nn.CrossEntropyLoss(), torch.optim.SGD), r"optimizer=SGD\(model.parameters\(\), lr=...\)"),
+        (
+            lambda m: (lambda x: x, torch.nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=0.1)),
+            "must be a torch.nn.Module",
+        ),
+        (
+            lambda m: (torch.nn.Linear, torch.nn.CrossEntropyLoss(), torch.optim.SGD(m.parameters(), lr=0.1)),
+            r"model=Linear\(...\)",
+        ),
+        (
+            lambda m: (m, torch.nn.CrossEntropyLoss, torch.optim.SGD(m.parameters(), lr=0.1)),
+            r"loss_func=CrossEntropyLoss\(\)",
+        ),
+        (
+            lambda m: (m, torch.nn.CrossEntropyLoss(), torch.optim.SGD),
+            r"optimizer=SGD\(model.parameters\(\), lr=...\)",
+        ),
         (lambda m: (m, torch.nn.CrossEntropyLoss(), None), "optimizer is None: pass an optimizer"),
     ],
     ids=["model-not-a-module", "model-class", "loss-class", "optimizer-class", "optimizer-none"],
@@ -83,7 +97,9 @@ def test_a_scheduler_instance_as_create_scheduler_fn_fails_before_a_step():
     recorder = EventRecorder()
     trainer = make_trainer(callbacks=[recorder])
     scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=1)
-    with pytest.raises(TypeError, match=r"create_scheduler_fn is a StepLR instance; pass a callable.*functools.partial"):
+    with pytest.raises(
+        TypeError, match=r"create_scheduler_fn is a StepLR instance; pass a callable.*functools.partial"
+    ):
         trainer.train(make_tiny_dataset(16), num_epochs=1, create_scheduler_fn=scheduler)
     assert "on_train_step_start" not in recorder.events
 
@@ -135,7 +151,9 @@ def test_evaluate_on_an_empty_dataset_is_an_error_not_nan():
 
 def test_an_evaluation_dataloader_without_batches_is_an_error_not_nan():
     with pytest.raises(ValueError, match="evaluation dataloader has no batches.*drop_last"):
-        make_trainer().evaluate(make_tiny_dataset(3), per_device_batch_size=4, dataloader_kwargs={"drop_last": True})
+        make_trainer().evaluate(
+            make_tiny_dataset(3), per_device_batch_size=4, dataloader_kwargs={"drop_last": True}
+        )
 
 
 class InputsOnly(Dataset):
@@ -151,15 +169,20 @@ class InputsOnly(Dataset):
 @pytest.mark.parametrize(
     ("dataset", "what"),
     [
-        pytest.param(TensorDataset(make_tiny_dataset(16).tensors[0]), "lists of one item", id="inputs-only-dataset"),
+        pytest.param(
+            TensorDataset(make_tiny_dataset(16).tensors[0]), "lists of one item", id="inputs-only-dataset"
+        ),
         pytest.param(InputsOnly(), "tensors", id="bare-tensors"),
     ],
 )
 def test_batches_without_targets_are_named_at_the_first_step(dataset, what):
-    # before: "cross_entropy_loss(): argument 'target' (position 2) must be Tensor, not NoneType", from inside torch
+    # before: "cross_entropy_loss(): argument 'target' (position 2) must be Tensor, not NoneType", from inside
+    # torch
     trainer = make_trainer()
     before = parameters_of(trainer.model)
-    message = rf"The batches have no targets: they are {what} \(the inputs only.*TensorDataset\(inputs, targets\)"
+    message = (
+        rf"The batches have no targets: they are {what} \(the inputs only.*TensorDataset\(inputs, targets\)"
+    )
     with pytest.raises(ValueError, match=message):
         trainer.train(dataset, num_epochs=1, per_device_batch_size=4)
     assert trained_nothing(trainer, before)
@@ -171,11 +194,15 @@ def test_a_conflicting_batch_size_in_the_dataloader_kwargs_is_refused():
     trainer = make_trainer()
     before = parameters_of(trainer.model)
     data = make_tiny_dataset(16)
-    with pytest.raises(ValueError, match=r"set batch_size=4, and per_device_batch_size is 8.*Pass per_device_batch_size=4"):
+    with pytest.raises(
+        ValueError, match=r"set batch_size=4, and per_device_batch_size is 8.*Pass per_device_batch_size=4"
+    ):
         trainer.train(data, num_epochs=1, per_device_batch_size=8, train_dataloader_kwargs={"batch_size": 4})
     assert trained_nothing(trainer, before)
     with pytest.raises(ValueError, match=r"set batch_size=2, and per_device_batch_size is 8"):
-        trainer.train(data, num_epochs=1, eval_dataset=make_tiny_dataset(8), eval_dataloader_kwargs={"batch_size": 2})
+        trainer.train(
+            data, num_epochs=1, eval_dataset=make_tiny_dataset(8), eval_dataloader_kwargs={"batch_size": 2}
+        )
     trainer.train(data, num_epochs=1, per_device_batch_size=4, train_dataloader_kwargs={"batch_size": 4})
     assert trainer.run_config.train_per_device_batch_size == trainer.train_dataloader.batch_size == 4
 
@@ -239,7 +266,9 @@ def test_a_batch_sampler_in_the_dataloader_kwargs_decides_the_batches():
         num_epochs=1,
         eval_dataset=IndexedDataset(5),
         train_dataloader_kwargs={"batch_sampler": batches},
-        eval_dataloader_kwargs={"batch_sampler": BatchSampler(SequentialSampler(range(5)), 2, drop_last=False)},
+        eval_dataloader_kwargs={
+            "batch_sampler": BatchSampler(SequentialSampler(range(5)), 2, drop_last=False)
+        },
     )
     assert seen.train == batches
     assert seen.eval == [[0, 1], [2, 3], [4]]
@@ -277,21 +306,43 @@ def unreduced(loss):
 @pytest.mark.parametrize(
     "hook, make_loss, error",
     [
-        ("calculate_train_batch_loss", unreduced, r"calculate_train_batch_loss returned a 'loss' of shape \(4,\).*reduce it"),
-        ("calculate_train_batch_loss", lambda loss: loss.item(), "calculate_train_batch_loss returned a 'loss' of type float"),
-        ("calculate_train_batch_loss", torch.Tensor.detach, "calculate_train_batch_loss returned a 'loss' that does not require grad"),
-        ("calculate_eval_batch_loss", unreduced, r"calculate_eval_batch_loss returned a 'loss' of shape \(4,\)"),
+        (
+            "calculate_train_batch_loss",
+            unreduced,
+            r"calculate_train_batch_loss returned a 'loss' of shape \(4,\).*reduce it",
+        ),
+        (
+            "calculate_train_batch_loss",
+            lambda loss: loss.item(),
+            "calculate_train_batch_loss returned a 'loss' of type float",
+        ),
+        (
+            "calculate_train_batch_loss",
+            torch.Tensor.detach,
+            "calculate_train_batch_loss returned a 'loss' that does not require grad",
+        ),
+        (
+            "calculate_eval_batch_loss",
+            unreduced,
+            r"calculate_eval_batch_loss returned a 'loss' of shape \(4,\)",
+        ),
     ],
     ids=["train-not-scalar", "train-float", "train-no-grad", "eval-not-scalar"],
 )
 def test_a_batch_loss_that_is_not_a_scalar_tensor_names_the_hook(hook, make_loss, error):
     model = make_tiny_model()
     trainer = LossTrainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
-        hook=hook, make_loss=make_loss,
-    )  # fmt: skip
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=(),
+        hook=hook,
+        make_loss=make_loss,
+    )
     with pytest.raises((TypeError, ValueError), match=error):
-        trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4)
+        trainer.train(
+            make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4
+        )
 
 
 def test_the_batch_loss_is_checked_on_the_first_step_of_a_run_only(monkeypatch):
@@ -300,7 +351,9 @@ def test_the_batch_loss_is_checked_on_the_first_step_of_a_run_only(monkeypatch):
     monkeypatch.setattr(_checks, "check_batch_loss", lambda *a, **k: (calls.append(a[1]), check(*a, **k)))
     trainer = make_trainer()
     for _ in range(2):
-        trainer.train(make_tiny_dataset(16), num_epochs=3, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4)
+        trainer.train(
+            make_tiny_dataset(16), num_epochs=3, eval_dataset=make_tiny_dataset(8), per_device_batch_size=4
+        )
     # per run: one training step and the first step of each evaluation epoch
     assert calls == (["calculate_train_batch_loss"] + ["calculate_eval_batch_loss"] * 3) * 2
 
@@ -309,9 +362,14 @@ def test_a_loss_that_goes_wrong_after_the_first_step_is_left_to_torch():
     """The check costs nothing per step: after the first, a bad loss meets torch's own error."""
     model = make_tiny_model()
     trainer = LossTrainer(
-        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
-        hook="calculate_train_batch_loss", make_loss=torch.Tensor.detach, on_steps={2},
-    )  # fmt: skip
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=(),
+        hook="calculate_train_batch_loss",
+        make_loss=torch.Tensor.detach,
+        on_steps={2},
+    )
     with pytest.raises(RuntimeError, match="does not require grad") as raised:
         trainer.train(make_tiny_dataset(16), num_epochs=1, per_device_batch_size=4)
     assert "calculate_train_batch_loss" not in str(raised.value)
@@ -324,7 +382,9 @@ def test_fp16_on_a_cpu_is_an_error_naming_bf16_instead_of_running_fp32():
     with pytest.raises(ValueError, match=r"mixed_precision='fp16' cannot run on this cpu.*'bf16', or 'no'"):
         make_trainer(accelerator_kwargs={"mixed_precision": "fp16", "cpu": True})
     # a failed Trainer leaves nothing behind: the next one, with a setting that runs, trains
-    make_trainer(accelerator_kwargs={"mixed_precision": "bf16", "cpu": True}).train(make_tiny_dataset(8), num_epochs=1)
+    make_trainer(accelerator_kwargs={"mixed_precision": "bf16", "cpu": True}).train(
+        make_tiny_dataset(8), num_epochs=1
+    )
 
 
 def test_trainers_with_different_mixed_precision_in_one_process():
@@ -387,14 +447,18 @@ class KwargsModel(NamedInputModel):
 
 
 def dict_trainer(model):
-    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    return Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=()
+    )
 
 
 def test_a_plain_model_trains_on_dict_batches_and_names_dropped_keys_once(recwarn, monkeypatch):
     """A plain model with a ``loss_func`` trains on dict batches and the dropped keys are named once."""
     inspected = []
     signature = _forward_inputs.inspect.signature
-    monkeypatch.setattr(_forward_inputs.inspect, "signature", lambda f: (inspected.append(f), signature(f))[1])
+    monkeypatch.setattr(
+        _forward_inputs.inspect, "signature", lambda f: (inspected.append(f), signature(f))[1]
+    )
     model = NamedInputModel()
     trainer = dict_trainer(model)
     trainer.train(DictDataset(16), num_epochs=2, eval_dataset=DictDataset(8), per_device_batch_size=4)
@@ -403,8 +467,10 @@ def test_a_plain_model_trains_on_dict_batches_and_names_dropped_keys_once(recwar
     assert model.calls == 2 * (4 + 2) + 1
     assert len(inspected) == 1  # once per model, not per step
     dropped = [str(w.message) for w in recwarn if "not passed to the model" in str(w.message)]
-    assert dropped == ["NamedInputModel.forward takes no argument named ['sample_id']: these batch keys are not "
-                       "passed to the model. Remove them from the batch (or give forward **kwargs) to silence this."]
+    assert dropped == [
+        "NamedInputModel.forward takes no argument named ['sample_id']: these batch keys are not "
+        "passed to the model. Remove them from the batch (or give forward **kwargs) to silence this."
+    ]
 
 
 def test_a_forward_with_kwargs_gets_every_key(recwarn):
@@ -417,7 +483,9 @@ def test_a_forward_with_kwargs_gets_every_key(recwarn):
 def test_a_dict_batch_missing_forward_arguments_names_them_before_a_step():
     """A dict batch without the forward arguments names them before any step."""
     model = make_tiny_model()  # Sequential.forward(input)
-    with pytest.raises(TypeError, match=r"keys \['labels', 'sample_id', 'x'\].*Sequential.forward needs \['input'\]"):
+    with pytest.raises(
+        TypeError, match=r"keys \['labels', 'sample_id', 'x'\].*Sequential.forward needs \['input'\]"
+    ):
         dict_trainer(model).train(DictDataset(8), num_epochs=1, per_device_batch_size=4)
 
 
@@ -436,9 +504,20 @@ def test_on_two_processes_samplers_shard_and_trainers_change_precision(tmp_path)
     """On two processes samplers shard and trainers change mixed precision."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(SCENARIO.relative_to(REPO_ROOT)), str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCENARIO.relative_to(REPO_ROOT)),
+        str(out),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]

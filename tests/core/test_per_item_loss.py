@@ -11,7 +11,14 @@ import torch
 from pytorch_accelerated.trainer import TrainerCallback
 
 from .test_step_cost import ALLOWED_READERS, ledger  # noqa: F401  (the fixture)
-from .tiny_lm import TinyCausalLM, TokenLossTrainer, TokenSequences, pad_batch, per_token_loss, reference_gradients
+from .tiny_lm import (
+    TinyCausalLM,
+    TokenLossTrainer,
+    TokenSequences,
+    pad_batch,
+    per_token_loss,
+    reference_gradients,
+)
 
 
 class FirstUpdateGradients(TrainerCallback):
@@ -21,17 +28,27 @@ class FirstUpdateGradients(TrainerCallback):
 
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
         if self.gradients is None:
-            self.gradients = [parameter.grad.detach().clone() for parameter in trainer.get_model().parameters()]
+            self.gradients = [
+                parameter.grad.detach().clone() for parameter in trainer.get_model().parameters()
+            ]
 
 
-def train_tiny_lm(batch_size: int, accumulation: int, num_samples: int = 16, lr: float = 0.1, callbacks=(), **train):
+def train_tiny_lm(
+    batch_size: int, accumulation: int, num_samples: int = 16, lr: float = 0.1, callbacks=(), **train
+):
     model = TinyCausalLM()
-    trainer = TokenLossTrainer(model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=lr), callbacks=callbacks)
+    trainer = TokenLossTrainer(
+        model, loss_func=None, optimizer=torch.optim.SGD(model.parameters(), lr=lr), callbacks=callbacks
+    )
     trainer.train(
-        TokenSequences(num_samples), num_epochs=1, per_device_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation, collate_fn=pad_batch, train_dataloader_kwargs={"shuffle": False},
+        TokenSequences(num_samples),
+        num_epochs=1,
+        per_device_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        collate_fn=pad_batch,
+        train_dataloader_kwargs={"shuffle": False},
         **train,
-    )  # fmt: skip
+    )
     return trainer
 
 
@@ -58,7 +75,9 @@ def test_a_window_cut_short_by_the_epoch_end_is_a_mean_over_its_tokens():
         gradients: list = []
 
         def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-            self.gradients.append([parameter.grad.detach().clone() for parameter in trainer.get_model().parameters()])
+            self.gradients.append(
+                [parameter.grad.detach().clone() for parameter in trainer.get_model().parameters()]
+            )
 
     watcher = EveryUpdate()
     train_tiny_lm(batch_size=2, accumulation=4, num_samples=10, lr=0.0, callbacks=[watcher])
@@ -70,7 +89,9 @@ def test_a_window_cut_short_by_the_epoch_end_is_a_mean_over_its_tokens():
 
 def test_the_logged_losses_are_means_over_every_token():
     dataset, eval_dataset = TokenSequences(16), TokenSequences(6, seed=1)
-    trainer = train_tiny_lm(batch_size=2, accumulation=4, lr=0.0, eval_dataset=eval_dataset)  # lr 0: the weights stay
+    trainer = train_tiny_lm(
+        batch_size=2, accumulation=4, lr=0.0, eval_dataset=eval_dataset
+    )  # lr 0: the weights stay
     model = TinyCausalLM()
     with torch.no_grad():
         for name, data in (("train_loss_epoch", dataset), ("eval_loss_epoch", eval_dataset)):
@@ -90,7 +111,13 @@ def test_items_for_some_batches_of_a_window_only_is_an_error():
     model = TinyCausalLM()
     trainer = SometimesCounted(model, None, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     with pytest.raises(ValueError, match="num_items_in_batch"):
-        trainer.train(TokenSequences(8), num_epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2, collate_fn=pad_batch)
+        trainer.train(
+            TokenSequences(8),
+            num_epochs=1,
+            per_device_batch_size=2,
+            gradient_accumulation_steps=2,
+            collate_fn=pad_batch,
+        )
 
 
 def test_a_per_token_step_reads_nothing_on_the_host(ledger):  # noqa: F811

@@ -32,7 +32,9 @@ def test_bf16_mixed_precision_runs_the_forward_pass_under_autocast():
     model = ForwardDtype()
     dtypes = OutputDtypes()
     trainer = make_trainer(model=model, callbacks=[dtypes], accelerator_kwargs={"mixed_precision": "bf16"})
-    trainer.train(make_tiny_dataset(32), num_epochs=2, per_device_batch_size=8, eval_dataset=make_tiny_dataset(8))
+    trainer.train(
+        make_tiny_dataset(32), num_epochs=2, per_device_batch_size=8, eval_dataset=make_tiny_dataset(8)
+    )
     assert model.seen == {torch.bfloat16}
     # accelerate converts the outputs back to float32 for the loss
     assert dtypes.dtypes == {torch.float32}
@@ -45,7 +47,12 @@ def test_bf16_mixed_precision_runs_the_forward_pass_under_autocast():
 def test_bf16_and_fp32_runs_agree_within_mixed_precision_tolerance():
     def final_eval_loss(**accelerator_kwargs):
         trainer = make_trainer(accelerator_kwargs=accelerator_kwargs, lr=0.1)
-        trainer.train(make_tiny_dataset(64), num_epochs=3, per_device_batch_size=8, train_dataloader_kwargs={"shuffle": False})
+        trainer.train(
+            make_tiny_dataset(64),
+            num_epochs=3,
+            per_device_batch_size=8,
+            train_dataloader_kwargs={"shuffle": False},
+        )
         return trainer.evaluate(make_tiny_dataset(32, seed=1))["eval_loss"]
 
     fp32 = final_eval_loss()
@@ -59,7 +66,12 @@ def test_bf16_and_fp32_runs_agree_within_mixed_precision_tolerance():
 def test_a_compiled_model_trains_like_the_plain_one():
     def params_after_training(model):
         trainer = make_trainer(model=model, lr=0.1)
-        trainer.train(make_tiny_dataset(32), num_epochs=2, per_device_batch_size=8, train_dataloader_kwargs={"shuffle": False})
+        trainer.train(
+            make_tiny_dataset(32),
+            num_epochs=2,
+            per_device_batch_size=8,
+            train_dataloader_kwargs={"shuffle": False},
+        )
         return [p.detach() for p in trainer.get_model(keep_torch_compile=False).parameters()]
 
     compiled = params_after_training(torch.compile(make_tiny_model(), backend="eager"))

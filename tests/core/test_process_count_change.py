@@ -32,9 +32,19 @@ TOLERANCE = 1e-6  # SGD: the weights differ by the float rounding of another red
 
 def launch(out: Path, num_processes: int, tmp_path: Path, *runs: str) -> None:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), str(out), *runs,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCRIPT),
+        str(out),
+        *runs,
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
 
@@ -56,9 +66,14 @@ def runs(tmp_path_factory):
     for kind in ("map", "stream"):
         run_here(out, f"{kind}1", kind, 12, save_at=SAVED_AT)
     launch(
-        out, 2, tmp, f"map2:map:6:1:{SAVED_AT}:-", f"stream2:stream:6:1:{SAVED_AT}:-",
-        f"map12:map:6:1:-:{out / 'map1_state'}", f"stream12:stream:6:1:-:{out / 'stream1_state'}",
-    )  # fmt: skip
+        out,
+        2,
+        tmp,
+        f"map2:map:6:1:{SAVED_AT}:-",
+        f"stream2:stream:6:1:{SAVED_AT}:-",
+        f"map12:map:6:1:-:{out / 'map1_state'}",
+        f"stream12:stream:6:1:-:{out / 'stream1_state'}",
+    )
     return out
 
 
@@ -75,7 +90,9 @@ def assert_resumed_like(resumed: dict, uninterrupted: dict, what: str) -> None:
     )
     # the epoch resumed inside: its running loss is the sum of every saved process's, and the new steps'
     losses, expected_losses = resumed["train_loss_epoch"], uninterrupted["train_loss_epoch"]
-    assert losses == pytest.approx(expected_losses, rel=1e-5), f"{what}: epoch losses {losses} vs {expected_losses}"
+    assert losses == pytest.approx(expected_losses, rel=1e-5), (
+        f"{what}: epoch losses {losses} vs {expected_losses}"
+    )
     for key, weight in uninterrupted["weights"].items():
         difference = (resumed["weights"][key] - weight).abs().max().item()
         assert difference < TOLERANCE, f"{what}: {key} differs by {difference} from the uninterrupted run's"
@@ -88,9 +105,9 @@ def test_the_uninterrupted_runs_record_every_sample_once_per_epoch(runs):
         for epoch in range(scenario.NUM_EPOCHS):
             seen = sorted(i for update in range(epoch * 5, epoch * 5 + 5) for i in updates[update])
             assert seen == list(range(scenario.NUM_SAMPLES)), f"{name}, epoch {epoch}: samples seen {seen}"
-    assert (
-        result(runs, "map1")["updates"][0] != result(runs, "map2")["updates"][0]
-    ), "the orders should differ"
+    assert result(runs, "map1")["updates"][0] != result(runs, "map2")["updates"][0], (
+        "the orders should differ"
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,9 +172,9 @@ def test_processes_the_saved_run_did_not_have_draw_other_numbers():
     derived = [derived_rng_state(state, index) for index in (2, 3)]
     assert not torch.equal(derived[0]["torch"], derived[1]["torch"]), "two new processes would drop out alike"
     assert not torch.equal(derived[0]["torch"], state["torch"]), "a new process would drop out as process 0"
-    assert (
-        derived_rng_state(state, 2)["python"] == derived[0]["python"]
-    ), "the derivation must be reproducible"
+    assert derived_rng_state(state, 2)["python"] == derived[0]["python"], (
+        "the derivation must be reproducible"
+    )
 
 
 def test_a_model_with_dropout_is_said_to_draw_otherwise_after_the_change():

@@ -29,10 +29,21 @@ def launch(scenario: str, tmp_path: Path) -> tuple[int, list[dict], list[dict], 
     """Run ``scenario`` on two processes: the exit status, each process's result and exit record, output."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "--monitor-interval", str(MONITOR_INTERVAL_S), str(SCRIPT), scenario, str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "--monitor-interval",
+        str(MONITOR_INTERVAL_S),
+        str(SCRIPT),
+        scenario,
+        str(out),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status is not None, f"the launch hung: stopped after {LAUNCH_TIMEOUT_S} s\n{tail(output)}"
     results = [_read(out / f"{scenario}_rank{rank}.json") for rank in range(2)]
@@ -106,4 +117,3 @@ def test_a_getitem_that_never_returns_fails_every_process_in_time(tmp_path):
     torch's DataLoader waits for a batch for good by default: the trainer gives worker loaders a limit."""
     reason = f"DataLoader timed out after {scenarios.BATCH_TIMEOUT_S} seconds"
     check_failure_named_on_every_process("worker_hangs", "RuntimeError", reason, tmp_path)
-

@@ -28,11 +28,21 @@ SCRIPT = Path(__file__).resolve().with_name("process_fault_scenarios.py").relati
 def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list[dict]], float]:
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc_per_node", str(NUM_PROCESSES),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(SCRIPT), ",".join(names), str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(NUM_PROCESSES),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCRIPT),
+        ",".join(names),
+        str(out),
+    ]
     started = time.monotonic()
     status, output = run_launch(command, tmp_path)
     elapsed = time.monotonic() - started
@@ -42,7 +52,10 @@ def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list
         found = [json.loads(path.read_text()) for path in paths if path.exists()]
         errors = [result["error"] for result in found if "error" in result]
         if errors or len(found) != NUM_PROCESSES:
-            pytest.fail(f"scenario {name!r}: {errors or 'no result from every process'}\n{tail(output)}", pytrace=False)
+            pytest.fail(
+                f"scenario {name!r}: {errors or 'no result from every process'}\n{tail(output)}",
+                pytrace=False,
+            )
         results[name] = found
     return status, results, elapsed
 
@@ -51,14 +64,18 @@ def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list
 def fault_runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("process_faults")
     # the stop of one process breaks the process group: it runs last
-    return launch(["resume_unshared", "background_write_fails", "stop_every_process", "stop_one_process"], tmp_path)
+    return launch(
+        ["resume_unshared", "background_write_fails", "stop_every_process", "stop_one_process"], tmp_path
+    )
 
 
 def test_a_state_missing_on_one_process_fails_every_process_naming_each(fault_runs):
     """A resume where one process sees no state fails on every process, naming what each saw."""
     _, results, _ = fault_runs
     per_process = results["resume_unshared"]
-    assert per_process[0]["saved"] and not per_process[1]["saved"], per_process  # only the main process's folder
+    assert per_process[0]["saved"] and not per_process[1]["saved"], (
+        per_process
+    )  # only the main process's folder
     for variant in ("latest", "folder"):
         for result in per_process:
             seen = result[variant]
@@ -80,7 +97,9 @@ def test_a_failed_background_write_is_raised_on_every_process(fault_runs):
             assert result["error_type"] == "CheckpointError", result
             assert result["completed_update_steps"] == raised_at, result
         assert f"{failed}' in the background failed: FileExistsError" in main[case]["message"], main[case]
-        assert f"{failed}' in the background; its error is in its output" in other[case]["message"], other[case]
+        assert f"{failed}' in the background; its error is in its output" in other[case]["message"], other[
+            case
+        ]
 
 
 def test_stop_raised_on_every_process_at_the_same_step_stops_them_cleanly(fault_runs):
@@ -126,7 +145,9 @@ def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worke
     for result in results["workers_forked"]:
         assert result["start_method"] == "fork", result  # the user's choice is kept
     digests = {result["parameters_digest"] for name in results for result in results[name]}
-    assert len(digests) == 1, "the start method changed what the workers fed the model (data order, worker seeds)"
+    assert len(digests) == 1, (
+        "the start method changed what the workers fed the model (data order, worker seeds)"
+    )
 
 
 def test_the_interpreters_whose_fork_can_hang():
@@ -138,6 +159,7 @@ def test_the_interpreters_whose_fork_can_hang():
 @pytest.mark.skipif(not fork_can_hang(), reason="this Python forks safely: workers are forked as usual")
 def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up():
     """A dataset the forkserver cannot receive is refused at set up with the fix."""
+
     class LocalDataset(torch.utils.data.Dataset):  # a local class cannot be pickled
         def __len__(self):
             return 4
@@ -147,7 +169,9 @@ def test_a_dataset_the_forkserver_cannot_receive_is_refused_at_set_up():
 
     with pytest.raises(TypeError, match="cannot be pickled.*multiprocessing_context='fork'"):
         start_workers_safely(DataLoader(LocalDataset(), num_workers=2))
-    loader = DataLoader(make_tiny_dataset(8), batch_size=4, num_workers=2, worker_init_fn=functools.partial(print, "worker"))
+    loader = DataLoader(
+        make_tiny_dataset(8), batch_size=4, num_workers=2, worker_init_fn=functools.partial(print, "worker")
+    )
     start_workers_safely(loader)
     assert loader.multiprocessing_context.get_start_method() == "forkserver"
     assert loader.worker_init_fn.worker_init_fn.args == ("worker",)  # the user's still runs, after ours

@@ -42,7 +42,10 @@ class Augmented(Dataset):
     def __getitem__(self, index):
         self.loaded.append(index)
         inputs, target = self.samples[index]
-        return inputs + 0.1 * torch.randn(4) + 0.05 * float(np.random.randn()) + 0.05 * random.random(), target
+        return (
+            inputs + 0.1 * torch.randn(4) + 0.05 * float(np.random.randn()) + 0.05 * random.random(),
+            target,
+        )
 
 
 class WithItsOwnGenerator(Augmented):
@@ -89,9 +92,22 @@ def run(dataset, callbacks=(), num_epochs: int = 2, resume_from=None, **train_kw
     seed_everything(7)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=list(callbacks))
-    trainer.train(dataset, num_epochs=num_epochs, per_device_batch_size=BATCH_SIZE, resume_from=resume_from, **train_kwargs)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3)
+        )
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=list(callbacks),
+    )
+    trainer.train(
+        dataset,
+        num_epochs=num_epochs,
+        per_device_batch_size=BATCH_SIZE,
+        resume_from=resume_from,
+        **train_kwargs,
+    )
     return trainer
 
 
@@ -113,7 +129,9 @@ def test_a_mid_epoch_resume_loads_no_sample_before_its_position(tmp_path, worker
     assert_bitwise_equal(final_state(resumed), expected)
     if workers == 0:  # the workers' copies count their own loads
         remaining = (NUM_SAMPLES // BATCH_SIZE - SAVED_AFTER) * BATCH_SIZE
-        assert len(dataset.loaded) == remaining + NUM_SAMPLES, "the resumed epoch loaded batches the saved run had seen"
+        assert len(dataset.loaded) == remaining + NUM_SAMPLES, (
+            "the resumed epoch loaded batches the saved run had seen"
+        )
 
 
 def test_the_time_to_the_first_step_does_not_grow_with_the_position(tmp_path):
@@ -144,7 +162,9 @@ def test_a_dataset_with_an_untouched_generator_of_its_own_replays_exactly(tmp_pa
     run(WithItsOwnGenerator(), [SaveThenStop(tmp_path / "state")])
     dataset = WithItsOwnGenerator()
     state = tmp_path / "state"
-    messages = _warnings_of(lambda: assert_bitwise_equal(final_state(run(dataset, resume_from=state)), expected))
+    messages = _warnings_of(
+        lambda: assert_bitwise_equal(final_state(run(dataset, resume_from=state)), expected)
+    )
     assert len(messages) == 1 and "loading again the batches the saved run had seen" in messages[0], messages
     assert "WithItsOwnGenerator.rng, a numpy.random._generator.Generator" in messages[0]
     assert "The resume is exact" in messages[0]
@@ -162,7 +182,8 @@ class DrawsFromItsOwnGenerator(Augmented):
 
 
 def test_a_dataset_drawing_from_its_own_generator_says_resume_is_inexact(tmp_path):
-    # saved in the second epoch: the dataset's generator had drawn through the first, the resumed run's had not
+    # saved in the second epoch: the dataset's generator had drawn through the first, the resumed run's had
+    # not
     """A dataset that draws from a generator of its own says its resume is not exact."""
     run(DrawsFromItsOwnGenerator(), [SaveThenStop(tmp_path / "state", after=NUM_SAMPLES // BATCH_SIZE + 3)])
     messages = _warnings_of(lambda: run(DrawsFromItsOwnGenerator(), resume_from=tmp_path / "state"))
@@ -190,7 +211,9 @@ def test_an_hf_stream_of_local_files_resumes_from_its_state_exactly(tmp_path):
     datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
     path = tmp_path / "data.jsonl"
     inputs, targets = make_tiny_dataset(NUM_SAMPLES).tensors
-    path.write_text("".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist())))
+    path.write_text(
+        "".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist()))
+    )
 
     loaded = []
 
@@ -214,12 +237,16 @@ def test_an_hf_stream_of_local_files_resumes_from_its_state_exactly(tmp_path):
         loaded.clear()
         resumed = run(stream(), resume_from=tmp_path / "state", **kwargs)
     assert_bitwise_equal(final_state(resumed), expected)
-    assert len(loaded) <= NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES + 10, "it read the rows before its position"
+    assert len(loaded) <= NUM_SAMPLES - SAVED_AFTER * BATCH_SIZE + NUM_SAMPLES + 10, (
+        "it read the rows before its position"
+    )
 
 
 def _json_lines(path, num_samples: int = NUM_SAMPLES):
     inputs, targets = make_tiny_dataset(num_samples).tensors
-    path.write_text("".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist())))
+    path.write_text(
+        "".join(json.dumps({"x": x, "y": y}) + "\n" for x, y in zip(inputs.tolist(), targets.tolist()))
+    )
     return path
 
 
@@ -229,7 +256,8 @@ def _collate_rows(rows):
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-the-main-process", "two-workers"])
 def test_a_shuffled_hf_stream_resumes_exactly_by_replaying_its_epoch(tmp_path, workers):
-    # its state_dict() does not hold the buffer's content: loaded from it, every weight differed (HF logged a line)
+    # its state_dict() does not hold the buffer's content: loaded from it, every weight differed (HF logged a
+    # line)
     """An HF stream with a shuffle buffer resumes exactly by reading its epoch again."""
     datasets = pytest.importorskip("datasets", reason="HF datasets is not installed: pip install datasets")
     path = _json_lines(tmp_path / "data.jsonl")
@@ -244,7 +272,9 @@ def test_a_shuffled_hf_stream_resumes_exactly_by_replaying_its_epoch(tmp_path, w
     run(stream(), [SaveThenStop(tmp_path / "state")], **kwargs)
     scramble()
     messages = _warnings_of(
-        lambda: assert_bitwise_equal(final_state(run(stream(), resume_from=tmp_path / "state", **kwargs)), expected)
+        lambda: assert_bitwise_equal(
+            final_state(run(stream(), resume_from=tmp_path / "state", **kwargs)), expected
+        )
     )
     assert len(messages) == 1 and "The resume is exact" in messages[0], messages
 
@@ -261,7 +291,9 @@ def test_an_hf_stream_shuffled_without_a_seed_says_its_resume_is_not_exact(tmp_p
     run(stream(), [SaveThenStop(tmp_path / "state")], **kwargs)
     messages = _warnings_of(lambda: run(stream(), resume_from=tmp_path / "state", **kwargs))
     assert len(messages) == 1, messages
-    assert messages[0].startswith("This resume is not exact because the stream's shuffle buffer is seeded otherwise")
+    assert messages[0].startswith(
+        "This resume is not exact because the stream's shuffle buffer is seeded otherwise"
+    )
     assert ".shuffle(seed=..., buffer_size=...)" in messages[0]
 
 
@@ -279,10 +311,15 @@ def test_a_stream_replayed_in_the_only_process_says_the_resume_is_exact(tmp_path
     run(Noisy(), [SaveThenStop(tmp_path / "state")], **kwargs)
     scramble()
     messages = _warnings_of(
-        lambda: assert_bitwise_equal(final_state(run(Noisy(), resume_from=tmp_path / "state", **kwargs)), expected)
+        lambda: assert_bitwise_equal(
+            final_state(run(Noisy(), resume_from=tmp_path / "state", **kwargs)), expected
+        )
     )
     assert len(messages) == 1, messages
-    said = f"loading again the batches the saved run had seen ({SAVED_AFTER}), because the iterable dataset Noisy has no"
+    said = (
+        f"loading again the batches the saved run had seen ({SAVED_AFTER}), because the iterable dataset"
+        " Noisy has no"
+    )
     assert said in messages[0], messages[0]
     assert "The resume is exact" in messages[0] and "may differ" not in messages[0]
 
@@ -294,10 +331,20 @@ def test_a_stream_replayed_on_two_processes_says_if_the_resume_is_exact(tmp_path
     draws as it is read fall elsewhere in a replay. Before, the warning said they "may differ"."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(Path(stream_resume_scenario.__file__).relative_to(REPO_ROOT)), str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(Path(stream_resume_scenario.__file__).relative_to(REPO_ROOT)),
+        str(out),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     for rank in range(2):
@@ -305,9 +352,15 @@ def test_a_stream_replayed_on_two_processes_says_if_the_resume_is_exact(tmp_path
         for case, result in results.items():
             assert len(result["warnings"]) == 1, (rank, case, result)
             said_exact = "The resume is exact" in result["warnings"][0]
-            assert said_exact == result["exact"] == (case != "draws-in-the-main-process"), (rank, case, result)
+            assert said_exact == result["exact"] == (case != "draws-in-the-main-process"), (
+                rank,
+                case,
+                result,
+            )
         inexact = results["draws-in-the-main-process"]["warnings"][0]
-        assert inexact.startswith("This resume is not exact because the training data drew random numbers"), inexact
+        assert inexact.startswith("This resume is not exact because the training data drew random numbers"), (
+            inexact
+        )
         assert "train_dataloader_kwargs={'num_workers': 1}" in inexact, inexact
 
 
@@ -323,7 +376,9 @@ def test_a_dataloader_that_a_second_train_call_reuses_is_set_up_once(workers):
             return loader
 
     model = torch.nn.Linear(4, 3)
-    trainer = ReusesItsDataloader(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer = ReusesItsDataloader(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=()
+    )
     for _ in range(2):
         trainer.train(dataset, num_epochs=1, per_device_batch_size=BATCH_SIZE)
         assert trainer._resume.train_data.replay_reason is None  # the second still skips, not replays
@@ -413,7 +468,9 @@ def test_main_process_augmentations_draw_what_plain_pytorch_draws(augment):
 
     expected = draws_of(plain)
     assert len({flip for _, flip in expected}) == 2, "the flips should go both ways"
-    assert draws_of(with_the_trainer) == expected, "the Trainer's batches drew other numbers than a plain loop's"
+    assert draws_of(with_the_trainer) == expected, (
+        "the Trainer's batches drew other numbers than a plain loop's"
+    )
 
 
 @AUGMENTS

@@ -73,8 +73,13 @@ def _train(history=None, callbacks=(), num_epochs=2, **train_kwargs):
     """64 samples in batches of 8: 8 updates per epoch."""
     extra = {} if history is None else {"run_history": history}
     trainer = make_trainer(callbacks=callbacks, **extra)
-    trainer.train(make_tiny_dataset(), num_epochs=num_epochs, eval_dataset=make_tiny_dataset(16, seed=1),
-                  per_device_batch_size=8, **train_kwargs)  # fmt: skip
+    trainer.train(
+        make_tiny_dataset(),
+        num_epochs=num_epochs,
+        eval_dataset=make_tiny_dataset(16, seed=1),
+        per_device_batch_size=8,
+        **train_kwargs,
+    )
     return trainer
 
 
@@ -84,7 +89,9 @@ def test_every_value_of_a_run_carries_its_update_step_epoch_and_evaluation():
     train_losses = history.get_metric_records("train_loss_epoch")
     assert [(r.step, r.epoch, r.evaluation) for r in train_losses] == [(8, 1, None), (16, 2, None)]
     assert [(r.step, r.epoch, r.evaluation) for r in history.get_metric_records("eval_loss_epoch")] == [
-        (8, 1, "validation"), (16, 2, "validation")]  # fmt: skip
+        (8, 1, "validation"),
+        (16, 2, "validation"),
+    ]
     assert [r.value for r in train_losses] == history.get_metric_values("train_loss_epoch")
 
     trainer.evaluate(make_tiny_dataset(16, seed=2), metric_prefix="test_")
@@ -97,6 +104,7 @@ def test_every_value_of_a_run_carries_its_update_step_epoch_and_evaluation():
 
 def test_each_step_based_evaluation_is_recorded_once_at_its_step():
     """A callback that evaluates every few steps gets one record per evaluation at its step."""
+
     class EvaluateEvery3(TrainerCallback):
         def on_optimizer_step_end(self, trainer, **kwargs):
             if trainer.completed_update_steps % 3 == 0:
@@ -105,7 +113,12 @@ def test_each_step_based_evaluation_is_recorded_once_at_its_step():
     history = _train(callbacks=[EvaluateEvery3()]).run_history
     records = history.get_metric_records("step_eval_loss")
     assert [(r.step, r.epoch, r.evaluation) for r in records] == [
-        (3, 1, "step"), (6, 1, "step"), (9, 2, "step"), (12, 2, "step"), (15, 2, "step")]  # fmt: skip
+        (3, 1, "step"),
+        (6, 1, "step"),
+        (9, 2, "step"),
+        (12, 2, "step"),
+        (15, 2, "step"),
+    ]
     assert len(history.get_metric_values("eval_loss_epoch")) == 2  # validation kept apart
 
 
@@ -122,12 +135,18 @@ def test_listeners_get_every_new_record_and_an_explicit_step_wins():
     history.remove_listener(seen.append)
     history.update_metric("a", 4.0)
     assert [(r.name, r.value, r.step, r.evaluation) for r in seen] == [
-        ("a", 1.0, 0, None), ("a", 2.0, 40, None), ("x_b", 3.0, 1, "x")]  # fmt: skip
+        ("a", 1.0, 0, None),
+        ("a", 2.0, 40, None),
+        ("x_b", 3.0, 1, "x"),
+    ]
     assert [r.step for r in history.get_metric_records("a")] == [0, 40, 2]
 
 
 def test_a_history_saved_before_values_had_places_still_loads():
-    old_state = {"current_epoch": 3, "metrics": {"train_loss_epoch": [1.0, 0.5], "eval_loss_epoch": [0.9, 0.6]}}
+    old_state = {
+        "current_epoch": 3,
+        "metrics": {"train_loss_epoch": [1.0, 0.5], "eval_loss_epoch": [0.9, 0.6]},
+    }
     history = InMemoryRunHistory()
     history.load_state_dict(old_state)
     assert history.current_epoch == 3
@@ -197,17 +216,31 @@ class _RecordsInItsHook(Trainer):
         return [*super().recorded_metric_names(), "my_metric"]
 
 
-@pytest.mark.parametrize("eval_dataset, expected", [
-    (None, ["train_loss_epoch"]),
-    ("one", ["train_loss_epoch", "eval_loss_epoch", "eval_score"]),
-    ("two", ["train_loss_epoch", "val_eval_loss_epoch", "ood_eval_loss_epoch",
-             "val_eval_score", "ood_eval_score"]),
-], ids=["no-eval", "one-eval-set", "named-eval-sets"])  # fmt: skip
+@pytest.mark.parametrize(
+    "eval_dataset, expected",
+    [
+        (None, ["train_loss_epoch"]),
+        ("one", ["train_loss_epoch", "eval_loss_epoch", "eval_score"]),
+        (
+            "two",
+            [
+                "train_loss_epoch",
+                "val_eval_loss_epoch",
+                "ood_eval_loss_epoch",
+                "val_eval_score",
+                "ood_eval_score",
+            ],
+        ),
+    ],
+    ids=["no-eval", "one-eval-set", "named-eval-sets"],
+)
 def test_the_names_a_run_declares_are_the_trainers_and_its_callbacks(eval_dataset, expected):
     declaring = _DeclaresAtRunStart()
     trainer = make_trainer(callbacks=[declaring])
-    evaluation = {"one": make_tiny_dataset(16, seed=1), "two": {"val": make_tiny_dataset(16, seed=1),
-                  "ood": make_tiny_dataset(16, seed=2)}}.get(eval_dataset)  # fmt: skip
+    evaluation = {
+        "one": make_tiny_dataset(16, seed=1),
+        "two": {"val": make_tiny_dataset(16, seed=1), "ood": make_tiny_dataset(16, seed=2)},
+    }.get(eval_dataset)
     trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=evaluation, per_device_batch_size=8)
     assert declaring.declared == expected, "the trainer's own names first, each eval set's under its name"
     recorded = set(trainer.run_history.get_metric_names())

@@ -124,7 +124,9 @@ def test_the_scheduler_does_not_step_when_the_optimizer_step_was_skipped():
         make_tiny_dataset(16),
         num_epochs=1,
         per_device_batch_size=4,
-        create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5),
+        create_scheduler_fn=lambda optimizer: torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=1, gamma=0.5
+        ),
     )
     assert skipped == [False, True, False, False]
     assert trainer.scheduler.last_epoch == 3

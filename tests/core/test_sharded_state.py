@@ -20,9 +20,13 @@ from .sharding_scenarios import TinyTransformer, next_token_loss
 from .test_sharding import Launch
 
 RUNS = (
-    "uninterrupted", "resumed_mid_epoch", "resumed_at_epoch_end", "damaged_shard", "resumed_latest",
+    "uninterrupted",
+    "resumed_mid_epoch",
+    "resumed_at_epoch_end",
+    "damaged_shard",
+    "resumed_latest",
     "unsharded_into_sharded",
-)  # fmt: skip
+)
 DCP = "torch.distributed.checkpoint"
 
 
@@ -59,8 +63,9 @@ def test_fsdp2_state_stores_each_process_shards_with_dcp_and_their_digests(runs)
     state = runs.out / "states" / scenarios.EPOCH_END_STATE
     manifest = json.loads((state / "training_state.json").read_text())
     assert {name: storage["format"] for name, storage in manifest["components"].items()} == {
-        "model": DCP, "optimizer": DCP,
-    }  # fmt: skip
+        "model": DCP,
+        "optimizer": DCP,
+    }
     dcp_files = sorted(name for name in manifest["files"] if name.startswith("dcp/"))
     assert dcp_files == ["dcp/.metadata", "dcp/__0_0.distcp", "dcp/__1_0.distcp"], "one file per process"
     for name in dcp_files:  # computed as written, never read back: equal to the file's digest now
@@ -111,8 +116,12 @@ def test_a_kill_in_a_sharded_save_loses_nothing_and_latest_resumes(launches):
     states = list_training_states(resumed.out / "killed_states")  # after the resume: the same earlier ones
     names = [state.name for state in states]
     assert names[: names.index("03_epoch_end") + 1] == [
-        "00_run_start", "01_update", "02_update", "03_update", "03_epoch_end",
-    ], names  # fmt: skip
+        "00_run_start",
+        "01_update",
+        "02_update",
+        "03_update",
+        "03_epoch_end",
+    ], names
     for state in states:
         check_digests(state, read_manifest(state))
     assert [result["resumed_from"] for result in resumed.results("resumed_latest")] == ["03_epoch_end"] * 2

@@ -39,10 +39,19 @@ class Launch:
     ):
         self.out, self.num_processes = tmp_dir / "out", num_processes
         command = [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
-            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-            str(Path(__file__).with_name(script).relative_to(REPO_ROOT)), ",".join(names), str(self.out),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(num_processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            str(Path(__file__).with_name(script).relative_to(REPO_ROOT)),
+            ",".join(names),
+            str(self.out),
+        ]
         saved = {name: os.environ.get(name) for name in env or {}}
         os.environ.update(env or {})  # launch_env copies os.environ
         try:
@@ -82,8 +91,10 @@ def test_fsdp2_plugin_shards_the_model_on_cpu_processes(fsdp):
     for result in fsdp.results("fsdp_and_ddp"):
         run = result["fsdp"]
         assert (run["distributed_type"], run["model_class"], run["parameter_class"]) == (
-            "DistributedType.FSDP", "FSDPTinyTransformer", "DTensor",
-        ), run  # fmt: skip
+            "DistributedType.FSDP",
+            "FSDPTinyTransformer",
+            "DTensor",
+        ), run
     # what the Trainer makes up for: accelerate 1.16 alone keeps plain multi-CPU DDP
     assert fsdp.results("fsdp_asked_and_refused")[0]["accelerate_alone"] == "DistributedType.MULTI_CPU"
 
@@ -161,9 +172,10 @@ def test_fsdp2_checkpoint_loads_into_a_plain_model_and_optimizer(fsdp):
     model.load_state_dict(saved["model_state_dict"])  # whole weights, named as the plain model's
     optimizer.load_state_dict(saved["optimizer_state_dict"])  # torch's own format: numbered, whole buffers
     entries = [result["get_state_dict_entries"] for result in fsdp.results("fsdp_checkpoints")]
-    assert entries == [len(saved["model_state_dict"]), 0], (
-        "accelerator.get_state_dict: whole on the main process"
-    )
+    assert entries == [
+        len(saved["model_state_dict"]),
+        0,
+    ], "accelerator.get_state_dict: whole on the main process"
 
 
 def test_fsdp2_load_checkpoint_restores_fsdp_and_ddp_checkpoints_exactly(fsdp):
@@ -327,9 +339,11 @@ def test_deepspeed_zero2_trains_like_plain_torch_on_one_cpu_process(deepspeed):
 def test_deepspeed_auto_fields_are_filled_from_train_arguments(deepspeed):
     result = deepspeed.results("deepspeed")[0]
     assert result["config"] == {
-        "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2, "train_batch_size": 8,
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": 2,
+        "train_batch_size": 8,
         "gradient_clipping": 0.0,  # off: "auto" would have become 1.0
-    }  # fmt: skip
+    }
     assert result["clipped_config"] == 0.5
     assert result["contradiction"].startswith(
         "ValueError: The DeepSpeed config sets gradient_accumulation_steps=4 but train() was given "

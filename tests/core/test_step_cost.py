@@ -24,7 +24,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, ProgressBarCallback, TerminateOnNaNCallback, Trainer, TrainerCallback
+from pytorch_accelerated.trainer import (
+    DEFAULT_CALLBACKS,
+    ProgressBarCallback,
+    TerminateOnNaNCallback,
+    Trainer,
+    TrainerCallback,
+)
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
 from .helpers import make_trainer
@@ -39,18 +45,39 @@ HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int_
 # (the progress bar reads the running loss when it redraws, at most every refresh_interval_s:
 # test_the_progress_bar_reads_the_loss_only_when_it_redraws)
 ALLOWED_READERS = {
-    "RunningLoss.is_finite", "RunningLoss.compute", "DataLoader",
+    "RunningLoss.is_finite",
+    "RunningLoss.compute",
+    "DataLoader",
     "RunningLoss.mean",
-}  # fmt: skip
+}
 COLLECTIVES = (
-    "all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
-    "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter",
-    "barrier", "all_to_all", "gather_object",
-)  # fmt: skip
-STEP_EVENTS = ("on_train_step_start", "on_train_step_end", "on_before_optimizer_step", "on_optimizer_step_end", "on_save_point")
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "gather",
+    "scatter",
+    "barrier",
+    "all_to_all",
+    "gather_object",
+)
+STEP_EVENTS = (
+    "on_train_step_start",
+    "on_train_step_end",
+    "on_before_optimizer_step",
+    "on_optimizer_step_end",
+    "on_save_point",
+)
 EVAL_STEP_EVENTS = ("on_eval_step_start", "on_eval_step_end")
 # the counts are keyed by code.co_qualname, new in Python 3.11
-needs_qualname = pytest.mark.skipif(sys.version_info < (3, 11), reason="needs code.co_qualname (Python 3.11+)")
+needs_qualname = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="needs code.co_qualname (Python 3.11+)"
+)
 
 
 class _Ledger:
@@ -62,7 +89,9 @@ class _Ledger:
         self.collectives: collections.Counter = collections.Counter()
         self.events: collections.Counter = collections.Counter()
         self.python_calls: collections.Counter = collections.Counter()
-        self.dispatched: collections.Counter = collections.Counter()  # what event dispatches called, by callee
+        self.dispatched: collections.Counter = (
+            collections.Counter()
+        )  # what event dispatches called, by callee
         self.tensor_ops: collections.Counter = collections.Counter()
 
 
@@ -151,7 +180,10 @@ def _train(ledger: _Ledger, callbacks, num_epochs: int = 1, eval_batches: int = 
     handler.call_event = counted_call_event
     eval_dataset = make_tiny_dataset(BATCH_SIZE * eval_batches) if eval_batches else None
     trainer.train(
-        make_tiny_dataset(BATCH_SIZE * STEPS_PER_EPOCH), num_epochs=num_epochs, eval_dataset=eval_dataset, per_device_batch_size=BATCH_SIZE
+        make_tiny_dataset(BATCH_SIZE * STEPS_PER_EPOCH),
+        num_epochs=num_epochs,
+        eval_dataset=eval_dataset,
+        per_device_batch_size=BATCH_SIZE,
     )
 
 
@@ -165,7 +197,9 @@ def _hand_loop_tensor_ops() -> collections.Counter:
     model = make_tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     loss_func = torch.nn.CrossEntropyLoss()
-    loader = torch.utils.data.DataLoader(make_tiny_dataset(BATCH_SIZE * STEPS_PER_EPOCH), batch_size=BATCH_SIZE, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        make_tiny_dataset(BATCH_SIZE * STEPS_PER_EPOCH), batch_size=BATCH_SIZE, shuffle=True
+    )
     ops, total = collections.Counter(), torch.zeros(())
     batches = iter(loader)
     for step in range(WINDOW.stop):
@@ -190,10 +224,14 @@ def test_a_step_reads_no_tensor_on_the_host_but_the_non_finite_check(ledger):
     unexpected = {what: n for what, n in ledger.reads.items() if what.split(" in ")[1] not in ALLOWED_READERS}
     assert unexpected == {}, f"host reads besides the allowed ones: {unexpected}"
     checks_per_epoch = -(-STEPS_PER_EPOCH // 50)  # one every 50 steps, the last at the epoch's end
-    assert ledger.reads["__bool__ in RunningLoss.is_finite"] == 2 * checks_per_epoch  # TerminateOnNaNCallback's
+    assert (
+        ledger.reads["__bool__ in RunningLoss.is_finite"] == 2 * checks_per_epoch
+    )  # TerminateOnNaNCallback's
     assert ledger.reads["tolist in RunningLoss.compute"] == 2  # the epoch's loss, once per epoch
     loader_reads = sum(n for what, n in ledger.reads.items() if what.endswith(" in DataLoader"))
-    assert loader_reads <= 2 * 4, f"the DataLoader read {loader_reads} values in 2 epochs: per step, not per epoch"
+    assert loader_reads <= 2 * 4, (
+        f"the DataLoader read {loader_reads} values in 2 epochs: per step, not per epoch"
+    )
 
 
 @needs_qualname
@@ -231,16 +269,29 @@ def test_an_event_nobody_handles_runs_no_code_in_a_step(ledger):
     # the default callbacks handle on_train_step_end (the bar, the non-finite check) and on_eval_step_end;
     # _StepWindow handles on_train_step_start. The other step events are dispatched and return at once.
     _train(ledger, DEFAULT_CALLBACKS, eval_batches=5)
-    handled = {event: ledger.events[event] for event in ("on_train_step_start", "on_train_step_end", "on_eval_step_end")}
-    assert handled == {"on_train_step_start": STEPS_PER_EPOCH, "on_train_step_end": STEPS_PER_EPOCH, "on_eval_step_end": 5}
+    handled = {
+        event: ledger.events[event]
+        for event in ("on_train_step_start", "on_train_step_end", "on_eval_step_end")
+    }
+    assert handled == {
+        "on_train_step_start": STEPS_PER_EPOCH,
+        "on_train_step_end": STEPS_PER_EPOCH,
+        "on_eval_step_end": 5,
+    }
     dispatched = _per_step(ledger.dispatched)
     expected = {
         "_StepWindow.on_train_step_start": 1,
         "TerminateOnNaNCallback.on_train_step_end": 1,
         "ProgressBarCallback.on_train_step_end": 1,
     }
-    assert dispatched == expected, f"per step, event dispatches called {dispatched}: an unhandled event ran code"
-    resolutions = {name: n for name, n in ledger.python_calls.items() if "_handlers_of" in name or "_find_handlers" in name}
+    assert dispatched == expected, (
+        f"per step, event dispatches called {dispatched}: an unhandled event ran code"
+    )
+    resolutions = {
+        name: n
+        for name, n in ledger.python_calls.items()
+        if "_handlers_of" in name or "_find_handlers" in name
+    }
     assert resolutions == {}, f"handlers were looked up again inside steps: {resolutions}"
 
 
@@ -273,7 +324,9 @@ class _HandlesEveryStepEvent(TrainerCallback):
 def test_a_step_fires_each_step_event_that_has_a_handler_once():
     handles_all = _HandlesEveryStepEvent()
     trainer = make_trainer(callbacks=[*DEFAULT_CALLBACKS, handles_all])
-    trainer.train(make_tiny_dataset(4 * 6), num_epochs=1, eval_dataset=make_tiny_dataset(4 * 2), per_device_batch_size=4)
+    trainer.train(
+        make_tiny_dataset(4 * 6), num_epochs=1, eval_dataset=make_tiny_dataset(4 * 2), per_device_batch_size=4
+    )
     expected = dict.fromkeys(STEP_EVENTS, 6) | dict.fromkeys(EVAL_STEP_EVENTS, 2)
     expected["on_save_point"] += 3  # also at the run's start, the epoch's end and the run's end
     assert dict(handles_all.counts) == expected
@@ -295,9 +348,12 @@ def test_a_callback_added_mid_run_gets_step_events_from_the_next_step():
     trainer.train(make_tiny_dataset(4 * 6), num_epochs=1, per_device_batch_size=4)
     # added inside the third step's on_train_step_end: that step's update is its first event
     assert dict(late.counts) == {
-        "on_train_step_start": 3, "on_train_step_end": 3, "on_before_optimizer_step": 4,
-        "on_optimizer_step_end": 4, "on_save_point": 4 + 2,  # the updates, the epoch's end, the run's end
-    }  # fmt: skip
+        "on_train_step_start": 3,
+        "on_train_step_end": 3,
+        "on_before_optimizer_step": 4,
+        "on_optimizer_step_end": 4,
+        "on_save_point": 4 + 2,  # the updates, the epoch's end, the run's end
+    }
     trainer.callback_handler.remove_callback(late)
     late.counts.clear()
     trainer.train(make_tiny_dataset(4 * 6), num_epochs=1, per_device_batch_size=4)
@@ -343,7 +399,9 @@ def test_no_earlier_step_outputs_are_alive_during_a_forward_or_a_backward():
             super().backward_step(loss)
 
     trainer = make_trainer(callbacks=DEFAULT_CALLBACKS, trainer_class=Watched, model=watcher)
-    trainer.train(make_tiny_dataset(32), num_epochs=1, eval_dataset=make_tiny_dataset(16), per_device_batch_size=4)
+    trainer.train(
+        make_tiny_dataset(32), num_epochs=1, eval_dataset=make_tiny_dataset(16), per_device_batch_size=4
+    )
     assert len(watcher.alive_at_forward) == 8 + 4 and not any(watcher.alive_at_forward)
     # the loss is all backward needs: the outputs are freed before it (a language model's logits)
     assert alive_at_backward == [False] * 8
@@ -391,7 +449,10 @@ def test_the_progress_bar_redraws_at_most_every_refresh_interval(capsys):
     bar = ProgressBarCallback(refresh_interval_s=2.0, file_refresh_interval_s=7.0)
     make_trainer(callbacks=[bar, Spy()]).train(make_tiny_dataset(8), num_epochs=1, per_device_batch_size=4)
     assert seen == [7.0, 7.0]  # stderr is not a terminal under pytest: the interval for files
-    assert (ProgressBarCallback().refresh_interval_s, ProgressBarCallback().file_refresh_interval_s) == (0.5, 30.0)
+    assert (ProgressBarCallback().refresh_interval_s, ProgressBarCallback().file_refresh_interval_s) == (
+        0.5,
+        30.0,
+    )
     for name in ("refresh_interval_s", "file_refresh_interval_s"):
         with pytest.raises(ValueError, match=name):
             ProgressBarCallback(**{name: -1})
@@ -413,8 +474,14 @@ def test_the_progress_bar_reads_the_loss_only_when_it_redraws(ledger, monkeypatc
     threading.Thread(target=_drain, args=(controller,), daemon=True).start()
     redraws = []
     display = default_callbacks._Bar.display
-    monkeypatch.setattr(default_callbacks._Bar, "display", lambda bar, msg=None, pos=None: (
-        redraws.append(bar.desc) if msg is None and "train" in bar.desc else None) or display(bar, msg, pos))
+    monkeypatch.setattr(
+        default_callbacks._Bar,
+        "display",
+        lambda bar, msg=None, pos=None: (
+            (redraws.append(bar.desc) if msg is None and "train" in bar.desc else None)
+            or display(bar, msg, pos)
+        ),
+    )
     callbacks = [c for c in DEFAULT_CALLBACKS if c is not ProgressBarCallback]
     with open(terminal, "w") as stream:
         monkeypatch.setattr(sys, "stderr", stream)

@@ -32,7 +32,12 @@ from pytorch_accelerated.trainer import (
 )
 from pytorch_accelerated.trainer.safe_files import FILE_DIGEST, file_digest
 from pytorch_accelerated.trainer.state_format import _manifest_digest, read_manifest  # noqa
-from pytorch_accelerated.trainer.testing import EventRecorder, assert_bitwise_equal, final_state, make_tiny_dataset
+from pytorch_accelerated.trainer.testing import (
+    EventRecorder,
+    assert_bitwise_equal,
+    final_state,
+    make_tiny_dataset,
+)
 
 # ---------------------------------------------------------------------------------------- a run
 
@@ -99,23 +104,35 @@ class EndsEpochAfter(TrainerCallback):
         self.seen = state_dict["seen"]
 
 
-RUN = dict(num_samples=70, batch_size=8, num_epochs=3, accumulation=3, workers=0, max_steps=None, epoch_limit=None)
+RUN = dict(
+    num_samples=70, batch_size=8, num_epochs=3, accumulation=3, workers=0, max_steps=None, epoch_limit=None
+)
 
 
 def train_run(
-    callbacks=(), resume_from=None, model=None, optimizer_class=torch.optim.AdamW, scheduler=True, counter=True,
-    create_scheduler_fn=None, **overrides
+    callbacks=(),
+    resume_from=None,
+    model=None,
+    optimizer_class=torch.optim.AdamW,
+    scheduler=True,
+    counter=True,
+    create_scheduler_fn=None,
+    **overrides,
 ):
     settings = {**RUN, **overrides}
     seed_everything(7)
     model = model if model is not None else make_model()
     extra = [EndsEpochAfter(settings["epoch_limit"])] if settings["epoch_limit"] else []
     trainer = Trainer(
-        model, torch.nn.CrossEntropyLoss(), optimizer_class(model.parameters(), lr=0.01),
+        model,
+        torch.nn.CrossEntropyLoss(),
+        optimizer_class(model.parameters(), lr=0.01),
         callbacks=[*([CountsSteps()] if counter else []), *extra, *callbacks],
-    )  # fmt: skip
+    )
     create_scheduler_fn = create_scheduler_fn or functools.partial(
-        torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS
+        torch.optim.lr_scheduler.OneCycleLR,
+        max_lr=0.05,
+        total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
     )
     trainer.train(
         make_tiny_dataset(settings["num_samples"]),
@@ -200,7 +217,13 @@ def test_a_mid_epoch_resume_replays_its_start_then_loads_callback_states(tmp_pat
     log.clear()
     trainer = train_run([Watcher()], resume_from=path)
     # 70 samples / batch 8 = 9 batches; accumulation 3: update 4 is the first of epoch 2
-    assert log[:5] == ["on_init_end", "on_training_run_start", "on_train_epoch_start", "load_state_dict", "on_train_step_start"]
+    assert log[:5] == [
+        "on_init_end",
+        "on_training_run_start",
+        "on_train_epoch_start",
+        "load_state_dict",
+        "on_train_step_start",
+    ]
     assert "on_save_point" not in log[:5]  # no run_start point for a resumed run
     assert log.count("on_train_step_start") == 2 * 9 - 3
     assert trainer.completed_update_steps == 9
@@ -252,7 +275,8 @@ def test_resume_from_latest_needs_a_callback_that_saves_states():
         train_run(resume_from="latest")
 
 
-# ---------------------------------------------------------------------------------------- misuse and bad states
+# ---------------------------------------------------------------------------------------- misuse and bad
+# states
 
 
 def _saved_state(tmp_path, **overrides) -> Path:
@@ -299,7 +323,12 @@ def test_an_epoch_records_its_data_order_only_if_a_callback_can_save_in_it(tmp_p
 
     def failed_run(callbacks):
         model = make_model()
-        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks)
+        trainer = Trainer(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            callbacks=callbacks,
+        )
         with pytest.raises(RuntimeError, match="a failure inside the epoch"):
             trainer.train(make_tiny_dataset(40), num_epochs=1, per_device_batch_size=4)
         return trainer
@@ -320,6 +349,7 @@ def test_an_epoch_records_its_data_order_only_if_a_callback_can_save_in_it(tmp_p
 
 def test_a_callback_state_unsafe_to_load_is_refused_when_saving(tmp_path):
     """A callback state that cannot be loaded safely is refused when saving."""
+
     class HoldsAnObject(TrainerCallback):
         def state_dict(self):
             return {"when": object()}
@@ -343,7 +373,10 @@ def test_a_state_of_another_model_names_what_does_not_match(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"optimizer_class": torch.optim.SGD}, "holds the state of a AdamW optimizer; this trainer's is a SGD"),
+        (
+            {"optimizer_class": torch.optim.SGD},
+            "holds the state of a AdamW optimizer; this trainer's is a SGD",
+        ),
         ({"scheduler": False}, "holds a scheduler state and this run has none"),
         ({"batch_size": 4}, "train_per_device_batch_size 8 there, 4 here"),
         ({"counter": False}, "callbacks this trainer does not have: ['CountsSteps']"),
@@ -366,7 +399,9 @@ def test_a_missing_or_truncated_part_is_named_and_earlier_states_load(tmp_path):
     with pytest.raises(CheckpointError, match=r"trainer\.pt' is truncated or was changed"):
         train_run(resume_from=newest)
     with pytest.warns(UserWarning, match=r"damaged and passed over .*trainer\.pt' is truncated"):
-        assert find_latest_training_state(tmp_path) == earlier  # incomplete states are passed over, and said so
+        assert (
+            find_latest_training_state(tmp_path) == earlier
+        )  # incomplete states are passed over, and said so
 
     (earlier / "process_0.pt").unlink()
     with pytest.raises(CheckpointError, match=r"is missing its part 'process_0\.pt'"):
@@ -439,7 +474,8 @@ def test_a_write_killed_between_its_renames_is_recovered_by_the_next_write(tmp_p
     assert sorted(item.name for item in tmp_path.iterdir()) == ["final", "state"]
 
 
-# ---------------------------------------------------------------------------------------- faults, injected for real
+# ---------------------------------------------------------------------------------------- faults, injected
+# for real
 
 _KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
@@ -471,8 +507,11 @@ def test_a_state_replacement_killed_between_renames_is_put_back(tmp_path):
     killed = tmp_path / "killed"
     done = subprocess.run(
         [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(killed)],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -9, done.stderr
     assert sorted(item.name for item in killed.iterdir()) == [".now.incomplete", ".now.replaced"]
     expected = final_state(train_run())
@@ -499,6 +538,7 @@ def _flip_a_byte_inside(path: Path, tensor: torch.Tensor) -> None:
 
 def test_a_flipped_weight_bit_falls_back_to_the_newest_intact_state(tmp_path):
     """A flipped bit in a weight is refused by name and a folder resumes from the newest intact state."""
+
     def damage(newest):
         _flip_a_byte_inside(newest / "trainer.pt", torch.load(newest / "trainer.pt")["model"]["0.weight"])
 
@@ -516,7 +556,9 @@ def _check_the_damaged_newest_is_refused_and_the_one_before_resumes(tmp_path, da
     damage(newest)
     with pytest.raises(CheckpointError, match=error):
         train_run(resume_from=newest)
-    with pytest.warns(UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"):
+    with pytest.warns(
+        UserWarning, match=rf"damaged and passed over .*{newest.name}.*; using .*{saver.saved[-2].name}"
+    ):
         resumed = train_run(resume_from=tmp_path)
     assert resumed.resumed_from == saver.saved[-2]
     assert_bitwise_equal(final_state(resumed), expected)
@@ -525,24 +567,30 @@ def _check_the_damaged_newest_is_refused_and_the_one_before_resumes(tmp_path, da
 def test_a_flipped_manifest_bit_falls_back_to_the_newest_intact_state(tmp_path):
     # the manifest's values (the position, the parts' sizes and digests) are covered by its own digest:
     # before, a changed digit resumed at another position, silently
-    """A flipped bit in the manifest's step count is refused; a folder resumes from its newest intact state.
-    """
+    """A flipped bit in the manifest's step count is refused; a folder resumes from its newest intact
+    state."""
+
     def damage(newest):
         manifest = newest / "training_state.json"
         content = bytearray(manifest.read_bytes())
         steps = read_manifest(newest)["position"]["completed_update_steps"]
-        digit = bytes(content).index(f'"completed_update_steps": {steps}'.encode()) + len('"completed_update_steps": ')
+        digit = bytes(content).index(f'"completed_update_steps": {steps}'.encode()) + len(
+            '"completed_update_steps": '
+        )
         content[digit] ^= 0x01  # '4' -> '5', still a number
         manifest.write_bytes(bytes(content))
         assert json.loads(content)["position"]["completed_update_steps"] != steps
 
     _check_the_damaged_newest_is_refused_and_the_one_before_resumes(
-        tmp_path, damage, r"training_state\.json' is damaged: its content no longer matches the SHA-256 it was written with"
+        tmp_path,
+        damage,
+        r"training_state\.json' is damaged: its content no longer matches the SHA-256 it was written with",
     )
 
 
 def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
-    # before, a manifest without digests loaded unchecked: a flipped bit in a weight (~9e36 off) went unnoticed
+    # before, a manifest without digests loaded unchecked: a flipped bit in a weight (~9e36 off) went
+    # unnoticed
     path = _saved_state(tmp_path)
     _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
     manifest = json.loads((path / "training_state.json").read_text())
@@ -550,19 +598,26 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
     model = make_model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"training_state\.json' has no 'manifest_sha256', which training-state format"):
+    with pytest.raises(
+        CheckpointError, match=r"training_state\.json' has no 'manifest_sha256', which training-state format"
+    ):
         train_run(resume_from=path, model=model)
     assert_bitwise_equal(model.state_dict(), before)
 
     manifest[FILE_DIGEST] = {"process_0.pt": file_digest(path / "process_0.pt")}
-    manifest["manifest_sha256"] = _manifest_digest(manifest)  # one digest left out, the manifest's own recomputed
+    manifest["manifest_sha256"] = _manifest_digest(
+        manifest
+    )  # one digest left out, the manifest's own recomputed
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
-    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
+    with pytest.raises(
+        CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"
+    ):
         train_run(resume_from=path)
 
 
 def test_a_dataset_of_another_length_is_refused_mid_epoch(tmp_path):
-    # 90 and 89 samples make 12 batches of 8 each: the settings matched, and the epoch went on in another order
+    # 90 and 89 samples make 12 batches of 8 each: the settings matched, and the epoch went on in another
+    # order
     """A dataset of another length with as many batches is refused mid-epoch."""
     path = tmp_path / "state"
 
@@ -574,7 +629,9 @@ def test_a_dataset_of_another_length_is_refused_mid_epoch(tmp_path):
     train_run([SaveAtUpdate2()], num_samples=90)
     model = make_model(seed=1)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=re.escape("over other training data (dataset length 90 there, 89 here)")):
+    with pytest.raises(
+        CheckpointError, match=re.escape("over other training data (dataset length 90 there, 89 here)")
+    ):
         train_run(resume_from=path, model=model, num_samples=89)
     assert_bitwise_equal(model.state_dict(), before)
     train_run(resume_from=path, num_samples=90)
@@ -584,10 +641,14 @@ def test_resume_from_a_checkpoint_file_names_load_checkpoint(tmp_path):
     """Resume from a checkpoint file says it is one and names ``load_checkpoint``."""
     trainer = train_run(num_epochs=1)
     trainer.save_checkpoint(tmp_path / "model.pt")
-    with pytest.raises(CheckpointError, match=r"model\.pt' is a checkpoint written by save_checkpoint.*load_checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.pt' is a checkpoint written by save_checkpoint.*load_checkpoint"
+    ):
         train_run(resume_from=tmp_path / "model.pt")
     path = _saved_state(tmp_path)
-    with pytest.raises(CheckpointError, match=rf"trainer\.pt' is a file of the training state '{path}': pass that folder"):
+    with pytest.raises(
+        CheckpointError, match=rf"trainer\.pt' is a file of the training state '{path}': pass that folder"
+    ):
         train_run(resume_from=path / "trainer.pt")
     (tmp_path / "notes.txt").write_text("not a state")
     with pytest.raises(CheckpointError, match=r"notes\.txt' is a file; a training state is a folder that"):
@@ -600,7 +661,9 @@ def test_a_scheduler_of_another_class_is_refused_before_any_change(tmp_path):
     model = make_model()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     step_lr = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)
-    with pytest.raises(CheckpointError, match="holds the state of a OneCycleLR scheduler; this run's is a StepLR"):
+    with pytest.raises(
+        CheckpointError, match="holds the state of a OneCycleLR scheduler; this run's is a StepLR"
+    ):
         train_run(resume_from=path, model=model, create_scheduler_fn=step_lr)
     assert_bitwise_equal(model.state_dict(), before)
 
@@ -614,13 +677,31 @@ def test_a_dataloader_of_another_make_is_refused_before_any_change(tmp_path):
 
     class TrainerWithAGenerator(Trainer):
         def create_train_dataloader(self, batch_size, dataloader_kwargs):
-            return torch.utils.data.DataLoader(self.train_dataset, batch_size=batch_size, shuffle=True, generator=generator)
+            return torch.utils.data.DataLoader(
+                self.train_dataset, batch_size=batch_size, shuffle=True, generator=generator
+            )
 
-    trainer = TrainerWithAGenerator(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=[CountsSteps()])
-    with pytest.raises(CheckpointError, match=re.escape("draws from 1 random generator(s), the saved run from 0")):
-        trainer.train(make_tiny_dataset(70), num_epochs=3, per_device_batch_size=8, gradient_accumulation_steps=3,
-                      create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05,
-                      total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS), resume_from=path)  # fmt: skip
+    trainer = TrainerWithAGenerator(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=[CountsSteps()],
+    )
+    with pytest.raises(
+        CheckpointError, match=re.escape("draws from 1 random generator(s), the saved run from 0")
+    ):
+        trainer.train(
+            make_tiny_dataset(70),
+            num_epochs=3,
+            per_device_batch_size=8,
+            gradient_accumulation_steps=3,
+            create_scheduler_fn=functools.partial(
+                torch.optim.lr_scheduler.OneCycleLR,
+                max_lr=0.05,
+                total_steps=TrainerPlaceholderValues.NUM_TRAINING_STEPS,
+            ),
+            resume_from=path,
+        )
     assert_bitwise_equal(model.state_dict(), before)
 
 
@@ -628,7 +709,9 @@ def test_a_folder_of_only_damaged_states_is_an_error_not_a_fresh_start(tmp_path)
     """A folder whose every state is damaged is an error not a fresh start."""
     path = _saved_state(tmp_path)
     _flip_a_byte_inside(path / "trainer.pt", torch.load(path / "trainer.pt")["model"]["0.weight"])
-    with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*trainer\.pt' is corrupted"):
+    with pytest.raises(
+        CheckpointError, match=rf"No intact training state in '{tmp_path}'.*trainer\.pt' is corrupted"
+    ):
         find_latest_training_state(tmp_path)
     assert sorted(item.name for item in tmp_path.iterdir()) == [".state.damaged"]  # kept for inspection
 
@@ -658,7 +741,9 @@ class CountsBatchesAndSavesThem(CountsBatches):
 def test_the_test_kit_finds_a_callback_that_forgets_its_state(tmp_path):
     from pytorch_accelerated.trainer.testing import check_exact_resume
 
-    with pytest.raises(AssertionError, match=r"saved at 001-update, the run ends differently: \['run history'\]"):
+    with pytest.raises(
+        AssertionError, match=r"saved at 001-update, the run ends differently: \['run history'\]"
+    ):
         check_exact_resume(lambda: [CountsBatches()], tmp_path / "forgets")
     states = check_exact_resume(lambda: [CountsBatchesAndSavesThem()], tmp_path / "keeps")
     assert len(states) == 1 + 2 * (4 + 1) + 1  # start, 2 epochs of 4 updates and an end, run end
@@ -668,18 +753,31 @@ def test_persistent_dataloader_workers_are_warned_about_when_resuming(tmp_path):
     path = _saved_state(tmp_path)
     seed_everything(7)
     model = make_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=[CountsSteps()])
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=[CountsSteps()],
+    )
     with pytest.warns(UserWarning, match="persistent_workers=True"):
         trainer.train(
-            make_tiny_dataset(70), num_epochs=1, per_device_batch_size=8, gradient_accumulation_steps=3,
-            create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=100),
-            train_dataloader_kwargs={"num_workers": 1, "persistent_workers": True}, resume_from=path,
-        )  # fmt: skip
+            make_tiny_dataset(70),
+            num_epochs=1,
+            per_device_batch_size=8,
+            gradient_accumulation_steps=3,
+            create_scheduler_fn=functools.partial(
+                torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=100
+            ),
+            train_dataloader_kwargs={"num_workers": 1, "persistent_workers": True},
+            resume_from=path,
+        )
 
 
 def test_a_damaged_manifest_is_a_clear_error(tmp_path):
     path = _saved_state(tmp_path)
-    (path / "training_state.json").write_text(json.dumps({"format": "pytorch_accelerated.training_state", "format_version": 1}))
+    (path / "training_state.json").write_text(
+        json.dumps({"format": "pytorch_accelerated.training_state", "format_version": 1})
+    )
     with pytest.raises(CheckpointError, match="is damaged: it lacks some of"):
         train_run(resume_from=path)
     (path / "training_state.json").write_text("{not json")
@@ -723,10 +821,16 @@ def test_a_damaged_manifest_is_passed_over_with_a_warning(tmp_path):
     shutil.copytree(path, tmp_path / "copy")
     manifest = path / "training_state.json"
     manifest.write_bytes(b"z" + manifest.read_bytes()[1:])  # a flipped bit in the manifest's first byte
-    with pytest.warns(UserWarning, match=rf"damaged and passed over \(Cannot read '{path}/training_state.json'.*using '{tmp_path}/copy'"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"damaged and passed over \(Cannot read '{path}/training_state.json'.*using '{tmp_path}/copy'",
+    ):
         assert find_latest_training_state(tmp_path) == tmp_path / "copy"
     manifest = tmp_path / "copy" / "training_state.json"
     manifest.write_text(manifest.read_text().replace('"num_processes": 1', '"num_processes": "1"'))
-    with pytest.raises(CheckpointError, match=rf"No intact training state in '{tmp_path}'.*copy/training_state.json' is damaged"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"No intact training state in '{tmp_path}'.*copy/training_state.json' is damaged",
+    ):
         find_latest_training_state(tmp_path)  # was None: resume_from="latest" started afresh over them
     assert sorted(item.name for item in tmp_path.iterdir()) == [".copy.damaged", ".state.damaged"]

@@ -58,7 +58,9 @@ def _record(path: Path, manifest: dict, name: str) -> None:
 def _as_written_before_format_3(path: Path, manifest: dict) -> dict:
     """The manifest with SHA-256 file digests, as formats 1 and 2 (trainer-core 0.3 and 0.4) recorded them."""
     del manifest[FILE_DIGEST]
-    manifest["sha256"] = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    manifest["sha256"] = {
+        name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in manifest["files"]
+    }
     return manifest
 
 
@@ -88,13 +90,18 @@ def test_each_file_has_the_digest_of_its_bytes_in_the_manifest(saved):
     manifest = _manifest(path)
     assert sorted(manifest[FILE_DIGEST]) == sorted(manifest["files"]) == ["process_0.pt", "trainer.pt"]
     for name, digest in manifest[FILE_DIGEST].items():
-        assert digest == file_digest(path / name), f"{name}: the digest computed while writing is not the file's"
+        assert digest == file_digest(path / name), (
+            f"{name}: the digest computed while writing is not the file's"
+        )
 
 
 def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
     path, expected = saved
     manifest = _as_written_before_format_3(path, _manifest(path))
-    del manifest["components"], manifest["manifest_sha256"]  # the files are what version 1 wrote; only the manifest says more now
+    del (
+        manifest["components"],
+        manifest["manifest_sha256"],
+    )  # the files are what version 1 wrote; only the manifest says more now
     manifest["format_version"] = 1
     assert set(manifest) == VERSION_1_FIELDS
     _write_manifest(path, manifest)
@@ -111,7 +118,9 @@ def test_a_format_2_state_loads_and_its_sha256_digests_find_damage(saved):
     content = bytearray((path / "process_0.pt").read_bytes())
     content[len(content) // 2] ^= 0x01
     (path / "process_0.pt").write_bytes(bytes(content))
-    with pytest.raises(CheckpointError, match=r"process_0\.pt' is corrupted: .* the digest \(sha256\) recorded"):
+    with pytest.raises(
+        CheckpointError, match=r"process_0\.pt' is corrupted: .* the digest \(sha256\) recorded"
+    ):
         train_run(resume_from=path)
 
 
@@ -137,7 +146,10 @@ def test_a_part_in_a_storage_format_unknown_here_is_refused_by_name(saved):
     (path / "trainer.pt").write_bytes(b"")  # refused before the files are loaded: reading this one would fail
     _record(path, manifest, "trainer.pt")
     _write_manifest(path, manifest)
-    with pytest.raises(CheckpointError, match=r"stores its model state in the format 'dcp', which this trainer-core cannot read"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"stores its model state in the format 'dcp', which this trainer-core cannot read",
+    ):
         train_run(resume_from=path)
     # not mistaken for a damaged state: listing states leaves it where it is
     assert find_latest_training_state(path.parent) == path
@@ -176,13 +188,16 @@ def test_a_manifest_that_misstates_the_components_is_a_clear_error(saved, compon
 def test_a_format_1_state_without_digests_loads_unchecked_with_a_warning(saved):
     """A state of format version 1 without digests loads unchecked with a warning.
 
-    trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked."""
+    trainer-core 0.2 wrote format 1 without SHA-256s: its states still load, saying that they are not checked.
+    """
     path, expected = saved
     manifest = _manifest(path)
     del manifest["components"], manifest["manifest_sha256"], manifest[FILE_DIGEST]
     manifest["format_version"] = 1
     _write_manifest(path, manifest)
-    with pytest.warns(UserWarning, match="written by trainer-core 0.2, without SHA-256 digests: its files are loaded"):
+    with pytest.warns(
+        UserWarning, match="written by trainer-core 0.2, without SHA-256 digests: its files are loaded"
+    ):
         assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 
@@ -192,14 +207,19 @@ def test_a_manifest_missing_one_files_digest_is_refused_in_any_format(saved):
     manifest = _manifest(path)
     del manifest[FILE_DIGEST]["trainer.pt"]
     _write_manifest(path, manifest)
-    with pytest.raises(CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"):
+    with pytest.raises(
+        CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"
+    ):
         train_run(resume_from=path)
     manifest = _as_written_before_format_3(path, _manifest(path))
     del manifest["sha256"]["trainer.pt"]
     for version in (2, 1):
         manifest["format_version"] = version
         _write_manifest(path, manifest)
-        with pytest.raises(CheckpointError, match=rf"has no sha256 digest for \['trainer\.pt'\], where training-state format {version}"):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"has no sha256 digest for \['trainer\.pt'\], where training-state format {version}",
+        ):
             train_run(resume_from=path)
 
 
@@ -223,7 +243,10 @@ def test_a_state_of_a_newer_format_is_refused_by_name_and_never_set_aside(tmp_pa
     manifest["format_version"] = 4  # as a newer trainer-core would write it, with its digest
     _write_manifest(newest, manifest)
     listed = sorted(path.name for path in states.iterdir())
-    refused = rf"'{newest}' was written by a newer trainer-core \(training-state format 4; .*\): upgrade trainer-core"
+    refused = (
+        rf"'{newest}' was written by a newer trainer-core \(training-state format 4; .*\): upgrade"
+        r" trainer-core"
+    )
     for resume_from, callbacks in (("latest", [FindsTheLatestIn(states)]), (states, []), (newest, [])):
         with pytest.raises(CheckpointError, match=refused):
             train_run(callbacks, resume_from=resume_from, num_epochs=1)

@@ -19,9 +19,20 @@ AT_A_TIME = 2
 
 
 def launch_example(tmp_path: Path) -> tuple[int | None, str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "pytorch_accelerated.examples.distributed_cpu", *DISTRIBUTED_ARGS]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "pytorch_accelerated.examples.distributed_cpu",
+        *DISTRIBUTED_ARGS,
+    ]
     return run_launch(command, tmp_path)
 
 

@@ -31,7 +31,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The arguments of a run of a few steps, for the quickstart's own tests (--run-dir is added by them).
 TINY_RUNS = {"quickstart": ["--num-epochs", "2", "--max-steps", "5"]}
 # Examples that need an extra, and the module whose absence makes their run of seconds skip.
-NEEDS = {"tuning_tools": "pytorch_accelerated.tuning", "optuna_search": "optuna", "mnist_quickstart": "torchvision", "timm_transfer_learning": "timm", "transformers_classifier": "transformers"}
+NEEDS = {
+    "tuning_tools": "pytorch_accelerated.tuning",
+    "optuna_search": "optuna",
+    "mnist_quickstart": "torchvision",
+    "timm_transfer_learning": "timm",
+    "transformers_classifier": "transformers",
+}
 NOT_EXAMPLES = ("__init__", "__main__", "cli", "digits")
 
 
@@ -76,7 +82,9 @@ def test_each_example_runs_as_the_readme_prints_it(name, tmp_path, monkeypatch, 
         pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (trainer-examples' extra)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [f"pytorch_accelerated.examples.{name}", *readme_small_runs()[name]])
-    sys.modules.pop(f"pytorch_accelerated.examples.{name}", None)  # runpy warns about a module imported already
+    sys.modules.pop(
+        f"pytorch_accelerated.examples.{name}", None
+    )  # runpy warns about a module imported already
     try:
         runpy.run_module(f"pytorch_accelerated.examples.{name}", run_name="__main__", alter_sys=True)
     finally:
@@ -91,24 +99,38 @@ def test_the_readme_runs_every_example_at_the_sizes_its_help_prints():
         source = (EXAMPLES_DIR / f"{name}.py").read_text()
         epilog = re.search(rf'example_parser\("{name}", __doc__, "([^"]*)"\)', source)
         assert epilog, f"{name} does not build its parser with example_parser"
-        assert shlex.split(epilog.group(1)) == args, f"{name}: its --help and the README show different small sizes"
+        assert shlex.split(epilog.group(1)) == args, (
+            f"{name}: its --help and the README show different small sizes"
+        )
 
 
 @pytest.mark.parametrize("name", ["accumulation_clipping_scheduler", "resumable", "quickstart"])
 def test_an_example_help_lists_its_arguments_defaults_and_a_run_of_seconds(name):
     completed = subprocess.run(
-        [sys.executable, "-m", f"pytorch_accelerated.examples.{name}", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", f"pytorch_accelerated.examples.{name}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "--num-epochs" in completed.stdout and "--max-steps" in completed.stdout and "(default: " in completed.stdout
+    assert (
+        "--num-epochs" in completed.stdout
+        and "--max-steps" in completed.stdout
+        and "(default: " in completed.stdout
+    )
     small_run = " ".join(readme_small_runs()[name])
-    assert f"A run of seconds:\n  python -m pytorch_accelerated.examples.{name} {small_run}" in completed.stdout
+    assert (
+        f"A run of seconds:\n  python -m pytorch_accelerated.examples.{name} {small_run}" in completed.stdout
+    )
 
 
 def test_the_package_lists_the_examples_also_with_help():
     for args in ([], ["--help"]):
         completed = subprocess.run(
-            [sys.executable, "-m", "pytorch_accelerated.examples", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "pytorch_accelerated.examples", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert completed.returncode == 0, completed.stderr
         assert all(f"``{name}``" in completed.stdout for name in example_names()), completed.stdout
@@ -138,11 +160,15 @@ def _imports_from_the_library(source_file: Path):
 @pytest.mark.parametrize("source_file", sorted(EXAMPLES_DIR.glob("*.py")), ids=lambda path: path.name)
 def test_examples_use_only_public_names(source_file):
     for module_name, names in _imports_from_the_library(source_file):
-        assert not any(part.startswith("_") for part in module_name.split(".")), f"imports the private module {module_name}"
+        assert not any(part.startswith("_") for part in module_name.split(".")), (
+            f"imports the private module {module_name}"
+        )
         module = importlib.import_module(module_name)
         public = set(getattr(module, "__all__", ()))
         for name in names:
-            assert name in public, f"{source_file.name} imports {name} from {module_name}, which is not in its __all__"
+            assert name in public, (
+                f"{source_file.name} imports {name} from {module_name}, which is not in its __all__"
+            )
 
 
 def test_the_readme_commands_name_existing_examples():
@@ -161,7 +187,11 @@ def test_the_main_command_end_to_end(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     completed = subprocess.run(
         [sys.executable, "-m", "pytorch_accelerated.examples.quickstart"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     lines = completed.stdout.strip().splitlines()
@@ -176,7 +206,9 @@ def test_the_main_command_end_to_end(tmp_path):
     test_accuracy = float(re.search(r"^test accuracy: ([0-9.]+)", completed.stdout, flags=re.M).group(1))
     assert test_accuracy > 0.9
     # one naming scheme: the test set's loss and accuracy side by side, under one prefix
-    assert re.search(r"^evaluation: test_eval_loss: [0-9.]+ \| test_eval_accuracy: [0-9.]+", completed.stdout, flags=re.M)
+    assert re.search(
+        r"^evaluation: test_eval_loss: [0-9.]+ \| test_eval_accuracy: [0-9.]+", completed.stdout, flags=re.M
+    )
 
     # output to a pipe: the bars write plain lines (none for epochs shorter than file_refresh_interval_s),
     # never carriage returns; early stopping; the best checkpoint loaded back
@@ -185,13 +217,17 @@ def test_the_main_command_end_to_end(tmp_path):
     assert "Loading the best checkpoint" in completed.stdout
 
     epoch_rows = read_csv(run_dir / "metrics.csv")
-    assert len(epoch_rows) >= 5 and [int(row["epoch"]) for row in epoch_rows] == list(range(1, len(epoch_rows) + 1))
+    assert len(epoch_rows) >= 5 and [int(row["epoch"]) for row in epoch_rows] == list(
+        range(1, len(epoch_rows) + 1)
+    )
     assert max(float(row["eval_accuracy"]) for row in epoch_rows) > 0.9
 
     import torch
 
     checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
-    assert checkpoint["eval_accuracy"] == pytest.approx(max(float(row["eval_accuracy"]) for row in epoch_rows))
+    assert checkpoint["eval_accuracy"] == pytest.approx(
+        max(float(row["eval_accuracy"]) for row in epoch_rows)
+    )
     # the test score is that of the best epoch's weights, loaded back: it is on that epoch's row
     (test_row,) = [row for row in epoch_rows if row["test_eval_accuracy"]]
     assert int(test_row["epoch"]) == checkpoint["epoch"] < len(epoch_rows), "the best epoch, not the last"
@@ -207,12 +243,24 @@ def test_quickstart_returns_where_everything_is(tmp_path, capsys):
     assert result.num_epochs_run == 1  # 5 updates end the run in its first epoch
     assert 0 <= result.test_accuracy <= 1 and math.isfinite(result.test_loss)
     assert result.checkpoint_path.is_file()
-    assert sorted(path.name for path in result.plot_paths) == ["accuracy.png", "loss_epoch.png", "metrics.png"]
+    assert sorted(path.name for path in result.plot_paths) == [
+        "accuracy.png",
+        "loss_epoch.png",
+        "metrics.png",
+    ]
     for path in result.plot_paths:
         assert_is_png(path)
     rows = read_csv(result.csv_path)
-    assert [row["epoch"] for row in rows] == ["1"]  # the test scores share the row of the epoch they come from
-    assert {"train_loss_epoch", "eval_loss_epoch", "train_accuracy", "eval_accuracy", "test_eval_accuracy"} <= set(rows[0])
+    assert [row["epoch"] for row in rows] == [
+        "1"
+    ]  # the test scores share the row of the epoch they come from
+    assert {
+        "train_loss_epoch",
+        "eval_loss_epoch",
+        "train_accuracy",
+        "eval_accuracy",
+        "test_eval_accuracy",
+    } <= set(rows[0])
     assert float(rows[0]["test_eval_accuracy"]) == pytest.approx(result.test_accuracy, abs=1e-4)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"run folder: {result.run_dir.resolve()}"
 
@@ -260,7 +308,9 @@ def test_quickstart_default_run_folders_are_new_ones(tmp_path, monkeypatch):
 
     assert first.run_dir != second.run_dir
     assert first.run_dir.parent == second.run_dir.parent == Path("runs")
-    assert all(re.fullmatch(r"quickstart-\d{8}-\d{6}(-\d+)?", path.name) for path in (first.run_dir, second.run_dir))
+    assert all(
+        re.fullmatch(r"quickstart-\d{8}-\d{6}(-\d+)?", path.name) for path in (first.run_dir, second.run_dir)
+    )
 
 
 def test_quickstart_asks_for_a_run_folder_on_several_processes(monkeypatch, capsys):
@@ -289,7 +339,9 @@ def test_the_custom_event_reaches_the_callback_that_defines_it():
     trainer, mistakes_per_epoch = result["trainer"], result["mistakes_per_epoch"]
 
     assert len(mistakes_per_epoch) == 2 and all(len(counts) == 10 for counts in mistakes_per_epoch)
-    assert trainer.run_history.get_metric_values("eval_num_mistakes") == [sum(counts) for counts in mistakes_per_epoch]
+    assert trainer.run_history.get_metric_values("eval_num_mistakes") == [
+        sum(counts) for counts in mistakes_per_epoch
+    ]
 
     # the last epoch's counts are the mistakes of the trained model, counted independently
     _, eval_dataset, _ = load_digits_datasets()
@@ -302,7 +354,9 @@ def test_the_custom_event_reaches_the_callback_that_defines_it():
 
 
 def test_accumulation_clipping_and_a_schedule_sized_to_the_run():
-    result = accumulation_clipping_scheduler.main(["--num-epochs", "2", "--warmup-epochs", "0.5", "--lr", "0.003"])
+    result = accumulation_clipping_scheduler.main(
+        ["--num-epochs", "2", "--warmup-epochs", "0.5", "--lr", "0.003"]
+    )
     trainer, lrs = result["trainer"], result["learning_rates"]
     config = trainer.run_config
 
@@ -318,7 +372,9 @@ def test_accumulation_clipping_and_a_schedule_sized_to_the_run():
 
 
 def test_the_schedule_ends_with_a_run_cut_short_by_max_steps():
-    result = accumulation_clipping_scheduler.main(["--num-epochs", "5", "--max-steps", "15", "--warmup-epochs", "0.25"])
+    result = accumulation_clipping_scheduler.main(
+        ["--num-epochs", "5", "--max-steps", "15", "--warmup-epochs", "0.25"]
+    )
     lrs = result["learning_rates"]
 
     assert len(lrs) == 15 == result["trainer"].run_config.num_training_steps
@@ -340,8 +396,14 @@ def test_the_resumable_example_stopped_by_a_signal_continues_exactly(tmp_path):
     assert reference.resumed_from is None and reference.test_accuracy > 0.8
 
     run_dir = tmp_path / "run"
-    stopped = resumable.run(resumable.parse_args([*settings, "--run-dir", str(run_dir)]), callbacks=[InterruptAtUpdate30()])
-    assert (stopped.stopped_by_signal, stopped.test_accuracy, stopped.completed_update_steps) == ("SIGINT", None, 30)  # the save point follows the update
+    stopped = resumable.run(
+        resumable.parse_args([*settings, "--run-dir", str(run_dir)]), callbacks=[InterruptAtUpdate30()]
+    )
+    assert (stopped.stopped_by_signal, stopped.test_accuracy, stopped.completed_update_steps) == (
+        "SIGINT",
+        None,
+        30,
+    )  # the save point follows the update
 
     resumed = resumable.main([*settings, "--run-dir", str(run_dir)])
     assert resumed.resumed_from.name == "step-00000030"
@@ -367,10 +429,15 @@ def test_every_examples_help_shows_its_whole_summary_and_every_default(name, cap
     help_text = capsys.readouterr().out
     description = " ".join(help_text.split("\n\n")[1].split())
     summary = " ".join(module.__doc__.strip().split("\n\n")[0].split())
-    assert description == summary and summary.endswith("."), f"{name}: the description is cut: {description!r}"
+    assert description == summary and summary.endswith("."), (
+        f"{name}: the description is cut: {description!r}"
+    )
     options = re.split(r"\n(?=  -)", help_text.split("options:\n", 1)[1].split("\n\n")[0])
-    without_default = [option.split()[0] for option in options
-                       if "(default: " not in " ".join(option.split()) and "--help" not in option]  # fmt: skip
+    without_default = [
+        option.split()[0]
+        for option in options
+        if "(default: " not in " ".join(option.split()) and "--help" not in option
+    ]
     assert not without_default, f"{name}: options whose --help shows no default: {without_default}"
 
 
@@ -387,6 +454,7 @@ def test_the_tensorboard_example_stopped_at_its_time_limit_goes_on_exactly(tmp_p
     assert not reference.stopped_by_time_limit and reference.completed_update_steps == 120
 
     clock = {"now": 0.0}  # a clock that advances a second each time the time limit is checked
+
     def a_second_later() -> float:
         clock["now"] += 1
         return clock["now"]
@@ -396,10 +464,14 @@ def test_the_tensorboard_example_stopped_at_its_time_limit_goes_on_exactly(tmp_p
     while not runs or runs[-1].stopped_by_time_limit:  # a job at a time, as a scheduler runs them
         runs.append(example.main([*settings, "--run-dir", str(tmp_path / "run")]))
     assert len(runs) > 2 and runs[1].resumed_from is not None
-    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "reference" / "metrics.csv").read_text()
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (
+        tmp_path / "reference" / "metrics.csv"
+    ).read_text()
 
     result = runs[-1]
-    assert [path.name for path in result.best_checkpoints] == [path.name for path in reference.best_checkpoints]
+    assert [path.name for path in result.best_checkpoints] == [
+        path.name for path in reference.best_checkpoints
+    ]
     assert len(result.best_checkpoints) == 3 and all(path.is_file() for path in result.best_checkpoints)
     best = torch.load(next(iter(result.best_checkpoints)), weights_only=True)["model_state_dict"]
     exported = load_file(result.safetensors_path)

@@ -8,7 +8,8 @@ installed. To run them all, in an environment of their own:
 
     python -m venv .venv-examples
     .venv-examples/bin/pip install torch==2.14.1 torchvision==0.29.1 ./packages/trainer-core \\
-        ./packages/trainer-callbacks ./packages/trainer-metrics "./packages/trainer-examples[timm,transformers]" \\
+        ./packages/trainer-callbacks ./packages/trainer-metrics
+"./packages/trainer-examples[timm,transformers]" \\
         pytest pytest-timeout
     .venv-examples/bin/python -m pytest tests/examples/test_heavy_examples.py -ra --timeout=600
 """
@@ -27,7 +28,9 @@ import torch
 from tests.launching import free_port, run_launch, tail
 
 PACKAGE = "pytorch_accelerated.examples"
-TWO_PROCESSES_LINE = "trained on 2 process(es), device cpu, backend gloo; weights identical on every process: True"
+TWO_PROCESSES_LINE = (
+    "trained on 2 process(es), device cpu, backend gloo; weights identical on every process: True"
+)
 
 
 def require(module_name: str, extra: str) -> None:
@@ -39,7 +42,10 @@ def require(module_name: str, extra: str) -> None:
     pytest.importorskip(
         module_name,
         exc_type=ImportError,
-        reason=f"{module_name} is not installed; this example needs it: pip install 'trainer-examples[{extra}]'{pairing}",
+        reason=(
+            f"{module_name} is not installed; this example needs it: pip install"
+            f" 'trainer-examples[{extra}]'{pairing}"
+        ),
     )
 
 
@@ -54,7 +60,15 @@ def launch(launcher: list[str], name: str, args: list[str], tmp_path: Path) -> s
 
 
 def torchrun_two_processes() -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
 
 
 # ---------------------------------------------------------------------------- MNIST quickstart
@@ -69,20 +83,28 @@ def write_tiny_mnist(root: Path, num_train: int = 60, num_test: int = 10) -> Non
     for split, size in (("train", num_train), ("t10k", num_test)):
         images = torch.randint(0, 256, (size, 28, 28), dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, 10, (size,), dtype=torch.uint8, generator=generator)
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, size, 28, 28) + images.numpy().tobytes())
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, size) + labels.numpy().tobytes())
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, size, 28, 28) + images.numpy().tobytes()
+        )
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, size) + labels.numpy().tobytes()
+        )
 
 
 def test_mnist_quickstart_on_fake_data():
     require("torchvision", "vision")
-    metrics = example("mnist_quickstart").main(["--fake-data", "--fake-data-size", "240", "--num-epochs", "1", "--max-steps", "3"])
+    metrics = example("mnist_quickstart").main(
+        ["--fake-data", "--fake-data-size", "240", "--num-epochs", "1", "--max-steps", "3"]
+    )
     assert math.isfinite(metrics["eval_loss"])
 
 
 def test_mnist_quickstart_reads_mnist_through_the_real_dataset_code(tmp_path):
     require("torchvision", "vision")
     write_tiny_mnist(tmp_path)
-    metrics = example("mnist_quickstart").main(["--data-dir", str(tmp_path), "--num-epochs", "1", "--batch-size", "8"])
+    metrics = example("mnist_quickstart").main(
+        ["--data-dir", str(tmp_path), "--num-epochs", "1", "--batch-size", "8"]
+    )
     assert math.isfinite(metrics["eval_loss"])
 
 
@@ -96,8 +118,21 @@ def test_mnist_quickstart_runs_with_torchrun_on_two_processes(tmp_path):
 
 # ---------------------------------------------------------------------------- timm transfer learning
 
-TIMM_ARGS = ["--model-name", "test_resnet", "--fake-data", "--fake-data-size", "32", "--image-size", "64",
-             "--num-epochs", "1", "--max-steps", "2", "--batch-size", "4"]
+TIMM_ARGS = [
+    "--model-name",
+    "test_resnet",
+    "--fake-data",
+    "--fake-data-size",
+    "32",
+    "--image-size",
+    "64",
+    "--num-epochs",
+    "1",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "4",
+]
 
 
 def test_timm_transfer_learning_trains_the_head_then_everything(capsys):
@@ -135,7 +170,9 @@ def test_transformers_classifier_learns_with_the_loss_from_the_model():
 
 def test_transformers_classifier_runs_a_few_steps():
     require("transformers", "transformers")
-    accuracy = example("transformers_classifier").main(["--num-samples", "200", "--num-epochs", "1", "--max-steps", "3"])
+    accuracy = example("transformers_classifier").main(
+        ["--num-samples", "200", "--num-epochs", "1", "--max-steps", "3"]
+    )
     assert 0.0 <= accuracy <= 1.0
 
 
@@ -143,11 +180,23 @@ def test_transformers_classifier_runs_a_few_steps():
 
 
 @pytest.mark.parametrize(
-    ("mixed_precision", "compile_backend"), [("bf16", "eager"), ("no", "none")], ids=["bf16-compiled", "fp32-plain"]
+    ("mixed_precision", "compile_backend"),
+    [("bf16", "eager"), ("no", "none")],
+    ids=["bf16-compiled", "fp32-plain"],
 )
 def test_mixed_precision_and_compile(mixed_precision, compile_backend):
-    args = ["--mixed-precision", mixed_precision, "--compile-backend", compile_backend,
-            "--num-samples", "256", "--num-epochs", "1", "--max-steps", "3"]
+    args = [
+        "--mixed-precision",
+        mixed_precision,
+        "--compile-backend",
+        compile_backend,
+        "--num-samples",
+        "256",
+        "--num-epochs",
+        "1",
+        "--max-steps",
+        "3",
+    ]
     trainer = example("mixed_precision_and_compile").main(args)
     assert trainer.run_config.mixed_precision == mixed_precision
     compiled = trainer.get_model(keep_torch_compile=False) is not trainer.get_model()
@@ -174,16 +223,38 @@ def test_distributed_example_with_torchrun(tmp_path):
 
 def test_distributed_example_with_accelerate_launch(tmp_path):
     # --multi_gpu is what starts two processes (through torch's launcher); without a GPU they use the CPUs
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(free_port())]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
     output = launch(launcher, "distributed_cpu", DISTRIBUTED_ARGS, tmp_path)
     assert output.count(TWO_PROCESSES_LINE) == 1
 
 
 def test_distributed_example_with_notebook_launcher(tmp_path):
-    command = [sys.executable, "-m", f"{PACKAGE}.distributed_cpu", *DISTRIBUTED_ARGS,
-               "--notebook-launcher", "--num-processes", "2", "--port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        f"{PACKAGE}.distributed_cpu",
+        *DISTRIBUTED_ARGS,
+        "--notebook-launcher",
+        "--num-processes",
+        "2",
+        "--port",
+        str(free_port()),
+    ]
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     assert output.count(TWO_PROCESSES_LINE) == 1

@@ -32,11 +32,17 @@ def test_it_imports_only_the_public_interface_of_the_core():
     for source_file in PACKAGE.rglob("*.py"):
         tree = ast.parse(source_file.read_text(), filename=str(source_file))
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytorch_accelerated"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("pytorch_accelerated")
+            ):
                 assert node.module in allowed_modules, f"{source_file} imports {node.module}"
                 if node.module == "pytorch_accelerated.trainer":
                     for alias in node.names:
-                        assert alias.name in core.__all__, f"{source_file} imports {alias.name}, not in the core's __all__"
+                        assert alias.name in core.__all__, (
+                            f"{source_file} imports {alias.name}, not in the core's __all__"
+                        )
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("pytorch_accelerated") or alias.name in allowed_modules
@@ -48,8 +54,21 @@ def test_its_own_tests_pass_against_this_core(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE / "src"), env.get("PYTHONPATH")]))
     completed = subprocess.run(
-        [sys.executable, "-m", "pytest", str(PACKAGE / "tests"), "-p", "no:cacheprovider", "-p", "no:randomly"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(PACKAGE / "tests"),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-5000:]
@@ -60,8 +79,10 @@ def test_its_own_tests_pass_against_this_core(tmp_path):
 def test_it_builds_a_wheel_of_its_own_package(tmp_path):
     pytest.importorskip(
         "hatchling",
-        reason="hatchling (its build backend) is not installed in this environment; .ci/run builds the "
-        "package with `python -m build` in a fresh environment instead",
+        reason=(
+            "hatchling (its build backend) is not installed in this environment; .ci/run builds the "
+            "package with `python -m build` in a fresh environment instead"
+        ),
     )
     build = "import sys, hatchling.build as backend; print(backend.build_wheel(sys.argv[1]))"
     completed = subprocess.run(
@@ -76,4 +97,6 @@ def test_it_builds_a_wheel_of_its_own_package(tmp_path):
     assert "trainer_callback_gradnorm/__init__.py" in names
     assert not any(name.startswith("pytorch_accelerated/") for name in names)
     requirements = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    assert [line for line in requirements if "extra ==" not in line] == ["Requires-Dist: trainer-core<1,>=0.2"]
+    assert [line for line in requirements if "extra ==" not in line] == [
+        "Requires-Dist: trainer-core<1,>=0.2"
+    ]

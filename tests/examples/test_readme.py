@@ -41,7 +41,9 @@ def test_the_quickstart_imports_only_what_the_readme_says_it_needs():
     code = re.findall(r"```python\n(.*?)```", section(README.read_text(), "Quickstart"), flags=re.S)[0]
     modules = {match.split(".")[0] for match in re.findall(r"^(?:from|import) ([\w.]+)", code, flags=re.M)}
     assert modules == {"torch", "sklearn", "pytorch_accelerated"}
-    assert "pytorch_accelerated.trainer" in code and "pytorch_accelerated.callbacks" not in code  # trainer-core alone
+    assert (
+        "pytorch_accelerated.trainer" in code and "pytorch_accelerated.callbacks" not in code
+    )  # trainer-core alone
     assert "trainer-core scikit-learn" in section(README.read_text(), "Quickstart")
 
 
@@ -62,8 +64,12 @@ def test_the_readme_links_lead_to_files_of_this_repository():
 
 def test_the_install_commands_name_existing_packages():
     install = section(README.read_text(), "Install")
-    folders = set(re.findall(r"\./packages/([\w-]+)", install)) | set(re.findall(r"subdirectory=packages/([\w-]+)", install))
-    assert folders == {path.name for path in (REPO_ROOT / "packages").iterdir() if (path / "pyproject.toml").is_file()}
+    folders = set(re.findall(r"\./packages/([\w-]+)", install)) | set(
+        re.findall(r"subdirectory=packages/([\w-]+)", install)
+    )
+    assert folders == {
+        path.name for path in (REPO_ROOT / "packages").iterdir() if (path / "pyproject.toml").is_file()
+    }
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
     for name in folders:
         project = tomllib.loads((REPO_ROOT / "packages" / name / "pyproject.toml").read_text())["project"]
@@ -80,5 +86,7 @@ def test_every_environment_installs_torch_the_same_way():
     for name, env in with_workspace.items():
         assert env.get("installer") == "uv", f"hatch.toml's {name} environment does not install with uv"
         requirements = env.get("dependencies", []) + env.get("extra-dependencies", [])
-        torch = [requirement for requirement in requirements if "torch" in requirement and "TORCH" in requirement]
+        torch = [
+            requirement for requirement in requirements if "torch" in requirement and "TORCH" in requirement
+        ]
         assert torch == ["{env:TRAINER_TORCH_REQUIREMENT:torch}"], f"{name}: {requirements}"

@@ -69,7 +69,9 @@ class Task:
     def make_dataset(self, num_samples: int, seed: int) -> TensorDataset:
         """Inputs, targets and each sample's index."""
         inputs = torch.randn(num_samples, NUM_FEATURES, generator=torch.Generator().manual_seed(seed))
-        projection = torch.randn(NUM_FEATURES, self.num_outputs, generator=torch.Generator().manual_seed(1234))
+        projection = torch.randn(
+            NUM_FEATURES, self.num_outputs, generator=torch.Generator().manual_seed(1234)
+        )
         return TensorDataset(inputs, self.targets_from_scores(inputs @ projection), torch.arange(num_samples))
 
     def make_model(self) -> torch.nn.Module:
@@ -148,7 +150,14 @@ class LatestValueReader(TrainerCallback):
 class CollectiveCounter:
     """Within its ``with`` block, counts the torch.distributed collectives called."""
 
-    NAMES = ("all_gather", "all_reduce", "broadcast", "barrier", "all_gather_into_tensor", "all_gather_object")
+    NAMES = (
+        "all_gather",
+        "all_reduce",
+        "broadcast",
+        "barrier",
+        "all_gather_into_tensor",
+        "all_gather_object",
+    )
 
     def __init__(self):
         self.count = 0
@@ -215,7 +224,10 @@ def _run_task(task: Task, task_name: str, out: Path, counter: CollectiveCounter)
     reader = LatestValueReader(f"eval_{next(iter(metrics.eval_metrics))}")
     ids = MetricsCallback({"ids": CatMetric()}, inputs_fn=sample_ids, on_train=True)
     trainer = make_trainer(
-        [reader, recorder, metrics, ids], lr=0.1, model=task.make_model(), loss_func=task.loss_func,
+        [reader, recorder, metrics, ids],
+        lr=0.1,
+        model=task.make_model(),
+        loss_func=task.loss_func,
         accelerator_kwargs=accelerator_kwargs(),
     )
     trainer.train(

@@ -21,7 +21,10 @@ def expected_values(task_name: str, outputs: torch.Tensor, targets: torch.Tensor
     outputs, targets = outputs.double().numpy(), targets.numpy()
     if task_name == "classification":
         predictions = outputs.argmax(axis=1)
-        return {"accuracy": accuracy_score(targets, predictions), "f1": f1_score(targets, predictions, average="macro")}
+        return {
+            "accuracy": accuracy_score(targets, predictions),
+            "f1": f1_score(targets, predictions, average="macro"),
+        }
     if task_name == "regression":
         return {"mse": mean_squared_error(targets, outputs[:, 0])}
     predictions = (outputs > 0).astype(int)  # sigmoid(x) > 0.5

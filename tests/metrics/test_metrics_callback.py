@@ -149,7 +149,10 @@ def test_early_stopping_placed_first_watches_this_epochs_accuracy():
     from pytorch_accelerated.callbacks import EarlyStoppingCallback
 
     stopping = EarlyStoppingCallback(
-        early_stopping_patience=1, early_stopping_threshold=0.01, watch_metric="eval_accuracy", greater_is_better=True
+        early_stopping_patience=1,
+        early_stopping_threshold=0.01,
+        watch_metric="eval_accuracy",
+        greater_is_better=True,
     )
     num_epochs = 10
     metrics = MetricsCallback({"accuracy": accuracy()})
@@ -179,10 +182,13 @@ def test_an_evaluation_stopped_midway_leaves_nothing_behind():
     result = run_tiny_training(callbacks=[MetricsCallback({"accuracy": accuracy()}), stopper], num_epochs=2)
     assert "eval_accuracy" not in result.metrics
     result.trainer.callback_handler.remove_callback(stopper)
-    assert result.trainer.evaluate()["eval_accuracy"] == pytest.approx(eval_accuracy_of(result.trainer), abs=1e-6)
+    assert result.trainer.evaluate()["eval_accuracy"] == pytest.approx(
+        eval_accuracy_of(result.trainer), abs=1e-6
+    )
 
 
-# ---------------------------------------------------------------------------------------- the subclass pattern
+# ---------------------------------------------------------------------------------------- the subclass
+# pattern
 
 
 class PlainTorchmetricsTrainer(Trainer):
@@ -207,7 +213,9 @@ class RecordMetricsTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eval_metrics = MetricCollection({"accuracy": accuracy(), "f1": accuracy(average="macro")}).to(self.device)
+        self.eval_metrics = MetricCollection({"accuracy": accuracy(), "f1": accuracy(average="macro")}).to(
+            self.device
+        )
 
     def calculate_eval_batch_loss(self, batch):
         batch_output = super().calculate_eval_batch_loss(batch)
@@ -247,11 +255,15 @@ def test_a_metric_that_needs_labels_gets_them_in_a_run():
 
 def test_default_inputs_squeeze_single_outputs_and_read_dict_batches():
     outputs, targets = torch.randn(8, 1), torch.randn(8)
-    preds, _ = default_metric_inputs((None, targets), {"model_outputs": outputs}, torchmetrics.MeanSquaredError())
+    preds, _ = default_metric_inputs(
+        (None, targets), {"model_outputs": outputs}, torchmetrics.MeanSquaredError()
+    )
     assert preds.shape == (8,)
     logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
     batch = {"input_ids": torch.zeros(8, 5), "labels": labels}
-    preds, target = default_metric_inputs(batch, {"model_outputs": {"logits": logits, "loss": 0.0}}, accuracy())
+    preds, target = default_metric_inputs(
+        batch, {"model_outputs": {"logits": logits, "loss": 0.0}}, accuracy()
+    )
     assert preds is logits and target is labels
 
 

@@ -37,22 +37,41 @@ def free_port() -> int:
 def launch_env() -> dict[str, str]:
     # A launch must not inherit the distributed settings of whatever started pytest.
     inherited = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {key: value for key, value in os.environ.items() if key not in inherited and not key.startswith("ACCELERATE_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in inherited and not key.startswith("ACCELERATE_")
+    }
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def launch(out_dir: Path) -> tuple[int | None, str]:
     """Run every task under torchrun; returns (exit status, or None on timeout, and the output)."""
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc_per_node", str(NUM_PROCESSES),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(SCRIPT), ",".join(scenario.TASKS), str(out_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(NUM_PROCESSES),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCRIPT),
+        ",".join(scenario.TASKS),
+        str(out_dir),
+    ]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
         return process.returncode, output

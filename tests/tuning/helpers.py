@@ -6,7 +6,8 @@ from tests.core.helpers import make_trainer
 
 
 def make_adam_trainer(model: torch.nn.Module, lr: float):
-    """A Trainer of ``model`` with Adam at ``lr`` and no callbacks: the tools must leave Adam's state as it was.
+    """A Trainer of ``model`` with Adam at ``lr`` and no callbacks: the tools must leave Adam's state as it
+    was.
 
     Args:
         model: the model to tune for.

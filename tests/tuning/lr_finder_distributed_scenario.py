@@ -27,10 +27,18 @@ def digest(state: dict) -> str:
 
 def run(out: Path) -> dict:
     model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[]
+    )
     before = digest(model.state_dict())
-    result = find_lr(trainer, make_tiny_dataset(512, seed=2), start_lr=1e-4, end_lr=100.0, num_steps=40,
-                     plot_path=out / "lr_finder.png")
+    result = find_lr(
+        trainer,
+        make_tiny_dataset(512, seed=2),
+        start_lr=1e-4,
+        end_lr=100.0,
+        num_steps=40,
+        plot_path=out / "lr_finder.png",
+    )
     untouched = digest(model.state_dict()) == before
     trainer.train(make_tiny_dataset(32), num_epochs=1)  # afterwards the trainer trains with DDP as usual
     return {

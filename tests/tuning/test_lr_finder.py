@@ -39,7 +39,9 @@ def test_find_lr_leaves_the_trainer_and_random_generators_untouched(tmp_path):
     assert_bitwise_equal(trainer.get_model().state_dict(), weights, "weights")
     assert_bitwise_equal(trainer.optimizer.state_dict(), optimizer_state, "optimizer state")
     assert len(result.lrs) == len(result.losses) == len(result.smoothed_losses) <= 30
-    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.plot_path == tmp_path / "lr.png"
+    assert (tmp_path / "lr.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n" and result.plot_path == tmp_path / "lr.png"
 
     # the trainer still trains as before: its next run is the one it would have been
     trainer.train(make_tiny_dataset(32), num_epochs=1)
@@ -76,7 +78,9 @@ def test_bad_arguments_are_named():
 
 def test_an_optimizer_over_parameters_outside_the_model_is_named():
     model = make_tiny_model()
-    learnable_loss_weight = torch.nn.Parameter(torch.ones(1))  # the copy could not train it (was a bare KeyError)
+    learnable_loss_weight = torch.nn.Parameter(
+        torch.ones(1)
+    )  # the copy could not train it (was a bare KeyError)
     optimizer = torch.optim.SGD([*model.parameters(), learnable_loss_weight], lr=0.1)
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[])
     with pytest.raises(ValueError, match="1 parameter.*not the model's"):

@@ -19,8 +19,12 @@ def objective_with(recorders):
         model = make_tiny_model()
         recorder = EventRecorder()
         recorders.append(recorder)
-        trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr),
-                          callbacks=[recorder, OptunaPruningCallback(trial)])
+        trainer = Trainer(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            torch.optim.SGD(model.parameters(), lr=lr),
+            callbacks=[recorder, OptunaPruningCallback(trial)],
+        )
         trainer.train(make_tiny_dataset(64), num_epochs=3, eval_dataset=make_tiny_dataset(32, seed=1))
         return trainer.run_history.get_latest_metric("eval_loss_epoch")
 
@@ -29,7 +33,9 @@ def objective_with(recorders):
 
 def test_several_trials_in_one_process_each_with_its_own_trainer():
     recorders = []
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner()
+    )
     study.optimize(objective_with(recorders), n_trials=3)
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     for trial in study.trials:
@@ -53,7 +59,11 @@ def test_it_must_be_the_last_callback():
     study = optuna.create_study()
     trial = study.ask()
     model = make_tiny_model()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                      callbacks=[OptunaPruningCallback(trial), EventRecorder()])
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[OptunaPruningCallback(trial), EventRecorder()],
+    )
     with pytest.raises(ValueError, match="last callback"):
         trainer.train(make_tiny_dataset(16), num_epochs=1, eval_dataset=make_tiny_dataset(8, seed=1))

@@ -12,7 +12,9 @@ PACKAGE = REPO / "packages" / "trainer-tuning"
 def test_it_builds_on_the_core_public_interface_only():
     sources = list(PACKAGE.rglob("*.py"))
     assert any(path.name == "lr_finder.py" for path in sources)
-    imports = [name for source in sources for module, names in test_contract._core_imports(source) for name in names]
+    imports = [
+        name for source in sources for module, names in test_contract._core_imports(source) for name in names
+    ]
     assert "Trainer" in imports and set(imports) <= set(test_contract.PUBLIC_NAMES)
     test_contract.test_plugin_packages_import_only_the_public_interface_of_the_core()
 

@@ -1,10 +1,10 @@
 """trainer_callback_gradnorm: a gradient-norm monitor for the pytorch_accelerated Trainer.
 
-    from trainer_callback_gradnorm import GradientNormMonitorCallback
+from trainer_callback_gradnorm import GradientNormMonitorCallback
 
-    trainer = Trainer(model, loss_func, optimizer, callbacks=(*DEFAULT_CALLBACKS, GradientNormMonitorCallback()))
-    trainer.train(...)
-    trainer.run_history.get_metric_values("grad_norm_max")   # one value per epoch
+trainer = Trainer(model, loss_func, optimizer, callbacks=(*DEFAULT_CALLBACKS, GradientNormMonitorCallback()))
+trainer.train(...)
+trainer.run_history.get_metric_values("grad_norm_max")   # one value per epoch
 """
 
 from .monitor import GradientNormMonitorCallback

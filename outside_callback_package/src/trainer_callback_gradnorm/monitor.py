@@ -56,7 +56,9 @@ class GradientNormMonitorCallback(TrainerCallback):
         if not gradients:
             self._pending = None
             return
-        norms = torch.stack([torch.linalg.vector_norm(g, self.norm_type, dtype=torch.float32) for g in gradients])
+        norms = torch.stack(
+            [torch.linalg.vector_norm(g, self.norm_type, dtype=torch.float32) for g in gradients]
+        )
         self._pending = torch.linalg.vector_norm(norms, self.norm_type)
 
     def on_optimizer_step_end(self, trainer, optimizer, **kwargs):
@@ -75,7 +77,10 @@ class GradientNormMonitorCallback(TrainerCallback):
         return {"total": self._total, "max": self._max, "num_updates": self._num_updates}
 
     def load_state_dict(self, state_dict):
-        self._total, self._max = state_dict["total"], state_dict["max"]  # moved to the norms' device when next used
+        self._total, self._max = (
+            state_dict["total"],
+            state_dict["max"],
+        )  # moved to the norms' device when next used
         self._num_updates = state_dict["num_updates"]
 
     def on_train_epoch_end(self, trainer, **kwargs):
@@ -92,7 +97,11 @@ def _unscale_gradients(trainer) -> None:
     nothing is read back to the host). Clipping already did it when the run clips."""
     accelerator = trainer.accelerator
     config = trainer.run_config
-    if accelerator.scaler is None or config.gradient_clip_norm is not None or config.gradient_clip_value is not None:
+    if (
+        accelerator.scaler is None
+        or config.gradient_clip_norm is not None
+        or config.gradient_clip_value is not None
+    ):
         return
     try:
         accelerator.unscale_gradients()

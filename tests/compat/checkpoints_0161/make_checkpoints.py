@@ -68,9 +68,12 @@ def train(callbacks, num_epochs, scheduler_fn):
     data = TensorDataset(torch.randn(64, 4), torch.randn(64, 2))
     trainer = Trainer(model, torch.nn.MSELoss(), optimizer, callbacks=callbacks)
     trainer.train(
-        train_dataset=data, num_epochs=num_epochs, per_device_batch_size=8,
-        create_scheduler_fn=scheduler_fn, train_dataloader_kwargs={"num_workers": 0},
-    )  # fmt: skip
+        train_dataset=data,
+        num_epochs=num_epochs,
+        per_device_batch_size=8,
+        create_scheduler_fn=scheduler_fn,
+        train_dataloader_kwargs={"num_workers": 0},
+    )
     return trainer
 
 

@@ -21,8 +21,13 @@ HERE = Path(__file__).parent
 def main() -> None:
     assert "/tmp/oldcore/" in core.__file__, f"run it with the earlier trainer-core, not {core.__file__}"
     uninterrupted = run(UsersOwn("torch"))
-    torch.save({"weights": uninterrupted.get_model().state_dict(), "optimizer": uninterrupted.optimizer.state_dict()},
-               HERE / "uninterrupted.pt")
+    torch.save(
+        {
+            "weights": uninterrupted.get_model().state_dict(),
+            "optimizer": uninterrupted.optimizer.state_dict(),
+        },
+        HERE / "uninterrupted.pt",
+    )
     shutil.rmtree(HERE / "state", ignore_errors=True)
     run(UsersOwn("torch"), [SaveThenStop(HERE / "state")])
 

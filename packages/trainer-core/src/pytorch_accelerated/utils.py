@@ -22,13 +22,19 @@ __all__ = [
 ]
 
 _NOT_KEPT = {
-    "ModelEma": "keep an average of the weights with ModelEmaCallback(decay=...) from "
-    "pytorch_accelerated.callbacks (trainer-callbacks), or torch.optim.swa_utils.AveragedModel("
-    "model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)) and its update_parameters(model)",
-    "LimitBatches": "the PT_ACC_LIMIT_BATCHES variable is not read: pass "
-    "callbacks=(*DEFAULT_CALLBACKS, LimitBatchesCallback(num_batches)) (pytorch_accelerated.callbacks) to the Trainer",
-    "LIMIT_BATCHES_ENV_VAR": "the PT_ACC_LIMIT_BATCHES variable is not read: pass "
-    "LimitBatchesCallback(num_batches) (pytorch_accelerated.callbacks) in the Trainer's callbacks",
+    "ModelEma": (
+        "keep an average of the weights with ModelEmaCallback(decay=...) from pytorch_accelerated.callbacks"
+        " (trainer-callbacks), or torch.optim.swa_utils.AveragedModel(model,"
+        " multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)) and its update_parameters(model)"
+    ),
+    "LimitBatches": (
+        "the PT_ACC_LIMIT_BATCHES variable is not read: pass callbacks=(*DEFAULT_CALLBACKS,"
+        " LimitBatchesCallback(num_batches)) (pytorch_accelerated.callbacks) to the Trainer"
+    ),
+    "LIMIT_BATCHES_ENV_VAR": (
+        "the PT_ACC_LIMIT_BATCHES variable is not read: pass "
+        "LimitBatchesCallback(num_batches) (pytorch_accelerated.callbacks) in the Trainer's callbacks"
+    ),
 }
 
 

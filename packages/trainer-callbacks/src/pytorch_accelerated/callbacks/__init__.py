@@ -92,14 +92,21 @@ __all__ = [
 # pytorch-accelerated 0.1.61's names that are not kept: reading one raises an ImportError that says
 # what to write instead.
 _NOT_KEPT = {
-    "CallbackMethodNotImplementedError": "nothing replaces it: an event a callback does not define is "
-    "skipped, and an error raised inside a callback propagates (never swallowed)",
-    "ModelEma": "keep an average of the weights with ModelEmaCallback(decay=...), or "
-    "torch.optim.swa_utils.AveragedModel(model, "
-    "multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)) and its update_parameters(model)",
-    "WSDCheckpointCallback": "save at the WSD schedule's checkpoints with a callback whose on_optimizer_step_end "
-    "calls trainer.save_checkpoint(path) when trainer.completed_update_steps is in trainer.scheduler.checkpoint_steps "
-    "(WSDLrScheduler), or save resumable states with SaveTrainingStateCallback(save_dir, save_every_n_steps=...)",
+    "CallbackMethodNotImplementedError": (
+        "nothing replaces it: an event a callback does not define is "
+        "skipped, and an error raised inside a callback propagates (never swallowed)"
+    ),
+    "ModelEma": (
+        "keep an average of the weights with ModelEmaCallback(decay=...), or "
+        "torch.optim.swa_utils.AveragedModel(model, "
+        "multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)) and its update_parameters(model)"
+    ),
+    "WSDCheckpointCallback": (
+        "save at the WSD schedule's checkpoints with a callback whose on_optimizer_step_end calls"
+        " trainer.save_checkpoint(path) when trainer.completed_update_steps is in"
+        " trainer.scheduler.checkpoint_steps (WSDLrScheduler), or save resumable states with"
+        " SaveTrainingStateCallback(save_dir, save_every_n_steps=...)"
+    ),
 }
 
 
@@ -118,8 +125,8 @@ def __getattr__(name: str):
         return getattr(import_module(_KEPT_IN_CORE[name]), name)
     if name in _NOT_KEPT:
         raise ImportError(
-            f"pytorch_accelerated.callbacks.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
-            "See MIGRATING.md.",
+            f"pytorch_accelerated.callbacks.{name} (pytorch-accelerated 0.1.61) is not kept:"
+            f" {_NOT_KEPT[name]}. See MIGRATING.md.",
             name=name,
         )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -138,7 +138,9 @@ class ModelEmaCallback(TrainerCallback):
         self.num_updates = state_dict["num_updates"]
         # a resumed run loads this after on_training_run_start placed the average on the device
         device = next(iter(self.ema_state.values())).device if self.ema_state else None
-        self.ema_state = {name: tensor.to(device) if device else tensor for name, tensor in state_dict["ema_state"].items()}
+        self.ema_state = {
+            name: tensor.to(device) if device else tensor for name, tensor in state_dict["ema_state"].items()
+        }
 
 
 @torch.no_grad()

@@ -46,7 +46,8 @@ class GradientNormCallback(TrainerCallback):
 
     The norms stay on the device; they are read (one transfer) every ``log_every_n_steps`` updates and
     at the end of each training epoch, then recorded into the run history, one value per update, in
-    order, each at the step of its update. Per layer group only if ``per_layer_group`` (the default). With fp16 mixed precision the
+    order, each at the step of its update. Per layer group only if ``per_layer_group`` (the default). With
+    fp16 mixed precision the
     norms are those of the unscaled gradients (the loss scale is divided out where the gradients
     still carry it).
     """
@@ -97,7 +98,9 @@ class GradientNormCallback(TrainerCallback):
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        norms = self._norms()  # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
+        norms = (
+            self._norms()
+        )  # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
         row = torch.cat([self._before_clipping, norms]) if self._clipping else self._unscaled(norms)
         self._pending.append(row)
         self._pending_steps.append(trainer.completed_update_steps + 1)
@@ -115,7 +118,9 @@ class GradientNormCallback(TrainerCallback):
         total = _norm([p.grad for p in self._all_parameters if p.grad is not None], self._device).reshape(1)
         if not self._groups:
             return total
-        group_norms = [_norm([p.grad for p in params if p.grad is not None], self._device) for _, params in self._groups]
+        group_norms = [
+            _norm([p.grad for p in params if p.grad is not None], self._device) for _, params in self._groups
+        ]
         return torch.cat([total, torch.stack(group_norms)])
 
     def _unscaled(self, norms: torch.Tensor) -> torch.Tensor:
@@ -149,7 +154,10 @@ class GradientNormCallback(TrainerCallback):
 
 def _layer_groups(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Parameter]]]:
     """``group_<i>`` and its parameters for each of ModelFreezer's layer groups of ``model``."""
-    return [(f"group_{group.layer_group_idx}", list(group.params)) for group in ModelFreezer(model).get_layer_groups()]
+    return [
+        (f"group_{group.layer_group_idx}", list(group.params))
+        for group in ModelFreezer(model).get_layer_groups()
+    ]
 
 
 def _clips(run_config) -> bool:
@@ -159,11 +167,10 @@ def _clips(run_config) -> bool:
 def _norm_names(groups: list[tuple[str, list]], clipping: bool) -> list[str]:
     """``grad_norm`` and one per layer group, then the same after clipping (``grad_norm_clipped``)."""
     parts = ["grad_norm", *(f"grad_norm/{name}" for name, _ in groups)]
-    return parts + ([f"grad_norm_clipped{part[len('grad_norm'):]}" for part in parts] if clipping else [])
+    return parts + ([f"grad_norm_clipped{part[len('grad_norm') :]}" for part in parts] if clipping else [])
 
 
 def _norm(gradients: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if not gradients:
         return torch.zeros((), dtype=torch.float32, device=device)
     return torch.nn.utils.get_total_norm(gradients, norm_type=2.0).to(torch.float32)
-

@@ -1,4 +1,5 @@
-"""The base class of the loggers, and the callbacks that write a run's metrics to a CSV or a JSON Lines file."""
+"""The base class of the loggers, and the callbacks that write a run's metrics to a CSV or a JSON Lines
+file."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ class MetricsLoggerCallback(TrainerCallback):
 
     def __init__(
         self, log_every_n_steps: int | Literal["auto"] | None = None, log_learning_rate: bool = True
-    ):  # fmt: skip
+    ):
         if log_every_n_steps != "auto" and log_every_n_steps is not None and log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be >= 1, 'auto' or None, got {log_every_n_steps}.")
         self.log_every_n_steps = log_every_n_steps
@@ -149,7 +150,9 @@ class MetricsLoggerCallback(TrainerCallback):
         self._pending: list[_Pending] = []
         self._last_logged_epoch = 0
         self._in_training_run = False
-        self._in_updates = False  # from a train step's end to the epoch's train_loss_epoch: values are per-step
+        self._in_updates = (
+            False  # from a train step's end to the epoch's train_loss_epoch: values are per-step
+        )
         self._row_due = False  # a logged update's row waits for the next update
         self._history = None  # the run history listened to
         self._is_open = False
@@ -331,13 +334,16 @@ class MetricsLoggerCallback(TrainerCallback):
 
     def state_dict(self):
         # values received and not written yet (a state saved between two rows) go on with the state
-        pending = [[p.name, number, p.step, p.epoch, p.per_step]
-                   for p, number in zip(self._pending, read_numbers([p.value for p in self._pending]))
-                   if number is not None]  # fmt: skip
+        pending = [
+            [p.name, number, p.step, p.epoch, p.per_step]
+            for p, number in zip(self._pending, read_numbers([p.value for p in self._pending]))
+            if number is not None
+        ]
         return {"pending": pending, "last_logged_epoch": self._last_logged_epoch}
 
     def load_state_dict(self, state_dict):
-        # a state saved before loggers listened to the record stream has "logged_counts" instead: nothing pending
+        # a state saved before loggers listened to the record stream has "logged_counts" instead: nothing
+        # pending
         self._pending = [_Pending(*row) for row in state_dict.get("pending", [])]
         self._last_logged_epoch = state_dict["last_logged_epoch"]
 
@@ -402,9 +408,12 @@ class _FileLoggerCallback(MetricsLoggerCallback):
     after that, by the run that was interrupted, are written again)."""
 
     def __init__(
-        self, path: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None, if_exists: IfExists,
+        self,
+        path: str | os.PathLike,
+        log_every_n_steps: int | Literal["auto"] | None,
+        if_exists: IfExists,
         log_learning_rate: bool = True,
-    ):  # fmt: skip
+    ):
         super().__init__(log_every_n_steps, log_learning_rate)
         self._run_path = RunPath(path, if_exists, owner=type(self).__name__)
         self.if_exists = if_exists
@@ -425,7 +434,9 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         super().on_training_run_start(trainer, **kwargs)
 
     def open(self, trainer) -> None:
-        self._run_path.choose(trainer, agree=False)  # an evaluate() before any training: the main process alone
+        self._run_path.choose(
+            trainer, agree=False
+        )  # an evaluate() before any training: the main process alone
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append = self._started_file or self.if_exists == "append" or self._records_to_keep is not None
         if append:
@@ -478,18 +489,21 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         try:
             shutil.copy2(self.path, backup)
         except OSError as error:
-            backup.unlink(missing_ok=True)  # a partial copy is no backup, and would push the next one to <n+1>
+            backup.unlink(
+                missing_ok=True
+            )  # a partial copy is no backup, and would push the next one to <n+1>
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 message = (
-                    f"No space left on device backing up {self.path} to {backup} before cutting it back to the "
-                    f"resumed state's records: it needs about {self.path.stat().st_size} bytes; free some space"
+                    f"No space left on device backing up {self.path} to {backup} before cutting it back to"
+                    f" the resumed state's records: it needs about {self.path.stat().st_size} bytes; free"
+                    " some space"
                 )
                 raise OSError(error.errno, message) from error
             raise
         warnings.warn(
-            f"{self.path} holds {found - count} record(s) written after the training state this run resumes from "
-            f"({resumed_from}); the file goes on from that state's {count} record(s), and the whole earlier file "
-            f"is kept in {backup}.",
+            f"{self.path} holds {found - count} record(s) written after the training state this run resumes"
+            f" from ({resumed_from}); the file goes on from that state's {count} record(s), and the whole"
+            f" earlier file is kept in {backup}.",
             stacklevel=2,
         )
 
@@ -589,7 +603,10 @@ class CSVLoggerCallback(_FileLoggerCallback):
 
     def state_dict(self):
         pending = self._records_to_keep is not None
-        return {**super().state_dict(), "fieldnames": list(self._fieldnames_to_keep if pending else self._fieldnames)}
+        return {
+            **super().state_dict(),
+            "fieldnames": list(self._fieldnames_to_keep if pending else self._fieldnames),
+        }
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -601,7 +618,9 @@ class CSVLoggerCallback(_FileLoggerCallback):
     def _keep_first_records(self, count: int) -> None:
         if not self.path.is_file():
             return
-        fieldnames = self._fieldnames_to_keep if self._fieldnames_to_keep is not None else _csv_header(self.path)
+        fieldnames = (
+            self._fieldnames_to_keep if self._fieldnames_to_keep is not None else _csv_header(self.path)
+        )
         if fieldnames:
             self._rewrite(fieldnames, self._read_rows()[:count])
         else:
@@ -703,10 +722,14 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            rendered = io.StringIO()  # what the new file holds: the old one's size says nothing of an empty log
+            rendered = (
+                io.StringIO()
+            )  # what the new file holds: the old one's size says nothing of an empty log
             write(rendered)
             needed = len(rendered.getvalue().encode("utf-8"))
-            message = f"No space left on device rewriting {path}: it needs about {needed} bytes; free some space"
+            message = (
+                f"No space left on device rewriting {path}: it needs about {needed} bytes; free some space"
+            )
             raise OSError(error.errno, message) from error
         raise
     except BaseException:

@@ -38,13 +38,35 @@ def summarize_model(model: torch.nn.Module) -> list[ModuleSummary]:
 def format_model_summary(rows: list[ModuleSummary]) -> str:
     """The rows as a text table, with a total line."""
     header = ("module", "type", "params", "trainable", "frozen", "size (MB)")
-    lines = [(r.name, r.type, f"{r.parameters:,}", f"{r.trainable_parameters:,}", f"{r.frozen_parameters:,}", f"{r.size_mb:.3f}") for r in rows]
+    lines = [
+        (
+            r.name,
+            r.type,
+            f"{r.parameters:,}",
+            f"{r.trainable_parameters:,}",
+            f"{r.frozen_parameters:,}",
+            f"{r.size_mb:.3f}",
+        )
+        for r in rows
+    ]
     total = _total(rows)
-    lines.append(("total", "", f"{total['parameters']:,}", f"{total['trainable_parameters']:,}", f"{total['frozen_parameters']:,}", f"{total['size_mb']:.3f}"))
+    lines.append(
+        (
+            "total",
+            "",
+            f"{total['parameters']:,}",
+            f"{total['trainable_parameters']:,}",
+            f"{total['frozen_parameters']:,}",
+            f"{total['size_mb']:.3f}",
+        )
+    )
     widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
 
     def format_line(cells):
-        return "  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        )
 
     rule = "-" * len(format_line(header))
     return "\n".join([format_line(header), rule, *map(format_line, lines[:-1]), rule, format_line(lines[-1])])
@@ -72,7 +94,8 @@ class ModelSummaryCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         self.summary = summarize_model(trainer.get_model(keep_torch_compile=False))
         if self.print_summary and self.summary != self._printed:
-            trainer.print(f"Model summary ({type(trainer.get_model(keep_torch_compile=False)).__name__}):\n{format_model_summary(self.summary)}")
+            model_class = type(trainer.get_model(keep_torch_compile=False)).__name__
+            trainer.print(f"Model summary ({model_class}):\n{format_model_summary(self.summary)}")
             self._printed = self.summary
         if self.record_totals:
             totals = {f"model_{name}": value for name, value in _total(self.summary).items()}
@@ -84,7 +107,8 @@ class ModelSummaryCallback(TrainerCallback):
         return [f"model_{name}" for name in _total([])] if self.record_totals else []
 
     def totals(self) -> dict[str, float]:
-        """``parameters``, ``trainable_parameters``, ``frozen_parameters`` and ``size_mb`` of the last summary."""
+        """``parameters``, ``trainable_parameters``, ``frozen_parameters`` and ``size_mb`` of the last
+        summary."""
         return _total(self.summary or [])
 
 

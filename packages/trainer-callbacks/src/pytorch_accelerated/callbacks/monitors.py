@@ -87,7 +87,10 @@ class ThroughputMonitorCallback(TrainerCallback):
         start_time, start_update, start_samples = self._interval
         elapsed = now - start_time
         history = trainer.run_history
-        history.update_metric("train_samples_per_second_step", (self._num_samples - start_samples) * trainer.num_processes / elapsed)
+        history.update_metric(
+            "train_samples_per_second_step",
+            (self._num_samples - start_samples) * trainer.num_processes / elapsed,
+        )
         history.update_metric("train_steps_per_second_step", (update - start_update) / elapsed)
         self._interval = (now, update, self._num_samples)
 

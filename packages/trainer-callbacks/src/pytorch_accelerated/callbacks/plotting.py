@@ -17,7 +17,13 @@ from .loggers import as_number, metric_counts
 Curve = tuple[list[float], list[float]]
 
 # Words for the parts of metric names that are not words already.
-_WORDS = {"lr": "learning rate", "f1": "F1 score", "eval": "validation", "train": "training", "auroc": "AUROC"}
+_WORDS = {
+    "lr": "learning rate",
+    "f1": "F1 score",
+    "eval": "validation",
+    "train": "training",
+    "auroc": "AUROC",
+}
 _SOURCES = {"train": "training", "eval": "validation", "step": "step-based evaluation"}
 
 
@@ -80,12 +86,16 @@ class PlotMetricsCallback(TrainerCallback):
 
     def on_training_run_start(self, trainer, **kwargs):
         history = trainer.run_history
-        self._epoch_ends = [(history.current_epoch - 1, trainer.completed_update_steps, metric_counts(history))]
+        self._epoch_ends = [
+            (history.current_epoch - 1, trainer.completed_update_steps, metric_counts(history))
+        ]
         self._stop_reason = None
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         history = trainer.run_history
-        self._epoch_ends.append((history.current_epoch, trainer.completed_update_steps, metric_counts(history)))
+        self._epoch_ends.append(
+            (history.current_epoch, trainer.completed_update_steps, metric_counts(history))
+        )
 
     def on_stop_training_error(self, trainer, stop_training_error, **kwargs):
         self._stop_reason = str(stop_training_error)
@@ -94,7 +104,9 @@ class PlotMetricsCallback(TrainerCallback):
         history = trainer.run_history
         if metric_counts(history) != self._epoch_ends[-1][2]:
             # stopped mid-epoch, or before this callback's on_training_run_epoch_end
-            self._epoch_ends.append((history.current_epoch, trainer.completed_update_steps, metric_counts(history)))
+            self._epoch_ends.append(
+                (history.current_epoch, trainer.completed_update_steps, metric_counts(history))
+            )
         if trainer.is_world_process_zero:
             self.saved_paths = self._save_plots(history)
 
@@ -121,12 +133,16 @@ class PlotMetricsCallback(TrainerCallback):
         """The records of ``name`` written during the run, with a step and a scalar value."""
         start, end = self._epoch_ends[0][2].get(name, 0), self._epoch_ends[-1][2].get(name, 0)
         records = history.get_metric_records(name)[start:end]
-        return [record for record in records if record.step is not None and as_number(record.value) is not None]
+        return [
+            record for record in records if record.step is not None and as_number(record.value) is not None
+        ]
 
     def _curve(self, history, name: str) -> Curve:
         """The metric's (update step, value) points during the run."""
         records = self._run_records(history, name)
-        return [float(record.step) for record in records], [float(as_number(record.value)) for record in records]
+        return [float(record.step) for record in records], [
+            float(as_number(record.value)) for record in records
+        ]
 
     def _marks(self, history) -> _RunMarks:
         marks = _RunMarks(scores=self._scores_after_the_run(history))
@@ -192,18 +208,40 @@ def _draw(axes, quantity: str, curves: dict[str, Curve], marks: _RunMarks, best_
     from matplotlib.ticker import MaxNLocator
 
     for name, (xs, ys) in curves.items():
-        axes.plot(xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=_curve_label(name, quantity))
+        axes.plot(
+            xs, ys, marker="o" if len(xs) <= 50 else None, markersize=3, label=_curve_label(name, quantity)
+        )
     _mark_epoch_ends(axes, marks.epoch_ends or [])
     if marks.best is not None:
         step, value, epoch = marks.best
-        axes.axvline(step, color="tab:green", linestyle=":", linewidth=1.2, label=f"best epoch: {epoch:g} ({_words(best_metric)})")
+        axes.axvline(
+            step,
+            color="tab:green",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"best epoch: {epoch:g} ({_words(best_metric)})",
+        )
         if best_metric in curves:
-            axes.plot([step], [value], marker="*", markersize=12, color="tab:green", linestyle="none",
-                      label=f"best {_words(best_metric)}: {value:.4g}")  # fmt: skip
+            axes.plot(
+                [step],
+                [value],
+                marker="*",
+                markersize=12,
+                color="tab:green",
+                linestyle="none",
+                label=f"best {_words(best_metric)}: {value:.4g}",
+            )
     if marks.stopped is not None:
-        axes.axvline(marks.stopped[0], color="tab:red", linestyle="--", linewidth=1.2,
-                     label=f"stopped early (epoch {marks.stopped[2]:g})")  # fmt: skip
-    for (label, value), color in zip((marks.scores or {}).get(quantity, {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
+        axes.axvline(
+            marks.stopped[0],
+            color="tab:red",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"stopped early (epoch {marks.stopped[2]:g})",
+        )
+    for (label, value), color in zip(
+        (marks.scores or {}).get(quantity, {}).items(), ("tab:purple", "tab:brown", "tab:pink")
+    ):
         axes.axhline(value, color=color, linestyle="-.", linewidth=1.2, label=f"{label}: {value:.4g}")
     values = [y for _, ys in curves.values() for y in ys]
     if "loss" in quantity and min(values) > 0 and max(values) > 10 * min(values):
@@ -230,10 +268,20 @@ def _mark_epoch_ends(axes, epoch_ends: list[tuple[int, int]]) -> None:
     every = max(1, -(-len(epoch_ends) // 5))
     for index, (step, epoch) in enumerate(epoch_ends):
         axes.axvline(step, color="0.75", linestyle="-", linewidth=0.8, zorder=0)
-        last_far_enough = index == len(epoch_ends) - 1 and index % every >= every // 2  # not on top of the one before
+        last_far_enough = (
+            index == len(epoch_ends) - 1 and index % every >= every // 2
+        )  # not on top of the one before
         if index % every == every - 1 or last_far_enough:
-            axes.text(step, 1.0, f"epoch {epoch}", transform=axes.get_xaxis_transform(), fontsize=7,
-                      color="0.45", ha="right", va="bottom")  # fmt: skip
+            axes.text(
+                step,
+                1.0,
+                f"epoch {epoch}",
+                transform=axes.get_xaxis_transform(),
+                fontsize=7,
+                color="0.45",
+                ha="right",
+                va="bottom",
+            )
 
 
 def _split(metric_name: str) -> tuple[str, str]:
@@ -259,7 +307,8 @@ def _evaluation_split(metric_name: str) -> tuple[str | None, str] | None:
 
 
 def _quantity(metric_name: str) -> str:
-    """What the plot of the metric shows: its name without the source (``train_``, ``eval_``, ``step_eval_``)."""
+    """What the plot of the metric shows: its name without the source (``train_``, ``eval_``,
+    ``step_eval_``)."""
     return _split(metric_name)[1]
 
 

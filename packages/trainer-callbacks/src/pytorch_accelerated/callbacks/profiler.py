@@ -19,7 +19,8 @@ class ProfilerCallback(TrainerCallback):
     The profiler is created ``warmup_steps`` steps before the window (its schedule's warmup, whose
     events are discarded), records the window's steps (each from its start to the next step's
     start: forward, backward, optimizer update), and is stopped and dropped after the window's last
-    step, or at the end of the run (or the error that ends it) if that comes first. Outside that span no profiler exists: a
+    step, or at the end of the run (or the error that ends it) if that comes first. Outside that span no
+    profiler exists: a
     step costs one integer comparison. ``record_memory=True`` also records tensor allocations and
     shapes (``profile_memory``, ``record_shapes``); ``with_stack=True`` the Python stacks. CUDA
     activity is recorded when the trainer's device is a GPU. ``callback.trace_paths`` lists the
@@ -36,7 +37,9 @@ class ProfilerCallback(TrainerCallback):
         with_stack: bool = False,
     ):
         if not (isinstance(start_step, int) and isinstance(end_step, int) and 1 <= start_step <= end_step):
-            raise ValueError(f"Need 1 <= start_step <= end_step (training steps, from 1); got {start_step}..{end_step}.")
+            raise ValueError(
+                f"Need 1 <= start_step <= end_step (training steps, from 1); got {start_step}..{end_step}."
+            )
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.output_dir = Path(output_dir)
@@ -84,7 +87,9 @@ class ProfilerCallback(TrainerCallback):
             schedule=torch.profiler.schedule(
                 wait=0, warmup=self.warmup_steps, active=self.end_step - self.start_step + 1, repeat=1
             ),
-            on_trace_ready=torch.profiler.tensorboard_trace_handler(str(self.output_dir), worker_name=self._worker_name),
+            on_trace_ready=torch.profiler.tensorboard_trace_handler(
+                str(self.output_dir), worker_name=self._worker_name
+            ),
             record_shapes=self.record_memory,
             profile_memory=self.record_memory,
             with_stack=self.with_stack,

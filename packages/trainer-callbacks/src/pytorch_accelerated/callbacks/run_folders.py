@@ -48,7 +48,9 @@ _CHOSEN_VERSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def check_if_exists(if_exists: str, owner: str, choices: tuple[str, ...] = IF_EXISTS_CHOICES) -> None:
     """A clear error, when the callback is created, for an ``if_exists`` it does not know."""
     if if_exists not in choices:
-        raise ValueError(f"{owner}: if_exists must be one of {', '.join(map(repr, choices))}; got {if_exists!r}.")
+        raise ValueError(
+            f"{owner}: if_exists must be one of {', '.join(map(repr, choices))}; got {if_exists!r}."
+        )
 
 
 def version_folder(folder: Path, version: int) -> Path:
@@ -218,7 +220,8 @@ class RunFolder(RunPath):
         super().__init__(folder, if_exists, owner, choices=("new_version", "append"))
 
     def start_run(self, trainer) -> Path:
-        """Choose once (unless the run resumes: its state says where); every process gets the main one's folder."""
+        """Choose once (unless the run resumes: its state says where); every process gets the main one's
+        folder."""
         if self.chosen is None and trainer.resumed_from is None:
             self.choose(trainer)
         return self.path

@@ -61,27 +61,32 @@ class StochasticWeightAveragingCallback(TrainerCallback):
     def on_training_run_start(self, trainer, **kwargs):
         if self.swa_start_epoch > trainer.run_config.num_epochs:
             raise ValueError(
-                f"swa_start_epoch={self.swa_start_epoch} is after this run's last epoch ({trainer.run_config.num_epochs}): "
-                "nothing would be averaged. Start averaging earlier or train for longer."
+                f"swa_start_epoch={self.swa_start_epoch} is after this run's last epoch"
+                f" ({trainer.run_config.num_epochs}): nothing would be averaged. Start averaging earlier or"
+                " train for longer."
             )
         if self.swa_lr is not None and trainer.scheduler is not None:
             raise ValueError(
-                "StochasticWeightAveragingCallback(swa_lr=...) sets the lr with SWALR, and the trainer's scheduler "
-                "(create_scheduler_fn) would overwrite it at every update: pass one of them, or swa_lr=None to "
-                "average under the trainer's schedule."
+                "StochasticWeightAveragingCallback(swa_lr=...) sets the lr with SWALR, and the trainer's"
+                " scheduler (create_scheduler_fn) would overwrite it at every update: pass one of them, or"
+                " swa_lr=None to average under the trainer's schedule."
             )
         self.averaged_model = AveragedModel(trainer.get_model(keep_torch_compile=False))
         self._optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         self.swa_scheduler = None
         if self.swa_lr is not None:
             self.swa_scheduler = SWALR(
-                self._optimizer, self.swa_lr, anneal_epochs=self.annealing_epochs, anneal_strategy=self.annealing_strategy
+                self._optimizer,
+                self.swa_lr,
+                anneal_epochs=self.annealing_epochs,
+                anneal_strategy=self.annealing_strategy,
             )
 
     def on_train_epoch_start(self, trainer, **kwargs):
         if self.swa_scheduler is not None and self._in_swa_phase(trainer):
             with warnings.catch_warnings():
-                # a resumed epoch steps the new SWALR before the optimizer steps: intended, and its state follows
+                # a resumed epoch steps the new SWALR before the optimizer steps: intended, and its state
+                # follows
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 self.swa_scheduler.step()
 

@@ -149,7 +149,8 @@ class TrackerCallback(MetricsLoggerCallback):
         unknown = sorted(set(init_kwargs) - names)
         if unknown:
             raise ValueError(
-                f"init_kwargs names trackers this callback does not log to: {unknown}; it logs to {sorted(names)}."
+                f"init_kwargs names trackers this callback does not log to: {unknown}; it logs to"
+                f" {sorted(names)}."
             )
         return {name: dict(kwargs) for name, kwargs in init_kwargs.items()}
 
@@ -258,10 +259,13 @@ class TrackerCallback(MetricsLoggerCallback):
 
     def state_dict(self):
         return {
-            **super().state_dict(), **self._folder.state_dict(),
-            "run_ids": dict(self.run_ids), "config_stored": self._config_stored,
-            "last_step": self._last_step, "last_step_rows": list(self._last_step_rows),
-        }  # fmt: skip
+            **super().state_dict(),
+            **self._folder.state_dict(),
+            "run_ids": dict(self.run_ids),
+            "config_stored": self._config_stored,
+            "last_step": self._last_step,
+            "last_step_rows": list(self._last_step_rows),
+        }
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -280,7 +284,9 @@ class TrackerCallback(MetricsLoggerCallback):
         values: dict[str, Any] = {}
         if trainer.run_config is not None:
             values.update(trainer.run_config.to_dict())
-        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper holds it
+        optimizer = getattr(
+            trainer.optimizer, "optimizer", trainer.optimizer
+        )  # accelerate's wrapper holds it
         if optimizer is not None:
             values["optimizer"] = type(optimizer).__name__
             values.update({f"optimizer_{key}": value for key, value in optimizer.defaults.items()})
@@ -339,8 +345,8 @@ class TrackerCallback(MetricsLoggerCallback):
                 _finish_tracker(tracker, failed_status)
             except Exception as error:
                 warnings.warn(
-                    f"{type(self).__name__}: the {tracker_name(tracker)} tracker failed to end its run after the "
-                    f"training run failed ({type(error).__name__}: {error}).",
+                    f"{type(self).__name__}: the {tracker_name(tracker)} tracker failed to end its run after"
+                    f" the training run failed ({type(error).__name__}: {error}).",
                     stacklevel=2,
                 )
 
@@ -356,8 +362,8 @@ class TrackerCallback(MetricsLoggerCallback):
             self._left_out.add(name)
             self._started = [started for started in self._started if started is not tracker]
             warnings.warn(
-                f"{type(self).__name__}: the {name} tracker failed to {action} ({type(error).__name__}: {error}); "
-                "training goes on without it. Pass on_unreachable='error' to stop instead.",
+                f"{type(self).__name__}: the {name} tracker failed to {action} ({type(error).__name__}:"
+                f" {error}); training goes on without it. Pass on_unreachable='error' to stop instead.",
                 stacklevel=2,
             )
             return None
@@ -367,16 +373,20 @@ class TrackerCallback(MetricsLoggerCallback):
         ConnectionError on every process with ``on_unreachable="error"``."""
         problems: dict[str, str] = {}
         if trainer.is_world_process_zero and "mlflow" in self.trackers:
-            uri = mlflow_tracking_uri(self.init_kwargs.get("mlflow", {}).get("tracking_uri"), self.logging_dir)
+            uri = mlflow_tracking_uri(
+                self.init_kwargs.get("mlflow", {}).get("tracking_uri"), self.logging_dir
+            )
             problem = server_problem(uri)
             if problem is not None:
                 problems["mlflow"] = f"the MLflow tracking server {uri} is unreachable ({problem})"
         if self.on_unreachable == "error" and trainer.any_process(bool(problems)):
             reason = "; ".join(problems.values()) or "a tracking server is unreachable from the main process"
-            raise raised_on_every_process(ConnectionError(
-                f"{type(self).__name__}: {reason}. Start the server or fix its URI, "
-                "or pass on_unreachable='warn' to train without that tracker."
-            ))
+            raise raised_on_every_process(
+                ConnectionError(
+                    f"{type(self).__name__}: {reason}. Start the server or fix its URI, "
+                    "or pass on_unreachable='warn' to train without that tracker."
+                )
+            )
         for message in problems.values():
             warnings.warn(
                 f"{type(self).__name__}: {message}; training goes on without it. "
@@ -449,7 +459,9 @@ def _use_mlflow_tracking_uri(uri: str) -> None:
     import mlflow
 
     if uri.startswith("file:"):
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # recent MLflow refuses file stores otherwise
+        os.environ.setdefault(
+            "MLFLOW_ALLOW_FILE_STORE", "true"
+        )  # recent MLflow refuses file stores otherwise
     elif uri.startswith(("http://", "https://")):
         for variable, bound in MLFLOW_REQUEST_BOUNDS.items():
             os.environ.setdefault(variable, bound)
@@ -484,13 +496,16 @@ class TensorBoardLoggerCallback(TrackerCallback):
 
     def __init__(
         self, log_dir: str | os.PathLike, log_every_n_steps: int | Literal["auto"] | None = "auto", **kwargs
-    ):  # fmt: skip
+    ):
         self.log_dir = Path(log_dir)
         # accelerate's TensorBoard tracker writes into logging_dir/project_name
         super().__init__(
-            "tensorboard", project_name=self.log_dir.name, logging_dir=self.log_dir.parent,
-            log_every_n_steps=log_every_n_steps, **{"if_exists": "append", **kwargs},
-        )  # fmt: skip
+            "tensorboard",
+            project_name=self.log_dir.name,
+            logging_dir=self.log_dir.parent,
+            log_every_n_steps=log_every_n_steps,
+            **{"if_exists": "append", **kwargs},
+        )
 
 
 class MLflowLoggerCallback(TrackerCallback):
@@ -512,13 +527,18 @@ class MLflowLoggerCallback(TrackerCallback):
     ):
         self.experiment_name = experiment_name
         self.run_name = run_name
-        self.tracking_uri = mlflow_tracking_uri(tracking_uri if tracking_uri is not None else "mlruns", Path.cwd())
+        self.tracking_uri = mlflow_tracking_uri(
+            tracking_uri if tracking_uri is not None else "mlruns", Path.cwd()
+        )
         self.tags = {key: str(value) for key, value in (tags or {}).items()}
         mlflow_kwargs = {"tracking_uri": self.tracking_uri, "run_name": run_name, "tags": self.tags}
         super().__init__(
-            "mlflow", project_name=experiment_name, init_kwargs={"mlflow": mlflow_kwargs},
-            log_every_n_steps=log_every_n_steps, **{"if_exists": "append", **kwargs},
-        )  # fmt: skip
+            "mlflow",
+            project_name=experiment_name,
+            init_kwargs={"mlflow": mlflow_kwargs},
+            log_every_n_steps=log_every_n_steps,
+            **{"if_exists": "append", **kwargs},
+        )
 
     @property
     def run_id(self) -> str | None:
@@ -527,5 +547,8 @@ class MLflowLoggerCallback(TrackerCallback):
 
     def load_state_dict(self, state_dict):
         if "run_id" in state_dict:  # saved by trainer-callbacks 0.3's MLflowLoggerCallback
-            state_dict = {**state_dict, "run_ids": {"mlflow": state_dict["run_id"]} if state_dict["run_id"] else {}}
+            state_dict = {
+                **state_dict,
+                "run_ids": {"mlflow": state_dict["run_id"]} if state_dict["run_id"] else {},
+            }
         super().load_state_dict(state_dict)

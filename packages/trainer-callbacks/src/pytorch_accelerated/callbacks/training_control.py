@@ -26,7 +26,9 @@ class StepBasedEvaluationCallback(TrainerCallback):
 
     def on_training_run_start(self, trainer, **kwargs):
         if trainer.eval_dataloader is None:
-            raise ValueError("StepBasedEvaluationCallback needs an eval_dataset: pass train(..., eval_dataset=...).")
+            raise ValueError(
+                "StepBasedEvaluationCallback needs an eval_dataset: pass train(..., eval_dataset=...)."
+            )
 
     def on_optimizer_step_end(self, trainer, **kwargs):
         if trainer.completed_update_steps % self.eval_every_n_steps == 0:

@@ -122,7 +122,8 @@ class SaveTrainingStateCallback(TrainerCallback):
         self._stopped_early = False
 
     def latest_training_state(self) -> Path | None:
-        """The newest complete training state in ``save_dir``, or None; ``train(resume_from="latest")`` asks this."""
+        """The newest complete training state in ``save_dir``, or None; ``train(resume_from="latest")`` asks
+        this."""
         return find_latest_training_state(self.save_dir)
 
     # ------------------------------------------------------------------ events
@@ -151,7 +152,9 @@ class SaveTrainingStateCallback(TrainerCallback):
         signal_number, time_is_up, out_of_time = self._agreed_triggers(trainer)
         if signal_number or time_is_up or out_of_time or self._is_due(trainer, point):
             stops = signal_number or out_of_time
-            self._save(trainer, point, self.asynchronous and not stops)  # a state the run stops at is written first
+            self._save(
+                trainer, point, self.asynchronous and not stops
+            )  # a state the run stops at is written first
         if out_of_time and not signal_number:
             self.stopped_by_time_limit = True  # the state saved is one to continue from
             raise StopTrainingError(
@@ -159,7 +162,9 @@ class SaveTrainingStateCallback(TrainerCallback):
                 f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
             )
         if signal_number:
-            self.stopped_by_signal = signal.Signals(signal_number).name  # the state saved is one to continue from
+            self.stopped_by_signal = signal.Signals(
+                signal_number
+            ).name  # the state saved is one to continue from
             raise StopTrainingError(
                 f"Stopped by {self.stopped_by_signal}: the training state is saved in "
                 f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
@@ -241,7 +246,11 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     @staticmethod
     def _position(trainer) -> tuple:
-        return (trainer.completed_update_steps, trainer.run_history.current_epoch, trainer.completed_epoch_batches)
+        return (
+            trainer.completed_update_steps,
+            trainer.run_history.current_epoch,
+            trainer.completed_epoch_batches,
+        )
 
     def _refuse_states_of_another_run(self, trainer) -> None:
         """Refuse a ``save_dir`` holding states that are not this run's past: those of another run,
@@ -253,15 +262,16 @@ class SaveTrainingStateCallback(TrainerCallback):
             newer = existing[resumed_states.index(resumed) + 1 :]
             if newer:
                 raise FileExistsError(
-                    f"This run resumes from {trainer.resumed_from}, but {self.save_dir} also holds newer training "
-                    f"states ({', '.join(path.name for path in newer)}) that this run would mix its own with: "
-                    "move them elsewhere first, or resume from the latest."
+                    f"This run resumes from {trainer.resumed_from}, but {self.save_dir} also holds newer"
+                    f" training states ({', '.join(path.name for path in newer)}) that this run would mix its"
+                    " own with: move them elsewhere first, or resume from the latest."
                 )
         elif existing:
             raise FileExistsError(
-                f"{self.save_dir} already holds {len(existing)} training state(s) (newest: {existing[-1].name}), "
-                "and SaveTrainingStateCallback will not mix another run's states with them or prune them: continue "
-                "that run with train(..., resume_from='latest'), or choose another save_dir."
+                f"{self.save_dir} already holds {len(existing)} training state(s) (newest:"
+                f" {existing[-1].name}), and SaveTrainingStateCallback will not mix another run's states with"
+                " them or prune them: continue that run with train(..., resume_from='latest'), or choose"
+                " another save_dir."
             )
 
     def _damaged_states_refused(self) -> list[Path]:
@@ -271,8 +281,9 @@ class SaveTrainingStateCallback(TrainerCallback):
             found = find_latest_training_state(self.save_dir)
         except CheckpointError as error:
             raise FileExistsError(
-                f"{self.save_dir} holds only damaged training states, kept as .<name>.damaged; "
-                f"SaveTrainingStateCallback will not write this run's beside them: choose another save_dir. ({error})"
+                f"{self.save_dir} holds only damaged training states, kept as .<name>.damaged;"
+                " SaveTrainingStateCallback will not write this run's beside them: choose another save_dir."
+                f" ({error})"
             ) from error
         return [found] if found is not None else []  # one put back after a killed replacement
 

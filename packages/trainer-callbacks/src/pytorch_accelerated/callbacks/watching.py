@@ -20,7 +20,8 @@ from .run_folders import CHECKPOINT_IF_EXISTS_CHOICES, IfExists, RunPath
 
 
 def check_metric_can_be_recorded(metric: str, trainer, owner: str) -> None:
-    """At a run's start: an ``eval_*`` metric needs an ``eval_dataset``; a run without one never records it."""
+    """At a run's start: an ``eval_*`` metric needs an ``eval_dataset``; a run without one never records
+    it."""
     if metric.startswith("eval_") and trainer.eval_dataset is None:
         raise ValueError(
             f"{owner} watches {metric!r}, an evaluation metric, but this run has no eval_dataset, so "
@@ -295,8 +296,8 @@ class SaveBestModelCallback(TrainerCallback):
         if self.load_saved_checkpoint and self.saved_this_run:
             best = self._kept[0]
             trainer.print(
-                f"Loading the best checkpoint ({self.watcher.watch_metric}: {format_metric_value(best.value)}) "
-                f"from {self._file(best)}"
+                f"Loading the best checkpoint ({self.watcher.watch_metric}:"
+                f" {format_metric_value(best.value)}) from {self._file(best)}"
             )
             trainer.load_checkpoint(
                 self._file(best), load_optimizer=self.save_optimizer, load_scheduler=self.save_scheduler
@@ -331,9 +332,11 @@ class SaveBestModelCallback(TrainerCallback):
 
     def state_dict(self):
         return {
-            **self.watcher.state_dict(), **self._run_path.state_dict(), "saved_this_run": self.saved_this_run,
+            **self.watcher.state_dict(),
+            **self._run_path.state_dict(),
+            "saved_this_run": self.saved_this_run,
             "kept": [list(kept) for kept in self._kept],
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state_dict):
         self.watcher.load_state_dict(state_dict)

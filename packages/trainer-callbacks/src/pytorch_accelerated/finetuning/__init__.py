@@ -17,16 +17,19 @@ __all__ = ["ModelFreezer", "LayerGroup", "BN_MODULES"]
 
 # pytorch-accelerated 0.1.61's name that is not kept: reading it raises an ImportError saying what to write.
 _NOT_KEPT = {
-    "Layer": "ModelFreezer works on layer groups only: use freezer.get_layer_groups() (each LayerGroup has "
-    "layer_group_idx, modules, params, is_frozen) and iterate group.submodules() for the layers inside one",
+    "Layer": (
+        "ModelFreezer works on layer groups only: use freezer.get_layer_groups() (each LayerGroup has"
+        " layer_group_idx, modules, params, is_frozen) and iterate group.submodules() for the layers"
+        " inside one"
+    ),
 }
 
 
 def __getattr__(name: str):
     if name in _NOT_KEPT:
         raise ImportError(
-            f"pytorch_accelerated.finetuning.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
-            "See MIGRATING.md.",
+            f"pytorch_accelerated.finetuning.{name} (pytorch-accelerated 0.1.61) is not kept:"
+            f" {_NOT_KEPT[name]}. See MIGRATING.md.",
             name=name,
         )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

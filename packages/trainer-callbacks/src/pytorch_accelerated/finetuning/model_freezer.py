@@ -30,7 +30,8 @@ class ModelFreezer:
         self._layer_groups = split_into_layer_groups(model)
         if not self._layer_groups:
             raise ValueError(
-                f"{type(model).__name__} has no child module with parameters, so it has no layer groups to freeze."
+                f"{type(model).__name__} has no child module with parameters, so it has no layer groups to"
+                " freeze."
             )
         self._warn_about_ungrouped_parameters()
 
@@ -94,7 +95,9 @@ class ModelFreezer:
         return param_groups
 
     def _unfreeze_group(self, group: LayerGroup, include_batch_norms: bool) -> list[nn.Parameter]:
-        unfrozen = [param for param in self._switched_params(group, include_batch_norms) if not param.requires_grad]
+        unfrozen = [
+            param for param in self._switched_params(group, include_batch_norms) if not param.requires_grad
+        ]
         for param in unfrozen:
             param.requires_grad_(True)
         for module in self._switched_modules(group, include_batch_norms):
@@ -115,8 +118,8 @@ class ModelFreezer:
         count = self.num_groups
         if not -count <= index < count:
             raise IndexError(
-                f"{name}={index} is out of range: the model has {count} layer group{'s' if count != 1 else ''}, "
-                f"so indices go from {-count} to {count - 1}."
+                f"{name}={index} is out of range: the model has {count} layer"
+                f" group{'s' if count != 1 else ''}, so indices go from {-count} to {count - 1}."
             )
         return index % count
 

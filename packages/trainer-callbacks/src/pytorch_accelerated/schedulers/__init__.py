@@ -21,8 +21,8 @@ _NOT_KEPT = {"SchedulerBase": SCHEDULER_BASE_NOT_KEPT}
 def __getattr__(name: str):
     if name in _NOT_KEPT:
         raise ImportError(
-            f"pytorch_accelerated.schedulers.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
-            "See MIGRATING.md.",
+            f"pytorch_accelerated.schedulers.{name} (pytorch-accelerated 0.1.61) is not kept:"
+            f" {_NOT_KEPT[name]}. See MIGRATING.md.",
             name=name,
         )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,9 @@ def check_non_negative_int(name: str, value) -> int:
     return value
 
 
-def check_number(name: str, value, minimum: float = 0.0, maximum: float | None = None, allow_minimum: bool = True) -> float:
+def check_number(
+    name: str, value, minimum: float = 0.0, maximum: float | None = None, allow_minimum: bool = True
+) -> float:
     """``value`` as a float, if it is a finite number in ``[minimum, maximum]`` (``(minimum, maximum]``
     without ``allow_minimum``)."""
     in_range = (
@@ -42,7 +44,8 @@ def value_or_ratio(
     value_name: str, value, ratio_name: str, ratio, default_value: float
 ) -> tuple[float | None, float | None]:
     """Check a setting given either as an absolute value or as a ratio of each group's initial
-    value; returns ``(value, ratio)`` with exactly one of them set (``default_value`` if neither was given)."""
+    value; returns ``(value, ratio)`` with exactly one of them set (``default_value`` if neither was given).
+    """
     if value is not None and ratio is not None:
         raise ValueError(f"Pass {value_name} or {ratio_name}, not both.")
     if ratio is not None:
@@ -56,10 +59,13 @@ def lr_end_points(lr_min, min_lr_ratio, warmup_starting_lr, warmup_starting_lr_r
     return (
         *value_or_ratio("lr_min", lr_min, "min_lr_ratio", min_lr_ratio, DEFAULT_LR_MIN),
         *value_or_ratio(
-            "warmup_starting_lr", warmup_starting_lr, "warmup_starting_lr_ratio", warmup_starting_lr_ratio,
+            "warmup_starting_lr",
+            warmup_starting_lr,
+            "warmup_starting_lr_ratio",
+            warmup_starting_lr_ratio,
             DEFAULT_WARMUP_STARTING_LR,
         ),
-    )  # fmt: skip
+    )
 
 
 def resolve(value: float | None, ratio: float | None, initial_value: float) -> float:

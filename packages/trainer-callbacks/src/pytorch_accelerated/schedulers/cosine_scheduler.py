@@ -65,14 +65,18 @@ class CosineLrScheduler(StatefulSchedulerBase):
         check_positive_int("total_num_epochs", total_num_epochs)
         check_positive_int("num_update_steps_per_epoch", num_update_steps_per_epoch)
         self.k_decay = check_number("k_decay", k_decay, allow_minimum=False)
-        self.lr_min, self.min_lr_ratio, self.warmup_starting_lr, self.warmup_starting_lr_ratio = lr_end_points(
-            lr_min, min_lr_ratio, warmup_starting_lr, warmup_starting_lr_ratio
+        self.lr_min, self.min_lr_ratio, self.warmup_starting_lr, self.warmup_starting_lr_ratio = (
+            lr_end_points(lr_min, min_lr_ratio, warmup_starting_lr, warmup_starting_lr_ratio)
         )
         if total_steps is None:
             total_steps = total_num_epochs * num_update_steps_per_epoch
         self.total_steps = check_positive_int("total_steps", total_steps)
-        self.num_warmup_steps = epochs_to_steps("num_warmup_epochs", num_warmup_epochs, num_update_steps_per_epoch)
-        self.num_cooldown_steps = epochs_to_steps("num_cooldown_epochs", num_cooldown_epochs, num_update_steps_per_epoch)
+        self.num_warmup_steps = epochs_to_steps(
+            "num_warmup_epochs", num_warmup_epochs, num_update_steps_per_epoch
+        )
+        self.num_cooldown_steps = epochs_to_steps(
+            "num_cooldown_epochs", num_cooldown_epochs, num_update_steps_per_epoch
+        )
         self._check_phases_fit()
         super().__init__(optimizer, param_group_field="lr")
 
@@ -145,4 +149,3 @@ class CosineLrScheduler(StatefulSchedulerBase):
             warmup_starting_lr_ratio=warmup_starting_lr_ratio,
             num_cooldown_epochs=num_cooldown_epochs,
         )
-

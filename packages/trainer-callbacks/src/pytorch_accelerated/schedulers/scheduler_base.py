@@ -104,7 +104,9 @@ class StatefulSchedulerBase(ABC):
     def _record_initial_values(self) -> list[float]:
         for index, group in enumerate(self.optimizer.param_groups):
             if self.param_group_field not in group:
-                raise KeyError(f"optimizer.param_groups[{index}] has no {self.param_group_field!r} to schedule.")
+                raise KeyError(
+                    f"optimizer.param_groups[{index}] has no {self.param_group_field!r} to schedule."
+                )
             group.setdefault(self.initial_field, group[self.param_group_field])
         return [float(group[self.initial_field]) for group in self.optimizer.param_groups]
 
@@ -131,10 +133,12 @@ class StatefulSchedulerBase(ABC):
             )
         if state_dict["param_group_field"] != self.param_group_field:
             raise ValueError(
-                f"This state schedules {state_dict['param_group_field']!r}, this scheduler {self.param_group_field!r}."
+                f"This state schedules {state_dict['param_group_field']!r}, this scheduler"
+                f" {self.param_group_field!r}."
             )
         num_groups = len(self.optimizer.param_groups)
         if len(state_dict["base_values"]) != num_groups:
             raise ValueError(
-                f"This state is for {len(state_dict['base_values'])} param groups; the optimizer has {num_groups}."
+                f"This state is for {len(state_dict['base_values'])} param groups; the optimizer has"
+                f" {num_groups}."
             )

@@ -84,8 +84,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
     ):
         _check_settings(num_warmup_steps, decay_phase_ratio, decay_type)
         self.decay_type = decay_type
-        self.lr_min, self.min_lr_ratio, self.warmup_starting_lr, self.warmup_starting_lr_ratio = lr_end_points(
-            lr_min, min_lr_ratio, warmup_starting_lr, warmup_starting_lr_ratio
+        self.lr_min, self.min_lr_ratio, self.warmup_starting_lr, self.warmup_starting_lr_ratio = (
+            lr_end_points(lr_min, min_lr_ratio, warmup_starting_lr, warmup_starting_lr_ratio)
         )
         self._set_periods(
             total_steps, num_warmup_steps, decay_phase_ratio, num_checkpoints, checkpoint_fractions
@@ -108,7 +108,9 @@ class WSDLrScheduler(StatefulSchedulerBase):
             start = resolve(self.warmup_starting_lr, self.warmup_starting_lr_ratio, lr_max)
             return start + (lr_max - start) * num_updates / self.num_warmup_steps
         checkpoint, decay_length = next(
-            (step, length) for step, length in zip(self.checkpoint_steps, self.decay_steps) if num_updates < step
+            (step, length)
+            for step, length in zip(self.checkpoint_steps, self.decay_steps)
+            if num_updates < step
         )
         decay_start = checkpoint - decay_length
         if num_updates < decay_start:
@@ -196,9 +198,12 @@ class WSDLrScheduler(StatefulSchedulerBase):
         settings = wsd_settings_from_0161(state_0161)
         converted = copy.copy(self)  # checked on a copy: a state refused changes nothing here
         converted._set_periods(
-            settings["total_steps"], settings["num_warmup_steps"], settings["decay_phase_ratio"],
-            settings["num_checkpoints"], None,
-        )  # fmt: skip
+            settings["total_steps"],
+            settings["num_warmup_steps"],
+            settings["decay_phase_ratio"],
+            settings["num_checkpoints"],
+            None,
+        )
         converted.decay_type = "1-sqrt"
         end_points = lr_end_points(None, settings["min_lr_ratio"], settings["warmup_starting_lr"], None)
         converted.lr_min, converted.min_lr_ratio, converted.warmup_starting_lr, _ = end_points
@@ -269,14 +274,19 @@ def _check_settings(num_warmup_steps, decay_phase_ratio, decay_type) -> None:
 
 def _checkpoint_fractions(num_checkpoints, checkpoint_fractions) -> tuple[float, ...]:
     if checkpoint_fractions is None:
-        num_checkpoints = check_positive_int("num_checkpoints", 1 if num_checkpoints is None else num_checkpoints)
+        num_checkpoints = check_positive_int(
+            "num_checkpoints", 1 if num_checkpoints is None else num_checkpoints
+        )
         return tuple(2.0 ** (index + 1 - num_checkpoints) for index in range(num_checkpoints))
     if num_checkpoints is not None:
         raise ValueError("Pass num_checkpoints or checkpoint_fractions, not both.")
-    fractions = tuple(check_number("checkpoint_fractions", value, allow_minimum=False) for value in checkpoint_fractions)
+    fractions = tuple(
+        check_number("checkpoint_fractions", value, allow_minimum=False) for value in checkpoint_fractions
+    )
     if not fractions or fractions[-1] != 1.0 or any(a >= b for a, b in zip(fractions, fractions[1:])):
         raise ValueError(
-            f"checkpoint_fractions must be increasing fractions of the run ending with 1.0, got {checkpoint_fractions!r}."
+            "checkpoint_fractions must be increasing fractions of the run ending with 1.0, got"
+            f" {checkpoint_fractions!r}."
         )
     return fractions
 
@@ -291,8 +301,8 @@ def _checkpoint_steps(fractions: tuple[float, ...], total_steps: int) -> tuple[i
     steps = tuple(round(fraction * total_steps) for fraction in fractions)
     if steps[0] < 1 or any(a >= b for a, b in zip(steps, steps[1:])):
         raise ValueError(
-            f"{len(fractions)} checkpoints at fractions {list(fractions)} of {total_steps} updates fall on "
-            f"updates {list(steps)}: each must come at least one update after the previous one (or the start). "
-            "Use fewer checkpoints or a longer run."
+            f"{len(fractions)} checkpoints at fractions {list(fractions)} of {total_steps} updates fall on"
+            f" updates {list(steps)}: each must come at least one update after the previous one (or the"
+            " start). Use fewer checkpoints or a longer run."
         )
     return steps

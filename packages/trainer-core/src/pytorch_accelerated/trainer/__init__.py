@@ -74,12 +74,18 @@ _KEPT_ELSEWHERE = {
 # Names of pytorch-accelerated 0.1.61's ``pytorch_accelerated.trainer`` that are not kept: reading one
 # raises an ImportError that says what to write instead (MIGRATING.md lists every 0.1.61 name).
 _NOT_KEPT = {
-    "TrainerWithTimmScheduler": "subclass Trainer and override scheduler_step() to call "
-    "self.scheduler.step_update(num_updates=self.completed_update_steps), and train_epoch_end() to call "
-    "self.scheduler.step(self.run_history.current_epoch)",
-    "replace_trainer_placeholder_values": "call TrainerPlaceholderValues.fill(create_scheduler_fn, trainer.run_config)",
-    "LIMIT_BATCHES_ENV_VAR": "the PT_ACC_LIMIT_BATCHES variable is not read: pass "
-    "LimitBatchesCallback(num_batches) (pytorch_accelerated.callbacks) in the Trainer's callbacks",
+    "TrainerWithTimmScheduler": (
+        "subclass Trainer and override scheduler_step() to call "
+        "self.scheduler.step_update(num_updates=self.completed_update_steps), and train_epoch_end() to call "
+        "self.scheduler.step(self.run_history.current_epoch)"
+    ),
+    "replace_trainer_placeholder_values": (
+        "call TrainerPlaceholderValues.fill(create_scheduler_fn, trainer.run_config)"
+    ),
+    "LIMIT_BATCHES_ENV_VAR": (
+        "the PT_ACC_LIMIT_BATCHES variable is not read: pass "
+        "LimitBatchesCallback(num_batches) (pytorch_accelerated.callbacks) in the Trainer's callbacks"
+    ),
 }
 
 
@@ -88,8 +94,8 @@ def __getattr__(name: str):
         return _kept_elsewhere(name)
     if name in _NOT_KEPT:
         raise ImportError(
-            f"pytorch_accelerated.trainer.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}. "
-            "See MIGRATING.md.",
+            f"pytorch_accelerated.trainer.{name} (pytorch-accelerated 0.1.61) is not kept: {_NOT_KEPT[name]}."
+            " See MIGRATING.md.",
             name=name,
         )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

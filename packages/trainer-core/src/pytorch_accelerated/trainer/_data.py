@@ -1,4 +1,5 @@
-"""Datasets whose length may be unknown: iterable and streaming datasets (``torch.utils.data.IterableDataset``,
+"""Datasets whose length may be unknown: iterable and streaming datasets
+(``torch.utils.data.IterableDataset``,
 HF ``datasets`` in streaming mode).
 
 On several processes the trainer shards them with accelerate's dispatching (accelerate's default for
@@ -28,9 +29,10 @@ def check_predictable(dataset) -> None:
     """predict() shares a dataset among processes by index, which an iterable dataset has not."""
     if is_iterable(dataset):
         raise TypeError(
-            f"predict() needs a map-style dataset (with __getitem__ and __len__): it returns outputs in dataset "
-            f"order and shares the samples among processes by index, and {type(dataset).__name__} is an "
-            "IterableDataset. Run the model over the stream in a loop of your own, or use evaluate() for its loss."
+            "predict() needs a map-style dataset (with __getitem__ and __len__): it returns outputs in"
+            f" dataset order and shares the samples among processes by index, and {type(dataset).__name__} is"
+            " an IterableDataset. Run the model over the stream in a loop of your own, or use evaluate() for"
+            " its loss."
         )
 
 
@@ -54,7 +56,9 @@ def last_batch_signal(dataloader):
     return dataloader if hasattr(dataloader, "end_of_dataloader") else None
 
 
-def sized_for_steps(updates_per_epoch: int | None, num_epochs: int, max_num_train_steps: int | None) -> tuple[int, int]:
+def sized_for_steps(
+    updates_per_epoch: int | None, num_epochs: int, max_num_train_steps: int | None
+) -> tuple[int, int]:
     """``(num_epochs, num_training_steps)`` of a run: at most ``max_num_train_steps`` updates. With an
     unknown epoch length every epoch may be the last, so both come from the arguments as given."""
     if updates_per_epoch is None:
@@ -63,4 +67,3 @@ def sized_for_steps(updates_per_epoch: int | None, num_epochs: int, max_num_trai
         return num_epochs, num_epochs * updates_per_epoch
     num_epochs = min(num_epochs, -(-max_num_train_steps // updates_per_epoch))
     return num_epochs, min(max_num_train_steps, num_epochs * updates_per_epoch)
-

@@ -15,7 +15,9 @@ from . import _checks
 from .dataloader_workers import limit_the_wait_for_a_batch, start_workers_safely
 
 
-def prepare_dataloader(accelerator: Accelerator, dataloader: DataLoader, train: bool, num_processes: int) -> DataLoader:
+def prepare_dataloader(
+    accelerator: Accelerator, dataloader: DataLoader, train: bool, num_processes: int
+) -> DataLoader:
     """``dataloader`` ready for the loop: sharded across processes (training pads its last batches,
     evaluation does not), or unchanged on one process."""
     _checks.check_sampler_not_sharded_twice(dataloader, num_processes, "training" if train else "evaluation")

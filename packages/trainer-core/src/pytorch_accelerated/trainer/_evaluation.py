@@ -16,7 +16,11 @@ def sync_buffers_before_evaluation(model: torch.nn.Module) -> None:
     """DDP broadcasts buffers (BatchNorm statistics) from process 0 in the first forward after
     training: a collective that a process with no evaluation batch would never join. Do it here,
     where every process is, and tell DDP it is done."""
-    if isinstance(model, DistributedDataParallel) and model.broadcast_buffers and model.require_forward_param_sync:
+    if (
+        isinstance(model, DistributedDataParallel)
+        and model.broadcast_buffers
+        and model.require_forward_param_sync
+    ):
         for buffer in model.module.buffers():
             torch.distributed.broadcast(buffer, src=0)
         model.require_forward_param_sync = False
@@ -36,7 +40,9 @@ def real_samples_only(
 
 def _trimmed(batches: Iterator, dataloader, process_index: int, forward_empty: Callable | None) -> Iterator:
     for batch in batches:
-        if dataloader.end_of_dataloader and dataloader.remainder > 0:  # remainder: the real samples of the last global batch
+        if (
+            dataloader.end_of_dataloader and dataloader.remainder > 0
+        ):  # remainder: the real samples of the last global batch
             size = find_batch_size(batch)
             real = min(max(dataloader.remainder - process_index * size, 0), size)
             if real == 0:

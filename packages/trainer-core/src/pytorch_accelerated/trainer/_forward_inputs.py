@@ -26,7 +26,9 @@ class ForwardInputs:
         self._accepted: frozenset[str] | None = None  # None: every key
         self._warned: tuple[str, ...] = ()
 
-    def select(self, model: torch.nn.Module, batch: Mapping, unwrap: Callable, loss_func_given: bool) -> Mapping:
+    def select(
+        self, model: torch.nn.Module, batch: Mapping, unwrap: Callable, loss_func_given: bool
+    ) -> Mapping:
         if model is not self._model:
             self._accepted = self._accepted_keys(unwrap(model), batch, loss_func_given)
             self._model = model
@@ -35,7 +37,9 @@ class ForwardInputs:
             return batch
         return {key: value for key, value in batch.items() if key in accepted}
 
-    def _accepted_keys(self, model: torch.nn.Module, batch: Mapping, loss_func_given: bool) -> frozenset[str] | None:
+    def _accepted_keys(
+        self, model: torch.nn.Module, batch: Mapping, loss_func_given: bool
+    ) -> frozenset[str] | None:
         try:
             parameters = list(inspect.signature(model.forward).parameters.values())
         except (TypeError, ValueError):  # no signature to read (a C extension): pass everything
@@ -52,16 +56,19 @@ class ForwardInputs:
         ]
         if missing:
             raise TypeError(
-                f"The batch is a dict with the keys {sorted(batch)}, which the trainer passes to the model by name, "
-                f"but {type(model).__name__}.forward needs {missing}: name the batch's keys after forward's arguments, "
-                "have the dataset or collate_fn return (inputs, targets) tuples, or override "
-                "calculate_train_batch_loss / calculate_eval_batch_loss."
+                f"The batch is a dict with the keys {sorted(batch)}, which the trainer passes to the model by"
+                f" name, but {type(model).__name__}.forward needs {missing}: name the batch's keys after"
+                " forward's arguments, have the dataset or collate_fn return (inputs, targets) tuples, or"
+                " override calculate_train_batch_loss / calculate_eval_batch_loss."
             )
-        dropped = tuple(key for key in batch if key not in names and not (key == "labels" and loss_func_given))
+        dropped = tuple(
+            key for key in batch if key not in names and not (key == "labels" and loss_func_given)
+        )
         if dropped and dropped != self._warned:
             self._warned = dropped
             warn_user(
-                f"{type(model).__name__}.forward takes no argument named {list(dropped)}: these batch keys are not "
-                "passed to the model. Remove them from the batch (or give forward **kwargs) to silence this."
+                f"{type(model).__name__}.forward takes no argument named {list(dropped)}: these batch keys"
+                " are not passed to the model. Remove them from the batch (or give forward **kwargs) to"
+                " silence this."
             )
         return names

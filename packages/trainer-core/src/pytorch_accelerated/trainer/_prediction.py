@@ -52,7 +52,9 @@ def predict(
     with torch.no_grad():
         for batch in batches:
             batch_predictions = _predict_on_device(predict_batch, accelerator.device, batch)
-            batch_predictions = _per_sample(map_tensors(batch_predictions, torch.Tensor.detach), find_batch_size(batch))
+            batch_predictions = _per_sample(
+                map_tensors(batch_predictions, torch.Tensor.detach), find_batch_size(batch)
+            )
             outputs.append(send_to_device(batch_predictions, "cpu"))
     model.train(was_training)
     local = _concatenate(outputs) if outputs else None
@@ -74,18 +76,25 @@ def _contiguous_share(length: int, process_index: int, num_processes: int) -> ra
 
 def _per_sample(predictions, batch_size: int):
     """A batch's predictions without its per-batch values (a transformers model's ``loss``): scalars in a dict
-    are left out, in a tuple replaced by ``None``; they are not one per sample (``evaluate()`` gives the loss)."""
+    are left out, in a tuple replaced by ``None``; they are not one per sample (``evaluate()`` gives the
+    loss).
+    """
     if isinstance(predictions, torch.Tensor):
         if predictions.dim() == 0 and batch_size != 1:
             raise TypeError(
-                f"calculate_batch_predictions returned one scalar for a batch of {batch_size} samples, and predict() "
-                "returns a value per sample: return the per-sample outputs (use evaluate() for a loss)."
+                f"calculate_batch_predictions returned one scalar for a batch of {batch_size} samples, and"
+                " predict() returns a value per sample: return the per-sample outputs (use evaluate() for a"
+                " loss)."
             )
         return predictions
     if isinstance(predictions, Mapping):
-        return {key: _per_sample(value, batch_size) for key, value in predictions.items() if not _is_scalar(value)}
+        return {
+            key: _per_sample(value, batch_size) for key, value in predictions.items() if not _is_scalar(value)
+        }
     if isinstance(predictions, (list, tuple)):
-        return type(predictions)(None if _is_scalar(item) else _per_sample(item, batch_size) for item in predictions)
+        return type(predictions)(
+            None if _is_scalar(item) else _per_sample(item, batch_size) for item in predictions
+        )
     return predictions
 
 

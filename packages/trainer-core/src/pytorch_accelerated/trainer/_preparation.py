@@ -23,14 +23,25 @@ class ModelPreparation:
         self.prepared_model: torch.nn.Module | None = None
         self.trainable_when_wrapped: frozenset[int] = frozenset()
 
-    def wrap(self, accelerator: Accelerator, model: torch.nn.Module, optimizer, get_model: Callable[[], torch.nn.Module]):
+    def wrap(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        optimizer,
+        get_model: Callable[[], torch.nn.Module],
+    ):
         """``(model, optimizer)`` ready for distributed training; ``get_model()``: the model unwrapped."""
         if self.prepared_model is None or model is not self.prepared_model:
-            model, optimizer = accelerator.prepare(model, optimizer, device_placement=_placement(accelerator, optimizer))
+            model, optimizer = accelerator.prepare(
+                model, optimizer, device_placement=_placement(accelerator, optimizer)
+            )
             if accelerator.is_fsdp2 and accelerator.mixed_precision in ("bf16", "fp16"):
                 _return_fp32_outputs(model)
             self._remember(model)
-        elif isinstance(model, DistributedDataParallel) and trainable_parameter_ids(model) != self.trainable_when_wrapped:
+        elif (
+            isinstance(model, DistributedDataParallel)
+            and trainable_parameter_ids(model) != self.trainable_when_wrapped
+        ):
             # DDP reduces the gradients of only the parameters that were trainable when it wrapped
             # the model: after (un)freezing, wrap it again or the processes' weights drift apart.
             model = accelerator.prepare_model(get_model())
@@ -57,7 +68,8 @@ class ModelPreparation:
     def unwrapped(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` without the wrappers of distribution and ``torch.compile``."""
         if self.prepared_model is None:
-            # as the user gave it, at most compiled: accelerate's unwrap_model would search for deepspeed (~0.15 ms)
+            # as the user gave it, at most compiled: accelerate's unwrap_model would search for deepspeed
+            # (~0.15 ms)
             return getattr(model, "_orig_mod", model)
         return accelerator.unwrap_model(model, keep_torch_compile=False)
 
@@ -79,7 +91,10 @@ def _return_fp32_outputs(model: torch.nn.Module) -> None:
 def _placement(accelerator: Accelerator, optimizer) -> list | None:
     """accelerate's device placement of (model, optimizer): the default, except that an optimizer without
     state has nothing to move, so accelerate's state_dict/load_state_dict round trip (~0.1 ms) is skipped."""
-    if optimizer.state or accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+    if optimizer.state or accelerator.distributed_type in (
+        DistributedType.DEEPSPEED,
+        DistributedType.MEGATRON_LM,
+    ):
         return None  # DeepSpeed and Megatron-LM refuse a placement list
     return [None, False]
 
@@ -93,7 +108,12 @@ def plain_optimizer_calls(accelerator: Accelerator, optimizer) -> bool:
     return (
         isinstance(optimizer, AcceleratedOptimizer)
         and accelerator.scaler is None
-        and accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+        and accelerator.distributed_type
+        not in (
+            DistributedType.XLA,
+            DistributedType.DEEPSPEED,
+            DistributedType.MEGATRON_LM,
+        )
     )
 
 

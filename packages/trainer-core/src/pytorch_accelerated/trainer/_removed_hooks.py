@@ -7,16 +7,23 @@ import functools
 
 #: name -> what to override instead
 REMOVED_HOOKS: dict[str, str] = {
-    "get_default_train_dl_kwargs": "override create_train_dataloader(batch_size, dataloader_kwargs), or pass "
-    "train(..., train_dataloader_kwargs={...})",
-    "get_default_eval_dl_kwargs": "override create_eval_dataloader(batch_size, dataloader_kwargs), or pass "
-    "train(..., eval_dataloader_kwargs={...})",
+    "get_default_train_dl_kwargs": (
+        "override create_train_dataloader(batch_size, dataloader_kwargs), or pass "
+        "train(..., train_dataloader_kwargs={...})"
+    ),
+    "get_default_eval_dl_kwargs": (
+        "override create_eval_dataloader(batch_size, dataloader_kwargs), or pass "
+        "train(..., eval_dataloader_kwargs={...})"
+    ),
     "_create_accelerator": "override create_accelerator(), or pass Trainer(..., accelerator_kwargs={...})",
     "_clip_gradients": "override clip_gradients()",
-    "_create_callback_handler": "pass the callbacks to Trainer(callbacks=...) or call "
-    "trainer.callback_handler.add_callback(...)",
-    "_prepare_model_optimizer_and_dataloaders": "override create_train_dataloader / create_eval_dataloader "
-    "(the Trainer prepares what they return), or create_accelerator()",
+    "_create_callback_handler": (
+        "pass the callbacks to Trainer(callbacks=...) or call trainer.callback_handler.add_callback(...)"
+    ),
+    "_prepare_model_optimizer_and_dataloaders": (
+        "override create_train_dataloader / create_eval_dataloader "
+        "(the Trainer prepares what they return), or create_accelerator()"
+    ),
     "_run_evaluation": "override evaluation_run_start() / evaluation_run_end(), or the eval-epoch hooks",
 }
 

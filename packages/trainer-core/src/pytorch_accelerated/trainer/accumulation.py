@@ -24,7 +24,8 @@ class Window(NamedTuple):
 
 
 class AccumulationWindows:
-    """An epoch's batches in windows of ``accumulation_steps``, the last one shorter where they do not divide it.
+    """An epoch's batches in windows of ``accumulation_steps``, the last one shorter where they do not divide
+    it.
 
     Args:
         accumulation_steps: batches per optimizer update.
@@ -54,7 +55,8 @@ class AccumulationWindows:
         return Window(size, filled, closes)
 
     def left_open(self, batches_done: int) -> Window | None:
-        """The window the data of unknown length ended in, cut short, or ``None`` where the last one closed."""
+        """The window the data of unknown length ended in, cut short, or ``None`` where the last one
+        closed."""
         if batches_done == 0 or self.num_batches is not None or self.end_signal is not None:
             return None
         filled = (batches_done - 1) % self.accumulation_steps + 1
@@ -83,12 +85,15 @@ class WindowItems:
         self.batches += 1
         return loss * num_items
 
-    def average_gradients(self, parameters: Iterable[torch.nn.Parameter], window: Window, accelerator) -> None:
+    def average_gradients(
+        self, parameters: Iterable[torch.nn.Parameter], window: Window, accelerator
+    ) -> None:
         """Divide the window's gradients by its items on every process, then count again from zero."""
         if self.batches != window.filled:
             raise ValueError(
-                f"num_items_in_batch was given for {self.batches} of the {window.filled} batches of an accumulation "
-                "window: return it from calculate_train_batch_loss for every batch, or for none."
+                f"num_items_in_batch was given for {self.batches} of the {window.filled} batches of an"
+                " accumulation window: return it from calculate_train_batch_loss for every batch, or for"
+                " none."
             )
         total = accelerator.reduce(self.count, "sum") if accelerator.num_processes > 1 else self.count
         # the processes' gradients were averaged (DDP, FSDP): the factor puts their number back

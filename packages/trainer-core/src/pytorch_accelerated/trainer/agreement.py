@@ -76,7 +76,9 @@ def on_every_process(accelerator: Accelerator, action: Callable, what: str):
     return result
 
 
-def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | None], resume_from) -> Path | None:
+def agree_on_training_state(
+    accelerator: Accelerator, find: Callable[[], Path | None], resume_from
+) -> Path | None:
     """The state ``find()`` gives, once every process has found the same one (the same manifest;
     the paths may differ). Otherwise a :class:`CheckpointError` on every process, naming what each
     one found; an error in ``find`` on one process is raised on every process too."""
@@ -93,11 +95,14 @@ def agree_on_training_state(accelerator: Accelerator, find: Callable[[], Path | 
     if len({found["identity"] for found in seen}) == 1:
         return candidate
     found = "; ".join(f"process {found['process']}: {found['summary']}" for found in seen)
-    raise raised_on_every_process(CheckpointError(
-        f"The processes found different training states to resume from (resume_from={str(resume_from)!r}): "
-        f"{found}. Every process must resume from the same state: keep the training states on a file system "
-        "that every process shares, or copy the same state folder to every machine and pass it as resume_from."
-    ))
+    raise raised_on_every_process(
+        CheckpointError(
+            "The processes found different training states to resume from"
+            f" (resume_from={str(resume_from)!r}): {found}. Every process must resume from the same state:"
+            " keep the training states on a file system that every process shares, or copy the same state"
+            " folder to every machine and pass it as resume_from."
+        )
+    )
 
 
 def raised_on_every_process(error: Exception) -> Exception:
@@ -116,13 +121,21 @@ def raised_on_every_process(error: Exception) -> Exception:
 
 def _describe_training_state(process_index: int, candidate: Path | None, error: Exception | None) -> dict:
     if error is not None:
-        return {"process": process_index, "identity": f"failed on {process_index}", "summary": f"failed: {error}"}
+        return {
+            "process": process_index,
+            "identity": f"failed on {process_index}",
+            "summary": f"failed: {error}",
+        }
     if candidate is None:
         return {"process": process_index, "identity": None, "summary": "none found"}
     try:
         manifest = (Path(candidate) / MANIFEST_NAME).read_bytes()
     except OSError as error:
-        return {"process": process_index, "identity": f"unreadable {candidate}", "summary": f"{candidate} ({error.strerror or error})"}
+        return {
+            "process": process_index,
+            "identity": f"unreadable {candidate}",
+            "summary": f"{candidate} ({error.strerror or error})",
+        }
     summary = str(candidate)
     try:
         steps = json.loads(manifest)["position"]["completed_update_steps"]
@@ -185,7 +198,9 @@ class StopAgreement:
         if stops is not None and all(stop["position"] == mine["position"] for stop in stops):
             return
         if stops is not None:
-            at = "; ".join(f"process {stop['process']} at {_describe_position(stop['position'])}" for stop in stops)
+            at = "; ".join(
+                f"process {stop['process']} at {_describe_position(stop['position'])}" for stop in stops
+            )
             message = f"The processes raised StopTrainingError at different steps ({at}): {error}"
         else:
             message = (

@@ -47,7 +47,8 @@ class BackgroundWriter:
         self._in_flight, self._what = self._executor.submit(write, copied), what
 
     def wait(self) -> None:
-        """Wait for the write in flight, if any; its error is raised as a :class:`CheckpointError` naming it."""
+        """Wait for the write in flight, if any; its error is raised as a :class:`CheckpointError` naming
+        it."""
         in_flight, self._in_flight = self._in_flight, None
         error = in_flight.exception() if in_flight is not None else None
         if isinstance(error, CheckpointError):
@@ -93,7 +94,13 @@ class HostCopies:
 
     def _copy(self, value: Any, place: tuple, used: dict, seen: dict) -> Any:
         if isinstance(value, torch.Tensor):
-            view = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), value.shape, value.stride())
+            view = (
+                value.device,
+                value.untyped_storage().data_ptr(),
+                value.storage_offset(),
+                value.shape,
+                value.stride(),
+            )
             if view not in seen:  # a tensor stored twice (tied weights) is copied once
                 seen[view] = self._copy_tensor(value, place, used)
             return seen[view]

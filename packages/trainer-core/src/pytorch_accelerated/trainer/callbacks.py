@@ -1,4 +1,5 @@
-"""The callback protocol: :class:`TrainerCallback`, :class:`CallbackHandler` and :class:`StopTrainingError`."""
+"""The callback protocol: :class:`TrainerCallback`, :class:`CallbackHandler` and
+:class:`StopTrainingError`."""
 
 from __future__ import annotations
 
@@ -192,7 +193,9 @@ class CallbackHandler:
         self._check_event_names(callback)  # the line that called add_callback
         return callback
 
-    def _append(self, callback: TrainerCallback | type[TrainerCallback], resolve: bool = True) -> TrainerCallback:
+    def _append(
+        self, callback: TrainerCallback | type[TrainerCallback], resolve: bool = True
+    ) -> TrainerCallback:
         if isinstance(callback, type):
             callback = callback()
         if not isinstance(callback, TrainerCallback):
@@ -206,7 +209,9 @@ class CallbackHandler:
                 f"The callback {callback!r} ({name}) is listed twice: each of its events would run twice "
                 f"on the same state. List it once, or pass two instances ({name}(), {name}()) to run two."
             )
-        self._custom_events.update(_checked_event_names(callback.custom_events, f"{type(callback).__qualname__}.custom_events"))
+        self._custom_events.update(
+            _checked_event_names(callback.custom_events, f"{type(callback).__qualname__}.custom_events")
+        )
         self._callbacks.append(callback)
         if resolve:
             self._resolve_handled_events()
@@ -308,7 +313,9 @@ def _event_methods(cls: type) -> tuple[str, ...]:
     """The names of ``cls``'s ``on_*`` methods; raises TypeError for a handler that could never be called."""
     methods = _EVENT_METHODS.get(cls)
     if methods is None:
-        methods = tuple(name for name in dir(cls) if name.startswith("on_") and callable(getattr(cls, name, None)))
+        methods = tuple(
+            name for name in dir(cls) if name.startswith("on_") and callable(getattr(cls, name, None))
+        )
         for name in methods:
             _check_handler_signature(cls, name)
         _EVENT_METHODS[cls] = methods  # only once every check passed: a failing class fails every time
@@ -318,7 +325,9 @@ def _event_methods(cls: type) -> tuple[str, ...]:
 # What pytorch-accelerated 0.1.61 passed that the events here do not, and where to read it instead.
 _NOT_PASSED_HINTS = {
     "step": "read trainer.completed_epoch_batches (the batches of this epoch done before this one)",
-    "is_intermediate": "an evaluation inside an epoch is trainer.evaluate(), announced by on_evaluation_run_start",
+    "is_intermediate": (
+        "an evaluation inside an epoch is trainer.evaluate(), announced by on_evaluation_run_start"
+    ),
 }
 
 
@@ -327,12 +336,19 @@ def _check_handler_signature(cls: type, name: str) -> None:
     first call: say so when the callback is added instead."""
     event = EVENT_SYNONYMS.get(name, name)
     handler = inspect.getattr_static(cls, name)
-    if event not in TRAINER_EVENTS or not inspect.isfunction(handler) or handler is getattr(TrainerCallback, name, None):
-        return  # not a trainer event, the base class's, or not a plain method (a staticmethod, a callable object)
+    if (
+        event not in TRAINER_EVENTS
+        or not inspect.isfunction(handler)
+        or handler is getattr(TrainerCallback, name, None)
+    ):
+        # not a trainer event, the base class's, or not a plain method (a staticmethod, a callable object)
+        return
     passed = _passed_arguments(event)
     missing = [name for name in _required_by_name(handler) if name not in passed]
     if missing:
-        hints = "; ".join(f"for {arg}, {_NOT_PASSED_HINTS[arg]}" for arg in missing if arg in _NOT_PASSED_HINTS)
+        hints = "; ".join(
+            f"for {arg}, {_NOT_PASSED_HINTS[arg]}" for arg in missing if arg in _NOT_PASSED_HINTS
+        )
         given = ", ".join(["trainer", *(arg for arg in passed if arg != "kwargs")])
         raise TypeError(
             f"{cls.__qualname__}.{name} requires {', '.join(missing)}, which {event} never passes (it passes "
@@ -344,7 +360,11 @@ def _required_by_name(function) -> list[str]:
     """The parameters of a method after (self, trainer) that have no default and may be passed by name."""
     if hasattr(function, "__wrapped__"):  # decorated: the signature is the wrapped function's
         parameters = list(inspect.signature(function).parameters.values())[2:]
-        return [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        return [
+            p.name
+            for p in parameters
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
     # read from the code object: inspect.signature costs ~20 us a method, on every Trainer's first creation
     code = function.__code__
     positional = code.co_varnames[: code.co_argcount]

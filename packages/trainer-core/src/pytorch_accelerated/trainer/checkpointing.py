@@ -21,7 +21,14 @@ RESERVED_CHECKPOINT_KEYS = (CHECKPOINT_MODEL_KEY, CHECKPOINT_OPTIMIZER_KEY, CHEC
 
 
 def save_checkpoint(
-    accelerator: Accelerator, model, optimizer, scheduler, save_path, checkpoint_kwargs, save_optimizer: bool, save_scheduler: bool
+    accelerator: Accelerator,
+    model,
+    optimizer,
+    scheduler,
+    save_path,
+    checkpoint_kwargs,
+    save_optimizer: bool,
+    save_scheduler: bool,
 ) -> None:
     """:meth:`Trainer.save_checkpoint`: the main process writes, every process waits for it."""
     extra = dict(checkpoint_kwargs or {})
@@ -40,7 +47,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    accelerator: Accelerator, model, optimizer, scheduler, checkpoint_path, load_optimizer: bool, load_scheduler: bool
+    accelerator: Accelerator,
+    model,
+    optimizer,
+    scheduler,
+    checkpoint_path,
+    load_optimizer: bool,
+    load_scheduler: bool,
 ) -> dict[str, Any]:
     """:meth:`Trainer.load_checkpoint`: returns the whole checkpoint dict, its extra keys included."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -52,7 +65,9 @@ def load_checkpoint(
         )
     checkpoint = safe_torch_load(checkpoint_path)
     if CHECKPOINT_MODEL_KEY not in checkpoint:
-        raise CheckpointError(f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {CHECKPOINT_MODEL_KEY!r}.")
+        raise CheckpointError(
+            f"{str(checkpoint_path)!r} is not a Trainer checkpoint: it has no {CHECKPOINT_MODEL_KEY!r}."
+        )
     load_model_state_dict(accelerator, model, checkpoint[CHECKPOINT_MODEL_KEY], checkpoint_path)
     if load_optimizer and CHECKPOINT_OPTIMIZER_KEY in checkpoint:
         load_optimizer_state_dict(accelerator, model, optimizer, checkpoint[CHECKPOINT_OPTIMIZER_KEY])
@@ -83,7 +98,9 @@ def model_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[s
     return accelerator.unwrap_model(model, keep_torch_compile=False).state_dict()
 
 
-def load_model_state_dict(accelerator: Accelerator, model: torch.nn.Module, state_dict, checkpoint_path) -> None:
+def load_model_state_dict(
+    accelerator: Accelerator, model: torch.nn.Module, state_dict, checkpoint_path
+) -> None:
     """Load whole weights ``state_dict`` into the model without wrappers (into its shards under FSDP:
     call it on every process then), once they are shown to fit."""
     model = accelerator.unwrap_model(model, keep_torch_compile=False)

@@ -43,7 +43,13 @@ from torch.utils.data.distributed import DistributedSampler
 from .safe_files import CheckpointError
 from ._warnings import warn_user
 
-_KNOWN_SAMPLERS = (SequentialSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler, DistributedSampler)
+_KNOWN_SAMPLERS = (
+    SequentialSampler,
+    RandomSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+    DistributedSampler,
+)
 _RANDOM_GENERATOR_TYPES = (np.random.Generator, np.random.RandomState, random.Random, torch.Generator)
 _EXHAUSTED = object()
 
@@ -62,13 +68,19 @@ class TrainData:
 
     def __init__(self, dataloader: DataLoader, num_processes: int = 1):
         self.dataloader = dataloader
-        loader = getattr(dataloader, "base_dataloader", dataloader)  # accelerate's prepared loaders wrap a torch one
+        loader = getattr(
+            dataloader, "base_dataloader", dataloader
+        )  # accelerate's prepared loaders wrap a torch one
         self._loader = loader
         self._stateful_dataset = _stateful_iterable(loader, num_processes)
-        self.replay_reason = None if self._stateful_dataset is not None else _why_it_must_replay(loader, num_processes)
+        self.replay_reason = (
+            None if self._stateful_dataset is not None else _why_it_must_replay(loader, num_processes)
+        )
         self._skipper: _SkippingBatchSampler | None = None
         self._fetches: SeededFetches | None = None
-        if isinstance(loader.batch_sampler, _SkippingBatchSampler):  # set up by an earlier train() with this loader
+        if isinstance(
+            loader.batch_sampler, _SkippingBatchSampler
+        ):  # set up by an earlier train() with this loader
             self._skipper = loader.batch_sampler
         elif self.replay_reason is None and self._stateful_dataset is None:
             self._skipper = _SkippingBatchSampler(loader.batch_sampler)
@@ -91,12 +103,15 @@ class TrainData:
         self._not_exact_because = _why_no_resume_is_exact(loader) if self.replay_reason is not None else None
         self._replay_pending = False
         self._replay_length = 0
-        #: After a replay that loads ahead: whether this process's generators drew while it loaded (else None).
+        # : After a replay that loads ahead: whether this process's generators drew while it loaded (else
+        # None).
         self.replay_drew: bool | None = None
         self._warned = False
         # a stream's position at its start: put back after a resumed epoch, as datasets that keep a loaded
         # state for every later iteration (HF datasets does, for its epoch) would otherwise start there again
-        self._start_state = self._stateful_dataset.state_dict() if self._stateful_dataset is not None else None
+        self._start_state = (
+            self._stateful_dataset.state_dict() if self._stateful_dataset is not None else None
+        )
         self._resumed_epochs_left = 0
 
     @property
@@ -107,7 +122,8 @@ class TrainData:
         return self._fetches is not None and self._loader.dataset is self._fetches
 
     def _seed_fetches(self, seeded: bool) -> None:
-        """Fetch through :class:`SeededFetches` (collated there), or as the loader was given (plain PyTorch)."""
+        """Fetch through :class:`SeededFetches` (collated there), or as the loader was given (plain
+        PyTorch)."""
         fetches = self._fetches
         # torch refuses to set a built DataLoader's dataset: this one yields the same samples
         object.__setattr__(self._loader, "dataset", fetches if seeded else fetches.dataset)
@@ -118,7 +134,9 @@ class TrainData:
         from (restored first on resume, so the same seed), which every epoch changes."""
         if self._resumed_epochs_left:
             self._resumed_epochs_left -= 1
-            if self._resumed_epochs_left == 0:  # the epoch after the resumed one reads the stream from its start
+            if (
+                self._resumed_epochs_left == 0
+            ):  # the epoch after the resumed one reads the stream from its start
                 self._stateful_dataset.load_state_dict(self._start_state)
         if self.seeds_fetches:
             self._fetches.epoch_seed = epoch_seed(epoch_start_rng)
@@ -140,7 +158,9 @@ class TrainData:
         finally:
             self._skipper.skip, self._skipper.at_position = 0, None
         if first is _EXHAUSTED:
-            if skip > len(self._skipper):  # saved after the epoch's last update, before its end: nothing is left
+            if skip > len(
+                self._skipper
+            ):  # saved after the epoch's last update, before its end: nothing is left
                 raise _ran_out(len(self._skipper), skip)
             return batches
         return itertools.chain([first], batches)
@@ -160,7 +180,9 @@ class TrainData:
             if next(batches, _EXHAUSTED) is _EXHAUSTED:
                 raise _ran_out(skipped, skip)
             if skipped == 0 and watch:
-                before = _cpu_generator_states()  # after the first batch: the iteration's own start draws are in it
+                before = (
+                    _cpu_generator_states()
+                )  # after the first batch: the iteration's own start draws are in it
         if resuming and self._own_generator_moved():  # before loading more: the saved run had loaded as many
             self._warn(f"This resume is not exact because {_own_generator_message(self._own_generator[0])}")
         if not watch:
@@ -189,15 +211,15 @@ class TrainData:
         ]
         if mid_epoch and differences:
             raise CheckpointError(
-                f"{where} was saved in the middle of an epoch over other training data ({'; '.join(differences)}): "
-                "the resumed epoch would go on in another order. Resume with the training data it was saved with, "
-                "or from a state saved at the end of an epoch."
+                f"{where} was saved in the middle of an epoch over other training data"
+                f" ({'; '.join(differences)}): the resumed epoch would go on in another order. Resume with"
+                " the training data it was saved with, or from a state saved at the end of an epoch."
             )
         if saved_order.get("shuffle_seed", self._order["shuffle_seed"]) != self._order["shuffle_seed"]:
             self._not_exact_because = (
-                "the stream's shuffle buffer is seeded otherwise than in the saved run (HF datasets draws a seed at "
-                "random when .shuffle() is given none), so its order differs from the interrupted run's. Pass "
-                ".shuffle(seed=..., buffer_size=...) for exact resumes."
+                "the stream's shuffle buffer is seeded otherwise than in the saved run (HF datasets draws a"
+                " seed at random when .shuffle() is given none), so its order differs from the interrupted"
+                " run's. Pass .shuffle(seed=..., buffer_size=...) for exact resumes."
             )
         self._saved_own_generator = saved_order.get("own_generator")
 
@@ -227,7 +249,8 @@ class TrainData:
 
     def _fetch_as_saved(self, state: dict[str, Any] | None) -> None:
         """Seed the fetches where the saved run did (states of earlier versions say nothing: they seeded
-        all), so that a resume with fewer dataloader workers stays exact; say where they cannot draw as saved."""
+        all), so that a resume with fewer dataloader workers stays exact; say where they cannot draw as saved.
+        """
         saved_seeded = True if state is None else state.get("seeded_fetches", True)
         if saved_seeded and not self.seeds_fetches:
             self._seed_fetches(True)  # in a fork in the main process: the saved run's were never drawn from
@@ -258,17 +281,23 @@ class TrainData:
             self._warn(self._replay_message())
             return
         workers = self.dataloader.num_workers > 0
-        ahead = "dataloader workers ask the sampler for index lists" if workers else "accelerate loads a batch"
+        ahead = (
+            "dataloader workers ask the sampler for index lists" if workers else "accelerate loads a batch"
+        )
         fix = (
             "Use one of torch's samplers for exact resumes: the resume replays their draws."
             if workers
-            else "Load in dataloader workers for exact resumes (train_dataloader_kwargs={'num_workers': 1}; more for "
-            "a dataset that splits itself between workers): a worker's random numbers are seeded as the epoch starts."
+            else (
+                "Load in dataloader workers for exact resumes (train_dataloader_kwargs={'num_workers': 1};"
+                " more for a dataset that splits itself between workers): a worker's random numbers are"
+                " seeded as the epoch starts."
+            )
         )
         self._warn(
-            f"This resume is not exact because the training data drew random numbers in the main process while the "
-            f"batches the saved run had seen were loaded again (the epoch is replayed because {self.replay_reason}), "
-            f"and as {ahead} ahead of the step, those draws fell between other draws than in the interrupted run. {fix}"
+            "This resume is not exact because the training data drew random numbers in the main process"
+            " while the batches the saved run had seen were loaded again (the epoch is replayed because"
+            f" {self.replay_reason}), and as {ahead} ahead of the step, those draws fell between other draws"
+            f" than in the interrupted run. {fix}"
         )
 
     def _own_generator_moved(self) -> bool:
@@ -279,9 +308,9 @@ class TrainData:
 
     def _replay_message(self) -> str:
         return (
-            f"Resuming inside an epoch by loading again the batches the saved run had seen ({self._replay_length}), "
-            f"because {self.replay_reason}. The resume is exact; loading those batches is its cost. See "
-            "trainer-core's README, 'Exact resume'."
+            "Resuming inside an epoch by loading again the batches the saved run had seen"
+            f" ({self._replay_length}), because {self.replay_reason}. The resume is exact; loading those"
+            " batches is its cost. See trainer-core's README, 'Exact resume'."
         )
 
     def _warn(self, message: str) -> None:
@@ -328,7 +357,11 @@ class SeededFetches(Dataset):
         return self.collate_fn(samples)
 
     def __getattr__(self, name: str):
-        if name in ("dataset", "__setstate__", "__getstate__"):  # unpickling in a worker asks before dataset is set
+        if name in (
+            "dataset",
+            "__setstate__",
+            "__getstate__",
+        ):  # unpickling in a worker asks before dataset is set
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -427,26 +460,52 @@ def _why_it_must_replay(loader: DataLoader, num_processes: int) -> str | None:
     """Why a resumed epoch of ``loader`` cannot be skipped to exactly (None: it can)."""
     if isinstance(loader.dataset, IterableDataset):
         if not _has_state_dict(loader.dataset):
-            return f"the iterable dataset {type(loader.dataset).__name__} has no state_dict()/load_state_dict() to resume from"
+            return (
+                f"the iterable dataset {type(loader.dataset).__name__} has no state_dict()/load_state_dict()"
+                " to resume from"
+            )
         if _shuffle_buffers(loader.dataset):
-            return "the stream's state_dict() does not hold the content of its shuffle buffer (HF datasets' .shuffle())"
+            return (
+                "the stream's state_dict() does not hold the content of its shuffle buffer (HF datasets'"
+                " .shuffle())"
+            )
         where = "on several processes" if num_processes > 1 else "with num_workers > 0"
-        return f"the iterable dataset's state_dict() is read in the main process, which does not iterate it {where}"
+        return (
+            "the iterable dataset's state_dict() is read in the main process, which does not iterate it"
+            f" {where}"
+        )
     if loader.persistent_workers and loader.num_workers > 0:
-        return "the training dataloader has persistent_workers=True (its workers keep their random state from epoch to epoch)"
+        return (
+            "the training dataloader has persistent_workers=True (its workers keep their random state from"
+            " epoch to epoch)"
+        )
     batch_sampler = loader.batch_sampler
     if isinstance(batch_sampler, _SkippingBatchSampler):
         batch_sampler = batch_sampler._batch_sampler
     if batch_sampler is None:
         return "the training dataloader has batch_size=None (it fetches one index at a time)"
-    inner = getattr(batch_sampler, "batch_sampler", batch_sampler) if num_processes > 1 else batch_sampler  # inside BatchSamplerShard
+    inner = (
+        getattr(batch_sampler, "batch_sampler", batch_sampler) if num_processes > 1 else batch_sampler
+    )  # inside BatchSamplerShard
     if type(inner) is not BatchSampler:
-        return f"the training dataloader's batch_sampler is a {type(inner).__name__}, which may draw random numbers as it goes"
-    if not isinstance(inner.sampler, _KNOWN_SAMPLERS) and type(inner.sampler).__name__ != "SeedableRandomSampler":
-        return f"the training dataloader's sampler is a {type(inner.sampler).__name__}, which may draw random numbers as it goes"
+        return (
+            f"the training dataloader's batch_sampler is a {type(inner).__name__}, which may draw random"
+            " numbers as it goes"
+        )
+    if (
+        not isinstance(inner.sampler, _KNOWN_SAMPLERS)
+        and type(inner.sampler).__name__ != "SeedableRandomSampler"
+    ):
+        return (
+            f"the training dataloader's sampler is a {type(inner.sampler).__name__}, which may draw random"
+            " numbers as it goes"
+        )
     hidden = _hidden_generator(loader.dataset)
     if hidden is not None:
-        return f"the training dataset keeps a random generator of its own ({hidden[0]}), which a saved run does not hold"
+        return (
+            f"the training dataset keeps a random generator of its own ({hidden[0]}), which a saved run does"
+            " not hold"
+        )
     return None
 
 
@@ -454,19 +513,19 @@ def _why_no_resume_is_exact(loader: DataLoader) -> str | None:
     """Why no resume of ``loader`` can be exact, whatever the position (None: it may be)."""
     if loader.persistent_workers and loader.num_workers > 0:
         return (
-            "the training dataloader has persistent_workers=True: its workers keep their random state from epoch to "
-            "epoch and their seed is drawn once in its lifetime, which a resumed run cannot rebuild, so its data "
-            "order and augmentations differ from the interrupted run's. Use persistent_workers=False (the default) "
-            "for exact resumes."
+            "the training dataloader has persistent_workers=True: its workers keep their random state from"
+            " epoch to epoch and their seed is drawn once in its lifetime, which a resumed run cannot"
+            " rebuild, so its data order and augmentations differ from the interrupted run's. Use"
+            " persistent_workers=False (the default) for exact resumes."
         )
     return None
 
 
 def _own_generator_message(name: str) -> str:
     return (
-        f"the training dataset draws from a random generator of its own ({name}), which is not where it was in "
-        "the saved run: a training state does not hold it. Draw from torch's, NumPy's or Python's global "
-        "generators instead (each batch is loaded with them seeded) for exact resumes."
+        f"the training dataset draws from a random generator of its own ({name}), which is not where it was"
+        " in the saved run: a training state does not hold it. Draw from torch's, NumPy's or Python's global"
+        " generators instead (each batch is loaded with them seeded) for exact resumes."
     )
 
 
@@ -474,7 +533,10 @@ def _hidden_generator(dataset, depth: int = 0) -> tuple[str, Any] | None:
     """A random generator the dataset (or a dataset it wraps) holds as an attribute: its name, and it."""
     for name, value in vars(dataset).items() if hasattr(dataset, "__dict__") else ():
         if isinstance(value, _RANDOM_GENERATOR_TYPES):
-            return f"{type(dataset).__name__}.{name}, a {type(value).__module__}.{type(value).__name__}", value
+            return (
+                f"{type(dataset).__name__}.{name}, a {type(value).__module__}.{type(value).__name__}",
+                value,
+            )
         if isinstance(value, Dataset) and depth < 3:
             found = _hidden_generator(value, depth + 1)
             if found is not None:
@@ -483,7 +545,9 @@ def _hidden_generator(dataset, depth: int = 0) -> tuple[str, Any] | None:
 
 
 def _has_state_dict(dataset) -> bool:
-    return callable(getattr(dataset, "state_dict", None)) and callable(getattr(dataset, "load_state_dict", None))
+    return callable(getattr(dataset, "state_dict", None)) and callable(
+        getattr(dataset, "load_state_dict", None)
+    )
 
 
 def _stateful_iterable(loader: DataLoader, num_processes: int):
@@ -544,7 +608,9 @@ def _sampler_name(loader: DataLoader) -> str:
         batch_sampler = batch_sampler._batch_sampler
     if batch_sampler is None:
         return type(loader.sampler).__name__
-    batch_sampler = getattr(batch_sampler, "batch_sampler", batch_sampler)  # inside accelerate's BatchSamplerShard
+    batch_sampler = getattr(
+        batch_sampler, "batch_sampler", batch_sampler
+    )  # inside accelerate's BatchSamplerShard
     return type(getattr(batch_sampler, "sampler", batch_sampler)).__name__
 
 
@@ -565,7 +631,12 @@ def _generator_digest(generator) -> str:
 def _cpu_generator_states() -> tuple:
     """Python's, NumPy's and torch's CPU generator states, to tell whether anything drew from them."""
     numpy_state = np.random.get_state()
-    return (random.getstate(), numpy_state[1].tobytes(), *numpy_state[2:], torch.get_rng_state().numpy().tobytes())
+    return (
+        random.getstate(),
+        numpy_state[1].tobytes(),
+        *numpy_state[2:],
+        torch.get_rng_state().numpy().tobytes(),
+    )
 
 
 def _ran_out(skipped: int, skip: int) -> CheckpointError:

@@ -149,12 +149,12 @@ def _check_picklable(dataloader: DataLoader) -> None:
             pickle.dumps(getattr(dataloader, name))
         except Exception as error:  # noqa: BLE001 - pickling fails in many ways; all mean the same here
             raise TypeError(
-                f"The dataloader's {name} cannot be pickled ({error}), and on this Python "
-                f"({sys.version.split()[0]}) the trainer starts dataloader workers with "
-                f"multiprocessing_context='{SAFE_START_METHOD}', which sends it to them: forking a process that "
-                "runs several threads can hang here (CPython gh-112275, fixed in 3.11.10 and 3.12). Define it at "
-                "module level (no lambdas or local classes), upgrade Python, or pass "
-                "multiprocessing_context='fork' in the dataloader kwargs to accept the risk."
+                f"The dataloader's {name} cannot be pickled ({error}), and on this Python"
+                f" ({sys.version.split()[0]}) the trainer starts dataloader workers with"
+                f" multiprocessing_context='{SAFE_START_METHOD}', which sends it to them: forking a process"
+                " that runs several threads can hang here (CPython gh-112275, fixed in 3.11.10 and 3.12)."
+                " Define it at module level (no lambdas or local classes), upgrade Python, or pass"
+                " multiprocessing_context='fork' in the dataloader kwargs to accept the risk."
             ) from error
 
 
@@ -194,7 +194,9 @@ def _importing_in_a_forkserver() -> bool:
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "main" and code.co_filename.endswith(os.path.join("multiprocessing", "forkserver.py")):
+        if code.co_name == "main" and code.co_filename.endswith(
+            os.path.join("multiprocessing", "forkserver.py")
+        ):
             return True
         frame = frame.f_back
     return False
@@ -203,4 +205,3 @@ def _importing_in_a_forkserver() -> bool:
 _forkserver_pid: int | None = None  # in the forkserver and its workers: the forkserver's pid
 _started_workers: weakref.WeakSet = weakref.WeakSet()  # in a training process: the workers it started
 _end_with_the_training_process()
-

@@ -98,7 +98,7 @@ class TerminateOnNaNCallback(TrainerCallback):
     def _check(self, trainer) -> None:
         if trainer.any_process(self._has_non_finite_loss()):
             raise StopTrainingError(
-                f"The training loss became NaN or infinite (at or before update step "
+                "The training loss became NaN or infinite (at or before update step "
                 f"{trainer.completed_update_steps} of the run, epoch {trainer.run_history.current_epoch}). "
                 "Lower the learning rate, clip gradients (train(..., gradient_clip_norm=1.0)), "
                 "check the inputs for NaNs, or remove TerminateOnNaNCallback to keep going."
@@ -116,7 +116,9 @@ class _Bar(tqdm):
     _lock = threading.RLock()
     monitor_interval = 0
 
-    def __init__(self, *args, read_postfix: Callable[[], str] | None = None, plain_lines: bool = False, **kwargs):
+    def __init__(
+        self, *args, read_postfix: Callable[[], str] | None = None, plain_lines: bool = False, **kwargs
+    ):
         self._read_postfix = read_postfix
         self._plain_lines = plain_lines
         super().__init__(*args, **kwargs)
@@ -157,18 +159,30 @@ class ProgressBarCallback(TrainerCallback):
         metrics: names of recorded metrics to show beside the loss (``"eval_accuracy"``, ``"lr"``).
     """
 
-    def __init__(self, refresh_interval_s: float = 0.5, file_refresh_interval_s: float = 30.0, metrics: Sequence[str] = ()):
-        for name, value in (("refresh_interval_s", refresh_interval_s), ("file_refresh_interval_s", file_refresh_interval_s)):
+    def __init__(
+        self,
+        refresh_interval_s: float = 0.5,
+        file_refresh_interval_s: float = 30.0,
+        metrics: Sequence[str] = (),
+    ):
+        for name, value in (
+            ("refresh_interval_s", refresh_interval_s),
+            ("file_refresh_interval_s", file_refresh_interval_s),
+        ):
             if not value >= 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}.")
         if isinstance(metrics, str) or not all(isinstance(name, str) for name in metrics):
-            raise TypeError(f"metrics must be a sequence of metric names, such as ('eval_accuracy',); got {metrics!r}.")
+            raise TypeError(
+                f"metrics must be a sequence of metric names, such as ('eval_accuracy',); got {metrics!r}."
+            )
         self.refresh_interval_s = refresh_interval_s
         self.file_refresh_interval_s = file_refresh_interval_s
         self.metrics = tuple(metrics)
         self._bar: tqdm | None = None
 
-    def _open(self, trainer, total: int | None, description: str, initial: int = 0, read_postfix=None) -> None:
+    def _open(
+        self, trainer, total: int | None, description: str, initial: int = 0, read_postfix=None
+    ) -> None:
         live = _draws_live_bars(sys.stderr)
         interval = self.refresh_interval_s if live else self.file_refresh_interval_s
         self._bar = _Bar(
@@ -257,17 +271,21 @@ class PrintMetricsCallback(TrainerCallback):
         config = trainer.run_config
         if trainer.resumed_from is not None:
             trainer.print(
-                f"Resuming training run from {trainer.resumed_from}: epoch {trainer.run_history.current_epoch}, "
-                f"after update step {trainer.completed_update_steps} of {config.num_training_steps}"
+                f"Resuming training run from {trainer.resumed_from}: epoch"
+                f" {trainer.run_history.current_epoch}, after update step {trainer.completed_update_steps} of"
+                f" {config.num_training_steps}"
             )
             return
         trainer.print(
-            f"Starting training run: {config.num_epochs} epoch(s), {config.num_training_steps} update step(s), "
-            f"{config.num_processes} process(es) on {trainer.device.type}, mixed precision: {config.mixed_precision}"
+            f"Starting training run: {config.num_epochs} epoch(s), {config.num_training_steps} update"
+            f" step(s), {config.num_processes} process(es) on {trainer.device.type}, mixed precision:"
+            f" {config.mixed_precision}"
         )
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
-        trainer.print(format_metrics_summary(f"epoch {trainer.run_history.current_epoch}", self._new_metrics(trainer)))
+        trainer.print(
+            format_metrics_summary(f"epoch {trainer.run_history.current_epoch}", self._new_metrics(trainer))
+        )
 
     def on_evaluation_run_start(self, trainer, **kwargs):
         if not self._in_training_run:
@@ -292,7 +310,9 @@ class PrintMetricsCallback(TrainerCallback):
 
     def _mark_all_printed(self, trainer) -> None:
         history = trainer.run_history
-        self._printed_counts = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
+        self._printed_counts = {
+            name: len(history.get_metric_values(name)) for name in history.get_metric_names()
+        }
 
     def _new_metrics(self, trainer) -> list[tuple[str, str]]:
         """The metrics written since they were last shown, formatted, and mark them as shown."""
@@ -320,7 +340,9 @@ def format_metrics_summary(title: str, metrics: list[tuple[str, str]], width: in
     cells = [f"{name:<{name_width}}  {value:>{value_width}}" for name, value in metrics]
     gap, indent = "   ", "  "
     per_row = max(1, (width - len(indent) + len(gap)) // (name_width + 2 + value_width + len(gap)))
-    rows = [indent + gap.join(cells[start : start + per_row]).rstrip() for start in range(0, len(cells), per_row)]
+    rows = [
+        indent + gap.join(cells[start : start + per_row]).rstrip() for start in range(0, len(cells), per_row)
+    ]
     return "\n".join([f"{title}:", *rows])
 
 

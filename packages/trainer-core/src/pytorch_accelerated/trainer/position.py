@@ -36,7 +36,8 @@ class RunPosition:
         return self == RunPosition()
 
     def train_epoch_should_end(self, max_num_train_steps: int | None) -> bool:
-        """Whether the current training epoch ends now: its end was requested, or the run's updates are done."""
+        """Whether the current training epoch ends now: its end was requested, or the run's updates are
+        done."""
         return self.epoch_end_requested or self.reached(max_num_train_steps)
 
     def reached(self, max_num_train_steps: int | None) -> bool:

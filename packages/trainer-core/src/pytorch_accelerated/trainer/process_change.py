@@ -25,9 +25,13 @@ from ._warnings import warn_user
 from .safe_files import CheckpointError
 
 _DROPOUT_TYPES = (
-    torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout,
+    torch.nn.Dropout,
+    torch.nn.Dropout1d,
+    torch.nn.Dropout2d,
+    torch.nn.Dropout3d,
+    torch.nn.AlphaDropout,
     torch.nn.FeatureAlphaDropout,
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def check_global_batch(
     else:
         fix = (
             f"{saved.global_batch} samples per update do not split exactly over {here.num_processes} "
-            f"process(es) (as whole per-device batches"
+            "process(es) (as whole per-device batches"
             f"{'' if samples_per_epoch is None else ' and full updates'}): resume on "
             f"{saved.num_processes} process(es), or on a number that divides {saved.global_batch}."
         )
@@ -186,7 +190,7 @@ def warn_what_differs(
     if causes:
         warn_user(
             f"Resuming a state saved by {change.saved} process(es) on {change.here}: every update reads the "
-            f"same samples as the uninterrupted run, but its random draws differ, because "
+            "same samples as the uninterrupted run, but its random draws differ, because "
             f"{'; and '.join(causes)}. "
             "The run is then statistically, not bitwise, equivalent. See trainer-core's README, "
             "'Changing the number of processes'."

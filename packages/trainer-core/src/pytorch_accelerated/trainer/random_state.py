@@ -40,7 +40,8 @@ def capture_rng_state(dataloader=None) -> dict[str, Any]:
 
 
 def check_rng_state_fits(state: dict[str, Any], dataloader=None) -> None:
-    """Raise :class:`CheckpointError` unless ``dataloader`` draws from as many generators as the saved run's."""
+    """Raise :class:`CheckpointError` unless ``dataloader`` draws from as many generators as the saved
+    run's."""
     found = len(_dataloader_generators(dataloader))
     if found != len(state["dataloader"]):
         raise CheckpointError(
@@ -118,5 +119,3 @@ def _dataloader_generators(dataloader) -> list[torch.Generator]:
 
     visit(dataloader, 0)
     return list(found.values())
-
-

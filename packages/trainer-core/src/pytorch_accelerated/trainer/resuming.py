@@ -127,7 +127,9 @@ class Resume:
         epoch puts those back once that epoch has started again (:meth:`epoch_batches`)."""
         path = self._find(resume_from)
         if path is not None:
-            self._pending = on_every_process(self.accelerator, lambda: self._load(path), f"load the training state {str(path)!r}")
+            self._pending = on_every_process(
+                self.accelerator, lambda: self._load(path), f"load the training state {str(path)!r}"
+            )
         yield
         if self._pending is not None and not self.position.in_epoch:
             self._finish(epoch_goes_on=False)
@@ -145,7 +147,9 @@ class Resume:
         self.train_data.start_epoch(self._epoch_start_rng)
         return _EpochBatches(self._iterate_epoch)
 
-    def save(self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None, *, asynchronous=False) -> Path:
+    def save(
+        self, save_dir, point: str | None, checkpoint_kwargs: dict | None = None, *, asynchronous=False
+    ) -> Path:
         """Save the run's state into the folder ``save_dir``: every process's part is gathered, the
         main process writes. ``point`` is the save point reached, ``None`` inside a step;
         ``checkpoint_kwargs``, the user's plain data, is kept in the shared part. Asynchronous, the call
@@ -155,7 +159,9 @@ class Resume:
         check_plain_data(checkpoint_kwargs, "checkpoint_kwargs")
         self._finish_writing()
         save_dir = Path(save_dir)
-        own = on_every_process(self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state")
+        own = on_every_process(
+            self.accelerator, lambda: to_cpu(self._process_state()), "collect its training state"
+        )
         states = [own] if self.accelerator.num_processes == 1 else gather_object([own])
         stored_apart = self._save_shards(save_dir)
 
@@ -167,7 +173,9 @@ class Resume:
                 shared["checkpoint_kwargs"] = dict(checkpoint_kwargs)
             state = (shared, states, self._saved_position(point))
             if asynchronous:
-                self._background.start(_write_copied_state(save_dir), state, f"the training state {str(save_dir)!r}")
+                self._background.start(
+                    _write_copied_state(save_dir), state, f"the training state {str(save_dir)!r}"
+                )
             else:
                 write_training_state(save_dir, *state, stored_apart=stored_apart)
 
@@ -211,9 +219,13 @@ class Resume:
         if isinstance(resume_from, str) and resume_from == "latest":
             latest = agree_on_training_state(self.accelerator, self._latest_of_callbacks, resume_from)
             if latest is None:
-                self.accelerator.print("resume_from='latest': no training state has been saved yet; starting a new run.")
+                self.accelerator.print(
+                    "resume_from='latest': no training state has been saved yet; starting a new run."
+                )
             return latest
-        return agree_on_training_state(self.accelerator, functools.partial(_resolve, resume_from), resume_from)
+        return agree_on_training_state(
+            self.accelerator, functools.partial(_resolve, resume_from), resume_from
+        )
 
     def _latest_of_callbacks(self) -> Path | None:
         finders = [
@@ -229,7 +241,8 @@ class Resume:
         return newest_of(path for path in (find() for find in finders) if path is not None)
 
     def _load(self, path: Path) -> _Pending:
-        """Check the state at ``path`` against this run, then put back all but what waits for the start events."""
+        """Check the state at ``path`` against this run, then put back all but what waits for the start
+        events."""
         manifest, shared, own = load_training_state(path, self.accelerator.process_index)
         change = ProcessChange(manifest["num_processes"], self.accelerator.num_processes)
         if change.changed:
@@ -243,7 +256,9 @@ class Resume:
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(shared["scaler"])
         self._load_large_components(path, manifest, shared)
-        self.run_history.load_state_dict(own.get("run_history", shared["run_history"]))  # states before 0.4: shared only
+        self.run_history.load_state_dict(
+            own.get("run_history", shared["run_history"])
+        )  # states before 0.4: shared only
         self.position.load_state_dict(shared["position"])
         self.train_loss.load_state_dict(own["train_loss"])
         self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
@@ -251,7 +266,9 @@ class Resume:
         rng = own["rng"]
         if change.changed:
             rng = self._take_other_processes_parts(path, manifest, shared, own, change)
-        self.train_data.load_state_dict(own.get("train_data"), self.position.in_epoch)  # warns where it must replay
+        self.train_data.load_state_dict(
+            own.get("train_data"), self.position.in_epoch
+        )  # warns where it must replay
         return _Pending(rng=rng, epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states)
 
     def _finish(self, epoch_goes_on: bool) -> None:
@@ -362,9 +379,10 @@ class Resume:
             )
         if self.position.in_epoch and self._epoch_start_rng is None:
             raise CheckpointError(
-                "This epoch started without a callback that handles on_save_point, so its data order was not "
-                "recorded and a state saved inside it would not resume exactly: give the Trainer the callback "
-                "that saves (SaveTrainingStateCallback, or one with an on_save_point) before train()."
+                "This epoch started without a callback that handles on_save_point, so its data order was not"
+                " recorded and a state saved inside it would not resume exactly: give the Trainer the"
+                " callback that saves (SaveTrainingStateCallback, or one with an on_save_point) before"
+                " train()."
             )
         if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             raise CheckpointError(
@@ -489,23 +507,28 @@ class Resume:
             ]
             if differences:
                 raise CheckpointError(
-                    f"{where} was saved in the middle of an epoch of a run with other settings ({'; '.join(differences)}): "
-                    "resume with the settings it was saved with."
+                    f"{where} was saved in the middle of an epoch of a run with other settings"
+                    f" ({'; '.join(differences)}): resume with the settings it was saved with."
                 )
         self._check_large_components_fit(path, manifest, shared)
-        for part, present in (("scheduler", self.scheduler is not None), ("scaler", self.accelerator.scaler is not None)):
+        for part, present in (
+            ("scheduler", self.scheduler is not None),
+            ("scaler", self.accelerator.scaler is not None),
+        ):
             if (part in shared) != present:
                 saved_it = "holds" if part in shared else "has no"
                 here = "has one" if present else "has none"
                 raise CheckpointError(
-                    f"{where} {saved_it} a {part} state and this run {here}: resume with the "
-                    f"{'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was saved with."
+                    f"{where} {saved_it} a {part} state and this run {here}: resume with the"
+                    f" {'create_scheduler_fn' if part == 'scheduler' else 'mixed_precision'} the run was"
+                    " saved with."
                 )
         saved_scheduler = shared.get("scheduler_class")  # older states do not name it
         if self.scheduler is not None and saved_scheduler not in (None, type(self.scheduler).__qualname__):
             raise CheckpointError(
-                f"{where} holds the state of a {saved_scheduler} scheduler; this run's is a "
-                f"{type(self.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved with."
+                f"{where} holds the state of a {saved_scheduler} scheduler; this run's is a"
+                f" {type(self.scheduler).__qualname__}. Resume with the create_scheduler_fn the run was saved"
+                " with."
             )
         for rng_state in (own["rng"], own["epoch_start_rng"]):
             if rng_state is not None:
@@ -514,8 +537,9 @@ class Resume:
         homeless = sorted(set(callback_states) - callbacks_here)
         if homeless:
             raise CheckpointError(
-                f"{where} holds the state of callbacks this trainer does not have: {homeless}. Create the Trainer "
-                "with the callbacks the run was saved with (several of one class in the same order)."
+                f"{where} holds the state of callbacks this trainer does not have: {homeless}. Create the"
+                " Trainer with the callbacks the run was saved with (several of one class in the same"
+                " order)."
             )
 
     def _check_large_components_fit(self, path: Path, manifest: dict, shared: dict) -> None:
@@ -550,15 +574,16 @@ class Resume:
         optimizer_class = type(optimizer).__name__
         if shared["optimizer_class"] != optimizer_class:
             raise CheckpointError(
-                f"{str(path)!r} holds the state of a {shared['optimizer_class']} optimizer; this trainer's is a "
-                f"{optimizer_class}. Resume with the optimizer the run was saved with."
+                f"{str(path)!r} holds the state of a {shared['optimizer_class']} optimizer; this trainer's is"
+                f" a {optimizer_class}. Resume with the optimizer the run was saved with."
             )
         saved_sizes = [len(group["params"]) for group in shared["optimizer"]["param_groups"]]
         sizes = [len(group["params"]) for group in optimizer.param_groups]
         if saved_sizes != sizes:
             raise CheckpointError(
-                f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this optimizer's "
-                f"have {sizes}. Create the optimizer (and add any param groups) as the saved run had them."
+                f"The optimizer state in {str(path)!r} has param groups of {saved_sizes} parameters; this"
+                f" optimizer's have {sizes}. Create the optimizer (and add any param groups) as the saved run"
+                " had them."
             )
 
 
@@ -569,15 +594,20 @@ def _resolve(resume_from) -> Path:
         return resolve_training_state(path)
     where = f"resume_from={str(path)!r}"
     if (path.parent / MANIFEST_NAME).is_file():
-        raise CheckpointError(f"{where} is a file of the training state {str(path.parent)!r}: pass that folder.")
+        raise CheckpointError(
+            f"{where} is a file of the training state {str(path.parent)!r}: pass that folder."
+        )
     if is_checkpoint_file(path):
         raise CheckpointError(
-            f"{where} is a checkpoint written by save_checkpoint (weights, optimizer, scheduler), not a training "
-            "state: it holds no position, random state or run history to resume from. To start a new run from "
-            f"its weights, call trainer.load_checkpoint({str(path)!r}) before train() (without resume_from); to "
-            "resume exactly, pass a folder written by save_training_state (or SaveTrainingStateCallback)."
+            f"{where} is a checkpoint written by save_checkpoint (weights, optimizer, scheduler), not a"
+            " training state: it holds no position, random state or run history to resume from. To start a"
+            f" new run from its weights, call trainer.load_checkpoint({str(path)!r}) before train() (without"
+            " resume_from); to resume exactly, pass a folder written by save_training_state (or"
+            " SaveTrainingStateCallback)."
         )
-    raise CheckpointError(f"{where} is a file; a training state is a folder that save_training_state writes: pass one.")
+    raise CheckpointError(
+        f"{where} is a file; a training state is a folder that save_training_state writes: pass one."
+    )
 
 
 def _write_copied_state(save_dir: Path) -> Callable[[tuple], Path]:
@@ -586,7 +616,8 @@ def _write_copied_state(save_dir: Path) -> Callable[[tuple], Path]:
 
 
 class _EpochBatches:
-    """A training epoch's batches, drawn from the dataloader when iterated (after the epoch's start events)."""
+    """A training epoch's batches, drawn from the dataloader when iterated (after the epoch's start
+    events)."""
 
     def __init__(self, iterate: Callable[[], Iterator]):
         self.iterate = iterate

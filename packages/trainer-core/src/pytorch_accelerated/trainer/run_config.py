@@ -42,7 +42,8 @@ class TrainerRunConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting by name, the :attr:`extra` ones included: what trackers log as the run's parameters."""
+        """Every setting by name, the :attr:`extra` ones included: what trackers log as the run's
+        parameters."""
         settings = asdict(self)
         return {**settings, **settings.pop("extra")}
 
@@ -67,7 +68,11 @@ class TrainerRunConfig:
     @property
     def eval_total_batch_size(self) -> int | None:
         """Samples per evaluation step, over every process."""
-        return None if self.eval_per_device_batch_size is None else self.eval_per_device_batch_size * self.num_processes
+        return (
+            None
+            if self.eval_per_device_batch_size is None
+            else self.eval_per_device_batch_size * self.num_processes
+        )
 
     @property
     def num_local_update_steps_per_epoch(self) -> int | None:
@@ -111,9 +116,9 @@ class TrainerPlaceholderValues(Enum):
             resolved = getattr(run_config, value.value)
             if resolved is None and value.value in _UNKNOWN_WITHOUT_LENGTH:
                 raise ValueError(
-                    f"TrainerPlaceholderValues.{value.name} is unknown: the training dataset has no length (an "
-                    "IterableDataset without __len__). Size the schedule in updates instead, with "
-                    "TrainerPlaceholderValues.NUM_TRAINING_STEPS (max_num_train_steps)."
+                    f"TrainerPlaceholderValues.{value.name} is unknown: the training dataset has no length"
+                    " (an IterableDataset without __len__). Size the schedule in updates instead, with"
+                    " TrainerPlaceholderValues.NUM_TRAINING_STEPS (max_num_train_steps)."
                 )
             return resolved
 
@@ -129,14 +134,24 @@ _UNKNOWN_WITHOUT_LENGTH = frozenset({"train_dataloader_len", "num_update_steps_p
 
 
 def create_run_config(
-    accelerator: Accelerator, train_dataloader, eval_dataloaders, num_epochs, batch_size, max_num_train_steps,
-    accumulation_steps, clip_value, clip_norm,
+    accelerator: Accelerator,
+    train_dataloader,
+    eval_dataloaders,
+    num_epochs,
+    batch_size,
+    max_num_train_steps,
+    accumulation_steps,
+    clip_value,
+    clip_norm,
 ) -> TrainerRunConfig:
     """The run's settings, once its dataloaders are built."""
     train_len = _data.length_or_none(train_dataloader)
     _data.check_length_known(train_len, max_num_train_steps)
     if train_len == 0:
-        raise ValueError("The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or empty.")
+        raise ValueError(
+            "The training dataloader is empty: the dataset is smaller than one batch with drop_last=True, or"
+            " empty."
+        )
     updates_per_epoch = None if train_len is None else math.ceil(train_len / accumulation_steps)
     num_epochs, num_training_steps = _data.sized_for_steps(updates_per_epoch, num_epochs, max_num_train_steps)
     return TrainerRunConfig(

@@ -120,9 +120,14 @@ class RunHistory(ABC):
         places = self._places.get(metric_name, [])
         # after a reset() the newest places are those of the values kept; values loaded from a
         # history saved without places have none
-        places = places[len(places) - len(values) :] if len(places) >= len(values) else [None] * (len(values) - len(places)) + places
+        places = (
+            places[len(places) - len(values) :]
+            if len(places) >= len(values)
+            else [None] * (len(values) - len(places)) + places
+        )
         return [
-            MetricRecord(metric_name, value, *(place or (None, 0, None))) for value, place in zip(values, places)
+            MetricRecord(metric_name, value, *(place or (None, 0, None)))
+            for value, place in zip(values, places)
         ]
 
     def add_listener(self, listener: Callable[[MetricRecord], None]) -> None:
@@ -169,7 +174,9 @@ class RunHistory(ABC):
         return {
             "current_epoch": self.current_epoch,
             "metrics": {name: [record.value for record in rows] for name, rows in records.items()},
-            "places": {name: [[r.step, r.epoch, r.evaluation] for r in rows] for name, rows in records.items()},
+            "places": {
+                name: [[r.step, r.epoch, r.evaluation] for r in rows] for name, rows in records.items()
+            },
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -25,7 +25,9 @@ class RunningLoss:
         self.count = 0
         self.items: torch.Tensor | None = None  # the items the losses are means over, where batches give them
 
-    def update(self, loss: torch.Tensor, batch_size: int, num_items: torch.Tensor | int | None = None) -> None:
+    def update(
+        self, loss: torch.Tensor, batch_size: int, num_items: torch.Tensor | int | None = None
+    ) -> None:
         """Add one batch's mean ``loss``.
 
         Args:
@@ -35,7 +37,9 @@ class RunningLoss:
         """
         self.count += batch_size
         if num_items is None:
-            self.total.add_(loss.detach(), alpha=batch_size)  # one op; accumulates in float32 whatever the loss's dtype
+            self.total.add_(
+                loss.detach(), alpha=batch_size
+            )  # one op; accumulates in float32 whatever the loss's dtype
             return
         if self.items is None:
             self.items = torch.zeros((), dtype=torch.float32, device=self.total.device)
@@ -60,7 +64,11 @@ class RunningLoss:
 
     def compute(self, accelerator: Accelerator) -> float:
         """The mean over every process's losses (one reduction on several processes)."""
-        weight = self.items if self.items is not None else torch.tensor(float(self.count), device=self.total.device)
+        weight = (
+            self.items
+            if self.items is not None
+            else torch.tensor(float(self.count), device=self.total.device)
+        )
         totals = torch.stack([self.total, weight])
         if accelerator.num_processes > 1:
             totals = accelerator.reduce(totals, "sum")

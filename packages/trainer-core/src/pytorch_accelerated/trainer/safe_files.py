@@ -16,7 +16,19 @@ from typing import Any, BinaryIO, Callable
 import torch
 import xxhash
 
-_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device, torch.Size)
+_PLAIN_SCALARS = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    torch.Tensor,
+    torch.dtype,
+    torch.device,
+    torch.Size,
+)
 
 
 class CheckpointError(RuntimeError):

@@ -169,8 +169,14 @@ def _torch_optimizer(optimizer) -> torch.optim.Optimizer:
 _METADATA_GLOBALS = {
     ("torch.distributed.checkpoint.metadata", name)
     for name in (
-        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
-        "TensorProperties", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING",
+        "Metadata",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "MetadataIndex",
+        "StorageMeta",
+        "_MEM_FORMAT_ENCODING",
     )
 } | {
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
@@ -178,7 +184,7 @@ _METADATA_GLOBALS = {
     ("torch", "Size"),
     ("pathlib", "PosixPath"),
     ("pathlib", "WindowsPath"),
-}  # fmt: skip
+}
 
 
 class _AllowListUnpickler(pickle.Unpickler):

@@ -1,4 +1,5 @@
-"""The training-state format: how a state lies on disk, one folder holding everything an interrupted run needs to continue
+"""The training-state format: how a state lies on disk, one folder holding everything an interrupted run needs
+to continue
 exactly, written atomically and read back without unpickling arbitrary objects.
 
 A folder holds ``trainer.pt`` (what every process shares: weights, optimizer, scheduler, scaler,
@@ -109,7 +110,9 @@ def write_training_state(
         shutil.rmtree(temporary, ignore_errors=True)
         if is_out_of_space(error):
             needed = stored_bytes([shared, per_process])
-            raise out_of_space_error(f"the training state {str(save_dir)!r}", save_dir.parent, needed) from error
+            raise out_of_space_error(
+                f"the training state {str(save_dir)!r}", save_dir.parent, needed
+            ) from error
         raise
     return save_dir
 
@@ -135,7 +138,10 @@ def _write_parts(folder: Path, shared: dict, per_process: list[dict]) -> dict[st
     """Write the state's files into ``folder``, each synced: their sizes and digests, by name."""
     parts = {SHARED_FILE_NAME: shared}
     parts.update((process_file_name(index), state) for index, state in enumerate(per_process))
-    return {name: write_with_digest(folder / name, functools.partial(torch.save, part)) for name, part in parts.items()}
+    return {
+        name: write_with_digest(folder / name, functools.partial(torch.save, part))
+        for name, part in parts.items()
+    }
 
 
 def _manifest(
@@ -226,12 +232,15 @@ def _is_complete(state_dir: Path) -> bool:
 def _manifest_digest(manifest: dict[str, Any]) -> str:
     """The SHA-256 of what the manifest says (its canonical JSON, less this digest): one changed
     byte in a value (a step count, a file's size or digest) no longer passes unseen."""
-    content = json.loads(json.dumps({key: value for key, value in manifest.items() if key != _MANIFEST_DIGEST_KEY}))
+    content = json.loads(
+        json.dumps({key: value for key, value in manifest.items() if key != _MANIFEST_DIGEST_KEY})
+    )
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _install_folder(temporary: Path, final: Path) -> None:
-    """Rename ``temporary`` to ``final``; an existing ``final`` is replaced only once the new one is in place."""
+    """Rename ``temporary`` to ``final``; an existing ``final`` is replaced only once the new one is in
+    place."""
     if final.exists():
         replaced = final.with_name(f".{final.name}.replaced")
         shutil.rmtree(replaced, ignore_errors=True)
@@ -266,8 +275,8 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     manifest_path = state_dir / MANIFEST_NAME
     if state_dir.is_file():
         raise CheckpointError(
-            f"{str(state_dir)!r} is a file; a training state is a folder (Trainer.save_training_state writes one). "
-            "Pass the folder."
+            f"{str(state_dir)!r} is a file; a training state is a folder (Trainer.save_training_state writes"
+            " one). Pass the folder."
         )
     if not state_dir.is_dir():
         raise CheckpointError(f"No training state at {str(state_dir)!r}: check the path.")
@@ -279,18 +288,25 @@ def read_manifest(state_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state.") from error
+        raise CheckpointError(
+            f"Cannot read {str(manifest_path)!r}: {error}. Resume from another training state."
+        ) from error
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not a training state manifest.")
     _check_format_version(state_dir, manifest)  # first: a newer format may check its content otherwise
     _check_manifest_digest(manifest_path, manifest)
     if not all(isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_FIELDS.items()):
-        raise CheckpointError(f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}.")
+        raise CheckpointError(
+            f"{str(manifest_path)!r} is damaged: it lacks some of {sorted(_MANIFEST_FIELDS)}."
+        )
     _check_file_digests_listed(manifest_path, manifest)
     for name, size in manifest["files"].items():
         path = state_dir / name
         if not path.is_file():
-            raise CheckpointError(f"The training state {str(state_dir)!r} is missing its part {name!r}; resume from another one.")
+            raise CheckpointError(
+                f"The training state {str(state_dir)!r} is missing its part {name!r}; resume from another"
+                " one."
+            )
         if path.stat().st_size != size:
             raise CheckpointError(
                 f"{str(path)!r} is truncated or was changed: {path.stat().st_size} bytes where {size} were "
@@ -303,19 +319,21 @@ def _check_format_version(state_dir: Path, manifest: dict[str, Any]) -> None:
     version = manifest.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > _FORMAT_VERSION:
         raise NewerFormatError(
-            f"{str(state_dir)!r} was written by a newer trainer-core (training-state format {version}; this one reads "
-            f"formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}): upgrade trainer-core to resume from it. "
-            "It is left as it is, and no older state is used in its place."
+            f"{str(state_dir)!r} was written by a newer trainer-core (training-state format {version}; this"
+            f" one reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}): upgrade trainer-core to"
+            " resume from it. It is left as it is, and no older state is used in its place."
         )
     if version not in _READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
-            f"{str(state_dir / MANIFEST_NAME)!r} is damaged: its format_version is {version!r} (this trainer-core "
-            f"reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}). Resume from another training state."
+            f"{str(state_dir / MANIFEST_NAME)!r} is damaged: its format_version is {version!r} (this"
+            f" trainer-core reads formats {', '.join(map(str, _READABLE_FORMAT_VERSIONS))}). Resume from"
+            " another training state."
         )
 
 
 def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> None:
-    """Manifests of format 2 and later always carry the SHA-256 of their own content; format 1 ones never did."""
+    """Manifests of format 2 and later always carry the SHA-256 of their own content; format 1 ones never
+    did."""
     recorded_digest = manifest.get(_MANIFEST_DIGEST_KEY)
     if recorded_digest is None and manifest["format_version"] >= 2:
         raise CheckpointError(
@@ -325,26 +343,29 @@ def _check_manifest_digest(manifest_path: Path, manifest: dict[str, Any]) -> Non
         )
     if recorded_digest is not None and recorded_digest != _manifest_digest(manifest):
         raise CheckpointError(
-            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written with "
-            "(a changed byte). Resume from another training state."
+            f"{str(manifest_path)!r} is damaged: its content no longer matches the SHA-256 it was written"
+            " with (a changed byte). Resume from another training state."
         )
 
 
 def _check_file_digests_listed(manifest_path: Path, manifest: dict[str, Any]) -> None:
-    """A digest for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at all."""
+    """A digest for every file the manifest lists; only format 1 states of trainer-core 0.2 have none at
+    all."""
     algorithm, digests = _file_digests(manifest)
     if not digests and manifest["format_version"] == 1:
         return  # loaded unchecked, with a warning (load_training_state)
     missing = sorted(set(manifest["files"]) - set(digests))
     if missing:
         raise CheckpointError(
-            f"{str(manifest_path)!r} has no {algorithm} digest for {missing}, where training-state format "
-            f"{manifest['format_version']} records one for every file: it was edited or damaged, and those files "
-            "cannot be checked. Resume from another training state."
+            f"{str(manifest_path)!r} has no {algorithm} digest for {missing}, where training-state format"
+            f" {manifest['format_version']} records one for every file: it was edited or damaged, and those"
+            " files cannot be checked. Resume from another training state."
         )
 
 
-def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None) -> None:
+def check_digests(
+    state_dir: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str] | None = None
+) -> None:
     """Raise :class:`CheckpointError` naming the first of the files ``names`` (all by default)
     whose digest differs from the manifest's (:func:`read_manifest` has shown that it records one
     for each; only format 1 states of trainer-core 0.2 have none, and pass unchecked)."""
@@ -354,14 +375,15 @@ def check_digests(state_dir: str | os.PathLike, manifest: dict[str, Any], names:
         path = state_dir / name
         if name in digests and _cached_digest(path, algorithm) != digests[name]:
             raise CheckpointError(
-                f"{str(path)!r} is corrupted: its content no longer matches the digest ({algorithm}) recorded in "
-                f"{MANIFEST_NAME} when it was saved (a flipped bit, an edit, or a bad disk). Resume from another "
-                "training state."
+                f"{str(path)!r} is corrupted: its content no longer matches the digest ({algorithm}) recorded"
+                f" in {MANIFEST_NAME} when it was saved (a flipped bit, an edit, or a bad disk). Resume from"
+                " another training state."
             )
 
 
 def _file_digests(manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """The algorithm of the manifest's file digests, and the digests by file name (none in the earliest states)."""
+    """The algorithm of the manifest's file digests, and the digests by file name (none in the earliest
+    states)."""
     for algorithm in (FILE_DIGEST, "sha256"):
         if isinstance(manifest.get(algorithm), dict):
             return algorithm, manifest[algorithm]
@@ -391,8 +413,9 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
         process_index = 0
     if not _file_digests(manifest)[1]:
         warn_user(
-            f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are loaded "
-            "unchecked (a damaged byte would go unnoticed). States this trainer-core saves are checked."
+            f"{str(state_dir)!r} was written by trainer-core 0.2, without SHA-256 digests: its files are"
+            " loaded unchecked (a damaged byte would go unnoticed). States this trainer-core saves are"
+            " checked."
         )
     components = components_of(state_dir, manifest)
     saved = {name: storage for name, storage in components.items() if storage["format"] == "torch.save"}
@@ -407,15 +430,17 @@ def load_training_state(state_dir: str | os.PathLike, process_index: int) -> tup
     for name, storage in saved.items():
         if storage["key"] not in files[storage["file"]]:
             raise CheckpointError(
-                f"{str(state_dir / storage['file'])!r} has no {storage['key']!r}, where {MANIFEST_NAME} says the {name} "
-                "state is: the state is damaged. Resume from another training state."
+                f"{str(state_dir / storage['file'])!r} has no {storage['key']!r}, where {MANIFEST_NAME} says"
+                f" the {name} state is: the state is damaged. Resume from another training state."
             )
         shared[name] = files[storage["file"]][storage["key"]]
     own = safe_torch_load(state_dir / process_file_name(process_index))
     return manifest, shared, own
 
 
-def load_process_states(state_dir: str | os.PathLike, manifest: dict[str, Any], indices: list[int]) -> list[dict]:
+def load_process_states(
+    state_dir: str | os.PathLike, manifest: dict[str, Any], indices: list[int]
+) -> list[dict]:
     """The states of saved processes ``indices`` (``manifest`` read before), once their files are intact."""
     state_dir = Path(state_dir)
     names = [process_file_name(index) for index in indices]
@@ -430,18 +455,22 @@ def components_of(state_dir: str | os.PathLike, manifest: dict[str, Any]) -> dic
     components = manifest.get("components") if manifest["format_version"] >= 2 else _COMPONENTS
     where = repr(str(state_dir))
     if not isinstance(components, dict) or set(components) != set(_COMPONENTS):
-        raise CheckpointError(f"{where} is damaged: its {MANIFEST_NAME} does not say where {sorted(_COMPONENTS)} are stored.")
+        raise CheckpointError(
+            f"{where} is damaged: its {MANIFEST_NAME} does not say where {sorted(_COMPONENTS)} are stored."
+        )
     for name, storage in components.items():
         kind = storage.get("format") if isinstance(storage, dict) else None
         if kind not in _READABLE_COMPONENT_FORMATS:
             raise CheckpointError(
-                f"{where} stores its {name} state in the format {kind!r}, which this trainer-core cannot read (it reads "
-                f"{', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer trainer-core. Resume "
-                "with the trainer-core that wrote it."
+                f"{where} stores its {name} state in the format {kind!r}, which this trainer-core cannot read"
+                f" (it reads {', '.join(_READABLE_COMPONENT_FORMATS)}): it was written by a newer"
+                " trainer-core. Resume with the trainer-core that wrote it."
             )
         listed = storage.get("file") if kind == "torch.save" else f"{storage.get('folder')}/.metadata"
         if not isinstance(storage.get("key"), str) or listed not in manifest["files"]:
-            raise CheckpointError(f"{where} is damaged: its {MANIFEST_NAME} stores the {name} state in a file it does not list.")
+            raise CheckpointError(
+                f"{where} is damaged: its {MANIFEST_NAME} stores the {name} state in a file it does not list."
+            )
     return components
 
 
@@ -480,7 +509,8 @@ def list_training_states(folder: str | os.PathLike) -> list[Path]:
 
 
 def _state_folders(folder: str | os.PathLike) -> list[Path]:
-    """The folders directly inside ``folder`` that hold a manifest, but for hidden ones (writes in progress)."""
+    """The folders directly inside ``folder`` that hold a manifest, but for hidden ones (writes in
+    progress)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -497,7 +527,9 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     :class:`NewerFormatError`, before anything is renamed, when a newer trainer-core wrote one."""
     recover_interrupted_replacements(folder)
     damaged = []
-    for state, error in _states_with_unreadable_manifests(folder):  # a damaged manifest: no progress to order by
+    for state, error in _states_with_unreadable_manifests(
+        folder
+    ):  # a damaged manifest: no progress to order by
         damaged.append(error)
         _set_aside(state)
     for state in reversed(list_training_states(folder)):
@@ -544,7 +576,9 @@ def _set_aside(state: Path) -> None:
         aside = state.with_name(f".{state.name}.damaged-{number}")
     try:
         os.replace(state, aside)
-    except OSError:  # another process set it aside first, or the folder is read-only: it is passed over anyway
+    except (
+        OSError
+    ):  # another process set it aside first, or the folder is read-only: it is passed over anyway
         pass
 
 

@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 
-def make_tiny_dataset(num_samples: int = 64, num_features: int = 4, num_classes: int = 3, seed: int = 0) -> TensorDataset:
+def make_tiny_dataset(
+    num_samples: int = 64, num_features: int = 4, num_classes: int = 3, seed: int = 0
+) -> TensorDataset:
     """A learnable classification dataset: the class is the argmax of a fixed linear map of the
     inputs, the same map for every ``seed`` and size, so that datasets made with different seeds
     are training and evaluation sets of one task."""
@@ -48,7 +50,9 @@ def make_tiny_dataset(num_samples: int = 64, num_features: int = 4, num_classes:
     return TensorDataset(inputs, (inputs @ projection).argmax(dim=1))
 
 
-def make_tiny_model(num_features: int = 4, num_classes: int = 3, hidden: int = 16, seed: int = 0) -> torch.nn.Module:
+def make_tiny_model(
+    num_features: int = 4, num_classes: int = 3, hidden: int = 16, seed: int = 0
+) -> torch.nn.Module:
     """A two-layer MLP with deterministic initial weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -150,13 +154,19 @@ def check_exact_resume(
     train_kwargs.setdefault("num_samples", 60)
     saver = _SaveAtEverySavePoint(Path(folder))
     seed_everything(0)
-    expected = final_state(run_tiny_training(callbacks=[*make_callbacks(), saver], num_epochs=num_epochs, **train_kwargs).trainer)
+    expected = final_state(
+        run_tiny_training(callbacks=[*make_callbacks(), saver], num_epochs=num_epochs, **train_kwargs).trainer
+    )
     for path in saver.paths:
         seed_everything(1)  # anything else: the resumed run must restore the generators itself
-        resumed = run_tiny_training(callbacks=list(make_callbacks()), num_epochs=num_epochs, resume_from=path, **train_kwargs)
+        resumed = run_tiny_training(
+            callbacks=list(make_callbacks()), num_epochs=num_epochs, resume_from=path, **train_kwargs
+        )
         difference = _first_difference(final_state(resumed.trainer), expected)
         if difference is not None:
-            raise AssertionError(f"Resumed from the state saved at {path.name}, the run ends differently: {difference}")
+            raise AssertionError(
+                f"Resumed from the state saved at {path.name}, the run ends differently: {difference}"
+            )
     return saver.paths
 
 
@@ -188,11 +198,25 @@ def _first_difference(actual, expected, where: str = "") -> str | None:
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or actual.keys() != expected.keys():
             return f"{where}: keys {sorted(map(str, actual))} != {sorted(map(str, expected))}"
-        return next((d for key in expected if (d := _first_difference(actual[key], expected[key], f"{where}[{key!r}]"))), None)
+        return next(
+            (
+                d
+                for key in expected
+                if (d := _first_difference(actual[key], expected[key], f"{where}[{key!r}]"))
+            ),
+            None,
+        )
     if isinstance(expected, (list, tuple)):
         if not isinstance(actual, (list, tuple)) or len(actual) != len(expected):
             return f"{where}: {actual!r} != {expected!r}"
-        return next((d for i, (a, e) in enumerate(zip(actual, expected)) if (d := _first_difference(a, e, f"{where}[{i}]"))), None)
+        return next(
+            (
+                d
+                for i, (a, e) in enumerate(zip(actual, expected))
+                if (d := _first_difference(a, e, f"{where}[{i}]"))
+            ),
+            None,
+        )
     same = actual == expected or (actual != actual and expected != expected)  # NaN equals NaN here
     return None if same else f"{where}: {actual!r} != {expected!r}"
 

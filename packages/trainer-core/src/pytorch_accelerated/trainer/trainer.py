@@ -213,25 +213,43 @@ class Trainer:
                 there is none). Pass the arguments the run was started with.
         """
         _checks.check_train_arguments(
-            train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
-            gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm, create_scheduler_fn,
-        )  # fmt: skip
+            train_dataset,
+            num_epochs,
+            eval_dataset,
+            per_device_batch_size,
+            max_num_train_steps,
+            gradient_accumulation_steps,
+            gradient_clip_value,
+            gradient_clip_norm,
+            create_scheduler_fn,
+        )
         _sharding.check_train_arguments(self.accelerator, gradient_clip_value, resume_from)
         self._take_run_arguments(train_dataset, collate_fn, create_scheduler_fn, reset_run_history)
         self._num_epochs_asked = num_epochs
         run_settings = (per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)
         self._prepare_model_and_optimizer(run_settings)
-        self._create_run_dataloaders(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs, eval_dataset)
+        self._create_run_dataloaders(
+            per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs, eval_dataset
+        )
         eval_dataloaders = [dataloader for _, dataloader in self._run_eval.values()]
         self.run_config = create_run_config(
-            self.accelerator, self.train_dataloader, eval_dataloaders, num_epochs, per_device_batch_size,
-            max_num_train_steps, gradient_accumulation_steps, gradient_clip_value, gradient_clip_norm,
+            self.accelerator,
+            self.train_dataloader,
+            eval_dataloaders,
+            num_epochs,
+            per_device_batch_size,
+            max_num_train_steps,
+            gradient_accumulation_steps,
+            gradient_clip_value,
+            gradient_clip_norm,
         )
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
         self._start_run_state()
         try:
             with self._stop_agreement.stopping_cleanly(on_stop=self._stop_early):
-                with self._resume.begin(resume_from):  # a saved state before the start events, its callbacks' after
+                with self._resume.begin(
+                    resume_from
+                ):  # a saved state before the start events, its callbacks' after
                     self.training_run_start()
                     self.callback_handler.call_event("on_training_run_start", self)
                 if self._position.at_run_start:
@@ -254,7 +272,8 @@ class Trainer:
         return self.run_history
 
     def _train_epoch(self) -> None:
-        """One training epoch: a step per batch, the parameters updated at the end of each accumulation window."""
+        """One training epoch: a step per batch, the parameters updated at the end of each accumulation
+        window."""
         batches = self._resume.epoch_batches()  # a resumed epoch's skip to its position
         self.train_epoch_start()
         self.callback_handler.call_event("on_train_epoch_start", self)
@@ -278,12 +297,17 @@ class Trainer:
         self.callback_handler.call_event("on_train_step_start", self)
         with self._accumulating(window):
             batch_output = self.calculate_train_batch_loss(batch)
-            _checks.check_batch_output(batch_output, "calculate_train_batch_loss", check_loss=self._loss_unchecked)
+            _checks.check_batch_output(
+                batch_output, "calculate_train_batch_loss", check_loss=self._loss_unchecked
+            )
             self._loss_unchecked = False
             loss, num_items = batch_output["loss"], batch_output.get("num_items_in_batch")
             self._running_train_loss.update(loss, batch_output["batch_size"], num_items)
-            self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output)
-            del batch_output  # the outputs (a language model's logits) are freed before backward, unless a callback kept them
+            self.callback_handler.call_event(
+                "on_train_step_end", self, batch=batch, batch_output=batch_output
+            )
+            # the outputs (a language model's logits) are freed before backward, unless a callback kept them
+            del batch_output
             if self._engine_steps_in_backward:  # DeepSpeed updates in the backward of a window's last batch
                 self.accelerator.sync_gradients = window.closes
             self.backward_step(self._share_of_window(loss, window, num_items))
@@ -293,7 +317,8 @@ class Trainer:
         self._kept_loss = loss
 
     def _accumulating(self, window: Window):
-        """Inside an accumulation window on several processes: gradients are not synchronised (``no_sync``)."""
+        """Inside an accumulation window on several processes: gradients are not synchronised
+        (``no_sync``)."""
         if self._several_processes and not window.closes:
             return self.accelerator.no_sync(self.model)
         return _NO_CONTEXT
@@ -317,7 +342,9 @@ class Trainer:
         self.callback_handler.call_event("on_before_optimizer_step", self, optimizer=self.optimizer)
         self.optimizer_step()
         # torch's own step (no grad scaler) is never skipped: no need to ask accelerate every update
-        self.optimizer_step_was_skipped = self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
+        self.optimizer_step_was_skipped = (
+            self._torch_optimizer is None and self.accelerator.optimizer_step_was_skipped
+        )
         if self.scheduler is not None and not self.optimizer_step_was_skipped:
             self.scheduler_step()
         self.optimizer_zero_grad()
@@ -328,14 +355,20 @@ class Trainer:
     def _evaluate_epoch(self) -> None:
         """The evaluation after a training epoch, on each of the run's evaluation sets, under its name."""
         for name, (dataset, dataloader) in self._run_eval.items():
-            self.eval_dataset, self.eval_dataloader = dataset, dataloader  # a callback may have evaluated another
+            self.eval_dataset, self.eval_dataloader = (
+                dataset,
+                dataloader,
+            )  # a callback may have evaluated another
             with self.run_history.metric_prefix(_prefix_of(name)), self.run_history.evaluation(VALIDATION):
                 self._eval_epoch(dataloader, "eval_loss_epoch")
 
     def _eval_epoch(self, dataloader: DataLoader, loss_metric_name: str) -> None:
         """One evaluation epoch under ``torch.no_grad``, its loss recorded as ``loss_metric_name``."""
         # an evaluation run from inside a training epoch must not end that epoch when it ends early
-        training_epoch_end_requested, self._position.epoch_end_requested = self._position.epoch_end_requested, False
+        training_epoch_end_requested, self._position.epoch_end_requested = (
+            self._position.epoch_end_requested,
+            False,
+        )
         sync_buffers_before_evaluation(self.model)
         self.eval_epoch_start()
         self.callback_handler.call_event("on_eval_epoch_start", self)
@@ -367,12 +400,17 @@ class Trainer:
     def _eval_step(self, batch, eval_loss: RunningLoss, check_loss: bool) -> None:
         self.callback_handler.call_event("on_eval_step_start", self)
         batch_output = self.calculate_eval_batch_loss(batch)  # freed on return, as in _train_step
-        _checks.check_batch_output(batch_output, "calculate_eval_batch_loss", check_loss=check_loss, training=False)
-        eval_loss.update(batch_output["loss"], batch_output["batch_size"], batch_output.get("num_items_in_batch"))
+        _checks.check_batch_output(
+            batch_output, "calculate_eval_batch_loss", check_loss=check_loss, training=False
+        )
+        eval_loss.update(
+            batch_output["loss"], batch_output["batch_size"], batch_output.get("num_items_in_batch")
+        )
         self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
 
     def _end_epoch(self) -> None:
-        """The end of an epoch's training and evaluation: its hook and event, then the next epoch's position."""
+        """The end of an epoch's training and evaluation: its hook and event, then the next epoch's
+        position."""
         self.training_run_epoch_end()
         self.callback_handler.call_event("on_training_run_epoch_end", self)
         self.run_history.increment_epoch()
@@ -412,11 +450,21 @@ class Trainer:
 
     def _create_run_dataloaders(self, batch_size: int, train_kwargs, eval_kwargs, eval_dataset) -> None:
         """The training dataloader, and one for each evaluation set (a single one is named ``None``)."""
-        self.train_dataloader = self._prepare_dataloader(self.create_train_dataloader(batch_size, train_kwargs), train=True)
+        self.train_dataloader = self._prepare_dataloader(
+            self.create_train_dataloader(batch_size, train_kwargs), train=True
+        )
         self.eval_dataloader, self._run_eval = None, {}
-        named = eval_dataset if isinstance(eval_dataset, Mapping) else {None: eval_dataset} if eval_dataset is not None else {}
+        named = (
+            eval_dataset
+            if isinstance(eval_dataset, Mapping)
+            else {None: eval_dataset}
+            if eval_dataset is not None
+            else {}
+        )
         for name, self.eval_dataset in named.items():  # create_eval_dataloader reads self.eval_dataset
-            self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, eval_kwargs), train=False)
+            self.eval_dataloader = self._prepare_dataloader(
+                self.create_eval_dataloader(batch_size, eval_kwargs), train=False
+            )
             self._run_eval[name] = (self.eval_dataset, self.eval_dataloader)
 
     def _start_run_state(self) -> None:
@@ -426,9 +474,17 @@ class Trainer:
         self._window_items = WindowItems(self.device)
         self._stop_agreement = StopAgreement(self.accelerator, self._position, self.run_history)
         self._resume = Resume(
-            self.accelerator, self.model, self.optimizer, self.scheduler, self.run_history, self._position,
-            self._running_train_loss, self.train_dataloader, self.callback_handler, self.run_config,
-        )  # fmt: skip
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.run_history,
+            self._position,
+            self._running_train_loss,
+            self.train_dataloader,
+            self.callback_handler,
+            self.run_config,
+        )
         self._in_training_run = True
 
     # ------------------------------------------------------------------ evaluation and prediction
@@ -461,9 +517,20 @@ class Trainer:
             return {
                 metric: value
                 for name, data in _checks.named_eval_sets(dataset, "evaluate()").items()
-                for metric, value in self.evaluate(data, per_device_batch_size, dataloader_kwargs, collate_fn, metric_prefix + _prefix_of(name)).items()
+                for metric, value in self.evaluate(
+                    data,
+                    per_device_batch_size,
+                    dataloader_kwargs,
+                    collate_fn,
+                    metric_prefix + _prefix_of(name),
+                ).items()
             }
-        if per_device_batch_size is not None or dataloader_kwargs is not None or collate_fn is not None or not self._reuse_eval_dataloader(dataset):
+        if (
+            per_device_batch_size is not None
+            or dataloader_kwargs is not None
+            or collate_fn is not None
+            or not self._reuse_eval_dataloader(dataset)
+        ):
             self._set_up_eval_dataloader(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self._prepare_model_and_optimizer()
         was_training = self.model.training
@@ -511,12 +578,18 @@ class Trainer:
         self._prepare_model_and_optimizer()
         kwargs = {"collate_fn": collate_fn or self.collate_fn, **(dataloader_kwargs or {})}
         return _prediction.predict(
-            self.accelerator, self.model, self.calculate_batch_predictions, dataset, per_device_batch_size,
-            kwargs, even_forwards=self._forwards_are_collective,
-        )  # fmt: skip
+            self.accelerator,
+            self.model,
+            self.calculate_batch_predictions,
+            dataset,
+            per_device_batch_size,
+            kwargs,
+            even_forwards=self._forwards_are_collective,
+        )
 
     def _reuse_eval_dataloader(self, dataset) -> bool:
-        """Whether ``dataset`` has a dataloader already (the current one, or one of the run's sets): made current."""
+        """Whether ``dataset`` has a dataloader already (the current one, or one of the run's sets): made
+        current."""
         if self.eval_dataloader is not None and dataset in (None, self.eval_dataset):
             return True
         for data, dataloader in self._run_eval.values():
@@ -528,14 +601,18 @@ class Trainer:
     def _set_up_eval_dataloader(self, dataset, per_device_batch_size, dataloader_kwargs, collate_fn) -> None:
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
-            raise ValueError("evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first.")
+            raise ValueError(
+                "evaluate() needs a dataset: pass evaluate(dataset) or train(..., eval_dataset=...) first."
+            )
         if collate_fn is not None:
             self.collate_fn = collate_fn
         batch_size = per_device_batch_size or default_eval_batch_size(self.run_config)
         check_positive_int("per_device_batch_size", batch_size)
         _checks.check_not_empty(dataset, "The evaluation dataset", "evaluate()")
         self.eval_dataset = dataset
-        self.eval_dataloader = self._prepare_dataloader(self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False)
+        self.eval_dataloader = self._prepare_dataloader(
+            self.create_eval_dataloader(batch_size, dataloader_kwargs), train=False
+        )
 
     def _completed_update_steps(self) -> int:
         """The run history's step source: read when a value is recorded, never per step."""
@@ -551,18 +628,28 @@ class Trainer:
         """
         return Accelerator(**_accelerate_state.accelerator_kwargs_for(self.accelerator_kwargs))
 
-    def create_train_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
+    def create_train_dataloader(
+        self, batch_size: int, dataloader_kwargs: dict[str, Any] | None
+    ) -> DataLoader:
         """A DataLoader over ``self.train_dataset`` (shuffled, unless ``dataloader_kwargs`` give a
         ``sampler`` or ``batch_sampler``, or it is an ``IterableDataset``: it orders itself); the
         trainer shards it across processes."""
-        defaults = {"shuffle": not _data.is_iterable(self.train_dataset), "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
-        return DataLoader(self.train_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
+        defaults = {
+            "shuffle": not _data.is_iterable(self.train_dataset),
+            "pin_memory": self.device.type == "cuda",
+            "collate_fn": self.collate_fn,
+        }
+        return DataLoader(
+            self.train_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs)
+        )
 
     def create_eval_dataloader(self, batch_size: int, dataloader_kwargs: dict[str, Any] | None) -> DataLoader:
         """A DataLoader over ``self.eval_dataset`` (in order, unless ``dataloader_kwargs`` give a
         ``sampler`` or ``batch_sampler``); the trainer shards it without padding."""
         defaults = {"shuffle": False, "pin_memory": self.device.type == "cuda", "collate_fn": self.collate_fn}
-        return DataLoader(self.eval_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs))
+        return DataLoader(
+            self.eval_dataset, **_checks.dataloader_kwargs(batch_size, defaults, dataloader_kwargs)
+        )
 
     def create_scheduler(self):
         """The learning-rate scheduler: ``create_scheduler_fn(optimizer)`` with placeholders filled."""
@@ -601,7 +688,8 @@ class Trainer:
         return self._forward_and_loss(batch)
 
     def backward_step(self, loss: torch.Tensor) -> None:
-        """Backpropagate ``loss`` (already divided by the accumulation window's length, or summed over its items)."""
+        """Backpropagate ``loss`` (already divided by the accumulation window's length, or summed over its
+        items)."""
         if self._torch_optimizer is not None:
             loss.backward()  # all accelerate's backward would do here, less a division by 1
         elif self._engine_steps_in_backward:
@@ -663,7 +751,9 @@ class Trainer:
         return self.model(_model_inputs(batch))
 
     def _forward_and_loss(self, batch) -> dict[str, Any]:
-        if isinstance(batch, (list, tuple)):  # first: isinstance(batch, Mapping) is an ABC check, slow on a list
+        if isinstance(
+            batch, (list, tuple)
+        ):  # first: isinstance(batch, Mapping) is an ABC check, slow on a list
             model_outputs, targets = self.model(batch[0]), batch[1] if len(batch) > 1 else None
         elif isinstance(batch, Mapping):
             model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
@@ -675,13 +765,17 @@ class Trainer:
             else:
                 loss = self.loss_func(model_outputs, targets)
         except Exception as error:
-            if targets is None and self.loss_func is not None:  # inputs only: say so, not torch's error in the loss
+            if (
+                targets is None and self.loss_func is not None
+            ):  # inputs only: say so, not torch's error in the loss
                 raise _checks.no_targets_error(batch) from error
             raise
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
 
     def _forward_inputs_of(self, batch: Mapping) -> Mapping:
-        return self._forward_inputs.select(self.model, batch, self._unwrapped_model, self.loss_func is not None)
+        return self._forward_inputs.select(
+            self.model, batch, self._unwrapped_model, self.loss_func is not None
+        )
 
     def _unwrapped_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -705,10 +799,19 @@ class Trainer:
             save_scheduler: include the scheduler's state, if there is a scheduler.
         """
         checkpointing.save_checkpoint(
-            self.accelerator, self.model, self.optimizer, self.scheduler, save_path, checkpoint_kwargs, save_optimizer, save_scheduler
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            save_path,
+            checkpoint_kwargs,
+            save_optimizer,
+            save_scheduler,
         )
 
-    def load_checkpoint(self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True) -> dict[str, Any]:
+    def load_checkpoint(
+        self, checkpoint_path, load_optimizer: bool = True, load_scheduler: bool = True
+    ) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`save_checkpoint` (weights-only: nothing arbitrary is
         unpickled) and return it whole, its extra keys included (as 0.1.61 did).
 
@@ -718,11 +821,21 @@ class Trainer:
             load_scheduler: put the scheduler's state back, if the file holds one.
         """
         return checkpointing.load_checkpoint(
-            self.accelerator, self.model, self.optimizer, self.scheduler, checkpoint_path, load_optimizer, load_scheduler
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            checkpoint_path,
+            load_optimizer,
+            load_scheduler,
         )
 
     def save_training_state(
-        self, save_dir: str | os.PathLike, checkpoint_kwargs: dict | None = None, *, asynchronous: bool = False
+        self,
+        save_dir: str | os.PathLike,
+        checkpoint_kwargs: dict | None = None,
+        *,
+        asynchronous: bool = False,
     ) -> Path:
         """Save everything this run needs to continue exactly to the folder ``save_dir`` (replaced
         atomically if it exists): weights, optimizer, scheduler, gradient scaler, every random
@@ -747,7 +860,9 @@ class Trainer:
         """
         _sharding.check_training_state_supported(self.accelerator)
         if self._resume is None:
-            raise CheckpointError("Nothing to save yet: save_training_state saves a run started with train().")
+            raise CheckpointError(
+                "Nothing to save yet: save_training_state saves a run started with train()."
+            )
         point = self._save_point if self._in_training_run else "run_end"
         return self._resume.save(save_dir, point, checkpoint_kwargs, asynchronous=asynchronous)
 
@@ -761,7 +876,9 @@ class Trainer:
         Returns:
             ``{"current_epoch", "completed_update_steps", **checkpoint_kwargs}`` of the state.
         """
-        return warm_start.load_training_state(self.accelerator, self.model, self.optimizer, self.scheduler, state_dir)
+        return warm_start.load_training_state(
+            self.accelerator, self.model, self.optimizer, self.scheduler, state_dir
+        )
 
     # ------------------------------------------------------------------ helpers for users and callbacks
 
@@ -798,7 +915,11 @@ class Trainer:
         only the first ``len(dataset) % (batch size * processes)`` are real. Metrics use this to
         count each training sample once, without communicating."""
         remainder = getattr(self.train_dataloader, "remainder", -1)
-        if self.num_processes == 1 or not getattr(self.train_dataloader, "end_of_dataloader", False) or remainder <= 0:
+        if (
+            self.num_processes == 1
+            or not getattr(self.train_dataloader, "end_of_dataloader", False)
+            or remainder <= 0
+        ):
             return batch_size
         first = self.process_index * batch_size
         return min(max(remainder - first, 0), batch_size)
@@ -841,10 +962,14 @@ class Trainer:
         ``(per_device_batch_size, gradient_accumulation_steps, gradient_clip_norm)``."""
         if self._engine_steps_in_backward:
             self._preparation.configure_engine(self.accelerator, run_settings)
-        self.model, self.optimizer = self._preparation.wrap(self.accelerator, self.model, self.optimizer, self.get_model)
+        self.model, self.optimizer = self._preparation.wrap(
+            self.accelerator, self.model, self.optimizer, self.get_model
+        )
         # decided once per run rather than on every step: the wrapped torch optimizer to call
         # directly, or None where accelerate's wrappers must run
-        self._torch_optimizer = self.optimizer.optimizer if plain_optimizer_calls(self.accelerator, self.optimizer) else None
+        self._torch_optimizer = (
+            self.optimizer.optimizer if plain_optimizer_calls(self.accelerator, self.optimizer) else None
+        )
 
     def _prepare_dataloader(self, dataloader: DataLoader, train: bool) -> DataLoader:
         return prepare_dataloader(self.accelerator, dataloader, train, self.num_processes)
@@ -873,7 +998,9 @@ def _batch_size(batch) -> int:
     if isinstance(batch, torch.Tensor):
         return batch.size(0)
     # lists and tuples first: isinstance(batch, Mapping) is an ABC check, slow for a list
-    items = batch if isinstance(batch, (list, tuple)) else batch.values() if isinstance(batch, Mapping) else batch
+    items = (
+        batch if isinstance(batch, (list, tuple)) else batch.values() if isinstance(batch, Mapping) else batch
+    )
     for item in items:
         if isinstance(item, torch.Tensor) and item.dim() > 0:
             return item.size(0)

@@ -1,7 +1,8 @@
 """Gradient accumulation, gradient clipping and a learning-rate schedule sized by placeholders.
 
     python -m pytorch_accelerated.examples.accumulation_clipping_scheduler --num-epochs 6
-    python -m pytorch_accelerated.examples.accumulation_clipping_scheduler --num-epochs 1 --max-steps 5   # seconds
+    # seconds
+    python -m pytorch_accelerated.examples.accumulation_clipping_scheduler --num-epochs 1 --max-steps 5
 
 Three arguments of ``Trainer.train``:
 
@@ -39,7 +40,12 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--warmup-fraction", type=float, default=0.1, help="the run's updates spent in linear warmup"
     )
-    parser.add_argument("--warmup-epochs", type=float, default=None, help="epochs of linear warmup, instead (may be fractional)")
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="epochs of linear warmup, instead (may be fractional)",
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="the peak learning rate")
     parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)

@@ -50,7 +50,11 @@ def load_digits_datasets(
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(digits.target, dtype=torch.int64)
-    return tuple(random_split(TensorDataset(images, labels), fractions, generator=torch.Generator().manual_seed(split_seed)))
+    return tuple(
+        random_split(
+            TensorDataset(images, labels), fractions, generator=torch.Generator().manual_seed(split_seed)
+        )
+    )
 
 
 def cosine_with_warmup(

@@ -71,9 +71,15 @@ def main(argv=None):
     parser.add_argument("--num-epochs", type=int, default=2, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--num-samples", type=int, default=1024, help="synthetic training samples")
-    parser.add_argument("--notebook-launcher", action="store_true", help="start the processes with accelerate.notebook_launcher")
+    parser.add_argument(
+        "--notebook-launcher",
+        action="store_true",
+        help="start the processes with accelerate.notebook_launcher",
+    )
     parser.add_argument("--num-processes", type=int, default=2, help="with --notebook-launcher")
-    parser.add_argument("--port", default="29500", help="with --notebook-launcher: the port the processes meet on")
+    parser.add_argument(
+        "--port", default="29500", help="with --notebook-launcher: the port the processes meet on"
+    )
     args = parser.parse_args(argv)
 
     if args.notebook_launcher:

@@ -52,7 +52,9 @@ def main(argv=None) -> dict[str, list[float]]:
     train_dataset, eval_dataset, _ = load_digits_datasets()
     model = DigitsMLP()
 
-    trainer = TrainerWithMetrics(model, loss_func=nn.CrossEntropyLoss(), optimizer=optim.Adam(model.parameters(), lr=1e-3))
+    trainer = TrainerWithMetrics(
+        model, loss_func=nn.CrossEntropyLoss(), optimizer=optim.Adam(model.parameters(), lr=1e-3)
+    )
     trainer.train(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

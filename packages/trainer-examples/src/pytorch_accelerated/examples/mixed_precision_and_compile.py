@@ -10,7 +10,8 @@ plain fp32 training. Two lines change:
 Run::
 
     python -m pytorch_accelerated.examples.mixed_precision_and_compile
-    python -m pytorch_accelerated.examples.mixed_precision_and_compile --mixed-precision no --compile-backend none
+    python -m pytorch_accelerated.examples.mixed_precision_and_compile --mixed-precision no \
+        --compile-backend none
 
 The default compile backend, ``inductor``, generates and compiles code (a C++ compiler on a CPU), which
 takes a while the first time; ``--compile-backend eager`` traces the model without generating code
@@ -48,8 +49,14 @@ def make_model() -> nn.Module:
 
 
 def main(argv=None):
-    parser = example_parser("mixed_precision_and_compile", __doc__, "--compile-backend eager --num-samples 256 --num-epochs 1 --max-steps 3")
-    parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"], help="fp16 needs a GPU")
+    parser = example_parser(
+        "mixed_precision_and_compile",
+        __doc__,
+        "--compile-backend eager --num-samples 256 --num-epochs 1 --max-steps 3",
+    )
+    parser.add_argument(
+        "--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"], help="fp16 needs a GPU"
+    )
     parser.add_argument("--compile-backend", default="inductor", help="a torch.compile backend, or 'none'")
     parser.add_argument("--num-epochs", type=int, default=3, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
@@ -78,7 +85,9 @@ def main(argv=None):
         max_num_train_steps=args.max_steps,
         per_device_batch_size=args.batch_size,
     )
-    trainer.print(f"mixed precision: {trainer.run_config.mixed_precision}, compiled: {args.compile_backend != 'none'}")
+    trainer.print(
+        f"mixed precision: {trainer.run_config.mixed_precision}, compiled: {args.compile_backend != 'none'}"
+    )
     return trainer
 
 

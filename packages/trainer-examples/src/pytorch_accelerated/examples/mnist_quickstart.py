@@ -49,7 +49,9 @@ def load_dataset(args) -> torch.utils.data.Dataset:
 def main(argv=None):
     parser = example_parser("mnist_quickstart", __doc__, "--fake-data --num-epochs 1 --max-steps 3")
     parser.add_argument("--data-dir", default=os.getcwd(), help="where MNIST is downloaded")
-    parser.add_argument("--fake-data", action="store_true", help="random images instead of MNIST (no download)")
+    parser.add_argument(
+        "--fake-data", action="store_true", help="random images instead of MNIST (no download)"
+    )
     parser.add_argument("--fake-data-size", type=int, default=1200, help="images, with --fake-data")
     parser.add_argument("--num-epochs", type=int, default=8, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")

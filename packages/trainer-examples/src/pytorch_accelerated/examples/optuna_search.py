@@ -41,10 +41,19 @@ def main(argv=None) -> dict:
             lr=trial.suggest_float("lr", 1e-4, 3e-1, log=True),
             weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
         )
-        trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer,
-                          callbacks=(*DEFAULT_CALLBACKS, OptunaPruningCallback(trial, monitor="eval_loss_epoch")))
-        trainer.train(train_dataset, eval_dataset=eval_dataset, num_epochs=args.num_epochs, per_device_batch_size=32,
-                      max_num_train_steps=args.max_steps)
+        trainer = Trainer(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            callbacks=(*DEFAULT_CALLBACKS, OptunaPruningCallback(trial, monitor="eval_loss_epoch")),
+        )
+        trainer.train(
+            train_dataset,
+            eval_dataset=eval_dataset,
+            num_epochs=args.num_epochs,
+            per_device_batch_size=32,
+            max_num_train_steps=args.max_steps,
+        )
         return trainer.run_history.get_latest_metric("eval_loss_epoch")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -55,7 +64,10 @@ def main(argv=None) -> dict:
     )
     study.optimize(objective, n_trials=args.num_trials)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    print(f"{len(study.trials)} trials, {len(pruned)} pruned; best eval_loss_epoch {study.best_value:.4f} with {study.best_params}")
+    print(
+        f"{len(study.trials)} trials, {len(pruned)} pruned; best eval_loss_epoch {study.best_value:.4f} with"
+        f" {study.best_params}"
+    )
     return {"study": study}
 
 

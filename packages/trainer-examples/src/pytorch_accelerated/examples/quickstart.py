@@ -1,4 +1,5 @@
-"""Quickstart: the seed's MLP learns scikit-learn's handwritten digits, offline, in about a minute on two CPU cores.
+"""Quickstart: the seed's MLP learns scikit-learn's handwritten digits, offline, in about a minute on two CPU
+cores.
 
     python -m pytorch_accelerated.examples.quickstart                  # runs/quickstart-<timestamp>/
     python -m pytorch_accelerated.examples.quickstart --run-dir runs/mine --num-epochs 5
@@ -59,12 +60,16 @@ class QuickstartResult:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = example_parser("quickstart", __doc__, "--num-epochs 1 --max-steps 5")
     parser.add_argument("--run-dir", help="folder for the run's files")
-    parser.add_argument("--overwrite", action="store_true", help="write into a run folder that already holds files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a run folder that already holds files"
+    )
     parser.add_argument("--num-epochs", type=int, default=40, help="at most this many epochs")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--patience", type=int, default=5, help="epochs without a better validation accuracy before stopping")
+    parser.add_argument(
+        "--patience", type=int, default=5, help="epochs without a better validation accuracy before stopping"
+    )
     parser.add_argument("--seed", type=int, default=42, help="the random seed")
     args = parser.parse_args(argv)
     args.run_dir = choose_run_dir(parser, args.run_dir, args.overwrite)
@@ -76,13 +81,17 @@ def choose_run_dir(parser: argparse.ArgumentParser, run_dir: str | None, overwri
     ``runs/quickstart-<timestamp>``."""
     if run_dir is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            parser.error("on several processes, pass --run-dir so that every process writes to the same folder")
+            parser.error(
+                "on several processes, pass --run-dir so that every process writes to the same folder"
+            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         candidates = (Path("runs") / f"quickstart-{stamp}{f'-{n}' if n else ''}" for n in range(1000))
         return next(path for path in candidates if not path.exists())
     path = Path(run_dir)
     if path.is_file() or (path.is_dir() and any(path.iterdir()) and not overwrite):
-        parser.error(f"{path} already exists and is not an empty folder: choose another --run-dir, or pass --overwrite")
+        parser.error(
+            f"{path} already exists and is not an empty folder: choose another --run-dir, or pass --overwrite"
+        )
     return path
 
 
@@ -118,9 +127,13 @@ def main(argv=None) -> QuickstartResult:
                 watch_metric="eval_accuracy",
                 greater_is_better=True,
             ),
-            # the run folder is this run's own (refused above unless --overwrite): its files as named, no version_<n>
+            # the run folder is this run's own (refused above unless --overwrite): its files as named, no
+            # version_<n>
             SaveBestModelCallback(
-                save_path=checkpoint_path, watch_metric="eval_accuracy", greater_is_better=True, if_exists=if_exists
+                save_path=checkpoint_path,
+                watch_metric="eval_accuracy",
+                greater_is_better=True,
+                if_exists=if_exists,
             ),
             CSVLoggerCallback(csv_path, if_exists=if_exists),
             plots,

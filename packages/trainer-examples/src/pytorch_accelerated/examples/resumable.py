@@ -3,7 +3,8 @@
     python -m pytorch_accelerated.examples.resumable --run-dir runs/resumable
     # press Ctrl-C (or let the job scheduler send SIGTERM), then run the same command again
     torchrun --nproc_per_node 2 -m pytorch_accelerated.examples.resumable --run-dir runs/resumable-ddp
-    python -m pytorch_accelerated.examples.resumable --run-dir runs/tiny --num-epochs 1 --max-steps 5   # seconds
+    # seconds
+    python -m pytorch_accelerated.examples.resumable --run-dir runs/tiny --num-epochs 1 --max-steps 5
 
 The seed's MLP learns scikit-learn's digits (offline) under a cosine schedule whose warmup is a
 tenth of the run. The run
@@ -27,7 +28,12 @@ from torch import nn, optim
 
 from pytorch_accelerated.callbacks import DEFAULT_CALLBACKS, CSVLoggerCallback, SaveTrainingStateCallback
 from pytorch_accelerated.examples.cli import example_parser
-from pytorch_accelerated.examples.digits import NUM_CLASSES, DigitsMLP, cosine_with_warmup, load_digits_datasets
+from pytorch_accelerated.examples.digits import (
+    NUM_CLASSES,
+    DigitsMLP,
+    cosine_with_warmup,
+    load_digits_datasets,
+)
 from pytorch_accelerated.metrics import MetricsCallback
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, TrainerPlaceholderValues, seed_everything
 
@@ -49,7 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-epochs", type=int, default=20, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
-    parser.add_argument("--save-every", type=int, default=20, help="optimizer updates between training states")
+    parser.add_argument(
+        "--save-every", type=int, default=20, help="optimizer updates between training states"
+    )
     parser.add_argument("--seed", type=int, default=42, help="the random seed")
     return parser.parse_args(argv)
 

@@ -2,7 +2,8 @@
 
     python -m pytorch_accelerated.examples.tensorboard_and_checkpoints --run-dir runs/board
     tensorboard --logdir runs/board/tensorboard            # the curves, the images, the histograms
-    python -m pytorch_accelerated.examples.tensorboard_and_checkpoints --run-dir runs/board --max-time 00:00:00:20
+    python -m pytorch_accelerated.examples.tensorboard_and_checkpoints --run-dir runs/board --max-time \
+        00:00:00:20
     # stopped at its time limit: the same command continues
 
 What a Lightning or HF Trainer user looks for first, on scikit-learn's digits (offline):
@@ -101,9 +102,13 @@ def main(argv=None) -> BoardResult:
         "tensorboard", project_name="digits", logging_dir=args.run_dir / "tensorboard", if_exists="append"
     )
     best = SaveBestModelCallback(
-        args.run_dir / "checkpoints" / "best.pt", watch_metric="val_eval_accuracy", greater_is_better=True,
-        save_top_k=3, export_safetensors=True, if_exists="overwrite",
-    )  # fmt: skip
+        args.run_dir / "checkpoints" / "best.pt",
+        watch_metric="val_eval_accuracy",
+        greater_is_better=True,
+        save_top_k=3,
+        export_safetensors=True,
+        if_exists="overwrite",
+    )
     states = SaveTrainingStateCallback(args.run_dir / "states", save_every_n_epochs=1, max_time=args.max_time)
     digits = torch.stack([eval_dataset[index][0] for index in range(16)])
     model = DigitsMLP()

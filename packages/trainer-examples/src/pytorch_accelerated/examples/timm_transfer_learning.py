@@ -11,8 +11,10 @@
 Run::
 
     pip install "trainer-examples[timm]"
-    python -m pytorch_accelerated.examples.timm_transfer_learning --pretrained   # Imagenette + ImageNet weights (downloads)
-    python -m pytorch_accelerated.examples.timm_transfer_learning --fake-data --image-size 64 --num-epochs 1 --max-steps 3
+    # Imagenette + ImageNet weights (downloads)
+    python -m pytorch_accelerated.examples.timm_transfer_learning --pretrained
+    python -m pytorch_accelerated.examples.timm_transfer_learning --fake-data --image-size 64 --num-epochs 1 \
+        --max-steps 3
 
 Without ``--pretrained`` the model starts from random weights (no download): the mechanics are the
 same, but transfer learning pays off only with pretrained weights. ``--fake-data`` replaces
@@ -40,21 +42,33 @@ def load_datasets(args, train_transform, eval_transform):
         image_size = (3, args.image_size or 160, args.image_size or 160)
         return (
             datasets.FakeData(args.fake_data_size, image_size, NUM_CLASSES, transform=train_transform),
-            datasets.FakeData(args.fake_data_size // 4, image_size, NUM_CLASSES, transform=eval_transform, random_offset=1),
+            datasets.FakeData(
+                args.fake_data_size // 4, image_size, NUM_CLASSES, transform=eval_transform, random_offset=1
+            ),
         )
     return (
-        datasets.Imagenette(args.data_dir, split="train", size="160px", download=True, transform=train_transform),
-        datasets.Imagenette(args.data_dir, split="val", size="160px", download=True, transform=eval_transform),
+        datasets.Imagenette(
+            args.data_dir, split="train", size="160px", download=True, transform=train_transform
+        ),
+        datasets.Imagenette(
+            args.data_dir, split="val", size="160px", download=True, transform=eval_transform
+        ),
     )
 
 
 def main(argv=None):
-    parser = example_parser("timm_transfer_learning", __doc__, "--fake-data --image-size 64 --num-epochs 1 --max-steps 3")
+    parser = example_parser(
+        "timm_transfer_learning", __doc__, "--fake-data --image-size 64 --num-epochs 1 --max-steps 3"
+    )
     parser.add_argument("--model-name", default="resnet18", help="any timm model name")
-    parser.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (downloads them)")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="start from timm's pretrained weights (downloads them)"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="the images' side in pixels")
     parser.add_argument("--data-dir", default=os.getcwd(), help="where Imagenette is downloaded")
-    parser.add_argument("--fake-data", action="store_true", help="random images instead of Imagenette (no download)")
+    parser.add_argument(
+        "--fake-data", action="store_true", help="random images instead of Imagenette (no download)"
+    )
     parser.add_argument("--fake-data-size", type=int, default=256, help="images, with --fake-data")
     parser.add_argument("--num-epochs", type=int, default=3, help="for each of the two stages")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer updates per stage, at most")
@@ -86,14 +100,19 @@ def main(argv=None):
     optimizer = optim.AdamW(freezer.get_trainable_parameters(), lr=args.lr)
     trainer = Trainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=optimizer)
     num_trainable = sum(param.numel() for param in freezer.get_trainable_parameters())
-    trainer.print(f"stage 1: {num_trainable:,} of {sum(param.numel() for param in model.parameters()):,} parameters learn")
+    trainer.print(
+        f"stage 1: {num_trainable:,} of {sum(param.numel() for param in model.parameters()):,} parameters"
+        " learn"
+    )
     trainer.train(**train_kwargs)
 
     # Stage 2: the whole network learns, the backbone at a tenth of the head's learning rate.
     for param_group in freezer.unfreeze(optimizer=optimizer):
         optimizer.add_param_group({**param_group, "lr": args.lr / 10})
     num_trainable = sum(param.numel() for param in freezer.get_trainable_parameters())
-    trainer.print(f"stage 2: {num_trainable:,} parameters learn, in {len(optimizer.param_groups)} param groups")
+    trainer.print(
+        f"stage 2: {num_trainable:,} parameters learn, in {len(optimizer.param_groups)} param groups"
+    )
     trainer.train(**train_kwargs)
     return trainer
 

@@ -35,7 +35,8 @@ from pytorch_accelerated.trainer import Trainer, seed_everything
 
 
 class DigitsTrainer(GradientClippingEventMixin, Trainer):
-    """Fires ``on_before_gradient_clipping``, where ``GradientNormCallback`` reads the norms before clipping."""
+    """Fires ``on_before_gradient_clipping``, where ``GradientNormCallback`` reads the norms before
+    clipping."""
 
 
 def main(argv=None) -> dict:
@@ -55,14 +56,20 @@ def main(argv=None) -> dict:
         *DEFAULT_CALLBACKS,
         ModelSummaryCallback(),
         GradientNormCallback(log_every_n_steps=20),
-        MetricSchedulerCallback(functools.partial(ReduceLROnPlateau, factor=0.5, patience=1), monitor="eval_loss_epoch"),
+        MetricSchedulerCallback(
+            functools.partial(ReduceLROnPlateau, factor=0.5, patience=1), monitor="eval_loss_epoch"
+        ),
         # average the last quarter of the epochs, under the plateau schedule (no swa_lr)
         StochasticWeightAveragingCallback(swa_start_epoch=max(1, args.num_epochs - args.num_epochs // 4)),
     ]
     if args.profile_dir:
         callbacks.append(ProfilerCallback(args.profile_dir, start_step=5, end_step=7))
-    trainer = DigitsTrainer(model, loss_func=nn.CrossEntropyLoss(), optimizer=optim.AdamW(model.parameters(), lr=args.lr),
-                            callbacks=callbacks)
+    trainer = DigitsTrainer(
+        model,
+        loss_func=nn.CrossEntropyLoss(),
+        optimizer=optim.AdamW(model.parameters(), lr=args.lr),
+        callbacks=callbacks,
+    )
     trainer.train(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -74,9 +81,16 @@ def main(argv=None) -> dict:
     history = trainer.run_history
     norms = history.get_metric_values("grad_norm")
     clipped = sum(norm > 1.0 for norm in norms)
-    trainer.print(f"{len(norms)} updates, {clipped} clipped (gradient norm above 1.0); final lr {trainer.optimizer.param_groups[0]['lr']:.2e}")
+    trainer.print(
+        f"{len(norms)} updates, {clipped} clipped (gradient norm above 1.0); final lr"
+        f" {trainer.optimizer.param_groups[0]['lr']:.2e}"
+    )
     trainer.print(f"with the averaged weights: {trainer.evaluate()}")
-    return {"trainer": trainer, "grad_norms": norms, "grad_norms_clipped": history.get_metric_values("grad_norm_clipped")}
+    return {
+        "trainer": trainer,
+        "grad_norms": norms,
+        "grad_norms_clipped": history.get_metric_values("grad_norm_clipped"),
+    }
 
 
 if __name__ == "__main__":

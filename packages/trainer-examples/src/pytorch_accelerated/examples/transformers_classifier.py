@@ -61,7 +61,9 @@ def collate(samples: list[tuple[str, int]], tokenizer) -> dict[str, torch.Tensor
 
 
 def main(argv=None):
-    parser = example_parser("transformers_classifier", __doc__, "--num-samples 64 --num-epochs 1 --max-steps 3")
+    parser = example_parser(
+        "transformers_classifier", __doc__, "--num-samples 64 --num-epochs 1 --max-steps 3"
+    )
     parser.add_argument("--num-epochs", type=int, default=3, help="epochs to train")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer updates")
     parser.add_argument("--num-samples", type=int, default=2000, help="synthetic reviews to train on")
@@ -71,11 +73,20 @@ def main(argv=None):
     seed_everything(0)
     tokenizer = make_tokenizer()
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size, dim=64, hidden_dim=128, n_layers=2, n_heads=2,
-        max_position_embeddings=64, num_labels=2, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=tokenizer.vocab_size,
+        dim=64,
+        hidden_dim=128,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=64,
+        num_labels=2,
+        pad_token_id=tokenizer.pad_token_id,
     )
     model = AutoModelForSequenceClassification.from_config(config)
-    train_dataset, eval_dataset = make_reviews(args.num_samples, seed=1), make_reviews(args.num_samples // 4, seed=2)
+    train_dataset, eval_dataset = (
+        make_reviews(args.num_samples, seed=1),
+        make_reviews(args.num_samples // 4, seed=2),
+    )
     collate_fn = functools.partial(collate, tokenizer=tokenizer)
 
     trainer = Trainer(model, loss_func=None, optimizer=optim.AdamW(model.parameters(), lr=1e-3))
@@ -89,7 +100,9 @@ def main(argv=None):
     )
 
     logits = trainer.predict(eval_dataset, per_device_batch_size=64, collate_fn=collate_fn)["logits"]
-    accuracy = (logits.argmax(dim=-1) == torch.tensor([label for _, label in eval_dataset])).float().mean().item()
+    accuracy = (
+        (logits.argmax(dim=-1) == torch.tensor([label for _, label in eval_dataset])).float().mean().item()
+    )
     trainer.print(f"eval accuracy: {accuracy:.3f}")
     return accuracy
 

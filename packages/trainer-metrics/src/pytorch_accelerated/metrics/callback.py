@@ -47,7 +47,9 @@ class MetricsCallback(TrainerCallback):
         on_train: bool = False,
     ):
         self.eval_metrics = as_metric_dict(metrics)
-        self.train_metrics = {name: metric.clone() for name, metric in self.eval_metrics.items()} if on_train else {}
+        self.train_metrics = (
+            {name: metric.clone() for name, metric in self.eval_metrics.items()} if on_train else {}
+        )
         self.inputs_fn = inputs_fn
         # An evaluation may run inside another one's epoch end (an EMA callback evaluating its
         # weights): each running evaluation epoch has its own metrics, the innermost last.
@@ -148,7 +150,9 @@ class MetricsCallback(TrainerCallback):
 
     def _update(self, metrics: dict[str, Metric], batch, batch_output, num_real: int | None = None) -> None:
         for name, metric in metrics.items():
-            inputs = [_first(_detach(value), num_real) for value in self.inputs_fn(batch, batch_output, metric)]
+            inputs = [
+                _first(_detach(value), num_real) for value in self.inputs_fn(batch, batch_output, metric)
+            ]
             if metric.update_count == 0:  # an epoch's first update: the inputs' shapes hold for the epoch
                 check_class_count(name, metric, inputs)
             try:
@@ -161,7 +165,8 @@ class MetricsCallback(TrainerCallback):
 
 
 def _num_real_train_samples(trainer, batch_size: int) -> int | None:
-    """How many of this process's samples in the current training batch are not padding, or None if all are."""
+    """How many of this process's samples in the current training batch are not padding, or None if all
+    are."""
     real = trainer.num_real_samples(batch_size)
     return None if real == batch_size else real
 
@@ -169,7 +174,11 @@ def _num_real_train_samples(trainer, batch_size: int) -> int | None:
 def _metric_state(metric: Metric) -> dict[str, Any]:
     """What a metric has accumulated since its last reset, as tensors (or lists of tensors)."""
     values = {
-        name: value.detach().clone() if isinstance(value, torch.Tensor) else [item.detach().clone() for item in value]
+        name: (
+            value.detach().clone()
+            if isinstance(value, torch.Tensor)
+            else [item.detach().clone() for item in value]
+        )
         for name, value in metric.metric_state.items()
     }
     return {"values": values, "update_count": metric.update_count}
@@ -177,7 +186,11 @@ def _metric_state(metric: Metric) -> dict[str, Any]:
 
 def _load_metric_state(metric: Metric, state: dict[str, Any]) -> None:
     for name, value in state["values"].items():
-        moved = value.to(metric.device) if isinstance(value, torch.Tensor) else [item.to(metric.device) for item in value]
+        moved = (
+            value.to(metric.device)
+            if isinstance(value, torch.Tensor)
+            else [item.to(metric.device) for item in value]
+        )
         setattr(metric, name, moved)
     metric._update_count = state["update_count"]
     metric._computed = None

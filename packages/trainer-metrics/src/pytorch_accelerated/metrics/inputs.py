@@ -24,7 +24,11 @@ def default_metric_inputs(batch, batch_output: Mapping[str, Any], metric: Metric
     """
     preds = _predictions(batch_output["model_outputs"])
     target = _targets(batch)
-    if isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor) and preds.dim() == target.dim() + 1:
+    if (
+        isinstance(preds, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and preds.dim() == target.dim() + 1
+    ):
         if preds.shape[-1] == 1:
             preds = preds.squeeze(-1)
         elif preds.is_floating_point() and not target.is_floating_point() and not _takes_class_scores(metric):

@@ -32,7 +32,8 @@ def as_metric_dict(metrics: Mapping[str, Metric] | MetricCollection) -> dict[str
         metrics = dict(metrics.items(keep_base=False, copy_state=False))
     if not isinstance(metrics, Mapping) or not metrics:
         raise TypeError(
-            f"metrics must be a non-empty dict of name to torchmetrics Metric, or a MetricCollection; got {metrics!r}."
+            "metrics must be a non-empty dict of name to torchmetrics Metric, or a MetricCollection; got"
+            f" {metrics!r}."
         )
     for name, metric in metrics.items():
         check_metric_name(name)

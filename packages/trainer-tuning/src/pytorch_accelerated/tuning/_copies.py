@@ -19,7 +19,9 @@ def torch_optimizer(trainer: Trainer) -> torch.optim.Optimizer:
     return getattr(trainer.optimizer, "optimizer", trainer.optimizer)
 
 
-def optimizer_over(optimizer: torch.optim.Optimizer, original: torch.nn.Module, model: torch.nn.Module) -> torch.optim.Optimizer:
+def optimizer_over(
+    optimizer: torch.optim.Optimizer, original: torch.nn.Module, model: torch.nn.Module
+) -> torch.optim.Optimizer:
     """A new optimizer of the same class and state as ``optimizer`` (which optimizes ``original``'s
     parameters) over the matching parameters of ``model`` (the same parameters, or a deep copy).
     The state is deep-copied: stepping the new optimizer never changes the original's."""
@@ -27,12 +29,15 @@ def optimizer_over(optimizer: torch.optim.Optimizer, original: torch.nn.Module, 
     foreign = sum(id(p) not in matching for group in optimizer.param_groups for p in group["params"])
     if foreign:
         raise ValueError(
-            f"The optimizer holds {foreign} parameter(s) that are not the model's (a loss function's or another "
-            "module's): the tuning tools copy and train the model only. Make them part of the model (an attribute "
-            "of it), or run the tool with an optimizer over model.parameters() alone."
+            f"The optimizer holds {foreign} parameter(s) that are not the model's (a loss function's or"
+            " another module's): the tuning tools copy and train the model only. Make them part of the model"
+            " (an attribute of it), or run the tool with an optimizer over model.parameters() alone."
         )
     groups = [
-        {**{key: value for key, value in group.items() if key != "params"}, "params": [matching[id(p)] for p in group["params"]]}
+        {
+            **{key: value for key, value in group.items() if key != "params"},
+            "params": [matching[id(p)] for p in group["params"]],
+        }
         for group in optimizer.param_groups
     ]
     try:

@@ -41,9 +41,9 @@ def find_batch_size(
     """
     if trainer.device.type != "cuda" and not allow_cpu:
         raise RuntimeError(
-            f"find_batch_size searches for the largest batch that fits in CUDA memory; it is not supported on "
-            f"{trainer.device.type.upper()} (a {trainer.device.type} process that runs out of memory is killed or swaps, "
-            "it raises nothing to search for). Run it on a GPU."
+            "find_batch_size searches for the largest batch that fits in CUDA memory; it is not supported on"
+            f" {trainer.device.type.upper()} (a {trainer.device.type} process that runs out of memory is"
+            " killed or swaps, it raises nothing to search for). Run it on a GPU."
         )
     if trainer.num_processes > 1:
         raise RuntimeError(
@@ -52,7 +52,10 @@ def find_batch_size(
         )
     max_batch_size = min(max_batch_size or len(train_dataset), len(train_dataset))
     if not 1 <= start_batch_size <= max_batch_size:
-        raise ValueError(f"Need 1 <= start_batch_size <= {max_batch_size} (max_batch_size / the dataset's length), got {start_batch_size}.")
+        raise ValueError(
+            f"Need 1 <= start_batch_size <= {max_batch_size} (max_batch_size / the dataset's length), got"
+            f" {start_batch_size}."
+        )
     trial = _Trial(trainer, train_dataset, collate_fn, trainer_class or type(trainer))
     fitting, too_large = 0, None
     size = start_batch_size
@@ -65,7 +68,9 @@ def find_batch_size(
             break
         size = min(2 * size, max_batch_size)
     if fitting == 0:
-        raise RuntimeError(f"Even a batch of {start_batch_size} runs out of memory: use a smaller start_batch_size or model.")
+        raise RuntimeError(
+            f"Even a batch of {start_batch_size} runs out of memory: use a smaller start_batch_size or model."
+        )
     while too_large is not None and too_large - fitting > 1:
         middle = (fitting + too_large) // 2
         if trial.fits(middle):
@@ -114,7 +119,11 @@ class _Trial:
         trainer = self.trainer
         optimizer = optimizer_over(torch_optimizer(trainer), self.model, self.model)
         trial_trainer = self.trainer_class(
-            trainer.get_model(), trainer.loss_func, optimizer, callbacks=[], accelerator_kwargs=trainer.accelerator_kwargs
+            trainer.get_model(),
+            trainer.loss_func,
+            optimizer,
+            callbacks=[],
+            accelerator_kwargs=trainer.accelerator_kwargs,
         )
         trial_trainer.train(
             Subset(self.dataset, range(batch_size)),

@@ -36,14 +36,18 @@ class LRFinderResult:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as error:
-            raise ImportError("LRFinderResult.plot needs matplotlib: pip install 'trainer-tuning[plot]'") from error
+            raise ImportError(
+                "LRFinderResult.plot needs matplotlib: pip install 'trainer-tuning[plot]'"
+            ) from error
         figure = Figure(figsize=(6, 4))
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         axes.plot(self.lrs, self.losses, alpha=0.3, label="loss")
         axes.plot(self.lrs, self.smoothed_losses, label="smoothed loss")
         if self.suggestion is not None:
-            axes.axvline(self.suggestion, color="red", linestyle="--", label=f"suggestion: {self.suggestion:.2e}")
+            axes.axvline(
+                self.suggestion, color="red", linestyle="--", label=f"suggestion: {self.suggestion:.2e}"
+            )
         axes.set_xscale("log")
         axes.set_xlabel("learning rate")
         axes.set_ylabel("training loss")
@@ -112,7 +116,11 @@ def find_lr(
         range_test = _RangeTest(smoothing, divergence_threshold)
         trainer_class = trainer_class or type(trainer)
         copy_trainer = trainer_class(
-            model, trainer.loss_func, optimizer, callbacks=[range_test], accelerator_kwargs=trainer.accelerator_kwargs
+            model,
+            trainer.loss_func,
+            optimizer,
+            callbacks=[range_test],
+            accelerator_kwargs=trainer.accelerator_kwargs,
         )
         copy_trainer.train(
             train_dataset,
@@ -136,7 +144,9 @@ def find_lr(
     return result
 
 
-def steepest_descent(lrs: list[float], smoothed_losses: list[float], skip_start: int = 5, skip_end: int = 2) -> float | None:
+def steepest_descent(
+    lrs: list[float], smoothed_losses: list[float], skip_start: int = 5, skip_end: int = 2
+) -> float | None:
     """The lr where ``smoothed_losses`` falls fastest against ``log10(lr)``, ignoring the first
     ``skip_start`` and last ``skip_end`` points; None when fewer than two points remain."""
     end = len(lrs) - skip_end

@@ -11,7 +11,9 @@ def _require_optuna():
     try:
         return importlib.import_module("optuna")
     except ImportError as error:
-        raise ImportError("OptunaPruningCallback needs optuna: pip install 'trainer-tuning[optuna]'") from error
+        raise ImportError(
+            "OptunaPruningCallback needs optuna: pip install 'trainer-tuning[optuna]'"
+        ) from error
 
 
 class OptunaPruningCallback(TrainerCallback):
@@ -49,7 +51,9 @@ class OptunaPruningCallback(TrainerCallback):
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             self.pruned = True
-            self._message = f"Optuna pruned trial {self.trial.number} at epoch {epoch} ({self.monitor}: {value:.6g})"
+            self._message = (
+                f"Optuna pruned trial {self.trial.number} at epoch {epoch} ({self.monitor}: {value:.6g})"
+            )
             raise StopTrainingError(self._message)
 
     def on_training_run_end(self, trainer, **kwargs):
