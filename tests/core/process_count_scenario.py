@@ -5,10 +5,11 @@ on every process of a launch::
     python -m torch.distributed.run --nproc_per_node 3 tests/core/process_count_scenario.py OUT RUN...
 
 where each RUN is ``name:kind:per_device_batch_size:accumulation:save_at:resume_from`` (``-`` for none):
-``kind`` is ``map`` (a shuffled map-style dataset) or ``stream`` (an iterable dataset with a state_dict);
+``kind`` is ``map`` (a shuffled map-style dataset), ``stream`` (an iterable dataset with a state_dict) or
+``fsdp`` (shuffled indexed token sequences, ``sharding_scenarios``' tiny transformer sharded by FSDP2);
 ``save_at`` saves a training state at that update into ``OUT/<name>_state`` and trains on; ``resume_from``
 names a state folder. Rank 0 writes ``OUT/<name>.pt``: each update's sorted global sample indices, the final
-weights, the epochs' training losses and the resume's warnings.
+(whole) weights, the epochs' training losses, the resume's warnings and whether the model was sharded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from torch.utils.data import Dataset, IterableDataset
 from pytorch_accelerated.trainer import Trainer, TrainerCallback, seed_everything
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
+try:  # launched as a script, or imported by the test module
+    from sharding_scenarios import TinyTransformer, fsdp2_plugin, next_token_loss, token_dataset
+except ImportError:
+    from .sharding_scenarios import TinyTransformer, fsdp2_plugin, next_token_loss, token_dataset
+
 NUM_SAMPLES = 60  # 5 updates of 12 samples per epoch
 NUM_EPOCHS = 3
 
@@ -35,8 +41,9 @@ class IndexedData(Dataset):
 
     draws_random_numbers = False
 
-    def __init__(self, num_samples: int = NUM_SAMPLES):
-        self.inputs, self.targets = make_tiny_dataset(num_samples).tensors
+    def __init__(self, num_samples: int = NUM_SAMPLES, tokens: bool = False):
+        data = token_dataset(num_samples) if tokens else make_tiny_dataset(num_samples)
+        self.inputs, self.targets = data.tensors
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -94,18 +101,22 @@ def train(
 ) -> dict:
     """One run; returns what rank 0 writes (every process returns it)."""
     seed_everything(3)
-    model = make_tiny_model()
+    sharded = kind == "fsdp"
+    model = TinyTransformer() if sharded else make_tiny_model()
     recorder = RecordIndices(save_at, out / f"{name}_state")
     launched = "WORLD_SIZE" in os.environ  # else one process, in the test's own
     handlers = [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=60))]
+    accelerator_kwargs = {"cpu": True, "kwargs_handlers": handlers} if launched else {}
+    if sharded:
+        accelerator_kwargs["fsdp_plugin"] = fsdp2_plugin()
     trainer = Trainer(
         model,
-        torch.nn.CrossEntropyLoss(),
+        next_token_loss if sharded else torch.nn.CrossEntropyLoss(),
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
         callbacks=[recorder],
-        accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers} if launched else None,
+        accelerator_kwargs=accelerator_kwargs,
     )
-    data = IndexedData() if kind == "map" else IndexedStream()
+    data = IndexedStream() if kind == "stream" else IndexedData(tokens=sharded)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train(
@@ -118,11 +129,18 @@ def train(
         )
     return {
         "updates": recorder.per_update(),
-        "weights": {key: value.clone() for key, value in trainer.get_model().state_dict().items()},
+        "weights": whole_weights(trainer),
         "train_loss_epoch": trainer.run_history.get_metric_values("train_loss_epoch"),
         "warnings": [str(warning.message) for warning in caught if "resum" in str(warning.message).lower()],
         "num_processes": trainer.accelerator.num_processes,
+        "sharded": trainer.accelerator.is_fsdp2,
     }
+
+
+def whole_weights(trainer: Trainer) -> dict:
+    """The model's whole weights on the main process (gathered from every process's shards under FSDP)."""
+    weights = trainer.accelerator.get_state_dict(trainer.model)
+    return {key: value.detach().clone() for key, value in weights.items()}
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,12 @@
-"""A training state resumed on another number of processes (2 -> 1, 1 -> 2, 2 -> 3): each update reads the
-samples the uninterrupted run read, in global sample indices (gathered from every process), and the weights
-end equal to float tolerance (the reduction order changes); another global batch is refused, naming what
-to pass. Runs: ``process_count_scenario.py``, one process in the test's own, more through torchrun."""
+"""A training state resumed on another number of processes (2 -> 1, 1 -> 2, 2 -> 3, and an FSDP2 model's
+sharded state 2 -> 3): each update reads the samples the uninterrupted run read, in global sample indices
+(gathered from every process), and the weights end equal to float tolerance (the reduction order changes);
+another global batch is refused, naming what to pass. Runs: ``process_count_scenario.py``, one process in
+the test's own, more through torchrun."""
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -59,8 +61,8 @@ def run_here(
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Uninterrupted runs (12 samples per update) on one and two processes, each saving a state at update
-    7 and training on; and the two-process resumes of the one-process states."""
+    """Uninterrupted runs (12 samples per update) on one and two processes (and an FSDP2 one on two), each
+    saving a state at update 7 and training on; and the two-process resumes of the one-process states."""
     tmp = tmp_path_factory.mktemp("process_count")
     out = tmp / "out"
     for kind in ("map", "stream"):
@@ -73,6 +75,7 @@ def runs(tmp_path_factory):
         f"stream2:stream:6:1:{SAVED_AT}:-",
         f"map12:map:6:1:-:{out / 'map1_state'}",
         f"stream12:stream:6:1:-:{out / 'stream1_state'}",
+        f"fsdp2:fsdp:6:1:{SAVED_AT}:-",
     )
     return out
 
@@ -147,6 +150,18 @@ def test_a_state_of_two_processes_resumes_on_three_with_the_same_samples(runs, t
         resumed = result(out, f"{kind}23")
         assert resumed["num_processes"] == 3
         assert_resumed_like(resumed, result(runs, f"{kind}2"), f"{kind} 2 -> 3")
+
+
+def test_a_sharded_state_of_two_processes_resumes_on_three_alike(runs, tmp_path):
+    manifest = json.loads((runs / "fsdp2_state" / "training_state.json").read_text())
+    formats = {storage["format"] for storage in manifest["components"].values()}
+    assert result(runs, "fsdp2")["sharded"], "the uninterrupted run was to shard its model with FSDP2"
+    assert formats == {"torch.distributed.checkpoint"}, f"the FSDP2 state was not saved sharded: {formats}"
+    out = tmp_path / "out"
+    launch(out, 3, tmp_path, f"fsdp23:fsdp:4:1:-:{runs / 'fsdp2_state'}")
+    resumed = result(out, "fsdp23")
+    assert (resumed["num_processes"], resumed["sharded"]) == (3, True), "resumed sharded on 3 processes"
+    assert_resumed_like(resumed, result(runs, "fsdp2"), "FSDP2 2 -> 3")
 
 
 def test_another_global_batch_is_refused_naming_what_to_pass(runs, tmp_path):
