@@ -41,7 +41,7 @@ from .training_control import (
 )
 from .watching import EarlyStoppingCallback, SaveBestModelCallback
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "TrainerCallback",

@@ -24,7 +24,7 @@ from .trainer import Trainer
 from .state_format import find_latest_training_state, list_training_states, remove_training_state
 from . import testing  # noqa: E402  (the test kit for callback authors)
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "Trainer",

@@ -9,6 +9,6 @@ from .callback import MetricsCallback
 from .inputs import default_metric_inputs
 from .recording import record_metrics
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 __all__ = ["MetricsCallback", "default_metric_inputs", "record_metrics"]
