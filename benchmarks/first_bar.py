@@ -55,9 +55,8 @@ def measure(variant: str, on_terminal: bool) -> tuple[float, float]:
     command = [sys.executable, "-c", CHILD, variant]
     if on_terminal:
         controller, terminal = pty.openpty()
-        fcntl.ioctl(
-            terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0)
-        )  # 24 rows of 100 columns
+        # 24 rows of 100 columns
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         output = subprocess.run(
             command, stdout=subprocess.PIPE, stderr=terminal, text=True, check=True
         ).stdout

@@ -268,9 +268,8 @@ def _short(filename: str) -> str:
 
 def child(name: str) -> None:
     torch.set_num_threads(1)
-    importlib.import_module(
-        "torch._dynamo"
-    )  # torch imports it with the first optimizer (~1.5 s): common to both sides
+    # torch imports it with the first optimizer (~1.5 s): common to both sides
+    importlib.import_module("torch._dynamo")
     importlib.import_module("pytorch_accelerated.trainer")  # imported before the timing, as a script does
 
     torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # the rest of the first optimizer's one-off set-up

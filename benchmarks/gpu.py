@@ -284,9 +284,8 @@ def trainer_loop(model, loss_func, dataset, batch_size, device, mode, window) ->
     trainer.train(
         dataset, num_epochs=1, per_device_batch_size=batch_size, train_dataloader_kwargs={"shuffle": False}
     )
-    return (
-        trainer.train_dataloader.pin_memory
-    )  # the Trainer's default on CUDA: batches copied with non_blocking
+    # the Trainer's default on CUDA: batches copied with non_blocking
+    return trainer.train_dataloader.pin_memory
 
 
 def final_loss(factory, trained: nn.Module, loss_func, dataset, batch_size, device) -> float:

@@ -134,9 +134,8 @@ class TimeSaves(TrainerCallback):
                 "asynchronous, blocking" if repeat else "asynchronous, blocking (first save)", timer.stop()
             )
             wait_until_written(path)
-        self._record(
-            "asynchronous, until written", (timer.seconds[0], float("nan"))
-        )  # the CPU is the writer's
+        # the CPU is the writer's
+        self._record("asynchronous, until written", (timer.seconds[0], float("nan")))
         shutil.rmtree(path)
 
     def _record(self, name: str, seconds: tuple[float, float]) -> None:

@@ -102,9 +102,8 @@ def main(argv: list[str]) -> int:
         callbacks=callbacks,
         accelerator_kwargs={"cpu": True, "kwargs_handlers": handlers},
     )
-    per_device_batch_size = (
-        GLOBAL_BATCH // trainer.accelerator.num_processes
-    )  # the same global batch on any number
+    # the same global batch on any number
+    per_device_batch_size = GLOBAL_BATCH // trainer.accelerator.num_processes
     trainer.train(
         IndexedData(),
         num_epochs=NUM_EPOCHS,

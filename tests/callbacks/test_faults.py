@@ -153,9 +153,8 @@ def files_in(folder: Path) -> dict[str, bytes]:
 
 
 def big_model():
-    return torch.nn.Sequential(
-        torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3)
-    )  # ~8 KiB of weights
+    # ~8 KiB of weights
+    return torch.nn.Sequential(torch.nn.Linear(4, 96), torch.nn.ReLU(), torch.nn.Linear(96, 3))
 
 
 def test_a_full_disk_while_saving_says_so_and_keeps_the_earlier_files(small_disk):
@@ -285,9 +284,8 @@ def test_a_full_disk_before_the_first_csv_row_says_how_much_the_log_needs(small_
     with pytest.raises(
         OSError, match=rf"No space left on device rewriting {log}: it needs about [1-9]\d* bytes"
     ):
-        train(
-            [FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1
-        )  # said "about 0 bytes": the empty file's size
+        # said "about 0 bytes": the empty file's size
+        train([FillsTheDisk(), CSVLoggerCallback(log, if_exists="error")], num_epochs=1)
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "log.csv"]
 
 

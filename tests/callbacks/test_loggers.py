@@ -396,9 +396,8 @@ def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert [float(row["train_loss_epoch"]) for row in rows] == metrics["train_loss_epoch"]
     assert [float(row["eval_loss_epoch"]) for row in rows] == metrics["eval_loss_epoch"]
-    assert (
-        float(rows[1]["eval_loss"]) == metrics["eval_loss"][-1]
-    )  # the evaluate() after training, at its step
+    # the evaluate() after training, at its step
+    assert float(rows[1]["eval_loss"]) == metrics["eval_loss"][-1]
     step_rows = [row for row in all_rows if row["train_loss_step"]]
     assert [float(row["train_loss_step"]) for row in step_rows] == metrics["train_loss_step"]
 

@@ -238,9 +238,8 @@ def test_a_resumed_run_continues_its_trackers_folder_a_new_run_the_next(tmp_path
     logs = tmp_path / "logs"
     saver = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1)
     run_tiny_training(callbacks=[TrackerWithState(logs), saver], num_epochs=2)
-    resumed = TrackerWithState(
-        logs
-    )  # a new process: a fresh callback, which learns its folder from the state
+    # a new process: a fresh callback, which learns its folder from the state
+    resumed = TrackerWithState(logs)
     run_tiny_training(callbacks=[resumed], num_epochs=2, resume_from=saver.saved_paths[1])
     assert resumed.folder.path == logs / "version_0"
     fresh = TrackerWithState(logs)

@@ -365,9 +365,8 @@ def test_a_tracker_failing_to_end_after_a_crash_leaves_the_crash_raised(tmp_path
 
 def test_a_stopped_run_ends_the_trackers_finished(tmp_path, mlflow_env):
     own = RecordingTracker()
-    callback = TrackerCallback(
-        ["mlflow", own], logging_dir=tmp_path, log_every_n_steps=None
-    )  # epoch values only
+    # epoch values only
+    callback = TrackerCallback(["mlflow", own], logging_dir=tmp_path, log_every_n_steps=None)
     run_tiny_training(callbacks=[StopAtEpochEnd(), callback], num_epochs=3)
     assert own.kinds() == ["start", "config", "log", "finish"]
     step, values = own.calls[2][1:]

@@ -119,9 +119,8 @@ def test_background_states_resume_exactly_and_never_fewer_are_kept(tmp_path):
 
     saver = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, max_checkpoints=2, asynchronous=True)
     train([saver, CountsCompleteStates()])
-    kept_from = complete_counts.index(
-        2
-    )  # how many are complete depends on how fast the writes go; never fewer than 2 again
+    # how many are complete depends on how fast the writes go; never fewer than 2 again
+    kept_from = complete_counts.index(2)
     assert 2 <= min(complete_counts[kept_from:]) and max(complete_counts) <= 3, complete_counts
     older_kept = list_training_states(tmp_path)[0]
     assert older_kept != saver.saved_paths[-1]

@@ -294,9 +294,8 @@ def test_save_best_model_keeps_the_best_epoch_and_loads_it_at_the_end(tmp_path):
         ],
         num_epochs=4,
     )
-    saved = safe_torch_load(
-        tmp_path / "version_0" / "best.pt"
-    )  # the run's own folder: see test_run_folders.py
+    # the run's own folder: see test_run_folders.py
+    saved = safe_torch_load(tmp_path / "version_0" / "best.pt")
     assert saved["epoch"] == 2 and saved["eval_score"] == 0.7
     for loaded, best in zip(result.trainer.get_model().parameters(), weights_by_epoch[2]):
         torch.testing.assert_close(loaded.detach(), best)

@@ -110,9 +110,8 @@ def test_the_state_written_is_the_state_when_saved_while_training_goes_on(tmp_pa
     assert held.threads[0].startswith(WRITER_THREAD), held.threads
     written = torch.load(path / "trainer.pt", weights_only=True)
     assert written["position"]["completed_update_steps"] == 2
-    assert_bitwise_equal(
-        written["model"], saver.saved_weights, "the weights written"
-    )  # not those of update 4
+    # not those of update 4
+    assert_bitwise_equal(written["model"], saver.saved_weights, "the weights written")
     assert_bitwise_equal(final_state(train_run(resume_from=path)), expected)
 
 

@@ -89,9 +89,8 @@ def test_a_window_cut_short_by_the_epoch_end_is_a_mean_over_its_tokens():
 
 def test_the_logged_losses_are_means_over_every_token():
     dataset, eval_dataset = TokenSequences(16), TokenSequences(6, seed=1)
-    trainer = train_tiny_lm(
-        batch_size=2, accumulation=4, lr=0.0, eval_dataset=eval_dataset
-    )  # lr 0: the weights stay
+    # lr 0: the weights stay
+    trainer = train_tiny_lm(batch_size=2, accumulation=4, lr=0.0, eval_dataset=eval_dataset)
     model = TinyCausalLM()
     with torch.no_grad():
         for name, data in (("train_loss_epoch", dataset), ("eval_loss_epoch", eval_dataset)):

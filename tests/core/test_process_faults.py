@@ -73,9 +73,8 @@ def test_a_state_missing_on_one_process_fails_every_process_naming_each(fault_ru
     """A resume where one process sees no state fails on every process, naming what each saw."""
     _, results, _ = fault_runs
     per_process = results["resume_unshared"]
-    assert per_process[0]["saved"] and not per_process[1]["saved"], (
-        per_process
-    )  # only the main process's folder
+    # only the main process's folder
+    assert per_process[0]["saved"] and not per_process[1]["saved"], per_process
     for variant in ("latest", "folder"):
         for result in per_process:
             seen = result[variant]

@@ -89,9 +89,8 @@ class _Ledger:
         self.collectives: collections.Counter = collections.Counter()
         self.events: collections.Counter = collections.Counter()
         self.python_calls: collections.Counter = collections.Counter()
-        self.dispatched: collections.Counter = (
-            collections.Counter()
-        )  # what event dispatches called, by callee
+        # what event dispatches called, by callee
+        self.dispatched: collections.Counter = collections.Counter()
         self.tensor_ops: collections.Counter = collections.Counter()
 
 
@@ -224,9 +223,8 @@ def test_a_step_reads_no_tensor_on_the_host_but_the_non_finite_check(ledger):
     unexpected = {what: n for what, n in ledger.reads.items() if what.split(" in ")[1] not in ALLOWED_READERS}
     assert unexpected == {}, f"host reads besides the allowed ones: {unexpected}"
     checks_per_epoch = -(-STEPS_PER_EPOCH // 50)  # one every 50 steps, the last at the epoch's end
-    assert (
-        ledger.reads["__bool__ in RunningLoss.is_finite"] == 2 * checks_per_epoch
-    )  # TerminateOnNaNCallback's
+    # TerminateOnNaNCallback's
+    assert ledger.reads["__bool__ in RunningLoss.is_finite"] == 2 * checks_per_epoch
     assert ledger.reads["tolist in RunningLoss.compute"] == 2  # the epoch's loss, once per epoch
     loader_reads = sum(n for what, n in ledger.reads.items() if what.endswith(" in DataLoader"))
     assert loader_reads <= 2 * 4, (

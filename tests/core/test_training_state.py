@@ -399,9 +399,8 @@ def test_a_missing_or_truncated_part_is_named_and_earlier_states_load(tmp_path):
     with pytest.raises(CheckpointError, match=r"trainer\.pt' is truncated or was changed"):
         train_run(resume_from=newest)
     with pytest.warns(UserWarning, match=r"damaged and passed over .*trainer\.pt' is truncated"):
-        assert (
-            find_latest_training_state(tmp_path) == earlier
-        )  # incomplete states are passed over, and said so
+        # incomplete states are passed over, and said so
+        assert find_latest_training_state(tmp_path) == earlier
 
     (earlier / "process_0.pt").unlink()
     with pytest.raises(CheckpointError, match=r"is missing its part 'process_0\.pt'"):
@@ -605,9 +604,8 @@ def test_a_manifest_whose_digests_were_removed_is_refused_by_name(tmp_path):
     assert_bitwise_equal(model.state_dict(), before)
 
     manifest[FILE_DIGEST] = {"process_0.pt": file_digest(path / "process_0.pt")}
-    manifest["manifest_sha256"] = _manifest_digest(
-        manifest
-    )  # one digest left out, the manifest's own recomputed
+    # one digest left out, the manifest's own recomputed
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
     (path / "training_state.json").write_text(json.dumps(manifest, indent=2))
     with pytest.raises(
         CheckpointError, match=r"has no xxh3_128 digest for \['trainer\.pt'\], where training-state format 3"

@@ -98,10 +98,11 @@ def test_each_file_has_the_digest_of_its_bytes_in_the_manifest(saved):
 def test_a_state_of_format_version_1_still_loads_and_resumes_exactly(saved):
     path, expected = saved
     manifest = _as_written_before_format_3(path, _manifest(path))
+    # the files are what version 1 wrote; only the manifest says more now
     del (
         manifest["components"],
         manifest["manifest_sha256"],
-    )  # the files are what version 1 wrote; only the manifest says more now
+    )
     manifest["format_version"] = 1
     assert set(manifest) == VERSION_1_FIELDS
     _write_manifest(path, manifest)

@@ -82,9 +82,8 @@ def test_each_example_runs_as_the_readme_prints_it(name, tmp_path, monkeypatch, 
         pytest.importorskip(NEEDS[name], reason=f"{name} needs {NEEDS[name]} (trainer-examples' extra)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [f"pytorch_accelerated.examples.{name}", *readme_small_runs()[name]])
-    sys.modules.pop(
-        f"pytorch_accelerated.examples.{name}", None
-    )  # runpy warns about a module imported already
+    # runpy warns about a module imported already
+    sys.modules.pop(f"pytorch_accelerated.examples.{name}", None)
     try:
         runpy.run_module(f"pytorch_accelerated.examples.{name}", run_name="__main__", alter_sys=True)
     finally:
@@ -399,11 +398,12 @@ def test_the_resumable_example_stopped_by_a_signal_continues_exactly(tmp_path):
     stopped = resumable.run(
         resumable.parse_args([*settings, "--run-dir", str(run_dir)]), callbacks=[InterruptAtUpdate30()]
     )
+    # the save point follows the update
     assert (stopped.stopped_by_signal, stopped.test_accuracy, stopped.completed_update_steps) == (
         "SIGINT",
         None,
         30,
-    )  # the save point follows the update
+    )
 
     resumed = resumable.main([*settings, "--run-dir", str(run_dir)])
     assert resumed.resumed_from.name == "step-00000030"

@@ -41,9 +41,8 @@ def test_the_quickstart_imports_only_what_the_readme_says_it_needs():
     code = re.findall(r"```python\n(.*?)```", section(README.read_text(), "Quickstart"), flags=re.S)[0]
     modules = {match.split(".")[0] for match in re.findall(r"^(?:from|import) ([\w.]+)", code, flags=re.M)}
     assert modules == {"torch", "sklearn", "pytorch_accelerated"}
-    assert (
-        "pytorch_accelerated.trainer" in code and "pytorch_accelerated.callbacks" not in code
-    )  # trainer-core alone
+    # trainer-core alone
+    assert "pytorch_accelerated.trainer" in code and "pytorch_accelerated.callbacks" not in code
     assert "trainer-core scikit-learn" in section(README.read_text(), "Quickstart")
 
 

@@ -78,9 +78,8 @@ def test_bad_arguments_are_named():
 
 def test_an_optimizer_over_parameters_outside_the_model_is_named():
     model = make_tiny_model()
-    learnable_loss_weight = torch.nn.Parameter(
-        torch.ones(1)
-    )  # the copy could not train it (was a bare KeyError)
+    # the copy could not train it (was a bare KeyError)
+    learnable_loss_weight = torch.nn.Parameter(torch.ones(1))
     optimizer = torch.optim.SGD([*model.parameters(), learnable_loss_weight], lr=0.1)
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=[])
     with pytest.raises(ValueError, match="1 parameter.*not the model's"):

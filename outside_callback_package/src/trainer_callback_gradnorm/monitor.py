@@ -77,10 +77,11 @@ class GradientNormMonitorCallback(TrainerCallback):
         return {"total": self._total, "max": self._max, "num_updates": self._num_updates}
 
     def load_state_dict(self, state_dict):
+        # moved to the norms' device when next used
         self._total, self._max = (
             state_dict["total"],
             state_dict["max"],
-        )  # moved to the norms' device when next used
+        )
         self._num_updates = state_dict["num_updates"]
 
     def on_train_epoch_end(self, trainer, **kwargs):

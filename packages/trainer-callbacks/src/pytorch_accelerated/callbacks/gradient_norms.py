@@ -98,9 +98,8 @@ class GradientNormCallback(TrainerCallback):
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer, optimizer, **kwargs):
-        norms = (
-            self._norms()
-        )  # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
+        # clipping unscaled the gradients (accelerate does it first); without it they carry the scale
+        norms = self._norms()
         row = torch.cat([self._before_clipping, norms]) if self._clipping else self._unscaled(norms)
         self._pending.append(row)
         self._pending_steps.append(trainer.completed_update_steps + 1)

@@ -434,9 +434,8 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         super().on_training_run_start(trainer, **kwargs)
 
     def open(self, trainer) -> None:
-        self._run_path.choose(
-            trainer, agree=False
-        )  # an evaluate() before any training: the main process alone
+        # an evaluate() before any training: the main process alone
+        self._run_path.choose(trainer, agree=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append = self._started_file or self.if_exists == "append" or self._records_to_keep is not None
         if append:
@@ -489,9 +488,8 @@ class _FileLoggerCallback(MetricsLoggerCallback):
         try:
             shutil.copy2(self.path, backup)
         except OSError as error:
-            backup.unlink(
-                missing_ok=True
-            )  # a partial copy is no backup, and would push the next one to <n+1>
+            # a partial copy is no backup, and would push the next one to <n+1>
+            backup.unlink(missing_ok=True)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 message = (
                     f"No space left on device backing up {self.path} to {backup} before cutting it back to"
@@ -722,9 +720,8 @@ def _replace_atomically(path: Path, write) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            rendered = (
-                io.StringIO()
-            )  # what the new file holds: the old one's size says nothing of an empty log
+            # what the new file holds: the old one's size says nothing of an empty log
+            rendered = io.StringIO()
             write(rendered)
             needed = len(rendered.getvalue().encode("utf-8"))
             message = (

@@ -268,9 +268,8 @@ def _mark_epoch_ends(axes, epoch_ends: list[tuple[int, int]]) -> None:
     every = max(1, -(-len(epoch_ends) // 5))
     for index, (step, epoch) in enumerate(epoch_ends):
         axes.axvline(step, color="0.75", linestyle="-", linewidth=0.8, zorder=0)
-        last_far_enough = (
-            index == len(epoch_ends) - 1 and index % every >= every // 2
-        )  # not on top of the one before
+        # not on top of the one before
+        last_far_enough = index == len(epoch_ends) - 1 and index % every >= every // 2
         if index % every == every - 1 or last_far_enough:
             axes.text(
                 step,

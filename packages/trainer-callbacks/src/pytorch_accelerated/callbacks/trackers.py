@@ -284,9 +284,8 @@ class TrackerCallback(MetricsLoggerCallback):
         values: dict[str, Any] = {}
         if trainer.run_config is not None:
             values.update(trainer.run_config.to_dict())
-        optimizer = getattr(
-            trainer.optimizer, "optimizer", trainer.optimizer
-        )  # accelerate's wrapper holds it
+        # accelerate's wrapper holds it
+        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         if optimizer is not None:
             values["optimizer"] = type(optimizer).__name__
             values.update({f"optimizer_{key}": value for key, value in optimizer.defaults.items()})
@@ -459,9 +458,8 @@ def _use_mlflow_tracking_uri(uri: str) -> None:
     import mlflow
 
     if uri.startswith("file:"):
-        os.environ.setdefault(
-            "MLFLOW_ALLOW_FILE_STORE", "true"
-        )  # recent MLflow refuses file stores otherwise
+        # recent MLflow refuses file stores otherwise
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     elif uri.startswith(("http://", "https://")):
         for variable, bound in MLFLOW_REQUEST_BOUNDS.items():
             os.environ.setdefault(variable, bound)

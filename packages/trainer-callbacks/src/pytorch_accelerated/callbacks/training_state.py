@@ -152,9 +152,8 @@ class SaveTrainingStateCallback(TrainerCallback):
         signal_number, time_is_up, out_of_time = self._agreed_triggers(trainer)
         if signal_number or time_is_up or out_of_time or self._is_due(trainer, point):
             stops = signal_number or out_of_time
-            self._save(
-                trainer, point, self.asynchronous and not stops
-            )  # a state the run stops at is written first
+            # a state the run stops at is written first
+            self._save(trainer, point, self.asynchronous and not stops)
         if out_of_time and not signal_number:
             self.stopped_by_time_limit = True  # the state saved is one to continue from
             raise StopTrainingError(
@@ -162,9 +161,8 @@ class SaveTrainingStateCallback(TrainerCallback):
                 f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."
             )
         if signal_number:
-            self.stopped_by_signal = signal.Signals(
-                signal_number
-            ).name  # the state saved is one to continue from
+            # the state saved is one to continue from
+            self.stopped_by_signal = signal.Signals(signal_number).name
             raise StopTrainingError(
                 f"Stopped by {self.stopped_by_signal}: the training state is saved in "
                 f"{self.saved_paths[-1]}; continue with train(..., resume_from='latest')."

@@ -289,9 +289,8 @@ _BATCH_OUTPUT_KEY_SET = frozenset(_BATCH_OUTPUT_KEYS)
 def check_batch_output(batch_output, hook_name: str, check_loss: bool, training: bool = True) -> None:
     """A ``calculate_*_batch_loss`` hook returned a dict with the keys the loop reads; with ``check_loss``
     (a run's first step), its loss is checked too."""
-    if (
-        type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET
-    ):  # one comparison, every step
+    # one comparison, every step
+    if type(batch_output) is not dict or not batch_output.keys() >= _BATCH_OUTPUT_KEY_SET:
         _check_batch_output_mapping(batch_output, hook_name)
     if check_loss:
         check_batch_loss(batch_output, hook_name, training)

@@ -40,9 +40,8 @@ def real_samples_only(
 
 def _trimmed(batches: Iterator, dataloader, process_index: int, forward_empty: Callable | None) -> Iterator:
     for batch in batches:
-        if (
-            dataloader.end_of_dataloader and dataloader.remainder > 0
-        ):  # remainder: the real samples of the last global batch
+        # remainder: the real samples of the last global batch
+        if dataloader.end_of_dataloader and dataloader.remainder > 0:
             size = find_batch_size(batch)
             real = min(max(dataloader.remainder - process_index * size, 0), size)
             if real == 0:

@@ -68,9 +68,8 @@ class TrainData:
 
     def __init__(self, dataloader: DataLoader, num_processes: int = 1):
         self.dataloader = dataloader
-        loader = getattr(
-            dataloader, "base_dataloader", dataloader
-        )  # accelerate's prepared loaders wrap a torch one
+        # accelerate's prepared loaders wrap a torch one
+        loader = getattr(dataloader, "base_dataloader", dataloader)
         self._loader = loader
         self._stateful_dataset = _stateful_iterable(loader, num_processes)
         self.replay_reason = (
@@ -78,9 +77,8 @@ class TrainData:
         )
         self._skipper: _SkippingBatchSampler | None = None
         self._fetches: SeededFetches | None = None
-        if isinstance(
-            loader.batch_sampler, _SkippingBatchSampler
-        ):  # set up by an earlier train() with this loader
+        # set up by an earlier train() with this loader
+        if isinstance(loader.batch_sampler, _SkippingBatchSampler):
             self._skipper = loader.batch_sampler
         elif self.replay_reason is None and self._stateful_dataset is None:
             self._skipper = _SkippingBatchSampler(loader.batch_sampler)
@@ -134,9 +132,8 @@ class TrainData:
         from (restored first on resume, so the same seed), which every epoch changes."""
         if self._resumed_epochs_left:
             self._resumed_epochs_left -= 1
-            if (
-                self._resumed_epochs_left == 0
-            ):  # the epoch after the resumed one reads the stream from its start
+            # the epoch after the resumed one reads the stream from its start
+            if self._resumed_epochs_left == 0:
                 self._stateful_dataset.load_state_dict(self._start_state)
         if self.seeds_fetches:
             self._fetches.epoch_seed = epoch_seed(epoch_start_rng)
@@ -158,9 +155,8 @@ class TrainData:
         finally:
             self._skipper.skip, self._skipper.at_position = 0, None
         if first is _EXHAUSTED:
-            if skip > len(
-                self._skipper
-            ):  # saved after the epoch's last update, before its end: nothing is left
+            # saved after the epoch's last update, before its end: nothing is left
+            if skip > len(self._skipper):
                 raise _ran_out(len(self._skipper), skip)
             return batches
         return itertools.chain([first], batches)
@@ -180,9 +176,8 @@ class TrainData:
             if next(batches, _EXHAUSTED) is _EXHAUSTED:
                 raise _ran_out(skipped, skip)
             if skipped == 0 and watch:
-                before = (
-                    _cpu_generator_states()
-                )  # after the first batch: the iteration's own start draws are in it
+                # after the first batch: the iteration's own start draws are in it
+                before = _cpu_generator_states()
         if resuming and self._own_generator_moved():  # before loading more: the saved run had loaded as many
             self._warn(f"This resume is not exact because {_own_generator_message(self._own_generator[0])}")
         if not watch:
@@ -357,11 +352,12 @@ class SeededFetches(Dataset):
         return self.collate_fn(samples)
 
     def __getattr__(self, name: str):
+        # unpickling in a worker asks before dataset is set
         if name in (
             "dataset",
             "__setstate__",
             "__getstate__",
-        ):  # unpickling in a worker asks before dataset is set
+        ):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -484,9 +480,8 @@ def _why_it_must_replay(loader: DataLoader, num_processes: int) -> str | None:
         batch_sampler = batch_sampler._batch_sampler
     if batch_sampler is None:
         return "the training dataloader has batch_size=None (it fetches one index at a time)"
-    inner = (
-        getattr(batch_sampler, "batch_sampler", batch_sampler) if num_processes > 1 else batch_sampler
-    )  # inside BatchSamplerShard
+    # inside BatchSamplerShard
+    inner = getattr(batch_sampler, "batch_sampler", batch_sampler) if num_processes > 1 else batch_sampler
     if type(inner) is not BatchSampler:
         return (
             f"the training dataloader's batch_sampler is a {type(inner).__name__}, which may draw random"
@@ -608,9 +603,8 @@ def _sampler_name(loader: DataLoader) -> str:
         batch_sampler = batch_sampler._batch_sampler
     if batch_sampler is None:
         return type(loader.sampler).__name__
-    batch_sampler = getattr(
-        batch_sampler, "batch_sampler", batch_sampler
-    )  # inside accelerate's BatchSamplerShard
+    # inside accelerate's BatchSamplerShard
+    batch_sampler = getattr(batch_sampler, "batch_sampler", batch_sampler)
     return type(getattr(batch_sampler, "sampler", batch_sampler)).__name__
 
 

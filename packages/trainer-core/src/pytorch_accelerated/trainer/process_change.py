@@ -137,9 +137,8 @@ def exact_settings(
 
 
 def _reads_the_same_updates(saved: BatchSettings, here: BatchSettings, samples_per_epoch: int | None) -> bool:
-    if (
-        here.accumulation == saved.accumulation
-    ):  # the same global micro-batches: the epoch's tail is padded alike
+    # the same global micro-batches: the epoch's tail is padded alike
+    if here.accumulation == saved.accumulation:
         return True
     # other micro-batches: the same updates only where no epoch ends with a shorter, padded one
     return samples_per_epoch is not None and samples_per_epoch % saved.global_batch == 0
@@ -238,9 +237,8 @@ class OneProcessOrder:
         torch.empty((), dtype=torch.int64).random_(generator=ahead)  # the iteration's base seed, drawn first
         seed = int(torch.empty((), dtype=torch.int64).random_(generator=ahead).item())
         self.generator.manual_seed(seed)
-        torch.empty(
-            (), dtype=torch.int64
-        ).random_()  # the global generator moves by the seed's draw, as there
+        # the global generator moves by the seed's draw, as there
+        torch.empty((), dtype=torch.int64).random_()
 
 
 def match_sampler_generators(dataloader, saved_generators: int, found: int) -> OneProcessOrder | None:

@@ -256,9 +256,8 @@ class Resume:
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(shared["scaler"])
         self._load_large_components(path, manifest, shared)
-        self.run_history.load_state_dict(
-            own.get("run_history", shared["run_history"])
-        )  # states before 0.4: shared only
+        # states before 0.4: shared only
+        self.run_history.load_state_dict(own.get("run_history", shared["run_history"]))
         self.position.load_state_dict(shared["position"])
         self.train_loss.load_state_dict(own["train_loss"])
         self._epoch_start_rng = own["epoch_start_rng"]  # a state saved later in this epoch needs it too
@@ -266,9 +265,8 @@ class Resume:
         rng = own["rng"]
         if change.changed:
             rng = self._take_other_processes_parts(path, manifest, shared, own, change)
-        self.train_data.load_state_dict(
-            own.get("train_data"), self.position.in_epoch
-        )  # warns where it must replay
+        # warns where it must replay
+        self.train_data.load_state_dict(own.get("train_data"), self.position.in_epoch)
         return _Pending(rng=rng, epoch_start_rng=own["epoch_start_rng"], callback_states=callback_states)
 
     def _finish(self, epoch_goes_on: bool) -> None:

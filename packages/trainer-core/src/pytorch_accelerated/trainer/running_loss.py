@@ -37,9 +37,8 @@ class RunningLoss:
         """
         self.count += batch_size
         if num_items is None:
-            self.total.add_(
-                loss.detach(), alpha=batch_size
-            )  # one op; accumulates in float32 whatever the loss's dtype
+            # one op; accumulates in float32 whatever the loss's dtype
+            self.total.add_(loss.detach(), alpha=batch_size)
             return
         if self.items is None:
             self.items = torch.zeros((), dtype=torch.float32, device=self.total.device)

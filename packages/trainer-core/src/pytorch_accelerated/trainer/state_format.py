@@ -527,9 +527,8 @@ def find_latest_training_state(folder: str | os.PathLike) -> Path | None:
     :class:`NewerFormatError`, before anything is renamed, when a newer trainer-core wrote one."""
     recover_interrupted_replacements(folder)
     damaged = []
-    for state, error in _states_with_unreadable_manifests(
-        folder
-    ):  # a damaged manifest: no progress to order by
+    # a damaged manifest: no progress to order by
+    for state, error in _states_with_unreadable_manifests(folder):
         damaged.append(error)
         _set_aside(state)
     for state in reversed(list_training_states(folder)):
@@ -576,9 +575,8 @@ def _set_aside(state: Path) -> None:
         aside = state.with_name(f".{state.name}.damaged-{number}")
     try:
         os.replace(state, aside)
-    except (
-        OSError
-    ):  # another process set it aside first, or the folder is read-only: it is passed over anyway
+    # another process set it aside first, or the folder is read-only: it is passed over anyway
+    except OSError:
         pass
 
 

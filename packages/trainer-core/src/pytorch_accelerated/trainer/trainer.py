@@ -247,9 +247,8 @@ class Trainer:
         self._start_run_state()
         try:
             with self._stop_agreement.stopping_cleanly(on_stop=self._stop_early):
-                with self._resume.begin(
-                    resume_from
-                ):  # a saved state before the start events, its callbacks' after
+                # a saved state before the start events, its callbacks' after
+                with self._resume.begin(resume_from):
                     self.training_run_start()
                     self.callback_handler.call_event("on_training_run_start", self)
                 if self._position.at_run_start:
@@ -355,10 +354,11 @@ class Trainer:
     def _evaluate_epoch(self) -> None:
         """The evaluation after a training epoch, on each of the run's evaluation sets, under its name."""
         for name, (dataset, dataloader) in self._run_eval.items():
+            # a callback may have evaluated another
             self.eval_dataset, self.eval_dataloader = (
                 dataset,
                 dataloader,
-            )  # a callback may have evaluated another
+            )
             with self.run_history.metric_prefix(_prefix_of(name)), self.run_history.evaluation(VALIDATION):
                 self._eval_epoch(dataloader, "eval_loss_epoch")
 
@@ -751,9 +751,8 @@ class Trainer:
         return self.model(_model_inputs(batch))
 
     def _forward_and_loss(self, batch) -> dict[str, Any]:
-        if isinstance(
-            batch, (list, tuple)
-        ):  # first: isinstance(batch, Mapping) is an ABC check, slow on a list
+        # first: isinstance(batch, Mapping) is an ABC check, slow on a list
+        if isinstance(batch, (list, tuple)):
             model_outputs, targets = self.model(batch[0]), batch[1] if len(batch) > 1 else None
         elif isinstance(batch, Mapping):
             model_outputs, targets = self.model(**self._forward_inputs_of(batch)), batch.get("labels")
@@ -765,9 +764,8 @@ class Trainer:
             else:
                 loss = self.loss_func(model_outputs, targets)
         except Exception as error:
-            if (
-                targets is None and self.loss_func is not None
-            ):  # inputs only: say so, not torch's error in the loss
+            # inputs only: say so, not torch's error in the loss
+            if targets is None and self.loss_func is not None:
                 raise _checks.no_targets_error(batch) from error
             raise
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": _batch_size(batch)}
