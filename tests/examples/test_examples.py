@@ -96,7 +96,7 @@ def test_the_readme_runs_every_example_at_the_sizes_its_help_prints():
     assert sorted(runs) == example_names(), "the README's 'A run of seconds' must run each example once"
     for name, args in runs.items():
         source = (EXAMPLES_DIR / f"{name}.py").read_text()
-        epilog = re.search(rf'example_parser\("{name}", __doc__, "([^"]*)"\)', source)
+        epilog = re.search(rf'example_parser\(\s*"{name}",\s*__doc__,\s*"([^"]*)",?\s*\)', source)
         assert epilog, f"{name} does not build its parser with example_parser"
         assert shlex.split(epilog.group(1)) == args, (
             f"{name}: its --help and the README show different small sizes"
