@@ -96,7 +96,35 @@ class ConvertSyncBatchNormCallback(TrainerCallback):
         trainer.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainer.model)
 
 
-class FastDevRun(TrainerCallback):
+class _LimitedBatches(TrainerCallback):
+    """The first ``num_batches`` batches of each training and evaluation epoch, and their state."""
+
+    def __init__(self, num_batches: int):
+        self._train = LimitBatchesCallback(num_batches)
+        self._eval = LimitEvalStepsCallback(num_batches)
+        self.num_batches = num_batches
+
+    def on_train_epoch_start(self, trainer, **kwargs):
+        self._train.on_train_epoch_start(trainer)
+
+    def on_train_step_end(self, trainer, **kwargs):
+        self._train.on_train_step_end(trainer)
+
+    def on_eval_epoch_start(self, trainer, **kwargs):
+        self._eval.on_eval_epoch_start(trainer)
+
+    def on_eval_step_end(self, trainer, **kwargs):
+        self._eval.on_eval_step_end(trainer)
+
+    def state_dict(self):
+        return {"train": self._train.state_dict(), "eval": self._eval.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        self._train.load_state_dict(state_dict["train"])
+        self._eval.load_state_dict(state_dict["eval"])
+
+
+class FastDevRun(_LimitedBatches):
     """Lightning's ``fast_dev_run``: one epoch of ``num_batches`` training batches (to the end of
     their accumulation window) and ``num_batches`` batches of each evaluation, then the run stops,
     to find a bug in every part of a run in seconds. Add it to a run's callbacks:
@@ -108,21 +136,7 @@ class FastDevRun(TrainerCallback):
     """
 
     def __init__(self, num_batches: int = 1):
-        self._train = LimitBatchesCallback(num_batches)
-        self._eval = LimitEvalStepsCallback(num_batches)
-        self.num_batches = num_batches
-
-    def on_train_epoch_start(self, trainer, **kwargs):
-        self._train.on_train_epoch_start(trainer)
-
-    def on_train_step_end(self, trainer, **kwargs):
-        self._train.on_train_step_end(trainer)
-
-    def on_eval_epoch_start(self, trainer, **kwargs):
-        self._eval.on_eval_epoch_start(trainer)
-
-    def on_eval_step_end(self, trainer, **kwargs):
-        self._eval.on_eval_step_end(trainer)
+        super().__init__(num_batches)
 
     def on_training_run_epoch_end(self, trainer, **kwargs):
         raise StopTrainingError(
@@ -130,15 +144,8 @@ class FastDevRun(TrainerCallback):
             "run; remove FastDevRun to train."
         )
 
-    def state_dict(self):
-        return {"train": self._train.state_dict(), "eval": self._eval.state_dict()}
 
-    def load_state_dict(self, state_dict):
-        self._train.load_state_dict(state_dict["train"])
-        self._eval.load_state_dict(state_dict["eval"])
-
-
-class OverfitBatches(TrainerCallback):
+class OverfitBatches(_LimitedBatches):
     """Lightning's ``overfit_batches``: every epoch trains on the same first ``num_batches`` batches
     (to the end of their accumulation window) and evaluates ``num_batches`` batches of each
     evaluation set, so that a model that can learn drives the training loss towards 0. The same
@@ -150,36 +157,12 @@ class OverfitBatches(TrainerCallback):
         num_batches: the batches of each training and evaluation epoch.
     """
 
-    def __init__(self, num_batches: int):
-        self._train = LimitBatchesCallback(num_batches)
-        self._eval = LimitEvalStepsCallback(num_batches)
-        self.num_batches = num_batches
-
     def on_training_run_start(self, trainer, **kwargs):
         if _shuffles(trainer.train_dataloader):
             raise ValueError(
                 f"OverfitBatches({self.num_batches}) trains on the same batches every epoch, but the "
                 "training dataloader shuffles: pass train(..., train_dataloader_kwargs={'shuffle': False})."
             )
-
-    def on_train_epoch_start(self, trainer, **kwargs):
-        self._train.on_train_epoch_start(trainer)
-
-    def on_train_step_end(self, trainer, **kwargs):
-        self._train.on_train_step_end(trainer)
-
-    def on_eval_epoch_start(self, trainer, **kwargs):
-        self._eval.on_eval_epoch_start(trainer)
-
-    def on_eval_step_end(self, trainer, **kwargs):
-        self._eval.on_eval_step_end(trainer)
-
-    def state_dict(self):
-        return {"train": self._train.state_dict(), "eval": self._eval.state_dict()}
-
-    def load_state_dict(self, state_dict):
-        self._train.load_state_dict(state_dict["train"])
-        self._eval.load_state_dict(state_dict["eval"])
 
 
 def _shuffles(dataloader) -> bool:
