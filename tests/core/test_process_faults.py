@@ -1,6 +1,7 @@
 """One process of two at fault, for real (two CPU processes, gloo, launched with torchrun): it cannot
 see the training states, it raises StopTrainingError alone. Never a hang; the reason on every process.
-And dataloader workers started at every epoch of a two-process run, where a fork can hang."""
+And dataloader workers started at every epoch of a two-process run, where a fork can hang, and what
+they feed the model."""
 
 from __future__ import annotations
 
@@ -127,13 +128,13 @@ def test_stop_raised_on_one_process_fails_every_process_with_its_reason(fault_ru
 
 @pytest.fixture(scope="module")
 def worker_runs(tmp_path_factory):
-    return launch(["workers", "workers_forked"], tmp_path_factory.mktemp("workers"))
+    return launch(["workers"], tmp_path_factory.mktemp("workers"))
 
 
 def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worker_runs):
     """6 epochs x 2 workers x 2 processes, with the loggers' and the progress bar's threads alive;
     the watchdog reports a hang. Where fork can hang in PyOS_AfterFork_Child (CPython gh-112275),
-    the workers start from a forkserver, with the same data order as forked ones."""
+    the workers start from a forkserver."""
     status, results, _ = worker_runs
     assert status == 0
     expected = "forkserver" if fork_can_hang() else "fork"
@@ -141,12 +142,59 @@ def test_workers_start_at_every_epoch_of_a_two_process_run_without_hanging(worke
         assert result["start_method"] == expected, result
         assert len(result["epoch_seconds"]) == scenarios.WORKERS["num_epochs"], result
         assert set(result["threads_at_epoch_start"][0]) - {"MainThread"}  # threads are alive at the fork
-    for result in results["workers_forked"]:
-        assert result["start_method"] == "fork", result  # the user's choice is kept
-    digests = {result["parameters_digest"] for name in results for result in results[name]}
-    assert len(digests) == 1, (
-        "the start method changed what the workers fed the model (data order, worker seeds)"
+
+
+_FORKED_AND_SAFE_BATCHES = """
+import sys, torch
+from torch.utils.data import DataLoader, Dataset
+from pytorch_accelerated.trainer.dataloader_workers import start_workers_safely
+from pytorch_accelerated.trainer.testing import make_tiny_dataset
+
+
+class NoisyDataset(Dataset):  # noise drawn in the worker, from the seed the main process gives it
+    def __init__(self):
+        self.inner = make_tiny_dataset(48)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        inputs, target = self.inner[index]
+        return inputs + 0.1 * torch.randn_like(inputs), target
+
+
+def three_epochs(start_method):
+    loader = DataLoader(
+        NoisyDataset(), batch_size=4, shuffle=True, num_workers=2, multiprocessing_context=start_method
     )
+    start_workers_safely(loader)
+    torch.manual_seed(0)
+    batches = [torch.cat([inputs.flatten(), target.flatten()]) for _ in range(3) for inputs, target in loader]
+    return loader.multiprocessing_context.get_start_method(), batches
+
+
+if __name__ == "__main__":
+    forked_with, forked = three_epochs("fork")
+    safe_with, safe = three_epochs(None)
+    assert len(forked) == len(safe) == 36 and all(map(torch.equal, forked, safe)), "the batches differ"
+    print(forked_with, safe_with)
+"""
+
+
+def test_workers_started_safely_give_the_batches_forked_ones_give(tmp_path):
+    """Started from the forkserver, workers give the batches forked ones give (order, worker seeds);
+    a start method the user chose is kept. In a fresh single-threaded process, where forking is safe
+    (forking a gloo process is what can hang: its C++ threads enter Python, CPython gh-112275)."""
+    import subprocess
+
+    script = tmp_path / "batches.py"
+    script.write_text(_FORKED_AND_SAFE_BATCHES)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    expected = "forkserver" if fork_can_hang() else "fork"
+    assert done.stdout.split() == ["fork", expected]
 
 
 def test_the_interpreters_whose_fork_can_hang():
