@@ -484,10 +484,9 @@ SCENARIOS = {
     "per_item_loss": scenario_per_item_loss,
 }
 
-# How long a scenario may take before it counts as hung (tiny runs take a second or two); the
-# ones expected to deadlock get a short limit so that the suite stays quick.
+# How long a scenario may take before it counts as hung (tiny runs take a second or two): generous,
+# so that a loaded machine never fails a scenario that has not hung.
 DEFAULT_TIME_LIMIT_S = 120
-TIME_LIMIT_S = {"buffers_evaluate_empty_share": 8, "buffers_predict_empty_share": 8}
 
 
 def start_watchdog(out: Path, scenario: str, rank: int, limit_s: float) -> threading.Timer:
@@ -536,7 +535,7 @@ def main(argv: list[str], scenarios: dict | None = None) -> int:
     rank = rank_from_env()
     for name in names:
         torch.manual_seed(0)
-        watchdog = start_watchdog(out, name, rank, TIME_LIMIT_S.get(name, DEFAULT_TIME_LIMIT_S))
+        watchdog = start_watchdog(out, name, rank, DEFAULT_TIME_LIMIT_S)
         try:
             result = scenarios[name](out)
         except BaseException:  # noqa: BLE001 - reported to the test, then the launch is ended
