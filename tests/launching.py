@@ -25,6 +25,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def torchrun_command(
+    script: str | Path, *args: str | Path, num_processes: int = 2, options: tuple[str, ...] = ()
+) -> list[str]:
+    """torch's launcher (``python -m torch.distributed.run``) of ``script args`` on local CPU processes.
+
+    Args:
+        script: the script every process runs, or ``"-m"`` with the module's name first in ``args``.
+        args: the script's arguments.
+        num_processes: how many processes it starts.
+        options: further options of the launcher (``("--monitor-interval", "0.1")``).
+    """
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *options,
+        str(script),
+        *map(str, args),
+    ]
+
+
 def launch_env(tmp_dir: Path) -> dict[str, str]:
     env = {
         key: value
@@ -40,8 +69,10 @@ def launch_env(tmp_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_launch(command: list[str], tmp_dir: Path) -> tuple[int | None, str]:
-    """Run one launch; returns (exit status, or None when it ran past LAUNCH_TIMEOUT_S, output).
+def run_launch(
+    command: list[str], tmp_dir: Path, timeout_s: float = LAUNCH_TIMEOUT_S
+) -> tuple[int | None, str]:
+    """Run one launch; returns (exit status, or None when it ran past ``timeout_s``, output).
 
     The output goes to a file, not a pipe: torch's launcher starts each worker in a session of
     its own, so a worker left behind could hold a pipe open and block the reading forever.
@@ -52,14 +83,14 @@ def run_launch(command: list[str], tmp_dir: Path) -> tuple[int | None, str]:
             command, cwd=REPO_ROOT, env=launch_env(tmp_dir), stdout=log, stderr=subprocess.STDOUT, text=True
         )
         try:
-            status = process.wait(timeout=LAUNCH_TIMEOUT_S)
+            status = process.wait(timeout=timeout_s)
             timed_out = False
         except subprocess.TimeoutExpired:
             timed_out = True
             stop_process_tree(process)
     output = log_path.read_text(errors="replace")
     if timed_out:
-        return None, f"{output}\n*** launch stopped after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
+        return None, f"{output}\n*** launch stopped after {timeout_s} s (a hang?) ***"
     return status, output
 
 
@@ -84,20 +115,7 @@ def run_scenario_on_two_processes(scenario_file: str, tmp_dir: Path) -> tuple[li
     writes ``OUT/result_rank<r>.json`` (``{"error": ...}`` if it failed); assert that both ran cleanly
     and return their results, in rank order, and the launch's output."""
     out = tmp_dir / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        scenario_file,
-        str(out),
-    ]
-    status, output = run_launch(command, tmp_dir)
+    status, output = run_launch(torchrun_command(scenario_file, out), tmp_dir)
     paths = [out / f"result_rank{rank}.json" for rank in range(2)]
     results = [json.loads(path.read_text()) for path in paths if path.exists()]
     assert status == 0 and len(results) == 2 and all("error" not in r for r in results), tail(output) + str(

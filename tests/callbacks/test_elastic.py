@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..launching import REPO_ROOT, free_port, launch_env, run_launch, stop_process_tree, tail
+from ..launching import (
+    REPO_ROOT,
+    free_port,
+    launch_env,
+    run_launch,
+    stop_process_tree,
+    tail,
+    torchrun_command,
+)
 from . import elastic_scenario as scenario
 
 SCRIPT = str(Path(scenario.__file__).relative_to(REPO_ROOT))
@@ -74,21 +82,7 @@ def wait_for(agents: list[subprocess.Popen]) -> list[int | None]:
 @pytest.mark.slow
 def test_an_elastic_run_with_a_killed_worker_sees_the_same_samples(tmp_path):
     reference = tmp_path / "reference"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        SCRIPT,
-        str(reference),
-    ]
+    command = torchrun_command(SCRIPT, reference)
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
 

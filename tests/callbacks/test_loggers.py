@@ -22,7 +22,7 @@ from pytorch_accelerated.callbacks import (
 from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, run_tiny_training
 
-from ..launching import free_port, run_launch, tail
+from ..launching import run_launch, tail, torchrun_command
 from . import loggers_distributed_scenario as scenario
 from .helpers import StopAtEpochEnd
 
@@ -363,21 +363,7 @@ def test_the_callbacks_import_without_any_extra_installed(tmp_path):
 
 def test_two_processes_write_one_complete_log_from_the_main_process(tmp_path):
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        scenario.__file__,
-        str(out),
-    ]
+    command = torchrun_command(scenario.__file__, out)
     status, output = run_launch(command, tmp_path)  # stops the launch if it hangs: status None
     paths = [out / f"result_rank{rank}.json" for rank in range(2)]
     results = [json.loads(path.read_text()) for path in paths if path.exists()]

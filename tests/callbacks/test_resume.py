@@ -27,7 +27,7 @@ import torch
 
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal
 
-from ..launching import REPO_ROOT, free_port, launch_env, run_launch, stop_process_tree, tail
+from ..launching import REPO_ROOT, launch_env, run_launch, stop_process_tree, tail, torchrun_command
 from . import resume_scenario as scenario
 
 SCRIPT = str(Path(scenario.__file__).resolve().relative_to(REPO_ROOT))
@@ -38,22 +38,7 @@ ONE_PROCESS_AND_TWO = pytest.mark.parametrize("num_processes", [1, 2], ids=["one
 def command(out: Path, num_processes: int, *args: str) -> list[str]:
     if num_processes == 1:
         return [sys.executable, SCRIPT, str(out), *args]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(num_processes),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        SCRIPT,
-        str(out),
-        *args,
-    ]
+    return torchrun_command(SCRIPT, out, *args, num_processes=num_processes)
 
 
 def launch(

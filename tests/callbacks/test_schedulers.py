@@ -4,12 +4,6 @@ argument checks, and real training runs (one of them on two processes)."""
 import functools
 import json
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +19,7 @@ from pytorch_accelerated.trainer import (
 from pytorch_accelerated.trainer.testing import run_tiny_training
 
 from tests.core.helpers import LrRecorder
+from tests.launching import run_launch, torchrun_command
 
 from . import scheduler_distributed_scenario as scenario
 
@@ -686,56 +681,11 @@ def test_a_run_resumed_from_a_trainer_checkpoint_continues_the_schedule(tmp_path
 # ---------------------------------------------------------------------------------------- two processes
 
 NUM_PROCESSES = 2
-LAUNCH_TIMEOUT_S = 180
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_scenario(out_dir):
     """Run the scenario under torchrun; returns (exit status or None after a timeout, output)."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # not the distributed settings of whatever started pytest
-        if key not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-        and not key.startswith("ACCELERATE_")
-    }
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(NUM_PROCESSES),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        scenario.__file__,
-        str(out_dir),
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
-        return process.returncode, output
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher and its workers share its new session
-        return None, process.communicate()[0]
+    return run_launch(torchrun_command(scenario.__file__, out_dir, num_processes=NUM_PROCESSES), out_dir)
 
 
 def test_the_cosine_schedule_completes_on_two_processes_with_uneven_data(tmp_path):

@@ -18,7 +18,7 @@ import torch
 
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, free_port, run_launch, tail, torchrun_command
 from . import distributed_scenarios as scenarios
 
 NUM_PROCESSES = 2
@@ -44,23 +44,8 @@ TORCHRUN_SCENARIOS = (
 # ---------------------------------------------------------------------------------------- launching
 
 
-def torchrun_command(names: list[str], out_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(NUM_PROCESSES),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        ",".join(names),
-        str(out_dir),
-    ]
+def scenarios_torchrun_command(names: list[str], out_dir: Path) -> list[str]:
+    return torchrun_command(SCRIPT, ",".join(names), out_dir, num_processes=NUM_PROCESSES)
 
 
 def accelerate_launch_command(names: list[str], out_dir: Path) -> list[str]:
@@ -157,7 +142,7 @@ class ScenarioRuns:
 def torchrun_runs(tmp_path_factory) -> ScenarioRuns:
     tmp_dir = tmp_path_factory.mktemp("torchrun")
     runs = ScenarioRuns(tmp_dir / "out")
-    runs.run(list(TORCHRUN_SCENARIOS), torchrun_command, tmp_dir)
+    runs.run(list(TORCHRUN_SCENARIOS), scenarios_torchrun_command, tmp_dir)
     return runs
 
 

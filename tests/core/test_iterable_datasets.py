@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from torch.utils.data import TensorDataset
 from pytorch_accelerated.trainer import DEFAULT_CALLBACKS, Trainer, TrainerCallback, TrainerPlaceholderValues
 from pytorch_accelerated.trainer.testing import make_tiny_dataset, make_tiny_model
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from . import iterable_scenario
 from .helpers import make_trainer
 
@@ -226,21 +225,7 @@ def test_hf_datasets_streaming_from_local_files_trains_and_evaluates(tmp_path):
 def test_two_processes_read_disjoint_shares_and_evaluate_each_sample_once(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(Path(iterable_scenario.__file__).relative_to(REPO_ROOT)),
-        str(out),
-    ]
+    command = torchrun_command(Path(iterable_scenario.__file__).relative_to(REPO_ROOT), out)
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     ranks = [json.loads((out / f"iterable_rank{rank}.json").read_text()) for rank in range(2)]

@@ -1,20 +1,15 @@
 """The offline quickstart runs unchanged under plain python and under torchrun on two CPU processes."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from ..launching import free_port, torchrun_command
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart_synthetic.py"
 ARGS = ["--num-epochs", "1", "--num-train-samples", "600"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(command):
@@ -31,19 +26,7 @@ def test_quickstart_with_plain_python():
 
 def test_the_quickstart_trains_under_torchrun_on_two_cpu_processes():
     """The quickstart, under torchrun, trains on two CPU processes without a code change."""
-    out = _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(QUICKSTART),
-            *ARGS,
-        ]
-    )
+    out = _run(torchrun_command(QUICKSTART, *ARGS))
     # printed once (main process only), and the run really spans two processes
     assert out.count("Starting training run") == 1
     assert "2 process(es) on cpu" in out
@@ -80,19 +63,7 @@ def test_the_process_group_is_destroyed_before_the_interpreter_shuts_down(tmp_pa
     # left alive into shutdown, gloo's threads can abort a process that trained successfully
     script = tmp_path / "train_and_exit.py"
     script.write_text(EXIT_SCRIPT)
-    out = _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(script),
-            str(tmp_path),
-        ]
-    )
+    out = _run(torchrun_command(script, tmp_path))
     reports = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert reports == ["process group alive at exit: False"] * 2, out
 
@@ -117,7 +88,7 @@ def test_accelerate_launch_starting_one_of_two_processes_is_refused(tmp_path):
         "--num_processes",
         "2",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         str(script),
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pytorch_accelerated.trainer import Trainer, TrainerCallback
 from pytorch_accelerated.trainer import _checks, _forward_inputs
 from pytorch_accelerated.trainer.testing import EventRecorder, make_tiny_dataset, make_tiny_model
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from .helpers import make_trainer, parameters_of
 
 
@@ -503,21 +502,7 @@ SCENARIO = Path(__file__).resolve().with_name("mistakes_distributed_scenario.py"
 def test_on_two_processes_samplers_shard_and_trainers_change_precision(tmp_path):
     """On two processes samplers shard and trainers change mixed precision."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCENARIO.relative_to(REPO_ROOT)),
-        str(out),
-    ]
+    command = torchrun_command(SCENARIO.relative_to(REPO_ROOT), out)
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]

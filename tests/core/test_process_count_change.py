@@ -7,7 +7,6 @@ the test's own, more through torchrun."""
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from pytorch_accelerated.trainer.process_change import (
 )
 from pytorch_accelerated.trainer.random_state import capture_rng_state, derived_rng_state
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from . import process_count_scenario as scenario
 
 SCRIPT = Path(scenario.__file__).relative_to(REPO_ROOT)
@@ -33,20 +32,7 @@ TOLERANCE = 1e-6  # SGD: the weights differ by the float rounding of another red
 
 
 def launch(out: Path, num_processes: int, tmp_path: Path, *runs: str) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(num_processes),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        str(out),
-        *runs,
-    ]
+    command = torchrun_command(SCRIPT, out, *runs, num_processes=num_processes)
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
 

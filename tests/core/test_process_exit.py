@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..launching import LAUNCH_TIMEOUT_S, REPO_ROOT, free_port, run_launch, tail
+from ..launching import LAUNCH_TIMEOUT_S, REPO_ROOT, run_launch, tail, torchrun_command
 from . import exit_scenarios as scenarios
 from .helpers import is_running
 
@@ -28,22 +28,7 @@ MONITOR_INTERVAL_S = 60
 def launch(scenario: str, tmp_path: Path) -> tuple[int, list[dict], list[dict], str]:
     """Run ``scenario`` on two processes: the exit status, each process's result and exit record, output."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "--monitor-interval",
-        str(MONITOR_INTERVAL_S),
-        str(SCRIPT),
-        scenario,
-        str(out),
-    ]
+    command = torchrun_command(SCRIPT, scenario, out, options=("--monitor-interval", str(MONITOR_INTERVAL_S)))
     status, output = run_launch(command, tmp_path)
     assert status is not None, f"the launch hung: stopped after {LAUNCH_TIMEOUT_S} s\n{tail(output)}"
     results = [_read(out / f"{scenario}_rank{rank}.json") for rank in range(2)]

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from pytorch_accelerated.trainer.dataloader_workers import fork_can_hang, start_workers_safely
 from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from . import process_fault_scenarios as scenarios
 from .helpers import is_running
 
@@ -28,22 +28,7 @@ SCRIPT = Path(__file__).resolve().with_name("process_fault_scenarios.py").relati
 
 def launch(names: list[str], tmp_path: Path) -> tuple[list[dict], dict[str, list[dict]], float]:
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(NUM_PROCESSES),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        ",".join(names),
-        str(out),
-    ]
+    command = torchrun_command(SCRIPT, ",".join(names), out, num_processes=NUM_PROCESSES)
     started = time.monotonic()
     status, output = run_launch(command, tmp_path)
     elapsed = time.monotonic() - started

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 from pytorch_accelerated.trainer import StopTrainingError, Trainer, TrainerCallback, seed_everything
 from pytorch_accelerated.trainer.testing import assert_bitwise_equal, final_state, make_tiny_dataset
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from . import stream_resume_scenario
 
 BATCH_SIZE = 4
@@ -330,21 +329,7 @@ def test_a_stream_replayed_on_two_processes_says_if_the_resume_is_exact(tmp_path
     Read in the main process, accelerate loads a batch ahead of the step: the draws of a stream that
     draws as it is read fall elsewhere in a replay. Before, the warning said they "may differ"."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(Path(stream_resume_scenario.__file__).relative_to(REPO_ROOT)),
-        str(out),
-    ]
+    command = torchrun_command(Path(stream_resume_scenario.__file__).relative_to(REPO_ROOT), out)
     status, output = run_launch(command, tmp_path)
     assert status == 0, tail(output)
     for rank in range(2):

@@ -17,7 +17,7 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from pytorch_accelerated.trainer import _accelerate_state, _sharding
 
-from ..launching import REPO_ROOT, free_port, run_launch, tail
+from ..launching import REPO_ROOT, run_launch, tail, torchrun_command
 from . import sharding_scenarios as scenarios
 from .helpers import make_trainer
 
@@ -38,20 +38,12 @@ class Launch:
         self, script: str, names, num_processes: int, tmp_dir: Path, env: dict[str, str] | None = None
     ):
         self.out, self.num_processes = tmp_dir / "out", num_processes
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(num_processes),
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            str(Path(__file__).with_name(script).relative_to(REPO_ROOT)),
+        command = torchrun_command(
+            Path(__file__).with_name(script).relative_to(REPO_ROOT),
             ",".join(names),
-            str(self.out),
-        ]
+            self.out,
+            num_processes=num_processes,
+        )
         saved = {name: os.environ.get(name) for name in env or {}}
         os.environ.update(env or {})  # launch_env copies os.environ
         try:

@@ -5,13 +5,12 @@ few launches out of a hundred; ``tests/core/test_process_exit.py`` checks the ca
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.launching import free_port, run_launch, tail
+from tests.launching import run_launch, tail, torchrun_command
 
 from .test_heavy_examples import DISTRIBUTED_ARGS, TWO_PROCESSES_LINE
 
@@ -19,20 +18,7 @@ AT_A_TIME = 2
 
 
 def launch_example(tmp_path: Path) -> tuple[int | None, str]:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "pytorch_accelerated.examples.distributed_cpu",
-        *DISTRIBUTED_ARGS,
-    ]
+    command = torchrun_command("-m", "pytorch_accelerated.examples.distributed_cpu", *DISTRIBUTED_ARGS)
     return run_launch(command, tmp_path)
 
 

@@ -10,75 +10,23 @@ as JSON, and the references come from the weights and step outputs the run saved
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ..launching import REPO_ROOT, run_launch, torchrun_command
 from . import metrics_distributed_scenario as scenario
 from . import references
 
 NUM_PROCESSES = 2
 LAUNCH_TIMEOUT_S = 240
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(scenario.__file__).resolve().relative_to(REPO_ROOT)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch_env() -> dict[str, str]:
-    # A launch must not inherit the distributed settings of whatever started pytest.
-    inherited = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in inherited and not key.startswith("ACCELERATE_")
-    }
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def launch(out_dir: Path) -> tuple[int | None, str]:
     """Run every task under torchrun; returns (exit status, or None on timeout, and the output)."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(NUM_PROCESSES),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        ",".join(scenario.TASKS),
-        str(out_dir),
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
-        return process.returncode, output
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher and its workers share its session's group
-        output, _ = process.communicate()
-        return None, f"{output}\n*** launch killed after {LAUNCH_TIMEOUT_S} s (a hang?) ***"
+    command = torchrun_command(SCRIPT, ",".join(scenario.TASKS), out_dir, num_processes=NUM_PROCESSES)
+    return run_launch(command, out_dir, timeout_s=LAUNCH_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
