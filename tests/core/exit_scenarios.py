@@ -30,8 +30,10 @@ from pytorch_accelerated.trainer.testing import make_tiny_dataset
 
 try:  # launched as a script, or imported by the test module
     from helpers import make_trainer
+    from sharding_scenarios import fsdp2_plugin, make_sharded_trainer, token_dataset
 except ImportError:
     from .helpers import make_trainer
+    from .sharding_scenarios import fsdp2_plugin, make_sharded_trainer, token_dataset
 
 FAILING_PROCESS = 1
 FAILURE = "the loss on process 1 looked wrong at step 3"
@@ -67,6 +69,18 @@ def scenario_success(out: Path) -> dict:
     trainer.train(make_tiny_dataset(64), num_epochs=1, per_device_batch_size=4)
     gathered = trainer.gather(torch.tensor([float(rank())]))
     return {"gathered": gathered.tolist()}
+
+
+def scenario_fsdp2_success(out: Path) -> dict:
+    """A run of a model sharded with FSDP2 that saves sharded training states, then a collective."""
+    from pytorch_accelerated.callbacks import SaveTrainingStateCallback
+
+    trainer = make_sharded_trainer(
+        fsdp2_plugin(), callbacks=[SaveTrainingStateCallback(out / "states", save_every_n_steps=2)]
+    )
+    trainer.train(token_dataset(32), num_epochs=1, per_device_batch_size=4)
+    gathered = trainer.gather(torch.tensor([float(rank())]))
+    return {"gathered": gathered.tolist(), "sharded": trainer.accelerator.is_fsdp2}
 
 
 def scenario_persistent_workers(out: Path) -> dict:
@@ -124,6 +138,7 @@ def scenario_worker_hangs(out: Path) -> dict:
 
 SCENARIOS = {
     "success": scenario_success,
+    "fsdp2_success": scenario_fsdp2_success,
     "persistent_workers": scenario_persistent_workers,
     "callback_fails": scenario_callback_fails,
     "worker_fails": scenario_worker_fails,

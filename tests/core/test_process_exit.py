@@ -40,10 +40,12 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def test_a_successful_run_joins_gloos_threads_before_the_interpreter_ends(tmp_path):
+@pytest.mark.parametrize("scenario", ["success", "fsdp2_success"])
+def test_a_successful_run_joins_gloos_threads_before_the_interpreter_ends(scenario, tmp_path):
     """A gloo thread still alive when the interpreter finalizes can abort the process (SIGABRT) as it
-    lets go of the last collective's tensors: they are gone before, whatever the machine's load."""
-    status, results, exits, output = launch("success", tmp_path)
+    lets go of the last collective's tensors: they are gone before, whatever the machine's load.
+    DDP's reducer holds the process group; under FSDP2, the sharded modules' meshes do."""
+    status, results, exits, output = launch(scenario, tmp_path)
     assert status == 0, tail(output)
     assert [result.get("gathered") for result in results] == [[0.0, 1.0]] * 2, results
     for rank, record in enumerate(exits):

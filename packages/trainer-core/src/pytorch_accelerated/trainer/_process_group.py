@@ -8,10 +8,11 @@ interpreter starts finalizing; CPython (before 3.14) then ends it with ``pthread
 unwinding crosses the work's noexcept destructor: ``std::terminate`` ("terminate called without an
 active exception"), SIGABRT, exit code -6. ``destroy_process_group()`` alone does not stop these
 threads (gloo's ``shutdown`` does nothing): only ``ProcessGroupGloo``'s destructor joins them, when
-the group's last reference goes, and a DDP wrapper holds one in its reducer.
+the group's last reference goes, and a DDP wrapper holds one in its reducer; a model sharded with
+FSDP2 (``fully_shard``) holds one in the mesh description of each of its sharded modules.
 
-So at exit the DDP wrappers of the trainers let go of the group, then the group is destroyed: its
-last reference goes while Python is whole and off the GIL (torch's holder releases it), and the
+So at exit the trainers' models let go of the group, then the group is destroyed: its last
+reference goes while Python is whole and off the GIL (torch's holder releases it), and the
 destructor joins the threads, each finishing its release first.
 """
 
@@ -58,10 +59,11 @@ def _tear_down() -> None:
 
 
 def let_go_of_the_process_group(model: torch.nn.Module | None) -> None:
-    """Drop the references that the DDP wrappers in ``model`` hold to their process group.
+    """Drop the references that the DDP wrappers and the FSDP2-sharded modules in ``model`` hold to
+    their process groups.
 
     Args:
-        model: a prepared model (DDP, possibly compiled), or None; unusable for training afterwards.
+        model: a prepared model (DDP or FSDP2, possibly compiled), or None; unusable for training afterwards.
     """
     if not isinstance(model, torch.nn.Module):
         return
@@ -69,6 +71,31 @@ def let_go_of_the_process_group(model: torch.nn.Module | None) -> None:
         if isinstance(module, DistributedDataParallel):
             for name in _DDP_HOLDERS:
                 module.__dict__.pop(name, None)
+        for mesh_info in _fsdp2_mesh_infos(module):
+            _drop_process_groups(mesh_info)
+            _drop_process_groups(mesh_info.mesh)
+
+
+def _fsdp2_mesh_infos(module: torch.nn.Module) -> list:
+    """The mesh descriptions of a module that ``fully_shard`` sharded (none for another module)."""
+    get_state = getattr(module, "_get_fsdp_state", None)  # FSDP2 has no public way to its param groups
+    param_group = getattr(get_state(), "_fsdp_param_group", None) if callable(get_state) else None
+    if param_group is None:
+        return []
+    holders = [param_group, *param_group.fsdp_params]
+    names = ("mesh_info", "post_forward_mesh_info")
+    return [info for holder in holders for name in names if (info := getattr(holder, name, None)) is not None]
+
+
+def _drop_process_groups(holder: Any) -> None:
+    """Drop ``holder``'s attributes that are process groups, or dicts of them (a DeviceMesh's registry)."""
+    for name, value in list(vars(holder).items()):
+        if isinstance(value, torch.distributed.ProcessGroup):
+            del holder.__dict__[name]
+        elif isinstance(value, dict) and any(
+            isinstance(v, torch.distributed.ProcessGroup) for v in value.values()
+        ):
+            value.clear()
 
 
 def _exiting_on_an_error() -> bool:
