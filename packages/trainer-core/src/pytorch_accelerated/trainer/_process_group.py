@@ -71,20 +71,20 @@ def let_go_of_the_process_group(model: torch.nn.Module | None) -> None:
         if isinstance(module, DistributedDataParallel):
             for name in _DDP_HOLDERS:
                 module.__dict__.pop(name, None)
-        for mesh_info in _fsdp2_mesh_infos(module):
-            _drop_process_groups(mesh_info)
-            _drop_process_groups(mesh_info.mesh)
+        for holder in _fsdp2_group_holders(module):
+            _drop_process_groups(holder)
 
 
-def _fsdp2_mesh_infos(module: torch.nn.Module) -> list:
-    """The mesh descriptions of a module that ``fully_shard`` sharded (none for another module)."""
+def _fsdp2_group_holders(module: torch.nn.Module) -> list:
+    """The mesh descriptions, and their meshes, of a module that ``fully_shard`` sharded (none elsewhere)."""
     get_state = getattr(module, "_get_fsdp_state", None)  # FSDP2 has no public way to its param groups
     param_group = getattr(get_state(), "_fsdp_param_group", None) if callable(get_state) else None
     if param_group is None:
         return []
-    holders = [param_group, *param_group.fsdp_params]
+    owners = [param_group, *getattr(param_group, "fsdp_params", ())]
     names = ("mesh_info", "post_forward_mesh_info")
-    return [info for holder in holders for name in names if (info := getattr(holder, name, None)) is not None]
+    infos = [info for owner in owners for name in names if (info := getattr(owner, name, None)) is not None]
+    return infos + [mesh for info in infos if (mesh := getattr(info, "mesh", None)) is not None]
 
 
 def _drop_process_groups(holder: Any) -> None:
