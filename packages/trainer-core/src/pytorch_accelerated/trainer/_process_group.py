@@ -89,7 +89,7 @@ def _fsdp2_group_holders(module: torch.nn.Module) -> list:
 
 def _drop_process_groups(holder: Any) -> None:
     """Drop ``holder``'s attributes that are process groups, or dicts of them (a DeviceMesh's registry)."""
-    for name, value in list(vars(holder).items()):
+    for name, value in list(getattr(holder, "__dict__", {}).items()):
         if isinstance(value, torch.distributed.ProcessGroup):
             del holder.__dict__[name]
         elif isinstance(value, dict) and any(
